@@ -1,0 +1,76 @@
+"""Walking a model folder and hashing its files at the speed of the machine's sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+
+from weightyard.provenance._paths import matching_ignore
+from weightyard.provenance.errors import UnreadableModel
+
+# Large reads keep the per-call overhead (syscall, Python loop) negligible next to sha256 itself.
+READ_BUFFER_BYTES = 8 * 1024 * 1024
+
+
+def sha256_file(path: Path, buffer: bytearray | None = None) -> str:
+    """Hex sha256 of the regular file at `path`, read sequentially in large blocks."""
+    view = memoryview(buffer if buffer is not None else bytearray(READ_BUFFER_BYTES))
+    # O_NOFOLLOW: a file swapped for a symlink after the walk must not let the hash read outside the model.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as error:
+        raise UnreadableModel(f"cannot read {path}: {error.strerror}") from error
+    with open(fd, "rb", buffering=0) as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnreadableModel(f"{path} is not a regular file")
+        # Doubles cold read+hash throughput on these machines (DESIGN.md, measured).
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        digest = hashlib.sha256()
+        while count := file.readinto(view):
+            digest.update(view[:count])
+    return digest.hexdigest()
+
+
+def sha256_files(root: Path, names: Iterable[str]) -> dict[str, str]:
+    """Hex sha256 of each named file under `root`, sharing one read buffer."""
+    buffer = bytearray(READ_BUFFER_BYTES)
+    return {name: sha256_file(root / name, buffer) for name in names}
+
+
+def walk_model(root: Path, ignore_paths: Iterable[str]) -> tuple[list[str], list[str]]:
+    """List the regular files of a model folder as POSIX paths relative to `root`.
+
+    Returns `(files, ignored)`: the files to hash, and the ignore entries that matched something
+    (a folder as `name/`). Ignored folders are not descended into. Symlinks and special files are refused,
+    because hashing through them could read outside the folder or block forever.
+    """
+    if not root.is_dir():
+        raise UnreadableModel(f"{root} is not a folder")
+    entries = tuple(ignore_paths)
+    files: list[str] = []
+    ignored: list[str] = []
+    pending = [""]
+    while pending:
+        prefix = pending.pop()
+        try:
+            with os.scandir(root / prefix if prefix else root) as scan:
+                children = list(scan)
+        except OSError as error:
+            raise UnreadableModel(f"cannot list {root / prefix}: {error.strerror}") from error
+        for child in children:
+            name = f"{prefix}{child.name}"
+            is_dir = child.is_dir(follow_symlinks=False)
+            if matching_ignore(name, entries) is not None:
+                ignored.append(f"{name}/" if is_dir else name)
+            elif child.is_symlink():
+                raise UnreadableModel(f"{name} is a symlink; only regular files can be signed")
+            elif is_dir:
+                pending.append(f"{name}/")
+            elif child.is_file(follow_symlinks=False):
+                files.append(name)
+            else:
+                raise UnreadableModel(f"{name} is not a regular file")
+    return sorted(files), sorted(ignored)
