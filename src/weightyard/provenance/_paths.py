@@ -4,37 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-# Same bound as the hub's repo paths, so anything the hub stores can be signed and nothing longer can.
-MAX_PATH_BYTES = 1024
+from weightyard.errors import InvalidPath
+from weightyard.validation import check_path
 
 
 def path_problem(name: str) -> str | None:
     """Say why `name` cannot name a file inside a model folder, or return None when it can.
 
+    The rules are the hub's own path rules, so that a signature can cover anything the hub stores and
+    nothing that could climb out of a model folder (`..`, absolute paths) or be spelt two ways.
+
     >>> path_problem("sub/tokenizer.json") is None
     True
     >>> path_problem("../etc/passwd")
-    "'../etc/passwd' climbs out of the model folder"
+    "path '../etc/passwd' has an empty, '.' or '..' segment"
     """
-    if not name:
-        return "an empty file name"
     try:
-        encoded = name.encode("utf-8")
-    except UnicodeEncodeError:
-        return f"{name!r} is not valid UTF-8"
-    if len(encoded) > MAX_PATH_BYTES:
-        return f"{name[:64]!r}… is longer than {MAX_PATH_BYTES} bytes"
-    if name.startswith("/"):
-        return f"{name!r} is an absolute path"
-    segments = name.split("/")
-    if ".." in segments:
-        return f"{name!r} climbs out of the model folder"
-    if "\\" in name:
-        return f"{name!r} holds a backslash"
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in name):
-        return f"{name!r} holds a control character"
-    if "" in segments or "." in segments:
-        return f"{name!r} has an empty or '.' segment"
+        check_path(name)
+    except InvalidPath as error:
+        return error.message
     return None
 
 

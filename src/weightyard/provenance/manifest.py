@@ -56,7 +56,7 @@ class Manifest:
         for name in sorted(self.files):
             problem = path_problem(name)
             if problem is not None:
-                raise InvalidManifest(f"cannot sign {problem}")
+                raise InvalidManifest(f"cannot sign this file name: {problem}")
             digest = normalize_sha256(self.files[name])
             if digest is None:
                 raise InvalidManifest(f"{name!r} has no valid sha256 digest: {self.files[name]!r}")
@@ -64,7 +64,7 @@ class Manifest:
         for entry in self.ignore_paths:
             problem = path_problem(entry)
             if problem is not None:
-                raise InvalidManifest(f"cannot ignore {problem}")
+                raise InvalidManifest(f"cannot record this ignore path: {problem}")
         object.__setattr__(self, "files", MappingProxyType(checked))
         object.__setattr__(self, "ignore_paths", tuple(dict.fromkeys(self.ignore_paths)))
 

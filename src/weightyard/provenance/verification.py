@@ -265,7 +265,12 @@ def verify_signature(
     )
     if unsafe:
         escapes = [
-            Problem(Reason.UNSAFE_PATH, f"unsafe path in the signature: {why}", path) for path, why in unsafe
+            Problem(
+                Reason.UNSAFE_PATH,
+                f"unsafe path in the signature (it could name a file outside the model folder): {why}",
+                path,
+            )
+            for path, why in unsafe
         ]
         return _invalid(Reason.UNSAFE_PATH, _summary(escapes), context, tuple(escapes))
     if expected_model_name is not None and statement.model_name != expected_model_name:
