@@ -1,0 +1,407 @@
+"""Xorbs: the client's upload unit, a run of compressed chunks addressed by the Merkle root of its chunks.
+
+An uploaded body is chunks only: per chunk an 8-byte header (version, compressed length, scheme, uncompressed
+length) and the payload. The parser here is incremental (feed it the body as it arrives), holds at most one
+chunk at a time, bounds every decompression by the declared length, and recomputes every hash: nothing the
+uploader claims is trusted (XET_PROTOCOL.md §10.1).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+
+import lz4.frame  # type: ignore[import-untyped]
+import numpy as np
+
+from weightyard.xet.errors import ChunkDecompressionError, InvalidXorb, XorbHashMismatch, XorbTooLarge
+from weightyard.xet.hashes import HASH_LEN, ChunkRef, chunk_hash, hash_to_string, xorb_hash
+
+CHUNK_HEADER_LEN = 8
+CHUNK_FORMAT_VERSION = 0
+MAX_CHUNK_LEN = 128 * 1024
+# Compression may expand incompressible data slightly; the client then stores it uncompressed, so anything
+# far beyond the chunk size is not a real payload.
+MAX_COMPRESSED_CHUNK_LEN = 2 * MAX_CHUNK_LEN
+# The client closes a xorb at 64 MiB of raw data or 8192 chunks; headers come on top of the 64 MiB.
+MAX_XORB_CHUNKS = 8192
+MAX_XORB_RAW_LEN = 64 * 1024 * 1024
+MAX_XORB_LEN = MAX_XORB_RAW_LEN + CHUNK_HEADER_LEN * MAX_XORB_CHUNKS
+
+_BYTE_GROUPS = 4
+_LZ4_OPTIONS = {
+    # Independent 64 KiB blocks without checksums: the frame flags (0x60, 0x40) the client writes.
+    "block_size": lz4.frame.BLOCKSIZE_MAX64KB,
+    "block_linked": False,
+    "content_checksum": False,
+    "block_checksum": False,
+    "store_size": False,
+}
+
+
+class CompressionScheme(IntEnum):
+    """How a chunk's payload is stored."""
+
+    NONE = 0
+    LZ4 = 1
+    BYTE_GROUPING_4_LZ4 = 2
+
+
+@dataclass(frozen=True, slots=True)
+class XorbChunk:
+    """One chunk of a parsed xorb: the server's own record, the ground truth for shards and downloads."""
+
+    hash: bytes
+    length: int
+    """Uncompressed length."""
+    raw_offset: int
+    """Offset of the chunk's first byte in the xorb's uncompressed data."""
+    start: int
+    """Offset of the chunk's header in the serialized xorb."""
+    end: int
+    """Offset just past the chunk's payload in the serialized xorb."""
+    scheme: CompressionScheme
+
+
+@dataclass(frozen=True, slots=True)
+class XorbInfo:
+    """What parsing a xorb establishes: its hash and chunk table."""
+
+    hash: bytes
+    chunks: tuple[XorbChunk, ...]
+
+    @property
+    def serialized_len(self) -> int:
+        return self.chunks[-1].end
+
+    @property
+    def raw_len(self) -> int:
+        last = self.chunks[-1]
+        return last.raw_offset + last.length
+
+    def chunk_refs(self) -> list[ChunkRef]:
+        """The `(hash, length)` pairs of its chunks, as the Merkle tree and shards use them."""
+        return [(chunk.hash, chunk.length) for chunk in self.chunks]
+
+
+def byte_group(data: bytes) -> bytes:
+    """Split data into 4 groups (byte k of every 4-byte word together), as BG4 does before compressing."""
+    array = np.frombuffer(data, dtype=np.uint8)
+    return b"".join(array[i::_BYTE_GROUPS].tobytes() for i in range(_BYTE_GROUPS))
+
+
+def byte_ungroup(grouped: bytes) -> bytes:
+    """Invert `byte_group`: group `i` holds output bytes i, i+4, i+8, ..."""
+    length = len(grouped)
+    source = np.frombuffer(grouped, dtype=np.uint8)
+    out = np.empty(length, dtype=np.uint8)
+    base, extra = divmod(length, _BYTE_GROUPS)
+    offset = 0
+    for i in range(_BYTE_GROUPS):
+        size = base + (1 if i < extra else 0)
+        out[i::_BYTE_GROUPS] = source[offset : offset + size]
+        offset += size
+    return out.tobytes()
+
+
+def _lz4_decompress(payload: bytes, length: int) -> bytes:
+    decompressor = lz4.frame.LZ4FrameDecompressor()
+    try:
+        # One byte more than declared is enough to tell "too long" without inflating a bomb.
+        data: bytes = decompressor.decompress(payload, max_length=length + 1)
+    except RuntimeError as exc:
+        raise ChunkDecompressionError(f"chunk payload is not a valid LZ4 frame: {exc}") from None
+    if len(data) != length or not decompressor.eof or decompressor.unused_data:
+        raise ChunkDecompressionError(
+            f"chunk payload does not decompress to exactly its declared {length} bytes in one LZ4 frame"
+        )
+    return data
+
+
+def decode_chunk_payload(scheme: CompressionScheme, payload: bytes, length: int) -> bytes:
+    """Uncompressed bytes of a chunk payload, checked to be exactly `length` long."""
+    if scheme is CompressionScheme.NONE:
+        if len(payload) != length:
+            raise ChunkDecompressionError(
+                f"uncompressed chunk has {len(payload)} payload bytes but declares {length}"
+            )
+        return payload
+    data = _lz4_decompress(payload, length)
+    if scheme is CompressionScheme.BYTE_GROUPING_4_LZ4:
+        return byte_ungroup(data)
+    return data
+
+
+def encode_chunk_payload(data: bytes, scheme: CompressionScheme) -> bytes:
+    """Payload of a chunk stored with `scheme`."""
+    if scheme is CompressionScheme.NONE:
+        return data
+    if scheme is CompressionScheme.BYTE_GROUPING_4_LZ4:
+        data = byte_group(data)
+    compressed: bytes = lz4.frame.compress(data, **_LZ4_OPTIONS)
+    return compressed
+
+
+def choose_chunk_encoding(data: bytes) -> tuple[CompressionScheme, bytes]:
+    """The smallest of LZ4 and BG4+LZ4 for this chunk, or no compression when neither saves a byte."""
+    best = (CompressionScheme.NONE, data)
+    for scheme in (CompressionScheme.LZ4, CompressionScheme.BYTE_GROUPING_4_LZ4):
+        payload = encode_chunk_payload(data, scheme)
+        if len(payload) < len(best[1]):
+            best = (scheme, payload)
+    return best
+
+
+def chunk_header(scheme: CompressionScheme, payload_len: int, length: int) -> bytes:
+    """The 8-byte header in front of a chunk payload."""
+    return struct.pack(
+        "<B3sB3s",
+        CHUNK_FORMAT_VERSION,
+        payload_len.to_bytes(3, "little"),
+        scheme,
+        length.to_bytes(3, "little"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Header:
+    payload_len: int
+    scheme: CompressionScheme
+    length: int
+
+
+def _parse_header(raw: bytes | bytearray, offset: int) -> _Header:
+    version = raw[0]
+    payload_len = int.from_bytes(raw[1:4], "little")
+    scheme_byte = raw[4]
+    length = int.from_bytes(raw[5:8], "little")
+    where = f"chunk header at offset {offset}"
+    if version != CHUNK_FORMAT_VERSION:
+        raise InvalidXorb(f"{where}: version {version} is not supported (a footer is not allowed in uploads)")
+    try:
+        scheme = CompressionScheme(scheme_byte)
+    except ValueError:
+        raise InvalidXorb(f"{where}: unknown compression scheme {scheme_byte}") from None
+    if not 0 < length <= MAX_CHUNK_LEN:
+        raise InvalidXorb(f"{where}: uncompressed length {length} is outside 1..{MAX_CHUNK_LEN}")
+    if not 0 < payload_len <= MAX_COMPRESSED_CHUNK_LEN:
+        raise InvalidXorb(f"{where}: payload length {payload_len} is outside 1..{MAX_COMPRESSED_CHUNK_LEN}")
+    return _Header(payload_len, scheme, length)
+
+
+class XorbReader:
+    """Incremental, validating xorb parser: `feed` the body as it arrives, then `finish`.
+
+    Memory stays at about one chunk whatever the body size; a body over `max_len` fails as soon as it passes
+    the limit, whatever Content-Length said.
+    """
+
+    def __init__(self, *, max_len: int = MAX_XORB_LEN, max_chunks: int = MAX_XORB_CHUNKS) -> None:
+        self._max_len = max_len
+        self._max_chunks = max_chunks
+        self._pending = bytearray()
+        self._consumed = 0
+        self._raw_offset = 0
+        self._header: _Header | None = None
+        self._chunks: list[XorbChunk] = []
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """Add body bytes; return the uncompressed data of the chunks they complete."""
+        if self._consumed + len(self._pending) + len(data) > self._max_len:
+            raise XorbTooLarge(f"xorb body exceeds {self._max_len} bytes")
+        self._pending += data
+        completed: list[bytes] = []
+        while True:
+            chunk = self._next_chunk()
+            if chunk is None:
+                return completed
+            completed.append(chunk)
+
+    def finish(self, expected_hash: bytes | None = None) -> XorbInfo:
+        """Check the body ended on a chunk boundary and, when given, that the xorb hash is `expected_hash`."""
+        if self._pending or self._header is not None:
+            raise InvalidXorb(f"xorb body is truncated inside the chunk starting at offset {self._consumed}")
+        if not self._chunks:
+            raise InvalidXorb("xorb body holds no chunk")
+        info = XorbInfo(xorb_hash((c.hash, c.length) for c in self._chunks), tuple(self._chunks))
+        if expected_hash is not None and info.hash != expected_hash:
+            raise XorbHashMismatch(
+                f"xorb content hashes to {hash_to_string(info.hash)}, "
+                f"not to {hash_to_string(expected_hash)} it was uploaded as"
+            )
+        return info
+
+    def _next_chunk(self) -> bytes | None:
+        if self._header is None:
+            if len(self._pending) < CHUNK_HEADER_LEN:
+                return None
+            if len(self._chunks) >= self._max_chunks:
+                raise InvalidXorb(f"xorb holds more than {self._max_chunks} chunks")
+            self._header = _parse_header(self._pending[:CHUNK_HEADER_LEN], self._consumed)
+        header = self._header
+        total = CHUNK_HEADER_LEN + header.payload_len
+        if len(self._pending) < total:
+            return None
+        payload = bytes(self._pending[CHUNK_HEADER_LEN:total])
+        del self._pending[:total]
+        try:
+            data = decode_chunk_payload(header.scheme, payload, header.length)
+        except ChunkDecompressionError as exc:
+            raise ChunkDecompressionError(f"chunk at offset {self._consumed}: {exc.message}") from None
+        start = self._consumed
+        self._consumed += total
+        self._chunks.append(
+            XorbChunk(chunk_hash(data), header.length, self._raw_offset, start, self._consumed, header.scheme)
+        )
+        self._raw_offset += header.length
+        self._header = None
+        return data
+
+
+def parse_xorb(
+    body: bytes | Iterable[bytes], expected_hash: bytes | None = None, *, max_len: int = MAX_XORB_LEN
+) -> XorbInfo:
+    """Validate an uploaded xorb body and return its chunk table.
+
+    >>> info = parse_xorb(serialize_xorb([b"hello"])[0])
+    >>> [chunk.length for chunk in info.chunks]
+    [5]
+    """
+    reader = XorbReader(max_len=max_len)
+    for piece in [body] if isinstance(body, bytes | bytearray | memoryview) else body:
+        reader.feed(piece)
+    return reader.finish(expected_hash)
+
+
+def serialize_xorb(
+    chunks: Iterable[bytes], scheme: CompressionScheme | None = None
+) -> tuple[bytes, XorbInfo]:
+    """Build a xorb body (no footer, as the client uploads it) from uncompressed chunks.
+
+    `scheme=None` picks the smallest encoding per chunk, as the client does; a given scheme is used for all.
+    """
+    parts: list[bytes] = []
+    records: list[XorbChunk] = []
+    offset = raw_offset = 0
+    for data in chunks:
+        if not 0 < len(data) <= MAX_CHUNK_LEN:
+            raise InvalidXorb(f"chunk length {len(data)} is outside 1..{MAX_CHUNK_LEN}")
+        used, payload = (
+            choose_chunk_encoding(data) if scheme is None else (scheme, encode_chunk_payload(data, scheme))
+        )
+        parts += (chunk_header(used, len(payload), len(data)), payload)
+        end = offset + CHUNK_HEADER_LEN + len(payload)
+        records.append(XorbChunk(chunk_hash(data), len(data), raw_offset, offset, end, used))
+        offset, raw_offset = end, raw_offset + len(data)
+    if not records:
+        raise InvalidXorb("a xorb needs at least one chunk")
+    if len(records) > MAX_XORB_CHUNKS:
+        raise InvalidXorb(f"a xorb holds at most {MAX_XORB_CHUNKS} chunks")
+    info = XorbInfo(xorb_hash((r.hash, r.length) for r in records), tuple(records))
+    return b"".join(parts), info
+
+
+def iter_chunk_data(serialized: bytes | memoryview, first_offset: int = 0) -> Iterator[bytes]:
+    """Decode consecutive serialized chunks (a fetched byte range of a stored xorb) into their data."""
+    view = memoryview(serialized)
+    position = 0
+    while position < len(view):
+        if len(view) - position < CHUNK_HEADER_LEN:
+            raise InvalidXorb(f"chunk header at offset {first_offset + position} is truncated")
+        header = _parse_header(bytes(view[position : position + CHUNK_HEADER_LEN]), first_offset + position)
+        payload_start = position + CHUNK_HEADER_LEN
+        payload_end = payload_start + header.payload_len
+        if payload_end > len(view):
+            raise InvalidXorb(f"chunk at offset {first_offset + position} is truncated")
+        yield decode_chunk_payload(header.scheme, bytes(view[payload_start:payload_end]), header.length)
+        position = payload_end
+
+
+# The footer a server appends to a stored xorb ("XorbObjectInfo" v1), so that the object alone says where
+# each chunk lies. Clients never send it and fetch ranges never include it.
+_FOOTER_IDENT = b"XETBLOB"
+_FOOTER_VERSION = 1
+_HASHES_IDENT = b"XBLBHSH"
+_HASHES_VERSION = 0
+_BOUNDARIES_IDENT = b"XBLBBND"
+_BOUNDARIES_VERSION = 1
+_FOOTER_PADDING = 16
+_SECTION_HEAD = len(_FOOTER_IDENT) + 1 + 4
+
+
+def build_xorb_footer(info: XorbInfo) -> bytes:
+    """The footer to append after the chunks of a stored xorb, followed by its own length as a u32."""
+    n = len(info.chunks)
+    boundaries_from_end = _SECTION_HEAD + 8 * n + 12 + _FOOTER_PADDING
+    hashes_from_end = _SECTION_HEAD + HASH_LEN * n + boundaries_from_end
+    body = b"".join(
+        [
+            _FOOTER_IDENT,
+            bytes([_FOOTER_VERSION]),
+            info.hash,
+            _HASHES_IDENT,
+            bytes([_HASHES_VERSION]),
+            struct.pack("<I", n),
+            *(chunk.hash for chunk in info.chunks),
+            _BOUNDARIES_IDENT,
+            bytes([_BOUNDARIES_VERSION]),
+            struct.pack("<I", n),
+            struct.pack(f"<{n}I", *(chunk.end for chunk in info.chunks)),
+            struct.pack(f"<{n}I", *(chunk.raw_offset + chunk.length for chunk in info.chunks)),
+            struct.pack("<III", n, hashes_from_end, boundaries_from_end),
+            bytes(_FOOTER_PADDING),
+        ]
+    )
+    return body + struct.pack("<I", len(body))
+
+
+def parse_xorb_footer(stored: bytes) -> XorbInfo:
+    """Read the chunk table of a stored xorb (chunks followed by `build_xorb_footer`) from its footer alone.
+
+    The hashes are taken from the footer, which the server wrote itself after validating the upload.
+    """
+    if len(stored) < 4:
+        raise InvalidXorb("stored xorb is too short to hold a footer")
+    (footer_len,) = struct.unpack_from("<I", stored, len(stored) - 4)
+    footer_start = len(stored) - 4 - footer_len
+    if footer_start < 0:
+        raise InvalidXorb("stored xorb footer length points before the start of the object")
+    footer = memoryview(stored)[footer_start : len(stored) - 4]
+    position = 0
+
+    def take(size: int) -> bytes:
+        nonlocal position
+        if position + size > len(footer):
+            raise InvalidXorb("stored xorb footer is truncated")
+        value = bytes(footer[position : position + size])
+        position += size
+        return value
+
+    def section(ident: bytes, version: int) -> None:
+        if take(len(ident)) != ident or take(1)[0] != version:
+            raise InvalidXorb(f"stored xorb footer lacks its {ident.decode()} v{version} section")
+
+    section(_FOOTER_IDENT, _FOOTER_VERSION)
+    hash_ = take(HASH_LEN)
+    section(_HASHES_IDENT, _HASHES_VERSION)
+    (n,) = struct.unpack("<I", take(4))
+    hashes = [take(HASH_LEN) for _ in range(n)]
+    section(_BOUNDARIES_IDENT, _BOUNDARIES_VERSION)
+    if struct.unpack("<I", take(4)) != (n,):
+        raise InvalidXorb("stored xorb footer sections disagree on the chunk count")
+    ends = struct.unpack(f"<{n}I", take(4 * n))
+    raw_ends = struct.unpack(f"<{n}I", take(4 * n))
+    take(12 + _FOOTER_PADDING)
+    if position != len(footer) or n == 0 or ends[-1] != footer_start:
+        raise InvalidXorb("stored xorb footer does not describe the chunks before it")
+    chunks = []
+    start = raw_start = 0
+    for hash_value, end, raw_end in zip(hashes, ends, raw_ends, strict=True):
+        header = _parse_header(stored[start : start + CHUNK_HEADER_LEN], start)
+        if end - start != CHUNK_HEADER_LEN + header.payload_len or raw_end - raw_start != header.length:
+            raise InvalidXorb(f"stored xorb footer disagrees with the chunk header at offset {start}")
+        chunks.append(XorbChunk(hash_value, header.length, raw_start, start, end, header.scheme))
+        start, raw_start = end, raw_end
+    return XorbInfo(hash_, tuple(chunks))
