@@ -17,7 +17,7 @@ SHARED_XET = Path(__file__).resolve().parents[2].parent / "shared" / "xet"
 
 @pytest.fixture(scope="session")
 def shared_xet() -> Path:
-    assert SHARED_XET.is_dir(), f"the captured Xet examples are expected beside the repository, at {SHARED_XET}"
+    assert SHARED_XET.is_dir(), f"the captured Xet examples belong beside the repository, at {SHARED_XET}"
     return SHARED_XET
 
 

@@ -43,7 +43,7 @@ def test_keys_are_the_ones_the_spec_prints() -> None:
 
 def test_hash_string_reverses_each_eight_byte_group() -> None:
     text = hash_to_string(bytes(range(32)))
-    assert text == "0706050403020100" "0f0e0d0c0b0a0908" "1716151413121110" "1f1e1d1c1b1a1918"
+    assert text == "07060504030201000f0e0d0c0b0a090817161514131211101f1e1d1c1b1a1918"
     assert string_to_hash(text) == bytes(range(32))
 
 
