@@ -1,0 +1,3 @@
+"""Weightyard: a self-hosted hub for open-weight models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from weightyard.cli import main
+
+main()

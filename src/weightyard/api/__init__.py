@@ -1,0 +1,50 @@
+"""The HTTP application: thin routers over the domain services."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from weightyard import __version__
+from weightyard.api import hf, lfs
+from weightyard.api.common import error_response
+from weightyard.errors import BadRequest, NotFound, WeightyardError
+from weightyard.hub import Hub
+
+
+def create_app(hub: Hub) -> FastAPI:
+    """The hub's ASGI application.
+
+    Example:
+        >>> app = create_app(Hub.open(Settings(data=Path("/tmp/wy"))))  # doctest: +SKIP
+    """
+    app = FastAPI(title="Weightyard", version=__version__, docs_url="/api/docs", openapi_url="/api/openapi.json")
+    app.state.hub = hub
+
+    @app.exception_handler(WeightyardError)
+    async def _domain_error(_request: Request, exc: WeightyardError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(BadRequest(f"invalid request: {exc.errors()[:3]}"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return error_response(NotFound("Not found"))
+        error = WeightyardError(str(exc.detail))
+        error.status = exc.status_code
+        error.code = "HTTPError"
+        return error_response(error)
+
+    @app.exception_handler(ValueError)
+    async def _value_error(_request: Request, exc: ValueError) -> JSONResponse:
+        # json.JSONDecodeError from request.json() and unquote() on bad UTF-8 land here
+        return error_response(BadRequest(f"malformed request: {exc}"))
+
+    app.include_router(lfs.router)
+    app.include_router(hf.router)
+    return app

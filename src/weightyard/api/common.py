@@ -1,0 +1,81 @@
+"""Helpers shared by the routers: the error mapper, the principal, raw-path parsing, dates, URLs."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+from urllib.parse import unquote
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from weightyard.auth import Principal
+from weightyard.errors import EntryNotFound, InvalidCredentials, WeightyardError
+from weightyard.hub import Hub
+
+# URL prefix of file routes per repo type, as on the Hugging Face Hub.
+TYPE_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+PLURAL_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
+
+
+def error_response(exc: WeightyardError) -> JSONResponse:
+    """The one error mapper: JSON body plus the headers the Hugging Face client reads."""
+    body: dict[str, Any] = {"error": exc.message, "code": exc.code}
+    body.update({k: v for k, v in exc.details.items() if isinstance(v, str | int | bool)})
+    headers = {
+        "X-Error-Code": exc.code,
+        "X-Error-Message": exc.message.encode("ascii", "replace").decode()[:500],
+    }
+    if isinstance(exc, EntryNotFound) and exc.commit:
+        headers["X-Repo-Commit"] = exc.commit
+    return JSONResponse(body, status_code=exc.status, headers=headers)
+
+
+def hub_of(request: Request) -> Hub:
+    hub: Hub = request.app.state.hub
+    return hub
+
+
+def principal_of(request: Request) -> Principal | None:
+    """The caller, from `Authorization: Bearer <token>`; None when anonymous."""
+    header = request.headers.get("authorization", "")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidCredentials("Invalid credentials in Authorization header")
+    return hub_of(request).tokens.authenticate(token.strip())
+
+
+async def principal_async(request: Request) -> Principal | None:
+    return await run_in_threadpool(principal_of, request)
+
+
+def raw_segments(request: Request) -> list[str]:
+    """Path segments decoded one by one from the raw path, so `refs%2Fpr%2F1` stays one segment."""
+    raw: bytes = request.scope.get("raw_path") or request.url.path.encode()
+    path = raw.decode("latin-1").split("?", 1)[0]
+    return [unquote(segment, errors="strict") for segment in path.split("/")[1:]]
+
+
+def split_revision(segments: list[str]) -> tuple[str, list[str]]:
+    """The revision and the remaining segments. Unencoded `refs/pr/N` and `refs/convert/X` are kept whole."""
+    if not segments or not segments[0]:
+        return "main", []
+    if segments[0] == "refs" and len(segments) >= 3 and segments[1] in ("pr", "convert", "heads", "tags"):
+        return "/".join(segments[:3]), segments[3:]
+    return segments[0], segments[1:]
+
+
+def iso(moment: datetime.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def base_url(request: Request) -> str:
+    configured = hub_of(request).settings.public_url
+    return (configured or str(request.base_url)).rstrip("/")
+
+
+def repo_url(request: Request, repo_type: str, repo_id: str) -> str:
+    return f"{base_url(request)}/{TYPE_PREFIX[repo_type]}{repo_id}"

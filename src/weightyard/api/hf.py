@@ -1,0 +1,636 @@
+"""The Hugging Face Hub wire protocol: metadata, trees, refs, commits, uploads and `/resolve` downloads.
+
+Routes that carry a revision or a path re-read the raw URL (see `raw_segments`), because the client
+percent-encodes `/` inside revisions and folders and the router only sees the decoded path.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from weightyard.api.commit_body import CommitBody, CommitBodyReader, PendingDelete, PendingFile, PendingLfsFile
+from weightyard.api.common import (
+    PLURAL_TYPES,
+    TYPE_PREFIX,
+    base_url,
+    hub_of,
+    iso,
+    principal_async,
+    principal_of,
+    raw_segments,
+    repo_url,
+    split_revision,
+)
+from weightyard.auth import Action, Principal
+from weightyard.errors import BadRequest, NotFound, RangeNotSatisfiable, RepoExists, Unauthorized
+from weightyard.repos import (
+    AddFile,
+    Commit,
+    DeleteFile,
+    DeleteFolder,
+    DirEntry,
+    FileEntry,
+    Operation,
+    Repo,
+    TreeItem,
+    check_path,
+    check_repo_segment,
+    lfs_pointer,
+)
+from weightyard.repos.ingest import looks_binary
+
+router = APIRouter()
+
+TREE_PAGE = 1000
+TREE_PAGE_EXPANDED = 50
+COMMITS_PAGE = 100
+MODELS_PAGE = 1000
+DOWNLOAD_CHUNK = 4 * 1024 * 1024
+BODY_BATCH = 1024 * 1024
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def _repo_type(plural: str) -> str:
+    repo_type = PLURAL_TYPES.get(plural)
+    if repo_type is None:
+        raise NotFound(f"unknown repo type {plural!r}")
+    return repo_type
+
+
+def _load_repo(request: Request, plural: str, namespace: str, name: str, action: Action = Action.READ) -> Repo:
+    return hub_of(request).repos.get_repo(principal_of(request), _repo_type(plural), namespace, name, action)
+
+
+def _api_rest(request: Request) -> list[str]:
+    """Segments after `/api/{type}/{namespace}/{name}/{verb}`."""
+    return raw_segments(request)[5:]
+
+
+# ---------------------------------------------------------------------------------------------- metadata
+
+
+def _file_json(item: TreeItem) -> dict[str, Any]:
+    entry = item.entry
+    if isinstance(entry, DirEntry):
+        return {"type": "directory", "oid": entry.oid, "size": 0, "path": item.path}
+    data: dict[str, Any] = {"type": "file", "oid": entry.git_oid, "size": entry.size, "path": item.path}
+    if entry.lfs:
+        pointer = lfs_pointer(entry.sha256, entry.size)
+        data["lfs"] = {"oid": entry.sha256, "size": entry.size, "pointerSize": len(pointer)}
+    return data
+
+
+def repo_info(request: Request, repo: Repo, commit: Commit, blobs: bool = False) -> dict[str, Any]:
+    files = hub_of(request).repos.files(commit)
+    siblings = []
+    for path, entry in files.items():
+        sibling: dict[str, Any] = {"rfilename": path}
+        if blobs:
+            sibling["size"] = entry.size
+            sibling["blobId"] = entry.git_oid
+            if entry.lfs:
+                pointer = lfs_pointer(entry.sha256, entry.size)
+                sibling["lfs"] = {"size": entry.size, "sha256": entry.sha256, "pointerSize": len(pointer)}
+        siblings.append(sibling)
+    return {
+        "_id": repo.repo_id,
+        "id": repo.repo_id,
+        "modelId": repo.repo_id,
+        "author": repo.namespace,
+        "sha": commit.oid,
+        "lastModified": iso(repo.updated_at),
+        "createdAt": iso(repo.created_at),
+        "private": repo.private,
+        "gated": False,
+        "disabled": False,
+        "downloads": repo.downloads,
+        "likes": 0,
+        "tags": [],
+        "library_name": None,
+        "pipeline_tag": None,
+        "cardData": {},
+        "siblings": siblings,
+        "usedStorage": sum(entry.size for entry in files.values()),
+    }
+
+
+@router.get("/api/{plural}/{namespace}/{name}")
+def get_repo_info(request: Request, plural: str, namespace: str, name: str, blobs: bool = False) -> dict[str, Any]:
+    repo = _load_repo(request, plural, namespace, name)
+    commit = hub_of(request).repos.resolve(repo, "main")
+    return repo_info(request, repo, commit, blobs)
+
+
+@router.get("/api/{plural}/{namespace}/{name}/revision/{rest:path}")
+def get_repo_info_at(
+    request: Request, plural: str, namespace: str, name: str, rest: str, blobs: bool = False
+) -> dict[str, Any]:
+    repo = _load_repo(request, plural, namespace, name)
+    revision, _ = split_revision(_api_rest(request))
+    commit = hub_of(request).repos.resolve(repo, revision)
+    return repo_info(request, repo, commit, blobs)
+
+
+def _paginated(request: Request, items: list[dict[str, Any]], page_size: int) -> JSONResponse:
+    """One page of `items`, with an absolute `Link: rel="next"` carrying every query parameter."""
+    cursor = request.query_params.get("cursor", "0")
+    if not cursor.isdigit():
+        raise BadRequest("invalid cursor")
+    start = int(cursor)
+    headers = {}
+    if start + page_size < len(items):
+        raw_path = (request.scope.get("raw_path") or request.url.path.encode()).decode("latin-1").split("?")[0]
+        params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
+        query = urlencode([*params, ("cursor", str(start + page_size))])
+        headers["Link"] = f'<{base_url(request)}{raw_path}?{query}>; rel="next"'
+    return JSONResponse(items[start : start + page_size], headers=headers)
+
+
+@router.get("/api/{plural}/{namespace}/{name}/tree/{rest:path}")
+def get_tree(
+    request: Request, plural: str, namespace: str, name: str, rest: str, recursive: bool = False, expand: bool = False
+) -> JSONResponse:
+    repo = _load_repo(request, plural, namespace, name)
+    revision, path_segments = split_revision(_api_rest(request))
+    path = "/".join(segment for segment in path_segments if segment)
+    repos = hub_of(request).repos
+    commit = repos.resolve(repo, revision)
+    items = [_file_json(item) for item in repos.tree(commit, path, recursive)]
+    return _paginated(request, items, TREE_PAGE_EXPANDED if expand else TREE_PAGE)
+
+
+@router.post("/api/{plural}/{namespace}/{name}/paths-info/{rest:path}")
+async def post_paths_info(request: Request, plural: str, namespace: str, name: str, rest: str) -> JSONResponse:
+    body = (await request.body()).decode("utf-8", "replace")
+    if request.headers.get("content-type", "").startswith("application/json"):
+        import json
+
+        paths = json.loads(body).get("paths", [])
+    else:
+        paths = parse_qs(body).get("paths", [])
+
+    def answer() -> list[dict[str, Any]]:
+        repo = _load_repo(request, plural, namespace, name)
+        revision, _ = split_revision(_api_rest(request))
+        repos = hub_of(request).repos
+        commit = repos.resolve(repo, revision)
+        everything = {item.path: item for item in repos.tree(commit, "", recursive=True)}
+        return [_file_json(everything[path]) for path in paths if isinstance(path, str) and path in everything]
+
+    return JSONResponse(await run_in_threadpool(answer))
+
+
+@router.get("/api/{plural}/{namespace}/{name}/refs")
+def get_refs(request: Request, plural: str, namespace: str, name: str, include_prs: bool = False) -> dict[str, Any]:
+    repo = _load_repo(request, plural, namespace, name)
+    result: dict[str, Any] = {"branches": [], "converts": [], "tags": []}
+    pulls = []
+    for ref in hub_of(request).repos.refs(repo):
+        item = {"name": ref.short_name, "ref": ref.name, "targetCommit": ref.target}
+        if ref.name.startswith("refs/heads/"):
+            result["branches"].append(item)
+        elif ref.name.startswith("refs/tags/"):
+            result["tags"].append(item)
+        elif ref.name.startswith("refs/pr/"):
+            pulls.append(item)
+    if include_prs or request.query_params.get("include_prs") == "1":
+        result["pullRequests"] = pulls
+    return result
+
+
+@router.get("/api/{plural}/{namespace}/{name}/commits/{rest:path}")
+def get_commits(request: Request, plural: str, namespace: str, name: str, rest: str) -> JSONResponse:
+    repo = _load_repo(request, plural, namespace, name)
+    revision, _ = split_revision(_api_rest(request))
+    items = [
+        {
+            "id": commit.oid,
+            "title": commit.title,
+            "message": commit.message,
+            "date": iso(commit.created_at),
+            "authors": [{"user": commit.author}],
+            "formatted": {"title": commit.title, "message": commit.message},
+        }
+        for commit in hub_of(request).repos.history(repo, revision)
+    ]
+    return _paginated(request, items, COMMITS_PAGE)
+
+
+@router.get("/api/{plural}")
+def list_repos(
+    request: Request,
+    plural: str,
+    search: str | None = None,
+    author: str | None = None,
+    sort: str | None = None,
+    limit: int | None = None,
+) -> JSONResponse:
+    repo_type = _repo_type(plural)
+    hub = hub_of(request)
+    sort_key = {"trendingScore": "downloads", "likes": "downloads"}.get(sort or "", sort or "lastModified")
+    repos = hub.repos.list_repos(
+        principal_of(request), repo_type, search=search, author=author, sort=sort_key, limit=limit or 10_000
+    )
+    items = []
+    for repo in repos:
+        head = hub.repos.resolve(repo, "main")
+        info = repo_info(request, repo, head)
+        del info["siblings"]
+        items.append(info)
+    return _paginated(request, items, MODELS_PAGE)
+
+
+# ---------------------------------------------------------------------------------------------- account
+
+
+@router.get("/api/whoami-v2")
+def whoami(request: Request) -> dict[str, Any]:
+    principal = principal_of(request)
+    if principal is None:
+        raise Unauthorized("Authorization header is missing a bearer token")
+    return {
+        "type": "user",
+        "id": str(principal.user_id),
+        "name": principal.name,
+        "fullname": principal.name,
+        "email": None,
+        "isAdmin": principal.is_admin,
+        "orgs": [],
+        "auth": {
+            "type": "access_token",
+            "accessToken": {"displayName": principal.token_name, "role": principal.scope},
+        },
+    }
+
+
+@router.get("/api/agent-harnesses")
+def agent_harnesses() -> dict[str, Any]:
+    return {"standardEnvVars": [], "harnesses": {}}
+
+
+@router.post("/api/validate-yaml")
+async def validate_yaml(request: Request) -> dict[str, Any]:
+    payload = await request.json()
+    if not isinstance(payload, dict) or not isinstance(payload.get("content"), str):
+        raise BadRequest("expected {'content': <README text>, 'repoType': ...}")
+    return {"errors": [], "warnings": []}
+
+
+# ---------------------------------------------------------------------------------------------- repos
+
+
+def _repo_target(principal: Principal | None, payload: dict[str, Any]) -> tuple[str, str, str]:
+    name = payload.get("name")
+    if not isinstance(name, str):
+        raise BadRequest("'name' is required")
+    namespace = payload.get("organization")
+    if namespace is None and "/" in name:
+        namespace, name = name.split("/", 1)
+    if namespace is None:
+        if principal is None:
+            raise Unauthorized("You must be authenticated to create a repo")
+        namespace = principal.name
+    if not isinstance(namespace, str):
+        raise BadRequest("'organization' must be a string")
+    repo_type = payload.get("type") or "model"
+    if repo_type not in TYPE_PREFIX:
+        raise BadRequest(f"unknown repo type {repo_type!r}")
+    return str(repo_type), check_repo_segment(namespace, "namespace"), check_repo_segment(name)
+
+
+@router.post("/api/repos/create")
+async def create_repo(request: Request) -> dict[str, Any]:
+    payload = await request.json()
+    if not isinstance(payload, dict):
+        raise BadRequest("expected a JSON object")
+
+    def create() -> dict[str, Any]:
+        principal = principal_of(request)
+        repo_type, namespace, name = _repo_target(principal, payload)
+        private = payload.get("visibility") == "private" or payload.get("private") is True
+        url = repo_url(request, repo_type, f"{namespace}/{name}")
+        try:
+            repo = hub_of(request).repos.create_repo(principal, repo_type, namespace, name, private)
+        except RepoExists as exc:
+            exc.details["url"] = url
+            raise
+        return {"url": url, "name": repo.repo_id, "id": repo.repo_id}
+
+    return await run_in_threadpool(create)
+
+
+@router.delete("/api/repos/delete")
+async def delete_repo(request: Request) -> dict[str, Any]:
+    payload = await request.json()
+    if not isinstance(payload, dict):
+        raise BadRequest("expected a JSON object")
+
+    def delete() -> None:
+        principal = principal_of(request)
+        repo_type, namespace, name = _repo_target(principal, payload)
+        hub_of(request).repos.delete_repo(principal, repo_type, namespace, name)
+
+    await run_in_threadpool(delete)
+    return {"success": True}
+
+
+@router.put("/api/{plural}/{namespace}/{name}/settings")
+async def update_settings(request: Request, plural: str, namespace: str, name: str) -> dict[str, Any]:
+    payload = await request.json()
+    if not isinstance(payload, dict):
+        raise BadRequest("expected a JSON object")
+
+    def update() -> dict[str, Any]:
+        repo = _load_repo(request, plural, namespace, name, Action.ADMIN)
+        private = payload.get("private")
+        if "visibility" in payload:
+            private = payload["visibility"] == "private"
+        if payload.get("gated") not in (None, False):
+            raise BadRequest("gated repos are not supported yet")
+        if private is not None and not isinstance(private, bool):
+            raise BadRequest("'private' must be a boolean")
+        updated = hub_of(request).repos.update_settings(principal_of(request), repo, private)
+        return {"private": updated.private}
+
+    return await run_in_threadpool(update)
+
+
+@router.post("/api/{plural}/{namespace}/{name}/branch/{rest:path}")
+async def create_branch(request: Request, plural: str, namespace: str, name: str, rest: str) -> dict[str, Any]:
+    payload = await _json_or_empty(request)
+    branch = "/".join(_api_rest(request))
+
+    def create() -> None:
+        repo = _load_repo(request, plural, namespace, name)
+        starting_point = payload.get("startingPoint")
+        hub_of(request).repos.create_branch(principal_of(request), repo, branch, starting_point)
+
+    await run_in_threadpool(create)
+    return {"success": True}
+
+
+@router.delete("/api/{plural}/{namespace}/{name}/branch/{rest:path}")
+def delete_branch(request: Request, plural: str, namespace: str, name: str, rest: str) -> dict[str, Any]:
+    repo = _load_repo(request, plural, namespace, name)
+    hub_of(request).repos.delete_branch(principal_of(request), repo, "/".join(_api_rest(request)))
+    return {"success": True}
+
+
+@router.post("/api/{plural}/{namespace}/{name}/tag/{rest:path}")
+async def create_tag(request: Request, plural: str, namespace: str, name: str, rest: str) -> dict[str, Any]:
+    payload = await _json_or_empty(request)
+    revision = "/".join(_api_rest(request))
+    tag = payload.get("tag")
+    message = payload.get("message")
+    if not isinstance(tag, str):
+        raise BadRequest("'tag' is required")
+
+    def create() -> None:
+        repo = _load_repo(request, plural, namespace, name)
+        hub_of(request).repos.create_tag(
+            principal_of(request), repo, tag, revision, message if isinstance(message, str) else None
+        )
+
+    await run_in_threadpool(create)
+    return {"success": True}
+
+
+@router.delete("/api/{plural}/{namespace}/{name}/tag/{rest:path}")
+def delete_tag(request: Request, plural: str, namespace: str, name: str, rest: str) -> dict[str, Any]:
+    repo = _load_repo(request, plural, namespace, name)
+    hub_of(request).repos.delete_tag(principal_of(request), repo, "/".join(_api_rest(request)))
+    return {"success": True}
+
+
+async def _json_or_empty(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    import json
+
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        raise BadRequest("the body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("expected a JSON object")
+    return payload
+
+
+# ---------------------------------------------------------------------------------------------- uploads
+
+
+def lfs_capable(request: Request) -> bool:
+    """Whether this client will take the LFS batch path for `uploadMode: "lfs"` (see Settings.lfs_uploads)."""
+    policy = hub_of(request).settings.lfs_uploads
+    if policy == "always":
+        return True
+    if policy == "never":
+        return False
+    return "weightyard" in request.headers.get("user-agent", "").lower()
+
+
+@router.post("/api/{plural}/{namespace}/{name}/preupload/{rest:path}")
+async def preupload(request: Request, plural: str, namespace: str, name: str, rest: str) -> dict[str, Any]:
+    import base64
+    import binascii
+
+    payload = await request.json()
+    files = payload.get("files") if isinstance(payload, dict) else None
+    if not isinstance(files, list):
+        raise BadRequest("expected {'files': [...]}")
+    use_lfs = lfs_capable(request)
+
+    def answer() -> dict[str, Any]:
+        repo = _load_repo(request, plural, namespace, name, Action.WRITE)
+        revision, _ = split_revision(_api_rest(request))
+        hub = hub_of(request)
+        head = hub.repos.resolve(repo, revision)
+        existing = hub.repos.files(head)
+        threshold = hub.settings.lfs_threshold
+        result = []
+        for item in files:
+            if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+                raise BadRequest("each file needs a 'path'")
+            path = check_path(item["path"])
+            size = item.get("size", 0)
+            try:
+                sample = base64.b64decode(item.get("sample") or "", validate=True)
+            except (binascii.Error, ValueError):
+                raise BadRequest(f"the sample of {path} is not base64") from None
+            lfs = use_lfs and isinstance(size, int) and size > 0 and (size >= threshold or looks_binary(sample))
+            oid = None
+            current = existing.get(path)
+            if current is not None:
+                oid = current.sha256 if lfs else hub.repos.blob_git_sha1(current.sha256)
+            result.append(
+                {"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid}
+            )
+        return {"files": result, "commitOid": head.oid}
+
+    return await run_in_threadpool(answer)
+
+
+@router.post("/api/{plural}/{namespace}/{name}/commit/{rest:path}")
+async def commit(request: Request, plural: str, namespace: str, name: str, rest: str) -> dict[str, Any]:
+    hub = hub_of(request)
+    principal = await principal_async(request)
+    repo = await run_in_threadpool(
+        hub.repos.get_repo, principal, _repo_type(plural), namespace, name, Action.WRITE
+    )
+    revision, _ = split_revision(_api_rest(request))
+    create_pr = request.query_params.get("create_pr") in ("1", "true", "True")
+    reader = CommitBodyReader(hub.repos)
+    failure: BaseException | None = None
+    batch = bytearray()
+    try:
+        async for chunk in request.stream():
+            if failure is not None:
+                continue  # drain the body so the client reads our error instead of a reset connection
+            batch += chunk
+            if len(batch) >= BODY_BATCH:
+                data, batch = bytes(batch), bytearray()
+                try:
+                    await run_in_threadpool(reader.feed, data)
+                except Exception as exc:
+                    failure = exc
+        if failure is None:
+            await run_in_threadpool(reader.feed, bytes(batch))
+            body = await run_in_threadpool(reader.close)
+    except BaseException:
+        reader.abort()
+        raise
+    if failure is not None:
+        reader.abort()
+        raise failure
+    assert principal is not None
+    result = await run_in_threadpool(_apply_commit, request, principal, repo, revision, body, create_pr)
+    return result
+
+
+def _apply_commit(
+    request: Request, principal: Principal, repo: Repo, revision: str, body: CommitBody, create_pr: bool
+) -> dict[str, Any]:
+    repos = hub_of(request).repos
+    operations: list[Operation] = []
+    for pending in body.operations:
+        if isinstance(pending, PendingFile):
+            add = repos.record_content(principal, pending.content)
+            operations.append(AddFile(pending.path, add.sha256, add.size, add.lfs))
+        elif isinstance(pending, PendingLfsFile):
+            size = repos.check_blob(principal, pending.sha256, pending.size)
+            operations.append(AddFile(pending.path, pending.sha256, size, lfs=True))
+        elif isinstance(pending, PendingDelete):
+            operations.append(DeleteFolder(pending.path) if pending.folder else DeleteFile(pending.path))
+    result = repos.commit(
+        principal,
+        repo,
+        revision,
+        operations,
+        body.summary,
+        body.description,
+        parent_commit=body.parent_commit,
+        create_pr=create_pr,
+    )
+    url = repo_url(request, repo.type, repo.repo_id)
+    answer: dict[str, Any] = {
+        "success": True,
+        "commitOid": result.commit.oid,
+        "commitUrl": f"{url}/commit/{result.commit.oid}",
+        "hookOutput": "",
+    }
+    if result.pull_request is not None:
+        answer["pullRequestUrl"] = f"{url}/discussions/{result.pull_request}"
+    return answer
+
+
+# ---------------------------------------------------------------------------------------------- downloads
+
+
+def _file_headers(commit: Commit, entry: FileEntry) -> dict[str, str]:
+    headers = {
+        "X-Repo-Commit": commit.oid,
+        "Accept-Ranges": "bytes",
+        "Content-Type": "application/octet-stream",
+    }
+    if entry.lfs:
+        headers["ETag"] = f'"{entry.sha256}"'
+        headers["X-Linked-Etag"] = f'"{entry.sha256}"'
+        headers["X-Linked-Size"] = str(entry.size)
+    else:
+        headers["ETag"] = f'"{entry.git_oid}"'
+    return headers
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The single byte range asked for, as [start, end); None for the whole file."""
+    if not header:
+        return None
+    match = _RANGE_RE.match(header.strip())
+    if match is None:
+        if "," in header:
+            return None  # several ranges: answering with the whole file is allowed
+        raise RangeNotSatisfiable(f"malformed Range header {header[:50]!r}")
+    first, last = match.groups()
+    if first == "":
+        if last == "" or int(last) == 0:
+            raise RangeNotSatisfiable("empty suffix range")
+        start, end = max(size - int(last), 0), size
+    else:
+        start = int(first)
+        end = min(int(last) + 1, size) if last else size
+    if start >= size or start >= end:
+        raise RangeNotSatisfiable(f"range {header} is outside the file ({size} bytes)")
+    return start, end
+
+
+def resolve_file(request: Request, repo_type: str, namespace: str, name: str) -> Response:
+    hub = hub_of(request)
+    repo = hub.repos.get_repo(principal_of(request), repo_type, namespace, name)
+    offset = 4 if repo_type == "model" else 5  # segments before the revision: [prefix,] ns, name, "resolve"
+    revision, path_segments = split_revision(raw_segments(request)[offset - 1 :])
+    path = "/".join(path_segments)
+    commit = hub.repos.resolve(repo, revision)
+    entry = hub.repos.file(commit, path)
+    headers = _file_headers(commit, entry)
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(entry.size)
+        return Response(status_code=200, headers=headers)
+    try:
+        byte_range = _parse_range(request.headers.get("range"), entry.size)
+    except RangeNotSatisfiable:
+        return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{entry.size}"})
+    if byte_range is None or byte_range[0] == 0:
+        _count_download(request, repo, path)
+    if byte_range is None:
+        headers["Content-Length"] = str(entry.size)
+        chunks = hub.repos.read(entry, 0, entry.size, DOWNLOAD_CHUNK)
+        return StreamingResponse(chunks, status_code=200, headers=headers)
+    start, end = byte_range
+    headers["Content-Length"] = str(end - start)
+    headers["Content-Range"] = f"bytes {start}-{end - 1}/{entry.size}"
+    return StreamingResponse(hub.repos.read(entry, start, end, DOWNLOAD_CHUNK), status_code=206, headers=headers)
+
+
+def _count_download(request: Request, repo: Repo, path: str) -> None:
+    # As on the Hub, one download of a model is one fetch of its config.json (or of a GGUF file).
+    if path == "config.json" or path.endswith(".gguf"):
+        hub_of(request).repos.count_download(repo)
+
+
+@router.api_route("/{namespace}/{name}/resolve/{rest:path}", methods=["GET", "HEAD"])
+def resolve_model_file(request: Request, namespace: str, name: str, rest: str) -> Response:
+    return resolve_file(request, "model", namespace, name)
+
+
+@router.api_route("/{prefix}/{namespace}/{name}/resolve/{rest:path}", methods=["GET", "HEAD"])
+def resolve_typed_file(request: Request, prefix: str, namespace: str, name: str, rest: str) -> Response:
+    if prefix not in PLURAL_TYPES or prefix == "models":
+        raise NotFound(f"no route for /{prefix}/…")
+    return resolve_file(request, PLURAL_TYPES[prefix], namespace, name)

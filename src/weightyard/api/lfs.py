@@ -1,0 +1,162 @@
+"""The Git LFS batch API and the signed upload URLs it hands out."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from weightyard.api.common import PLURAL_TYPES, base_url, hub_of, principal_async, principal_of
+from weightyard.errors import BadRequest, ContentMismatch, NotFound
+from weightyard.storage import BlobWriter
+
+router = APIRouter()
+LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
+UPLOAD_BATCH = 4 * 1024 * 1024
+
+
+def _batch(request: Request, repo_type: str, namespace: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+    hub = hub_of(request)
+    if payload.get("operation") != "upload":
+        raise BadRequest("only the 'upload' operation is supported; download through /resolve")
+    if payload.get("hash_algo", "sha256") != "sha256":
+        raise BadRequest("only sha256 objects are supported")
+    raw_objects = payload.get("objects")
+    if not isinstance(raw_objects, list):
+        raise BadRequest("'objects' must be a list")
+    objects = []
+    for item in raw_objects:
+        if not isinstance(item, dict) or not isinstance(item.get("oid"), str) or not isinstance(item.get("size"), int):
+            raise BadRequest("each object needs 'oid' (string) and 'size' (integer)")
+        objects.append((item["oid"], item["size"]))
+    principal = principal_of(request)
+    repo = hub.repos.get_repo(principal, repo_type, namespace, name)
+    base = base_url(request)
+    answers = []
+    transfer = "basic"
+    for action in hub.lfs.batch(principal, repo, objects, base):
+        entry: dict[str, Any] = {"oid": action.sha256, "size": action.size, "authenticated": True}
+        if action.upload_url is not None:
+            verify = {"href": f"{base}/api/lfs/verify", "header": {}}
+            if action.part_urls:
+                transfer = "multipart"
+                header = {"chunk_size": str(action.part_size)}
+                header.update({str(number): url for number, url in enumerate(action.part_urls, start=1)})
+                entry["actions"] = {"upload": {"href": action.upload_url, "header": header}, "verify": verify}
+            else:
+                entry["actions"] = {"upload": {"href": action.upload_url, "header": {}}, "verify": verify}
+        answers.append(entry)
+    return {"transfer": transfer, "objects": answers, "hash_algo": "sha256"}
+
+
+async def _batch_route(request: Request, repo_type: str, namespace: str, name: str) -> JSONResponse:
+    payload = await request.json()
+    if not isinstance(payload, dict):
+        raise BadRequest("expected a JSON object")
+    if not name.endswith(".git"):
+        raise NotFound("not an LFS endpoint")
+    answer = await run_in_threadpool(_batch, request, repo_type, namespace, name[: -len(".git")], payload)
+    return JSONResponse(answer, media_type=LFS_MEDIA_TYPE)
+
+
+@router.post("/{namespace}/{name}/info/lfs/objects/batch")
+async def batch_model(request: Request, namespace: str, name: str) -> JSONResponse:
+    return await _batch_route(request, "model", namespace, name)
+
+
+@router.post("/{prefix}/{namespace}/{name}/info/lfs/objects/batch")
+async def batch_typed(request: Request, prefix: str, namespace: str, name: str) -> JSONResponse:
+    if prefix not in PLURAL_TYPES or prefix == "models":
+        raise NotFound(f"no route for /{prefix}/…")
+    return await _batch_route(request, PLURAL_TYPES[prefix], namespace, name)
+
+
+async def _stream_into(request: Request, write: Any, limit: int) -> int:
+    """Copy the request body into `write` in large batches off the event loop; returns the byte count."""
+    received = 0
+    batch = bytearray()
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise ContentMismatch(f"the body is larger than the announced {limit} bytes")
+        batch += chunk
+        if len(batch) >= UPLOAD_BATCH:
+            data, batch = bytes(batch), bytearray()
+            await run_in_threadpool(write, data)
+    if batch:
+        await run_in_threadpool(write, bytes(batch))
+    return received
+
+
+def _int_param(request: Request, name: str) -> int:
+    value = request.query_params.get(name, "")
+    if not value.isdigit():
+        raise BadRequest(f"missing or invalid '{name}' parameter")
+    return int(value)
+
+
+@router.put("/api/lfs/objects/{oid}")
+async def upload_object(request: Request, oid: str) -> Response:
+    lfs = hub_of(request).lfs
+    size, user, expires = _int_param(request, "size"), _int_param(request, "user"), _int_param(request, "exp")
+    writer: BlobWriter = await run_in_threadpool(
+        lfs.open_upload, oid, size, user, expires, request.query_params.get("sig", "")
+    )
+    try:
+        await _stream_into(request, writer.write, size)
+        await run_in_threadpool(lfs.finish_upload, writer, oid, size, user)
+    except (Exception, ClientDisconnect):
+        await run_in_threadpool(writer.abort)
+        raise
+    return Response(status_code=200)
+
+
+@router.put("/api/lfs/uploads/{upload_id}/parts/{number}")
+async def upload_part(request: Request, upload_id: str, number: int) -> Response:
+    lfs = hub_of(request).lfs
+    target, expected = await run_in_threadpool(
+        lfs.open_part, upload_id, number, _int_param(request, "exp"), request.query_params.get("sig", "")
+    )
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
+    handle = open(temporary, "wb")  # noqa: SIM115 - closed below on every path
+    try:
+        received = await _stream_into(request, handle.write, expected)
+        if received != expected:
+            raise ContentMismatch(f"part {number} must have {expected} bytes, received {received}")
+        handle.close()
+        os.replace(temporary, target)
+    except BaseException:
+        handle.close()
+        temporary.unlink(missing_ok=True)
+        raise
+    return Response(status_code=200, headers={"ETag": f'"{upload_id}-{number}-{expected}"'})
+
+
+@router.post("/api/lfs/uploads/{upload_id}/complete")
+async def complete_upload(request: Request, upload_id: str) -> Response:
+    payload = await request.json()
+    if not isinstance(payload, dict) or not isinstance(payload.get("oid"), str):
+        raise BadRequest("expected {'oid': ..., 'parts': [...]}")
+    lfs = hub_of(request).lfs
+    await run_in_threadpool(
+        lfs.complete, upload_id, _int_param(request, "exp"), request.query_params.get("sig", ""), payload["oid"]
+    )
+    return Response(status_code=200)
+
+
+@router.post("/api/lfs/verify")
+async def verify_object(request: Request) -> Response:
+    payload = await request.json()
+    if not isinstance(payload, dict) or not isinstance(payload.get("oid"), str):
+        raise BadRequest("expected {'oid': ..., 'size': ...}")
+    principal = await principal_async(request)
+    size = payload.get("size")
+    await run_in_threadpool(
+        hub_of(request).lfs.verify, principal, payload["oid"], size if isinstance(size, int) else None
+    )
+    return Response(status_code=200)

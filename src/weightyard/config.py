@@ -1,0 +1,51 @@
+"""One Settings object for the whole hub (environment prefix `WEIGHTYARD_`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Hub configuration. Every field can be set as `WEIGHTYARD_<NAME>` in the environment.
+
+    Example:
+        >>> Settings(data=Path("/srv/weightyard")).database_url_or_default()
+        'sqlite:////srv/weightyard/weightyard.db'
+    """
+
+    model_config = SettingsConfigDict(env_prefix="WEIGHTYARD_")
+
+    data: Path = Path(".weightyard")
+    database_url: str | None = None
+    blob_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Public base URL used in absolute links (pagination, commit URLs, LFS actions). Defaults to the
+    # request's own scheme and Host, which is right whenever clients reach the hub directly.
+    public_url: str | None = None
+    # Files at least this large (or binary) are stored and listed as LFS files, as on the Hugging Face Hub.
+    lfs_threshold: int = 10 * MIB
+    # Which clients get `uploadMode: "lfs"` from /preupload. The stock huggingface_hub client with hf_xet
+    # installed uploads every "lfs" file through Xet and has no fallback, so by default only clients that
+    # identify themselves as LFS-capable (the weightyard CLI, or any client whose User-Agent carries the
+    # token "weightyard", e.g. HF_HUB_USER_AGENT_ORIGIN=weightyard-lfs) are sent to the LFS batch API.
+    # "always" suits teams whose clients all set HF_HUB_DISABLE_XET=1; "never" forces inline uploads.
+    lfs_uploads: str = "auto"
+    # LFS objects above this size are uploaded in parts of this size (multipart transfer).
+    multipart_chunk_size: int = 64 * MIB
+    # Lifetime of signed LFS upload URLs, in seconds.
+    upload_url_ttl: int = 24 * 3600
+
+    def database_url_or_default(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data.resolve() / 'weightyard.db'}"
+
+    def blob_url_or_default(self) -> str:
+        if self.blob_url:
+            return self.blob_url
+        return f"file://{self.data.resolve() / 'blobs'}"

@@ -1,0 +1,131 @@
+"""Domain errors. Each carries a stable machine-readable code and the HTTP status the API maps it to.
+
+The codes the Hugging Face client reads (RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo) keep the
+Hub's spelling; the others name what went wrong in the same style.
+"""
+
+from __future__ import annotations
+
+
+class WeightyardError(Exception):
+    """Base of every error the hub reports to a client."""
+
+    code = "InternalError"
+    status = 500
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class BadRequest(WeightyardError):
+    code = "BadRequest"
+    status = 400
+
+
+class InvalidRepoId(BadRequest):
+    code = "InvalidRepoId"
+
+
+class InvalidPath(BadRequest):
+    code = "InvalidPath"
+
+
+class InvalidRefName(BadRequest):
+    code = "InvalidRefName"
+
+
+class MalformedCommit(BadRequest):
+    code = "MalformedCommit"
+
+
+class Unauthorized(WeightyardError):
+    code = "Unauthorized"
+    status = 401
+
+
+class InvalidCredentials(Unauthorized):
+    code = "InvalidCredentials"
+
+
+class Forbidden(WeightyardError):
+    code = "Forbidden"
+    status = 403
+
+
+class RepoNotFound(WeightyardError):
+    code = "RepoNotFound"
+    status = 404
+
+
+class RevisionNotFound(WeightyardError):
+    code = "RevisionNotFound"
+    status = 404
+
+
+class EntryNotFound(WeightyardError):
+    """A file or folder is missing at a commit; `commit` is echoed so clients can cache the absence."""
+
+    code = "EntryNotFound"
+    status = 404
+
+    def __init__(self, message: str, commit: str | None = None) -> None:
+        super().__init__(message)
+        self.commit = commit
+
+
+class NotFound(WeightyardError):
+    code = "NotFound"
+    status = 404
+
+
+class RepoExists(WeightyardError):
+    code = "RepoExists"
+    status = 409
+
+
+class RefExists(WeightyardError):
+    code = "RefExists"
+    status = 409
+
+
+class PathConflict(WeightyardError):
+    code = "PathConflict"
+    status = 409
+
+
+class ParentCommitMismatch(WeightyardError):
+    """The commit named a parent that is no longer the head of the branch."""
+
+    code = "ParentCommitMismatch"
+    status = 412
+
+
+class PayloadTooLarge(WeightyardError):
+    code = "PayloadTooLarge"
+    status = 413
+
+
+class RangeNotSatisfiable(WeightyardError):
+    code = "RangeNotSatisfiable"
+    status = 416
+
+
+class ContentMismatch(WeightyardError):
+    """Uploaded bytes do not match the announced sha256 or size."""
+
+    code = "ContentMismatch"
+    status = 422
+
+
+class BlobNotFound(WeightyardError):
+    """A commit refers to content the hub does not hold (or the committer may not use)."""
+
+    code = "BlobNotFound"
+    status = 422
+
+
+class InvalidSignature(WeightyardError):
+    code = "InvalidUploadSignature"
+    status = 403

@@ -1,0 +1,74 @@
+"""The hub: settings, database, blob store and the domain services, wired once per process."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from weightyard.auth import TokenService
+from weightyard.auth.tokens import ADMIN_USER
+from weightyard.config import Settings
+from weightyard.db import create_engine, migrate, tables, transaction
+from weightyard.repos import LfsService, RepoService
+from weightyard.storage import open_blob_store
+
+ADMIN_TOKEN_FILE = "admin-token"
+
+
+@dataclass
+class Hub:
+    settings: Settings
+    engine: sa.Engine
+    repos: RepoService
+    tokens: TokenService
+    lfs: LfsService
+
+    @classmethod
+    def open(cls, settings: Settings) -> Hub:
+        """Open (and on first use, initialise) the hub described by `settings`.
+
+        Example:
+            >>> hub = Hub.open(Settings(data=Path("/tmp/weightyard-doc")))  # doctest: +SKIP
+        """
+        settings.data.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(settings.database_url_or_default())
+        migrate(engine)
+        store = open_blob_store(settings.blob_url_or_default())
+        store.sweep_temporary()
+        repos = RepoService(engine, store, settings)
+        lfs = LfsService(
+            repos,
+            store,
+            _url_secret(engine),
+            store.tmp_dir / "parts",
+            settings.multipart_chunk_size,
+            settings.upload_url_ttl,
+        )
+        return cls(settings=settings, engine=engine, repos=repos, tokens=TokenService(engine), lfs=lfs)
+
+    def admin_token(self) -> str:
+        """The bootstrap admin token, created with the `admin` user on first use and kept in the data folder
+        (mode 0600) so `make run` can print it; other tokens are only ever shown once."""
+        path = Path(self.settings.data) / ADMIN_TOKEN_FILE
+        if path.is_file():
+            return path.read_text().strip()
+        self.tokens.ensure_user(ADMIN_USER, is_admin=True)
+        secret = self.tokens.create_token(ADMIN_USER, "admin", scope="write")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secret + "\n")
+        return secret
+
+
+def _url_secret(engine: sa.Engine) -> bytes:
+    """The HMAC key of signed upload URLs, shared by every server process through the database."""
+    with transaction(engine) as conn:
+        value = conn.execute(sa.select(tables.settings.c.value).where(tables.settings.c.key == "url_secret")).scalar()
+        if value is None:
+            value = secrets.token_hex(32)
+            conn.execute(sa.insert(tables.settings).values(key="url_secret", value=value))
+    return bytes.fromhex(str(value))

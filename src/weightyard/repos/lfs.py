@@ -1,0 +1,190 @@
+"""The Git LFS batch API's server side: upload decisions, signed upload URLs, basic and multipart uploads.
+
+Upload URLs are called by clients without any Authorization header, so each one carries an HMAC signature
+over what it allows (which object, which size, for whom, until when).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from weightyard.auth import Action, Principal, require
+from weightyard.db import tables, transaction, utcnow
+from weightyard.errors import BadRequest, ContentMismatch, InvalidSignature, NotFound, PayloadTooLarge
+from weightyard.repos.service import Repo, RepoService
+from weightyard.storage import BlobStore, BlobWriter, check_sha256
+
+MAX_OBJECTS_PER_BATCH = 1000
+MAX_PARTS = 10_000
+
+
+@dataclass(frozen=True)
+class UploadAction:
+    """What the client must do for one object: nothing (already usable), one PUT, or several parts."""
+
+    sha256: str
+    size: int
+    upload_url: str | None = None
+    part_urls: tuple[str, ...] = ()
+    part_size: int = 0
+    verify_url: str | None = None
+
+
+def _sign(secret: bytes, *fields: object) -> str:
+    message = "\x1f".join(str(field) for field in fields).encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+class LfsService:
+    def __init__(self, repos: RepoService, store: BlobStore, secret: bytes, staging: Path, part_size: int, ttl: int):
+        self._repos = repos
+        self._store = store
+        self._secret = secret
+        self._staging = staging
+        self._part_size = part_size
+        self._ttl = ttl
+        staging.mkdir(parents=True, exist_ok=True)
+
+    def batch(
+        self, principal: Principal | None, repo: Repo, objects: list[tuple[str, int]], base_url: str
+    ) -> list[UploadAction]:
+        """Decide, for each (sha256, size), whether and how the client uploads it."""
+        require(principal, Action.WRITE, repo.ref)
+        assert principal is not None
+        if len(objects) > MAX_OBJECTS_PER_BATCH:
+            raise PayloadTooLarge(f"at most {MAX_OBJECTS_PER_BATCH} objects per batch request")
+        expires = int(time.time()) + self._ttl
+        actions = []
+        for sha256, size in objects:
+            check_sha256(sha256)
+            if size < 0:
+                raise BadRequest(f"object {sha256} has a negative size")
+            if self._repos.blob_size(sha256) == size and self._repos.may_use_blob(principal, sha256):
+                actions.append(UploadAction(sha256, size))
+                continue
+            if size > self._part_size:
+                actions.append(self._multipart(principal, sha256, size, expires, base_url))
+            else:
+                signature = _sign(self._secret, "put", sha256, size, principal.user_id, expires)
+                url = f"{base_url}/api/lfs/objects/{sha256}?size={size}&user={principal.user_id}"
+                actions.append(
+                    UploadAction(
+                        sha256, size, upload_url=f"{url}&exp={expires}&sig={signature}", verify_url=None
+                    )
+                )
+        return actions
+
+    def _multipart(self, principal: Principal, sha256: str, size: int, expires: int, base_url: str) -> UploadAction:
+        parts = math.ceil(size / self._part_size)
+        if parts > MAX_PARTS:
+            raise PayloadTooLarge(f"object {sha256} needs more than {MAX_PARTS} parts")
+        upload_id = uuid.uuid4().hex
+        with transaction(self._repos_engine) as conn:
+            conn.execute(
+                sa.insert(tables.lfs_uploads).values(
+                    id=upload_id,
+                    user_id=principal.user_id,
+                    sha256=sha256,
+                    size=size,
+                    part_size=self._part_size,
+                    created_at=utcnow(),
+                )
+            )
+        base = f"{base_url}/api/lfs/uploads/{upload_id}"
+        part_urls = tuple(
+            f"{base}/parts/{number}?exp={expires}&sig={_sign(self._secret, 'part', upload_id, number, expires)}"
+            for number in range(1, parts + 1)
+        )
+        complete = f"{base}/complete?exp={expires}&sig={_sign(self._secret, 'complete', upload_id, expires)}"
+        return UploadAction(sha256, size, upload_url=complete, part_urls=part_urls, part_size=self._part_size)
+
+    @property
+    def _repos_engine(self) -> sa.Engine:
+        return self._repos._engine
+
+    def _check(self, signature: str, expires: int, *fields: object) -> None:
+        expected = _sign(self._secret, *fields, expires)
+        if not hmac.compare_digest(expected, signature) or expires < time.time():
+            raise InvalidSignature("upload URL signature is invalid or expired")
+
+    # -- basic transfer
+
+    def open_upload(self, sha256: str, size: int, user_id: int, expires: int, signature: str) -> BlobWriter:
+        """Check a signed basic-upload URL and return the writer for its body."""
+        self._check(signature, expires, "put", sha256, size, user_id)
+        return self._store.writer()
+
+    def finish_upload(self, writer: BlobWriter, sha256: str, size: int, user_id: int) -> None:
+        """Commit an uploaded body: its bytes must hash to the oid and have the announced size."""
+        blob = writer.commit(expected_sha256=sha256, expected_size=size)
+        self._repos.record_blob(self._principal(user_id), blob)
+
+    def _principal(self, user_id: int) -> Principal:
+        with self._repos_engine.connect() as conn:
+            row = conn.execute(sa.select(tables.users).where(tables.users.c.id == user_id)).first()
+        if row is None:
+            raise InvalidSignature("the user of this upload URL no longer exists")
+        return Principal(user_id=row.id, name=row.name, is_admin=row.is_admin, scope="write", token_name="lfs")
+
+    # -- multipart transfer
+
+    def _upload_row(self, upload_id: str) -> sa.Row[tuple[object, ...]]:
+        with self._repos_engine.connect() as conn:
+            row = conn.execute(sa.select(tables.lfs_uploads).where(tables.lfs_uploads.c.id == upload_id)).first()
+        if row is None:
+            raise NotFound(f"no upload {upload_id}")
+        return row
+
+    def open_part(self, upload_id: str, number: int, expires: int, signature: str) -> tuple[Path, int]:
+        """Check a signed part URL; returns where the part goes and the exact size it must have."""
+        self._check(signature, expires, "part", upload_id, number)
+        row = self._upload_row(upload_id)
+        m = row._mapping
+        parts = math.ceil(m["size"] / m["part_size"])
+        if not 1 <= number <= parts:
+            raise BadRequest(f"part {number} is out of range 1..{parts}")
+        expected = m["part_size"] if number < parts else m["size"] - m["part_size"] * (parts - 1)
+        folder = self._staging / upload_id
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / str(number), int(expected)
+
+    def complete(self, upload_id: str, expires: int, signature: str, sha256: str) -> None:
+        """Assemble the parts in order into one blob, checking size and sha256 while copying."""
+        self._check(signature, expires, "complete", upload_id)
+        m = self._upload_row(upload_id)._mapping
+        if sha256 != m["sha256"]:
+            raise BadRequest("completion names another object than the upload")
+        folder = self._staging / upload_id
+        parts = math.ceil(m["size"] / m["part_size"])
+        writer = self._store.writer()
+        try:
+            for number in range(1, parts + 1):
+                part = folder / str(number)
+                if not part.is_file():
+                    raise ContentMismatch(f"part {number} of {parts} was not uploaded")
+                with open(part, "rb") as handle:
+                    while chunk := handle.read(4 * 1024 * 1024):
+                        writer.write(chunk)
+            blob = writer.commit(expected_sha256=m["sha256"], expected_size=m["size"])
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+            with transaction(self._repos_engine) as conn:
+                conn.execute(sa.delete(tables.lfs_uploads).where(tables.lfs_uploads.c.id == upload_id))
+        self._repos.record_blob(self._principal(int(m["user_id"])), blob)
+
+    def verify(self, principal: Principal | None, sha256: str, size: int) -> None:
+        if principal is None:
+            raise InvalidSignature("verification needs a token")
+        self._repos.check_blob(principal, sha256, size)

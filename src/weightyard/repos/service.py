@@ -1,0 +1,764 @@
+"""Versioned repositories: repos, refs, commits and trees over the database and the blob store."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from weightyard.auth import Action, Principal, RepoRef, can, require
+from weightyard.config import Settings
+from weightyard.db import tables, transaction, utcnow
+from weightyard.errors import (
+    BadRequest,
+    BlobNotFound,
+    EntryNotFound,
+    ParentCommitMismatch,
+    PathConflict,
+    RefExists,
+    RepoExists,
+    RepoNotFound,
+    RevisionNotFound,
+    Unauthorized,
+)
+from weightyard.repos.ingest import ContentIngest, IngestedContent, looks_binary
+from weightyard.repos.objects import (
+    DirEntry,
+    FileEntry,
+    build_trees,
+    commit_object_id,
+    folders_of,
+    lfs_file_entry,
+    parse_tree_body,
+)
+from weightyard.validation import (
+    COMMIT_OID_RE,
+    check_folder,
+    check_path,
+    check_ref_name,
+    check_repo_segment,
+    check_repo_type,
+)
+from weightyard.storage import BlobInfo, BlobStore
+
+DEFAULT_BRANCH = "main"
+HEADS = "refs/heads/"
+TAGS = "refs/tags/"
+PULLS = "refs/pr/"
+_COMMIT_ATTEMPTS = 20
+_TREE_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class Repo:
+    id: int
+    type: str
+    namespace: str
+    name: str
+    private: bool
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+    downloads: int
+
+    @property
+    def repo_id(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def ref(self) -> RepoRef:
+        return RepoRef(self.type, self.namespace, self.name, self.private)
+
+
+@dataclass(frozen=True)
+class Commit:
+    oid: str
+    parent_oid: str | None
+    tree_oid: str
+    title: str
+    message: str
+    author: str
+    created_at: datetime.datetime
+
+
+@dataclass(frozen=True)
+class Ref:
+    name: str
+    target: str
+    message: str | None
+
+    @property
+    def short_name(self) -> str:
+        for prefix in (HEADS, TAGS):
+            if self.name.startswith(prefix):
+                return self.name[len(prefix) :]
+        return self.name
+
+
+@dataclass(frozen=True)
+class TreeItem:
+    path: str
+    entry: FileEntry | DirEntry
+
+
+@dataclass(frozen=True)
+class AddFile:
+    path: str
+    sha256: str
+    size: int
+    lfs: bool
+
+
+@dataclass(frozen=True)
+class DeleteFile:
+    path: str
+
+
+@dataclass(frozen=True)
+class DeleteFolder:
+    path: str
+
+
+Operation = AddFile | DeleteFile | DeleteFolder
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    commit: Commit
+    ref: str
+    pull_request: int | None
+
+
+class _HeadMoved(Exception):
+    """Another commit moved the branch between reading its head and updating it."""
+
+
+class _TreeCache:
+    """Parsed tree objects by oid. Tree objects never change, so caching them is always correct."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[str, dict[str, FileEntry | DirEntry]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, oid: str) -> dict[str, FileEntry | DirEntry] | None:
+        with self._lock:
+            item = self._items.get(oid)
+            if item is not None:
+                self._items.move_to_end(oid)
+            return item
+
+    def put(self, oid: str, children: dict[str, FileEntry | DirEntry]) -> None:
+        with self._lock:
+            self._items[oid] = children
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+def _repo_from_row(row: sa.Row[tuple[object, ...]]) -> Repo:
+    m = row._mapping
+    return Repo(
+        id=m["id"],
+        type=m["type"],
+        namespace=m["namespace"],
+        name=m["name"],
+        private=bool(m["private"]),
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        downloads=m["downloads"],
+    )
+
+
+def _commit_from_row(row: sa.Row[tuple[object, ...]]) -> Commit:
+    m = row._mapping
+    return Commit(
+        oid=m["oid"],
+        parent_oid=m["parent_oid"],
+        tree_oid=m["tree_oid"],
+        title=m["title"],
+        message=m["message"],
+        author=m["author"],
+        created_at=m["created_at"],
+    )
+
+
+class RepoService:
+    """Everything about repositories that the API and the CLI may ask for.
+
+    Example:
+        >>> repo = service.create_repo(principal, "model", "alice", "tiny", private=False)  # doctest: +SKIP
+        >>> service.resolve(repo, "main").oid  # doctest: +SKIP
+        'f0c4…'
+    """
+
+    def __init__(self, engine: sa.Engine, store: BlobStore, settings: Settings) -> None:
+        self._engine = engine
+        self._store = store
+        self._settings = settings
+        self._trees = _TreeCache(_TREE_CACHE_SIZE)
+
+    # ------------------------------------------------------------------ repos
+
+    def create_repo(
+        self, principal: Principal | None, repo_type: str, namespace: str, name: str, private: bool
+    ) -> Repo:
+        check_repo_type(repo_type)
+        check_repo_segment(namespace, "namespace")
+        check_repo_segment(name)
+        if principal is None:
+            raise Unauthorized("You must be authenticated to create a repo")
+        require(principal, Action.ADMIN, RepoRef(repo_type, namespace, name, private=True))
+        now = utcnow()
+        with transaction(self._engine) as conn:
+            exists = conn.execute(
+                sa.select(tables.repos.c.id).where(
+                    tables.repos.c.type == repo_type,
+                    sa.func.lower(tables.repos.c.namespace) == namespace.lower(),
+                    sa.func.lower(tables.repos.c.name) == name.lower(),
+                )
+            ).first()
+            if exists:
+                raise RepoExists(f"You already created this {repo_type} repo: {namespace}/{name}")
+            repo_id = conn.execute(
+                sa.insert(tables.repos).values(
+                    type=repo_type,
+                    namespace=namespace,
+                    name=name,
+                    private=private,
+                    created_at=now,
+                    updated_at=now,
+                    downloads=0,
+                )
+            ).inserted_primary_key[0]  # type: ignore[index]
+            root, objects = build_trees({})
+            self._store_trees(conn, objects)
+            oid = commit_object_id(root, None, principal.name, int(now.timestamp()), "Initial commit", "")
+            conn.execute(
+                sa.insert(tables.commits).values(
+                    repo_id=repo_id,
+                    oid=oid,
+                    parent_oid=None,
+                    tree_oid=root,
+                    title="Initial commit",
+                    message="",
+                    author=principal.name,
+                    created_at=now,
+                )
+            )
+            conn.execute(
+                sa.insert(tables.refs).values(
+                    repo_id=repo_id, name=HEADS + DEFAULT_BRANCH, target_oid=oid, created_at=now
+                )
+            )
+            row = conn.execute(sa.select(tables.repos).where(tables.repos.c.id == repo_id)).one()
+        return _repo_from_row(row)
+
+    def get_repo(
+        self,
+        principal: Principal | None,
+        repo_type: str,
+        namespace: str,
+        name: str,
+        action: Action = Action.READ,
+    ) -> Repo:
+        """The repo, after checking `principal` may perform `action` on it (else the error to show)."""
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(tables.repos).where(
+                    tables.repos.c.type == repo_type,
+                    tables.repos.c.namespace == namespace,
+                    tables.repos.c.name == name,
+                )
+            ).first()
+        if row is None:
+            raise RepoNotFound(f"Repository {namespace}/{name} not found")
+        repo = _repo_from_row(row)
+        require(principal, action, repo.ref)
+        return repo
+
+    def delete_repo(self, principal: Principal | None, repo_type: str, namespace: str, name: str) -> None:
+        repo = self.get_repo(principal, repo_type, namespace, name, Action.ADMIN)
+        with transaction(self._engine) as conn:
+            conn.execute(sa.delete(tables.refs).where(tables.refs.c.repo_id == repo.id))
+            conn.execute(sa.delete(tables.commits).where(tables.commits.c.repo_id == repo.id))
+            conn.execute(sa.delete(tables.repos).where(tables.repos.c.id == repo.id))
+
+    def update_settings(self, principal: Principal | None, repo: Repo, private: bool | None) -> Repo:
+        require(principal, Action.ADMIN, repo.ref)
+        if private is None:
+            return repo
+        with transaction(self._engine) as conn:
+            conn.execute(
+                sa.update(tables.repos)
+                .where(tables.repos.c.id == repo.id)
+                .values(private=private, updated_at=utcnow())
+            )
+            row = conn.execute(sa.select(tables.repos).where(tables.repos.c.id == repo.id)).one()
+        return _repo_from_row(row)
+
+    def list_repos(
+        self,
+        principal: Principal | None,
+        repo_type: str,
+        search: str | None = None,
+        author: str | None = None,
+        sort: str = "lastModified",
+        descending: bool = True,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Repo]:
+        """Repos `principal` may read, filtered and sorted as the Hub's listing endpoints do."""
+        repos = tables.repos
+        query = sa.select(repos).where(repos.c.type == repo_type)
+        if principal is None:
+            query = query.where(repos.c.private.is_(False))
+        elif not principal.is_admin:
+            query = query.where(sa.or_(repos.c.private.is_(False), repos.c.namespace == principal.name))
+        if search:
+            pattern = "%" + search.lower().replace("%", r"\%").replace("_", r"\_") + "%"
+            full_id = sa.func.lower(repos.c.namespace + "/" + repos.c.name)
+            query = query.where(full_id.like(pattern, escape="\\"))
+        if author:
+            query = query.where(repos.c.namespace == author)
+        column = {
+            "lastModified": repos.c.updated_at,
+            "last_modified": repos.c.updated_at,
+            "createdAt": repos.c.created_at,
+            "created_at": repos.c.created_at,
+            "downloads": repos.c.downloads,
+            "id": repos.c.namespace + "/" + repos.c.name,
+        }.get(sort)
+        if column is None:
+            raise BadRequest(f"cannot sort by {sort!r}; use lastModified, createdAt, downloads or id")
+        order = column.desc() if descending else column.asc()
+        query = query.order_by(order, repos.c.id.desc()).limit(limit).offset(offset)
+        with self._engine.connect() as conn:
+            return [_repo_from_row(row) for row in conn.execute(query)]
+
+    def count_download(self, repo: Repo) -> None:
+        with transaction(self._engine) as conn:
+            conn.execute(
+                sa.update(tables.repos)
+                .where(tables.repos.c.id == repo.id)
+                .values(downloads=tables.repos.c.downloads + 1)
+            )
+
+    # ------------------------------------------------------------------ revisions
+
+    def resolve(self, repo: Repo, revision: str) -> Commit:
+        """The commit a branch, tag, `refs/pr/N` or 40-hex commit id names."""
+        with self._engine.connect() as conn:
+            return self._resolve(conn, repo, revision)
+
+    def _resolve(self, conn: sa.Connection, repo: Repo, revision: str) -> Commit:
+        if COMMIT_OID_RE.match(revision):
+            commit = self._commit(conn, repo, revision)
+            if commit is not None:
+                return commit
+        names = [revision] if revision.startswith("refs/") else [HEADS + revision, TAGS + revision]
+        for name in names:
+            target = conn.execute(
+                sa.select(tables.refs.c.target_oid).where(
+                    tables.refs.c.repo_id == repo.id, tables.refs.c.name == name
+                )
+            ).scalar()
+            if target is not None:
+                commit = self._commit(conn, repo, target)
+                if commit is not None:
+                    return commit
+        raise RevisionNotFound(f"Invalid rev id: {revision}")
+
+    def _commit(self, conn: sa.Connection, repo: Repo, oid: str) -> Commit | None:
+        row = conn.execute(
+            sa.select(tables.commits).where(tables.commits.c.repo_id == repo.id, tables.commits.c.oid == oid)
+        ).first()
+        return _commit_from_row(row) if row else None
+
+    def _children(self, conn: sa.Connection, oid: str) -> dict[str, FileEntry | DirEntry]:
+        cached = self._trees.get(oid)
+        if cached is not None:
+            return cached
+        body = conn.execute(sa.select(tables.tree_objects.c.body).where(tables.tree_objects.c.oid == oid)).scalar()
+        if body is None:
+            raise RuntimeError(f"tree object {oid} is missing from the database")
+        children = parse_tree_body(body)
+        self._trees.put(oid, children)
+        return children
+
+    def _walk(self, conn: sa.Connection, oid: str, prefix: str, recursive: bool) -> Iterator[TreeItem]:
+        for name, entry in sorted(self._children(conn, oid).items()):
+            path = f"{prefix}{name}"
+            yield TreeItem(path, entry)
+            if recursive and isinstance(entry, DirEntry):
+                yield from self._walk(conn, entry.oid, path + "/", recursive)
+
+    def files(self, commit: Commit) -> dict[str, FileEntry]:
+        """Every file of a commit, by path."""
+        with self._engine.connect() as conn:
+            return self._files(conn, commit.tree_oid)
+
+    def _files(self, conn: sa.Connection, tree_oid: str) -> dict[str, FileEntry]:
+        return {
+            item.path: item.entry
+            for item in self._walk(conn, tree_oid, "", recursive=True)
+            if isinstance(item.entry, FileEntry)
+        }
+
+    def tree(self, commit: Commit, path: str = "", recursive: bool = False) -> list[TreeItem]:
+        """The entries under `path` (the root when empty); `EntryNotFound` when it is not a folder."""
+        with self._engine.connect() as conn:
+            oid = commit.tree_oid
+            prefix = ""
+            if path:
+                check_folder(path)
+                path = path.rstrip("/")
+                for segment in path.split("/"):
+                    entry = self._children(conn, oid).get(segment)
+                    if not isinstance(entry, DirEntry):
+                        raise EntryNotFound(f"{path} does not exist at {commit.oid}", commit=commit.oid)
+                    oid = entry.oid
+                prefix = path + "/"
+            return list(self._walk(conn, oid, prefix, recursive))
+
+    def file(self, commit: Commit, path: str) -> FileEntry:
+        check_path(path)
+        with self._engine.connect() as conn:
+            oid = commit.tree_oid
+            *folders, name = path.split("/")
+            for segment in folders:
+                child = self._children(conn, oid).get(segment)
+                if not isinstance(child, DirEntry):
+                    raise EntryNotFound(f"{path} does not exist at {commit.oid}", commit=commit.oid)
+                oid = child.oid
+            entry = self._children(conn, oid).get(name)
+        if not isinstance(entry, FileEntry):
+            raise EntryNotFound(f"{path} does not exist at {commit.oid}", commit=commit.oid)
+        return entry
+
+    def history(self, repo: Repo, revision: str) -> list[Commit]:
+        """Commits reachable from `revision`, newest first."""
+        with self._engine.connect() as conn:
+            head = self._resolve(conn, repo, revision)
+            rows = conn.execute(sa.select(tables.commits).where(tables.commits.c.repo_id == repo.id))
+            by_oid = {row.oid: _commit_from_row(row) for row in rows}
+        result: list[Commit] = []
+        current: Commit | None = head
+        while current is not None:
+            result.append(current)
+            current = by_oid.get(current.parent_oid) if current.parent_oid else None
+        return result
+
+    # ------------------------------------------------------------------ refs
+
+    def refs(self, repo: Repo) -> list[Ref]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(tables.refs).where(tables.refs.c.repo_id == repo.id).order_by(tables.refs.c.name)
+            )
+            return [Ref(row.name, row.target_oid, row.message) for row in rows]
+
+    def create_branch(
+        self, principal: Principal | None, repo: Repo, branch: str, starting_point: str | None
+    ) -> Ref:
+        require(principal, Action.WRITE, repo.ref)
+        check_ref_name(branch)
+        return self._create_ref(repo, HEADS + branch, starting_point or DEFAULT_BRANCH, None)
+
+    def create_tag(
+        self, principal: Principal | None, repo: Repo, tag: str, revision: str, message: str | None
+    ) -> Ref:
+        require(principal, Action.WRITE, repo.ref)
+        check_ref_name(tag)
+        return self._create_ref(repo, TAGS + tag, revision, message)
+
+    def _create_ref(self, repo: Repo, name: str, revision: str, message: str | None) -> Ref:
+        with transaction(self._engine) as conn:
+            target = self._resolve(conn, repo, revision)
+            exists = conn.execute(
+                sa.select(tables.refs.c.name).where(tables.refs.c.repo_id == repo.id, tables.refs.c.name == name)
+            ).first()
+            if exists:
+                raise RefExists(f"Reference {name} already exists")
+            conn.execute(
+                sa.insert(tables.refs).values(
+                    repo_id=repo.id, name=name, target_oid=target.oid, message=message, created_at=utcnow()
+                )
+            )
+        return Ref(name, target.oid, message)
+
+    def delete_branch(self, principal: Principal | None, repo: Repo, branch: str) -> None:
+        require(principal, Action.WRITE, repo.ref)
+        if branch == DEFAULT_BRANCH:
+            raise BadRequest("the default branch cannot be deleted")
+        self._delete_ref(repo, HEADS + branch)
+
+    def delete_tag(self, principal: Principal | None, repo: Repo, tag: str) -> None:
+        require(principal, Action.WRITE, repo.ref)
+        self._delete_ref(repo, TAGS + tag)
+
+    def _delete_ref(self, repo: Repo, name: str) -> None:
+        with transaction(self._engine) as conn:
+            result = conn.execute(
+                sa.delete(tables.refs).where(tables.refs.c.repo_id == repo.id, tables.refs.c.name == name)
+            )
+            if result.rowcount == 0:
+                raise RevisionNotFound(f"Invalid rev id: {name}")
+
+    # ------------------------------------------------------------------ content
+
+    def start_ingest(self) -> ContentIngest:
+        """A sink for file content of unknown length (a commit body); see `ContentIngest`."""
+        return ContentIngest(self._store, self._settings.lfs_threshold)
+
+    def record_content(self, principal: Principal, content: IngestedContent) -> AddFile:
+        """Register ingested content and turn it into the `AddFile` operation of a path to be named later."""
+        self.record_blob(principal, content.blob, content.git_sha1)
+        lfs = content.blob.size >= self._settings.lfs_threshold or looks_binary(content.sample)
+        return AddFile(path="", sha256=content.blob.sha256, size=content.blob.size, lfs=lfs)
+
+    def record_blob(self, principal: Principal, blob: BlobInfo, git_sha1: str | None = None) -> None:
+        """Note that a blob is stored and that `principal` proved possession of it by uploading it."""
+        now = utcnow()
+        with transaction(self._engine) as conn:
+            row = conn.execute(
+                sa.select(tables.blobs.c.git_sha1).where(tables.blobs.c.sha256 == blob.sha256)
+            ).first()
+            if row is None:
+                conn.execute(
+                    sa.insert(tables.blobs).values(
+                        sha256=blob.sha256, size=blob.size, git_sha1=git_sha1, created_at=now
+                    )
+                )
+            elif row.git_sha1 is None and git_sha1 is not None:
+                conn.execute(
+                    sa.update(tables.blobs).where(tables.blobs.c.sha256 == blob.sha256).values(git_sha1=git_sha1)
+                )
+            granted = conn.execute(
+                sa.select(tables.blob_grants.c.sha256).where(
+                    tables.blob_grants.c.user_id == principal.user_id, tables.blob_grants.c.sha256 == blob.sha256
+                )
+            ).first()
+            if granted is None:
+                conn.execute(
+                    sa.insert(tables.blob_grants).values(
+                        user_id=principal.user_id, sha256=blob.sha256, created_at=now
+                    )
+                )
+
+    def blob_git_sha1(self, sha256: str) -> str | None:
+        with self._engine.connect() as conn:
+            value = conn.execute(sa.select(tables.blobs.c.git_sha1).where(tables.blobs.c.sha256 == sha256)).scalar()
+        return str(value) if value else None
+
+    def may_use_blob(self, principal: Principal, sha256: str) -> bool:
+        """Whether `principal` may name this content in a commit without uploading it again: it uploaded the
+        bytes itself, or the content is already in a repo it can read."""
+        with self._engine.connect() as conn:
+            if not conn.execute(sa.select(tables.blobs.c.sha256).where(tables.blobs.c.sha256 == sha256)).first():
+                return False
+            granted = conn.execute(
+                sa.select(tables.blob_grants.c.sha256).where(
+                    tables.blob_grants.c.user_id == principal.user_id, tables.blob_grants.c.sha256 == sha256
+                )
+            ).first()
+        if granted:
+            return True
+        return self._readable_repo_has_blob(principal, sha256)
+
+    def _readable_repo_has_blob(self, principal: Principal, sha256: str) -> bool:
+        # Scans the heads of readable repos; uploads normally hit the grant above, so this is the rare path.
+        for repo in self.list_repos(principal, "model", limit=1000) + self.list_repos(
+            principal, "dataset", limit=1000
+        ):
+            for ref in self.refs(repo):
+                commit = self.resolve(repo, ref.target)
+                if any(entry.sha256 == sha256 for entry in self.files(commit).values()):
+                    return True
+        return False
+
+    def blob_size(self, sha256: str) -> int | None:
+        with self._engine.connect() as conn:
+            value = conn.execute(sa.select(tables.blobs.c.size).where(tables.blobs.c.sha256 == sha256)).scalar()
+        return int(value) if value is not None else None
+
+    # ------------------------------------------------------------------ commits
+
+    def commit(
+        self,
+        principal: Principal | None,
+        repo: Repo,
+        revision: str,
+        operations: Sequence[Operation],
+        title: str,
+        description: str = "",
+        parent_commit: str | None = None,
+        create_pr: bool = False,
+    ) -> CommitResult:
+        """Apply `operations` atomically on top of the branch head: every operation is visible at the new
+        commit, or none is. With `parent_commit`, a head that has moved on is a `ParentCommitMismatch`;
+        without it, concurrent commits are applied one after the other."""
+        require(principal, Action.WRITE, repo.ref)
+        assert principal is not None
+        if not title.strip():
+            raise BadRequest("a commit needs a summary")
+        if parent_commit is not None and not COMMIT_OID_RE.match(parent_commit):
+            raise BadRequest(f"parentCommit must be a 40-hex commit id, got {parent_commit[:80]!r}")
+        for operation in operations:
+            if isinstance(operation, DeleteFolder):
+                check_folder(operation.path)
+            else:
+                check_path(operation.path)
+        for _ in range(_COMMIT_ATTEMPTS):
+            try:
+                return self._try_commit(
+                    principal, repo, revision, operations, title, description, parent_commit, create_pr
+                )
+            except _HeadMoved:
+                if parent_commit is not None:
+                    raise ParentCommitMismatch(
+                        "The branch moved on since parentCommit; refresh and retry"
+                    ) from None
+        raise RuntimeError("could not apply the commit: the branch kept moving")
+
+    def _try_commit(
+        self,
+        principal: Principal,
+        repo: Repo,
+        revision: str,
+        operations: Sequence[Operation],
+        title: str,
+        description: str,
+        parent_commit: str | None,
+        create_pr: bool,
+    ) -> CommitResult:
+        now = utcnow()
+        with transaction(self._engine) as conn:
+            if create_pr:
+                base = self._resolve(conn, repo, revision)
+                ref_name = None
+            else:
+                ref_name = revision if revision.startswith(PULLS) else HEADS + revision
+                target = conn.execute(
+                    sa.select(tables.refs.c.target_oid).where(
+                        tables.refs.c.repo_id == repo.id, tables.refs.c.name == ref_name
+                    )
+                ).scalar()
+                if target is None:
+                    raise RevisionNotFound(f"Invalid rev id: {revision}")
+                base_commit = self._commit(conn, repo, target)
+                assert base_commit is not None
+                base = base_commit
+            if parent_commit is not None and parent_commit != base.oid:
+                raise ParentCommitMismatch(
+                    f"parentCommit {parent_commit} is not the head of {revision} ({base.oid})"
+                )
+            files = self._files(conn, base.tree_oid)
+            self._apply(conn, files, operations, base.oid)
+            root, objects = build_trees(files)
+            self._store_trees(conn, objects)
+            oid = commit_object_id(root, base.oid, principal.name, int(now.timestamp()), title, description)
+            if self._commit(conn, repo, oid) is None:
+                conn.execute(
+                    sa.insert(tables.commits).values(
+                        repo_id=repo.id,
+                        oid=oid,
+                        parent_oid=base.oid,
+                        tree_oid=root,
+                        title=title,
+                        message=description,
+                        author=principal.name,
+                        created_at=now,
+                    )
+                )
+            pull_request = None
+            if ref_name is None:
+                pull_request = self._next_pull_request(conn, repo)
+                ref_name = f"{PULLS}{pull_request}"
+                conn.execute(
+                    sa.insert(tables.refs).values(repo_id=repo.id, name=ref_name, target_oid=oid, created_at=now)
+                )
+            else:
+                moved = conn.execute(
+                    sa.update(tables.refs)
+                    .where(
+                        tables.refs.c.repo_id == repo.id,
+                        tables.refs.c.name == ref_name,
+                        tables.refs.c.target_oid == base.oid,
+                    )
+                    .values(target_oid=oid)
+                )
+                if moved.rowcount != 1:
+                    raise _HeadMoved
+            conn.execute(sa.update(tables.repos).where(tables.repos.c.id == repo.id).values(updated_at=now))
+            commit = self._commit(conn, repo, oid)
+            assert commit is not None
+        return CommitResult(commit=commit, ref=ref_name, pull_request=pull_request)
+
+    def _next_pull_request(self, conn: sa.Connection, repo: Repo) -> int:
+        names = conn.execute(
+            sa.select(tables.refs.c.name).where(tables.refs.c.repo_id == repo.id, tables.refs.c.name.like("refs/pr/%"))
+        ).scalars()
+        numbers = [int(name[len(PULLS) :]) for name in names if name[len(PULLS) :].isdigit()]
+        return max(numbers, default=0) + 1
+
+    def _apply(
+        self, conn: sa.Connection, files: dict[str, FileEntry], operations: Sequence[Operation], base: str
+    ) -> None:
+        for operation in operations:
+            if isinstance(operation, AddFile):
+                if operation.lfs:
+                    entry = lfs_file_entry(operation.sha256, operation.size)
+                else:
+                    git_sha1 = conn.execute(
+                        sa.select(tables.blobs.c.git_sha1).where(tables.blobs.c.sha256 == operation.sha256)
+                    ).scalar()
+                    entry = (
+                        FileEntry(operation.sha256, operation.size, False, git_sha1)
+                        if git_sha1
+                        else lfs_file_entry(operation.sha256, operation.size)
+                    )
+                files[operation.path] = entry
+            elif isinstance(operation, DeleteFile):
+                if files.pop(operation.path, None) is None:
+                    raise EntryNotFound(f"cannot delete {operation.path}: no such file at {base}", commit=base)
+            else:
+                prefix = operation.path.rstrip("/") + "/"
+                doomed = [path for path in files if path.startswith(prefix)]
+                if not doomed:
+                    raise EntryNotFound(f"cannot delete folder {operation.path}: not found at {base}", commit=base)
+                for path in doomed:
+                    del files[path]
+        clashes = folders_of(files) & files.keys()
+        if clashes:
+            raise PathConflict(f"{sorted(clashes)[0]} would be both a file and a folder")
+
+    def _store_trees(self, conn: sa.Connection, objects: dict[str, str]) -> None:
+        if not objects:
+            return
+        present = set(
+            conn.execute(
+                sa.select(tables.tree_objects.c.oid).where(tables.tree_objects.c.oid.in_(list(objects)))
+            ).scalars()
+        )
+        missing = [{"oid": oid, "body": body} for oid, body in objects.items() if oid not in present]
+        if missing:
+            conn.execute(sa.insert(tables.tree_objects), missing)
+
+    def check_blob(self, principal: Principal, sha256: str, size: int | None) -> int:
+        """The size of content a commit names by sha256, after checking the committer may use it."""
+        actual = self.blob_size(sha256)
+        if actual is None or not self._store.exists(sha256) or not self.may_use_blob(principal, sha256):
+            raise BlobNotFound(f"content {sha256} was not uploaded; upload it before committing")
+        if size is not None and size != actual:
+            raise BadRequest(f"content {sha256} has {actual} bytes, not {size}")
+        return actual
+
+    def read(self, entry: FileEntry, start: int, end: int, chunk_size: int) -> Iterator[bytes]:
+        """The bytes [start, end) of a file, streamed from the blob store."""
+        return self._store.iter_range(entry.sha256, start, end, chunk_size)
+
+    def is_readable(self, principal: Principal | None, repo: Repo) -> bool:
+        return can(principal, Action.READ, repo.ref)
