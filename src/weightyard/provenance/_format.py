@@ -218,6 +218,8 @@ def decode_statement(payload: bytes) -> tuple[Statement, list[tuple[str, str]]]:
             FormatProblem.UNSUPPORTED,
             f"serialization is {method!r} with {hash_type!r}; only 'files' with 'sha256' is supported",
         )
+    if not isinstance(serialization.get("allow_symlinks", False), bool):
+        raise _malformed("predicate.serialization.allow_symlinks is not a boolean")
     raw_ignore = serialization.get("ignore_paths", [])
     if not isinstance(raw_ignore, list) or not all(isinstance(entry, str) for entry in raw_ignore):
         raise _malformed("predicate.serialization.ignore_paths is not a list of strings")
