@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from ._model_signing import ensure_model_signing
 from ._support import KeyPair, make_key_pair, sign_payload, write_model
 
 Forger = Callable[[dict[str, Any]], bytes]
@@ -37,3 +38,8 @@ def forge(key_pair: KeyPair) -> Forger:
         return sign_payload(json.dumps(statement).encode(), key_pair[0])
 
     return forge_statement
+
+
+@pytest.fixture(scope="session")
+def model_signing_cli() -> Path:
+    return ensure_model_signing()
