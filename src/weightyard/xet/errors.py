@@ -78,3 +78,16 @@ class RangeNotSatisfiable(XetError):
 
     code = "XetRangeNotSatisfiable"
     status = 416
+
+
+class InvalidRange(XetError):
+    """A Range header this library does not parse; HTTP lets a server ignore it and send the whole file."""
+
+    code = "XetInvalidRange"
+
+
+class CorruptXorb(XetError):
+    """A stored xorb does not hold the chunks its record says: storage damage, not a client error."""
+
+    code = "XetCorruptXorb"
+    status = 500

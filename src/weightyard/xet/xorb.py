@@ -191,7 +191,7 @@ def _parse_header(raw: bytes | bytearray, offset: int) -> _Header:
     return _Header(payload_len, scheme, length)
 
 
-class XorbReader:
+class XorbParser:
     """Incremental, validating xorb parser: `feed` the body as it arrives, then `finish`.
 
     Memory stays at about one chunk whatever the body size; a body over `max_len` fails as soon as it passes
@@ -269,7 +269,7 @@ def parse_xorb(
     >>> [chunk.length for chunk in info.chunks]
     [5]
     """
-    reader = XorbReader(max_len=max_len)
+    reader = XorbParser(max_len=max_len)
     for piece in [body] if isinstance(body, bytes | bytearray | memoryview) else body:
         reader.feed(piece)
     return reader.finish(expected_hash)

@@ -1,0 +1,265 @@
+"""Reconstruction: which xorb byte ranges make up a file (or a byte range of it), for Xet and plain clients.
+
+`plan_reconstruction` answers `/v1` and `/v2/reconstructions` (XET_PROTOCOL.md §9): the terms that cover the
+requested range, trimmed to whole chunks, and per xorb the merged chunk ranges with their serialized byte
+ranges, which the client fetches from signed URLs. `iter_file_bytes` follows the same plan on the server to
+stream a file's bytes to clients that do not speak Xet.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from weightyard.xet.errors import (
+    CorruptXorb,
+    InvalidRange,
+    RangeNotSatisfiable,
+    ShardVerificationError,
+    XetError,
+)
+from weightyard.xet.hashes import chunk_hash, hash_to_string
+from weightyard.xet.shard import FileTerm, XorbLookup, stored_xorb
+from weightyard.xet.xorb import XorbInfo, iter_chunk_data
+
+# Reading a stored xorb in pieces of about this many serialized bytes bounds memory while keeping reads large.
+READ_WINDOW = 4 * 1024 * 1024
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def parse_range_header(header: str | None, size: int) -> tuple[int, int]:
+    """The `[start, end)` a `Range: bytes=...` header asks of a `size`-byte file (the whole file when None).
+
+    >>> parse_range_header("bytes=0-9", 100), parse_range_header("bytes=-10", 100)
+    ((0, 10), (90, 100))
+    """
+    if header is None:
+        return 0, size
+    match = _RANGE.fullmatch(header.strip())
+    if match is None or match.groups() == ("", ""):
+        raise InvalidRange(f"unsupported Range header {header!r}")
+    first, last = match.groups()
+    if not first:
+        return max(0, size - int(last)), size
+    start = int(first)
+    end = size if not last else min(int(last) + 1, size)
+    if last and int(last) < start:
+        raise InvalidRange(f"Range header {header!r} ends before it starts")
+    if start >= size and not (start == 0 and size == 0):
+        raise RangeNotSatisfiable(f"range starts at {start}, the file has {size} bytes")
+    return start, end
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedTerm:
+    """A term of the answer: chunks `[chunk_start, chunk_end)` of a xorb, `unpacked_len` bytes together."""
+
+    xorb_hash: bytes
+    chunk_start: int
+    chunk_end: int
+    unpacked_len: int
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRange:
+    """Chunks `[chunk_start, chunk_end)` of a xorb, serialized at bytes `[byte_start, byte_end]` inclusive."""
+
+    chunk_start: int
+    chunk_end: int
+    byte_start: int
+    byte_end: int
+
+
+UrlSigner = Callable[[bytes, Sequence[FetchRange]], str]
+"""Makes the fetch URL for some ranges of a xorb: the client sends no Authorization there, so it is signed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reconstruction:
+    """How to rebuild bytes `[start, end)` of a file from xorbs."""
+
+    start: int
+    end: int
+    offset_into_first_range: int
+    terms: tuple[PlannedTerm, ...]
+    fetch: dict[bytes, tuple[FetchRange, ...]]
+    """Per xorb, in order of first use: merged chunk ranges, sorted."""
+
+    def to_v1(self, sign: UrlSigner) -> dict[str, Any]:
+        """The JSON body of `GET /v1/reconstructions/{file}`: one URL per fetch range."""
+        return {
+            "offset_into_first_range": self.offset_into_first_range,
+            "terms": self._terms_json(),
+            "fetch_info": {
+                hash_to_string(xorb): [
+                    {
+                        "range": {"start": r.chunk_start, "end": r.chunk_end},
+                        "url": sign(xorb, (r,)),
+                        "url_range": {"start": r.byte_start, "end": r.byte_end},
+                    }
+                    for r in ranges
+                ]
+                for xorb, ranges in self.fetch.items()
+            },
+        }
+
+    def to_v2(self, sign: UrlSigner) -> dict[str, Any]:
+        """The JSON body of `GET /v2/reconstructions/{file}`: one URL per xorb, listing its ranges."""
+        return {
+            "offset_into_first_range": self.offset_into_first_range,
+            "terms": self._terms_json(),
+            "xorbs": {
+                hash_to_string(xorb): [
+                    {
+                        "url": sign(xorb, ranges),
+                        "ranges": [
+                            {
+                                "chunks": {"start": r.chunk_start, "end": r.chunk_end},
+                                "bytes": {"start": r.byte_start, "end": r.byte_end},
+                            }
+                            for r in ranges
+                        ],
+                    }
+                ]
+                for xorb, ranges in self.fetch.items()
+            },
+        }
+
+    def _terms_json(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "hash": hash_to_string(t.xorb_hash),
+                "unpacked_length": t.unpacked_len,
+                "range": {"start": t.chunk_start, "end": t.chunk_end},
+            }
+            for t in self.terms
+        ]
+
+
+def _term_chunks(term: FileTerm, lookup: XorbLookup) -> XorbInfo:
+    stored = stored_xorb(lookup, term.xorb_hash, "a file term")
+    if not 0 <= term.chunk_start < term.chunk_end <= len(stored.chunks):
+        raise ShardVerificationError(
+            f"a file term names chunks [{term.chunk_start}, {term.chunk_end}) of xorb "
+            f"{hash_to_string(term.xorb_hash)}, which has {len(stored.chunks)}"
+        )
+    if term.unpacked_len != sum(c.length for c in stored.chunks[term.chunk_start : term.chunk_end]):
+        raise ShardVerificationError("a file term's length does not match the chunks it names")
+    return stored
+
+
+def file_size(terms: Sequence[FileTerm]) -> int:
+    return sum(term.unpacked_len for term in terms)
+
+
+def plan_reconstruction(
+    terms: Sequence[FileTerm], lookup: XorbLookup, start: int = 0, end: int | None = None
+) -> Reconstruction:
+    """Plan how to rebuild bytes `[start, end)` of the file made of `terms` (by default the whole file).
+
+    Use `parse_range_header` first for a Range header; it raises the 416 case.
+    """
+    end = file_size(terms) if end is None else end
+    planned: list[PlannedTerm] = []
+    wanted: dict[bytes, list[tuple[int, int]]] = {}
+    tables: dict[bytes, XorbInfo] = {}
+    offset_into_first = 0
+    position = 0
+    for term in terms:
+        if position >= end:
+            break
+        term_end = position + term.unpacked_len
+        if term_end <= start:
+            position = term_end
+            continue
+        stored = tables.setdefault(term.xorb_hash, _term_chunks(term, lookup))
+        first = term.chunk_start
+        while position + stored.chunks[first].length <= start:
+            position += stored.chunks[first].length
+            first += 1
+        if not planned:
+            offset_into_first = start - position
+        last, covered = first, 0
+        while last < term.chunk_end and position + covered < end:
+            covered += stored.chunks[last].length
+            last += 1
+        planned.append(PlannedTerm(term.xorb_hash, first, last, covered))
+        wanted.setdefault(term.xorb_hash, []).append((first, last))
+        position = term_end
+    fetch = {xorb: _merged_fetch_ranges(ranges, tables[xorb]) for xorb, ranges in wanted.items()}
+    return Reconstruction(start, end, offset_into_first, tuple(planned), fetch)
+
+
+def _merged_fetch_ranges(ranges: list[tuple[int, int]], stored: XorbInfo) -> tuple[FetchRange, ...]:
+    merged: list[list[int]] = []
+    for first, last in sorted(ranges):
+        if merged and first <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    return tuple(
+        FetchRange(first, last, stored.chunks[first].start, stored.chunks[last - 1].end - 1)
+        for first, last in merged
+    )
+
+
+XorbRangeReader = Callable[[bytes, int, int], bytes]
+"""Reads serialized bytes `[start, end)` of a stored xorb."""
+
+
+def iter_file_bytes(
+    terms: Sequence[FileTerm],
+    lookup: XorbLookup,
+    read: XorbRangeReader,
+    start: int = 0,
+    end: int | None = None,
+    *,
+    verify: bool = True,
+) -> Iterator[bytes]:
+    """Stream bytes `[start, end)` of a file from its xorbs, in pieces of up to about `READ_WINDOW` bytes.
+
+    With `verify`, every chunk is re-hashed against the server's record, so a damaged object fails loudly
+    (`CorruptXorb`) instead of serving wrong bytes.
+    """
+    plan = plan_reconstruction(terms, lookup, start, end)
+    skip = plan.offset_into_first_range
+    remaining = plan.end - plan.start
+    for term in plan.terms:
+        stored = lookup(term.xorb_hash)
+        assert stored is not None, "planned terms name stored xorbs"
+        for piece in _read_term(stored, term, read, verify=verify):
+            if skip:
+                drop = min(skip, len(piece))
+                piece, skip = piece[drop:], skip - drop
+            piece = piece[:remaining]
+            if piece:
+                remaining -= len(piece)
+                yield piece
+            if remaining == 0:
+                return
+
+
+def _read_term(
+    stored: XorbInfo, term: PlannedTerm, read: XorbRangeReader, *, verify: bool
+) -> Iterator[bytes]:
+    first = term.chunk_start
+    while first < term.chunk_end:
+        last = first + 1
+        window_start = stored.chunks[first].start
+        while last < term.chunk_end and stored.chunks[last].end - window_start <= READ_WINDOW:
+            last += 1
+        serialized = read(stored.hash, window_start, stored.chunks[last - 1].end)
+        expected = stored.chunks[first:last]
+        try:
+            pieces = list(iter_chunk_data(serialized, window_start))
+        except XetError as exc:
+            raise CorruptXorb(f"stored xorb {hash_to_string(stored.hash)}: {exc.message}") from None
+        if len(pieces) != len(expected) or (
+            verify and any(chunk_hash(p) != c.hash for p, c in zip(pieces, expected, strict=True))
+        ):
+            raise CorruptXorb(f"stored xorb {hash_to_string(stored.hash)} does not match its chunk table")
+        yield b"".join(pieces)
+        first = last
