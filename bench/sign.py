@@ -1,0 +1,194 @@
+"""Signing and verifying a 1 GiB model: Weightyard vs `model_signing` 1.1.x, against the sha256 limit.
+
+    .venv/bin/python bench/sign.py [--size-mib 1024] [--runs 5]
+
+Signing: Weightyard signs from the digests recorded at ingest (no file is read), `model_signing sign key`
+re-reads and re-hashes the folder; the ratio is model_signing time / Weightyard time.
+Verifying: Weightyard re-hashes the folder (as a pulled model must be); its throughput is compared with
+hashlib sha256 over the same bytes already in memory (the machine's sha256 limit, measured in this run).
+Folder reads are measured with the files in the page cache ("cached") and after evicting them with
+POSIX_FADV_DONTNEED ("cold"). model_signing comes from the tests' isolated environment (created if absent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.provenance._model_signing import ensure_model_signing
+
+from weightyard.provenance import (
+    generate_private_key,
+    load_private_key,
+    manifest_from_digests,
+    public_key_pem,
+    sign_manifest,
+    verify_signature,
+)
+
+MIB = 1024 * 1024
+SHARDS = 4
+BLOCK = 16 * MIB
+
+
+def write_model(folder: Path, size_mib: int) -> dict[str, str]:
+    """Write a model of `size_mib` random bytes in shards, hashing while writing as the hub's ingest does."""
+    folder.mkdir(parents=True)
+    digests: dict[str, str] = {}
+    small = {"config.json": b'{"hidden_size": 4096}\n', "tokenizer.json": b'{"vocab": {}}\n'}
+    for name, content in small.items():
+        (folder / name).write_bytes(content)
+        digests[name] = hashlib.sha256(content).hexdigest()
+    for index in range(SHARDS):
+        name = f"model-{index + 1:05d}-of-{SHARDS:05d}.safetensors"
+        hasher = hashlib.sha256()
+        with open(folder / name, "wb") as file:
+            for _ in range(size_mib * MIB // SHARDS // BLOCK):
+                block = os.urandom(BLOCK)
+                hasher.update(block)
+                file.write(block)
+            file.flush()
+            os.fsync(file.fileno())
+        digests[name] = hasher.hexdigest()
+    return digests
+
+
+def evict(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def warm(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as file:
+                while file.read(BLOCK):
+                    pass
+
+
+def median_seconds(
+    action: Callable[[], object], runs: int, before: Callable[[], None] | None = None
+) -> float:
+    times = []
+    for _ in range(runs):
+        if before is not None:
+            before()
+        start = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def sha256_limit_gbps(folder: Path, runs: int) -> float:
+    """hashlib sha256 over the model's bytes held in memory: the CPU limit, with no I/O at all."""
+    data = [path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()]
+    total = sum(len(chunk) for chunk in data)
+
+    def hash_all() -> None:
+        for chunk in data:
+            hashlib.sha256(chunk).digest()
+
+    return total / median_seconds(hash_all, runs) / 1e9
+
+
+def run_checked(*command: str | Path) -> None:
+    outcome = subprocess.run([str(part) for part in command], capture_output=True, text=True, check=False)
+    if outcome.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, command))} failed: {outcome.stderr}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--runs", type=int, default=5)
+    options = parser.parse_args()
+    model_signing = ensure_model_signing()
+
+    with tempfile.TemporaryDirectory(prefix="weightyard-bench-sign-") as scratch:
+        root = Path(scratch)
+        model, signature = root / "model", root / "model.sig"
+        private_path, public_path = root / "signing.key", root / "signing.pub"
+        digests = write_model(model, options.size_mib)
+        size = sum(path.stat().st_size for path in model.iterdir())
+        private_pem = generate_private_key()
+        private_path.write_bytes(private_pem)
+        public_path.write_bytes(public_key_pem(load_private_key(private_pem)))
+
+        def sign_from_digests() -> bytes:
+            return sign_manifest(manifest_from_digests(digests, model_name="bench/model"), private_pem)
+
+        def model_signing_sign() -> None:
+            run_checked(
+                model_signing, "sign", "key", model, "--private_key", private_path, "--signature", signature
+            )
+
+        def weightyard_verify() -> None:
+            result = verify_signature(
+                signature.read_bytes(), model, public_path.read_bytes(), signature_name=None
+            )
+            if not result.valid:
+                raise SystemExit(f"verification failed: {result.message}")
+
+        def model_signing_verify() -> None:
+            run_checked(
+                model_signing, "verify", "key", model, "--signature", signature, "--public_key", public_path
+            )
+
+        def cold() -> None:
+            evict(model)
+
+        print(f"model: {size / MIB:.0f} MiB in {len(digests)} files; medians of {options.runs} runs")
+        limit = sha256_limit_gbps(model, options.runs)
+        ours_sign = median_seconds(sign_from_digests, max(options.runs, 20))
+        warm(model)
+        theirs_sign = median_seconds(model_signing_sign, options.runs)
+        signature.write_bytes(sign_from_digests())
+        warm(model)
+        ours_verify = median_seconds(weightyard_verify, options.runs)
+        theirs_verify = median_seconds(model_signing_verify, options.runs)
+        rows = [
+            ("sign: Weightyard from stored digests", ours_sign, 0),
+            ("sign: model_signing sign key (cached)", theirs_sign, size),
+            ("verify: Weightyard (cached)", ours_verify, size),
+            ("verify: model_signing verify key (cached)", theirs_verify, size),
+            ("verify: Weightyard (cold)", median_seconds(weightyard_verify, options.runs, cold), size),
+            (
+                "verify: model_signing verify key (cold)",
+                median_seconds(model_signing_verify, options.runs, cold),
+                size,
+            ),
+            (
+                "model_signing start-up alone (--version)",
+                median_seconds(lambda: run_checked(model_signing, "--version"), options.runs),
+                0,
+            ),
+        ]
+
+        print(f"{'sha256 limit (hashlib, bytes in memory)':<46} {'':>11} {limit:6.2f} GB/s")
+        for label, seconds, moved in rows:
+            rate = f"{moved / seconds / 1e9:6.2f} GB/s" if moved else ""
+            print(f"{label:<46} {seconds * 1000:8.2f} ms {rate}")
+        print(f"ratio sign: model_signing / Weightyard = {theirs_sign / ours_sign:,.0f}x")
+        print(f"ratio verify (cached): Weightyard / sha256 limit = {size / ours_verify / 1e9 / limit:.2f}")
+        print(f"ratio verify (cached): model_signing / Weightyard = {theirs_verify / ours_verify:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
