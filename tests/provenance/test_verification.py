@@ -188,6 +188,7 @@ def test_extra_file_is_invalid_with_extra_file(model_dir: Path, key_pair: KeyPai
 
     _assert_invalid(result, Reason.EXTRA_FILE)
     assert result.problems[0].path == "tokenizer/merges.txt"
+    assert result.unsigned_files == (".gitattributes",)
 
 
 def test_deleted_file_is_invalid_with_missing_file(model_dir: Path, key_pair: KeyPair) -> None:

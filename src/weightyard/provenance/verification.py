@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,7 @@ class _Context:
     """What is known about the signature so far, carried into an invalid result."""
 
     files: tuple[str, ...] = ()
+    unsigned_files: tuple[str, ...] = ()
     model_name: str | None = None
     root_digest: str | None = None
     key_fingerprint: str | None = None
@@ -260,8 +261,11 @@ def verify_signature(
         statement, unsafe = decode_statement(envelope.payload)
     except FormatError as error:
         return _invalid(Reason(error.problem.value), error.message, context)
-    context = _Context(
-        tuple(statement.files), statement.model_name, statement.root_digest, context.key_fingerprint
+    context = replace(
+        context,
+        files=tuple(statement.files),
+        model_name=statement.model_name,
+        root_digest=statement.root_digest,
     )
     if unsafe:
         escapes = [
@@ -292,6 +296,7 @@ def verify_signature(
         actual, unsigned = _actual_files(target, ignore_paths, signature_name)
     except UnreadableModel as error:
         return _invalid(Reason.UNREADABLE_FILE, error.message, context)
+    context = replace(context, unsigned_files=tuple(unsigned))
     problems = _compare(statement.files, actual)
     if problems:
         return _invalid(problems[0].reason, _summary(problems), context, tuple(problems))
@@ -299,9 +304,5 @@ def verify_signature(
         Verdict.VALID,
         Reason.VALID,
         f"valid: {len(statement.files)} files signed by key {context.key_fingerprint}",
-        files=context.files,
-        unsigned_files=tuple(unsigned),
-        model_name=context.model_name,
-        root_digest=context.root_digest,
-        key_fingerprint=context.key_fingerprint,
+        **asdict(context),
     )
