@@ -1,0 +1,280 @@
+"""Zip and tar containers, including the ones that are model formats (PyTorch, Keras v3, NumPy .npz):
+member paths and links, compression bombs, parser differentials, then every member by its content."""
+
+from __future__ import annotations
+
+import io
+import mmap
+import posixpath
+import stat
+import tarfile
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from weightyard.scan.buffer import Data
+from weightyard.scan.hf_config import unsafe_relative_path
+from weightyard.scan.limits import LimitExceeded
+from weightyard.scan.pickle_scan import looks_like_pickle, walk
+from weightyard.scan.report import Finding, Severity
+from weightyard.scan.zipread import (
+    Member,
+    ZipFormatError,
+    ZipListing,
+    find_eocd,
+    list_members,
+    member_problem,
+    read_member,
+)
+
+if TYPE_CHECKING:
+    from weightyard.scan.engine import Context
+
+_ZIP_FORMATS = frozenset({"zip", "npz", "pytorch-zip", "keras", "torchserve-mar"})
+_RECORD_PEEK = 1 << 20
+
+
+def is_zip_format(fmt: str) -> bool:
+    return fmt in _ZIP_FORMATS
+
+
+def bomb_finding(where: str, produced: int, consumed: int) -> Finding:
+    return Finding(
+        "archive.compression-bomb",
+        Severity.CRITICAL,
+        where,
+        f"{produced}+ bytes from {consumed}",
+        "decompresses far beyond the size limit at an extreme ratio",
+    )
+
+
+def _zip_kind(names: list[str]) -> str:
+    if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+        return "pytorch-zip"
+    if "config.json" in names and ("metadata.json" in names or "model.weights.h5" in names):
+        return "keras"
+    if "MAR-INF/MANIFEST.json" in names:
+        return "torchserve-mar"
+    if names and all(n.endswith(".npy") for n in names):
+        return "npz"
+    return "zip"
+
+
+def scan_zip(ctx: Context, data: Data, name: str, where: str) -> tuple[str, list[Finding]]:
+    try:
+        listing = list_members(data, where, ctx.budget)
+    except ZipFormatError as exc:
+        return "zip", [Finding("zip.corrupt", Severity.ERROR, where, "", f"unreadable zip: {exc}")]
+    names = [m.name for m in listing.members if not m.hidden]
+    kind = _zip_kind(names)
+    findings = list(listing.findings)
+    for dup, count in Counter(names).items():
+        if count > 1:
+            findings.append(
+                Finding(
+                    "zip.duplicate-name",
+                    Severity.WARNING,
+                    f"{where}/{dup}",
+                    dup,
+                    f"{count} members share this name; libtorch reads the first, Python's zipfile the last",
+                )
+            )
+    for member in listing.members:
+        findings += _scan_member(ctx, data, member, kind, where)
+    return kind, findings
+
+
+def _scan_member(ctx: Context, data: Data, m: Member, kind: str, where: str) -> list[Finding]:
+    loc = f"{where}/{m.name}"
+    findings: list[Finding] = []
+    if unsafe_relative_path(m.name.rstrip("/")):
+        findings.append(
+            Finding(
+                "archive.path-traversal",
+                Severity.CRITICAL,
+                loc,
+                m.name,
+                "member path leaves the extraction folder",
+            )
+        )
+    if stat.S_ISLNK(m.external_attr >> 16):
+        findings.append(Finding("archive.link", Severity.WARNING, loc, m.name, "member is a symbolic link"))
+        return findings
+    if m.is_dir:
+        return findings
+    problem = member_problem(m)
+    if problem is not None:
+        return [*findings, Finding("archive.unreadable-member", Severity.ERROR, loc, m.name, problem)]
+    limits = ctx.budget.limits
+    if m.size > limits.member_bytes and m.size > m.compressed_size * limits.compression_ratio:
+        return [*findings, bomb_finding(loc, m.size, m.compressed_size)]
+    if kind == "pytorch-zip" and not m.name.endswith(".pkl"):
+        return findings + _scan_torch_record(ctx, data, m, loc)
+    try:
+        content = read_member(data, m, ctx.budget)
+    except LimitExceeded as exc:
+        if (
+            exc.rule == "limit.member-size"
+            and limits.member_bytes > m.compressed_size * limits.compression_ratio
+        ):
+            return [*findings, bomb_finding(loc, limits.member_bytes, m.compressed_size)]
+        raise
+    if m.method != 0 and len(content) != m.size:
+        findings.append(
+            Finding(
+                "zip.size-mismatch",
+                Severity.WARNING,
+                loc,
+                f"{len(content)} != {m.size}",
+                "declared size is wrong",
+            )
+        )
+    return findings + ctx.scan_nested(content, posixpath.basename(m.name), loc)[1]
+
+
+def _scan_torch_record(ctx: Context, data: Data, m: Member, loc: str) -> list[Finding]:
+    """Tensor records are raw bytes that torch never unpickles; only a literal dangerous import in one
+    that looks like a pickle is worth reporting. Other files (TorchScript code, version) are inert."""
+    if "/code/" in m.name or m.name.endswith((".py", ".debug_pkl")):
+        return [
+            Finding(
+                "torch.torchscript", Severity.INFO, loc, m.name, "TorchScript code, compiled by torch.jit"
+            )
+        ]
+    head = read_member(data, m, ctx.budget, limit=_RECORD_PEEK)
+    if not looks_like_pickle(head[:2]):
+        return []
+    result = walk(head, loc, ctx.budget, lambda content, where: [], tolerant_imports=True)
+    return result.findings
+
+
+def scan_polyglot_zip(ctx: Context, data: Data, name: str, where: str) -> list[Finding]:
+    """A file that is another format at its start and a zip at its end is read differently by loaders."""
+    if len(data) < 22 or find_eocd(data) < 0:
+        return []
+    try:
+        listing: ZipListing = list_members(data, where, ctx.budget)
+    except (ZipFormatError, LimitExceeded, IndexError, ValueError):
+        return []
+    if not listing.members:
+        return []
+    kind, findings = scan_zip(ctx, data, name, where)
+    polyglot = Finding(
+        "format.polyglot",
+        Severity.WARNING,
+        where,
+        kind,
+        "file is also a zip archive read from its end; loaders disagree on what it is",
+    )
+    return [polyglot, *findings]
+
+
+class _MmapFile(io.RawIOBase):
+    """A seekable read-only view of an mmap, so tarfile can read members without copying the file."""
+
+    def __init__(self, data: mmap.mmap) -> None:
+        self._data = data
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._data)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        chunk = self._data[self._pos : self._pos + len(buffer)]
+        buffer[: len(chunk)] = chunk
+        self._pos += len(chunk)
+        return len(chunk)
+
+
+def _tar_kind(names: set[str]) -> str:
+    return "pytorch-legacy-tar" if {"sys_info", "pickle", "storages"} <= names else "tar"
+
+
+def scan_tar(ctx: Context, data: Data, name: str, where: str) -> tuple[str, list[Finding]]:
+    fileobj: io.RawIOBase | io.BytesIO = _MmapFile(data) if isinstance(data, mmap.mmap) else io.BytesIO(data)
+    findings: list[Finding] = []
+    try:
+        with tarfile.open(fileobj=fileobj, mode="r:") as tar:
+            members = []
+            for info in tar:
+                members.append(info)
+                if len(members) > ctx.budget.limits.archive_members:
+                    raise LimitExceeded("limit.archive-members", "archive has too many members")
+            kind = _tar_kind({m.name for m in members})
+            links: list[str] = []
+            for info in members:
+                findings += _scan_tar_member(ctx, tar, info, links, where)
+    except tarfile.TarError as exc:
+        return "tar", [*findings, Finding("tar.corrupt", Severity.ERROR, where, "", f"unreadable tar: {exc}")]
+    return kind, findings
+
+
+def _scan_tar_member(
+    ctx: Context, tar: tarfile.TarFile, info: tarfile.TarInfo, links: list[str], where: str
+) -> list[Finding]:
+    ctx.budget.check_time()
+    loc = f"{where}/{info.name}"
+    path = info.name.rstrip("/")
+    findings: list[Finding] = []
+    if unsafe_relative_path(path):
+        findings.append(
+            Finding(
+                "archive.path-traversal",
+                Severity.CRITICAL,
+                loc,
+                info.name,
+                "member path leaves the extraction folder",
+            )
+        )
+    if any(path.startswith(link + "/") for link in links):
+        findings.append(
+            Finding(
+                "archive.write-through-link",
+                Severity.CRITICAL,
+                loc,
+                info.name,
+                "member is written through an earlier link",
+            )
+        )
+    if info.issym() or info.islnk():
+        links.append(path)
+        target = info.linkname
+        resolved = (
+            posixpath.normpath(posixpath.join(posixpath.dirname(path), target)) if info.issym() else target
+        )
+        if unsafe_relative_path(target if target.startswith("/") else resolved):
+            findings.append(
+                Finding(
+                    "archive.link-escape", Severity.CRITICAL, loc, target, "link points outside the archive"
+                )
+            )
+        else:
+            findings.append(Finding("archive.link", Severity.WARNING, loc, target, "member is a link"))
+        return findings
+    if info.ischr() or info.isblk() or info.isfifo():
+        return [
+            *findings,
+            Finding("archive.special-file", Severity.WARNING, loc, info.name, "device or FIFO member"),
+        ]
+    if not info.isreg():
+        return findings
+    if info.size > ctx.budget.limits.member_bytes:
+        return [
+            *findings,
+            Finding(
+                "limit.member-size", Severity.ERROR, loc, str(info.size), "member exceeds the size limit"
+            ),
+        ]
+    extracted = tar.extractfile(info)
+    content = extracted.read() if extracted is not None else b""
+    return findings + ctx.scan_nested(content, posixpath.basename(path), loc)[1]

@@ -1,0 +1,274 @@
+"""Routes bytes to the right parser by content, recursing into containers with a shared budget."""
+
+from __future__ import annotations
+
+import bz2
+import lzma
+import mmap
+import os
+import posixpath
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from weightyard.scan import archives, formats, hf_config, keras_scan, pickles, protobuf
+from weightyard.scan.buffer import Data
+from weightyard.scan.limits import DEFAULT_LIMITS, Budget, LimitExceeded, Limits
+from weightyard.scan.report import Finding, Reference, Report, Severity
+from weightyard.scan.zipread import bounded_decompress, find_eocd
+
+if TYPE_CHECKING:
+    from weightyard.scan.zipread import Decompressor
+
+Handler = Callable[["Context", Data, str, str], list[Finding]]
+
+
+@dataclass
+class Context:
+    """State shared by every parser of one top-level scan."""
+
+    budget: Budget
+    depth: int = 0
+    references: list[Reference] = field(default_factory=list)
+
+    def scan_nested(self, data: Data, name: str, where: str) -> tuple[str, list[Finding]]:
+        """Scan content found inside another file (archive member, decompressed stream, nested pickle)."""
+        if self.depth >= self.budget.limits.nesting_depth:
+            raise LimitExceeded("limit.nesting-depth", "containers are nested too deeply")
+        self.depth += 1
+        try:
+            return dispatch(self, data, name, where)
+        finally:
+            self.depth -= 1
+
+
+_HDF5 = b"\x89HDF\r\n\x1a\n"
+_IMAGE_MAGICS = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
+_UNSUPPORTED_MAGICS: tuple[tuple[int, bytes, str], ...] = (
+    (0, b"7z\xbc\xaf\x27\x1c", "7z archive"),
+    (0, b"Rar!\x1a\x07", "rar archive"),
+    (0, b"\x04\x22\x4d\x18", "lz4 frame"),
+    (0, b"(\xb5/\xfd", "zstandard frame"),
+    (4, b"TFL3", "TensorFlow Lite flatbuffer"),
+    (0, b"lmgg", "legacy GGML"),
+    (0, b"tjgg", "legacy GGJT"),
+    (0, b"fmgg", "legacy GGMF"),
+)
+
+
+def _compressed_kind(head: bytes) -> str | None:
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if head.startswith(b"BZh") and len(head) > 3 and head[3:4].isdigit():
+        return "bzip2"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return "xz"
+    if head.startswith(b"\x5d\x00\x00"):
+        return "lzma"
+    if len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0:
+        return "zlib"
+    if head.startswith(b"ZF0x"):
+        return "joblib-zlib"
+    return None
+
+
+def _decompressor(kind: str) -> Decompressor:
+    if kind == "gzip":
+        return zlib.decompressobj(31)
+    if kind in ("zlib", "joblib-zlib"):
+        return zlib.decompressobj(15)
+    if kind == "bzip2":
+        return bz2.BZ2Decompressor()
+    return lzma.LZMADecompressor(lzma.FORMAT_AUTO)
+
+
+def _scan_compressed(ctx: Context, data: Data, name: str, where: str, kind: str) -> tuple[str, list[Finding]]:
+    raw: Data = data
+    if kind == "joblib-zlib":
+        # joblib < 0.10 wrote "ZF0x" plus a hex length before the zlib stream.
+        start = data.find(b"\x78", 4, 64)
+        raw = bytes(data[start:]) if start >= 0 else b""
+    cap = ctx.budget.limits.member_bytes
+    try:
+        content = bounded_decompress(_decompressor(kind), raw, ctx.budget, cap)
+    except LimitExceeded as exc:
+        if exc.rule == "limit.member-size" and cap > len(raw) * ctx.budget.limits.compression_ratio:
+            return kind, [archives.bomb_finding(where, cap, len(raw))]
+        raise
+    except (zlib.error, OSError, EOFError, lzma.LZMAError) as exc:
+        return kind, [Finding("format.corrupt", Severity.ERROR, where, kind, f"cannot decompress: {exc}")]
+    inner = (
+        name[: -len(posixpath.splitext(name)[1])]
+        if posixpath.splitext(name)[1] in (".gz", ".bz2", ".xz", ".z")
+        else name
+    )
+    fmt, findings = ctx.scan_nested(content, inner, f"{where}!{kind}")
+    return f"{fmt}+{kind}", findings
+
+
+def detect(data: Data, name: str) -> str:
+    """Name the format of `data` from its content; `name` only breaks ties between content-equal formats."""
+    head = bytes(data[:300])
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "zip"
+    if head.startswith(b"GGUF"):
+        return "gguf"
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if head.startswith(_HDF5):
+        return "hdf5"
+    if formats.looks_like_safetensors(data):
+        return "safetensors"
+    for offset, magic, label in _UNSUPPORTED_MAGICS:
+        if head[offset : offset + len(magic)] == magic:
+            return f"unsupported:{label}"
+    if head.startswith(_IMAGE_MAGICS):
+        return "image"
+    if len(head) > 262 and head[257:262] == b"ustar":
+        return "tar"
+    if pickles.looks_like_pickle(head):
+        return "pickle"
+    kind = _compressed_kind(head)
+    if kind is not None:
+        return f"compressed:{kind}"
+    if find_eocd(data) >= 0:
+        return "zip"
+    proto = protobuf.detect(data, name)
+    if proto is not None:
+        return proto
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if stripped[:1] in (b"{", b"["):
+        return "json"
+    return "text" if formats.looks_like_text(data) else "binary"
+
+
+def dispatch(ctx: Context, data: Data, name: str, where: str) -> tuple[str, list[Finding]]:
+    fmt = "unknown"
+    try:
+        ctx.budget.check_time()
+        fmt = detect(data, name)
+        return _route(ctx, data, name, where, fmt)
+    except LimitExceeded as exc:
+        return fmt, [Finding(exc.rule, Severity.ERROR, where, "", exc.message)]
+    except RecursionError:
+        return fmt, [Finding("limit.recursion", Severity.ERROR, where, "", "structure nested too deeply")]
+    except Exception as exc:
+        # Hostile input reaching a parser bug must end as `unscannable`, never as a crash or as `safe`.
+        return fmt, [
+            Finding("format.corrupt", Severity.ERROR, where, type(exc).__name__, f"cannot parse: {exc}")
+        ]
+
+
+def _route(ctx: Context, data: Data, name: str, where: str, fmt: str) -> tuple[str, list[Finding]]:
+    findings: list[Finding]
+    if fmt.startswith("unsupported:"):
+        label = fmt.split(":", 1)[1]
+        findings = [
+            Finding(
+                "format.unsupported", Severity.ERROR, where, label, f"{label} content cannot be inspected"
+            )
+        ]
+    elif fmt.startswith("compressed:"):
+        fmt, findings = _scan_compressed(ctx, data, name, where, fmt.split(":", 1)[1])
+    elif fmt == "zip":
+        fmt, findings = archives.scan_zip(ctx, data, name, where)
+    elif fmt == "tar":
+        fmt, findings = archives.scan_tar(ctx, data, name, where)
+    elif fmt == "pickle":
+        fmt, findings = pickles.scan_pickle_file(ctx, data, name, where)
+    elif fmt in ("json", "text", "binary"):
+        fmt, findings = _scan_loose(ctx, data, name, where, fmt)
+    else:
+        findings = _HANDLERS[fmt](ctx, data, name, where)
+    if not archives.is_zip_format(fmt):
+        findings += archives.scan_polyglot_zip(ctx, data, name, where)
+    return fmt, findings
+
+
+def _scan_loose(ctx: Context, data: Data, name: str, where: str, fmt: str) -> tuple[str, list[Finding]]:
+    """Formats without a magic number: protocol 0/1 pickles, JSON configs, code and plain text."""
+    as_pickle = pickles.scan_headerless_pickle(ctx, data, where)
+    if as_pickle is not None:
+        return "pickle", as_pickle
+    if fmt == "json":
+        return hf_config.scan_json(ctx, data, name, where)
+    if fmt == "text":
+        return hf_config.scan_text(ctx, data, name, where)
+    return "unknown", [
+        Finding(
+            "format.unknown", Severity.ERROR, where, name, "content matches no format the scanner understands"
+        )
+    ]
+
+
+_HANDLERS: dict[str, Handler] = {
+    "gguf": formats.scan_gguf,
+    "npy": formats.scan_npy,
+    "safetensors": formats.scan_safetensors,
+    "hdf5": keras_scan.scan_hdf5,
+    "image": lambda ctx, data, name, where: [],
+    "onnx": protobuf.scan_onnx,
+    "tf-savedmodel": protobuf.scan_saved_model,
+    "sentencepiece": lambda ctx, data, name, where: [],
+}
+
+
+def _open(source: str | os.PathLike[str] | BinaryIO | bytes, limits: Limits) -> tuple[Data, int]:
+    if isinstance(source, bytes):
+        return source, len(source)
+    if isinstance(source, str | os.PathLike):
+        with open(source, "rb") as fh:
+            return _map(fh, limits)
+    return _map(source, limits)
+
+
+def _map(fh: BinaryIO, limits: Limits) -> tuple[Data, int]:
+    try:
+        fileno = fh.fileno()
+        size = os.fstat(fileno).st_size
+    except (OSError, AttributeError, ValueError):
+        content = fh.read(limits.member_bytes + 1)
+        if len(content) > limits.member_bytes:
+            raise LimitExceeded(
+                "limit.stream-size", "a non-file stream larger than the member limit"
+            ) from None
+        return content, len(content)
+    if size == 0:
+        return b"", 0
+    return mmap.mmap(fileno, 0, access=mmap.ACCESS_READ), size
+
+
+def scan_file(
+    source: str | os.PathLike[str] | BinaryIO | bytes,
+    name: str | None = None,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Report:
+    """Scan one file statically and return its `Report`.
+
+    `source` is a path, an open binary file (a blob in the hub's store) or bytes; `name` is the file's
+    name in its repository, used for the location of findings and to recognise `config.json`, `*.py`
+    and other files whose meaning depends on the name.
+
+        >>> report = scan_file("pytorch_model.bin")
+        >>> report.verdict
+        <Verdict.SAFE: 'safe'>
+    """
+    if name is None:
+        name = Path(source).name if isinstance(source, str | os.PathLike) else "<stream>"
+    ctx = Context(Budget(limits))
+    try:
+        data, size = _open(source, limits)
+    except (OSError, LimitExceeded) as exc:
+        finding = Finding("format.unreadable", Severity.ERROR, name, "", f"cannot read the file: {exc}")
+        return Report(name=name, format="unknown", findings=(finding,))
+    try:
+        fmt, findings = dispatch(ctx, data, posixpath.basename(name), name)
+    finally:
+        if isinstance(data, mmap.mmap):
+            data.close()
+    return Report(
+        name=name, format=fmt, findings=tuple(findings), references=tuple(ctx.references), size=size
+    )

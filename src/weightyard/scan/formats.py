@@ -1,0 +1,395 @@
+"""Formats that hold only tensors and metadata: safetensors, NumPy .npy and GGUF. Their risk is a header
+that lies (memory-safety bugs in readers), an embedded pickle (object arrays) or a chat template."""
+
+from __future__ import annotations
+
+import ast
+import json
+import struct
+from typing import TYPE_CHECKING
+
+from weightyard.scan import jinja_check, pickles
+from weightyard.scan.buffer import Data
+from weightyard.scan.limits import LimitExceeded
+from weightyard.scan.report import Finding, Severity
+
+if TYPE_CHECKING:
+    from weightyard.scan.engine import Context
+
+_TEXT_PROBE = 8192
+
+
+def looks_like_text(data: Data) -> bool:
+    probe = bytes(data[:_TEXT_PROBE])
+    if b"\x00" in probe:
+        return False
+    try:
+        probe.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut by the probe's end is still text.
+        return exc.start >= len(probe) - 4
+    return True
+
+
+# -- safetensors ----------------------------------------------------------------------------------------
+_ST_BITS = {
+    "BOOL": 8, "U8": 8, "I8": 8, "F8_E4M3": 8, "F8_E5M2": 8, "F8_E8M0": 8, "I16": 16, "U16": 16, "F16": 16,
+    "BF16": 16, "I32": 32, "U32": 32, "F32": 32, "I64": 64, "U64": 64, "F64": 64, "C64": 64, "F4": 4,
+    "F6_E2M3": 6, "F6_E3M2": 6,
+}  # fmt: skip
+
+
+def looks_like_safetensors(data: Data) -> bool:
+    if len(data) < 10 or data[8:9] != b"{":
+        return False
+    prefix = bytes(data[:8])
+    # Real headers are far below 4 GiB; a huge length only counts when it is not printable text.
+    return prefix[4:] == b"\x00\x00\x00\x00" or any(b < 0x20 or b > 0x7E for b in prefix)
+
+
+class DuplicateKeyError(ValueError):
+    pass
+
+
+def _strict_object(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise DuplicateKeyError("duplicate key")
+    return dict(pairs)
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def strict_json(text: str | bytes) -> object:
+    return json.loads(text, object_pairs_hook=_strict_object, parse_constant=_reject_constant)
+
+
+def scan_safetensors(ctx: Context, data: Data, name: str, where: str) -> list[Finding]:
+    (header_len,) = struct.unpack_from("<Q", data, 0)
+
+    def bad(rule: str, subject: str, message: str, severity: Severity = Severity.CRITICAL) -> Finding:
+        return Finding(rule, severity, f"{where}:header", subject, message)
+
+    if header_len > ctx.budget.limits.header_bytes or 8 + header_len > len(data):
+        return [
+            bad(
+                "safetensors.header-length",
+                str(header_len),
+                "header length exceeds the file or the cap; trusting readers allocate or read out of bounds",
+            )
+        ]
+    try:
+        header = strict_json(bytes(data[8 : 8 + header_len]).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        return [bad("safetensors.bad-header", "", f"header is not strict JSON: {exc}", Severity.ERROR)]
+    if not isinstance(header, dict):
+        return [bad("safetensors.bad-header", "", "header is not a JSON object", Severity.ERROR)]
+    findings: list[Finding] = []
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        findings.append(
+            bad(
+                "safetensors.bad-metadata",
+                "__metadata__",
+                "metadata must map strings to strings",
+                Severity.ERROR,
+            )
+        )
+    body = len(data) - 8 - header_len
+    spans: list[tuple[int, int, str]] = []
+    for tensor, info in header.items():
+        problem = _tensor_problem(info, body)
+        if problem is not None:
+            findings.append(bad("safetensors.bad-tensor", tensor, problem))
+            continue
+        assert isinstance(info, dict)
+        begin, end = info["data_offsets"]
+        spans.append((begin, end, tensor))
+    spans.sort()
+    cursor = 0
+    for begin, end, tensor in spans:
+        if begin < cursor:
+            findings.append(bad("safetensors.overlap", tensor, "tensor byte ranges overlap"))
+        elif begin > cursor:
+            findings.append(
+                bad("safetensors.gap", tensor, "unreferenced bytes between tensors", Severity.WARNING)
+            )
+        cursor = max(cursor, end)
+    if cursor < body and not any(f.rule == "safetensors.bad-tensor" for f in findings):
+        findings.append(
+            bad(
+                "safetensors.trailing-data",
+                f"{body - cursor} bytes",
+                "bytes after the last tensor are not part of any tensor and can carry a payload",
+                Severity.WARNING,
+            )
+        )
+    return findings
+
+
+def _tensor_problem(info: object, body: int) -> str | None:
+    if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+        return "tensor entry must have exactly dtype, shape and data_offsets"
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if dtype not in _ST_BITS:
+        return f"unknown dtype {dtype!r}"
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        return "shape must be a list of non-negative integers"
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+    ):
+        return "data_offsets must be two integers"
+    begin, end = offsets
+    if not 0 <= begin <= end <= body:
+        return f"data_offsets {offsets} fall outside the {body}-byte data section"
+    numel = 1
+    for d in shape:
+        numel *= d
+    bits = numel * _ST_BITS[dtype]
+    if bits % 8 or bits // 8 != end - begin:
+        return f"shape {shape} of {dtype} needs {bits / 8:g} bytes but the range holds {end - begin}"
+    return None
+
+
+# -- numpy ------------------------------------------------------------------------------------------------
+def _literal(node: ast.expr) -> object:
+    """The value of a literal expression tree, built by hand so nothing is ever evaluated."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Tuple | ast.List):
+        return [_literal(e) for e in node.elts]
+    if isinstance(node, ast.Dict):
+        return {
+            _literal(k): _literal(v) for k, v in zip(node.keys, node.values, strict=True) if k is not None
+        }
+    raise ValueError(f"unexpected {type(node).__name__} in header")
+
+
+def _descr_has_object(descr: object) -> bool:
+    if isinstance(descr, str):
+        return descr.lstrip("<>|=").startswith("O")
+    if isinstance(descr, list):
+        return any(_descr_has_object(part) for part in descr)
+    return False
+
+
+def _itemsize(descr: object) -> int | None:
+    if isinstance(descr, str):
+        body = descr.lstrip("<>|=")
+        kind, digits = body[:1], body[1:].split("[")[0]
+        if not digits.isdigit():
+            return None
+        return int(digits) * (4 if kind == "U" else 1)
+    return None
+
+
+def scan_npy(ctx: Context, data: Data, name: str, where: str) -> list[Finding]:
+    major = data[6]
+    if major == 1:
+        (hlen,), start = struct.unpack_from("<H", data, 8), 10
+    elif major in (2, 3):
+        (hlen,), start = struct.unpack_from("<I", data, 8), 12
+    else:
+        return [Finding("npy.bad-header", Severity.ERROR, where, str(major), "unknown .npy version")]
+    if hlen > 1 << 20 or start + hlen > len(data):
+        return [Finding("npy.bad-header", Severity.ERROR, where, str(hlen), "header length exceeds the file")]
+    text = bytes(data[start : start + hlen]).decode("utf-8" if major == 3 else "latin-1")
+    try:
+        header = _literal(ast.parse(text.strip(), mode="eval").body)
+    except (SyntaxError, ValueError, RecursionError) as exc:
+        return [Finding("npy.bad-header", Severity.ERROR, where, "", f"header is not a literal dict: {exc}")]
+    if not isinstance(header, dict) or not {"descr", "shape", "fortran_order"} <= set(header):
+        return [
+            Finding("npy.bad-header", Severity.ERROR, where, "", "header lacks descr, shape or fortran_order")
+        ]
+    body = start + hlen
+    descr, shape = header["descr"], header["shape"]
+    if _descr_has_object(descr):
+        # numpy.load(allow_pickle=True) unpickles the array body: scan it like any pickle.
+        findings = pickles.scan_pickles(ctx, data, f"{where}:array", body)[1]
+        return [
+            Finding("npy.object-array", Severity.INFO, where, str(descr), "object array stored as a pickle"),
+            *findings,
+        ]
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        return [Finding("npy.bad-header", Severity.ERROR, where, str(shape), "shape is not a tuple of sizes")]
+    itemsize = _itemsize(descr)
+    if itemsize is None:
+        return []
+    numel = 1
+    for d in shape:
+        numel *= d
+    expected, actual = numel * itemsize, len(data) - body
+    if actual < expected:
+        return [
+            Finding(
+                "npy.truncated",
+                Severity.ERROR,
+                where,
+                f"{actual}/{expected} bytes",
+                "array data is truncated",
+            )
+        ]
+    if actual > expected:
+        return [
+            Finding(
+                "npy.trailing-data",
+                Severity.WARNING,
+                where,
+                f"{actual - expected} bytes",
+                "bytes after the array data",
+            )
+        ]
+    return []
+
+
+# -- GGUF -------------------------------------------------------------------------------------------------
+_GGUF_SCALARS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+_GGML_MAX_DIMS = 4
+# ggml type id -> (elements per block, bytes per block)
+_GGML_TYPES = {
+    0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34), 9: (32, 36),
+    10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210), 15: (256, 292),
+    16: (256, 66), 17: (256, 74), 18: (256, 98), 19: (256, 50), 20: (32, 18), 21: (256, 110), 22: (256, 82),
+    23: (256, 136), 24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8), 29: (256, 56), 30: (1, 2),
+    34: (256, 54), 35: (256, 66), 39: (32, 17),
+}  # fmt: skip
+_DEFAULT_ALIGNMENT = 32
+
+
+class _GGUFError(Exception):
+    def __init__(self, rule: str, offset: int, message: str, severity: Severity = Severity.CRITICAL) -> None:
+        super().__init__(message)
+        self.rule, self.offset, self.message, self.severity = rule, offset, message, severity
+
+
+class _GGUFReader:
+    def __init__(self, ctx: Context, data: Data, version: int) -> None:
+        self.ctx, self.data, self.pos = ctx, data, 8
+        self.count_fmt = "<I" if version == 1 else "<Q"
+
+    def unpack(self, fmt: str) -> int | float | bool:
+        size = struct.calcsize(fmt)
+        if self.pos + size > len(self.data):
+            raise _GGUFError(
+                "gguf.truncated", self.pos, "header runs past the end of the file", Severity.ERROR
+            )
+        value: int | float | bool = struct.unpack_from(fmt, self.data, self.pos)[0]
+        self.pos += size
+        return value
+
+    def count(self, what: str, min_item_size: int) -> int:
+        at = self.pos
+        n = int(self.unpack(self.count_fmt))
+        if n * min_item_size > len(self.data) - self.pos:
+            raise _GGUFError("gguf.count-overflow", at, f"{what} count {n} cannot fit in the file")
+        return n
+
+    def string(self) -> str:
+        n = self.count("string length", 1)
+        raw = bytes(self.data[self.pos : self.pos + n])
+        self.pos += n
+        return raw.decode("utf-8", "replace")
+
+    def value(self, vtype: int, depth: int = 0) -> object:
+        if vtype in _GGUF_SCALARS:
+            return self.unpack(_GGUF_SCALARS[vtype])
+        if vtype == _GGUF_STRING:
+            return self.string()
+        if vtype == _GGUF_ARRAY and depth < 2:
+            etype = int(self.unpack("<I"))
+            size = struct.calcsize(_GGUF_SCALARS[etype]) if etype in _GGUF_SCALARS else 4
+            n = self.count("array length", size)
+            if etype in _GGUF_SCALARS:
+                self.pos += n * size
+                return n
+            items: list[object] = []
+            for _ in range(n):
+                if len(items) % 65536 == 0:
+                    self.ctx.budget.check_time()
+                items.append(self.value(etype, depth + 1))
+            return items
+        raise _GGUFError("gguf.bad-type", self.pos, f"unknown metadata value type {vtype}", Severity.ERROR)
+
+
+def scan_gguf(ctx: Context, data: Data, name: str, where: str) -> list[Finding]:
+    version = struct.unpack_from("<I", data, 4)[0] if len(data) >= 8 else 0
+    if version not in (1, 2, 3):
+        return [Finding("gguf.bad-version", Severity.ERROR, where, str(version), "unknown GGUF version")]
+    reader = _GGUFReader(ctx, data, version)
+    findings: list[Finding] = []
+    try:
+        n_tensors = reader.count("tensor", 24)
+        n_kv = reader.count("metadata", 12)
+        meta: dict[str, object] = {}
+        for _ in range(n_kv):
+            key = reader.string()
+            meta[key] = reader.value(int(reader.unpack("<I")))
+        for key, value in meta.items():
+            if key.startswith("tokenizer.chat_template") and isinstance(value, str):
+                findings += jinja_check.check_template(value, f"{where}:{key}")
+        alignment = meta.get("general.alignment", _DEFAULT_ALIGNMENT)
+        if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
+            raise _GGUFError("gguf.bad-alignment", reader.pos, f"alignment {alignment} is not a power of two")
+        findings += _gguf_tensors(reader, n_tensors, alignment, where)
+    except _GGUFError as exc:
+        findings.append(Finding(exc.rule, exc.severity, f"{where}@{exc.offset}", "", exc.message))
+    except LimitExceeded:
+        raise
+    return findings
+
+
+def _gguf_tensors(reader: _GGUFReader, n_tensors: int, alignment: int, where: str) -> list[Finding]:
+    findings: list[Finding] = []
+    tensors: list[tuple[str, int, int | None]] = []
+    for _ in range(n_tensors):
+        tname = reader.string()
+        at = reader.pos
+        n_dims = int(reader.unpack("<I"))
+        if n_dims > _GGML_MAX_DIMS:
+            raise _GGUFError("gguf.bad-dims", at, f"tensor {tname!r} has {n_dims} dimensions (max 4)")
+        numel = 1
+        for _ in range(n_dims):
+            numel *= int(reader.unpack("<Q"))
+        if numel >= 1 << 62:
+            raise _GGUFError("gguf.dims-overflow", at, f"tensor {tname!r} element count overflows")
+        ttype = int(reader.unpack("<I"))
+        offset = int(reader.unpack("<Q"))
+        if offset % alignment:
+            raise _GGUFError("gguf.misaligned", at, f"tensor {tname!r} offset is not aligned", Severity.ERROR)
+        block = _GGML_TYPES.get(ttype)
+        size = None if block is None else -(-numel // block[0]) * block[1]
+        tensors.append((tname, offset, size))
+    data_start = -(-reader.pos // alignment) * alignment
+    body = len(reader.data) - data_start
+    for tname, offset, size in tensors:
+        if offset + (size or 0) > body:
+            findings.append(
+                Finding(
+                    "gguf.tensor-out-of-bounds",
+                    Severity.CRITICAL,
+                    where,
+                    tname,
+                    "tensor data lies past the end of the file",
+                )
+            )
+    return findings

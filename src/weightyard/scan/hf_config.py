@@ -1,0 +1,250 @@
+"""Hugging Face repository metadata: configs that ask for remote code, shard indexes, chat templates,
+Python files and Hydra-style `_target_` factories."""
+
+from __future__ import annotations
+
+import ast
+import json
+import posixpath
+import re
+from typing import TYPE_CHECKING
+
+from weightyard.scan import jinja_check, keras_scan
+from weightyard.scan.buffer import Data
+from weightyard.scan.formats import DuplicateKeyError, strict_json
+from weightyard.scan.policy import Kind, classify
+from weightyard.scan.report import Finding, Reference, Severity
+
+if TYPE_CHECKING:
+    from weightyard.scan.engine import Context
+
+_TEXT_LIMIT = 64 << 20
+_CROSS_REPO = "--"
+_TARGET = re.compile(r"""["']?_target_["']?\s*[:=]\s*["']?([A-Za-z_][\w.]*)""")
+_DANGEROUS_CALLS = frozenset(
+    {"eval", "exec", "compile", "__import__", "system", "popen", "Popen", "check_call", "check_output",
+     "spawnl", "spawnv", "execv", "execve", "urlopen", "urlretrieve"}
+)  # fmt: skip
+_DANGEROUS_IMPORTS = frozenset(
+    {"subprocess", "socket", "pty", "ctypes", "marshal", "pickle", "urllib", "requests"}
+)
+
+
+def unsafe_relative_path(path: str) -> bool:
+    """A path that leaves the folder it is written in: absolute, drive-qualified, or climbing with '..'."""
+    if not path or "\x00" in path or path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", path):
+        return True
+    return ".." in re.split(r"[\\/]", path)
+
+
+def _text(data: Data) -> str:
+    return bytes(data[:_TEXT_LIMIT]).decode("utf-8-sig", "replace")
+
+
+def scan_json(ctx: Context, data: Data, name: str, where: str) -> tuple[str, list[Finding]]:
+    text = _text(data)
+    findings: list[Finding] = []
+    try:
+        doc = strict_json(text)
+    except DuplicateKeyError:
+        # Python's json keeps the last duplicate; that is what transformers acts on.
+        doc = json.loads(text)
+        findings.append(
+            Finding(
+                "json.duplicate-key",
+                Severity.WARNING,
+                where,
+                "",
+                "duplicate keys; JSON parsers disagree on them",
+            )
+        )
+    except (ValueError, RecursionError):
+        return scan_text(ctx, data, name, where)
+    if isinstance(doc, dict):
+        findings += _remote_code(ctx, doc, where)
+        findings += _templates(doc, where)
+        findings += _shard_index(ctx, doc, where)
+        if "class_name" in doc and "config" in doc:
+            findings += keras_scan.check_keras_config(doc, where)
+    if isinstance(doc, list) and name == "modules.json":
+        findings += _sentence_transformer_modules(doc, where)
+    findings += _targets(text, where)
+    return "json", findings
+
+
+def _refs(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+def _remote_code(ctx: Context, doc: dict[str, object], where: str) -> list[Finding]:
+    findings: list[Finding] = []
+    auto_map = doc.get("auto_map")
+    if isinstance(auto_map, dict):
+        for key, value in auto_map.items():
+            for ref in _refs(value):
+                loc = f"{where}:auto_map.{key}"
+                if _CROSS_REPO in ref:
+                    findings.append(
+                        Finding(
+                            "config.remote-code-other-repo",
+                            Severity.CRITICAL,
+                            loc,
+                            ref,
+                            "trust_remote_code would download and run code from another repository",
+                        )
+                    )
+                    continue
+                module = ref.rsplit(".", 1)[0]
+                findings.append(
+                    Finding(
+                        "config.remote-code",
+                        Severity.WARNING,
+                        loc,
+                        ref,
+                        "trust_remote_code would run Python code shipped in this repository",
+                    )
+                )
+                ctx.references.append(Reference("code", module.replace(".", "/") + ".py", loc))
+    pipelines = doc.get("custom_pipelines")
+    if isinstance(pipelines, dict):
+        findings.append(
+            Finding(
+                "config.remote-code",
+                Severity.WARNING,
+                f"{where}:custom_pipelines",
+                "",
+                "defines custom pipelines run as code",
+            )
+        )
+    if doc.get("trust_remote_code") is True:
+        findings.append(
+            Finding(
+                "config.trust-remote-code",
+                Severity.WARNING,
+                f"{where}:trust_remote_code",
+                "true",
+                "asks loaders to run repository code",
+            )
+        )
+    return findings
+
+
+def _templates(doc: dict[str, object], where: str) -> list[Finding]:
+    template = doc.get("chat_template")
+    findings: list[Finding] = []
+    if isinstance(template, str):
+        findings += jinja_check.check_template(template, f"{where}:chat_template")
+    elif isinstance(template, list):
+        for item in template:
+            if isinstance(item, dict) and isinstance(item.get("template"), str):
+                findings += jinja_check.check_template(
+                    item["template"], f"{where}:chat_template.{item.get('name')}"
+                )
+    return findings
+
+
+def _shard_index(ctx: Context, doc: dict[str, object], where: str) -> list[Finding]:
+    weight_map = doc.get("weight_map")
+    if not isinstance(weight_map, dict):
+        return []
+    findings: list[Finding] = []
+    for shard in sorted({v for v in weight_map.values() if isinstance(v, str)}):
+        loc = f"{where}:weight_map"
+        if unsafe_relative_path(shard):
+            findings.append(
+                Finding(
+                    "index.path-escape", Severity.CRITICAL, loc, shard, "shard path leaves the model folder"
+                )
+            )
+        else:
+            ctx.references.append(Reference("shard", shard, loc))
+    return findings
+
+
+def _sentence_transformer_modules(doc: list[object], where: str) -> list[Finding]:
+    findings: list[Finding] = []
+    for module in doc:
+        kind = module.get("type") if isinstance(module, dict) else None
+        if isinstance(kind, str) and not kind.startswith("sentence_transformers."):
+            findings.append(
+                Finding(
+                    "config.custom-module",
+                    Severity.WARNING,
+                    f"{where}:type",
+                    kind,
+                    "sentence-transformers imports this class",
+                )
+            )
+    return findings
+
+
+def _targets(text: str, where: str) -> list[Finding]:
+    """Hydra/NeMo `_target_` names a callable that the loader imports and calls."""
+    findings: list[Finding] = []
+    for match in _TARGET.finditer(text):
+        target = match.group(1)
+        module, _, attr = target.rpartition(".")
+        kind, reason = classify(module or "builtins", attr)
+        if kind is Kind.DANGEROUS:
+            findings.append(
+                Finding("config.dangerous-target", Severity.CRITICAL, f"{where}:_target_", target, reason)
+            )
+    return findings
+
+
+def scan_text(ctx: Context, data: Data, name: str, where: str) -> tuple[str, list[Finding]]:
+    if name.endswith(".py"):
+        return "python", _python(_text(data), where)
+    if name.endswith(".jinja") or name.endswith(".j2"):
+        return "jinja", jinja_check.check_template(_text(data), where)
+    return "text", _targets(_text(data), where)
+
+
+def _python(source: str, where: str) -> list[Finding]:
+    findings = [
+        Finding(
+            "code.python-file",
+            Severity.WARNING,
+            where,
+            posixpath.basename(where),
+            "Python source: runs when a loader is given trust_remote_code",
+        )
+    ]
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError):
+        return findings
+    for node in ast.walk(tree):
+        subject = None
+        if isinstance(node, ast.Call):
+            func = node.func
+            called = (
+                func.attr
+                if isinstance(func, ast.Attribute)
+                else func.id
+                if isinstance(func, ast.Name)
+                else ""
+            )
+            if called in _DANGEROUS_CALLS:
+                subject = called
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names = [a.name for a in node.names] + (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            )
+            hit = [n for n in names if n.split(".")[0] in _DANGEROUS_IMPORTS]
+            subject = hit[0] if hit else None
+        if subject is not None:
+            findings.append(
+                Finding(
+                    "code.dangerous-call",
+                    Severity.CRITICAL,
+                    f"{where}:line {getattr(node, 'lineno', 0)}",
+                    subject,
+                    "code runs processes, evaluates strings, unpickles or reaches the network",
+                )
+            )
+    return findings

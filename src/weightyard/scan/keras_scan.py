@@ -1,0 +1,183 @@
+"""Keras models: the architecture JSON (inside a .keras zip's config.json or an HDF5 file's
+`model_config` attribute) names layers and functions that Keras imports and, for Lambda layers, code it
+runs. HDF5 is read by locating that JSON text in the file, which is where HDF5 keeps attribute strings
+(attributes are never compressed); dense attribute storage with I/O filters is refused as unscannable."""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from typing import TYPE_CHECKING
+
+from weightyard.scan.buffer import Data
+from weightyard.scan.policy import Kind, classify
+from weightyard.scan.report import Finding, Severity
+
+if TYPE_CHECKING:
+    from weightyard.scan.engine import Context
+
+_CANDIDATE = re.compile(rb'\{\s*"')
+_CLASS_NAME = b'"class_name"'
+_FRACTAL_HEAP = b"FRHP"
+_KERAS_MODULES = ("keras", "tf_keras", "tensorflow.keras", "tensorflow.python.keras")
+_FILE_LAYERS = frozenset({"StringLookup", "IntegerLookup", "TextVectorization"})
+_CODE_LAYERS = frozenset({"Lambda", "__lambda__"})
+_DANGEROUS_KERAS_FUNCTIONS = frozenset(
+    {
+        "get_file",
+        "load_model",
+        "load_weights",
+        "save_model",
+        "deserialize_keras_object",
+        "exec",
+        "eval",
+        "system",
+    }
+)
+_MAX_CANDIDATES = 100_000
+
+
+def _is_keras_module(module: str) -> bool:
+    return any(module == m or module.startswith(m + ".") for m in _KERAS_MODULES)
+
+
+def check_keras_config(doc: object, where: str) -> list[Finding]:
+    """Findings for a Keras architecture document (any nesting of layers, models and wrappers)."""
+    findings: list[Finding] = []
+    stack: list[object] = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        stack.extend(node.values())
+        class_name = node.get("class_name")
+        if not isinstance(class_name, str):
+            continue
+        config = node.get("config")
+        module = node.get("module")
+        if class_name in _CODE_LAYERS:
+            findings.append(
+                Finding(
+                    "keras.lambda",
+                    Severity.CRITICAL,
+                    where,
+                    class_name,
+                    "Lambda layer carries Python code run at load or call time",
+                )
+            )
+        if (
+            class_name == "TFOpLambda"
+            and isinstance(config, dict)
+            and re.search(r"\bio\b|file", str(config.get("function")))
+        ):
+            findings.append(
+                Finding(
+                    "keras.file-op",
+                    Severity.CRITICAL,
+                    where,
+                    str(config.get("function")),
+                    "TF op layer touches files",
+                )
+            )
+        if (
+            class_name in _FILE_LAYERS
+            and isinstance(config, dict)
+            and isinstance(config.get("vocabulary"), str)
+        ):
+            findings.append(
+                Finding(
+                    "keras.vocabulary-file",
+                    Severity.CRITICAL,
+                    where,
+                    str(config["vocabulary"]),
+                    f"{class_name} reads this file path when the model loads",
+                )
+            )
+        name = config if class_name == "function" and isinstance(config, str) else class_name
+        if isinstance(module, str):
+            findings += _check_module(module, name, where)
+    return findings
+
+
+def _check_module(module: str, name: str, where: str) -> list[Finding]:
+    kind, reason = classify(module, name)
+    if kind is Kind.DANGEROUS and not _is_keras_module(module):
+        return [Finding("keras.dangerous-object", Severity.CRITICAL, where, f"{module}.{name}", reason)]
+    if _is_keras_module(module):
+        if name in _DANGEROUS_KERAS_FUNCTIONS:
+            return [
+                Finding(
+                    "keras.dangerous-object",
+                    Severity.CRITICAL,
+                    where,
+                    f"{module}.{name}",
+                    "Keras function with side effects",
+                )
+            ]
+        return []
+    return [
+        Finding(
+            "keras.custom-object",
+            Severity.WARNING,
+            where,
+            f"{module}.{name}",
+            "object outside the Keras namespaces; loading imports its module",
+        )
+    ]
+
+
+def scan_hdf5(ctx: Context, data: Data, name: str, where: str) -> list[Finding]:
+    findings: list[Finding] = []
+    pos = data.find(_FRACTAL_HEAP)
+    while pos >= 0:
+        if pos + 9 <= len(data):
+            (filter_len,) = struct.unpack_from("<H", data, pos + 7)
+            if filter_len:
+                findings.append(
+                    Finding(
+                        "keras.filtered-attributes",
+                        Severity.ERROR,
+                        f"{where}@{pos}",
+                        "",
+                        "attribute storage is compressed, so the model config cannot be read statically",
+                    )
+                )
+                break
+        pos = data.find(_FRACTAL_HEAP, pos + 4)
+    configs = 0
+    end = 0
+    for count, match in enumerate(_CANDIDATE.finditer(data)):
+        if count % 4096 == 0:
+            ctx.budget.check_time()
+        if count > _MAX_CANDIDATES:
+            break
+        start = match.start()
+        if start < end:
+            continue
+        stop = data.find(b"\x00", start)
+        chunk = bytes(data[start : stop if stop >= 0 else len(data)])
+        if _CLASS_NAME not in chunk:
+            continue
+        try:
+            text = chunk.decode("utf-8")
+            doc, length = json.JSONDecoder().raw_decode(text)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        configs += 1
+        end = start + len(text[:length].encode("utf-8"))
+        findings += check_keras_config(doc, f"{where}@{start}")
+    if configs == 0 and data.find(b"model_config") >= 0:
+        findings.append(
+            Finding(
+                "keras.unreadable-config",
+                Severity.ERROR,
+                where,
+                "model_config",
+                "model_config attribute cannot be located",
+            )
+        )
+    return findings

@@ -1,0 +1,922 @@
+"""A static pickle VM: walks the opcodes, tracks the stack and memo exactly, resolves every import, and
+judges each call by an allow-list. Nothing from the stream is ever executed or imported."""
+
+from __future__ import annotations
+
+import _compat_pickle
+import codecs
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from weightyard.scan.buffer import Data
+from weightyard.scan.limits import Budget, LimitExceeded
+from weightyard.scan.policy import (
+    BENIGN_NESTING_LOADER,
+    NESTING_LOADERS,
+    SIZED_CONSTRUCTORS,
+    Kind,
+    classify,
+)
+from weightyard.scan.report import Finding, Severity
+
+PROTO = 0x80
+_JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
+_GETATTR = "builtins.getattr"
+_MAX_DECODED_LONG = 4096
+
+
+class _Value:
+    """Base of everything the emulated stack holds."""
+
+
+@dataclass(eq=False)
+class Const(_Value):
+    value: object
+
+
+@dataclass(eq=False)
+class Seq(_Value):
+    items: list[_Value]
+    is_tuple: bool = False
+
+
+@dataclass(eq=False)
+class Mapping(_Value):
+    pairs: list[tuple[_Value, _Value]]
+
+
+@dataclass(eq=False)
+class Ref(_Value):
+    """An imported global, not yet called."""
+
+    module: str
+    qualname: str
+    offset: int
+    kind: Kind
+    deferred: bool = False
+
+    @property
+    def full(self) -> str:
+        return f"{self.module}.{self.qualname}"
+
+
+@dataclass(eq=False)
+class Obj(_Value):
+    """The result of calling or instantiating `callee`."""
+
+    callee: _Value
+    args: _Value
+    state: _Value | None = None
+
+
+@dataclass(eq=False)
+class Unknown(_Value):
+    pass
+
+
+NestedScanner = Callable[[bytes, str], list[Finding]]
+
+
+class PickleError(Exception):
+    def __init__(self, offset: int, message: str) -> None:
+        super().__init__(message)
+        self.offset = offset
+        self.message = message
+
+
+@dataclass
+class WalkResult:
+    findings: list[Finding] = field(default_factory=list)
+    end: int | None = None
+    error: PickleError | None = None
+    opcodes: int = 0
+    root: _Value | None = None
+    protocol: int = 0
+    globals_seen: list[str] = field(default_factory=list)
+
+
+def _int_text(raw: bytes) -> object:
+    if raw == b"00":
+        return False
+    if raw == b"01":
+        return True
+    text = raw.rstrip(b"L")
+    if len(text) > _MAX_DECODED_LONG:
+        return None
+    return int(text)
+
+
+class PickleWalker:
+    """Walks one pickle from `start` to its STOP. Findings accumulate as opcodes run, so a payload stays
+    reported even when the stream breaks afterwards, the way the real unpickler has already run it."""
+
+    def __init__(
+        self,
+        data: Data,
+        where: str,
+        budget: Budget,
+        nested: NestedScanner,
+        *,
+        tolerant_imports: bool = False,
+    ) -> None:
+        self.data = data
+        self.where = where
+        self.budget = budget
+        self.nested = nested
+        # Raw tensor records may merely look like pickles: there only literal dangerous imports count.
+        self.tolerant_imports = tolerant_imports
+        self.pos = 0
+        self.stack: list[_Value] = []
+        self.metastack: list[list[_Value]] = []
+        self.memo: dict[int, _Value] = {}
+        self.result = WalkResult()
+        self.deferred: list[Ref] = []
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def _take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise PickleError(self.pos, f"truncated: needs {n} bytes, {len(self.data) - self.pos} remain")
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return bytes(chunk)
+
+    def _line(self) -> bytes:
+        end = self.data.find(b"\n", self.pos)
+        if end < 0:
+            raise PickleError(self.pos, "truncated: missing newline")
+        line = bytes(self.data[self.pos : end])
+        self.pos = end + 1
+        return line
+
+    def _u(self, fmt: str) -> int:
+        size = struct.calcsize(fmt)
+        value: int = struct.unpack(fmt, self._take(size))[0]
+        return value
+
+    def _pop(self) -> _Value:
+        if not self.stack:
+            raise PickleError(self.pos, "stack underflow")
+        return self.stack.pop()
+
+    def _pop_mark(self) -> list[_Value]:
+        if not self.metastack:
+            raise PickleError(self.pos, "MARK missing")
+        items = self.stack
+        self.stack = self.metastack.pop()
+        return items
+
+    def _push(self, value: _Value) -> None:
+        if len(self.stack) >= self.budget.limits.pickle_stack:
+            raise LimitExceeded("limit.pickle-stack", "pickle stack exceeds the limit")
+        self.stack.append(value)
+
+    def _top(self) -> _Value:
+        if not self.stack:
+            raise PickleError(self.pos, "stack underflow")
+        return self.stack[-1]
+
+    # -- findings --------------------------------------------------------------------------------------
+    def _loc(self, offset: int) -> str:
+        return f"{self.where}@{offset}"
+
+    def _add(self, rule: str, severity: Severity, offset: int, subject: str, message: str) -> None:
+        if self.tolerant_imports and severity is not Severity.CRITICAL:
+            return
+        self.result.findings.append(Finding(rule, severity, self._loc(offset), subject, message))
+
+    def _import(self, module: str, name: str, offset: int) -> Ref:
+        if self.result.protocol < 3:
+            module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        kind, reason = classify(module, name)
+        ref = Ref(module, name, offset, kind)
+        self.result.globals_seen.append(ref.full)
+        if ref.full == _GETATTR:
+            # Judged where it is called: getattr(allowed_class, "attr") is a plain attribute lookup.
+            ref.deferred = True
+            self.deferred.append(ref)
+        elif kind is Kind.DANGEROUS:
+            self._add("pickle.dangerous-import", Severity.CRITICAL, offset, ref.full, reason)
+        elif kind is Kind.UNKNOWN:
+            self._add("pickle.unknown-import", Severity.WARNING, offset, ref.full, reason)
+        return ref
+
+    # -- calls -----------------------------------------------------------------------------------------
+    def _call(self, callee: _Value, args: _Value, offset: int) -> _Value:
+        if isinstance(callee, Ref):
+            if callee.deferred:
+                return self._call_getattr(callee, args, offset)
+            if callee.full in SIZED_CONSTRUCTORS:
+                self._check_allocation(callee, args, offset)
+            if callee.full in NESTING_LOADERS:
+                self._scan_nested_argument(callee, args, offset)
+        else:
+            self._add(
+                "pickle.computed-callable",
+                Severity.WARNING,
+                offset,
+                type(callee).__name__,
+                "calls a value that is not a plain import",
+            )
+        return Obj(callee, args)
+
+    def _call_getattr(self, ref: Ref, args: _Value, offset: int) -> _Value:
+        if isinstance(args, Seq) and len(args.items) == 2:
+            target, name = args.items
+            if isinstance(name, Const) and isinstance(name.value, str) and not name.value.startswith("_"):
+                base = target.callee if isinstance(target, Obj) else target
+                if isinstance(base, Ref):
+                    ref.deferred = False
+                    resolved = self._import(base.module, f"{base.qualname}.{name.value}", offset)
+                    return resolved
+        ref.deferred = False
+        self._add(
+            "pickle.dangerous-import",
+            Severity.CRITICAL,
+            offset,
+            _GETATTR,
+            "getattr with a computed target or private attribute reaches arbitrary objects",
+        )
+        return Unknown()
+
+    def _check_allocation(self, ref: Ref, args: _Value, offset: int) -> None:
+        if isinstance(args, Seq) and args.items:
+            first = args.items[0]
+            if (
+                isinstance(first, Const)
+                and isinstance(first.value, int)
+                and not isinstance(first.value, bool)
+            ) and first.value > self.budget.limits.allocation_bytes:
+                self._add(
+                    "pickle.allocation-bomb",
+                    Severity.CRITICAL,
+                    offset,
+                    f"{ref.full}({first.value})",
+                    "an allowed constructor is asked to allocate an excessive amount of memory",
+                )
+
+    def _scan_nested_argument(self, ref: Ref, args: _Value, offset: int) -> None:
+        first = args.items[0] if isinstance(args, Seq) and args.items else None
+        if isinstance(first, Const) and isinstance(first.value, bytes | bytearray):
+            if ref.full != BENIGN_NESTING_LOADER:
+                self._add(
+                    "pickle.nested-pickle",
+                    Severity.CRITICAL,
+                    offset,
+                    ref.full,
+                    "unpickles an embedded byte string, a way to hide a payload from scanners",
+                )
+            nested = self.nested(bytes(first.value), f"{self._loc(offset)}/{ref.qualname}")
+            self.result.findings.extend(nested)
+            return
+        self._add(
+            "pickle.nested-pickle",
+            Severity.CRITICAL,
+            offset,
+            ref.full,
+            "unpickles data computed at load time, which cannot be inspected",
+        )
+
+    def _build(self, state: _Value, offset: int) -> None:
+        target = self._top()
+        if isinstance(target, Ref):
+            self._add(
+                "pickle.build-on-global",
+                Severity.CRITICAL,
+                offset,
+                target.full,
+                "BUILD sets attributes on an imported module or class, altering code that runs later",
+            )
+        if isinstance(state, Seq) and len(state.items) == 2 and isinstance(state.items[1], Mapping):
+            for key, _ in state.items[1].pairs:
+                if isinstance(key, Const) and isinstance(key.value, str) and key.value.startswith("__"):
+                    self._add(
+                        "pickle.dunder-state",
+                        Severity.CRITICAL,
+                        offset,
+                        key.value,
+                        "BUILD slot state sets a special attribute",
+                    )
+        if isinstance(target, Obj):
+            target.state = state
+            if isinstance(target.callee, Ref) and target.callee.full == _JOBLIB_WRAPPER:
+                self._skip_joblib_array(target, offset)
+
+    # -- joblib ----------------------------------------------------------------------------------------
+    def _skip_joblib_array(self, wrapper: Obj, offset: int) -> None:
+        """joblib writes each array's raw bytes (or a nested pickle for object arrays) right after the
+        wrapper's BUILD; the real unpickler reads them from the stream there, so must we."""
+        state = dict(_const_items(wrapper.state))
+        dtype = state.get("dtype")
+        shape = state.get("shape")
+        descr, itemsize = _numpy_dtype(dtype)
+        if descr is None or not isinstance(shape, Seq):
+            raise PickleError(offset, "joblib array wrapper without a readable dtype and shape")
+        if descr.startswith("O"):
+            self._pop()
+            inner = PickleWalker(self.data, self.where, self.budget, self.nested)
+            inner.pos = self.pos
+            result = inner.run()
+            self.result.findings.extend(result.findings)
+            if result.error is not None:
+                raise result.error
+            assert result.end is not None
+            self.pos = result.end
+            self._push(Unknown())
+            return
+        dims = [d.value for d in shape.items if isinstance(d, Const) and isinstance(d.value, int)]
+        if len(dims) != len(shape.items) or itemsize is None:
+            raise PickleError(offset, "joblib array wrapper with an unreadable shape or dtype")
+        count = 1
+        for d in dims:
+            count *= d
+        alignment = state.get("numpy_array_alignment_bytes")
+        if isinstance(alignment, Const) and alignment.value is not None:
+            self.pos += 1 + self._take(1)[0]
+        nbytes = count * itemsize
+        if self.pos + nbytes > len(self.data):
+            raise PickleError(self.pos, "joblib array data runs past the end of the file")
+        self.pos += nbytes
+
+    # -- the VM ----------------------------------------------------------------------------------------
+    def run(self) -> WalkResult:
+        try:
+            self._run()
+        except PickleError as exc:
+            self.result.error = exc
+        for ref in self.deferred:
+            if ref.deferred:
+                self._add(
+                    "pickle.dangerous-import",
+                    Severity.CRITICAL,
+                    ref.offset,
+                    ref.full,
+                    "getattr imported and used other than as a plain attribute lookup",
+                )
+        return self.result
+
+    def _run(self) -> None:
+        limits = self.budget.limits
+        while True:
+            if self.pos >= len(self.data):
+                raise PickleError(self.pos, "pickle ends without STOP")
+            self.result.opcodes += 1
+            if self.result.opcodes % 65536 == 0:
+                self.budget.check_time()
+                if self.result.opcodes > limits.pickle_opcodes:
+                    raise LimitExceeded("limit.pickle-opcodes", "pickle has too many opcodes")
+            offset = self.pos
+            op = self.data[self.pos]
+            self.pos += 1
+            handler = _DISPATCH.get(op)
+            if handler is None:
+                raise PickleError(offset, f"invalid opcode 0x{op:02x}")
+            if handler(self, offset):
+                self.result.end = self.pos
+                self.result.root = self.stack[-1] if self.stack else None
+                return
+
+
+def _const_items(state: _Value | None) -> list[tuple[str, _Value]]:
+    if isinstance(state, Mapping):
+        return [(k.value, v) for k, v in state.pairs if isinstance(k, Const) and isinstance(k.value, str)]
+    return []
+
+
+_NUMPY_KIND_SIZE = {"U": 4}
+
+
+def _numpy_dtype(value: _Value | None) -> tuple[str | None, int | None]:
+    """Reads numpy.dtype('f8', False, True) plus its BUILD state into (descr, itemsize)."""
+    if not isinstance(value, Obj) or not isinstance(value.args, Seq) or not value.args.items:
+        return None, None
+    first = value.args.items[0]
+    if not isinstance(first, Const) or not isinstance(first.value, str) or not first.value:
+        return None, None
+    descr = first.value
+    if isinstance(value.state, Seq) and len(value.state.items) >= 6:
+        elsize = value.state.items[5]
+        if isinstance(elsize, Const) and isinstance(elsize.value, int) and elsize.value > 0:
+            return descr, elsize.value
+    digits = descr[1:]
+    if digits.isdigit():
+        return descr, int(digits) * _NUMPY_KIND_SIZE.get(descr[0], 1)
+    return descr, None
+
+
+# -- opcode handlers: each returns True on STOP ----------------------------------------------------------
+Handler = Callable[[PickleWalker, int], bool]
+_DISPATCH: dict[int, Handler] = {}
+
+
+def _op(*codes: bytes) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        for code in codes:
+            _DISPATCH[code[0]] = fn
+        return fn
+
+    return register
+
+
+@_op(b"\x80")
+def _proto(w: PickleWalker, offset: int) -> bool:
+    proto = w._take(1)[0]
+    if proto > 5:
+        raise PickleError(offset, f"unsupported pickle protocol {proto}")
+    w.result.protocol = proto
+    return False
+
+
+@_op(b"\x95")
+def _frame(w: PickleWalker, offset: int) -> bool:
+    w._take(8)
+    return False
+
+
+@_op(b".")
+def _stop(w: PickleWalker, offset: int) -> bool:
+    return True
+
+
+@_op(b"(")
+def _mark(w: PickleWalker, offset: int) -> bool:
+    w.metastack.append(w.stack)
+    w.stack = []
+    return False
+
+
+@_op(b"0")
+def _pop_op(w: PickleWalker, offset: int) -> bool:
+    if w.stack:
+        w.stack.pop()
+    else:
+        w._pop_mark()
+    return False
+
+
+@_op(b"1")
+def _pop_mark_op(w: PickleWalker, offset: int) -> bool:
+    w._pop_mark()
+    return False
+
+
+@_op(b"2")
+def _dup(w: PickleWalker, offset: int) -> bool:
+    w._push(w._top())
+    return False
+
+
+def _push_const(w: PickleWalker, value: object) -> bool:
+    w._push(Const(value))
+    return False
+
+
+@_op(b"N")
+def _none(w: PickleWalker, offset: int) -> bool:
+    return _push_const(w, None)
+
+
+@_op(b"\x88")
+def _true(w: PickleWalker, offset: int) -> bool:
+    return _push_const(w, True)
+
+
+@_op(b"\x89")
+def _false(w: PickleWalker, offset: int) -> bool:
+    return _push_const(w, False)
+
+
+@_op(b"I")
+def _int(w: PickleWalker, offset: int) -> bool:
+    try:
+        return _push_const(w, _int_text(w._line()))
+    except ValueError as exc:
+        raise PickleError(offset, "malformed INT") from exc
+
+
+@_op(b"L")
+def _long(w: PickleWalker, offset: int) -> bool:
+    try:
+        return _push_const(w, _int_text(w._line()))
+    except ValueError as exc:
+        raise PickleError(offset, "malformed LONG") from exc
+
+
+@_op(b"J")
+def _binint(w: PickleWalker, offset: int) -> bool:
+    return _push_const(w, w._u("<i"))
+
+
+@_op(b"K")
+def _binint1(w: PickleWalker, offset: int) -> bool:
+    return _push_const(w, w._u("<B"))
+
+
+@_op(b"M")
+def _binint2(w: PickleWalker, offset: int) -> bool:
+    return _push_const(w, w._u("<H"))
+
+
+def _long_n(w: PickleWalker, n: int) -> bool:
+    if n > _MAX_DECODED_LONG:
+        w._take(n)
+        return _push_const(w, None)
+    return _push_const(w, int.from_bytes(w._take(n), "little", signed=True))
+
+
+@_op(b"\x8a")
+def _long1(w: PickleWalker, offset: int) -> bool:
+    return _long_n(w, w._u("<B"))
+
+
+@_op(b"\x8b")
+def _long4(w: PickleWalker, offset: int) -> bool:
+    n = w._u("<i")
+    if n < 0:
+        raise PickleError(offset, "negative LONG4 length")
+    return _long_n(w, n)
+
+
+@_op(b"F")
+def _float(w: PickleWalker, offset: int) -> bool:
+    try:
+        return _push_const(w, float(w._line()))
+    except ValueError as exc:
+        raise PickleError(offset, "malformed FLOAT") from exc
+
+
+@_op(b"G")
+def _binfloat(w: PickleWalker, offset: int) -> bool:
+    return _push_const(w, struct.unpack(">d", w._take(8))[0])
+
+
+@_op(b"S")
+def _string(w: PickleWalker, offset: int) -> bool:
+    raw = w._line()
+    if len(raw) < 2 or raw[0] != raw[-1] or raw[:1] not in (b"'", b'"'):
+        raise PickleError(offset, "STRING argument not quoted")
+    try:
+        return _push_const(w, codecs.escape_decode(raw[1:-1])[0].decode("latin-1"))
+    except ValueError as exc:
+        raise PickleError(offset, "malformed STRING") from exc
+
+
+def _text(w: PickleWalker, offset: int, raw: bytes, encoding: str = "utf-8") -> bool:
+    try:
+        return _push_const(w, raw.decode(encoding, "surrogatepass"))
+    except UnicodeDecodeError as exc:
+        raise PickleError(offset, "undecodable string") from exc
+
+
+@_op(b"T")
+def _binstring(w: PickleWalker, offset: int) -> bool:
+    n = w._u("<i")
+    return _text(w, offset, w._take(n), "latin-1")
+
+
+@_op(b"U")
+def _short_binstring(w: PickleWalker, offset: int) -> bool:
+    return _text(w, offset, w._take(w._u("<B")), "latin-1")
+
+
+@_op(b"V")
+def _unicode(w: PickleWalker, offset: int) -> bool:
+    return _text(w, offset, w._line(), "raw-unicode-escape")
+
+
+@_op(b"X")
+def _binunicode(w: PickleWalker, offset: int) -> bool:
+    return _text(w, offset, w._take(w._u("<I")))
+
+
+@_op(b"\x8c")
+def _short_binunicode(w: PickleWalker, offset: int) -> bool:
+    return _text(w, offset, w._take(w._u("<B")))
+
+
+@_op(b"\x8d")
+def _binunicode8(w: PickleWalker, offset: int) -> bool:
+    return _text(w, offset, w._take(w._u("<Q")))
+
+
+@_op(b"B")
+def _binbytes(w: PickleWalker, offset: int) -> bool:
+    return _push_const(w, w._take(w._u("<I")))
+
+
+@_op(b"C")
+def _short_binbytes(w: PickleWalker, offset: int) -> bool:
+    return _push_const(w, w._take(w._u("<B")))
+
+
+@_op(b"\x8e")
+def _binbytes8(w: PickleWalker, offset: int) -> bool:
+    return _push_const(w, w._take(w._u("<Q")))
+
+
+@_op(b"\x96")
+def _bytearray8(w: PickleWalker, offset: int) -> bool:
+    return _push_const(w, w._take(w._u("<Q")))
+
+
+@_op(b"\x97", b"\x98")
+def _buffers(w: PickleWalker, offset: int) -> bool:
+    if w.data[offset] == 0x97:
+        w._push(Unknown())
+    else:
+        w._top()
+    return False
+
+
+@_op(b")")
+def _empty_tuple(w: PickleWalker, offset: int) -> bool:
+    w._push(Seq([], is_tuple=True))
+    return False
+
+
+@_op(b"t")
+def _tuple(w: PickleWalker, offset: int) -> bool:
+    w._push(Seq(w._pop_mark(), is_tuple=True))
+    return False
+
+
+@_op(b"\x85", b"\x86", b"\x87")
+def _tuple_n(w: PickleWalker, offset: int) -> bool:
+    n = w.data[offset] - 0x84
+    items = [w._pop() for _ in range(n)][::-1]
+    w._push(Seq(items, is_tuple=True))
+    return False
+
+
+@_op(b"]")
+def _empty_list(w: PickleWalker, offset: int) -> bool:
+    w._push(Seq([]))
+    return False
+
+
+@_op(b"l")
+def _list(w: PickleWalker, offset: int) -> bool:
+    w._push(Seq(w._pop_mark()))
+    return False
+
+
+@_op(b"}")
+def _empty_dict(w: PickleWalker, offset: int) -> bool:
+    w._push(Mapping([]))
+    return False
+
+
+def _pairs(items: list[_Value], offset: int) -> list[tuple[_Value, _Value]]:
+    if len(items) % 2:
+        raise PickleError(offset, "odd number of items for a dict")
+    return list(zip(items[::2], items[1::2], strict=True))
+
+
+@_op(b"d")
+def _dict(w: PickleWalker, offset: int) -> bool:
+    w._push(Mapping(_pairs(w._pop_mark(), offset)))
+    return False
+
+
+@_op(b"\x8f")
+def _empty_set(w: PickleWalker, offset: int) -> bool:
+    w._push(Seq([]))
+    return False
+
+
+@_op(b"\x90")
+def _additems(w: PickleWalker, offset: int) -> bool:
+    items = w._pop_mark()
+    target = w._top()
+    if isinstance(target, Seq):
+        target.items.extend(items)
+    return False
+
+
+@_op(b"\x91")
+def _frozenset(w: PickleWalker, offset: int) -> bool:
+    w._push(Seq(w._pop_mark(), is_tuple=True))
+    return False
+
+
+@_op(b"a")
+def _append(w: PickleWalker, offset: int) -> bool:
+    value = w._pop()
+    target = w._top()
+    if isinstance(target, Seq):
+        target.items.append(value)
+    return False
+
+
+@_op(b"e")
+def _appends(w: PickleWalker, offset: int) -> bool:
+    items = w._pop_mark()
+    target = w._top()
+    if isinstance(target, Seq):
+        target.items.extend(items)
+    return False
+
+
+@_op(b"s")
+def _setitem(w: PickleWalker, offset: int) -> bool:
+    value = w._pop()
+    key = w._pop()
+    target = w._top()
+    if isinstance(target, Mapping):
+        target.pairs.append((key, value))
+    return False
+
+
+@_op(b"u")
+def _setitems(w: PickleWalker, offset: int) -> bool:
+    items = w._pop_mark()
+    target = w._top()
+    if isinstance(target, Mapping):
+        target.pairs.extend(_pairs(items, offset))
+    return False
+
+
+@_op(b"g")
+def _get(w: PickleWalker, offset: int) -> bool:
+    try:
+        return _memo_get(w, offset, int(w._line()))
+    except ValueError as exc:
+        raise PickleError(offset, "malformed GET") from exc
+
+
+@_op(b"h")
+def _binget(w: PickleWalker, offset: int) -> bool:
+    return _memo_get(w, offset, w._u("<B"))
+
+
+@_op(b"j")
+def _long_binget(w: PickleWalker, offset: int) -> bool:
+    return _memo_get(w, offset, w._u("<I"))
+
+
+def _memo_get(w: PickleWalker, offset: int, key: int) -> bool:
+    if key not in w.memo:
+        raise PickleError(offset, f"memo key {key} not defined")
+    w._push(w.memo[key])
+    return False
+
+
+@_op(b"p")
+def _put(w: PickleWalker, offset: int) -> bool:
+    try:
+        key = int(w._line())
+    except ValueError as exc:
+        raise PickleError(offset, "malformed PUT") from exc
+    return _memo_put(w, key)
+
+
+@_op(b"q")
+def _binput(w: PickleWalker, offset: int) -> bool:
+    return _memo_put(w, w._u("<B"))
+
+
+@_op(b"r")
+def _long_binput(w: PickleWalker, offset: int) -> bool:
+    return _memo_put(w, w._u("<I"))
+
+
+@_op(b"\x94")
+def _memoize(w: PickleWalker, offset: int) -> bool:
+    return _memo_put(w, len(w.memo))
+
+
+def _memo_put(w: PickleWalker, key: int) -> bool:
+    w.memo[key] = w._top()
+    return False
+
+
+@_op(b"c")
+def _global(w: PickleWalker, offset: int) -> bool:
+    module = w._line().decode("utf-8", "replace")
+    name = w._line().decode("utf-8", "replace")
+    w._push(w._import(module, name, offset))
+    return False
+
+
+@_op(b"\x93")
+def _stack_global(w: PickleWalker, offset: int) -> bool:
+    name = w._pop()
+    module = w._pop()
+    if (
+        isinstance(module, Const)
+        and isinstance(module.value, str)
+        and isinstance(name, Const)
+        and isinstance(name.value, str)
+    ):
+        w._push(w._import(module.value, name.value, offset))
+        return False
+    w._add(
+        "pickle.computed-import",
+        Severity.CRITICAL,
+        offset,
+        "STACK_GLOBAL",
+        "imports a name computed at load time, which cannot be checked",
+    )
+    w._push(Ref("?", "?", offset, Kind.DANGEROUS))
+    return False
+
+
+@_op(b"\x82", b"\x83", b"\x84")
+def _ext(w: PickleWalker, offset: int) -> bool:
+    size = {0x82: 1, 0x83: 2, 0x84: 4}[w.data[offset]]
+    code = int.from_bytes(w._take(size), "little")
+    w._add(
+        "pickle.extension-import",
+        Severity.WARNING,
+        offset,
+        f"EXT {code}",
+        "imports through the copyreg extension registry, which a scanner cannot resolve",
+    )
+    w._push(Unknown())
+    return False
+
+
+@_op(b"R")
+def _reduce(w: PickleWalker, offset: int) -> bool:
+    args = w._pop()
+    callee = w._pop()
+    w._push(w._call(callee, args, offset))
+    return False
+
+
+@_op(b"i")
+def _inst(w: PickleWalker, offset: int) -> bool:
+    module = w._line().decode("utf-8", "replace")
+    name = w._line().decode("utf-8", "replace")
+    args = w._pop_mark()
+    ref = w._import(module, name, offset)
+    w._push(w._call(ref, Seq(args, is_tuple=True), offset))
+    return False
+
+
+@_op(b"o")
+def _obj(w: PickleWalker, offset: int) -> bool:
+    items = w._pop_mark()
+    if not items:
+        raise PickleError(offset, "OBJ without a class")
+    w._push(w._call(items[0], Seq(items[1:], is_tuple=True), offset))
+    return False
+
+
+@_op(b"\x81")
+def _newobj(w: PickleWalker, offset: int) -> bool:
+    args = w._pop()
+    cls = w._pop()
+    w._push(w._call(cls, args, offset))
+    return False
+
+
+@_op(b"\x92")
+def _newobj_ex(w: PickleWalker, offset: int) -> bool:
+    w._pop()
+    args = w._pop()
+    cls = w._pop()
+    w._push(w._call(cls, args, offset))
+    return False
+
+
+@_op(b"b")
+def _build_op(w: PickleWalker, offset: int) -> bool:
+    state = w._pop()
+    w._build(state, offset)
+    return False
+
+
+@_op(b"P")
+def _persid(w: PickleWalker, offset: int) -> bool:
+    w._line()
+    w._push(Unknown())
+    return False
+
+
+@_op(b"Q")
+def _binpersid(w: PickleWalker, offset: int) -> bool:
+    pid = w._pop()
+    w._push(Obj(Unknown(), pid))
+    return False
+
+
+def walk(
+    data: Data,
+    where: str,
+    budget: Budget,
+    nested: NestedScanner,
+    *,
+    start: int = 0,
+    tolerant_imports: bool = False,
+) -> WalkResult:
+    """Walk one pickle starting at `start`; see `PickleWalker`."""
+    walker = PickleWalker(data, where, budget, nested, tolerant_imports=tolerant_imports)
+    walker.pos = start
+    return walker.run()
+
+
+def looks_like_pickle(head: bytes) -> bool:
+    """True for a protocol 2+ header, the only pickle start precise enough to route on."""
+    return len(head) >= 2 and head[0] == PROTO and 2 <= head[1] <= 5

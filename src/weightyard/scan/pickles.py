@@ -1,0 +1,96 @@
+"""Pickle files as loaders see them: stacked pickles, legacy PyTorch checkpoints, joblib dumps, and
+pickles without a protocol header hiding in files that look like text."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from weightyard.scan.buffer import Data
+from weightyard.scan.pickle_scan import Const, WalkResult, walk
+from weightyard.scan.pickle_scan import looks_like_pickle as looks_like_pickle
+from weightyard.scan.report import Finding, Severity
+
+if TYPE_CHECKING:
+    from weightyard.scan.engine import Context
+
+# torch.save's legacy (pre-1.6) format starts with a pickle of this number.
+TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PICKLES = 5
+
+
+def _walk(ctx: Context, data: Data, where: str, start: int, *, tolerant: bool = False) -> WalkResult:
+    def scan(content: bytes, nested_where: str) -> list[Finding]:
+        return ctx.scan_nested(content, "nested.pkl", nested_where)[1]
+
+    return walk(data, where, ctx.budget, scan, start=start, tolerant_imports=tolerant)
+
+
+def _error_finding(result: WalkResult, where: str) -> Finding:
+    assert result.error is not None
+    return Finding(
+        "pickle.malformed",
+        Severity.ERROR,
+        f"{where}@{result.error.offset}",
+        "",
+        f"pickle stream is broken ({result.error.message}); what ran before the break is reported",
+    )
+
+
+def _format_of(first: WalkResult, globals_seen: list[str]) -> str:
+    if isinstance(first.root, Const) and first.root.value == TORCH_LEGACY_MAGIC:
+        return "pytorch-legacy"
+    if any(g.startswith("joblib.") for g in globals_seen):
+        return "joblib"
+    return "pickle"
+
+
+def scan_pickles(ctx: Context, data: Data, where: str, start: int = 0) -> tuple[str, list[Finding]]:
+    """Scan every stacked pickle from `start` on, as a loop of `pickle.load` calls would run them."""
+    first = _walk(ctx, data, where, start)
+    findings = list(first.findings)
+    globals_seen = list(first.globals_seen)
+    if first.error is not None:
+        findings.append(_error_finding(first, where))
+        return _format_of(first, globals_seen), findings
+    fmt = _format_of(first, globals_seen)
+    pos = first.end
+    count = 1
+    while pos is not None and pos < len(data):
+        if fmt == "pytorch-legacy" and count >= _LEGACY_PICKLES:
+            break  # the rest is raw storage bytes, read by torch with plain file reads
+        result = _walk(ctx, data, where, pos)
+        if result.error is not None:
+            # Trailing bytes that are no pickle: only imports spelled out literally can matter there.
+            tolerant = _walk(ctx, data, where, pos, tolerant=True)
+            findings.extend(tolerant.findings)
+            findings.append(
+                Finding(
+                    "pickle.trailing-data",
+                    Severity.INFO,
+                    f"{where}@{pos}",
+                    f"{len(data) - pos} bytes",
+                    "bytes after the last pickle",
+                )
+            )
+            break
+        findings.extend(result.findings)
+        globals_seen.extend(result.globals_seen)
+        pos = result.end
+        count += 1
+    return _format_of(first, globals_seen), findings
+
+
+def scan_pickle_file(ctx: Context, data: Data, name: str, where: str) -> tuple[str, list[Finding]]:
+    return scan_pickles(ctx, data, where)
+
+
+def scan_headerless_pickle(ctx: Context, data: Data, where: str) -> list[Finding] | None:
+    """Protocol 0/1 pickles have no header. Treat the bytes as a pickle when they unpickle to the end or
+    when they spell out a dangerous import before breaking; otherwise they are something else."""
+    result = _walk(ctx, data, where, 0)
+    if result.error is None and result.root is not None and result.opcodes >= 2:
+        return scan_pickles(ctx, data, where)[1]
+    tolerant = _walk(ctx, data, where, 0, tolerant=True)
+    if tolerant.findings:
+        return [*tolerant.findings, _error_finding(result, where)] if result.error else tolerant.findings
+    return None

@@ -1,0 +1,118 @@
+"""The result types every scanner returns: findings, a verdict, and a report keyed by scanner version."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+SCANNER_VERSION = "weightyard-scan/1"
+
+
+class Verdict(enum.StrEnum):
+    SAFE = "safe"
+    SUSPICIOUS = "suspicious"
+    UNSAFE = "unsafe"
+    UNSCANNABLE = "unscannable"
+
+
+class Severity(enum.StrEnum):
+    """How much a finding weighs; each severity maps onto exactly one verdict."""
+
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+
+# Order in which findings decide the verdict: one dangerous import outweighs a parse error after it.
+_VERDICT_OF: dict[Severity, Verdict] = {
+    Severity.CRITICAL: Verdict.UNSAFE,
+    Severity.WARNING: Verdict.SUSPICIOUS,
+    Severity.ERROR: Verdict.UNSCANNABLE,
+}
+_VERDICT_RANK: dict[Verdict, int] = {
+    Verdict.SAFE: 0,
+    Verdict.UNSCANNABLE: 1,
+    Verdict.SUSPICIOUS: 2,
+    Verdict.UNSAFE: 3,
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One observation. `location` says where (zip member, pickle opcode offset), `subject` what."""
+
+    rule: str
+    severity: Severity
+    location: str
+    subject: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "rule": self.rule,
+            "severity": self.severity.value,
+            "location": self.location,
+            "subject": self.subject,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A pointer from this file to another file of the model folder, resolved by `check_references`."""
+
+    kind: str
+    target: str
+    location: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "target": self.target, "location": self.location}
+
+
+def worst_verdict(verdicts: Iterable[Verdict]) -> Verdict:
+    return max(verdicts, key=_VERDICT_RANK.__getitem__, default=Verdict.SAFE)
+
+
+def verdict_of(findings: Iterable[Finding]) -> Verdict:
+    return worst_verdict(_VERDICT_OF[f.severity] for f in findings if f.severity in _VERDICT_OF)
+
+
+@dataclass(frozen=True)
+class Report:
+    """The outcome of scanning one file. `to_dict` is the stable, documented JSON shape."""
+
+    name: str
+    format: str
+    findings: tuple[Finding, ...] = ()
+    references: tuple[Reference, ...] = ()
+    size: int = 0
+    scanner_version: str = SCANNER_VERSION
+    verdict: Verdict = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "verdict", verdict_of(self.findings))
+
+    def with_findings(self, extra: Iterable[Finding]) -> Report:
+        """A copy with more findings, used to attach cross-file findings to the file holding a reference."""
+        return Report(
+            name=self.name,
+            format=self.format,
+            findings=self.findings + tuple(extra),
+            references=self.references,
+            size=self.size,
+            scanner_version=self.scanner_version,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "verdict": self.verdict.value,
+            "format": self.format,
+            "size": self.size,
+            "scanner_version": self.scanner_version,
+            "findings": [f.to_dict() for f in self.findings],
+            "references": [r.to_dict() for r in self.references],
+        }
