@@ -49,7 +49,7 @@ def walk_model(root: Path, ignore_paths: Iterable[str]) -> tuple[list[str], list
     """
     if not root.is_dir():
         raise UnreadableModel(f"{root} is not a folder")
-    entries = tuple(ignore_paths)
+    entries = frozenset(ignore_paths)
     files: list[str] = []
     ignored: list[str] = []
     pending = [""]

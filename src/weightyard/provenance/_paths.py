@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection
 
 from weightyard.errors import InvalidPath
 from weightyard.validation import check_path
@@ -26,13 +26,17 @@ def path_problem(name: str) -> str | None:
     return None
 
 
-def matching_ignore(name: str, ignore_paths: Iterable[str]) -> str | None:
+def covering_paths(name: str) -> list[str]:
+    """`name` and every folder above it, outermost first: `a/b/c` gives `a`, `a/b`, `a/b/c`."""
+    segments = name.split("/")
+    return ["/".join(segments[: count + 1]) for count in range(len(segments))]
+
+
+def matching_ignore(name: str, ignore_paths: Collection[str]) -> str | None:
     """Return the ignore entry that covers `name` (the file itself or a folder above it), if any.
 
     Entries are relative to the model root, as model_signing records them: `.git` covers `.git/config`
-    but not `sub/.git/config`.
+    but not `sub/.git/config`. Pass a set when there are many entries: the cost is one lookup per level
+    of `name`, not one comparison per entry.
     """
-    for entry in ignore_paths:
-        if name == entry or name.startswith(entry + "/"):
-            return entry
-    return None
+    return next((path for path in covering_paths(name) if path in ignore_paths), None)

@@ -96,7 +96,8 @@ def manifest_from_digests(
     ...                                  model_name="alice/tiny-model")
     """
     ignore_paths = _ignore_paths(ignore, ignore_git_paths)
-    kept = {name: digest for name, digest in files.items() if matching_ignore(name, ignore_paths) is None}
+    skipped = frozenset(ignore_paths)
+    kept = {name: digest for name, digest in files.items() if matching_ignore(name, skipped) is None}
     return Manifest(model_name=model_name, files=kept, ignore_paths=ignore_paths)
 
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from weightyard.provenance._format import PAYLOAD_TYPE, FormatError, decode_envelope, decode_statement, pae
 from weightyard.provenance._hashing import sha256_files, walk_model
-from weightyard.provenance._paths import matching_ignore
+from weightyard.provenance._paths import covering_paths, matching_ignore
 from weightyard.provenance.errors import InvalidKey, InvalidManifest, UnreadableModel, UnsupportedKey
 from weightyard.provenance.keys import load_public_key, public_key_fingerprint, signature_hash
 from weightyard.provenance.manifest import DEFAULT_SIGNATURE_NAME, GIT_PATHS, Manifest, normalize_sha256
@@ -142,7 +142,7 @@ def _unsigned_entry(name: str, entry: str) -> str:
 
 
 def _actual_files(
-    target: Target, ignore_paths: tuple[str, ...], signature_name: str | None
+    target: Target, ignore_paths: frozenset[str], signature_name: str | None
 ) -> tuple[dict[str, str], list[str]]:
     """The target's files to compare (name to sha256) and the ignored entries present, signature excluded."""
     if isinstance(target, Manifest | Mapping):
@@ -172,14 +172,14 @@ def _compare(signed: Mapping[str, str], actual: Mapping[str, str]) -> list[Probl
         for name in signed
         if name in actual and actual[name] != signed[name]
     ]
-    extra = [name for name in actual if name not in signed]
+    extra_by_digest: dict[str, list[str]] = {}
+    for name in actual:
+        if name not in signed:
+            extra_by_digest.setdefault(actual[name], []).append(name)
     renamed_to: dict[str, str] = {}
     for name in signed:
-        if name not in actual:
-            target = next((other for other in extra if actual[other] == signed[name]), None)
-            if target is not None:
-                extra.remove(target)
-                renamed_to[name] = target
+        if name not in actual and extra_by_digest.get(signed[name]):
+            renamed_to[name] = extra_by_digest[signed[name]].pop(0)
     problems += [
         Problem(Reason.RENAMED_FILE, f"renamed file: {name} was signed, the same bytes are now {new}", name)
         for name, new in renamed_to.items()
@@ -189,6 +189,7 @@ def _compare(signed: Mapping[str, str], actual: Mapping[str, str]) -> list[Probl
         for name in signed
         if name not in actual and name not in renamed_to
     ]
+    extra = sorted(name for names in extra_by_digest.values() for name in names)
     problems += [
         Problem(Reason.EXTRA_FILE, f"extra file: {name} is not covered by the signature", name)
         for name in extra
@@ -286,12 +287,9 @@ def verify_signature(
 
     # Whatever the signer listed stays checked even if an ignore rule would cover it; the git defaults are
     # tolerated as model_signing tolerates them, and the signature file is not part of what it signs.
-    skipped = (*statement.ignore_paths, *GIT_PATHS, *((signature_name,) if signature_name else ()))
-    ignore_paths = tuple(
-        entry
-        for entry in dict.fromkeys(skipped)
-        if not any(matching_ignore(name, (entry,)) for name in statement.files)
-    )
+    skipped = {*statement.ignore_paths, *GIT_PATHS, *((signature_name,) if signature_name else ())}
+    signed_or_above = {path for name in statement.files for path in covering_paths(name)}
+    ignore_paths = frozenset(skipped - signed_or_above)
     try:
         actual, unsigned = _actual_files(target, ignore_paths, signature_name)
     except UnreadableModel as error:
