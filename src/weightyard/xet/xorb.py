@@ -275,6 +275,60 @@ def parse_xorb(
     return reader.finish(expected_hash)
 
 
+class XorbWriter:
+    """Builds a xorb body chunk by chunk, within the client's limits (64 MiB of data, 8192 chunks)."""
+
+    def __init__(self, scheme: CompressionScheme | None = None) -> None:
+        self._scheme = scheme
+        self._parts: list[bytes] = []
+        self._records: list[XorbChunk] = []
+        self._offset = 0
+        self._raw_len = 0
+
+    @property
+    def chunk_count(self) -> int:
+        return len(self._records)
+
+    @property
+    def raw_len(self) -> int:
+        return self._raw_len
+
+    def fits(self, length: int) -> bool:
+        """Whether a chunk of `length` bytes can still go in without passing a limit."""
+        return len(self._records) < MAX_XORB_CHUNKS and self._raw_len + length <= MAX_XORB_RAW_LEN
+
+    def add(self, data: bytes, known_hash: bytes | None = None) -> XorbChunk:
+        """Append a chunk (its hash is computed unless the caller already has it); return its record."""
+        if not 0 < len(data) <= MAX_CHUNK_LEN:
+            raise InvalidXorb(f"chunk length {len(data)} is outside 1..{MAX_CHUNK_LEN}")
+        if not self.fits(len(data)):
+            raise InvalidXorb(f"a xorb holds at most {MAX_XORB_CHUNKS} chunks and {MAX_XORB_RAW_LEN} bytes")
+        if self._scheme is None:
+            scheme, payload = choose_chunk_encoding(data)
+        else:
+            scheme, payload = self._scheme, encode_chunk_payload(data, self._scheme)
+        self._parts += (chunk_header(scheme, len(payload), len(data)), payload)
+        end = self._offset + CHUNK_HEADER_LEN + len(payload)
+        record = XorbChunk(
+            chunk_hash(data) if known_hash is None else known_hash,
+            len(data),
+            self._raw_len,
+            self._offset,
+            end,
+            scheme,
+        )
+        self._records.append(record)
+        self._offset, self._raw_len = end, self._raw_len + len(data)
+        return record
+
+    def finish(self) -> tuple[bytes, XorbInfo]:
+        """The serialized body (no footer, as uploaded) and the chunk table of the xorb."""
+        if not self._records:
+            raise InvalidXorb("a xorb needs at least one chunk")
+        info = XorbInfo(xorb_hash((r.hash, r.length) for r in self._records), tuple(self._records))
+        return b"".join(self._parts), info
+
+
 def serialize_xorb(
     chunks: Iterable[bytes], scheme: CompressionScheme | None = None
 ) -> tuple[bytes, XorbInfo]:
@@ -282,25 +336,10 @@ def serialize_xorb(
 
     `scheme=None` picks the smallest encoding per chunk, as the client does; a given scheme is used for all.
     """
-    parts: list[bytes] = []
-    records: list[XorbChunk] = []
-    offset = raw_offset = 0
+    writer = XorbWriter(scheme)
     for data in chunks:
-        if not 0 < len(data) <= MAX_CHUNK_LEN:
-            raise InvalidXorb(f"chunk length {len(data)} is outside 1..{MAX_CHUNK_LEN}")
-        used, payload = (
-            choose_chunk_encoding(data) if scheme is None else (scheme, encode_chunk_payload(data, scheme))
-        )
-        parts += (chunk_header(used, len(payload), len(data)), payload)
-        end = offset + CHUNK_HEADER_LEN + len(payload)
-        records.append(XorbChunk(chunk_hash(data), len(data), raw_offset, offset, end, used))
-        offset, raw_offset = end, raw_offset + len(data)
-    if not records:
-        raise InvalidXorb("a xorb needs at least one chunk")
-    if len(records) > MAX_XORB_CHUNKS:
-        raise InvalidXorb(f"a xorb holds at most {MAX_XORB_CHUNKS} chunks")
-    info = XorbInfo(xorb_hash((r.hash, r.length) for r in records), tuple(records))
-    return b"".join(parts), info
+        writer.add(data)
+    return writer.finish()
 
 
 def iter_chunk_data(serialized: bytes | memoryview, first_offset: int = 0) -> Iterator[bytes]:
