@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     # Lifetime of signed LFS upload URLs, in seconds.
     upload_url_ttl: int = 24 * 3600
 
+    @classmethod
+    def for_data(cls, data: Path | None) -> Settings:
+        """Settings from the environment, with the data folder overridden when `data` is given."""
+        return cls(data=data) if data else cls()
+
     def database_url_or_default(self) -> str:
         if self.database_url:
             return self.database_url

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from weightyard import __version__
-from weightyard.api import hf, lfs
+from weightyard.api import hf, lfs, web
 from weightyard.api.common import error_response
 from weightyard.errors import BadRequest, NotFound, WeightyardError
 from weightyard.hub import Hub
@@ -20,7 +20,9 @@ def create_app(hub: Hub) -> FastAPI:
     Example:
         >>> app = create_app(Hub.open(Settings(data=Path("/tmp/wy"))))  # doctest: +SKIP
     """
-    app = FastAPI(title="Weightyard", version=__version__, docs_url="/api/docs", openapi_url="/api/openapi.json")
+    app = FastAPI(
+        title="Weightyard", version=__version__, docs_url="/api/docs", openapi_url="/api/openapi.json"
+    )
     app.state.hub = hub
 
     @app.exception_handler(WeightyardError)
@@ -47,4 +49,5 @@ def create_app(hub: Hub) -> FastAPI:
 
     app.include_router(lfs.router)
     app.include_router(hf.router)
+    app.include_router(web.router)
     return app

@@ -78,7 +78,7 @@ class CommitBodyReader:
         self._lines += 1
         number = self._lines
         if not isinstance(line, dict) or not isinstance(line.get("value"), dict):
-            raise MalformedCommit(f"line {number}: expected {{\"key\": ..., \"value\": {{...}}}}")
+            raise MalformedCommit(f'line {number}: expected {{"key": ..., "value": {{...}}}}')
         key = line.get("key")
         value: dict[str, object] = line["value"]
         if key not in OPERATION_KEYS:
@@ -93,7 +93,9 @@ class CommitBodyReader:
                 raise MalformedCommit("parentCommit must be a string")
             self.body.parent_commit = parent
         elif key == "file":
-            self.body.operations.append(PendingFile(_text(value, "path", number), self._content(value, number)))
+            self.body.operations.append(
+                PendingFile(_text(value, "path", number), self._content(value, number))
+            )
         elif key == "lfsFile":
             if value.get("algo", "sha256") != "sha256":
                 raise MalformedCommit(f"line {number}: only sha256 LFS objects are supported")

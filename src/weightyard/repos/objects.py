@@ -17,7 +17,7 @@ _TREE_MODE = b"40000"
 
 @dataclass(frozen=True)
 class FileEntry:
-    """A file at a commit. `git_oid` is the git blob id of the content, or of the LFS pointer for LFS files."""
+    """A file at a commit. `git_oid` is the git blob id of the content (of the pointer, for LFS files)."""
 
     sha256: str
     size: int

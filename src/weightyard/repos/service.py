@@ -35,6 +35,7 @@ from weightyard.repos.objects import (
     lfs_file_entry,
     parse_tree_body,
 )
+from weightyard.storage import BlobInfo, BlobStore
 from weightyard.validation import (
     COMMIT_OID_RE,
     check_folder,
@@ -43,7 +44,6 @@ from weightyard.validation import (
     check_repo_segment,
     check_repo_type,
 )
-from weightyard.storage import BlobInfo, BlobStore
 
 DEFAULT_BRANCH = "main"
 HEADS = "refs/heads/"
@@ -381,7 +381,9 @@ class RepoService:
         cached = self._trees.get(oid)
         if cached is not None:
             return cached
-        body = conn.execute(sa.select(tables.tree_objects.c.body).where(tables.tree_objects.c.oid == oid)).scalar()
+        body = conn.execute(
+            sa.select(tables.tree_objects.c.body).where(tables.tree_objects.c.oid == oid)
+        ).scalar()
         if body is None:
             raise RuntimeError(f"tree object {oid} is missing from the database")
         children = parse_tree_body(body)
@@ -478,7 +480,9 @@ class RepoService:
         with transaction(self._engine) as conn:
             target = self._resolve(conn, repo, revision)
             exists = conn.execute(
-                sa.select(tables.refs.c.name).where(tables.refs.c.repo_id == repo.id, tables.refs.c.name == name)
+                sa.select(tables.refs.c.name).where(
+                    tables.refs.c.repo_id == repo.id, tables.refs.c.name == name
+                )
             ).first()
             if exists:
                 raise RefExists(f"Reference {name} already exists")
@@ -534,11 +538,14 @@ class RepoService:
                 )
             elif row.git_sha1 is None and git_sha1 is not None:
                 conn.execute(
-                    sa.update(tables.blobs).where(tables.blobs.c.sha256 == blob.sha256).values(git_sha1=git_sha1)
+                    sa.update(tables.blobs)
+                    .where(tables.blobs.c.sha256 == blob.sha256)
+                    .values(git_sha1=git_sha1)
                 )
             granted = conn.execute(
                 sa.select(tables.blob_grants.c.sha256).where(
-                    tables.blob_grants.c.user_id == principal.user_id, tables.blob_grants.c.sha256 == blob.sha256
+                    tables.blob_grants.c.user_id == principal.user_id,
+                    tables.blob_grants.c.sha256 == blob.sha256,
                 )
             ).first()
             if granted is None:
@@ -550,14 +557,18 @@ class RepoService:
 
     def blob_git_sha1(self, sha256: str) -> str | None:
         with self._engine.connect() as conn:
-            value = conn.execute(sa.select(tables.blobs.c.git_sha1).where(tables.blobs.c.sha256 == sha256)).scalar()
+            value = conn.execute(
+                sa.select(tables.blobs.c.git_sha1).where(tables.blobs.c.sha256 == sha256)
+            ).scalar()
         return str(value) if value else None
 
     def may_use_blob(self, principal: Principal, sha256: str) -> bool:
         """Whether `principal` may name this content in a commit without uploading it again: it uploaded the
         bytes itself, or the content is already in a repo it can read."""
         with self._engine.connect() as conn:
-            if not conn.execute(sa.select(tables.blobs.c.sha256).where(tables.blobs.c.sha256 == sha256)).first():
+            if not conn.execute(
+                sa.select(tables.blobs.c.sha256).where(tables.blobs.c.sha256 == sha256)
+            ).first():
                 return False
             granted = conn.execute(
                 sa.select(tables.blob_grants.c.sha256).where(
@@ -581,7 +592,9 @@ class RepoService:
 
     def blob_size(self, sha256: str) -> int | None:
         with self._engine.connect() as conn:
-            value = conn.execute(sa.select(tables.blobs.c.size).where(tables.blobs.c.sha256 == sha256)).scalar()
+            value = conn.execute(
+                sa.select(tables.blobs.c.size).where(tables.blobs.c.sha256 == sha256)
+            ).scalar()
         return int(value) if value is not None else None
 
     # ------------------------------------------------------------------ commits
@@ -678,7 +691,9 @@ class RepoService:
                 pull_request = self._next_pull_request(conn, repo)
                 ref_name = f"{PULLS}{pull_request}"
                 conn.execute(
-                    sa.insert(tables.refs).values(repo_id=repo.id, name=ref_name, target_oid=oid, created_at=now)
+                    sa.insert(tables.refs).values(
+                        repo_id=repo.id, name=ref_name, target_oid=oid, created_at=now
+                    )
                 )
             else:
                 moved = conn.execute(
@@ -699,7 +714,9 @@ class RepoService:
 
     def _next_pull_request(self, conn: sa.Connection, repo: Repo) -> int:
         names = conn.execute(
-            sa.select(tables.refs.c.name).where(tables.refs.c.repo_id == repo.id, tables.refs.c.name.like("refs/pr/%"))
+            sa.select(tables.refs.c.name).where(
+                tables.refs.c.repo_id == repo.id, tables.refs.c.name.like("refs/pr/%")
+            )
         ).scalars()
         numbers = [int(name[len(PULLS) :]) for name in names if name[len(PULLS) :].isdigit()]
         return max(numbers, default=0) + 1
@@ -723,12 +740,16 @@ class RepoService:
                 files[operation.path] = entry
             elif isinstance(operation, DeleteFile):
                 if files.pop(operation.path, None) is None:
-                    raise EntryNotFound(f"cannot delete {operation.path}: no such file at {base}", commit=base)
+                    raise EntryNotFound(
+                        f"cannot delete {operation.path}: no such file at {base}", commit=base
+                    )
             else:
                 prefix = operation.path.rstrip("/") + "/"
                 doomed = [path for path in files if path.startswith(prefix)]
                 if not doomed:
-                    raise EntryNotFound(f"cannot delete folder {operation.path}: not found at {base}", commit=base)
+                    raise EntryNotFound(
+                        f"cannot delete folder {operation.path}: not found at {base}", commit=base
+                    )
                 for path in doomed:
                     del files[path]
         clashes = folders_of(files) & files.keys()

@@ -1,0 +1,939 @@
+"""The web pages: server-rendered HTML over the same domain calls as the API, each page also as JSON.
+
+Every page is built as one JSON-ready dict; the HTML is that dict rendered by a Jinja2 template (autoescaped),
+and `.json` or `Accept: application/json` returns the dict itself, so the two views never disagree.
+
+Pages read the caller from `Authorization: Bearer` (scripts) or from the sign-in cookie (browsers), which
+holds the same token; both go through `TokenService.authenticate` and the one permission check, so a private
+repo the caller cannot read is a 404 page, exactly as it is a 404 in the API.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
+
+import jinja2
+import nh3
+import yaml
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+from starlette.concurrency import run_in_threadpool
+
+from weightyard.api.common import (
+    base_url,
+    error_response,
+    hub_of,
+    iso,
+    principal_of,
+    raw_segments,
+    split_revision,
+)
+from weightyard.auth import Principal
+from weightyard.errors import (
+    BadRequest,
+    EntryNotFound,
+    Forbidden,
+    InvalidCredentials,
+    NotFound,
+    WeightyardError,
+)
+from weightyard.repos import Commit, DirEntry, FileEntry, Repo, RepoService, check_repo_segment
+from weightyard.repos.ingest import looks_binary
+
+router = APIRouter()
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+STATIC_PREFIX = "/-/static/"
+SESSION_COOKIE = "weightyard_token"
+JSON_SUFFIX = ".json"
+
+MODELS_PAGE = 20
+COMMITS_PAGE = 50
+RECENT_COMMITS = 5
+# Listing filters on card metadata, which lives in each repo's README; past this many repos a search index
+# (the later cards/ service) is the way, not more reading.
+MAX_LISTED = 10_000
+SEARCH_LIMIT = 200
+
+# Bounds on what a page reads from an uploaded file: these bytes come from anyone who can push.
+CARD_LIMIT = 1024 * 1024
+FRONT_MATTER_LIMIT = 64 * 1024
+TEXT_LIMIT = 512 * 1024
+SAFETENSORS_HEADER_LIMIT = 16 * 1024 * 1024
+TENSOR_ROWS = 2000
+FACT_ITEMS = 100
+FACT_CHARS = 200
+SNIFF_BYTES = 512
+READ_CHUNK = 1024 * 1024
+FORM_LIMIT = 16 * 1024
+
+SORTS = {"recent": ("lastModified", True), "downloads": ("downloads", True), "name": ("id", False)}
+CARD_FILTERS = ("tag", "license", "task")
+
+# Tags and attributes a rendered card may keep. Markdown never needs more; everything else (raw HTML is
+# already off in the parser) is dropped by the sanitiser as a second, independent line of defence.
+CARD_TAGS = {
+    "a", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "img", "li",
+    "ol", "p", "pre", "s", "strong", "table", "tbody", "td", "th", "thead", "tr", "ul",
+}  # fmt: skip
+CARD_ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "title"}}
+CARD_URL_SCHEMES = {"http", "https", "mailto"}
+
+SECURITY_HEADERS = {
+    # No inline script or style and nothing from elsewhere: the pages work offline and a card that slipped
+    # past the sanitiser still could not run code or phone home.
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+# Formats recognised by name, and by magic bytes when the name says nothing.
+BINARY_FORMATS = {
+    ".safetensors": "Safetensors",
+    ".gguf": "GGUF",
+    ".bin": "PyTorch checkpoint (pickle)",
+    ".pt": "PyTorch checkpoint (pickle)",
+    ".pth": "PyTorch checkpoint (pickle)",
+    ".ckpt": "Checkpoint (pickle)",
+    ".pkl": "Python pickle",
+    ".pickle": "Python pickle",
+    ".onnx": "ONNX",
+    ".npy": "NumPy array",
+    ".npz": "NumPy archive (zip)",
+    ".h5": "HDF5 (Keras)",
+    ".msgpack": "Flax msgpack",
+    ".tflite": "TensorFlow Lite",
+    ".zip": "Zip archive",
+}
+MAGIC_FORMATS = (
+    (b"GGUF", "GGUF"),
+    (b"PK\x03\x04", "Zip archive (for example a PyTorch checkpoint)"),
+    (b"\x89HDF\r\n\x1a\n", "HDF5"),
+    (b"\x93NUMPY", "NumPy array"),
+    (b"\x80\x02", "Python pickle"),
+    (b"\x80\x03", "Python pickle"),
+    (b"\x80\x04", "Python pickle"),
+    (b"\x80\x05", "Python pickle"),
+)
+
+_templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(WEB_DIR / "templates"),
+    autoescape=True,
+    auto_reload=False,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_STATIC_FILES = {path.name: path for path in (WEB_DIR / "static").iterdir() if path.is_file()}
+_STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
+_markdown = MarkdownIt("js-default", {"html": False, "linkify": False})
+
+
+def _human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+_templates.filters["size"] = _human_size
+_templates.filters["thousands"] = lambda number: f"{number:,}"
+_templates.filters["segment"] = lambda value: quote(str(value), safe="")
+
+
+@dataclass
+class Page:
+    template: str
+    data: dict[str, Any]
+    title: str
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------- URLs
+
+
+def _repo_url(repo: Repo) -> str:
+    return f"/{repo.namespace}/{repo.name}"
+
+
+def _quote_path(path: str) -> str:
+    return "/".join(quote(segment, safe="") for segment in path.split("/"))
+
+
+def _rev_url(repo: Repo, verb: str, revision: str, path: str = "") -> str:
+    """A revision is one URL segment (its `/` percent-encoded), as the Hub and `raw_segments` expect."""
+    url = f"{_repo_url(repo)}/{verb}/{quote(revision, safe='')}"
+    return f"{url}/{_quote_path(path)}" if path else url
+
+
+def _local_target(value: str | None) -> str:
+    """Where to go after signing in: a path on this site only, so the form cannot redirect elsewhere."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- model cards
+
+
+@dataclass(frozen=True)
+class Card:
+    facts: dict[str, Any]
+    html: Markup
+    metadata_error: str | None
+
+
+def _split_front_matter(text: str) -> tuple[str | None, str]:
+    """The YAML block between the leading `---` lines, and the Markdown after it."""
+    lines = text.splitlines(keepends=True)
+    if not lines or lines[0].strip() != "---":
+        return None, text
+    for index, line in enumerate(lines[1:], start=1):
+        if line.strip() == "---":
+            return "".join(lines[1:index]), "".join(lines[index + 1 :])
+    return None, text
+
+
+def _strings(value: object) -> list[str]:
+    """A metadata value as a short list of short strings; anything else a card might hold is ignored."""
+    items = value if isinstance(value, list) else [value]
+    return [str(item)[:FACT_CHARS] for item in items[:FACT_ITEMS] if isinstance(item, str | int | float)]
+
+
+def _facts(metadata: dict[str, Any]) -> dict[str, Any]:
+    task = _strings(metadata.get("pipeline_tag"))
+    library = _strings(metadata.get("library_name"))
+    return {
+        "license": _strings(metadata.get("license")),
+        "base_model": _strings(metadata.get("base_model")),
+        "task": task[0] if task else None,
+        "library": library[0] if library else None,
+        "tags": _strings(metadata.get("tags")),
+        "datasets": _strings(metadata.get("datasets")),
+        "languages": _strings(metadata.get("language")),
+    }
+
+
+def _parse_metadata(block: str | None) -> tuple[dict[str, Any], str | None]:
+    if block is None:
+        return {}, None
+    if len(block) > FRONT_MATTER_LIMIT:
+        return {}, f"the metadata block is over {FRONT_MATTER_LIMIT // 1024} kB and was not read"
+    try:
+        # safe_load builds plain data only: no tags that construct objects or run code.
+        metadata = yaml.safe_load(block)
+    except yaml.YAMLError as exc:
+        return {}, f"the metadata block is not valid YAML: {str(exc).splitlines()[0]}"
+    if metadata is None:
+        return {}, None
+    if not isinstance(metadata, dict):
+        return {}, "the metadata block is not a YAML mapping"
+    return metadata, None
+
+
+@functools.lru_cache(maxsize=256)
+def _card_facts(raw: bytes) -> tuple[dict[str, Any], str | None]:
+    block, _ = _split_front_matter(raw.decode("utf-8", "replace"))
+    metadata, error = _parse_metadata(block)
+    return _facts(metadata), error
+
+
+def _card_link_filter(repo_path: str, revision: str) -> Callable[[str, str, str], str | None]:
+    """Relative links in a card point at files of the repo, as on the Hub; remote images are dropped
+    because the pages load nothing from elsewhere."""
+
+    def rewrite(tag: str, attribute: str, value: str) -> str | None:
+        if attribute not in ("href", "src"):
+            return value
+        parts = urlsplit(value)
+        if parts.scheme or parts.netloc:
+            return None if tag == "img" else value
+        if value.startswith(("/", "#")) or not parts.path:
+            return value
+        path = posixpath.normpath(parts.path)
+        if path.startswith(".."):
+            return None
+        verb = "resolve" if tag == "img" else "blob"
+        return f"{repo_path}/{verb}/{quote(revision, safe='')}/{_quote_path(path)}"
+
+    return rewrite
+
+
+def render_markdown(text: str, repo_path: str, revision: str) -> Markup:
+    """Untrusted Markdown as HTML that is safe to embed: raw HTML is off in the parser and the result is
+    sanitised with an allow-list (no script, no event handlers, no `javascript:` URLs).
+
+    Example:
+        >>> render_markdown("[x](javascript:alert(1))<script>1</script>", "/a/b", "main")
+        Markup('<p>[x](javascript:alert(1))&lt;script&gt;1&lt;/script&gt;</p>\\n')
+    """
+    cleaner = nh3.Cleaner(
+        tags=CARD_TAGS,
+        attributes=CARD_ATTRIBUTES,
+        url_schemes=CARD_URL_SCHEMES,
+        attribute_filter=_card_link_filter(repo_path, revision),
+        link_rel="noopener noreferrer nofollow",
+    )
+    # The only place a string becomes markup: it has just been through the sanitiser.
+    return Markup(cleaner.clean(_markdown.render(text)))  # noqa: S704
+
+
+@functools.lru_cache(maxsize=64)
+def _card(raw: bytes, repo_path: str, revision: str) -> Card:
+    facts, error = _card_facts(raw)
+    _, body = _split_front_matter(raw.decode("utf-8", "replace"))
+    return Card(facts=facts, html=render_markdown(body, repo_path, revision), metadata_error=error)
+
+
+def _readme(repos: RepoService, commit: Commit) -> bytes | None:
+    try:
+        entry = repos.file(commit, "README.md")
+    except EntryNotFound:
+        return None
+    return b"".join(repos.read(entry, 0, min(entry.size, CARD_LIMIT), READ_CHUNK))
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+
+def _verdicts(files: list[dict[str, Any]]) -> None:
+    """Per-file scan verdict and signature status. The scanners and signature checks are not wired into the
+    hub yet, so every file says so (`None`, shown as "not scanned yet" / "not checked yet") instead of
+    guessing; this is the one place to fill them in."""
+    for item in files:
+        if item["type"] == "file":
+            item["scan"] = None
+            item["signature"] = None
+
+
+def _entry_json(repo: Repo, revision: str, path: str, entry: FileEntry | DirEntry) -> dict[str, Any]:
+    name = path.rsplit("/", 1)[-1]
+    if isinstance(entry, DirEntry):
+        return {
+            "type": "directory",
+            "path": path,
+            "name": name,
+            "url": _rev_url(repo, "tree", revision, path),
+        }
+    return {
+        "type": "file",
+        "path": path,
+        "name": name,
+        "size": entry.size,
+        "lfs": entry.lfs,
+        "sha256": entry.sha256,
+        "url": _rev_url(repo, "blob", revision, path),
+        "download": _rev_url(repo, "resolve", revision, path),
+    }
+
+
+def _listing(
+    repos: RepoService, repo: Repo, revision: str, commit: Commit, path: str
+) -> list[dict[str, Any]]:
+    items = repos.tree(commit, path)
+    # Folders first, as file browsers do.
+    items.sort(key=lambda item: (not isinstance(item.entry, DirEntry), item.path))
+    result = [_entry_json(repo, revision, item.path, item.entry) for item in items]
+    _verdicts(result)
+    return result
+
+
+def _file_format(path: str, head: bytes) -> str:
+    suffix = posixpath.splitext(path)[1].lower()
+    if suffix in BINARY_FORMATS:
+        return BINARY_FORMATS[suffix]
+    for magic, name in MAGIC_FORMATS:
+        if head.startswith(magic):
+            return name
+    return "Binary"
+
+
+def _decode_text(data: bytes, truncated: bool) -> str | None:
+    """The bytes as UTF-8 text, or None when they are not text. A cut at the preview limit may split the last
+    character, which is not a reason to call the file binary."""
+    if looks_binary(data[:SNIFF_BYTES]):
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if truncated and exc.start >= len(data) - 3:
+            return data[: exc.start].decode("utf-8", "replace")
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _safetensors(repos: RepoService, entry: FileEntry) -> dict[str, Any]:
+    """The tensor list of a safetensors file, read from its header only (an 8-byte little-endian length,
+    then JSON), never from the weights. Content never changes for a sha256, hence the cache."""
+    if entry.size < 8:
+        return {"error": "the file is too short to be safetensors"}
+    length = int.from_bytes(b"".join(repos.read(entry, 0, 8, 8)), "little")
+    if length > SAFETENSORS_HEADER_LIMIT:
+        limit = _human_size(SAFETENSORS_HEADER_LIMIT)
+        return {"error": f"the header is {_human_size(length)}, over the {limit} a page reads"}
+    if 8 + length > entry.size:
+        return {"error": "the header length runs past the end of the file"}
+    try:
+        header = json.loads(b"".join(repos.read(entry, 8, 8 + length, READ_CHUNK)))
+    except (ValueError, RecursionError):
+        return {"error": "the header is not valid JSON"}
+    if not isinstance(header, dict):
+        return {"error": "the header is not a JSON object"}
+    metadata = header.pop("__metadata__", None)
+    tensors: list[dict[str, Any]] = []
+    total = 0
+    for name, info in sorted(header.items()):
+        shape = info.get("shape") if isinstance(info, dict) else None
+        if not isinstance(shape, list) or not all(isinstance(dim, int) and dim >= 0 for dim in shape):
+            return {"error": f"tensor {str(name)[:100]!r} has no valid shape"}
+        count = math.prod(shape)
+        total += count
+        if len(tensors) < TENSOR_ROWS:
+            tensors.append(
+                {"name": name, "dtype": str(info.get("dtype")), "shape": shape, "parameters": count}
+            )
+    return {
+        "tensorCount": len(header),
+        "parameters": total,
+        "tensors": tensors,
+        "truncated": len(header) > len(tensors),
+        "metadata": {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {},
+    }
+
+
+def _file_view(repos: RepoService, path: str, entry: FileEntry) -> dict[str, Any]:
+    limit = min(entry.size, TEXT_LIMIT)
+    data = b"".join(repos.read(entry, 0, limit, READ_CHUNK)) if limit else b""
+    truncated = entry.size > limit
+    text = _decode_text(data, truncated)
+    if text is not None:
+        return {"kind": "text", "text": text, "truncated": truncated}
+    view: dict[str, Any] = {"kind": "binary", "format": _file_format(path, data[:16])}
+    if view["format"] == "Safetensors":
+        view["safetensors"] = _safetensors(repos, entry)
+    return view
+
+
+# ---------------------------------------------------------------------------------------------- pages
+
+
+def _viewer(request: Request) -> Principal | None:
+    """Scripts authenticate with a bearer token; browsers with the sign-in cookie holding one. A stale
+    cookie (revoked or expired token) reads as signed out rather than as an error page."""
+    if request.headers.get("authorization"):
+        return principal_of(request)
+    secret = request.cookies.get(SESSION_COOKIE)
+    if not secret:
+        return None
+    try:
+        return hub_of(request).tokens.authenticate(secret)
+    except InvalidCredentials:
+        return None
+
+
+def _repo_json(repo: Repo) -> dict[str, Any]:
+    return {
+        "id": repo.repo_id,
+        "namespace": repo.namespace,
+        "name": repo.name,
+        "private": repo.private,
+        "downloads": repo.downloads,
+        "lastModified": iso(repo.updated_at),
+        "createdAt": iso(repo.created_at),
+        "url": _repo_url(repo),
+    }
+
+
+def _commit_json(repo: Repo, commit: Commit) -> dict[str, Any]:
+    return {
+        "id": commit.oid,
+        "short": commit.oid[:8],
+        "title": commit.title,
+        "message": commit.message,
+        "author": commit.author,
+        "date": iso(commit.created_at),
+        "parent": commit.parent_oid,
+        "url": f"{_repo_url(repo)}/commit/{commit.oid}",
+    }
+
+
+def _refs_json(repos: RepoService, repo: Repo, verb: str) -> dict[str, list[dict[str, str]]]:
+    result: dict[str, list[dict[str, str]]] = {"branches": [], "tags": []}
+    for ref in repos.refs(repo):
+        kind = (
+            "branches"
+            if ref.name.startswith("refs/heads/")
+            else "tags"
+            if ref.name.startswith("refs/tags/")
+            else ""
+        )
+        if kind:
+            result[kind].append(
+                {"name": ref.short_name, "commit": ref.target, "url": _rev_url(repo, verb, ref.short_name)}
+            )
+    return result
+
+
+def _load(request: Request, viewer: Principal | None, namespace: str, name: str) -> Repo:
+    if namespace == "api":
+        raise NotFound("Not found")
+    check_repo_segment(namespace, "namespace")
+    check_repo_segment(name)
+    return hub_of(request).repos.get_repo(viewer, "model", namespace, name)
+
+
+def _summary(repos: RepoService, repo: Repo) -> dict[str, Any]:
+    raw = _readme(repos, repos.resolve(repo, "main"))
+    facts, _ = _card_facts(raw) if raw is not None else (_facts({}), None)
+    return {**_repo_json(repo), "license": facts["license"], "task": facts["task"], "tags": facts["tags"]}
+
+
+def _matches(summary: dict[str, Any], terms: list[str], filters: dict[str, str]) -> bool:
+    words = [summary["id"].lower(), *(tag.lower() for tag in summary["tags"])]
+    words += [value.lower() for value in summary["license"]]
+    if summary["task"]:
+        words.append(summary["task"].lower())
+    if not all(any(term in word for word in words) for term in terms):
+        return False
+    wanted = {
+        "tag": [tag.lower() for tag in summary["tags"]],
+        "license": [value.lower() for value in summary["license"]],
+        "task": [summary["task"].lower()] if summary["task"] else [],
+    }
+    return all(not value or value.lower() in wanted[key] for key, value in filters.items())
+
+
+def _page_number(request: Request) -> int:
+    value = request.query_params.get("p", "1")
+    if not value.isdigit() or int(value) < 1:
+        raise BadRequest("the page number 'p' is a whole number from 1")
+    return int(value)
+
+
+def _page_links(request: Request, number: int, has_next: bool) -> dict[str, str | None]:
+    params = [(key, value) for key, value in request.query_params.multi_items() if key != "p"]
+
+    def link(target: int) -> str:
+        return f"{request.url.path}?{urlencode([*params, ('p', str(target))])}"
+
+    return {
+        "previous": link(number - 1) if number > 1 else None,
+        "next": link(number + 1) if has_next else None,
+    }
+
+
+def models_page(request: Request, viewer: Principal | None, segments: list[str]) -> Page:
+    repos = hub_of(request).repos
+    query = request.query_params
+    search = query.get("search", "").strip()[:SEARCH_LIMIT]
+    sort = query.get("sort", "recent")
+    if sort not in SORTS:
+        raise BadRequest(f"cannot sort by {sort[:50]!r}; use {', '.join(SORTS)}")
+    author = query.get("author", "").strip() or None
+    filters = {key: query.get(key, "").strip() for key in CARD_FILTERS}
+    number = _page_number(request)
+    sort_key, descending = SORTS[sort]
+    found = repos.list_repos(
+        viewer, "model", author=author, sort=sort_key, descending=descending, limit=MAX_LISTED
+    )
+    start = (number - 1) * MODELS_PAGE
+    terms = search.lower().split()
+    if terms or any(filters.values()):
+        matches = [s for s in (_summary(repos, repo) for repo in found) if _matches(s, terms, filters)]
+        total, models = len(matches), matches[start : start + MODELS_PAGE]
+    else:
+        # Without a card filter only the shown page needs its README read.
+        total, models = len(found), [_summary(repos, repo) for repo in found[start : start + MODELS_PAGE]]
+    data = {
+        "search": search,
+        "sort": sort,
+        "sorts": list(SORTS),
+        "filters": {"author": author or "", **filters},
+        "total": total,
+        "page": number,
+        "pageSize": MODELS_PAGE,
+        "models": models,
+        "links": _page_links(request, number, start + MODELS_PAGE < total),
+    }
+    title = f"Models matching “{search}”" if search else "Models"
+    return Page("models.html", data, title)
+
+
+def _snippets(request: Request, repo: Repo) -> dict[str, str]:
+    endpoint = base_url(request)
+    token_hint = "  # and HF_TOKEN=<your token>: the repo is private" if repo.private else ""
+    return {
+        "huggingface_hub": (
+            "from huggingface_hub import snapshot_download\n\n"
+            f'folder = snapshot_download("{repo.repo_id}", endpoint="{endpoint}"){token_hint}\n'
+        ),
+        "transformers": (
+            "import os\n\n"
+            f'os.environ["HF_ENDPOINT"] = "{endpoint}"  # before importing transformers{token_hint}\n'
+            "from transformers import AutoModel, AutoTokenizer\n\n"
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo.repo_id}")\n'
+            f'model = AutoModel.from_pretrained("{repo.repo_id}")\n'
+        ),
+        "weightyard": f"weightyard pull {repo.repo_id} --endpoint {endpoint}"
+        + (" --token $HF_TOKEN" if repo.private else "")
+        + "\n",
+    }
+
+
+def model_page(request: Request, viewer: Principal | None, segments: list[str]) -> Page:
+    repos = hub_of(request).repos
+    repo = _load(request, viewer, segments[0], segments[1])
+    revision = "main"
+    commit = repos.resolve(repo, revision)
+    raw = _readme(repos, commit)
+    card = _card(raw, _repo_url(repo), revision) if raw is not None else None
+    history = repos.history(repo, revision)
+    data = {
+        "repo": _repo_json(repo),
+        "revision": revision,
+        "commit": _commit_json(repo, commit),
+        "card": {"facts": card.facts, "html": card.html, "metadataError": card.metadata_error}
+        if card
+        else None,
+        "files": _listing(repos, repo, revision, commit, ""),
+        "size": sum(entry.size for entry in repos.files(commit).values()),
+        "refs": _refs_json(repos, repo, "tree"),
+        "commitCount": len(history),
+        "recentCommits": [_commit_json(repo, c) for c in history[:RECENT_COMMITS]],
+        "snippets": _snippets(request, repo),
+        "links": {"files": _rev_url(repo, "tree", revision), "commits": _rev_url(repo, "commits", revision)},
+    }
+    return Page("model.html", data, repo.repo_id)
+
+
+def _breadcrumbs(repo: Repo, revision: str, path: str) -> list[dict[str, str]]:
+    crumbs = [{"name": repo.name, "url": _rev_url(repo, "tree", revision)}]
+    parts = path.split("/") if path else []
+    for index, part in enumerate(parts):
+        crumbs.append({"name": part, "url": _rev_url(repo, "tree", revision, "/".join(parts[: index + 1]))})
+    return crumbs
+
+
+def tree_page(request: Request, viewer: Principal | None, segments: list[str]) -> Page:
+    repos = hub_of(request).repos
+    repo = _load(request, viewer, segments[0], segments[1])
+    revision, rest = split_revision(segments[3:])
+    path = "/".join(part for part in rest if part)
+    commit = repos.resolve(repo, revision)
+    data = {
+        "repo": _repo_json(repo),
+        "revision": revision,
+        "path": path,
+        "commit": _commit_json(repo, commit),
+        "breadcrumbs": _breadcrumbs(repo, revision, path),
+        "files": _listing(repos, repo, revision, commit, path),
+        "refs": _refs_json(repos, repo, "tree"),
+    }
+    return Page("tree.html", data, f"{repo.repo_id} · {path or 'files'} at {revision}")
+
+
+def blob_page(request: Request, viewer: Principal | None, segments: list[str]) -> Page:
+    repos = hub_of(request).repos
+    repo = _load(request, viewer, segments[0], segments[1])
+    revision, rest = split_revision(segments[3:])
+    path = "/".join(rest)
+    commit = repos.resolve(repo, revision)
+    entry = repos.file(commit, path)
+    file_json = _entry_json(repo, revision, path, entry)
+    file_json["gitOid"] = entry.git_oid
+    _verdicts([file_json])
+    parent, _, _ = path.rpartition("/")
+    data = {
+        "repo": _repo_json(repo),
+        "revision": revision,
+        "path": path,
+        "commit": _commit_json(repo, commit),
+        "breadcrumbs": _breadcrumbs(repo, revision, parent),
+        "file": file_json,
+        "view": _file_view(repos, path, entry),
+    }
+    return Page("blob.html", data, f"{repo.repo_id} · {path} at {revision}")
+
+
+def commits_page(request: Request, viewer: Principal | None, segments: list[str]) -> Page:
+    repos = hub_of(request).repos
+    repo = _load(request, viewer, segments[0], segments[1])
+    revision, _ = split_revision(segments[3:])
+    history = repos.history(repo, revision)
+    number = _page_number(request)
+    start = (number - 1) * COMMITS_PAGE
+    data = {
+        "repo": _repo_json(repo),
+        "revision": revision,
+        "total": len(history),
+        "page": number,
+        "commits": [_commit_json(repo, c) for c in history[start : start + COMMITS_PAGE]],
+        "refs": _refs_json(repos, repo, "commits"),
+        "links": _page_links(request, number, start + COMMITS_PAGE < len(history)),
+    }
+    return Page("commits.html", data, f"{repo.repo_id} · commits on {revision}")
+
+
+def _changes(
+    repo: Repo, commit: Commit, new: dict[str, FileEntry], old: dict[str, FileEntry]
+) -> list[dict[str, Any]]:
+    changes = []
+    for path in sorted(new.keys() | old.keys()):
+        before, after = old.get(path), new.get(path)
+        if before == after:
+            continue
+        status = "added" if before is None else "removed" if after is None else "modified"
+        revision = commit.oid if after is not None else str(commit.parent_oid)
+        changes.append(
+            {
+                "path": path,
+                "status": status,
+                "oldSize": before.size if before else None,
+                "newSize": after.size if after else None,
+                "url": _rev_url(repo, "blob", revision, path),
+            }
+        )
+    return changes
+
+
+def commit_page(request: Request, viewer: Principal | None, segments: list[str]) -> Page:
+    repos = hub_of(request).repos
+    repo = _load(request, viewer, segments[0], segments[1])
+    if len(segments) != 4:
+        raise NotFound("Not found")
+    commit = repos.resolve(repo, segments[3])
+    parent = repos.resolve(repo, commit.parent_oid) if commit.parent_oid else None
+    changes = _changes(repo, commit, repos.files(commit), repos.files(parent) if parent else {})
+    counts = {
+        status: sum(c["status"] == status for c in changes) for status in ("added", "modified", "removed")
+    }
+    data = {
+        "repo": _repo_json(repo),
+        "commit": _commit_json(repo, commit),
+        "parent": _commit_json(repo, parent) if parent else None,
+        "changes": changes,
+        "counts": counts,
+        "links": {"files": _rev_url(repo, "tree", commit.oid)},
+    }
+    return Page("commit.html", data, f"{repo.repo_id} · {commit.title}")
+
+
+def sign_in_page(request: Request, viewer: Principal | None, segments: list[str]) -> Page:
+    target = _local_target(request.query_params.get("next"))
+    data = {
+        "signedIn": viewer is not None,
+        "user": viewer.name if viewer else None,
+        "next": target,
+        "error": None,
+    }
+    return Page("sign_in.html", data, "Sign in")
+
+
+# ---------------------------------------------------------------------------------------------- responses
+
+
+def _wants_json(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def _render(request: Request, page: Page, viewer: Principal | None, as_json: bool) -> Response:
+    # Pages differ by who is asking; a signed-in page may show private repos and must not be stored.
+    headers = {
+        "Vary": "Accept, Authorization, Cookie",
+        "Cache-Control": "private, no-store" if viewer else "no-cache",
+        **page.headers,
+    }
+    if as_json:
+        return JSONResponse(page.data, status_code=page.status, headers=headers)
+    html = _templates.get_template(page.template).render(
+        page=page.data,
+        title=page.title,
+        viewer=viewer,
+        here=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+        search=request.query_params.get("search", "") if page.template == "models.html" else "",
+        static=STATIC_PREFIX,
+    )
+    return HTMLResponse(html, status_code=page.status, headers={**headers, **SECURITY_HEADERS})
+
+
+def _error(request: Request, exc: WeightyardError, viewer: Principal | None, as_json: bool) -> Response:
+    if as_json:
+        return error_response(exc)
+    title = "Not found" if exc.status == 404 else "Something went wrong"
+    page = Page(
+        "error.html", {"error": exc.message, "code": exc.code, "status": exc.status}, title, exc.status
+    )
+    return _render(request, page, viewer, as_json=False)
+
+
+PageBuilder = Callable[[Request, Principal | None, list[str]], Page]
+
+
+def serve(
+    request: Request, build: PageBuilder, json_suffix: bool = True, as_json: bool | None = None
+) -> Response:
+    """Build a page from the raw path segments and answer with HTML or JSON.
+
+    The literal URL wins: `/blob/main/config.json` is the page of `config.json`. Only when the literal URL
+    names nothing is a trailing `.json` read as the JSON suffix (`/blob/main/config.json.json`).
+    """
+    wants_json = _wants_json(request) if as_json is None else as_json
+    viewer: Principal | None = None
+    segments = raw_segments(request)
+    try:
+        viewer = _viewer(request)
+        try:
+            return _render(request, build(request, viewer, segments), viewer, wants_json)
+        except WeightyardError as exc:
+            if not (json_suffix and exc.status == 404 and segments[-1].endswith(JSON_SUFFIX)):
+                raise
+            stripped = [*segments[:-1], segments[-1][: -len(JSON_SUFFIX)]]
+            try:
+                return _render(request, build(request, viewer, stripped), viewer, as_json=True)
+            except WeightyardError:
+                raise exc from None
+    except WeightyardError as exc:
+        return _error(request, exc, viewer, wants_json)
+
+
+@router.get("/", include_in_schema=False)
+@router.get("/models", include_in_schema=False)
+def models(request: Request) -> Response:
+    return serve(request, models_page, json_suffix=False)
+
+
+@router.get("/.json", include_in_schema=False)
+@router.get("/models.json", include_in_schema=False)
+def models_json(request: Request) -> Response:
+    return serve(request, models_page, json_suffix=False, as_json=True)
+
+
+@router.get("/{namespace}/{name}", include_in_schema=False)
+def model(request: Request, namespace: str, name: str) -> Response:
+    return serve(request, model_page)
+
+
+@router.get("/{namespace}/{name}/tree/{rest:path}", include_in_schema=False)
+def tree(request: Request, namespace: str, name: str, rest: str) -> Response:
+    return serve(request, tree_page)
+
+
+@router.get("/{namespace}/{name}/blob/{rest:path}", include_in_schema=False)
+def blob(request: Request, namespace: str, name: str, rest: str) -> Response:
+    return serve(request, blob_page)
+
+
+@router.get("/{namespace}/{name}/commits/{rest:path}", include_in_schema=False)
+def commits(request: Request, namespace: str, name: str, rest: str) -> Response:
+    return serve(request, commits_page)
+
+
+@router.get("/{namespace}/{name}/commit/{rest:path}", include_in_schema=False)
+def commit(request: Request, namespace: str, name: str, rest: str) -> Response:
+    return serve(request, commit_page)
+
+
+# ---------------------------------------------------------------------------------------------- sign-in
+
+
+@router.get("/sign-in", include_in_schema=False)
+def sign_in_form(request: Request) -> Response:
+    return serve(request, sign_in_page, json_suffix=False)
+
+
+@router.get("/sign-in.json", include_in_schema=False)
+def sign_in_json(request: Request) -> Response:
+    return serve(request, sign_in_page, json_suffix=False, as_json=True)
+
+
+def _check_same_origin(request: Request) -> None:
+    """Refuse a form posted from another site (CSRF). Browsers send `Origin` on every cross-origin POST,
+    and `Sec-Fetch-Site` where they support it; the SameSite=Lax cookie is the second line."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        raise Forbidden("this form can only be sent from this site")
+    origin = request.headers.get("origin")
+    if origin is None:
+        return
+    own = {f"{request.url.scheme}://{request.url.netloc}", base_url(request)}
+    if origin.rstrip("/") not in own:
+        raise Forbidden("this form can only be sent from this site")
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > FORM_LIMIT:
+            raise BadRequest("the form is too large")
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {key: values[0] for key, values in fields.items()}
+
+
+@router.post("/sign-in", include_in_schema=False)
+async def sign_in(request: Request) -> Response:
+    as_json = _wants_json(request)
+    try:
+        _check_same_origin(request)
+        form = await _form(request)
+    except WeightyardError as exc:
+        return _error(request, exc, None, as_json)
+    token = form.get("token", "").strip()
+    target = _local_target(form.get("next"))
+    try:
+        viewer = await run_in_threadpool(hub_of(request).tokens.authenticate, token) if token else None
+    except InvalidCredentials:
+        viewer = None
+    if viewer is None:
+        data = {"signedIn": False, "user": None, "next": target, "error": "That token is not valid."}
+        return _render(request, Page("sign_in.html", data, "Sign in", status=401), None, as_json)
+    response: Response
+    if as_json:
+        response = JSONResponse({"signedIn": True, "user": viewer.name, "next": target})
+    else:
+        response = RedirectResponse(target, status_code=303)
+    # The cookie holds the token itself: HttpOnly keeps it from page scripts, SameSite=Lax from other sites'
+    # forms; it lasts as long as the browser session.
+    response.set_cookie(
+        SESSION_COOKIE, token, httponly=True, samesite="lax", secure=request.url.scheme == "https", path="/"
+    )
+    return response
+
+
+@router.post("/sign-out", include_in_schema=False)
+def sign_out(request: Request) -> Response:
+    as_json = _wants_json(request)
+    try:
+        _check_same_origin(request)
+    except WeightyardError as exc:
+        return _error(request, exc, None, as_json)
+    response: Response = (
+        JSONResponse({"signedIn": False}) if as_json else RedirectResponse("/", status_code=303)
+    )
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax")
+    return response
+
+
+@router.get(STATIC_PREFIX + "{name}", include_in_schema=False)
+def static(name: str) -> Response:
+    path = _STATIC_FILES.get(name)
+    if path is None:
+        raise NotFound("Not found")
+    media_type = _STATIC_TYPES.get(path.suffix, "application/octet-stream")
+    return FileResponse(path, media_type=media_type, headers={"Cache-Control": "public, max-age=3600"})

@@ -1,0 +1,180 @@
+"""Test support: start a real `weightyard serve` on a free loopback port; run clients in subprocesses."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+# Tests must never reach a real hub: anything not pointed at the test server fails fast.
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    token: str
+    data: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def peak_rss_bytes(self) -> int:
+        """VmHWM of the server process: the most memory it has held since it started."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("VmHWM not found")
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("VmRSS not found")
+
+
+def start_server(data: Path, env: dict[str, str] | None = None) -> Server:
+    port = free_port()
+    log = open(data.parent / f"{data.name}-server.log", "wb")  # noqa: SIM115 - lives as long as the server
+    process = subprocess.Popen(
+        [sys.executable, "-m", "weightyard", "serve", "--host", "127.0.0.1", "--port", str(port), "--data", str(data)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early; see {log.name}")
+        try:
+            if httpx.get(f"{url}/api/agent-harnesses", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    else:
+        process.kill()
+        raise RuntimeError("server did not start within 60 s")
+    token = (data / "admin-token").read_text().strip()
+    return Server(url=url, token=token, data=data, process=process)
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+
+def run_python(code: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a fresh interpreter, for clients that read their configuration at import time."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def weightyard_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "weightyard", *args],
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+class CuttingProxy:
+    """A loopback TCP relay in front of the hub that cuts the first download response after `cut_after`
+    bytes, the way a dropped connection would. It records every request line it relays."""
+
+    def __init__(self, target_port: int, cut_after: int) -> None:
+        import threading
+
+        self._target_port = target_port
+        self._cut_after = cut_after
+        self._cut_done = False
+        self.requests: list[str] = []
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self.port = int(self._listener.getsockname()[1])
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        import threading
+
+        upstream = socket.create_connection(("127.0.0.1", self._target_port))
+        cut = threading.Event()
+
+        def upstream_to_client() -> None:
+            sent = 0
+            try:
+                while data := upstream.recv(65536):
+                    with self._lock:
+                        should_cut = not self._cut_done and cut.is_set() and sent + len(data) > self._cut_after
+                        if should_cut:
+                            self._cut_done = True
+                    if should_cut:
+                        client.sendall(data[: self._cut_after - sent])
+                        break
+                    client.sendall(data)
+                    sent += len(data)
+            except OSError:
+                pass
+            finally:
+                client.close()
+                upstream.close()
+
+        threading.Thread(target=upstream_to_client, daemon=True).start()
+        try:
+            while data := client.recv(65536):
+                first_line = data.split(b"\r\n", 1)[0].decode("latin-1")
+                if first_line.startswith(("GET ", "HEAD ")):
+                    headers = data.decode("latin-1").lower()
+                    self.requests.append(first_line + (" [range]" if "\r\nrange:" in headers else ""))
+                    if first_line.startswith("GET ") and "/resolve/" in first_line:
+                        cut.set()
+                upstream.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._listener.close()
