@@ -83,12 +83,12 @@ def test_automatic_encoding_picks_a_scheme_per_chunk() -> None:
     ]
 
 
-def test_parser_fed_one_byte_at_a_time_returns_each_chunk_once() -> None:
+def test_parser_fed_one_byte_at_a_time_hands_out_each_chunk_once() -> None:
     body, info = serialize_xorb(CHUNKS)
-    parser = XorbParser()
-    completed = []
+    completed: list[bytes] = []
+    parser = XorbParser(on_chunk=completed.append)
     for i in range(len(body)):
-        completed += parser.feed(body[i : i + 1])
+        parser.feed(body[i : i + 1])
     assert completed == CHUNKS
     assert parser.finish(info.hash) == info
 

@@ -9,7 +9,7 @@ uploader claims is trusted (XET_PROTOCOL.md §10.1).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -194,34 +194,39 @@ def _parse_header(raw: bytes | bytearray, offset: int) -> _Header:
 class XorbParser:
     """Incremental, validating xorb parser: `feed` the body as it arrives, then `finish`.
 
-    Memory stays at about one chunk whatever the body size; a body over `max_len` fails as soon as it passes
-    the limit, whatever Content-Length said.
+    Memory stays at about one chunk whatever the body size (only an incomplete chunk is kept between feeds); a
+    body over `max_len` fails as soon as it passes the limit, whatever Content-Length said. `on_chunk`, when
+    given, receives each chunk's uncompressed bytes, in order.
     """
 
-    def __init__(self, *, max_len: int = MAX_XORB_LEN, max_chunks: int = MAX_XORB_CHUNKS) -> None:
+    def __init__(
+        self,
+        *,
+        max_len: int = MAX_XORB_LEN,
+        max_chunks: int = MAX_XORB_CHUNKS,
+        on_chunk: Callable[[bytes], None] | None = None,
+    ) -> None:
         self._max_len = max_len
         self._max_chunks = max_chunks
-        self._pending = bytearray()
+        self._on_chunk = on_chunk
+        self._pending = b""
         self._consumed = 0
         self._raw_offset = 0
-        self._header: _Header | None = None
         self._chunks: list[XorbChunk] = []
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
-        """Add body bytes; return the uncompressed data of the chunks they complete."""
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Add the next bytes of the body; every chunk they complete is decompressed and hashed now."""
         if self._consumed + len(self._pending) + len(data) > self._max_len:
             raise XorbTooLarge(f"xorb body exceeds {self._max_len} bytes")
-        self._pending += data
-        completed: list[bytes] = []
-        while True:
-            chunk = self._next_chunk()
-            if chunk is None:
-                return completed
-            completed.append(chunk)
+        source = memoryview(self._pending + data if self._pending else data).cast("B")
+        position = 0
+        while (end := self._take_chunk(source, position)) is not None:
+            position = end
+        self._pending = bytes(source[position:])
 
     def finish(self, expected_hash: bytes | None = None) -> XorbInfo:
         """Check the body ended on a chunk boundary and, when given, that the xorb hash is `expected_hash`."""
-        if self._pending or self._header is not None:
+        if self._pending:
             raise InvalidXorb(f"xorb body is truncated inside the chunk starting at offset {self._consumed}")
         if not self._chunks:
             raise InvalidXorb("xorb body holds no chunk")
@@ -233,31 +238,30 @@ class XorbParser:
             )
         return info
 
-    def _next_chunk(self) -> bytes | None:
-        if self._header is None:
-            if len(self._pending) < CHUNK_HEADER_LEN:
-                return None
-            if len(self._chunks) >= self._max_chunks:
-                raise InvalidXorb(f"xorb holds more than {self._max_chunks} chunks")
-            self._header = _parse_header(self._pending[:CHUNK_HEADER_LEN], self._consumed)
-        header = self._header
-        total = CHUNK_HEADER_LEN + header.payload_len
-        if len(self._pending) < total:
+    def _take_chunk(self, source: memoryview, position: int) -> int | None:
+        """Process the chunk starting at `position` of `source` if it is complete; return where it ends."""
+        if len(source) - position < CHUNK_HEADER_LEN:
             return None
-        payload = bytes(self._pending[CHUNK_HEADER_LEN:total])
-        del self._pending[:total]
+        if len(self._chunks) >= self._max_chunks:
+            raise InvalidXorb(f"xorb holds more than {self._max_chunks} chunks")
+        header = _parse_header(bytes(source[position : position + CHUNK_HEADER_LEN]), self._consumed)
+        end = position + CHUNK_HEADER_LEN + header.payload_len
+        if len(source) < end:
+            return None
+        payload = bytes(source[position + CHUNK_HEADER_LEN : end])
         try:
             data = decode_chunk_payload(header.scheme, payload, header.length)
         except ChunkDecompressionError as exc:
             raise ChunkDecompressionError(f"chunk at offset {self._consumed}: {exc.message}") from None
         start = self._consumed
-        self._consumed += total
+        self._consumed += end - position
         self._chunks.append(
             XorbChunk(chunk_hash(data), header.length, self._raw_offset, start, self._consumed, header.scheme)
         )
         self._raw_offset += header.length
-        self._header = None
-        return data
+        if self._on_chunk is not None:
+            self._on_chunk(data)
+        return end
 
 
 def parse_xorb(
