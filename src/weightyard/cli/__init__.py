@@ -12,6 +12,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 from weightyard.cli import hub as _hub  # noqa: F401
 from weightyard.cli import provenance as _provenance  # noqa: F401
+from weightyard.cli import scan as _scan  # noqa: F401
 from weightyard.cli.app import app
 
 
