@@ -154,7 +154,9 @@ def main() -> None:
         def cold() -> None:
             evict(model)
 
+        # The machines are shared: the load average tells a reader how quiet the run was.
         print(f"model: {size / MIB:.0f} MiB in {len(digests)} files; medians of {options.runs} runs")
+        print(f"load average at start: {os.getloadavg()[0]:.2f}")
         limit = sha256_limit_gbps(model, options.runs)
         ours_sign = median_seconds(sign_from_digests, max(options.runs, 20))
         warm(model)
@@ -185,6 +187,7 @@ def main() -> None:
         for label, seconds, moved in rows:
             rate = f"{moved / seconds / 1e9:6.2f} GB/s" if moved else ""
             print(f"{label:<46} {seconds * 1000:8.2f} ms {rate}")
+        print(f"load average at end: {os.getloadavg()[0]:.2f}")
         print(f"ratio sign: model_signing / Weightyard = {theirs_sign / ours_sign:,.0f}x")
         print(f"ratio verify (cached): Weightyard / sha256 limit = {size / ours_verify / 1e9 / limit:.2f}")
         print(f"ratio verify (cached): model_signing / Weightyard = {theirs_verify / ours_verify:.2f}x")

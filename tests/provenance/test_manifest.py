@@ -63,8 +63,8 @@ def test_signature_file_and_chosen_paths_are_left_out(tmp_path: Path) -> None:
     assert {"model.sig", "README.md", "docs"} <= set(manifest.ignore_paths)
 
 
-def test_file_larger_than_the_read_buffer_hashes_like_hashlib(tmp_path: Path) -> None:
-    content = os.urandom(READ_BUFFER_BYTES + 12345)
+def test_file_spanning_several_read_buffers_hashes_like_hashlib(tmp_path: Path) -> None:
+    content = os.urandom(3 * READ_BUFFER_BYTES + 12345)
     folder = write_model(tmp_path / "m", {"big.bin": content, "empty.bin": b""})
 
     manifest = manifest_from_folder(folder)
