@@ -792,7 +792,8 @@ def serve(
     """Build a page from the raw path segments and answer with HTML or JSON.
 
     The literal URL wins: `/blob/main/config.json` is the page of `config.json`. Only when the literal URL
-    names nothing is a trailing `.json` read as the JSON suffix (`/blob/main/config.json.json`).
+    names nothing is a trailing `.json` read as the JSON suffix (`/blob/main/config.json.json`), and then
+    the answer is JSON, found or not.
     """
     wants_json = _wants_json(request) if as_json is None else as_json
     viewer: Principal | None = None
@@ -807,8 +808,9 @@ def serve(
             stripped = [*segments[:-1], segments[-1][: -len(JSON_SUFFIX)]]
             try:
                 return _render(request, build(request, viewer, stripped), viewer, as_json=True)
-            except WeightyardError:
-                raise exc from None
+            except WeightyardError as retry:
+                # Neither reading names anything; a caller that typed `.json` most likely wants JSON.
+                return _error(request, retry, viewer, as_json=True)
     except WeightyardError as exc:
         return _error(request, exc, viewer, wants_json)
 
