@@ -17,7 +17,15 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from weightyard.provenance._format import PAYLOAD_TYPE, FormatError, decode_envelope, decode_statement, pae
+from weightyard.provenance._format import (
+    PAYLOAD_TYPE,
+    Envelope,
+    FormatError,
+    Statement,
+    decode_envelope,
+    decode_statement,
+    pae,
+)
 from weightyard.provenance._hashing import sha256_files, walk_model
 from weightyard.provenance._paths import covering_paths, matching_ignore
 from weightyard.provenance.errors import InvalidKey, InvalidManifest, UnreadableModel, UnsupportedKey
@@ -106,13 +114,6 @@ class _Context:
     key_fingerprint: str | None = None
 
 
-def _invalid(
-    reason: Reason, message: str, context: _Context | None = None, problems: tuple[Problem, ...] = ()
-) -> VerificationResult:
-    known = asdict(context) if context is not None else {}
-    return VerificationResult(Verdict.INVALID, reason, message, problems, **known)
-
-
 def _load_keys(public_keys: PublicKeys) -> list[ec.EllipticCurvePublicKey]:
     given = [public_keys] if isinstance(public_keys, bytes | ec.EllipticCurvePublicKey) else list(public_keys)
     keys = []
@@ -121,20 +122,6 @@ def _load_keys(public_keys: PublicKeys) -> list[ec.EllipticCurvePublicKey]:
         signature_hash(loaded)  # refuses a loaded key on a curve outside the OMS registry
         keys.append(loaded)
     return keys
-
-
-def _verifying_key(
-    keys: list[ec.EllipticCurvePublicKey], hint: str | None, signed: bytes, signature: bytes
-) -> ec.EllipticCurvePublicKey | None:
-    """The key whose signature this is, trying the hinted key only when the bundle names one."""
-    candidates = [key for key in keys if hint is None or public_key_fingerprint(key) == hint]
-    for key in candidates:
-        try:
-            key.verify(signature, signed, ec.ECDSA(signature_hash(key)))
-        except InvalidSignature:
-            continue
-        return key
-    return None
 
 
 def _unsigned_entry(name: str, entry: str) -> str:
@@ -202,6 +189,95 @@ def _summary(problems: Sequence[Problem]) -> str:
     return problems[0].message + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
 
 
+class _Rejected(Exception):
+    """Raised by a verification step; carries the invalid result to return."""
+
+    def __init__(
+        self,
+        reason: Reason,
+        message: str,
+        context: _Context | None = None,
+        problems: tuple[Problem, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        known = asdict(context) if context is not None else {}
+        self.result = VerificationResult(Verdict.INVALID, reason, message, problems, **known)
+
+
+def _authenticate(bundle: bytes, public_keys: PublicKeys) -> tuple[Envelope, ec.EllipticCurvePublicKey]:
+    """The bundle's envelope and the given key that signed it, or the reason there is none."""
+    try:
+        keys = _load_keys(public_keys)
+    except UnsupportedKey as error:
+        raise _Rejected(Reason.UNSUPPORTED_KEY, error.message) from None
+    except InvalidKey as error:
+        raise _Rejected(Reason.INVALID_KEY, error.message) from None
+    if not keys:
+        raise _Rejected(Reason.UNKNOWN_KEY, "no public key was given to verify with")
+    try:
+        envelope = decode_envelope(bundle)
+    except FormatError as error:
+        raise _Rejected(Reason(error.problem.value), error.message) from None
+    if envelope.payload_type != PAYLOAD_TYPE:
+        raise _Rejected(
+            Reason.MALFORMED_BUNDLE, f"payloadType is {envelope.payload_type!r}, expected {PAYLOAD_TYPE!r}"
+        )
+    hinted = [key for key in keys if envelope.key_hint in (None, public_key_fingerprint(key))]
+    if not hinted:
+        given = "the given key" if len(keys) == 1 else f"any of the {len(keys)} given keys"
+        raise _Rejected(Reason.UNKNOWN_KEY, f"signed with key {envelope.key_hint}, which is not {given}")
+    signed = pae(envelope.payload_type, envelope.payload)
+    for key in hinted:
+        try:
+            key.verify(envelope.signature, signed, ec.ECDSA(signature_hash(key)))
+        except InvalidSignature:
+            continue
+        return envelope, key
+    raise _Rejected(
+        Reason.BAD_SIGNATURE,
+        "bad signature: it does not match the signed statement under the given key "
+        "(the signature file was altered or made with another key)",
+    )
+
+
+def _trusted_statement(payload: bytes, context: _Context) -> Statement:
+    """Decode the authenticated payload, refusing any path that could leave the model folder."""
+    try:
+        statement, unsafe = decode_statement(payload)
+    except FormatError as error:
+        raise _Rejected(Reason(error.problem.value), error.message, context) from None
+    if unsafe:
+        escapes = tuple(
+            Problem(
+                Reason.UNSAFE_PATH,
+                f"unsafe path in the signature (it could name a file outside the model folder): {why}",
+                path,
+            )
+            for path, why in unsafe
+        )
+        raise _Rejected(Reason.UNSAFE_PATH, _summary(escapes), replace(context, files=()), escapes)
+    return statement
+
+
+def _check_files(
+    statement: Statement, target: Target, signature_name: str | None, context: _Context
+) -> tuple[str, ...]:
+    """Compare the target with the signed files; return the unsigned entries present when they match."""
+    # Whatever the signer listed stays checked even if an ignore rule would cover it; the git defaults are
+    # tolerated as model_signing tolerates them, and the signature file is not part of what it signs.
+    skipped = {*statement.ignore_paths, *GIT_PATHS, *((signature_name,) if signature_name else ())}
+    signed_or_above = {path for name in statement.files for path in covering_paths(name)}
+    try:
+        actual, unsigned = _actual_files(target, frozenset(skipped - signed_or_above), signature_name)
+    except UnreadableModel as error:
+        raise _Rejected(Reason.UNREADABLE_FILE, error.message, context) from None
+    problems = _compare(statement.files, actual)
+    if problems:
+        context = replace(context, unsigned_files=tuple(unsigned))
+        raise _Rejected(problems[0].reason, _summary(problems), context, tuple(problems))
+    return tuple(unsigned)
+
+
 def verify_signature(
     bundle: bytes,
     target: Target,
@@ -226,81 +302,27 @@ def verify_signature(
     (<Verdict.VALID: 'valid'>, <Reason.VALID: 'valid'>)
     """
     try:
-        keys = _load_keys(public_keys)
-    except UnsupportedKey as error:
-        return _invalid(Reason.UNSUPPORTED_KEY, error.message)
-    except InvalidKey as error:
-        return _invalid(Reason.INVALID_KEY, error.message)
-    if not keys:
-        return _invalid(Reason.UNKNOWN_KEY, "no public key was given to verify with")
-
-    try:
-        envelope = decode_envelope(bundle)
-    except FormatError as error:
-        return _invalid(Reason(error.problem.value), error.message)
-    if envelope.payload_type != PAYLOAD_TYPE:
-        return _invalid(
-            Reason.MALFORMED_BUNDLE, f"payloadType is {envelope.payload_type!r}, expected {PAYLOAD_TYPE!r}"
-        )
-    if envelope.key_hint is not None and all(
-        public_key_fingerprint(key) != envelope.key_hint for key in keys
-    ):
-        given = "the given key" if len(keys) == 1 else f"any of the {len(keys)} given keys"
-        return _invalid(Reason.UNKNOWN_KEY, f"signed with key {envelope.key_hint}, which is not {given}")
-    key = _verifying_key(
-        keys, envelope.key_hint, pae(envelope.payload_type, envelope.payload), envelope.signature
-    )
-    if key is None:
-        return _invalid(
-            Reason.BAD_SIGNATURE,
-            "bad signature: it does not match the signed statement under the given key "
-            "(the signature file was altered or made with another key)",
-        )
-    context = _Context(key_fingerprint=public_key_fingerprint(key))
-
-    try:
-        statement, unsafe = decode_statement(envelope.payload)
-    except FormatError as error:
-        return _invalid(Reason(error.problem.value), error.message, context)
-    context = replace(
-        context,
-        files=tuple(statement.files),
-        model_name=statement.model_name,
-        root_digest=statement.root_digest,
-    )
-    if unsafe:
-        escapes = [
-            Problem(
-                Reason.UNSAFE_PATH,
-                f"unsafe path in the signature (it could name a file outside the model folder): {why}",
-                path,
-            )
-            for path, why in unsafe
-        ]
-        return _invalid(Reason.UNSAFE_PATH, _summary(escapes), context, tuple(escapes))
-    if expected_model_name is not None and statement.model_name != expected_model_name:
-        return _invalid(
-            Reason.MODEL_NAME_MISMATCH,
-            f"the signature is for model {statement.model_name!r}, not {expected_model_name!r}",
+        envelope, key = _authenticate(bundle, public_keys)
+        context = _Context(key_fingerprint=public_key_fingerprint(key))
+        statement = _trusted_statement(envelope.payload, context)
+        context = replace(
             context,
+            files=tuple(statement.files),
+            model_name=statement.model_name,
+            root_digest=statement.root_digest,
         )
-
-    # Whatever the signer listed stays checked even if an ignore rule would cover it; the git defaults are
-    # tolerated as model_signing tolerates them, and the signature file is not part of what it signs.
-    skipped = {*statement.ignore_paths, *GIT_PATHS, *((signature_name,) if signature_name else ())}
-    signed_or_above = {path for name in statement.files for path in covering_paths(name)}
-    ignore_paths = frozenset(skipped - signed_or_above)
-    try:
-        actual, unsigned = _actual_files(target, ignore_paths, signature_name)
-    except UnreadableModel as error:
-        return _invalid(Reason.UNREADABLE_FILE, error.message, context)
-    context = replace(context, unsigned_files=tuple(unsigned))
-    problems = _compare(statement.files, actual)
-    if problems:
-        return _invalid(problems[0].reason, _summary(problems), context, tuple(problems))
+        if expected_model_name is not None and statement.model_name != expected_model_name:
+            raise _Rejected(
+                Reason.MODEL_NAME_MISMATCH,
+                f"the signature is for model {statement.model_name!r}, not {expected_model_name!r}",
+                context,
+            )
+        unsigned = _check_files(statement, target, signature_name, context)
+    except _Rejected as rejection:
+        return rejection.result
     return VerificationResult(
         Verdict.VALID,
         Reason.VALID,
         f"valid: {len(statement.files)} files signed by key {context.key_fingerprint}",
-        **asdict(context),
+        **asdict(replace(context, unsigned_files=unsigned)),
     )
