@@ -7,7 +7,7 @@ evaluated or rendered. `scan_path` scans a folder and adds findings that need se
 """
 
 from weightyard.scan.engine import scan_file
-from weightyard.scan.folder import check_references, scan_path
+from weightyard.scan.folder import apply_context, check_references, scan_path
 from weightyard.scan.limits import DEFAULT_LIMITS, Limits
 from weightyard.scan.report import (
     SCANNER_VERSION,
@@ -28,6 +28,7 @@ __all__ = [
     "Report",
     "Severity",
     "Verdict",
+    "apply_context",
     "check_references",
     "scan_file",
     "scan_path",

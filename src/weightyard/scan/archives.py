@@ -21,6 +21,7 @@ from weightyard.scan.zipread import (
     ZipFormatError,
     ZipListing,
     find_eocd,
+    flag_finding,
     list_members,
     member_problem,
     read_member,
@@ -101,6 +102,9 @@ def _scan_member(ctx: Context, data: Data, m: Member, kind: str, where: str) -> 
         return findings
     if m.is_dir:
         return findings
+    flagged = flag_finding(m, where)
+    if flagged is not None:
+        findings.append(flagged)
     problem = member_problem(m)
     if problem is not None:
         return [*findings, Finding("archive.unreadable-member", Severity.ERROR, loc, m.name, problem)]

@@ -111,6 +111,8 @@ def _scan_compressed(ctx: Context, data: Data, name: str, where: str, kind: str)
 def detect(data: Data, name: str) -> str:
     """Name the format of `data` from its content; `name` only breaks ties between content-equal formats."""
     head = bytes(data[:300])
+    if not head:
+        return "empty"
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "zip"
     if head.startswith(b"GGUF"):
@@ -209,6 +211,7 @@ _HANDLERS: dict[str, Handler] = {
     "safetensors": formats.scan_safetensors,
     "hdf5": keras_scan.scan_hdf5,
     "image": lambda ctx, data, name, where: [],
+    "empty": lambda ctx, data, name, where: [],
     "onnx": protobuf.scan_onnx,
     "tf-savedmodel": protobuf.scan_saved_model,
     "sentencepiece": lambda ctx, data, name, where: [],

@@ -40,7 +40,46 @@ def check_references(
             for f in (finding, link):
                 if f is not None:
                     out.setdefault(path, []).append(f)
+            referenced = reports.get(target)
+            if ref.kind == "external_data" and referenced is not None and _only_unknown_format(referenced):
+                out.setdefault(target, []).append(
+                    Finding(
+                        _RAW_DATA,
+                        Severity.INFO,
+                        target,
+                        path,
+                        "raw tensor bytes that the referencing model reads by offset, never parses as code",
+                    )
+                )
     return out
+
+
+_RAW_DATA = "context.raw-data"
+_UNKNOWN_FORMAT = "format.unknown"
+
+
+def _only_unknown_format(report: Report) -> bool:
+    return bool(report.findings) and all(f.rule == _UNKNOWN_FORMAT for f in report.findings)
+
+
+def apply_context(reports: Mapping[str, Report], extra: Mapping[str, list[Finding]]) -> dict[str, Report]:
+    """Reports with the cross-file findings of `check_references` merged in. A file another one names as
+    its raw external data is no longer `unscannable` for lacking a format: it has the referrer's."""
+    merged: dict[str, Report] = {}
+    for path, report in reports.items():
+        added = extra.get(path, [])
+        kept = report.findings
+        if any(f.rule == _RAW_DATA for f in added):
+            kept = tuple(f for f in kept if f.rule != _UNKNOWN_FORMAT)
+        merged[path] = Report(
+            name=report.name,
+            format="raw-data" if kept != report.findings else report.format,
+            findings=kept + tuple(added),
+            references=report.references,
+            size=report.size,
+            scanner_version=report.scanner_version,
+        )
+    return merged
 
 
 def _judge(kind: str, target: str, location: str, exists: bool) -> Finding | None:
@@ -149,7 +188,5 @@ def scan_path(
             size=report.size,
         )
     if root.is_dir():
-        extra = check_references(reports, list(reports), _link_judge(root))
-        for rel, findings in extra.items():
-            reports[rel] = reports[rel].with_findings(findings)
+        reports = apply_context(reports, check_references(reports, list(reports), _link_judge(root)))
     return reports

@@ -274,6 +274,9 @@ _GGML_TYPES = {
     34: (256, 54), 35: (256, 66), 39: (32, 17),
 }  # fmt: skip
 _DEFAULT_ALIGNMENT = 32
+# Counts this large only serve to overflow size arithmetic in C readers (CVE-2024-25664..25668); smaller
+# counts that do not fit are a truncated file.
+_OVERFLOW_COUNT = 1 << 31
 
 
 class _GGUFError(Exception):
@@ -301,7 +304,9 @@ class _GGUFReader:
         at = self.pos
         n = int(self.unpack(self.count_fmt))
         if n * min_item_size > len(self.data) - self.pos:
-            raise _GGUFError("gguf.count-overflow", at, f"{what} count {n} cannot fit in the file")
+            if n >= _OVERFLOW_COUNT:
+                raise _GGUFError("gguf.count-overflow", at, f"{what} count {n} overflows reader arithmetic")
+            raise _GGUFError("gguf.truncated", at, f"{what} count {n} runs past the end", Severity.ERROR)
         return n
 
     def string(self) -> str:

@@ -23,6 +23,9 @@ from weightyard.scan.report import Finding, Severity
 PROTO = 0x80
 _JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
 _GETATTR = "builtins.getattr"
+_CODECS_ENCODE = "_codecs.encode"
+# Protocol 2 spells bytes as _codecs.encode(text, "latin1"); folding it lets nested payloads be scanned.
+_FOLDABLE_CODECS = frozenset({"latin1", "latin-1", "iso-8859-1", "utf-8", "utf8", "ascii"})
 _MAX_DECODED_LONG = 4096
 
 
@@ -211,6 +214,8 @@ class PickleWalker:
                 self._check_allocation(callee, args, offset)
             if callee.full in NESTING_LOADERS:
                 self._scan_nested_argument(callee, args, offset)
+            if callee.full == _CODECS_ENCODE:
+                return _fold_encode(args)
         else:
             self._add(
                 "pickle.computed-callable",
@@ -376,6 +381,23 @@ class PickleWalker:
                 self.result.end = self.pos
                 self.result.root = self.stack[-1] if self.stack else None
                 return
+
+
+def _fold_encode(args: _Value) -> _Value:
+    if isinstance(args, Seq) and len(args.items) in (1, 2):
+        text = args.items[0]
+        codec = args.items[1] if len(args.items) == 2 else Const("utf-8")
+        if (
+            isinstance(text, Const)
+            and isinstance(text.value, str)
+            and isinstance(codec, Const)
+            and codec.value in _FOLDABLE_CODECS
+        ):
+            try:
+                return Const(text.value.encode(str(codec.value)))
+            except UnicodeEncodeError:
+                return Unknown()
+    return Unknown()
 
 
 def _const_items(state: _Value | None) -> list[tuple[str, _Value]]:

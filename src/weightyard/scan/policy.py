@@ -92,6 +92,7 @@ _SAFE_EXACT: frozenset[str] = words(
     numpy.random._pickle.__randomstate_ctor numpy.random._pickle.__generator_ctor
     numpy.random.mtrand.RandomState numpy.random._mt19937.MT19937 numpy.random._pcg64.PCG64
     numpy.random._pcg64.PCG64DXSM numpy.random._philox.Philox numpy.random._sfc64.SFC64
+    numpy.random.bit_generator.SeedSequence
     numpy.random._generator.Generator torch._utils._rebuild_tensor torch._utils._rebuild_tensor_v2
     torch._utils._rebuild_tensor_v3 torch._utils._rebuild_parameter
     torch._utils._rebuild_parameter_with_state torch._utils._rebuild_qtensor
@@ -171,6 +172,8 @@ def classify(module: str, qualname: str) -> tuple[Kind, str]:
         stateful = any(module.startswith(ns) or module == ns.rstrip(".") for ns in _STATEFUL_CLASS_NAMESPACES)
         if stateful and not any(s in module for s in _EXCLUDED_SUBSTRINGS):
             return Kind.SAFE, "state-only library class"
+    if qualname.startswith("__pyx_unpickle_") and module.startswith(("numpy.random.", "sklearn.")):
+        return Kind.SAFE, "Cython state restorer of an allow-listed extension type"
     if _SCIPY_SPARSE.match(module) and _SCIPY_SPARSE_NAMES.match(qualname):
         return Kind.SAFE, "scipy sparse container"
     return Kind.UNKNOWN, "not on the allow-list of callables model files use"

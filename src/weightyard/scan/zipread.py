@@ -224,12 +224,23 @@ def _check_overlaps(members: list[Member], where: str, findings: list[Finding]) 
             return
 
 
+def flag_finding(m: Member, where: str) -> Finding | None:
+    """Encryption and patch flags make strict readers refuse a member that lenient ones still load; the
+    content is scanned anyway (if it really is encrypted, it will not parse and the file is unscannable)."""
+    flags = m.flags & (_FLAG_ENCRYPTED | _FLAG_STRONG | _FLAG_MASKED | _FLAG_PATCHED)
+    if not flags:
+        return None
+    return Finding(
+        "zip.flag-bits",
+        Severity.WARNING,
+        f"{where}/{m.name}",
+        f"0x{flags:04x}",
+        "encryption or patch flags set; zip readers disagree on whether to load this member",
+    )
+
+
 def member_problem(m: Member) -> str | None:
     """Why a member's content cannot be read, or None."""
-    if m.flags & (_FLAG_ENCRYPTED | _FLAG_STRONG | _FLAG_MASKED):
-        return "member is encrypted"
-    if m.flags & _FLAG_PATCHED:
-        return "member uses compressed patched data"
     if m.method not in (STORED, DEFLATED, BZIP2):
         return f"unsupported compression method {m.method}"
     if m.data_offset < 0:
