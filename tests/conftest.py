@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
 from tests.support import Server, start_server, stop_server
 
 
@@ -43,5 +42,3 @@ def repo_name() -> str:
     global _counter
     _counter += 1
     return f"admin/t{os.getpid()}-{_counter}-{time.time_ns() % 1_000_000}"
-
-

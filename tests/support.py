@@ -52,7 +52,18 @@ def start_server(data: Path, env: dict[str, str] | None = None) -> Server:
     port = free_port()
     log = open(data.parent / f"{data.name}-server.log", "wb")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(
-        [sys.executable, "-m", "weightyard", "serve", "--host", "127.0.0.1", "--port", str(port), "--data", str(data)],
+        [
+            sys.executable,
+            "-m",
+            "weightyard",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--data",
+            str(data),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},
@@ -82,7 +93,6 @@ def stop_server(server: Server) -> None:
         server.process.kill()
 
 
-
 def run_python(code: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run `code` in a fresh interpreter, for clients that read their configuration at import time."""
     return subprocess.run(
@@ -95,7 +105,9 @@ def run_python(code: str, env: dict[str, str], timeout: float = 600) -> subproce
     )
 
 
-def weightyard_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def weightyard_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "weightyard", *args],
         env={**os.environ, "COLUMNS": "200", **(env or {})},
@@ -149,7 +161,9 @@ class CuttingProxy:
             try:
                 while data := upstream.recv(65536):
                     with self._lock:
-                        should_cut = not self._cut_done and cut.is_set() and sent + len(data) > self._cut_after
+                        should_cut = (
+                            not self._cut_done and cut.is_set() and sent + len(data) > self._cut_after
+                        )
                         if should_cut:
                             self._cut_done = True
                     if should_cut:

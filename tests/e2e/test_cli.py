@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from huggingface_hub import HfApi
-
 from tests.support import Server, weightyard_cli
 
 
@@ -55,7 +54,9 @@ def test_push_pull_ls_log_round_trip(server: Server, repo_name: str, tmp_path: P
 def test_push_to_a_branch_and_private_repo(server: Server, repo_name: str, tmp_path: Path) -> None:
     make_model(tmp_path / "model")
     env = client_env(server)
-    pushed = weightyard_cli("push", str(tmp_path / "model"), repo_name, "--revision", "dev", "--private", env=env)
+    pushed = weightyard_cli(
+        "push", str(tmp_path / "model"), repo_name, "--revision", "dev", "--private", env=env
+    )
     assert pushed.returncode == 0, pushed.stderr
     api = HfApi(endpoint=server.url, token=server.token)
     assert api.model_info(repo_name).private
@@ -70,7 +71,9 @@ def test_cli_usage_errors_exit_2(server: Server, tmp_path: Path) -> None:
     assert weightyard_cli("push", str(tmp_path / "missing"), "admin/x", env=env).returncode == 2
     assert weightyard_cli("push", str(tmp_path), "not a repo", env=env).returncode == 2
     assert weightyard_cli("ls", "bad/../id", env=env).returncode == 2
-    bad_scope = weightyard_cli("token", "create", "--name", "x", "--scope", "root", "--data", str(server.data))
+    bad_scope = weightyard_cli(
+        "token", "create", "--name", "x", "--scope", "root", "--data", str(server.data)
+    )
     assert bad_scope.returncode == 2
 
 
@@ -78,14 +81,29 @@ def test_hf_cli_upload_and_download(server: Server, repo_name: str, tmp_path: Pa
     hf = shutil.which("hf", path=str(Path(sys.executable).parent))
     assert hf is not None, "the hf CLI ships with huggingface_hub"
     files = make_model(tmp_path / "model")
-    env = {**os.environ, "HF_ENDPOINT": server.url, "HF_TOKEN": server.token, "HF_HOME": str(tmp_path / "home")}
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": server.url,
+        "HF_TOKEN": server.token,
+        "HF_HOME": str(tmp_path / "home"),
+    }
     import subprocess
 
     HfApi(endpoint=server.url, token=server.token).create_repo(repo_name)
-    upload = subprocess.run([hf, "upload", repo_name, str(tmp_path / "model"), "."], env=env, capture_output=True, text=True, check=False)
+    upload = subprocess.run(
+        [hf, "upload", repo_name, str(tmp_path / "model"), "."],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert upload.returncode == 0, upload.stderr
     download = subprocess.run(
-        [hf, "download", repo_name, "--local-dir", str(tmp_path / "out")], env=env, capture_output=True, text=True, check=False
+        [hf, "download", repo_name, "--local-dir", str(tmp_path / "out")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert download.returncode == 0, download.stderr
     for name, data in files.items():

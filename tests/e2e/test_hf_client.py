@@ -22,7 +22,6 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-
 from tests.support import CuttingProxy, Server
 
 
@@ -41,7 +40,9 @@ def test_create_repo_public_and_private_and_exist_ok(server: Server, repo_name: 
     assert re.fullmatch(r"[0-9a-f]{40}", api.model_info(repo_name).sha or "")
 
 
-def test_upload_file_folder_and_download_are_byte_identical(server: Server, repo_name: str, tmp_path: Path) -> None:
+def test_upload_file_folder_and_download_are_byte_identical(
+    server: Server, repo_name: str, tmp_path: Path
+) -> None:
     api = api_for(server)
     api.create_repo(repo_name)
     folder = tmp_path / "model"
@@ -51,7 +52,12 @@ def test_upload_file_folder_and_download_are_byte_identical(server: Server, repo
     (folder / "README.md").write_text("---\nlicense: mit\n---\n# hi\n")
     api.upload_folder(repo_id=repo_name, folder_path=folder)
     api.upload_file(path_or_fileobj=b"hello", path_in_repo="notes/hello.txt", repo_id=repo_name)
-    assert sorted(api.list_repo_files(repo_name)) == ["README.md", "config.json", "notes/hello.txt", "sub/weights.bin"]
+    assert sorted(api.list_repo_files(repo_name)) == [
+        "README.md",
+        "config.json",
+        "notes/hello.txt",
+        "sub/weights.bin",
+    ]
     path = hf_hub_download(repo_name, "sub/weights.bin", endpoint=server.url, cache_dir=tmp_path / "cache")
     assert Path(path).read_bytes() == (folder / "sub" / "weights.bin").read_bytes()
     snapshot = snapshot_download(repo_name, endpoint=server.url, cache_dir=tmp_path / "cache2")
@@ -82,7 +88,10 @@ def test_create_commit_with_additions_deletions_and_parent_commit(server: Server
     assert api.list_repo_files(repo_name) == ["d.txt"]
     with pytest.raises(HfHubHTTPError) as stale:
         api.create_commit(
-            repo_name, operations=[CommitOperationAdd("e.txt", b"e")], commit_message="stale", parent_commit=first.oid
+            repo_name,
+            operations=[CommitOperationAdd("e.txt", b"e")],
+            commit_message="stale",
+            parent_commit=first.oid,
         )
     assert stale.value.response.status_code == 412
     assert sorted(api.list_repo_files(repo_name, revision=second.oid)) == ["d.txt", "dir/b.txt", "dir/c.txt"]
@@ -104,7 +113,9 @@ def test_branches_tags_and_refs(server: Server, repo_name: str) -> None:
     assert [t.name for t in refs.tags] == ["v1.0"]
     main_sha = api.model_info(repo_name).sha
     assert refs.tags[0].target_commit == main_sha
-    feature = hf_hub_download(repo_name, "f.txt", revision="feature/x", endpoint=server.url, token=server.token)
+    feature = hf_hub_download(
+        repo_name, "f.txt", revision="feature/x", endpoint=server.url, token=server.token
+    )
     assert Path(feature).read_bytes() == b"v2"
     tagged = hf_hub_download(repo_name, "f.txt", revision="v1.0", endpoint=server.url, token=server.token)
     assert Path(tagged).read_bytes() == b"v1"
@@ -155,7 +166,10 @@ def test_model_info_at_revision_and_files_metadata(server: Server, repo_name: st
     assert sibling.rfilename == "model.safetensors"
     assert sibling.lfs is not None and sibling.lfs.sha256 == hashlib.sha256(data).hexdigest()
     assert sibling.size == len(data)
-    assert sorted(s.rfilename for s in api.repo_info(repo_name).siblings or []) == ["config.json", "model.safetensors"]
+    assert sorted(s.rfilename for s in api.repo_info(repo_name).siblings or []) == [
+        "config.json",
+        "model.safetensors",
+    ]
 
 
 def test_list_models_search_author_and_sort(server: Server, repo_name: str) -> None:
@@ -176,7 +190,9 @@ def test_whoami_reports_user_and_token_scope(server: Server) -> None:
     assert me["auth"]["accessToken"]["role"] == "write"
 
 
-def test_downloads_by_branch_tag_and_commit_with_allow_patterns(server: Server, repo_name: str, tmp_path: Path) -> None:
+def test_downloads_by_branch_tag_and_commit_with_allow_patterns(
+    server: Server, repo_name: str, tmp_path: Path
+) -> None:
     api = api_for(server)
     api.create_repo(repo_name)
     api.upload_file(path_or_fileobj=b"{}", path_in_repo="config.json", repo_id=repo_name)
@@ -184,7 +200,11 @@ def test_downloads_by_branch_tag_and_commit_with_allow_patterns(server: Server, 
     api.create_tag(repo_name, tag="release")
     for revision in ("main", "release", commit.oid):
         snap = snapshot_download(
-            repo_name, revision=revision, allow_patterns=["*.json"], endpoint=server.url, cache_dir=tmp_path / revision
+            repo_name,
+            revision=revision,
+            allow_patterns=["*.json"],
+            endpoint=server.url,
+            cache_dir=tmp_path / revision,
         )
         assert sorted(p.name for p in Path(snap).iterdir()) == ["config.json"]
     assert api.file_exists(repo_name, "weights.bin")
@@ -210,7 +230,9 @@ def test_interrupted_download_resumes_with_range(server: Server, repo_name: str,
     assert ranged.status_code == 206
     assert ranged.headers["content-range"] == f"bytes 100-199/{len(data)}"
     assert ranged.content == data[100:200]
-    past_end = httpx.get(f"{server.url}/{repo_name}/resolve/main/big.bin", headers={"Range": f"bytes={len(data)}-"})
+    past_end = httpx.get(
+        f"{server.url}/{repo_name}/resolve/main/big.bin", headers={"Range": f"bytes={len(data)}-"}
+    )
     assert past_end.status_code == 416
 
 
@@ -260,7 +282,9 @@ def test_private_repo_is_invisible_without_access(server: Server, repo_name: str
 def test_read_token_cannot_write_and_anonymous_cannot_create(server: Server, repo_name: str) -> None:
     from tests.support import weightyard_cli
 
-    created = weightyard_cli("token", "create", "--name", f"ro-{repo_name[-8:]}", "--scope", "read", "--data", str(server.data))
+    created = weightyard_cli(
+        "token", "create", "--name", f"ro-{repo_name[-8:]}", "--scope", "read", "--data", str(server.data)
+    )
     assert created.returncode == 0, created.stderr
     read_token = created.stdout.strip()
     assert read_token.startswith("wy_")

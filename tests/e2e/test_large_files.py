@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import HfApi
-
 from tests.support import Server, run_python, start_server, stop_server
 
 GIB = 1024 * 1024 * 1024
@@ -101,7 +100,9 @@ def run_cli_measured(args: list[str], server: Server) -> tuple[int, int, str]:
     return result.returncode, peaks[0], result.stderr
 
 
-def test_push_and_pull_a_gigabyte_with_bounded_memory_on_both_sides(fresh_server: Server, tmp_path: Path) -> None:
+def test_push_and_pull_a_gigabyte_with_bounded_memory_on_both_sides(
+    fresh_server: Server, tmp_path: Path
+) -> None:
     folder = tmp_path / "model"
     folder.mkdir()
     expected = write_random_file(folder / "weights.bin", GIB)
@@ -110,7 +111,9 @@ def test_push_and_pull_a_gigabyte_with_bounded_memory_on_both_sides(fresh_server
     assert code == 0, log
     assert client_peak < CLIENT_PEAK_LIMIT
     assert fresh_server.peak_rss_bytes() < SERVER_PEAK_LIMIT
-    code, client_peak, log = run_cli_measured(["pull", "admin/huge", "--to", str(tmp_path / "copy")], fresh_server)
+    code, client_peak, log = run_cli_measured(
+        ["pull", "admin/huge", "--to", str(tmp_path / "copy")], fresh_server
+    )
     assert code == 0, log
     assert client_peak < CLIENT_PEAK_LIMIT
     assert sha256_of(tmp_path / "copy" / "weights.bin") == expected

@@ -1,4 +1,4 @@
-"""LFS batch uploads (basic and multipart) and the integrity rules: atomic blobs, atomic commits, bad input."""
+"""LFS batch uploads (basic and multipart) and the integrity rules: atomic blobs and commits, bad input."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import httpx
 import pytest
 from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import HfHubHTTPError
-
 from tests.support import Server, run_python
 
 CLIENT_WITHOUT_XET = {"HF_HUB_DISABLE_XET": "1"}
@@ -38,14 +37,18 @@ def wait_for_no_temporary_files(server: Server) -> None:
 
 
 @pytest.mark.parametrize("size", [512 * 1024 + 7, 3 * 1024 * 1024 + 5], ids=["basic", "multipart"])
-def test_stock_client_without_xet_uploads_through_lfs_batch(lfs_server: Server, repo_name: str, size: int, tmp_path: Path) -> None:
+def test_stock_client_without_xet_uploads_through_lfs_batch(
+    lfs_server: Server, repo_name: str, size: int, tmp_path: Path
+) -> None:
     data = os.urandom(size)
     (tmp_path / "weights.bin").write_bytes(data)
     code = f"""
 from huggingface_hub import HfApi
 api = HfApi(endpoint={lfs_server.url!r}, token={lfs_server.token!r})
 api.create_repo({repo_name!r})
-api.upload_file(path_or_fileobj={str(tmp_path / "weights.bin")!r}, path_in_repo="weights.bin", repo_id={repo_name!r})
+api.upload_file(
+    path_or_fileobj={str(tmp_path / "weights.bin")!r}, path_in_repo="weights.bin", repo_id={repo_name!r}
+)
 """
     result = run_python(code, CLIENT_WITHOUT_XET)
     assert result.returncode == 0, result.stderr
@@ -60,14 +63,20 @@ def _batch(server: Server, repo: str, oid: str, size: int) -> dict[str, object]:
     response = httpx.post(
         f"{server.url}/{repo}.git/info/lfs/objects/batch",
         headers={"Authorization": f"Bearer {server.token}", "Content-Type": "application/vnd.git-lfs+json"},
-        json={"operation": "upload", "transfers": ["basic", "multipart"], "objects": [{"oid": oid, "size": size}]},
+        json={
+            "operation": "upload",
+            "transfers": ["basic", "multipart"],
+            "objects": [{"oid": oid, "size": size}],
+        },
     )
     response.raise_for_status()
     body: dict[str, object] = response.json()
     return body
 
 
-def test_lfs_upload_with_wrong_sha256_or_size_is_rejected_and_leaves_nothing(server: Server, repo_name: str) -> None:
+def test_lfs_upload_with_wrong_sha256_or_size_is_rejected_and_leaves_nothing(
+    server: Server, repo_name: str
+) -> None:
     HfApi(endpoint=server.url, token=server.token).create_repo(repo_name)
     data = os.urandom(1000)
     claimed = hashlib.sha256(b"something else").hexdigest()
@@ -97,7 +106,9 @@ def test_client_killed_mid_upload_leaves_no_partial_blob(server: Server, repo_na
     url = httpx.URL(obj["actions"]["upload"]["href"])
     before = blob_files(server)
     with socket.create_connection(("127.0.0.1", url.port or 80)) as sock:
-        head = f"PUT {url.raw_path.decode()} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(data)}\r\n\r\n"
+        head = (
+            f"PUT {url.raw_path.decode()} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(data)}\r\n\r\n"
+        )
         sock.sendall(head.encode() + data[: len(data) // 2])
         time.sleep(0.5)
     wait_for_no_temporary_files(server)
@@ -105,8 +116,12 @@ def test_client_killed_mid_upload_leaves_no_partial_blob(server: Server, repo_na
     assert oid not in blob_files(server)
 
 
-def _raw_commit(server: Server, repo: str, lines: list[object] | bytes, revision: str = "main") -> httpx.Response:
-    body = lines if isinstance(lines, bytes) else b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+def _raw_commit(
+    server: Server, repo: str, lines: list[object] | bytes, revision: str = "main"
+) -> httpx.Response:
+    body = (
+        lines if isinstance(lines, bytes) else b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    )
     return httpx.post(
         f"{server.url}/api/models/{repo}/commit/{revision}",
         headers={"Authorization": f"Bearer {server.token}", "Content-Type": "application/x-ndjson"},
@@ -115,7 +130,10 @@ def _raw_commit(server: Server, repo: str, lines: list[object] | bytes, revision
 
 
 def _file_line(path: str, content: bytes) -> dict[str, object]:
-    return {"key": "file", "value": {"content": base64.b64encode(content).decode(), "path": path, "encoding": "base64"}}
+    return {
+        "key": "file",
+        "value": {"content": base64.b64encode(content).decode(), "path": path, "encoding": "base64"},
+    }
 
 
 HEADER = {"key": "header", "value": {"summary": "test", "description": ""}}
@@ -124,13 +142,29 @@ HEADER = {"key": "header", "value": {"summary": "test", "description": ""}}
 @pytest.mark.parametrize(
     "path",
     ["../x", "/abs", "a//b", "a\\b", "a/\x00b", "a/\x07b", "./a", "a/..", "a/./b", "x" * 1025, ""],
-    ids=["dotdot", "absolute", "empty-segment", "backslash", "nul", "control", "dot", "trailing-dotdot", "mid-dot", "long", "empty"],
+    ids=[
+        "dotdot",
+        "absolute",
+        "empty-segment",
+        "backslash",
+        "nul",
+        "control",
+        "dot",
+        "trailing-dotdot",
+        "mid-dot",
+        "long",
+        "empty",
+    ],
 )
-def test_malformed_paths_are_rejected_and_nothing_is_committed(server: Server, repo_name: str, path: str) -> None:
+def test_malformed_paths_are_rejected_and_nothing_is_committed(
+    server: Server, repo_name: str, path: str
+) -> None:
     api = HfApi(endpoint=server.url, token=server.token)
     api.create_repo(repo_name)
     head = api.model_info(repo_name).sha
-    response = _raw_commit(server, repo_name, [HEADER, _file_line("ok.txt", b"fine"), _file_line(path, b"bad")])
+    response = _raw_commit(
+        server, repo_name, [HEADER, _file_line("ok.txt", b"fine"), _file_line(path, b"bad")]
+    )
     assert (response.status_code, response.headers["x-error-code"]) == (400, "InvalidPath")
     assert api.model_info(repo_name).sha == head
 
@@ -140,8 +174,15 @@ def test_malformed_paths_are_rejected_and_nothing_is_committed(server: Server, r
     [
         (b'{"key": "header", "value": {"summary": "x"}}\n{"key": "file", "value": {', "MalformedCommit"),
         (b"not json at all\n", "MalformedCommit"),
-        (b'{"key": "header", "value": {"summary": "x"}}\n{"key": "file", "value": {"content": "@@@=", "path": "a"}}\n', "MalformedCommit"),
-        (b'{"key": "header", "value": {"summary": "x"}}\n{"key": "rename", "value": {"path": "a"}}\n', "MalformedCommit"),
+        (
+            b'{"key": "header", "value": {"summary": "x"}}\n'
+            b'{"key": "file", "value": {"content": "@@@=", "path": "a"}}\n',
+            "MalformedCommit",
+        ),
+        (
+            b'{"key": "header", "value": {"summary": "x"}}\n{"key": "rename", "value": {"path": "a"}}\n',
+            "MalformedCommit",
+        ),
         (b'{"key": "file", "value": {"content": "", "path": "a"}}\n', "MalformedCommit"),
         (b"", "MalformedCommit"),
     ],
@@ -190,7 +231,12 @@ def test_commit_to_missing_revision_and_invalid_refs_are_rejected(server: Server
         )
         assert (tag.status_code, tag.headers["x-error-code"]) == (400, "InvalidRefName"), name
     lfs_unknown = _raw_commit(
-        server, repo_name, [HEADER, {"key": "lfsFile", "value": {"path": "x.bin", "algo": "sha256", "oid": "ab" * 32, "size": 3}}]
+        server,
+        repo_name,
+        [
+            HEADER,
+            {"key": "lfsFile", "value": {"path": "x.bin", "algo": "sha256", "oid": "ab" * 32, "size": 3}},
+        ],
     )
     assert (lfs_unknown.status_code, lfs_unknown.headers["x-error-code"]) == (422, "BlobNotFound")
 
@@ -206,7 +252,9 @@ def test_invalid_repo_ids_are_rejected(server: Server, repo_id: str) -> None:
     assert (response.status_code, response.headers["x-error-code"]) == (400, "InvalidRepoId")
 
 
-def test_concurrent_commits_with_the_same_parent_one_wins_the_other_gets_412(server: Server, repo_name: str) -> None:
+def test_concurrent_commits_with_the_same_parent_one_wins_the_other_gets_412(
+    server: Server, repo_name: str
+) -> None:
     api = HfApi(endpoint=server.url, token=server.token)
     api.create_repo(repo_name)
     parent = api.model_info(repo_name).sha
@@ -240,7 +288,9 @@ def test_concurrent_commits_without_parent_all_apply(server: Server, repo_name: 
 
     def attempt(index: int) -> None:
         try:
-            api.upload_file(path_or_fileobj=str(index).encode(), path_in_repo=f"f{index}.txt", repo_id=repo_name)
+            api.upload_file(
+                path_or_fileobj=str(index).encode(), path_in_repo=f"f{index}.txt", repo_id=repo_name
+            )
         except BaseException as exc:
             errors.append(exc)
 

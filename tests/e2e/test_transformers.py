@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from weightyard.demo import DEMO_REPO, demo_model_path
-
 from tests.support import Server, run_python, weightyard_cli
+
+from weightyard.demo import DEMO_REPO, demo_model_path
 
 EMBED = """
 import json, sys, torch

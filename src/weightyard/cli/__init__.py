@@ -13,7 +13,7 @@ from weightyard.cli.app import app
 def main() -> None:
     # The CLI moves large files through the LFS batch API with bounded memory; it must never be switched to
     # Xet by the huggingface_hub client, which reads this variable when it is first imported (commands import
-    # it lazily, after this line). Transfers draw rich progress bars, so the client's tqdm bars are turned off.
+    # it lazily, after this line). Transfers draw rich progress bars, so the client's own bars are turned off.
     os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     app()

@@ -1,0 +1,111 @@
+"""The one validator, and the blob store's atomicity."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from weightyard.errors import ContentMismatch, InvalidPath, InvalidRefName, InvalidRepoId
+from weightyard.storage import LocalBlobStore
+from weightyard.validation import check_path, check_ref_name, check_repo_id
+
+
+@pytest.mark.parametrize(
+    "path", ["a", "a/b.txt", "1_Pooling/config.json", ".gitattributes", "é/ü.bin", "x" * 1024]
+)
+def test_valid_paths_pass(path: str) -> None:
+    assert check_path(path) == path
+
+
+@pytest.mark.parametrize(
+    "path", ["", "/a", "../a", "a/../b", "a//b", "a/", "./a", "a\\b", "a\x00", "a\nb", "\x7f", "x" * 1025]
+)
+def test_invalid_paths_are_rejected(path: str) -> None:
+    with pytest.raises(InvalidPath):
+        check_path(path)
+
+
+@pytest.mark.parametrize("repo_id", ["alice/tiny", "Org.1/model_v2-final", "a/" + "b" * 96])
+def test_valid_repo_ids_pass(repo_id: str) -> None:
+    assert "/".join(check_repo_id(repo_id)) == repo_id
+
+
+@pytest.mark.parametrize(
+    "repo_id", ["alice", "a/b/c", "a/b--c", "a/b..c", "-a/b", "a/.b", "a/b c", "a/" + "b" * 97, "a/x.git"]
+)
+def test_invalid_repo_ids_are_rejected(repo_id: str) -> None:
+    with pytest.raises(InvalidRepoId):
+        check_repo_id(repo_id)
+
+
+@pytest.mark.parametrize("name", ["main", "dev", "feature/x", "v1.0", "release-2026.11"])
+def test_valid_ref_names_pass(name: str) -> None:
+    assert check_ref_name(name) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "a..b",
+        "a b",
+        "a~b",
+        "a^b",
+        "a:b",
+        "a?b",
+        "a*b",
+        "a[b",
+        "a\\b",
+        "/a",
+        "a/",
+        "a//b",
+        ".a",
+        "a.lock",
+        "a.",
+        "@",
+        "a@{b",
+        "-a",
+        "0" * 40,
+    ],
+)
+def test_invalid_ref_names_are_rejected(name: str) -> None:
+    with pytest.raises(InvalidRefName):
+        check_ref_name(name)
+
+
+def test_blob_becomes_visible_only_after_commit(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    data = b"weights" * 100_000
+    sha = hashlib.sha256(data).hexdigest()
+    writer = store.writer()
+    writer.write(data[:1000])
+    writer.write(data[1000:])
+    assert not store.exists(sha)
+    info = writer.commit(expected_sha256=sha, expected_size=len(data))
+    assert (info.sha256, info.size) == (sha, len(data))
+    assert store.exists(sha)
+    assert b"".join(store.iter_range(sha, 5, 25, 7)) == data[5:25]
+    assert list((tmp_path / ".tmp").iterdir()) == []
+
+
+def test_blob_with_wrong_digest_or_size_is_discarded(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    for expectation in ({"expected_sha256": "0" * 64}, {"expected_size": 3}):
+        writer = store.writer()
+        writer.write(b"data")
+        with pytest.raises(ContentMismatch):
+            writer.commit(**expectation)  # type: ignore[arg-type]
+    assert not store.exists(hashlib.sha256(b"data").hexdigest())
+    assert list((tmp_path / ".tmp").iterdir()) == []
+
+
+def test_aborted_writer_leaves_nothing(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    writer = store.writer()
+    writer.write(b"partial")
+    writer.abort()
+    writer.abort()
+    assert list((tmp_path / ".tmp").iterdir()) == []
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
