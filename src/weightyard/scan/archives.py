@@ -7,7 +7,9 @@ import io
 import mmap
 import posixpath
 import stat
+import struct
 import tarfile
+import zlib
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -63,7 +65,7 @@ def _zip_kind(names: list[str]) -> str:
 def scan_zip(ctx: Context, data: Data, name: str, where: str) -> tuple[str, list[Finding]]:
     try:
         listing = list_members(data, where, ctx.budget)
-    except ZipFormatError as exc:
+    except (ZipFormatError, struct.error, IndexError) as exc:
         return "zip", [Finding("zip.corrupt", Severity.ERROR, where, "", f"unreadable zip: {exc}")]
     names = [m.name for m in listing.members if not m.hidden]
     kind = _zip_kind(names)
@@ -115,6 +117,8 @@ def _scan_member(ctx: Context, data: Data, m: Member, kind: str, where: str) -> 
         return findings + _scan_torch_record(ctx, data, m, loc)
     try:
         content = read_member(data, m, ctx.budget)
+    except (ZipFormatError, zlib.error, OSError, EOFError) as exc:
+        return [*findings, Finding("archive.unreadable-member", Severity.ERROR, loc, m.name, str(exc))]
     except LimitExceeded as exc:
         if (
             exc.rule == "limit.member-size"
@@ -144,7 +148,10 @@ def _scan_torch_record(ctx: Context, data: Data, m: Member, loc: str) -> list[Fi
                 "torch.torchscript", Severity.INFO, loc, m.name, "TorchScript code, compiled by torch.jit"
             )
         ]
-    head = read_member(data, m, ctx.budget, limit=_RECORD_PEEK)
+    try:
+        head = read_member(data, m, ctx.budget, limit=_RECORD_PEEK)
+    except (ZipFormatError, zlib.error) as exc:
+        return [Finding("archive.unreadable-member", Severity.ERROR, loc, m.name, str(exc))]
     if not looks_like_pickle(head[:2]):
         return []
     result = walk(head, loc, ctx.budget, lambda content, where: [], tolerant_imports=True)

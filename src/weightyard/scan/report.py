@@ -95,17 +95,6 @@ class Report:
     def __post_init__(self) -> None:
         object.__setattr__(self, "verdict", verdict_of(self.findings))
 
-    def with_findings(self, extra: Iterable[Finding]) -> Report:
-        """A copy with more findings, used to attach cross-file findings to the file holding a reference."""
-        return Report(
-            name=self.name,
-            format=self.format,
-            findings=self.findings + tuple(extra),
-            references=self.references,
-            size=self.size,
-            scanner_version=self.scanner_version,
-        )
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

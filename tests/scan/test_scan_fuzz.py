@@ -1,0 +1,109 @@
+"""Property-based fuzzing of every parser: mutated and random inputs end in a verdict, never an exception.
+
+The budget is bounded (a few hundred examples in all) so the suite stays fast; the per-example deadline
+only guards against a hang."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from datetime import timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tests.scan.scan_corpus import (
+    CHAT_TEMPLATE,
+    OS_SYSTEM,
+    ZipEntry,
+    _safetensors,
+    _tar,
+    _tinfo,
+    gguf,
+    h5_bytes,
+    keras_config,
+    make_zip,
+    onnx_model,
+    saved_model,
+)
+
+from weightyard.scan import Limits, Verdict, scan_file
+
+LIMITS = Limits(seconds=20, member_bytes=8 << 20, decompressed_bytes=32 << 20)
+FUZZ = settings(
+    max_examples=120,
+    deadline=timedelta(seconds=10),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    derandomize=True,
+)
+
+
+def _seeds() -> list[bytes]:
+    npy_header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }"
+    npy_header += " " * (-(len(npy_header) + 11) % 64) + "\n"
+    npy = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(npy_header)) + npy_header.encode() + b"\x00" * 8
+    return [
+        OS_SYSTEM,
+        make_zip([ZipEntry("archive/data.pkl", OS_SYSTEM), ZipEntry("archive/data/0", b"\x80\x02\x00" * 4)]),
+        make_zip([ZipEntry("arr_0.npy", npy, method=8)]),
+        _safetensors({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\x00" * 8),
+        gguf({"general.architecture": "llama", "tokenizer.chat_template": CHAT_TEMPLATE}),
+        npy,
+        onnx_model([("MatMul", "")], {"location": "w.bin"}),
+        saved_model(["ReadFile", "SaveV2"], ("PyFunc",)),
+        h5_bytes({"model_config": json.dumps(keras_config())}),
+        _tar([(_tinfo("a/pickle"), OS_SYSTEM)]),
+        json.dumps({"auto_map": {"AutoModel": "a--b.C"}, "chat_template": CHAT_TEMPLATE}).encode(),
+    ]
+
+
+SEEDS = _seeds()
+
+
+def _assert_clean(data: bytes) -> None:
+    report = scan_file(io.BytesIO(data), "fuzz.bin", limits=LIMITS)
+    assert report.verdict in set(Verdict)
+    report.to_dict()
+
+
+@FUZZ
+@given(
+    seed=st.sampled_from(SEEDS),
+    flips=st.lists(st.tuples(st.integers(min_value=0), st.integers(min_value=0, max_value=255)), max_size=8),
+    cut=st.one_of(st.none(), st.integers(min_value=0)),
+)
+def test_mutated_model_files_end_in_a_verdict_never_an_exception(
+    seed: bytes, flips: list[tuple[int, int]], cut: int | None
+) -> None:
+    data = bytearray(seed)
+    for position, value in flips:
+        data[position % len(data)] = value
+    if cut is not None:
+        del data[cut % (len(data) + 1) :]
+    _assert_clean(bytes(data))
+
+
+MAGICS = [
+    b"PK\x03\x04",
+    b"GGUF\x03\x00\x00\x00",
+    b"\x93NUMPY\x01\x00",
+    b"\x89HDF\r\n\x1a\n",
+    b"\x80\x04",
+    b"\x1f\x8b",
+    b"\x08\x07\x12",
+    b"{",
+    b"",
+    b"\x10\x00\x00\x00\x00\x00\x00\x00{",
+]
+
+
+@FUZZ
+@given(prefix=st.sampled_from(MAGICS), body=st.binary(max_size=512))
+def test_random_bytes_behind_a_format_magic_end_in_a_verdict(prefix: bytes, body: bytes) -> None:
+    _assert_clean(prefix + body)
+
+
+@settings(max_examples=60, deadline=timedelta(seconds=10), derandomize=True)
+@given(template=st.text(alphabet=st.sampled_from(list("{}%#()[]|.'_ abcx~=")), max_size=80))
+def test_arbitrary_chat_templates_end_in_a_verdict(template: str) -> None:
+    _assert_clean(json.dumps({"chat_template": template}).encode())
