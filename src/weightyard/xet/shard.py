@@ -38,7 +38,6 @@ RECORD_LEN = 48
 MAX_SHARD_LEN = 64 * 1024 * 1024
 FLAG_VERIFICATION = 1 << 31
 FLAG_METADATA_EXT = 1 << 30
-CHUNK_FLAG_GLOBAL_DEDUP = 1 << 31
 NO_EXPIRY = (1 << 64) - 1
 
 _HEADER = struct.Struct("<32sQQ")
@@ -112,6 +111,8 @@ class ShardFooter:
 
 @dataclass(frozen=True, slots=True)
 class Shard:
+    """A parsed (or to-be-serialized) shard; `footer` is None for the upload form."""
+
     files: tuple[ShardFile, ...]
     xorbs: tuple[ShardXorb, ...]
     footer: ShardFooter | None = None
