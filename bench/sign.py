@@ -81,29 +81,30 @@ def warm(folder: Path) -> None:
                     pass
 
 
-def median_seconds(
-    action: Callable[[], object], runs: int, before: Callable[[], None] | None = None
-) -> float:
-    times = []
+def alternating_medians(
+    actions: list[Callable[[], object]], runs: int, before: Callable[[], None] | None = None
+) -> list[float]:
+    """Median seconds of several actions timed in turns, so that all see the same load on a shared machine."""
+    times: list[list[float]] = [[] for _ in actions]
     for _ in range(runs):
-        if before is not None:
-            before()
-        start = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for action, spent in zip(actions, times, strict=True):
+            if before is not None:
+                before()
+            start = time.perf_counter()
+            action()
+            spent.append(time.perf_counter() - start)
+    return [statistics.median(spent) for spent in times]
 
 
-def sha256_limit_gbps(folder: Path, runs: int) -> float:
+def in_memory_hasher(folder: Path) -> Callable[[], None]:
     """hashlib sha256 over the model's bytes held in memory: the CPU limit, with no I/O at all."""
     data = [path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()]
-    total = sum(len(chunk) for chunk in data)
 
     def hash_all() -> None:
         for chunk in data:
             hashlib.sha256(chunk).digest()
 
-    return total / median_seconds(hash_all, runs) / 1e9
+    return hash_all
 
 
 def run_checked(*command: str | Path) -> None:
@@ -157,39 +158,33 @@ def main() -> None:
         # The machines are shared: the load average tells a reader how quiet the run was.
         print(f"model: {size / MIB:.0f} MiB in {len(digests)} files; medians of {options.runs} runs")
         print(f"load average at start: {os.getloadavg()[0]:.2f}")
-        limit = sha256_limit_gbps(model, options.runs)
-        ours_sign = median_seconds(sign_from_digests, max(options.runs, 20))
         warm(model)
-        theirs_sign = median_seconds(model_signing_sign, options.runs)
+        ours_sign, theirs_sign = alternating_medians([sign_from_digests, model_signing_sign], options.runs)
         signature.write_bytes(sign_from_digests())
-        warm(model)
-        ours_verify = median_seconds(weightyard_verify, options.runs)
-        theirs_verify = median_seconds(model_signing_verify, options.runs)
+        limit_seconds, ours_verify, theirs_verify = alternating_medians(
+            [in_memory_hasher(model), weightyard_verify, model_signing_verify], options.runs
+        )
+        ours_cold, theirs_cold = alternating_medians(
+            [weightyard_verify, model_signing_verify], options.runs, cold
+        )
+        (startup,) = alternating_medians([lambda: run_checked(model_signing, "--version")], options.runs)
         rows = [
+            ("sha256 limit (hashlib, bytes in memory)", limit_seconds, size),
             ("sign: Weightyard from stored digests", ours_sign, 0),
             ("sign: model_signing sign key (cached)", theirs_sign, size),
             ("verify: Weightyard (cached)", ours_verify, size),
             ("verify: model_signing verify key (cached)", theirs_verify, size),
-            ("verify: Weightyard (cold)", median_seconds(weightyard_verify, options.runs, cold), size),
-            (
-                "verify: model_signing verify key (cold)",
-                median_seconds(model_signing_verify, options.runs, cold),
-                size,
-            ),
-            (
-                "model_signing start-up alone (--version)",
-                median_seconds(lambda: run_checked(model_signing, "--version"), options.runs),
-                0,
-            ),
+            ("verify: Weightyard (cold)", ours_cold, size),
+            ("verify: model_signing verify key (cold)", theirs_cold, size),
+            ("model_signing start-up alone (--version)", startup, 0),
         ]
 
-        print(f"{'sha256 limit (hashlib, bytes in memory)':<46} {'':>11} {limit:6.2f} GB/s")
         for label, seconds, moved in rows:
             rate = f"{moved / seconds / 1e9:6.2f} GB/s" if moved else ""
             print(f"{label:<46} {seconds * 1000:8.2f} ms {rate}")
         print(f"load average at end: {os.getloadavg()[0]:.2f}")
         print(f"ratio sign: model_signing / Weightyard = {theirs_sign / ours_sign:,.0f}x")
-        print(f"ratio verify (cached): Weightyard / sha256 limit = {size / ours_verify / 1e9 / limit:.2f}")
+        print(f"ratio verify (cached): Weightyard / sha256 limit = {limit_seconds / ours_verify:.2f}")
         print(f"ratio verify (cached): model_signing / Weightyard = {theirs_verify / ours_verify:.2f}x")
 
 
