@@ -1118,7 +1118,7 @@ def build(root: Path) -> list[Sample]:
     )
     put(
         "gguf/string_overflow.gguf",
-        b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1 << 62) + b"key",
+        b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1 << 62) + b"key" + b"\x00" * 16,
         True,
         "unsafe",
         "string length overflow",
