@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from weightyard.xet.errors import (
@@ -87,6 +87,8 @@ class Reconstruction:
     terms: tuple[PlannedTerm, ...]
     fetch: dict[bytes, tuple[FetchRange, ...]]
     """Per xorb, in order of first use: merged chunk ranges, sorted."""
+    tables: dict[bytes, XorbInfo] = field(repr=False, compare=False)
+    """The chunk tables the plan was made from."""
 
     def to_v1(self, sign: UrlSigner) -> dict[str, Any]:
         """The JSON body of `GET /v1/reconstructions/{file}`: one URL per fetch range."""
@@ -139,8 +141,7 @@ class Reconstruction:
         ]
 
 
-def _term_chunks(term: FileTerm, lookup: XorbLookup) -> XorbInfo:
-    stored = stored_xorb(lookup, term.xorb_hash, "a file term")
+def _check_term(term: FileTerm, stored: XorbInfo) -> None:
     if not 0 <= term.chunk_start < term.chunk_end <= len(stored.chunks):
         raise ShardVerificationError(
             f"a file term names chunks [{term.chunk_start}, {term.chunk_end}) of xorb "
@@ -148,7 +149,6 @@ def _term_chunks(term: FileTerm, lookup: XorbLookup) -> XorbInfo:
         )
     if term.unpacked_len != sum(c.length for c in stored.chunks[term.chunk_start : term.chunk_end]):
         raise ShardVerificationError("a file term's length does not match the chunks it names")
-    return stored
 
 
 def file_size(terms: Sequence[FileTerm]) -> int:
@@ -175,7 +175,10 @@ def plan_reconstruction(
         if term_end <= start:
             position = term_end
             continue
-        stored = tables.setdefault(term.xorb_hash, _term_chunks(term, lookup))
+        stored = tables.get(term.xorb_hash)
+        if stored is None:
+            stored = tables[term.xorb_hash] = stored_xorb(lookup, term.xorb_hash, "a file term")
+        _check_term(term, stored)
         first = term.chunk_start
         while position + stored.chunks[first].length <= start:
             position += stored.chunks[first].length
@@ -190,7 +193,7 @@ def plan_reconstruction(
         wanted.setdefault(term.xorb_hash, []).append((first, last))
         position = term_end
     fetch = {xorb: _merged_fetch_ranges(ranges, tables[xorb]) for xorb, ranges in wanted.items()}
-    return Reconstruction(start, end, offset_into_first, tuple(planned), fetch)
+    return Reconstruction(start, end, offset_into_first, tuple(planned), fetch, tables)
 
 
 def _merged_fetch_ranges(ranges: list[tuple[int, int]], stored: XorbInfo) -> tuple[FetchRange, ...]:
@@ -228,9 +231,7 @@ def iter_file_bytes(
     skip = plan.offset_into_first_range
     remaining = plan.end - plan.start
     for term in plan.terms:
-        stored = lookup(term.xorb_hash)
-        assert stored is not None, "planned terms name stored xorbs"
-        for piece in _read_term(stored, term, read, verify=verify):
+        for piece in _read_term(plan.tables[term.xorb_hash], term, read, verify=verify):
             if skip:
                 drop = min(skip, len(piece))
                 piece, skip = piece[drop:], skip - drop
