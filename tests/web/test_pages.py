@@ -470,9 +470,10 @@ def test_api_and_download_routes_are_not_shadowed_by_pages(demo: LocalHub) -> No
     assert listing.json()[0]["id"] == "acme/tiny-minilm"
     download = demo.client.get("/acme/tiny-minilm/resolve/main/config.json")
     assert download.content == b'{"hidden_size": 4}\n'
-    missing = demo.client.get("/api/nothing")
-    assert missing.status_code == 404
-    assert missing.headers["content-type"] == "application/json"
+    for url in ("/api/nothing", "/api/some/thing"):
+        missing = demo.client.get(url)
+        assert missing.status_code == 404
+        assert missing.headers["content-type"] == "application/json"
 
 
 def test_static_files_are_served_and_nothing_else_from_the_folder(local: LocalHub) -> None:

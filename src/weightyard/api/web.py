@@ -749,6 +749,8 @@ def sign_in_page(request: Request, viewer: Principal | None, segments: list[str]
 
 
 def _wants_json(request: Request) -> bool:
+    if request.url.path.startswith("/api/"):
+        return True  # an API URL no API route took is an API error, not a page
     accept = request.headers.get("accept", "")
     return "application/json" in accept and "text/html" not in accept
 

@@ -8,7 +8,7 @@ document.querySelectorAll("pre[data-copy]").forEach((pre) => {
   button.textContent = "Copy";
   button.setAttribute("aria-label", "Copy snippet");
   button.addEventListener("click", async () => {
-    await navigator.clipboard.writeText(pre.innerText.replace(/\nCopy$/, ""));
+    await navigator.clipboard.writeText(pre.querySelector("code").textContent);
     button.textContent = "Copied";
     setTimeout(() => { button.textContent = "Copy"; }, 1500);
   });
