@@ -223,5 +223,4 @@ def chunk_file(stream: Iterable[bytes | bytearray | memoryview]) -> ChunkedFile:
     for chunk in iter_chunks(stream):
         spans.append(ChunkSpan(offset, len(chunk), chunk_hash(chunk)))
         offset += len(chunk)
-    refs = [(span.hash, span.length) for span in spans]
-    return ChunkedFile(file_hash(refs), offset, tuple(spans))
+    return ChunkedFile(file_hash((span.hash, span.length) for span in spans), offset, tuple(spans))

@@ -17,7 +17,7 @@ import lz4.frame  # type: ignore[import-untyped]
 import numpy as np
 
 from weightyard.xet.errors import ChunkDecompressionError, InvalidXorb, XorbHashMismatch, XorbTooLarge
-from weightyard.xet.hashes import HASH_LEN, ChunkRef, chunk_hash, hash_to_string, xorb_hash
+from weightyard.xet.hashes import HASH_LEN, chunk_hash, hash_to_string, xorb_hash
 
 CHUNK_HEADER_LEN = 8
 CHUNK_FORMAT_VERSION = 0
@@ -80,10 +80,6 @@ class XorbInfo:
     def raw_len(self) -> int:
         last = self.chunks[-1]
         return last.raw_offset + last.length
-
-    def chunk_refs(self) -> list[ChunkRef]:
-        """The `(hash, length)` pairs of its chunks, as the Merkle tree and shards use them."""
-        return [(chunk.hash, chunk.length) for chunk in self.chunks]
 
 
 def byte_group(data: bytes) -> bytes:
