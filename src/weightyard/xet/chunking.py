@@ -95,8 +95,11 @@ GEAR_TABLE = np.array(GEAR_TABLE_VALUES, dtype=np.uint64)
 _WINDOW = 64
 # A cut happens where `h & 0xFFFF_0000_0000_0000 == 0`, i.e. where `h` is below 2**48.
 _MATCH_BELOW = 1 << (64 - (TARGET_CHUNK_SIZE - 1).bit_length())
-# Feeding numpy at most this much at once bounds the temporary arrays (8 bytes per input byte, twice).
+# Input is taken in blocks of this size, which bounds the buffer at one chunk plus one block.
 _BLOCK_SIZE = 1 << 20
+# Hashing in small slices keeps numpy's temporaries (8 bytes per input byte) in cache: in interleaved runs
+# here, 64 KiB slices chunked about twice as fast as 1 MiB ones.
+_HASH_BLOCK_SIZE = 64 * 1024
 # Cuts are tested from the byte that completes a minimum-size chunk on. The client skips hashing most of
 # those first bytes, but the hash only depends on the last 64 bytes, so it sees the same window sum here.
 _FIRST_CUT_INDEX = MIN_CHUNK_SIZE - 1
@@ -172,14 +175,15 @@ class Chunker:
 
     def _full_window_matches(self, first: int, size: int) -> npt.NDArray[np.intp]:
         """Buffer offsets in [first, size) where the full-window gear hash satisfies the cut mask."""
-        if size <= first:
-            return np.empty(0, dtype=np.intp)
-        data = np.frombuffer(
-            self._buffer, dtype=np.uint8, count=size - first + _WINDOW - 1, offset=first - _WINDOW + 1
-        )
-        hashes = _window_hashes(data)
+        found = [np.empty(0, dtype=np.intp)]
+        # The numpy view pins the buffer (it cannot be resized while the view exists), so it lives only here.
+        data = np.frombuffer(self._buffer, dtype=np.uint8)
+        for start in range(first, size, _HASH_BLOCK_SIZE):
+            stop = min(start + _HASH_BLOCK_SIZE, size)
+            hashes = _window_hashes(data[start - _WINDOW + 1 : stop])
+            found.append(np.flatnonzero(hashes < np.uint64(_MATCH_BELOW)) + start)
         del data
-        return np.flatnonzero(hashes < np.uint64(_MATCH_BELOW)) + first
+        return np.concatenate(found)
 
 
 def iter_chunks(stream: Iterable[bytes | bytearray | memoryview]) -> Iterator[bytes]:
