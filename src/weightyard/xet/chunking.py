@@ -154,12 +154,10 @@ class Chunker:
         size = len(buffer)
         matches = self._full_window_matches(max(self._scanned, _WINDOW - 1), size)
         start = 0
-        while True:
-            end = self._chunk_end(start, size, matches)
-            if end is None:
-                break
-            out.append(bytes(buffer[start:end]))
-            start = end
+        with memoryview(buffer) as view:
+            while (end := self._chunk_end(start, size, matches)) is not None:
+                out.append(bytes(view[start:end]))
+                start = end
         del buffer[:start]
         self._scanned = size - start
 
