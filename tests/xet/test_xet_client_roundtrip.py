@@ -146,3 +146,28 @@ def test_client_shard_with_a_forged_verification_entry_is_rejected(
     forged = parse_shard(serialize_shard(Shard((forged_entry,), shard.xorbs)))
     with pytest.raises(ShardVerificationError, match="verification hash"):
         verify_shard(forged, cas.state.xorbs.get)
+
+
+def test_client_commit_with_an_empty_and_a_one_byte_file_is_accepted(
+    session: hf_xet.XetSession, cas: CasStub
+) -> None:
+    with session.new_upload_commit(token_refresh_url=cas.url + "/token") as commit:
+        empty = commit.start_upload_bytes(b"")
+        tiny = commit.start_upload_bytes(b"x")
+    assert cas.state.rejections == []
+    assert string_to_hash(empty.result().xet_info.hash) == bytes(32)
+    assert cas.state.files[bytes(32)].size == 0
+    assert cas.state.files[string_to_hash(tiny.result().xet_info.hash)].size == 1
+
+
+def test_client_cold_cache_reupload_without_dedup_re_describes_stored_xorbs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, session: hf_xet.XetSession, cas: CasStub
+) -> None:
+    cas.state.global_dedup = False
+    first = upload(session, cas, CONTENT)
+    monkeypatch.setenv("HF_XET_CACHE", str(tmp_path / "another-machine"))
+    second = upload(hf_xet.XetSession(), cas, CONTENT)
+    assert first == second
+    assert cas.state.rejections == []
+    assert len(cas.state.shard_bodies) == 2
+    assert parse_shard(cas.state.shard_bodies[1]).xorbs

@@ -219,7 +219,16 @@ def test_file_without_verification_or_sha256_is_rejected(field: str) -> None:
 
 def test_file_without_terms_is_rejected() -> None:
     with pytest.raises(ShardVerificationError, match="no term"):
-        _verify_file(ShardFile(b"\x01" * 32, (), (), b"\x02" * 32))
+        _verify_file(ShardFile(b"\x01" * 32, (), (), hashlib.sha256(b"").digest()))
+
+
+def test_empty_file_is_accepted_with_the_zero_hash_and_the_empty_sha256() -> None:
+    _verify_file(ShardFile(bytes(32), (), (), hashlib.sha256(b"").digest()))
+
+
+def test_empty_file_with_another_files_sha256_is_rejected() -> None:
+    with pytest.raises(ShardVerificationError, match="sha256"):
+        _verify_file(ShardFile(bytes(32), (), (), hashlib.sha256(b"secret").digest()))
 
 
 def _poisoned(block: ShardXorb) -> None:

@@ -161,6 +161,8 @@ def _handler_for(state: CasState, stub: CasStub) -> type[BaseHTTPRequestHandler]
             state.shard_bodies.append(body)
             for entry in shard.files:
                 state.files[entry.file_hash] = entry
+                if not entry.terms:
+                    continue
                 first = entry.terms[0]
                 first_chunk = state.xorbs[first.xorb_hash].chunks[first.chunk_start].hash
                 state.dedup_index[first_chunk] = first.xorb_hash

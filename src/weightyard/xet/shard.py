@@ -11,12 +11,14 @@ and verification hashes that prove the uploader knew the chunk hashes of every r
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from weightyard.xet.errors import InvalidShard, ShardTooLarge, ShardVerificationError, UnknownXorb
 from weightyard.xet.hashes import (
+    EMPTY_FILE_HASH,
     HASH_LEN,
     file_hash,
     hash_sort_key,
@@ -39,6 +41,7 @@ MAX_SHARD_LEN = 64 * 1024 * 1024
 FLAG_VERIFICATION = 1 << 31
 FLAG_METADATA_EXT = 1 << 30
 NO_EXPIRY = (1 << 64) - 1
+EMPTY_SHA256 = hashlib.sha256(b"").digest()
 
 _HEADER = struct.Struct("<32sQQ")
 _FILE_HEADER = struct.Struct("<32sII8x")
@@ -351,7 +354,12 @@ def _verify_file(entry: ShardFile, lookup: XorbLookup) -> None:
     if entry.verification is None or entry.sha256 is None:
         raise ShardVerificationError(f"file {name} lacks its verification entries or its sha256")
     if not entry.terms:
-        raise ShardVerificationError(f"file {name} has no term")
+        # The client registers empty files too: no terms, the zero hash, and a sha256 we can check ourselves.
+        if entry.file_hash != EMPTY_FILE_HASH:
+            raise ShardVerificationError(f"file {name} has no term")
+        if entry.sha256 != EMPTY_SHA256:
+            raise ShardVerificationError("the empty file is registered with the sha256 of other content")
+        return
     refs = []
     for index, (term, claimed) in enumerate(zip(entry.terms, entry.verification, strict=True)):
         where = f"term {index} of file {name}"
