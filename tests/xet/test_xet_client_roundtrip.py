@@ -171,3 +171,25 @@ def test_client_cold_cache_reupload_without_dedup_re_describes_stored_xorbs(
     assert cas.state.rejections == []
     assert len(cas.state.shard_bodies) == 2
     assert parse_shard(cas.state.shard_bodies[1]).xorbs
+
+
+def test_multi_file_commit_over_64_mib_is_split_into_xorbs_we_accept_and_serve(
+    tmp_path: Path, session: hf_xet.XetSession, cas: CasStub
+) -> None:
+    big = random.Random(12).randbytes(65 << 20)
+    files = [big, CONTENT, big[: 5 << 20] + b"tail"]
+    with session.new_upload_commit(token_refresh_url=cas.url + "/token") as commit:
+        handles = [commit.start_upload_bytes(data) for data in files]
+    assert cas.state.rejections == []
+    assert len(cas.state.xorbs) >= 2
+    fullest = max(cas.state.xorbs.values(), key=lambda info: info.raw_len)
+    assert fullest.raw_len > 60 << 20
+    assert len(cas.state.xorb_bodies[fullest.hash]) > fullest.raw_len
+    (shard,) = [parse_shard(body) for body in cas.state.shard_bodies]
+    assert len(shard.files) == 3
+    with session.new_file_download_group(token_refresh_url=cas.url + "/token") as group:
+        for index, (data, handle) in enumerate(zip(files, handles, strict=True)):
+            info = hf_xet.XetFileInfo(handle.result().xet_info.hash, len(data))
+            group.start_download_file(info, str(tmp_path / f"file{index}"))
+    for index, data in enumerate(files):
+        assert (tmp_path / f"file{index}").read_bytes() == data
