@@ -714,6 +714,34 @@ def _torch_zip_with(data_pkl: bytes) -> bytes:
     return make_zip([ZipEntry(n, data_pkl if n.endswith("/data.pkl") else d) for n, d in members])
 
 
+def torch_tensor_pickle(numel: int, offset: int, sizes: tuple[int, ...], strides: tuple[int, ...]) -> bytes:
+    """data.pkl of a one-tensor state dict, as torch.save writes it, with the storage geometry given."""
+    pid = MARK + s("storage") + glob("torch", "FloatStorage") + s("0") + s("cpu") + i(numel) + TUPLE + b"Q"
+    dims = MARK + b"".join(i(d) for d in sizes) + TUPLE
+    steps = MARK + b"".join(i(d) for d in strides) + TUPLE
+    tensor = call(
+        glob("torch._utils", "_rebuild_tensor_v2"),
+        pid,
+        i(offset),
+        dims,
+        steps,
+        b"\x89",
+        call(glob("collections", "OrderedDict")),
+    )
+    return proto(2) + EMPTY_DICT + s("w") + tensor + b"s" + STOP
+
+
+def torch_zip_with_storage(data_pkl: bytes, record: bytes) -> bytes:
+    return make_zip(
+        [
+            ZipEntry("archive/data.pkl", data_pkl),
+            ZipEntry("archive/byteorder", b"little"),
+            ZipEntry("archive/data/0", record),
+            ZipEntry("archive/version", b"3\n"),
+        ]
+    )
+
+
 def _numpy_files() -> dict[str, bytes]:
     import numpy as np
 
@@ -1007,6 +1035,20 @@ def build(root: Path) -> list[Sample]:
         True,
         "unsafe",
         "_load_from_bytes of a payload archive",
+    )
+    put(
+        "torch/storage_size_mismatch.pt",
+        torch_zip_with_storage(torch_tensor_pickle(1 << 20, 0, (1 << 20,), (1,)), b"\x00" * 8),
+        True,
+        "unsafe",
+        "storage larger than its record (CVE-2026-24747 class)",
+    )
+    put(
+        "torch/view_out_of_bounds.pt",
+        torch_zip_with_storage(torch_tensor_pickle(2, 0, (1000,), (1,)), b"\x00" * 8),
+        True,
+        "unsafe",
+        "tensor view past its storage",
     )
     magic = (
         pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)
@@ -1341,6 +1383,13 @@ def build(root: Path) -> list[Sample]:
         put(f"benign/torch/{name}", data, False, "safe", "torch.save output")
     for name, data in _numpy_files().items():
         put(f"benign/numpy/{name}", data, False, "safe", "numpy output")
+    put(
+        "benign/torch/strided_view.pt",
+        torch_zip_with_storage(torch_tensor_pickle(8, 2, (2, 3), (3, 1)), b"\x00" * 32),
+        False,
+        "safe",
+        "tensor view inside its storage",
+    )
     for name, data in _sklearn_files().items():
         put(f"benign/sklearn/{name}", data, False, "safe", "scikit-learn model")
     for name, data in _safetensors_files().items():

@@ -81,8 +81,18 @@ def scan_zip(ctx: Context, data: Data, name: str, where: str) -> tuple[str, list
                     f"{count} members share this name; libtorch reads the first, Python's zipfile the last",
                 )
             )
-    for member in listing.members:
-        findings += _scan_member(ctx, data, member, kind, where)
+    outer_records = ctx.torch_records
+    if kind == "pytorch-zip":
+        ctx.torch_records = {
+            m.name.rsplit("/data/", 1)[1]: m.size
+            for m in listing.members
+            if "/data/" in m.name and not m.hidden
+        }
+    try:
+        for member in listing.members:
+            findings += _scan_member(ctx, data, member, kind, where)
+    finally:
+        ctx.torch_records = outer_records
     return kind, findings
 
 

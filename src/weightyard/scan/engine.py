@@ -32,6 +32,8 @@ class Context:
     budget: Budget
     depth: int = 0
     references: list[Reference] = field(default_factory=list)
+    # Byte sizes of the storage records of the PyTorch archive being scanned, keyed by storage key.
+    torch_records: dict[str, int] | None = None
 
     def scan_nested(self, data: Data, name: str, where: str) -> tuple[str, list[Finding]]:
         """Scan content found inside another file (archive member, decompressed stream, nested pickle)."""

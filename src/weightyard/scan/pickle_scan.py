@@ -24,6 +24,9 @@ PROTO = 0x80
 _JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
 _GETATTR = "builtins.getattr"
 _CODECS_ENCODE = "_codecs.encode"
+_REBUILD_TENSOR = frozenset(
+    {"torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor_v3"}
+)
 # Protocol 2 spells bytes as _codecs.encode(text, "latin1"); folding it lets nested payloads be scanned.
 _FOLDABLE_CODECS = frozenset({"latin1", "latin-1", "iso-8859-1", "utf-8", "utf8", "ascii"})
 _MAX_DECODED_LONG = 4096
@@ -88,6 +91,19 @@ class PickleError(Exception):
         self.message = message
 
 
+@dataclass(frozen=True)
+class TensorView:
+    """A tensor that torch's rebuild functions would lay over a storage record of a checkpoint."""
+
+    key: str
+    storage_type: str
+    numel: int
+    offset: int
+    sizes: tuple[int, ...]
+    strides: tuple[int, ...]
+    location: str
+
+
 @dataclass
 class WalkResult:
     findings: list[Finding] = field(default_factory=list)
@@ -97,6 +113,7 @@ class WalkResult:
     root: _Value | None = None
     protocol: int = 0
     globals_seen: list[str] = field(default_factory=list)
+    tensor_views: list[TensorView] = field(default_factory=list)
 
 
 def _int_text(raw: bytes) -> object:
@@ -216,6 +233,8 @@ class PickleWalker:
                 self._scan_nested_argument(callee, args, offset)
             if callee.full == _CODECS_ENCODE:
                 return _fold_encode(args)
+            if callee.full in _REBUILD_TENSOR:
+                self._record_view(args, offset)
         else:
             self._add(
                 "pickle.computed-callable",
@@ -225,6 +244,39 @@ class PickleWalker:
                 "calls a value that is not a plain import",
             )
         return Obj(callee, args)
+
+    def _record_view(self, args: _Value, offset: int) -> None:
+        if not isinstance(args, Seq) or len(args.items) < 4:
+            return
+        storage, start, sizes, strides = args.items[:4]
+        pid = storage.args if isinstance(storage, Obj) and isinstance(storage.callee, Unknown) else None
+        if (
+            not isinstance(pid, Seq)
+            or len(pid.items) < 5
+            or not isinstance(sizes, Seq)
+            or not isinstance(strides, Seq)
+        ):
+            return
+        tag, stype, key, _, numel = pid.items[:5]
+        numel_value, start_value = _const_int(numel), _const_int(start)
+        size_list = [_const_int(v) for v in sizes.items]
+        stride_list = [_const_int(v) for v in strides.items]
+        if (
+            not isinstance(tag, Const)
+            or tag.value != "storage"
+            or not isinstance(stype, Ref)
+            or not isinstance(key, Const)
+            or numel_value is None
+            or start_value is None
+        ):
+            return
+        dims = tuple(v for v in size_list if v is not None)
+        steps = tuple(v for v in stride_list if v is not None)
+        if len(dims) == len(size_list) and len(steps) == len(stride_list):
+            view = TensorView(
+                str(key.value), stype.qualname, numel_value, start_value, dims, steps, self._loc(offset)
+            )
+            self.result.tensor_views.append(view)
 
     def _call_getattr(self, ref: Ref, args: _Value, offset: int) -> _Value:
         if isinstance(args, Seq) and len(args.items) == 2:
@@ -381,6 +433,12 @@ class PickleWalker:
                 self.result.end = self.pos
                 self.result.root = self.stack[-1] if self.stack else None
                 return
+
+
+def _const_int(value: _Value) -> int | None:
+    if isinstance(value, Const) and isinstance(value.value, int) and not isinstance(value.value, bool):
+        return value.value
+    return None
 
 
 def _fold_encode(args: _Value) -> _Value:

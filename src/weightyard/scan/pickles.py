@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from weightyard.scan.buffer import Data
-from weightyard.scan.pickle_scan import Const, WalkResult, walk
+from weightyard.scan.pickle_scan import Const, TensorView, WalkResult, walk
 from weightyard.scan.pickle_scan import looks_like_pickle as looks_like_pickle
 from weightyard.scan.report import Finding, Severity
 
@@ -18,11 +18,70 @@ TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PICKLES = 5
 
 
+_ELEMENT_SIZES = {
+    "DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2, "LongStorage": 8,
+    "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1,
+    "ComplexDoubleStorage": 16, "ComplexFloatStorage": 8, "QInt8Storage": 1, "QUInt8Storage": 1,
+    "QInt32Storage": 4, "QUInt4x2Storage": 1, "QUInt2x4Storage": 1, "UntypedStorage": 1,
+}  # fmt: skip
+
+
 def _walk(ctx: Context, data: Data, where: str, start: int, *, tolerant: bool = False) -> WalkResult:
     def scan(content: bytes, nested_where: str) -> list[Finding]:
         return ctx.scan_nested(content, "nested.pkl", nested_where)[1]
 
-    return walk(data, where, ctx.budget, scan, start=start, tolerant_imports=tolerant)
+    result = walk(data, where, ctx.budget, scan, start=start, tolerant_imports=tolerant)
+    if ctx.torch_records is not None and not tolerant:
+        result.findings.extend(_check_views(result.tensor_views, ctx.torch_records))
+    return result
+
+
+def _check_views(views: list[TensorView], records: dict[str, int]) -> list[Finding]:
+    """Tensors must lie inside their storage, and storages inside their records: a mismatch is how
+    memory corruption in the unpickler is reached (CVE-2026-24747)."""
+    findings: list[Finding] = []
+    for view in views:
+        size = records.get(view.key)
+        if size is None:
+            findings.append(
+                Finding(
+                    "torch.missing-record",
+                    Severity.ERROR,
+                    view.location,
+                    view.key,
+                    "storage record is missing",
+                )
+            )
+            continue
+        element = _ELEMENT_SIZES.get(view.storage_type.rsplit(".", 1)[-1], 1)
+        if view.numel < 0 or size < view.numel * element:
+            findings.append(
+                Finding(
+                    "torch.storage-size-mismatch",
+                    Severity.CRITICAL,
+                    view.location,
+                    f"{view.key}: {view.numel} x {element} > {size} bytes",
+                    "storage declares more elements than its record holds",
+                )
+            )
+        if any(d < 0 for d in view.sizes) or any(s < 0 for s in view.strides) or view.offset < 0:
+            extent = -1
+        else:
+            extent = (
+                view.offset + sum((d - 1) * s for d, s in zip(view.sizes, view.strides, strict=False)) + 1
+            )
+            extent = extent if all(view.sizes) else view.offset
+        if extent < 0 or extent > view.numel or len(view.sizes) != len(view.strides):
+            findings.append(
+                Finding(
+                    "torch.view-out-of-bounds",
+                    Severity.CRITICAL,
+                    view.location,
+                    f"{view.key}: offset {view.offset} sizes {list(view.sizes)} strides {list(view.strides)}",
+                    "tensor view reaches outside its storage",
+                )
+            )
+    return findings
 
 
 def _error_finding(result: WalkResult, where: str) -> Finding:
