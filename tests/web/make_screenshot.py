@@ -11,7 +11,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from tests.web.live import DEMO_REPO, launch_browser, start, stop
+from .live import DEMO_REPO, launch_browser, start, stop
 
 VIEWPORT = {"width": 1200, "height": 760}
 

@@ -126,7 +126,13 @@ def test_keyboard_users_can_skip_to_the_content(page: Page) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/", f"/{DEMO_REPO}", f"/{DEMO_REPO}/tree/main", f"/{DEMO_REPO}/blob/main/model.safetensors", "/sign-in"],
+    [
+        "/",
+        f"/{DEMO_REPO}",
+        f"/{DEMO_REPO}/tree/main",
+        f"/{DEMO_REPO}/blob/main/model.safetensors",
+        "/sign-in",
+    ],
 )
 def test_pages_fit_a_phone_width_without_sideways_scrolling(browser: Any, live: LiveHub, path: str) -> None:
     context = browser.new_context(base_url=live.url, viewport={"width": 390, "height": 844})

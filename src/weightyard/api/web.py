@@ -63,6 +63,7 @@ RECENT_COMMITS = 5
 # Listing filters on card metadata, which lives in each repo's README; past this many repos a search index
 # (the later cards/ service) is the way, not more reading.
 MAX_LISTED = 10_000
+LISTING_CACHE = 4096
 SEARCH_LIMIT = 200
 
 # Bounds on what a page reads from an uploaded file: these bytes come from anyone who can push.
@@ -498,9 +499,16 @@ def _load(request: Request, viewer: Principal | None, namespace: str, name: str)
     return hub_of(request).repos.get_repo(viewer, "model", namespace, name)
 
 
+@functools.lru_cache(maxsize=LISTING_CACHE)
+def _facts_at(repos: RepoService, commit: Commit) -> dict[str, Any]:
+    """The card facts of a commit. A commit never changes, so the listing reads and parses each README once
+    per head rather than once per request."""
+    raw = _readme(repos, commit)
+    return _card_facts(raw)[0] if raw is not None else _facts({})
+
+
 def _summary(repos: RepoService, repo: Repo) -> dict[str, Any]:
-    raw = _readme(repos, repos.resolve(repo, "main"))
-    facts, _ = _card_facts(raw) if raw is not None else (_facts({}), None)
+    facts = _facts_at(repos, repos.resolve(repo, "main"))
     return {**_repo_json(repo), "license": facts["license"], "task": facts["task"], "tags": facts["tags"]}
 
 
