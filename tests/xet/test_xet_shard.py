@@ -271,3 +271,17 @@ def test_uploaded_shard_with_keyed_chunk_hashes_is_rejected() -> None:
     keyed = parse_shard(dedup_shard([XORB], hmac_key=b"\x03" * 32, created=1, expiry=2))
     with pytest.raises(ShardVerificationError, match="keyed"):
         verify_shard(keyed, STORED.get)
+
+
+def test_shard_naming_more_chunks_than_the_budget_is_refused_before_hashing() -> None:
+    calls: list[bytes] = []
+
+    def counting_lookup(xorb: bytes) -> XorbInfo | None:
+        calls.append(xorb)
+        return STORED.get(xorb)
+
+    many = Shard(tuple(honest_file() for _ in range(10)), ())
+    verify_shard(many, counting_lookup, max_chunk_refs=10 * 17)
+    assert len(calls) == 2  # one lookup per distinct xorb, however many terms name it
+    with pytest.raises(ShardTooLarge, match="references 170 chunks"):
+        verify_shard(many, counting_lookup, max_chunk_refs=169)

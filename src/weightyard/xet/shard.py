@@ -42,6 +42,8 @@ FLAG_VERIFICATION = 1 << 31
 FLAG_METADATA_EXT = 1 << 30
 NO_EXPIRY = (1 << 64) - 1
 EMPTY_SHA256 = hashlib.sha256(b"").digest()
+# About 1 TiB of file content at the client's 64 KiB mean chunk: a few tens of seconds of verification.
+MAX_CHUNK_REFS = 1 << 24
 
 _HEADER = struct.Struct("<32sQQ")
 _FILE_HEADER = struct.Struct("<32sII8x")
@@ -379,18 +381,30 @@ def _verify_file(entry: ShardFile, lookup: XorbLookup) -> None:
         raise ShardVerificationError(f"file {name}: its terms hash to a different file hash")
 
 
-def verify_shard(shard: Shard, lookup: XorbLookup) -> None:
+def verify_shard(shard: Shard, lookup: XorbLookup, *, max_chunk_refs: int = MAX_CHUNK_REFS) -> None:
     """Check an uploaded shard against the server's chunk tables; raise on the first claim that is false.
 
+    Verification hashes every chunk range the files name, so its cost follows the chunks referenced, not
+    the shard's size: a shard naming more than `max_chunk_refs` chunks in all is refused before any hashing.
     The sha256 of each file cannot be checked from hashes: it stays the uploader's claim until the file is
     reconstructed and hashed.
     """
     if shard.footer is not None and shard.footer.hmac_key != bytes(HASH_LEN):
         raise ShardVerificationError("an uploaded shard must not carry protected (keyed) chunk hashes")
+    referenced = sum(max(0, t.chunk_end - t.chunk_start) for entry in shard.files for t in entry.terms)
+    if referenced > max_chunk_refs:
+        raise ShardTooLarge(f"shard references {referenced} chunks, more than {max_chunk_refs}")
+    known: dict[bytes, XorbInfo | None] = {}
+
+    def cached(xorb: bytes) -> XorbInfo | None:
+        if xorb not in known:
+            known[xorb] = lookup(xorb)
+        return known[xorb]
+
     for block in shard.xorbs:
-        _verify_xorb_block(block, lookup)
+        _verify_xorb_block(block, cached)
     for entry in shard.files:
-        _verify_file(entry, lookup)
+        _verify_file(entry, cached)
 
 
 def file_entry(terms: Sequence[FileTerm], lookup: XorbLookup, sha256: bytes) -> ShardFile:
