@@ -7,6 +7,7 @@ digits, so plain `bytes.hex()` would name a different object.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Sequence
 
 import blake3
@@ -29,6 +30,8 @@ _MAX_GROUP = 9
 # Chunks whose last u64 is a multiple of this are indexed for global deduplication.
 GLOBAL_DEDUP_MODULUS = 1024
 
+_FOUR_U64 = struct.Struct("<4Q")
+
 ChunkRef = tuple[bytes, int]
 """A chunk as the Merkle tree sees it: its 32-byte hash and its uncompressed length."""
 
@@ -41,7 +44,8 @@ def hash_to_string(raw: bytes) -> str:
     """
     if len(raw) != HASH_LEN:
         raise InvalidXetHash(f"a Xet hash is {HASH_LEN} bytes, got {len(raw)}")
-    return "".join(raw[i : i + 8][::-1].hex() for i in range(0, HASH_LEN, 8))
+    first, second, third, fourth = _FOUR_U64.unpack(raw)
+    return f"{first:016x}{second:016x}{third:016x}{fourth:016x}"
 
 
 def string_to_hash(text: str) -> bytes:
@@ -77,7 +81,7 @@ def truncated_hash(raw: bytes) -> int:
 
 def hash_sort_key(raw: bytes) -> tuple[int, int, int, int]:
     """Order hashes as the client does: lexicographically over their four little-endian u64 values."""
-    first, second, third, fourth = (int.from_bytes(raw[i : i + 8], "little") for i in range(0, HASH_LEN, 8))
+    first, second, third, fourth = _FOUR_U64.unpack(raw)
     return first, second, third, fourth
 
 
