@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     multipart_chunk_size: int = 64 * MIB
     # Lifetime of signed LFS upload URLs, in seconds.
     upload_url_ttl: int = 24 * 3600
+    # Abuse limits; 0 turns a limit off. The file limit matches the Hugging Face Hub's 50 GB.
+    max_file_size: int = 50 * 1000**3
+    max_repo_size: int = 0
+    # Requests per minute per token (per client address for anonymous requests), per server process.
+    rate_limit_per_minute: int = 0
 
     @classmethod
     def for_data(cls, data: Path | None) -> Settings:

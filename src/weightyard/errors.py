@@ -54,6 +54,27 @@ class Forbidden(WeightyardError):
     status = 403
 
 
+class GatedRepo(WeightyardError):
+    """The repo is gated and the caller has not been granted access to its files (401 when anonymous)."""
+
+    code = "GatedRepo"
+    status = 403
+
+    def __init__(self, message: str, anonymous: bool = False) -> None:
+        super().__init__(message)
+        if anonymous:
+            self.status = 401
+
+
+class RateLimited(WeightyardError):
+    code = "RateLimited"
+    status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class RepoNotFound(WeightyardError):
     code = "RepoNotFound"
     status = 404

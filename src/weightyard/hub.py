@@ -9,14 +9,13 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from weightyard.auth import TokenService
-from weightyard.auth.tokens import ADMIN_USER
+from weightyard.auth import ADMIN_USER, LOCAL_ADMIN, AccountService, AuditLog, RateLimiter
 from weightyard.config import Settings
 from weightyard.db import create_engine, migrate, tables, transaction
-from weightyard.repos import LfsService, RepoService
+from weightyard.repos import AccessRequests, LfsService, RepoService
 from weightyard.storage import open_blob_store
 
-ADMIN_TOKEN_FILE = "admin-token"
+ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name
 
 
 @dataclass
@@ -24,8 +23,16 @@ class Hub:
     settings: Settings
     engine: sa.Engine
     repos: RepoService
-    tokens: TokenService
+    accounts: AccountService
+    access: AccessRequests
+    audit: AuditLog
     lfs: LfsService
+    limiter: RateLimiter | None
+
+    @property
+    def tokens(self) -> AccountService:
+        """Token authentication lives in the account service; this name is kept for the web pages."""
+        return self.accounts
 
     @classmethod
     def open(cls, settings: Settings) -> Hub:
@@ -48,7 +55,19 @@ class Hub:
             settings.multipart_chunk_size,
             settings.upload_url_ttl,
         )
-        return cls(settings=settings, engine=engine, repos=repos, tokens=TokenService(engine), lfs=lfs)
+        accounts = AccountService(engine)
+        accounts.ensure_admin_user()
+        limiter = RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
+        return cls(
+            settings=settings,
+            engine=engine,
+            repos=repos,
+            accounts=accounts,
+            access=AccessRequests(engine),
+            audit=AuditLog(engine),
+            lfs=lfs,
+            limiter=limiter,
+        )
 
     def admin_token(self) -> str:
         """The bootstrap admin token, created with the `admin` user on first use and kept in the data folder
@@ -56,8 +75,7 @@ class Hub:
         path = Path(self.settings.data) / ADMIN_TOKEN_FILE
         if path.is_file():
             return path.read_text().strip()
-        self.tokens.ensure_user(ADMIN_USER, is_admin=True)
-        secret = self.tokens.create_token(ADMIN_USER, "admin", scope="write")
+        secret = self.accounts.create_token(LOCAL_ADMIN, ADMIN_USER, "admin", scope="write")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secret + "\n")
@@ -67,7 +85,9 @@ class Hub:
 def _url_secret(engine: sa.Engine) -> bytes:
     """The HMAC key of signed upload URLs, shared by every server process through the database."""
     with transaction(engine) as conn:
-        value = conn.execute(sa.select(tables.settings.c.value).where(tables.settings.c.key == "url_secret")).scalar()
+        value = conn.execute(
+            sa.select(tables.settings.c.value).where(tables.settings.c.key == "url_secret")
+        ).scalar()
         if value is None:
             value = secrets.token_hex(32)
             conn.execute(sa.insert(tables.settings).values(key="url_secret", value=value))

@@ -8,8 +8,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from weightyard import __version__
-from weightyard.api import hf, lfs, web
+from weightyard.api import access, admin, hf, lfs, web
 from weightyard.api.common import error_response
+from weightyard.api.limits import RateLimitMiddleware
 from weightyard.errors import BadRequest, NotFound, WeightyardError
 from weightyard.hub import Hub
 
@@ -47,6 +48,10 @@ def create_app(hub: Hub) -> FastAPI:
         # json.JSONDecodeError from request.json() and unquote() on bad UTF-8 land here
         return error_response(BadRequest(f"malformed request: {exc}"))
 
+    if hub.limiter is not None:
+        app.add_middleware(RateLimitMiddleware, limiter=hub.limiter)
+    app.include_router(admin.router)
+    app.include_router(access.router)
     app.include_router(lfs.router)
     app.include_router(hf.router)
     app.include_router(web.router)

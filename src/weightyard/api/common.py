@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from weightyard.auth import Principal
-from weightyard.errors import EntryNotFound, InvalidCredentials, WeightyardError
+from weightyard.errors import EntryNotFound, InvalidCredentials, RateLimited, WeightyardError
 from weightyard.hub import Hub
 
 # URL prefix of file routes per repo type, as on the Hugging Face Hub.
@@ -29,6 +29,8 @@ def error_response(exc: WeightyardError) -> JSONResponse:
     }
     if isinstance(exc, EntryNotFound) and exc.commit:
         headers["X-Repo-Commit"] = exc.commit
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after)
     return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
@@ -45,7 +47,8 @@ def principal_of(request: Request) -> Principal | None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise InvalidCredentials("Invalid credentials in Authorization header")
-    return hub_of(request).tokens.authenticate(token.strip())
+    origin = request.client.host if request.client else ""
+    return hub_of(request).accounts.authenticate(token.strip(), origin=origin)
 
 
 async def principal_async(request: Request) -> Principal | None:

@@ -88,6 +88,18 @@ def whoami(request: Request) -> dict[str, Any]:
     principal = principal_of(request)
     if principal is None:
         raise Unauthorized("Authorization header is missing a bearer token")
+    token: dict[str, Any] = {"displayName": principal.token_name, "role": principal.scope}
+    if principal.targets is not None:
+        # The Hub's shape for fine-grained tokens: the role says so, and each scoped entity is listed.
+        token["role"] = "fineGrained"
+        permissions = ["repo.content.read"] + (["repo.write"] if principal.can_write else [])
+        token["fineGrained"] = {
+            "scoped": [
+                {"entity": {"type": "repo" if "/" in target else "namespace", "name": target}, "permissions": permissions}
+                for target in principal.targets
+            ],
+            "global": [],
+        }
     return {
         "type": "user",
         "id": str(principal.user_id),
@@ -95,11 +107,8 @@ def whoami(request: Request) -> dict[str, Any]:
         "fullname": principal.name,
         "email": None,
         "isAdmin": principal.is_admin,
-        "orgs": [],
-        "auth": {
-            "type": "access_token",
-            "accessToken": {"displayName": principal.token_name, "role": principal.scope},
-        },
+        "orgs": [{"name": org, "roleInOrg": role} for org, role in sorted(principal.orgs.items())],
+        "auth": {"type": "access_token", "accessToken": token},
     }
 
 
@@ -151,7 +160,7 @@ def repo_info(request: Request, repo: Repo, commit: Commit, blobs: bool = False)
         "lastModified": iso(repo.updated_at),
         "createdAt": iso(repo.created_at),
         "private": repo.private,
-        "gated": False,
+        "gated": repo.gated or False,
         "disabled": False,
         "downloads": repo.downloads,
         "likes": 0,
@@ -375,12 +384,11 @@ async def update_settings(request: Request, plural: str, namespace: str, name: s
         private = payload.get("private")
         if "visibility" in payload:
             private = payload["visibility"] == "private"
-        if payload.get("gated") not in (None, False):
-            raise BadRequest("gated repos are not supported yet")
+        gated = payload.get("gated")
         if private is not None and not isinstance(private, bool):
             raise BadRequest("'private' must be a boolean")
-        updated = hub_of(request).repos.update_settings(principal_of(request), repo, private)
-        return {"private": updated.private}
+        updated = hub_of(request).repos.update_settings(principal_of(request), repo, private, gated)
+        return {"private": updated.private, "gated": updated.gated or False}
 
     return await run_in_threadpool(update)
 
@@ -620,7 +628,7 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 def resolve_file(request: Request, repo_type: str, namespace: str, name: str) -> Response:
     hub = hub_of(request)
-    repo = hub.repos.get_repo(principal_of(request), repo_type, namespace, name)
+    repo = hub.repos.get_repo(principal_of(request), repo_type, namespace, name, Action.DOWNLOAD)
     offset = 4 if repo_type == "model" else 5  # segments before the revision: [prefix,] ns, name, "resolve"
     revision, path_segments = split_revision(raw_segments(request)[offset - 1 :])
     path = "/".join(path_segments)

@@ -1,20 +1,40 @@
-"""Principals, tokens and the one permission check, `can(principal, action, repo)`."""
+"""Principals, accounts, tokens, the audit log, and the one permission check `can(principal, action, repo)`."""
 
-from weightyard.auth.permissions import Action, RepoRef, can, require
-from weightyard.auth.tokens import (
-    TOKEN_PREFIX,
-    Principal,
-    TokenService,
-    hash_secret,
+from weightyard.auth.accounts import ADMIN_USER, TOKEN_PREFIX, AccountService, TokenInfo, User, hash_secret
+from weightyard.auth.audit import AuditEntry, AuditLog
+from weightyard.auth.limits import RateLimiter
+from weightyard.auth.permissions import (
+    Action,
+    RepoRef,
+    access_level,
+    can,
+    can_create_in,
+    require,
+    require_create_in,
+    require_site_admin,
 )
+from weightyard.auth.principal import LOCAL_ADMIN, ROLES, SCOPES, Principal
 
 __all__ = [
+    "ADMIN_USER",
+    "LOCAL_ADMIN",
+    "ROLES",
+    "SCOPES",
     "TOKEN_PREFIX",
+    "AccountService",
     "Action",
+    "AuditEntry",
+    "AuditLog",
     "Principal",
+    "RateLimiter",
     "RepoRef",
-    "TokenService",
+    "TokenInfo",
+    "User",
+    "access_level",
     "can",
+    "can_create_in",
     "hash_secret",
     "require",
+    "require_create_in",
+    "require_site_admin",
 ]

@@ -1,64 +1,122 @@
-"""The one place that decides who may do what to a repo."""
+"""The one place that decides who may do what to a repo or a namespace."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
 
-from weightyard.auth.tokens import Principal
-from weightyard.errors import Forbidden, RepoNotFound, Unauthorized
+from weightyard.auth.principal import Principal
+from weightyard.errors import Forbidden, GatedRepo, RepoNotFound, Unauthorized
+
+_LEVEL = {"read": 1, "write": 2, "admin": 3}
 
 
 class Action(enum.Enum):
+    # see that the repo exists: metadata, tree, refs, history
     READ = "read"
+    # fetch file contents (differs from READ for gated repos)
+    DOWNLOAD = "download"
     WRITE = "write"
-    # create a repo in a namespace, or delete / reconfigure one
+    # delete, change settings, handle access requests
     ADMIN = "admin"
 
 
 @dataclass(frozen=True)
 class RepoRef:
-    """What the permission check needs to know about a repo (or a namespace, for creation)."""
+    """What the permission check needs to know about a repo."""
 
     type: str
     namespace: str
     name: str
     private: bool
+    gated: str | None = None
 
     @property
     def id(self) -> str:
         return f"{self.namespace}/{self.name}"
 
 
-def _is_owner(principal: Principal, repo: RepoRef) -> bool:
-    return principal.is_admin or principal.name == repo.namespace
+def _token_allows(principal: Principal, namespace: str, repo_id: str | None) -> bool:
+    if principal.targets is None:
+        return True
+    return namespace in principal.targets or (repo_id is not None and repo_id in principal.targets)
 
 
-def can(principal: Principal | None, action: Action, repo: RepoRef) -> bool:
-    """Whether `principal` (None when anonymous) may perform `action` on `repo`.
+def _role_level(principal: Principal, namespace: str) -> int:
+    if principal.is_admin or principal.name == namespace:
+        return _LEVEL["admin"]
+    return _LEVEL.get(principal.orgs.get(namespace, ""), 0)
+
+
+def access_level(principal: Principal | None, namespace: str, repo_id: str | None = None) -> int:
+    """0 none, 1 read, 2 write, 3 admin: the user's role in the namespace, capped by the token."""
+    if principal is None or not _token_allows(principal, namespace, repo_id):
+        return 0
+    level = _role_level(principal, namespace)
+    return level if principal.can_write else min(level, _LEVEL["read"])
+
+
+def can(principal: Principal | None, action: Action, repo: RepoRef, gate_passed: bool = False) -> bool:
+    """Whether `principal` (None when anonymous) may perform `action` on `repo`. `gate_passed` says whether
+    the principal's access request to a gated repo was accepted.
 
     Example:
         >>> can(None, Action.READ, RepoRef("model", "alice", "tiny", private=False))
         True
     """
+    level = access_level(principal, repo.namespace, repo.id)
     if action is Action.READ:
-        return not repo.private or (principal is not None and _is_owner(principal, repo))
-    if principal is None or not principal.can_write:
-        return False
-    return _is_owner(principal, repo)
+        return not repo.private or level >= _LEVEL["read"]
+    if action is Action.DOWNLOAD:
+        readable = not repo.private or level >= _LEVEL["read"]
+        return readable and (repo.gated is None or level >= _LEVEL["read"] or gate_passed)
+    if action is Action.WRITE:
+        return level >= _LEVEL["write"]
+    return level >= _LEVEL["admin"]
 
 
-def require(principal: Principal | None, action: Action, repo: RepoRef) -> None:
+def require(principal: Principal | None, action: Action, repo: RepoRef, gate_passed: bool = False) -> None:
     """Raise the error a client should see when `can` says no.
 
     A repo the principal cannot read is reported as missing (404), so its existence does not leak.
     """
-    if can(principal, action, repo):
+    if can(principal, action, repo, gate_passed):
         return
     if not can(principal, Action.READ, repo):
         raise RepoNotFound(f"Repository {repo.id} not found")
+    if action is Action.DOWNLOAD:
+        raise GatedRepo(
+            f"Access to {repo.id} is restricted: request access and wait for it to be granted",
+            anonymous=principal is None,
+        )
     if principal is None:
         raise Unauthorized(f"You must be authenticated to {action.value} {repo.id}")
     if not principal.can_write:
         raise Forbidden(f"Token {principal.token_name!r} has read scope; {action.value} needs write scope")
     raise Forbidden(f"{principal.name} may not {action.value} {repo.id}")
+
+
+def can_create_in(principal: Principal | None, namespace: str, repo_id: str) -> bool:
+    """Whether `principal` may create `repo_id` in `namespace` (its own, or an org where it can write)."""
+    return access_level(principal, namespace, repo_id) >= _LEVEL["write"]
+
+
+def require_create_in(principal: Principal | None, namespace: str, repo_id: str) -> None:
+    if can_create_in(principal, namespace, repo_id):
+        return
+    if principal is None:
+        raise Unauthorized("You must be authenticated to create a repo")
+    if not principal.can_write:
+        raise Forbidden(f"Token {principal.token_name!r} has read scope; creating a repo needs write scope")
+    raise Forbidden(f"{principal.name} may not create repos in {namespace!r}")
+
+
+def can_manage_org(principal: Principal | None, org: str) -> bool:
+    return principal is not None and principal.can_write and _role_level(principal, org) >= _LEVEL["admin"]
+
+
+def require_site_admin(principal: Principal | None) -> None:
+    if principal is None:
+        raise Unauthorized("You must be authenticated")
+    if not (principal.is_admin and principal.can_write and principal.targets is None):
+        raise Forbidden("This needs a site administrator's write token")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from weightyard.cli import accounts as _accounts  # noqa: F401
 from weightyard.cli import hub as _hub  # noqa: F401
 from weightyard.cli import provenance as _provenance  # noqa: F401
 from weightyard.cli import scan as _scan  # noqa: F401

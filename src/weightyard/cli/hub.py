@@ -24,9 +24,6 @@ DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
 # Files that describe a local download, not the model.
 _SKIPPED_DIRS = {".git", ".cache"}
 
-token_app = typer.Typer(help="Manage access tokens.", no_args_is_help=True)
-app.add_typer(token_app, name="token")
-
 EndpointOption = Annotated[
     str | None,
     typer.Option(
@@ -339,31 +336,3 @@ def log(
     for c in commits:
         table.add_row(c["id"][:12], c["date"][:19], ", ".join(c["authors"]), c["title"])
     console.print(table)
-
-
-# ---------------------------------------------------------------------------------------------- tokens
-
-
-@token_app.command("create")
-def token_create(
-    name: Annotated[str, typer.Option("--name", help="A name to recognise the token by.")],
-    scope: Annotated[str, typer.Option(help="read or write.")] = "write",
-    user: Annotated[str, typer.Option(help="The user the token acts as.")] = "admin",
-    expires_in: Annotated[int | None, typer.Option("--expires-in", help="Days until it expires.")] = None,
-    data: Annotated[
-        Path | None, typer.Option(help="Data folder (default: $WEIGHTYARD_DATA or ./.weightyard).")
-    ] = None,
-) -> None:
-    """Create a token and print its secret (shown once). Works on the data folder, without a server."""
-    from weightyard.auth.tokens import ADMIN_USER
-    from weightyard.hub import Hub
-
-    settings = Settings.for_data(data)
-    try:
-        hub = Hub.open(settings)
-        if user == ADMIN_USER:
-            hub.admin_token()  # creates the admin user on a fresh data folder
-        secret = hub.tokens.create_token(user, name, scope=scope, expires_in_days=expires_in)
-    except WeightyardError as exc:
-        raise fail(exc.message, 2) from None
-    print(secret)

@@ -26,6 +26,9 @@ tokens = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("expires_at", sa.DateTime, nullable=True),
     sa.Column("revoked_at", sa.DateTime, nullable=True),
+    # JSON list of repo ids and namespaces the token is limited to; NULL for a token valid on all the
+    # user's repos.
+    sa.Column("targets", sa.Text, nullable=True),
     sa.UniqueConstraint("user_id", "name"),
 )
 
@@ -40,6 +43,8 @@ repos = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("updated_at", sa.DateTime, nullable=False),
     sa.Column("downloads", sa.Integer, nullable=False, default=0),
+    # NULL, "auto" or "manual", as on the Hugging Face Hub
+    sa.Column("gated", sa.String(16), nullable=True),
     sa.UniqueConstraint("type", "namespace", "name"),
 )
 
@@ -112,4 +117,48 @@ settings = sa.Table(
     metadata,
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
+)
+
+orgs = sa.Table(
+    "orgs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(96), nullable=False, unique=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+memberships = sa.Table(
+    "memberships",
+    metadata,
+    sa.Column("org_id", sa.Integer, sa.ForeignKey("orgs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+access_requests = sa.Table(
+    "access_requests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("repo_id", sa.Integer, sa.ForeignKey("repos.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("fields", sa.Text, nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("repo_id", "user_id"),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("actor", sa.String(96), nullable=True),
+    sa.Column("token_name", sa.String(128), nullable=True),
+    sa.Column("origin", sa.String(128), nullable=True),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("repo", sa.String(200), nullable=True),
+    sa.Column("details", sa.Text, nullable=False),
 )

@@ -1,5 +1,6 @@
 """Versioned model repositories: refs, commits and trees; a commit is an atomic ref update."""
 
+from weightyard.repos.access import AccessRequest, AccessRequests
 from weightyard.repos.ingest import ContentIngest, IngestedContent
 from weightyard.repos.lfs import LfsService, UploadAction
 from weightyard.repos.objects import DirEntry, FileEntry, lfs_pointer
@@ -27,6 +28,8 @@ from weightyard.validation import (
 )
 
 __all__ = [
+    "AccessRequest",
+    "AccessRequests",
     "COMMIT_OID_RE",
     "DEFAULT_BRANCH",
     "REPO_TYPES",

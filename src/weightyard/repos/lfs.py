@@ -138,7 +138,11 @@ class LfsService:
         if row is None:
             raise InvalidSignature("the user of this upload URL no longer exists")
         return Principal(
-            user_id=row.id, name=row.name, is_admin=row.is_admin, scope="write", token_name="lfs",  # noqa: S106 - a label, not a secret
+            user_id=row.id,
+            name=row.name,
+            is_admin=row.is_admin,
+            scope="write",
+            token_name="lfs",  # noqa: S106 - a label, not a secret
         )
 
     # -- multipart transfer

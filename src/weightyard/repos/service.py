@@ -10,12 +10,13 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from weightyard.auth import Action, Principal, RepoRef, can, require
+from weightyard.auth import Action, Principal, RepoRef, audit, can, require, require_create_in
 from weightyard.config import Settings
 from weightyard.db import tables, transaction, utcnow
 from weightyard.errors import (
     BadRequest,
     BlobNotFound,
+    PayloadTooLarge,
     EntryNotFound,
     ParentCommitMismatch,
     PathConflict,
@@ -23,7 +24,6 @@ from weightyard.errors import (
     RepoExists,
     RepoNotFound,
     RevisionNotFound,
-    Unauthorized,
 )
 from weightyard.repos.ingest import ContentIngest, IngestedContent, looks_binary
 from weightyard.repos.objects import (
@@ -63,6 +63,7 @@ class Repo:
     created_at: datetime.datetime
     updated_at: datetime.datetime
     downloads: int
+    gated: str | None = None
 
     @property
     def repo_id(self) -> str:
@@ -70,7 +71,7 @@ class Repo:
 
     @property
     def ref(self) -> RepoRef:
-        return RepoRef(self.type, self.namespace, self.name, self.private)
+        return RepoRef(self.type, self.namespace, self.name, self.private, self.gated)
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,7 @@ def _repo_from_row(row: sa.Row[tuple[object, ...]]) -> Repo:
         created_at=m["created_at"],
         updated_at=m["updated_at"],
         downloads=m["downloads"],
+        gated=m["gated"],
     )
 
 
@@ -208,9 +210,8 @@ class RepoService:
         check_repo_type(repo_type)
         check_repo_segment(namespace, "namespace")
         check_repo_segment(name)
-        if principal is None:
-            raise Unauthorized("You must be authenticated to create a repo")
-        require(principal, Action.ADMIN, RepoRef(repo_type, namespace, name, private=True))
+        require_create_in(principal, namespace, f"{namespace}/{name}")
+        assert principal is not None
         now = utcnow()
         with transaction(self._engine) as conn:
             exists = conn.execute(
@@ -254,6 +255,7 @@ class RepoService:
                 )
             )
             row = conn.execute(sa.select(tables.repos).where(tables.repos.c.id == repo_id)).one()
+            audit.record(conn, principal, "repo.create", f"{namespace}/{name}", type=repo_type, private=private)
         return _repo_from_row(row)
 
     def get_repo(
@@ -276,27 +278,52 @@ class RepoService:
         if row is None:
             raise RepoNotFound(f"Repository {namespace}/{name} not found")
         repo = _repo_from_row(row)
-        require(principal, action, repo.ref)
+        gate_passed = False
+        if action is Action.DOWNLOAD and repo.gated and principal is not None:
+            gate_passed = self.access_granted(principal, repo)
+        require(principal, action, repo.ref, gate_passed)
         return repo
+
+    def access_granted(self, principal: Principal, repo: Repo) -> bool:
+        """Whether `principal`'s request for access to the gated `repo` was accepted."""
+        with self._engine.connect() as conn:
+            status = conn.execute(
+                sa.select(tables.access_requests.c.status).where(
+                    tables.access_requests.c.repo_id == repo.id,
+                    tables.access_requests.c.user_id == principal.user_id,
+                )
+            ).scalar()
+        return status == "accepted"
 
     def delete_repo(self, principal: Principal | None, repo_type: str, namespace: str, name: str) -> None:
         repo = self.get_repo(principal, repo_type, namespace, name, Action.ADMIN)
         with transaction(self._engine) as conn:
             conn.execute(sa.delete(tables.refs).where(tables.refs.c.repo_id == repo.id))
             conn.execute(sa.delete(tables.commits).where(tables.commits.c.repo_id == repo.id))
+            conn.execute(sa.delete(tables.access_requests).where(tables.access_requests.c.repo_id == repo.id))
             conn.execute(sa.delete(tables.repos).where(tables.repos.c.id == repo.id))
+            audit.record(conn, principal, "repo.delete", repo.repo_id)
 
-    def update_settings(self, principal: Principal | None, repo: Repo, private: bool | None) -> Repo:
+    def update_settings(
+        self, principal: Principal | None, repo: Repo, private: bool | None, gated: str | bool | None = None
+    ) -> Repo:
+        """Change visibility and gating (`gated` is "auto", "manual", or False to open the repo)."""
         require(principal, Action.ADMIN, repo.ref)
-        if private is None:
+        values: dict[str, object] = {}
+        if private is not None:
+            values["private"] = private
+        if gated is not None:
+            if gated not in ("auto", "manual", False):
+                raise BadRequest(f"gated must be 'auto', 'manual' or false, not {gated!r}")
+            values["gated"] = gated or None
+        if not values:
             return repo
         with transaction(self._engine) as conn:
             conn.execute(
-                sa.update(tables.repos)
-                .where(tables.repos.c.id == repo.id)
-                .values(private=private, updated_at=utcnow())
+                sa.update(tables.repos).where(tables.repos.c.id == repo.id).values(updated_at=utcnow(), **values)
             )
             row = conn.execute(sa.select(tables.repos).where(tables.repos.c.id == repo.id)).one()
+            audit.record(conn, principal, "repo.settings", repo.repo_id, **values)
         return _repo_from_row(row)
 
     def list_repos(
@@ -316,7 +343,8 @@ class RepoService:
         if principal is None:
             query = query.where(repos.c.private.is_(False))
         elif not principal.is_admin:
-            query = query.where(sa.or_(repos.c.private.is_(False), repos.c.namespace == principal.name))
+            visible = [principal.name, *principal.orgs]
+            query = query.where(sa.or_(repos.c.private.is_(False), repos.c.namespace.in_(visible)))
         if search:
             pattern = "%" + search.lower().replace("%", r"\%").replace("_", r"\_") + "%"
             full_id = sa.func.lower(repos.c.namespace + "/" + repos.c.name)
@@ -334,9 +362,12 @@ class RepoService:
         if column is None:
             raise BadRequest(f"cannot sort by {sort!r}; use lastModified, createdAt, downloads or id")
         order = column.desc() if descending else column.asc()
-        query = query.order_by(order, repos.c.id.desc()).limit(limit).offset(offset)
+        query = query.order_by(order, repos.c.id.desc())
         with self._engine.connect() as conn:
-            return [_repo_from_row(row) for row in conn.execute(query)]
+            rows = [_repo_from_row(row) for row in conn.execute(query)]
+        # The SQL filter is coarse; the one permission check has the last word (token targets, roles).
+        readable = [repo for repo in rows if can(principal, Action.READ, repo.ref)]
+        return readable[offset : offset + limit]
 
     def count_download(self, repo: Repo) -> None:
         with transaction(self._engine) as conn:
@@ -467,16 +498,18 @@ class RepoService:
     ) -> Ref:
         require(principal, Action.WRITE, repo.ref)
         check_ref_name(branch)
-        return self._create_ref(repo, HEADS + branch, starting_point or DEFAULT_BRANCH, None)
+        return self._create_ref(principal, repo, HEADS + branch, starting_point or DEFAULT_BRANCH, None)
 
     def create_tag(
         self, principal: Principal | None, repo: Repo, tag: str, revision: str, message: str | None
     ) -> Ref:
         require(principal, Action.WRITE, repo.ref)
         check_ref_name(tag)
-        return self._create_ref(repo, TAGS + tag, revision, message)
+        return self._create_ref(principal, repo, TAGS + tag, revision, message)
 
-    def _create_ref(self, repo: Repo, name: str, revision: str, message: str | None) -> Ref:
+    def _create_ref(
+        self, principal: Principal | None, repo: Repo, name: str, revision: str, message: str | None
+    ) -> Ref:
         with transaction(self._engine) as conn:
             target = self._resolve(conn, repo, revision)
             exists = conn.execute(
@@ -491,25 +524,27 @@ class RepoService:
                     repo_id=repo.id, name=name, target_oid=target.oid, message=message, created_at=utcnow()
                 )
             )
+            audit.record(conn, principal, "ref.create", repo.repo_id, ref=name, target=target.oid)
         return Ref(name, target.oid, message)
 
     def delete_branch(self, principal: Principal | None, repo: Repo, branch: str) -> None:
         require(principal, Action.WRITE, repo.ref)
         if branch == DEFAULT_BRANCH:
             raise BadRequest("the default branch cannot be deleted")
-        self._delete_ref(repo, HEADS + branch)
+        self._delete_ref(principal, repo, HEADS + branch)
 
     def delete_tag(self, principal: Principal | None, repo: Repo, tag: str) -> None:
         require(principal, Action.WRITE, repo.ref)
-        self._delete_ref(repo, TAGS + tag)
+        self._delete_ref(principal, repo, TAGS + tag)
 
-    def _delete_ref(self, repo: Repo, name: str) -> None:
+    def _delete_ref(self, principal: Principal | None, repo: Repo, name: str) -> None:
         with transaction(self._engine) as conn:
             result = conn.execute(
                 sa.delete(tables.refs).where(tables.refs.c.repo_id == repo.id, tables.refs.c.name == name)
             )
             if result.rowcount == 0:
                 raise RevisionNotFound(f"Invalid rev id: {name}")
+            audit.record(conn, principal, "ref.delete", repo.repo_id, ref=name)
 
     # ------------------------------------------------------------------ content
 
@@ -670,6 +705,7 @@ class RepoService:
                 )
             files = self._files(conn, base.tree_oid)
             self._apply(conn, files, operations, base.oid)
+            self._check_sizes(files, operations)
             root, objects = build_trees(files)
             self._store_trees(conn, objects)
             oid = commit_object_id(root, base.oid, principal.name, int(now.timestamp()), title, description)
@@ -708,9 +744,30 @@ class RepoService:
                 if moved.rowcount != 1:
                     raise _HeadMoved
             conn.execute(sa.update(tables.repos).where(tables.repos.c.id == repo.id).values(updated_at=now))
+            audit.record(
+                conn,
+                principal,
+                "repo.commit",
+                repo.repo_id,
+                ref=ref_name,
+                commit=oid,
+                parent=base.oid,
+                title=title,
+                operations=len(operations),
+            )
             commit = self._commit(conn, repo, oid)
             assert commit is not None
         return CommitResult(commit=commit, ref=ref_name, pull_request=pull_request)
+
+    def _check_sizes(self, files: dict[str, FileEntry], operations: Sequence[Operation]) -> None:
+        limit = self._settings.max_file_size
+        for operation in operations:
+            if isinstance(operation, AddFile) and limit and operation.size > limit:
+                raise PayloadTooLarge(f"{operation.path} has {operation.size} bytes; the limit is {limit}")
+        repo_limit = self._settings.max_repo_size
+        total = sum(entry.size for entry in files.values())
+        if repo_limit and total > repo_limit:
+            raise PayloadTooLarge(f"the repo would hold {total} bytes; the limit is {repo_limit}")
 
     def _next_pull_request(self, conn: sa.Connection, repo: Repo) -> int:
         names = conn.execute(

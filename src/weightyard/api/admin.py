@@ -1,0 +1,136 @@
+"""The administration API: users, organisations, tokens and the audit log.
+
+Each route checks its own rule through the auth package: users and the audit log need a site administrator;
+organisation members can be managed by that organisation's admins; anyone may manage their own tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from weightyard.api.common import hub_of, iso, principal_of
+from weightyard.auth import Action, TokenInfo, require_site_admin
+from weightyard.errors import BadRequest
+from weightyard.validation import check_repo_id
+
+router = APIRouter(prefix="/api/admin")
+
+
+async def _payload(request: Request) -> dict[str, Any]:
+    payload = await request.json()
+    if not isinstance(payload, dict):
+        raise BadRequest("expected a JSON object")
+    return payload
+
+
+def _token_json(token: TokenInfo) -> dict[str, Any]:
+    return {
+        "user": token.user,
+        "name": token.name,
+        "scope": token.scope,
+        "repos": list(token.targets) if token.targets else None,
+        "createdAt": iso(token.created_at),
+        "expiresAt": iso(token.expires_at) if token.expires_at else None,
+        "revokedAt": iso(token.revoked_at) if token.revoked_at else None,
+    }
+
+
+@router.get("/users")
+def list_users(request: Request) -> list[dict[str, Any]]:
+    require_site_admin(principal_of(request))
+    return [{"name": u.name, "isAdmin": u.is_admin, "orgs": u.orgs} for u in hub_of(request).accounts.list_users()]
+
+
+@router.post("/users")
+async def create_user(request: Request) -> dict[str, Any]:
+    payload = await _payload(request)
+    name = payload.get("name")
+    if not isinstance(name, str):
+        raise BadRequest("'name' is required")
+    admin = payload.get("admin") is True
+    await run_in_threadpool(lambda: hub_of(request).accounts.create_user(principal_of(request), name, admin))
+    return {"name": name, "isAdmin": admin}
+
+
+@router.delete("/users/{name}")
+def delete_user(request: Request, name: str) -> dict[str, Any]:
+    hub_of(request).accounts.delete_user(principal_of(request), name)
+    return {"success": True}
+
+
+@router.post("/orgs")
+async def create_org(request: Request) -> dict[str, Any]:
+    payload = await _payload(request)
+    name = payload.get("name")
+    if not isinstance(name, str):
+        raise BadRequest("'name' is required")
+    await run_in_threadpool(lambda: hub_of(request).accounts.create_org(principal_of(request), name))
+    return {"name": name}
+
+
+@router.put("/orgs/{org}/members/{user}")
+async def set_member(request: Request, org: str, user: str) -> dict[str, Any]:
+    payload = await _payload(request)
+    role = payload.get("role")
+    if not isinstance(role, str):
+        raise BadRequest("'role' is required")
+    await run_in_threadpool(lambda: hub_of(request).accounts.set_member(principal_of(request), org, user, role))
+    return {"org": org, "user": user, "role": role}
+
+
+@router.delete("/orgs/{org}/members/{user}")
+def remove_member(request: Request, org: str, user: str) -> dict[str, Any]:
+    hub_of(request).accounts.remove_member(principal_of(request), org, user)
+    return {"success": True}
+
+
+@router.get("/users/{user}/tokens")
+def list_tokens(request: Request, user: str) -> list[dict[str, Any]]:
+    principal = principal_of(request)
+    if principal is None or not (principal.is_admin or principal.name == user):
+        require_site_admin(principal)
+    return [_token_json(token) for token in hub_of(request).accounts.list_tokens(user)]
+
+
+@router.post("/users/{user}/tokens")
+async def create_token(request: Request, user: str) -> dict[str, Any]:
+    payload = await _payload(request)
+    name, scope = payload.get("name"), payload.get("scope", "read")
+    repos, expires = payload.get("repos"), payload.get("expiresInDays")
+    if not isinstance(name, str) or not isinstance(scope, str):
+        raise BadRequest("'name' and 'scope' must be strings")
+    if repos is not None and (not isinstance(repos, list) or not all(isinstance(r, str) for r in repos)):
+        raise BadRequest("'repos' must be a list of repo ids or namespaces")
+    if expires is not None and not isinstance(expires, int):
+        raise BadRequest("'expiresInDays' must be an integer")
+
+    def create() -> str:
+        return hub_of(request).accounts.create_token(principal_of(request), user, name, scope, repos, expires)
+
+    return {"user": user, "name": name, "token": await run_in_threadpool(create)}
+
+
+@router.delete("/users/{user}/tokens/{name}")
+def revoke_token(request: Request, user: str, name: str) -> dict[str, Any]:
+    hub_of(request).accounts.revoke_token(principal_of(request), user, name)
+    return {"success": True}
+
+
+@router.get("/audit-log")
+def audit_log(
+    request: Request, repo: str | None = None, limit: int = 100, before: int | None = None
+) -> list[dict[str, Any]]:
+    """Site admins read everything; a repo's admins may read that repo's entries."""
+    principal = principal_of(request)
+    if repo is None:
+        require_site_admin(principal)
+    else:
+        namespace, name = check_repo_id(repo)
+        repo_type = request.query_params.get("type", "model")
+        hub_of(request).repos.get_repo(principal, repo_type, namespace, name, Action.ADMIN)
+    if not 1 <= limit <= 1000:
+        raise BadRequest("limit must be between 1 and 1000")
+    return [entry.to_dict() for entry in hub_of(request).audit.entries(repo, limit, before)]

@@ -1,0 +1,319 @@
+"""Users, organisations, memberships and access tokens. Only a hash of each token is stored."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from weightyard.auth import audit
+from weightyard.auth.permissions import can_manage_org, require_site_admin
+from weightyard.auth.principal import ROLES, SCOPES, Principal
+from weightyard.db import tables, transaction, utcnow
+from weightyard.errors import BadRequest, Forbidden, InvalidCredentials, NotFound, RefExists
+from weightyard.validation import check_repo_id, check_repo_segment
+
+# A recognisable prefix lets secret scanners find leaked tokens.
+TOKEN_PREFIX = "wy_"  # noqa: S105 - a prefix, not a secret
+ADMIN_USER = "admin"
+_INVALID = "Invalid credentials in Authorization header"
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_secret() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(30)
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    user: str
+    name: str
+    scope: str
+    targets: tuple[str, ...] | None
+    created_at: datetime.datetime
+    expires_at: datetime.datetime | None
+    revoked_at: datetime.datetime | None
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    is_admin: bool
+    orgs: dict[str, str]
+
+
+def _check_targets(targets: list[str] | None) -> tuple[str, ...] | None:
+    if not targets:
+        return None
+    checked = []
+    for target in targets:
+        if "/" in target:
+            check_repo_id(target)
+        else:
+            check_repo_segment(target, "namespace")
+        checked.append(target)
+    return tuple(checked)
+
+
+class AccountService:
+    """Everything about who exists and how they authenticate."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+
+    # ------------------------------------------------------------------ users and orgs
+
+    def _namespace_taken(self, conn: sa.Connection, name: str) -> bool:
+        lowered = name.lower()
+        user = conn.execute(sa.select(tables.users.c.id).where(sa.func.lower(tables.users.c.name) == lowered))
+        org = conn.execute(sa.select(tables.orgs.c.id).where(sa.func.lower(tables.orgs.c.name) == lowered))
+        return user.first() is not None or org.first() is not None
+
+    def _user_id(self, conn: sa.Connection, name: str) -> int:
+        user_id = conn.execute(sa.select(tables.users.c.id).where(tables.users.c.name == name)).scalar()
+        if user_id is None:
+            raise NotFound(f"no user named {name!r}")
+        return int(user_id)
+
+    def _org_id(self, conn: sa.Connection, name: str) -> int:
+        org_id = conn.execute(sa.select(tables.orgs.c.id).where(tables.orgs.c.name == name)).scalar()
+        if org_id is None:
+            raise NotFound(f"no organisation named {name!r}")
+        return int(org_id)
+
+    def create_user(self, actor: Principal | None, name: str, is_admin: bool = False) -> None:
+        require_site_admin(actor)
+        check_repo_segment(name, "user name")
+        with transaction(self._engine) as conn:
+            if self._namespace_taken(conn, name):
+                raise RefExists(f"the name {name!r} is already taken by a user or an organisation")
+            conn.execute(sa.insert(tables.users).values(name=name, is_admin=is_admin, created_at=utcnow()))
+            audit.record(conn, actor, "user.create", user=name, admin=is_admin)
+
+    def ensure_admin_user(self) -> None:
+        """Create the bootstrap `admin` user on a fresh hub."""
+        with transaction(self._engine) as conn:
+            exists = conn.execute(sa.select(tables.users.c.id).where(tables.users.c.name == ADMIN_USER)).first()
+            if exists is None:
+                conn.execute(sa.insert(tables.users).values(name=ADMIN_USER, is_admin=True, created_at=utcnow()))
+                audit.record(conn, None, "user.create", user=ADMIN_USER, admin=True, bootstrap=True)
+
+    def delete_user(self, actor: Principal | None, name: str) -> None:
+        """Delete a user; their tokens, memberships and access grants go with them."""
+        require_site_admin(actor)
+        with transaction(self._engine) as conn:
+            user_id = self._user_id(conn, name)
+            for table in (tables.tokens, tables.memberships, tables.access_requests, tables.blob_grants):
+                conn.execute(sa.delete(table).where(table.c.user_id == user_id))
+            conn.execute(sa.delete(tables.users).where(tables.users.c.id == user_id))
+            audit.record(conn, actor, "user.delete", user=name)
+
+    def list_users(self) -> list[User]:
+        with self._engine.connect() as conn:
+            users = conn.execute(sa.select(tables.users).order_by(tables.users.c.name)).all()
+            roles = conn.execute(
+                sa.select(tables.memberships.c.user_id, tables.memberships.c.role, tables.orgs.c.name).join(
+                    tables.orgs, tables.orgs.c.id == tables.memberships.c.org_id
+                )
+            ).all()
+        orgs: dict[int, dict[str, str]] = {}
+        for user_id, role, org in roles:
+            orgs.setdefault(user_id, {})[org] = role
+        return [User(u.name, bool(u.is_admin), orgs.get(u.id, {})) for u in users]
+
+    def create_org(self, actor: Principal | None, name: str) -> None:
+        """Create an organisation. A user (not the local operator) who creates one becomes its admin."""
+        if actor is None or not actor.can_write:
+            raise Forbidden("creating an organisation needs a write token")
+        check_repo_segment(name, "organisation name")
+        with transaction(self._engine) as conn:
+            if self._namespace_taken(conn, name):
+                raise RefExists(f"the name {name!r} is already taken by a user or an organisation")
+            org_id = conn.execute(sa.insert(tables.orgs).values(name=name, created_at=utcnow())).inserted_primary_key[
+                0
+            ]  # type: ignore[index]
+            if actor.user_id:
+                conn.execute(
+                    sa.insert(tables.memberships).values(
+                        org_id=org_id, user_id=actor.user_id, role="admin", created_at=utcnow()
+                    )
+                )
+            audit.record(conn, actor, "org.create", org=name)
+
+    def set_member(self, actor: Principal | None, org: str, user: str, role: str) -> None:
+        """Add `user` to `org` with `role`, or change their role."""
+        if role not in ROLES:
+            raise BadRequest(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+        if not can_manage_org(actor, org):
+            raise Forbidden(f"only an admin of {org!r} or a site administrator may manage its members")
+        with transaction(self._engine) as conn:
+            org_id, user_id = self._org_id(conn, org), self._user_id(conn, user)
+            conn.execute(
+                sa.delete(tables.memberships).where(
+                    tables.memberships.c.org_id == org_id, tables.memberships.c.user_id == user_id
+                )
+            )
+            conn.execute(
+                sa.insert(tables.memberships).values(org_id=org_id, user_id=user_id, role=role, created_at=utcnow())
+            )
+            audit.record(conn, actor, "org.member.set", org=org, user=user, role=role)
+
+    def remove_member(self, actor: Principal | None, org: str, user: str) -> None:
+        if not can_manage_org(actor, org):
+            raise Forbidden(f"only an admin of {org!r} or a site administrator may manage its members")
+        with transaction(self._engine) as conn:
+            org_id, user_id = self._org_id(conn, org), self._user_id(conn, user)
+            removed = conn.execute(
+                sa.delete(tables.memberships).where(
+                    tables.memberships.c.org_id == org_id, tables.memberships.c.user_id == user_id
+                )
+            )
+            if removed.rowcount == 0:
+                raise NotFound(f"{user!r} is not a member of {org!r}")
+            audit.record(conn, actor, "org.member.remove", org=org, user=user)
+
+    def is_org(self, name: str) -> bool:
+        with self._engine.connect() as conn:
+            return conn.execute(sa.select(tables.orgs.c.id).where(tables.orgs.c.name == name)).first() is not None
+
+    # ------------------------------------------------------------------ tokens
+
+    def _may_manage_tokens_of(self, actor: Principal | None, user: str) -> bool:
+        if actor is None or not actor.can_write or actor.targets is not None:
+            return False
+        return actor.is_admin or actor.name == user
+
+    def create_token(
+        self,
+        actor: Principal | None,
+        user: str,
+        name: str,
+        scope: str = "write",
+        targets: list[str] | None = None,
+        expires_in_days: int | None = None,
+    ) -> str:
+        """Create a token for `user` and return its secret (shown once, never stored).
+
+        Example:
+            >>> secret = accounts.create_token(LOCAL_ADMIN, "alice", "laptop", scope="read")  # doctest: +SKIP
+        """
+        if not self._may_manage_tokens_of(actor, user):
+            raise Forbidden("only the user themself (with an unrestricted write token) or an admin may do this")
+        if scope not in SCOPES:
+            raise BadRequest(f"unknown token scope {scope!r}; expected one of {', '.join(SCOPES)}")
+        if not name or len(name) > 128:
+            raise BadRequest("a token name is 1 to 128 characters")
+        if expires_in_days is not None and expires_in_days <= 0:
+            raise BadRequest("--expires-in must be a positive number of days")
+        checked_targets = _check_targets(targets)
+        secret = new_secret()
+        expires = utcnow() + datetime.timedelta(days=expires_in_days) if expires_in_days else None
+        with transaction(self._engine) as conn:
+            user_id = self._user_id(conn, user)
+            exists = conn.execute(
+                sa.select(tables.tokens.c.id).where(tables.tokens.c.user_id == user_id, tables.tokens.c.name == name)
+            ).first()
+            if exists:
+                raise RefExists(f"user {user!r} already has a token named {name!r}")
+            conn.execute(
+                sa.insert(tables.tokens).values(
+                    user_id=user_id,
+                    name=name,
+                    secret_hash=hash_secret(secret),
+                    scope=scope,
+                    targets=json.dumps(list(checked_targets)) if checked_targets else None,
+                    created_at=utcnow(),
+                    expires_at=expires,
+                )
+            )
+            audit.record(
+                conn, actor, "token.create", user=user, token=name, scope=scope, targets=checked_targets, expires=expires
+            )
+        return secret
+
+    def revoke_token(self, actor: Principal | None, user: str, name: str) -> None:
+        if not self._may_manage_tokens_of(actor, user):
+            raise Forbidden("only the user themself (with an unrestricted write token) or an admin may do this")
+        with transaction(self._engine) as conn:
+            user_id = self._user_id(conn, user)
+            revoked = conn.execute(
+                sa.update(tables.tokens)
+                .where(
+                    tables.tokens.c.user_id == user_id,
+                    tables.tokens.c.name == name,
+                    tables.tokens.c.revoked_at.is_(None),
+                )
+                .values(revoked_at=utcnow())
+            )
+            if revoked.rowcount == 0:
+                raise NotFound(f"user {user!r} has no active token named {name!r}")
+            audit.record(conn, actor, "token.revoke", user=user, token=name)
+
+    def list_tokens(self, user: str) -> list[TokenInfo]:
+        with self._engine.connect() as conn:
+            user_id = self._user_id(conn, user)
+            rows = conn.execute(
+                sa.select(tables.tokens).where(tables.tokens.c.user_id == user_id).order_by(tables.tokens.c.name)
+            ).all()
+        return [
+            TokenInfo(
+                user=user,
+                name=row.name,
+                scope=row.scope,
+                targets=tuple(json.loads(row.targets)) if row.targets else None,
+                created_at=row.created_at,
+                expires_at=row.expires_at,
+                revoked_at=row.revoked_at,
+            )
+            for row in rows
+        ]
+
+    def authenticate(self, secret: str, origin: str = "") -> Principal:
+        """The principal behind a bearer token; raises `InvalidCredentials` for anything else."""
+        digest = hash_secret(secret)
+        query = (
+            sa.select(
+                tables.tokens.c.secret_hash,
+                tables.tokens.c.name.label("token_name"),
+                tables.tokens.c.scope,
+                tables.tokens.c.targets,
+                tables.tokens.c.expires_at,
+                tables.tokens.c.revoked_at,
+                tables.users.c.id,
+                tables.users.c.name,
+                tables.users.c.is_admin,
+            )
+            .join(tables.users, tables.users.c.id == tables.tokens.c.user_id)
+            .where(tables.tokens.c.secret_hash == digest)
+        )
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
+            # The lookup is by a hash of the secret and the final comparison is constant-time, so response
+            # times do not reveal how much of a guessed token was right.
+            if row is None or not hmac.compare_digest(row.secret_hash, digest):
+                raise InvalidCredentials(_INVALID)
+            if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= utcnow()):
+                raise InvalidCredentials(_INVALID)
+            memberships = conn.execute(
+                sa.select(tables.orgs.c.name, tables.memberships.c.role)
+                .join(tables.orgs, tables.orgs.c.id == tables.memberships.c.org_id)
+                .where(tables.memberships.c.user_id == row.id)
+            ).all()
+        return Principal(
+            user_id=int(row.id),
+            name=str(row.name),
+            is_admin=bool(row.is_admin),
+            scope=str(row.scope),
+            token_name=str(row.token_name),
+            orgs={org: role for org, role in memberships},
+            targets=tuple(json.loads(row.targets)) if row.targets else None,
+            origin=origin,
+        )

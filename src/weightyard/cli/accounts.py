@@ -1,0 +1,271 @@
+"""Team administration: users, organisations, tokens, the audit log (on the data folder, no server needed),
+and access requests to gated repos (through a running hub)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from weightyard.auth import ADMIN_USER, LOCAL_ADMIN, ROLES
+from weightyard.cli.app import app
+from weightyard import __version__
+from weightyard.cli.hub import (
+    EndpointOption,
+    JsonOption,
+    TokenOption,
+    _check_repo,
+    _client_errors,
+    _endpoint,
+    _token,
+    fail,
+)
+from weightyard.cli.progress import console
+from weightyard.config import Settings
+from weightyard.errors import WeightyardError
+
+DataOption = Annotated[Path | None, typer.Option(help="Data folder (default: $WEIGHTYARD_DATA or ./.weightyard).")]
+
+user_app = typer.Typer(help="Manage users (on the data folder).", no_args_is_help=True)
+org_app = typer.Typer(help="Manage organisations and their members (on the data folder).", no_args_is_help=True)
+token_app = typer.Typer(help="Manage access tokens (on the data folder).", no_args_is_help=True)
+access_app = typer.Typer(help="Access requests to gated repos (through a running hub).", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(org_app, name="org")
+app.add_typer(token_app, name="token")
+app.add_typer(access_app, name="access")
+
+
+def _hub(data: Path | None) -> Any:
+    from weightyard.hub import Hub
+
+    hub = Hub.open(Settings.for_data(data))
+    hub.admin_token()  # a fresh data folder gets its admin user and bootstrap token
+    return hub
+
+
+def _print(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*["" if row.get(c) is None else str(row.get(c)) for c in columns])
+    console.print(table)
+
+
+@user_app.command("create")
+def user_create(
+    name: Annotated[str, typer.Argument(help="User name (also their namespace).")],
+    admin: Annotated[bool, typer.Option("--admin", help="Make a site administrator.")] = False,
+    data: DataOption = None,
+) -> None:
+    """Create a user."""
+    try:
+        _hub(data).accounts.create_user(LOCAL_ADMIN, name, admin)
+    except WeightyardError as exc:
+        raise fail(exc.message, 2) from None
+    console.print(f"Created user {name}{' (admin)' if admin else ''}")
+
+
+@user_app.command("delete")
+def user_delete(name: Annotated[str, typer.Argument(help="User name.")], data: DataOption = None) -> None:
+    """Delete a user; their tokens stop working at once."""
+    try:
+        _hub(data).accounts.delete_user(LOCAL_ADMIN, name)
+    except WeightyardError as exc:
+        raise fail(exc.message, 2) from None
+    console.print(f"Deleted user {name}")
+
+
+@user_app.command("list")
+def user_list(as_json: JsonOption = False, data: DataOption = None) -> None:
+    """List users and their organisations."""
+    rows = [{"name": u.name, "admin": u.is_admin, "orgs": u.orgs} for u in _hub(data).accounts.list_users()]
+    _print(rows, ["name", "admin", "orgs"], as_json)
+
+
+@org_app.command("create")
+def org_create(name: Annotated[str, typer.Argument(help="Organisation name.")], data: DataOption = None) -> None:
+    """Create an organisation (add its members with `org add-member`)."""
+    try:
+        _hub(data).accounts.create_org(LOCAL_ADMIN, name)
+    except WeightyardError as exc:
+        raise fail(exc.message, 2) from None
+    console.print(f"Created organisation {name}")
+
+
+@org_app.command("add-member")
+def org_add_member(
+    org: Annotated[str, typer.Argument(help="Organisation.")],
+    user: Annotated[str, typer.Argument(help="User.")],
+    role: Annotated[str, typer.Option(help="read, write or admin.")] = "read",
+    data: DataOption = None,
+) -> None:
+    """Add a member to an organisation, or change their role."""
+    if role not in ROLES:
+        raise fail(f"--role must be one of {', '.join(ROLES)}", 2)
+    try:
+        _hub(data).accounts.set_member(LOCAL_ADMIN, org, user, role)
+    except WeightyardError as exc:
+        raise fail(exc.message, 2) from None
+    console.print(f"{user} is now {role} in {org}")
+
+
+@org_app.command("remove-member")
+def org_remove_member(
+    org: Annotated[str, typer.Argument(help="Organisation.")],
+    user: Annotated[str, typer.Argument(help="User.")],
+    data: DataOption = None,
+) -> None:
+    """Remove a member from an organisation."""
+    try:
+        _hub(data).accounts.remove_member(LOCAL_ADMIN, org, user)
+    except WeightyardError as exc:
+        raise fail(exc.message, 2) from None
+    console.print(f"{user} left {org}")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option("--name", help="A name to recognise the token by.")],
+    user: Annotated[str, typer.Option(help="The user the token acts as.")] = ADMIN_USER,
+    scope: Annotated[str, typer.Option(help="read or write.")] = "write",
+    repo: Annotated[
+        list[str] | None, typer.Option("--repo", help="Limit the token to this repo or namespace (repeatable).")
+    ] = None,
+    expires_in: Annotated[int | None, typer.Option("--expires-in", help="Days until it expires.")] = None,
+    data: DataOption = None,
+) -> None:
+    """Create a token and print its secret (shown once; only a hash is stored)."""
+    try:
+        secret = _hub(data).accounts.create_token(LOCAL_ADMIN, user, name, scope, repo, expires_in)
+    except WeightyardError as exc:
+        raise fail(exc.message, 2) from None
+    print(secret)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    name: Annotated[str, typer.Argument(help="The token's name.")],
+    user: Annotated[str, typer.Option(help="Its user.")] = ADMIN_USER,
+    data: DataOption = None,
+) -> None:
+    """Revoke a token; it stops working at once."""
+    try:
+        _hub(data).accounts.revoke_token(LOCAL_ADMIN, user, name)
+    except WeightyardError as exc:
+        raise fail(exc.message, 2) from None
+    console.print(f"Revoked token {name} of {user}")
+
+
+@token_app.command("list")
+def token_list(
+    user: Annotated[str, typer.Option(help="Whose tokens.")] = ADMIN_USER,
+    as_json: JsonOption = False,
+    data: DataOption = None,
+) -> None:
+    """List a user's tokens (names and scopes; secrets are never stored)."""
+    try:
+        tokens = _hub(data).accounts.list_tokens(user)
+    except WeightyardError as exc:
+        raise fail(exc.message, 2) from None
+    rows = [
+        {
+            "name": t.name,
+            "scope": t.scope,
+            "repos": list(t.targets) if t.targets else None,
+            "expires": t.expires_at,
+            "revoked": t.revoked_at,
+        }
+        for t in tokens
+    ]
+    _print(rows, ["name", "scope", "repos", "expires", "revoked"], as_json)
+
+
+@app.command("audit-log")
+def audit_log(
+    repo: Annotated[str | None, typer.Option(help="Only entries about this repo.")] = None,
+    limit: Annotated[int, typer.Option(help="How many entries, newest first.")] = 100,
+    as_json: JsonOption = False,
+    data: DataOption = None,
+) -> None:
+    """Every write the hub recorded: who, when, what and from where."""
+    rows = [entry.to_dict() for entry in _hub(data).audit.entries(repo, limit)]
+    _print(rows, ["at", "actor", "origin", "action", "repo", "details"], as_json)
+
+
+def _access_call(repo: str, endpoint: str | None, token: str | None, method: str, path: str, body: Any) -> Any:
+    _check_repo(repo)
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    headers = build_hf_headers(token=_token(token), library_name="weightyard", library_version=__version__)
+    response = get_session().request(
+        method, f"{_endpoint(endpoint)}/api/models/{repo}/{path}", headers=headers, json=body
+    )
+    hf_raise_for_status(response)
+    return response.json()
+
+
+@access_app.command("request")
+def access_request(
+    repo: Annotated[str, typer.Argument(help="The gated repo.")],
+    endpoint: EndpointOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Ask for access to a gated repo's files."""
+    try:
+        answer = _access_call(repo, endpoint, token, "POST", "ask-access", {})
+    except _client_errors() as exc:
+        raise fail(str(exc)) from None
+    console.print(f"Access to {repo}: {answer['status']}")
+
+
+@access_app.command("list")
+def access_list(
+    repo: Annotated[str, typer.Argument(help="The gated repo.")],
+    status: Annotated[str, typer.Option(help="pending, accepted or rejected.")] = "pending",
+    as_json: JsonOption = False,
+    endpoint: EndpointOption = None,
+    token: TokenOption = None,
+) -> None:
+    """List access requests (repo admins)."""
+    try:
+        items = _access_call(repo, endpoint, token, "GET", f"user-access-request/{status}", None)
+    except _client_errors() as exc:
+        raise fail(str(exc)) from None
+    rows = [{"user": i["user"]["user"], "status": i["status"], "since": i["timestamp"]} for i in items]
+    _print(rows, ["user", "status", "since"], as_json)
+
+
+def _decide(repo: str, user: str, status: str, endpoint: str | None, token: str | None) -> None:
+    try:
+        _access_call(repo, endpoint, token, "POST", "user-access-request/handle", {"user": user, "status": status})
+    except _client_errors() as exc:
+        raise fail(str(exc)) from None
+    console.print(f"{user}: {status} on {repo}")
+
+
+@access_app.command("accept")
+def access_accept(
+    repo: Annotated[str, typer.Argument()],
+    user: Annotated[str, typer.Argument()],
+    endpoint: EndpointOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Accept a user's access request."""
+    _decide(repo, user, "accepted", endpoint, token)
+
+
+@access_app.command("reject")
+def access_reject(
+    repo: Annotated[str, typer.Argument()],
+    user: Annotated[str, typer.Argument()],
+    endpoint: EndpointOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Reject a user's access request."""
+    _decide(repo, user, "rejected", endpoint, token)

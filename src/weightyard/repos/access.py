@@ -1,0 +1,147 @@
+"""Access requests to gated repos: users ask, repo admins accept, reject or grant directly."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from weightyard.auth import Action, Principal, audit, require
+from weightyard.db import tables, transaction, utcnow
+from weightyard.errors import BadRequest, NotFound, RefExists, Unauthorized
+from weightyard.repos.service import Repo
+
+STATUSES = ("pending", "accepted", "rejected")
+
+
+@dataclass(frozen=True)
+class AccessRequest:
+    id: int
+    user: str
+    status: str
+    fields: dict[str, Any] | None
+    reason: str | None
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+
+class AccessRequests:
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+
+    def request(self, principal: Principal | None, repo: Repo, fields: dict[str, Any] | None = None) -> str:
+        """Ask for access to a gated repo; returns the request's status ("accepted" at once when auto)."""
+        if principal is None:
+            raise Unauthorized("sign in to request access")
+        require(principal, Action.READ, repo.ref)
+        if not repo.gated:
+            raise BadRequest(f"{repo.repo_id} is not gated")
+        status = "accepted" if repo.gated == "auto" else "pending"
+        now = utcnow()
+        with transaction(self._engine) as conn:
+            existing = conn.execute(
+                sa.select(tables.access_requests.c.status).where(
+                    tables.access_requests.c.repo_id == repo.id,
+                    tables.access_requests.c.user_id == principal.user_id,
+                )
+            ).scalar()
+            if existing is not None:
+                return str(existing)
+            conn.execute(
+                sa.insert(tables.access_requests).values(
+                    repo_id=repo.id,
+                    user_id=principal.user_id,
+                    status=status,
+                    fields=json.dumps(fields) if fields else None,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            audit.record(conn, principal, "access.request", repo.repo_id, status=status)
+        return status
+
+    def list(self, principal: Principal | None, repo: Repo, status: str) -> list[AccessRequest]:
+        require(principal, Action.ADMIN, repo.ref)
+        if status not in STATUSES:
+            raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
+        query = (
+            sa.select(tables.access_requests, tables.users.c.name.label("user_name"))
+            .join(tables.users, tables.users.c.id == tables.access_requests.c.user_id)
+            .where(tables.access_requests.c.repo_id == repo.id, tables.access_requests.c.status == status)
+            .order_by(tables.access_requests.c.id)
+        )
+        with self._engine.connect() as conn:
+            return [
+                AccessRequest(
+                    id=row.id,
+                    user=row.user_name,
+                    status=row.status,
+                    fields=json.loads(row.fields) if row.fields else None,
+                    reason=row.reason,
+                    created_at=row.created_at,
+                    updated_at=row.updated_at,
+                )
+                for row in conn.execute(query)
+            ]
+
+    def handle(
+        self,
+        principal: Principal | None,
+        repo: Repo,
+        status: str,
+        user: str | None = None,
+        request_id: int | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Set an existing request's status (accept, reject, or back to pending)."""
+        require(principal, Action.ADMIN, repo.ref)
+        if status not in STATUSES:
+            raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
+        with transaction(self._engine) as conn:
+            where = [tables.access_requests.c.repo_id == repo.id]
+            if user is not None:
+                where.append(tables.access_requests.c.user_id == self._user_id(conn, user))
+            elif request_id is not None:
+                where.append(tables.access_requests.c.id == request_id)
+            else:
+                raise BadRequest("name the request by 'user' or 'requestId'")
+            updated = conn.execute(
+                sa.update(tables.access_requests).where(*where).values(status=status, reason=reason, updated_at=utcnow())
+            )
+            if updated.rowcount == 0:
+                raise NotFound("no such access request")
+            audit.record(conn, principal, "access.handle", repo.repo_id, user=user, request=request_id, status=status)
+
+    def grant(self, principal: Principal | None, repo: Repo, user: str) -> None:
+        """Give `user` access without a request of theirs."""
+        require(principal, Action.ADMIN, repo.ref)
+        now = utcnow()
+        with transaction(self._engine) as conn:
+            user_id = self._user_id(conn, user)
+            existing = conn.execute(
+                sa.select(tables.access_requests.c.status).where(
+                    tables.access_requests.c.repo_id == repo.id, tables.access_requests.c.user_id == user_id
+                )
+            ).scalar()
+            if existing == "accepted":
+                raise RefExists(f"{user} already has access to {repo.repo_id}")
+            conn.execute(
+                sa.delete(tables.access_requests).where(
+                    tables.access_requests.c.repo_id == repo.id, tables.access_requests.c.user_id == user_id
+                )
+            )
+            conn.execute(
+                sa.insert(tables.access_requests).values(
+                    repo_id=repo.id, user_id=user_id, status="accepted", created_at=now, updated_at=now
+                )
+            )
+            audit.record(conn, principal, "access.grant", repo.repo_id, user=user)
+
+    def _user_id(self, conn: sa.Connection, name: str) -> int:
+        user_id = conn.execute(sa.select(tables.users.c.id).where(tables.users.c.name == name)).scalar()
+        if user_id is None:
+            raise NotFound(f"no user named {name!r}")
+        return int(user_id)
