@@ -187,6 +187,25 @@ def test_model_page_shows_card_facts_files_refs_and_snippets(demo: LocalHub) -> 
     assert "weightyard pull acme/tiny-minilm" in html
 
 
+def test_base_models_link_to_this_hub_only_when_the_viewer_can_read_them(local: LocalHub) -> None:
+    local.publish("acme/base", {"config.json": b"{}"})
+    local.publish("acme/hidden-base", {"config.json": b"{}"}, private=True)
+    local.publish(
+        "acme/child",
+        {"README.md": card("base_model: [acme/base, acme/hidden-base, elsewhere/model, not a repo id]", "")},
+    )
+    expected = [
+        {"id": "acme/base", "url": "/acme/base"},
+        {"id": "acme/hidden-base", "url": None},
+        {"id": "elsewhere/model", "url": None},
+        {"id": "not a repo id", "url": None},
+    ]
+    assert local.client.get("/acme/child.json").json()["baseModels"] == expected
+    expected[1]["url"] = "/acme/hidden-base"
+    assert local.client.get("/acme/child.json", headers=local.bearer).json()["baseModels"] == expected
+    assert '<a href="/acme/base">acme/base</a>' in local.client.get("/acme/child").text
+
+
 def test_scan_and_signature_are_shown_as_not_checked_until_those_services_land(demo: LocalHub) -> None:
     files = demo.client.get("/acme/tiny-minilm/tree/main.json").json()["files"]
     weights = next(f for f in files if f["path"] == "model.safetensors")

@@ -15,7 +15,7 @@ import json
 import math
 import posixpath
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
@@ -47,7 +47,7 @@ from weightyard.errors import (
     NotFound,
     WeightyardError,
 )
-from weightyard.repos import Commit, DirEntry, FileEntry, Repo, RepoService, check_repo_segment
+from weightyard.repos import Commit, DirEntry, FileEntry, Repo, RepoService, check_repo_id, check_repo_segment
 from weightyard.repos.ingest import looks_binary
 
 router = APIRouter()
@@ -163,7 +163,6 @@ class Page:
     data: dict[str, Any]
     title: str
     status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------- URLs
@@ -604,6 +603,22 @@ def _snippets(request: Request, repo: Repo) -> dict[str, str]:
     }
 
 
+def _base_models(
+    repos: RepoService, viewer: Principal | None, names: list[str]
+) -> list[dict[str, str | None]]:
+    """The models a card says it descends from, linked when this hub holds one the viewer may read."""
+    result: list[dict[str, str | None]] = []
+    for name in names:
+        url: str | None
+        try:
+            namespace, repo_name = check_repo_id(name)
+            url = _repo_url(repos.get_repo(viewer, "model", namespace, repo_name))
+        except WeightyardError:
+            url = None  # named in the card but not on this hub, or not visible to the viewer
+        result.append({"id": name, "url": url})
+    return result
+
+
 def model_page(request: Request, viewer: Principal | None, segments: list[str]) -> Page:
     repos = hub_of(request).repos
     repo = _load(request, viewer, segments[0], segments[1])
@@ -619,6 +634,7 @@ def model_page(request: Request, viewer: Principal | None, segments: list[str]) 
         "card": {"facts": card.facts, "html": card.html, "metadataError": card.metadata_error}
         if card
         else None,
+        "baseModels": _base_models(repos, viewer, card.facts["base_model"]) if card else [],
         "files": _listing(repos, repo, revision, commit, ""),
         "size": sum(entry.size for entry in repos.files(commit).values()),
         "refs": _refs_json(repos, repo, "tree"),
@@ -768,7 +784,6 @@ def _render(request: Request, page: Page, viewer: Principal | None, as_json: boo
     headers = {
         "Vary": "Accept, Authorization, Cookie",
         "Cache-Control": "private, no-store" if viewer else "no-cache",
-        **page.headers,
     }
     if as_json:
         return JSONResponse(page.data, status_code=page.status, headers=headers)
