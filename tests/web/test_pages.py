@@ -391,6 +391,16 @@ def test_commits_page_lists_history_newest_first(demo: LocalHub) -> None:
     assert demo.client.get("/acme/tiny-minilm/commits/no-such-branch").status_code == 404
 
 
+def test_an_empty_repo_and_its_first_commit_render_as_pages(local: LocalHub) -> None:
+    local.create("acme/empty")
+    first = local.client.get("/acme/empty.json").json()["commit"]["id"]
+    assert "has no card" in local.client.get("/acme/empty").text
+    assert "No files yet." in local.client.get("/acme/empty/tree/main").text
+    page = local.client.get(f"/acme/empty/commit/{first}")
+    assert "none (first commit)" in page.text
+    assert "No files changed." in page.text
+
+
 # ---------------------------------------------------------------------------------------------- access
 
 
@@ -440,6 +450,7 @@ def test_sign_in_sets_an_httponly_lax_cookie_and_sign_out_clears_it(local: Local
     assert page.status_code == 200
     assert "Secret plans" in page.text
     assert page.headers["cache-control"] == "private, no-store"
+    assert "You are signed in as <strong>admin</strong>" in local.client.get("/sign-in").text
     signed_out = local.client.post("/sign-out", follow_redirects=False)
     assert signed_out.status_code == 303
     assert 'weightyard_token=""' in signed_out.headers["set-cookie"]
@@ -452,6 +463,15 @@ def test_sign_in_with_a_wrong_token_is_refused_without_echoing_it(local: LocalHu
     assert "not valid" in response.text
     assert "wy_not-a-real-token" not in response.text
     assert "set-cookie" not in response.headers
+
+
+def test_sign_in_answers_json_to_scripts(local: LocalHub) -> None:
+    response = local.client.post("/sign-in", data={"token": local.token}, headers=JSON)
+    assert response.json() == {"signedIn": True, "user": "admin", "next": "/"}
+    assert "HttpOnly" in response.headers["set-cookie"]
+    refused = local.client.post("/sign-in", data={"token": "wy_wrong"}, headers=JSON)
+    assert refused.status_code == 401
+    assert refused.json()["error"] == "That token is not valid."
 
 
 def test_sign_in_only_redirects_within_the_site(local: LocalHub) -> None:
