@@ -42,7 +42,7 @@ FLAG_VERIFICATION = 1 << 31
 FLAG_METADATA_EXT = 1 << 30
 NO_EXPIRY = (1 << 64) - 1
 EMPTY_SHA256 = hashlib.sha256(b"").digest()
-# About 1 TiB of file content at the client's 64 KiB mean chunk: a few tens of seconds of verification.
+# About 1 TiB of file content at the client's 64 KiB mean chunk; at worst about a minute of Merkle hashing.
 MAX_CHUNK_REFS = 1 << 24
 
 _HEADER = struct.Struct("<32sQQ")
