@@ -172,9 +172,10 @@ def test_range_header_is_read_end_inclusive(header: str | None, expected: tuple[
     assert parse_range_header(header, 100) == expected
 
 
-def test_range_starting_at_the_end_is_not_satisfiable() -> None:
+@pytest.mark.parametrize("header", ["bytes=100-", "bytes=100-200", "bytes=-0"])
+def test_range_selecting_nothing_is_not_satisfiable(header: str) -> None:
     with pytest.raises(RangeNotSatisfiable) as caught:
-        parse_range_header("bytes=100-", 100)
+        parse_range_header(header, 100)
     assert caught.value.status == 416
 
 

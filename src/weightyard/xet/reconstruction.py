@@ -43,6 +43,8 @@ def parse_range_header(header: str | None, size: int) -> tuple[int, int]:
         raise InvalidRange(f"unsupported Range header {header!r}")
     first, last = match.groups()
     if not first:
+        if int(last) == 0:
+            raise RangeNotSatisfiable("a suffix range of zero bytes selects nothing")
         return max(0, size - int(last)), size
     start = int(first)
     end = size if not last else min(int(last) + 1, size)
