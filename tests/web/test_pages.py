@@ -342,6 +342,7 @@ def test_safetensors_file_shows_its_tensor_list(demo: LocalHub) -> None:
         ((4).to_bytes(8, "little") + b"\0nop", "not valid JSON"),
         ((2).to_bytes(8, "little") + b"[]", "not a JSON object"),
         ((29).to_bytes(8, "little") + b'{"t": {"shape": [-1, "big"]}}', "no valid shape"),
+        ((119).to_bytes(8, "little") + b'{"t": {"shape": [' + b"1," * 49 + b"1]}}", "no valid shape"),
     ],
 )
 def test_malformed_safetensors_header_is_described_not_fatal(

@@ -72,6 +72,8 @@ FRONT_MATTER_LIMIT = 64 * 1024
 TEXT_LIMIT = 512 * 1024
 SAFETENSORS_HEADER_LIMIT = 16 * 1024 * 1024
 TENSOR_ROWS = 2000
+TENSOR_DIMS = 32
+TEXT_FIELD = 1000
 FACT_ITEMS = 100
 FACT_CHARS = 200
 SNIFF_BYTES = 512
@@ -400,20 +402,24 @@ def _safetensors(repos: RepoService, entry: FileEntry) -> dict[str, Any]:
     total = 0
     for name, info in sorted(header.items()):
         shape = info.get("shape") if isinstance(info, dict) else None
-        if not isinstance(shape, list) or not all(isinstance(dim, int) and dim >= 0 for dim in shape):
-            return {"error": f"tensor {str(name)[:100]!r} has no valid shape"}
+        if (
+            not isinstance(shape, list)
+            or len(shape) > TENSOR_DIMS
+            or not all(isinstance(dim, int) and dim >= 0 for dim in shape)
+        ):
+            return {"error": f"tensor {name[:FACT_CHARS]!r} has no valid shape"}
         count = math.prod(shape)
         total += count
         if len(tensors) < TENSOR_ROWS:
-            tensors.append(
-                {"name": name, "dtype": str(info.get("dtype")), "shape": shape, "parameters": count}
-            )
+            dtype = str(info.get("dtype"))[:FACT_CHARS]
+            tensors.append({"name": name[:TEXT_FIELD], "dtype": dtype, "shape": shape, "parameters": count})
+    entries = list(metadata.items())[:FACT_ITEMS] if isinstance(metadata, dict) else []
     return {
         "tensorCount": len(header),
         "parameters": total,
         "tensors": tensors,
         "truncated": len(header) > len(tensors),
-        "metadata": {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {},
+        "metadata": {key[:FACT_CHARS]: str(value)[:TEXT_FIELD] for key, value in entries},
     }
 
 
