@@ -7,6 +7,7 @@ is reused while its requirements are unchanged.
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import subprocess
 import sys
@@ -22,17 +23,26 @@ _READY = VENV / ".weightyard-ready"
 def ensure_model_signing() -> Path:
     """Path of the `model_signing` executable, creating its environment on first use."""
     stamp = "\n".join(REQUIREMENTS)
-    if not (_READY.is_file() and _READY.read_text() == stamp):
-        TOOLS.mkdir(parents=True, exist_ok=True)
-        (TOOLS / ".gitignore").write_text("*\n")
-        shutil.rmtree(VENV, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run(
-            [str(VENV / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", *REQUIREMENTS],
-            check=True,
-            timeout=900,
-        )
-        _READY.write_text(stamp)
+    TOOLS.mkdir(parents=True, exist_ok=True)
+    (TOOLS / ".gitignore").write_text("*\n")
+    # Two test runs (or a test run and the benchmark) starting together must not build it twice at once.
+    with open(TOOLS / ".model-signing.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (_READY.is_file() and _READY.read_text() == stamp):
+            shutil.rmtree(VENV, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+            subprocess.run(
+                [
+                    str(VENV / "bin" / "pip"),
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    *REQUIREMENTS,
+                ],
+                check=True,
+                timeout=900,
+            )
+            _READY.write_text(stamp)
     return VENV / "bin" / "model_signing"
 
 
