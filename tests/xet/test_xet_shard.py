@@ -16,6 +16,7 @@ from weightyard.xet import (
     ShardVerificationError,
     UnknownXorb,
     XorbInfo,
+    dedup_index_entries,
     dedup_shard,
     file_entry,
     file_hash,
@@ -285,3 +286,18 @@ def test_shard_naming_more_chunks_than_the_budget_is_refused_before_hashing() ->
     assert len(calls) == 2  # one lookup per distinct xorb, however many terms name it
     with pytest.raises(ShardTooLarge, match="references 170 chunks"):
         verify_shard(many, counting_lookup, max_chunk_refs=169)
+
+
+def test_dedup_index_gets_each_files_first_chunk_and_the_eligible_chunks() -> None:
+    eligible = b"\x0e" * 24 + (1024 * 3).to_bytes(8, "little")
+    chunks = (*XORB.chunks[:5], replace(XORB.chunks[5], hash=eligible), *XORB.chunks[6:])
+    with_eligible = XorbInfo(XORB.hash, chunks)
+    stored = {XORB.hash: with_eligible, OTHER.hash: OTHER}
+    second = FileTerm(OTHER.hash, OTHER.chunks[2].length, 2, 3)
+    files = [honest_file(), ShardFile(b"\x0f" * 32, (second,), (b"\x00" * 32,), None)]
+    entries = dedup_index_entries(files, [with_eligible], stored.get)
+    assert entries == {
+        eligible: XORB.hash,
+        XORB.chunks[0].hash: XORB.hash,
+        OTHER.chunks[2].hash: OTHER.hash,
+    }

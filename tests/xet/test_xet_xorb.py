@@ -10,15 +10,18 @@ from weightyard.xet import (
     MAX_XORB_LEN,
     ChunkDecompressionError,
     CompressionScheme,
+    CorruptXorb,
     InvalidXorb,
     XorbHashMismatch,
     XorbParser,
     XorbTooLarge,
     build_xorb_footer,
     chunk_hash,
+    pack_chunk_table,
     parse_xorb,
     parse_xorb_footer,
     serialize_xorb,
+    unpack_chunk_table,
     xorb_hash,
 )
 from weightyard.xet.xorb import byte_group, byte_ungroup, chunk_header, encode_chunk_payload, iter_chunk_data
@@ -212,3 +215,28 @@ def test_more_chunks_than_the_client_ever_sends_are_rejected() -> None:
     parser = XorbParser(max_chunks=10)
     with pytest.raises(InvalidXorb, match="more than 10 chunks"):
         parser.feed(body)
+
+
+def test_chunk_table_blob_round_trips_at_41_bytes_a_chunk() -> None:
+    _, info = serialize_xorb(CHUNKS)
+    blob = pack_chunk_table(info)
+    assert len(blob) == 41 * len(CHUNKS)
+    assert unpack_chunk_table(info.hash, blob) == info
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda blob: blob[:-1],
+        lambda blob: b"",
+        lambda blob: blob[:40] + b"\x07" + blob[41:],  # unknown scheme
+        lambda blob: blob[:32] + b"\x00\x00\x00\x00" + blob[36:],  # zero length
+        lambda blob: blob[:36] + b"\x01\x00\x00\x00" + blob[40:],  # ends before its header
+    ],
+)
+def test_damaged_chunk_table_blob_is_reported_as_corruption(damage: object) -> None:
+    assert callable(damage)
+    _, info = serialize_xorb(CHUNKS)
+    with pytest.raises(CorruptXorb) as caught:
+        unpack_chunk_table(info.hash, damage(pack_chunk_table(info)))
+    assert caught.value.status == 500

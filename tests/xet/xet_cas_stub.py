@@ -19,9 +19,9 @@ from weightyard.xet import (
     ShardFile,
     XetError,
     XorbInfo,
+    dedup_index_entries,
     dedup_shard,
     hash_to_string,
-    is_global_dedup_eligible,
     parse_range_header,
     parse_shard,
     parse_xorb,
@@ -161,15 +161,8 @@ def _handler_for(state: CasState, stub: CasStub) -> type[BaseHTTPRequestHandler]
             state.shard_bodies.append(body)
             for entry in shard.files:
                 state.files[entry.file_hash] = entry
-                if not entry.terms:
-                    continue
-                first = entry.terms[0]
-                first_chunk = state.xorbs[first.xorb_hash].chunks[first.chunk_start].hash
-                state.dedup_index[first_chunk] = first.xorb_hash
-            for block in shard.xorbs:
-                for chunk in block.chunks:
-                    if is_global_dedup_eligible(chunk.hash):
-                        state.dedup_index[chunk.hash] = block.hash
+            new_xorbs = [state.xorbs[block.hash] for block in shard.xorbs]
+            state.dedup_index.update(dedup_index_entries(shard.files, new_xorbs, state.xorbs.get))
             self._json(200, {"result": 1})
 
     return Handler

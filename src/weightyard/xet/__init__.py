@@ -68,6 +68,7 @@ from weightyard.xet.shard import (
     ShardFooter,
     ShardXorb,
     XorbLookup,
+    dedup_index_entries,
     dedup_shard,
     file_entry,
     parse_shard,
@@ -83,9 +84,11 @@ from weightyard.xet.xorb import (
     XorbParser,
     XorbWriter,
     build_xorb_footer,
+    pack_chunk_table,
     parse_xorb,
     parse_xorb_footer,
     serialize_xorb,
+    unpack_chunk_table,
 )
 
 __all__ = [
@@ -135,6 +138,7 @@ __all__ = [
     "build_xorb_footer",
     "chunk_file",
     "chunk_hash",
+    "dedup_index_entries",
     "dedup_shard",
     "file_entry",
     "file_hash",
@@ -144,6 +148,7 @@ __all__ = [
     "iter_file_bytes",
     "keyed_chunk_hash",
     "merkle_root",
+    "pack_chunk_table",
     "pack_file",
     "parse_range_header",
     "parse_shard",
@@ -156,6 +161,7 @@ __all__ = [
     "shard_bytes_to_sha256",
     "shard_xorb",
     "string_to_hash",
+    "unpack_chunk_table",
     "verification_hash",
     "verify_shard",
     "xorb_hash",

@@ -23,6 +23,7 @@ from weightyard.xet.hashes import (
     file_hash,
     hash_sort_key,
     hash_to_string,
+    is_global_dedup_eligible,
     keyed_chunk_hash,
     sha256_to_shard_bytes,
     shard_bytes_to_sha256,
@@ -436,3 +437,20 @@ def dedup_shard(xorbs: Iterable[XorbInfo], *, hmac_key: bytes, created: int, exp
     """The body of a global-dedup answer: these xorbs with keyed chunk hashes, lookup tables and footer."""
     blocks = sorted((shard_xorb(info, hmac_key) for info in xorbs), key=lambda x: hash_sort_key(x.hash))
     return serialize_shard(Shard((), tuple(blocks), ShardFooter(hmac_key, created, expiry)))
+
+
+def dedup_index_entries(
+    files: Iterable[ShardFile], xorbs: Iterable[XorbInfo], lookup: XorbLookup
+) -> dict[bytes, bytes]:
+    """The `chunk hash -> xorb hash` pairs the global-dedup index needs after an upload.
+
+    That is every eligible chunk of the new xorbs, and the first chunk of every new file: the client always
+    queries a file's first chunk, which is rarely eligible by its hash (XET_PROTOCOL.md §12, pitfall 6).
+    """
+    entries = {c.hash: info.hash for info in xorbs for c in info.chunks if is_global_dedup_eligible(c.hash)}
+    for entry in files:
+        if entry.terms:
+            first = entry.terms[0]
+            stored = stored_xorb(lookup, first.xorb_hash, "a file term")
+            entries.setdefault(stored.chunks[first.chunk_start].hash, first.xorb_hash)
+    return entries

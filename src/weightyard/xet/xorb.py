@@ -16,7 +16,13 @@ from enum import IntEnum
 import lz4.frame  # type: ignore[import-untyped]
 import numpy as np
 
-from weightyard.xet.errors import ChunkDecompressionError, InvalidXorb, XorbHashMismatch, XorbTooLarge
+from weightyard.xet.errors import (
+    ChunkDecompressionError,
+    CorruptXorb,
+    InvalidXorb,
+    XorbHashMismatch,
+    XorbTooLarge,
+)
 from weightyard.xet.hashes import HASH_LEN, chunk_hash, hash_to_string, xorb_hash
 
 CHUNK_HEADER_LEN = 8
@@ -356,6 +362,32 @@ def iter_chunk_data(serialized: bytes | memoryview, first_offset: int = 0) -> It
             raise InvalidXorb(f"chunk at offset {first_offset + position} is truncated")
         yield decode_chunk_payload(header.scheme, bytes(view[payload_start:payload_end]), header.length)
         position = payload_end
+
+
+# A compact chunk table for the server's index, 41 bytes a chunk: hash, length, serialized end and scheme;
+# the offsets follow from running sums.
+_TABLE_ENTRY = struct.Struct("<32sIIB")
+_SCHEME_VALUES = frozenset(CompressionScheme)
+
+
+def pack_chunk_table(info: XorbInfo) -> bytes:
+    """The chunk table of a xorb as one blob, for a database column; `unpack_chunk_table` reads it back."""
+    return b"".join(_TABLE_ENTRY.pack(c.hash, c.length, c.end, c.scheme) for c in info.chunks)
+
+
+def unpack_chunk_table(xorb: bytes, blob: bytes) -> XorbInfo:
+    """Rebuild the `XorbInfo` of xorb `xorb` from `pack_chunk_table` output; a bad blob is `CorruptXorb`."""
+    if not blob or len(blob) % _TABLE_ENTRY.size:
+        raise CorruptXorb(f"a chunk table of {len(blob)} bytes is not a whole number of entries")
+    chunks: list[XorbChunk] = []
+    start = raw_offset = 0
+    for hash_value, length, end, scheme in _TABLE_ENTRY.iter_unpack(blob):
+        valid = 0 < length <= MAX_CHUNK_LEN and end > start + CHUNK_HEADER_LEN and scheme in _SCHEME_VALUES
+        if not valid:
+            raise CorruptXorb(f"chunk table entry {len(chunks)} of xorb {hash_to_string(xorb)} is invalid")
+        chunks.append(XorbChunk(hash_value, length, raw_offset, start, end, CompressionScheme(scheme)))
+        start, raw_offset = end, raw_offset + length
+    return XorbInfo(xorb, tuple(chunks))
 
 
 # The footer a server appends to a stored xorb ("XorbObjectInfo" v1), so that the object alone says where
