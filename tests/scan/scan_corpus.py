@@ -373,6 +373,21 @@ _PICKLES: dict[str, tuple[str, bytes, str]] = {
         evil(glob("builtins", "bytearray"), i(2**40)),
         "unsafe",
     ),
+    "numpy_shape_bomb.pkl": (
+        "allocation bomb through numpy's array reconstructor",
+        evil(
+            glob("numpy.core.multiarray", "_reconstruct"),
+            glob("numpy", "ndarray"),
+            MARK + i(1 << 20) + i(1 << 20) + TUPLE,
+            s("b"),
+        ),
+        "unsafe",
+    ),
+    "torch_layer_bomb.pkl": (
+        "allocation bomb through a layer constructor",
+        evil(glob("torch.nn.modules.linear", "Linear"), i(1 << 20), i(1 << 20)),
+        "unsafe",
+    ),
     "build_on_global.pkl": (
         "BUILD monkey-patches an imported class",
         proto(2)

@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 from tests.scan.scan_corpus import (
     CMD,
+    EMPTY_TUPLE,
+    NEWOBJ,
     OS_SYSTEM,
     STOP,
     ZipEntry,
+    _gzip_bomb,
     call,
     evil,
     gguf,
@@ -126,6 +129,19 @@ def test_exceeding_the_member_size_limit_is_unscannable_with_the_reason() -> Non
     report = scan_file(archive, "a.zip", limits=Limits(member_bytes=1024, compression_ratio=10**9))
     assert report.verdict is Verdict.UNSCANNABLE
     assert "limit.member-size" in rules(report)
+
+
+def test_layer_restored_through_newobj_is_not_an_allocation() -> None:
+    restored = proto(2) + glob("torch.nn.modules.linear", "Linear") + EMPTY_TUPLE + NEWOBJ + STOP
+    assert scan_file(restored, "x.pkl").verdict is Verdict.SAFE
+
+
+def test_gzip_bomb_with_a_lying_size_trailer_is_still_a_bomb() -> None:
+    bomb = bytearray(_gzip_bomb(64 << 20))
+    bomb[-4:] = b"\x10\x00\x00\x00"
+    report = scan_file(bytes(bomb), "x.gz", limits=Limits(member_bytes=8 << 20))
+    assert report.verdict is Verdict.UNSAFE
+    assert "archive.compression-bomb" in rules(report)
 
 
 def test_exceeding_the_time_limit_is_unscannable_with_the_reason() -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from weightyard.scan.buffer import Data
 from weightyard.scan.hf_config import unsafe_relative_path
-from weightyard.scan.limits import LimitExceeded
+from weightyard.scan.limits import LimitExceeded, OutputLimitExceeded
 from weightyard.scan.pickle_scan import looks_like_pickle, walk
 from weightyard.scan.report import Finding, Severity
 from weightyard.scan.zipread import (
@@ -129,12 +129,9 @@ def _scan_member(ctx: Context, data: Data, m: Member, kind: str, where: str) -> 
         content = read_member(data, m, ctx.budget)
     except (ZipFormatError, zlib.error, OSError, EOFError) as exc:
         return [*findings, Finding("archive.unreadable-member", Severity.ERROR, loc, m.name, str(exc))]
-    except LimitExceeded as exc:
-        if (
-            exc.rule == "limit.member-size"
-            and limits.member_bytes > m.compressed_size * limits.compression_ratio
-        ):
-            return [*findings, bomb_finding(loc, limits.member_bytes, m.compressed_size)]
+    except OutputLimitExceeded as exc:
+        if limits.member_bytes > exc.consumed * limits.compression_ratio:
+            return [*findings, bomb_finding(loc, limits.member_bytes, exc.consumed)]
         raise
     if m.method != 0 and len(content) != m.size:
         findings.append(

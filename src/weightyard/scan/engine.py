@@ -7,6 +7,7 @@ import lzma
 import mmap
 import os
 import posixpath
+import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from weightyard.scan import archives, formats, hf_config, keras_scan, pickles, protobuf
 from weightyard.scan.buffer import Data
-from weightyard.scan.limits import DEFAULT_LIMITS, Budget, LimitExceeded, Limits
+from weightyard.scan.limits import DEFAULT_LIMITS, Budget, LimitExceeded, Limits, OutputLimitExceeded
 from weightyard.scan.report import Finding, Reference, Report, Severity
 from weightyard.scan.zipread import bounded_decompress, find_eocd
 
@@ -93,11 +94,17 @@ def _scan_compressed(ctx: Context, data: Data, name: str, where: str, kind: str)
         start = data.find(b"\x78", 4, 64)
         raw = bytes(data[start:]) if start >= 0 else b""
     cap = ctx.budget.limits.member_bytes
+    ratio = ctx.budget.limits.compression_ratio
+    if kind == "gzip" and len(data) >= 18:
+        # The trailer states the size (mod 4 GiB). Whether honest or a lie, a bomb-sized claim is a bomb.
+        (claimed,) = struct.unpack_from("<I", data, len(data) - 4)
+        if claimed > cap and claimed > len(data) * ratio:
+            return kind, [archives.bomb_finding(where, claimed, len(data))]
     try:
         content = bounded_decompress(_decompressor(kind), raw, ctx.budget, cap)
-    except LimitExceeded as exc:
-        if exc.rule == "limit.member-size" and cap > len(raw) * ctx.budget.limits.compression_ratio:
-            return kind, [archives.bomb_finding(where, cap, len(raw))]
+    except OutputLimitExceeded as exc:
+        if cap > exc.consumed * ratio:
+            return kind, [archives.bomb_finding(where, cap, exc.consumed)]
         raise
     except (zlib.error, OSError, EOFError, lzma.LZMAError) as exc:
         return kind, [Finding("format.corrupt", Severity.ERROR, where, kind, f"cannot decompress: {exc}")]

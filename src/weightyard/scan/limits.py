@@ -34,6 +34,14 @@ class LimitExceeded(Exception):
         self.message = message
 
 
+class OutputLimitExceeded(LimitExceeded):
+    """Decompression passed the size cap after reading `consumed` compressed bytes."""
+
+    def __init__(self, cap: int, consumed: int) -> None:
+        super().__init__("limit.member-size", f"decompressed content exceeds {cap} bytes")
+        self.consumed = consumed
+
+
 class Budget:
     """Tracks what one top-level scan has spent, shared by every nested parser."""
 

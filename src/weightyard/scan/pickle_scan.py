@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from weightyard.scan.buffer import Data
 from weightyard.scan.limits import Budget, LimitExceeded
 from weightyard.scan.policy import (
+    ALLOCATING_CLASSES,
     BENIGN_NESTING_LOADER,
     NESTING_LOADERS,
-    SIZED_CONSTRUCTORS,
+    SIZE_ARGUMENTS,
     Kind,
     classify,
 )
@@ -223,12 +224,12 @@ class PickleWalker:
         return ref
 
     # -- calls -----------------------------------------------------------------------------------------
-    def _call(self, callee: _Value, args: _Value, offset: int) -> _Value:
+    def _call(self, callee: _Value, args: _Value, offset: int, *, construct: bool = True) -> _Value:
+        """`construct` is False for NEWOBJ, which only runs `cls.__new__`."""
         if isinstance(callee, Ref):
             if callee.deferred:
                 return self._call_getattr(callee, args, offset)
-            if callee.full in SIZED_CONSTRUCTORS:
-                self._check_allocation(callee, args, offset)
+            self._check_allocation(callee, args, offset, construct)
             if callee.full in NESTING_LOADERS:
                 self._scan_nested_argument(callee, args, offset)
             if callee.full == _CODECS_ENCODE:
@@ -297,21 +298,23 @@ class PickleWalker:
         )
         return Unknown()
 
-    def _check_allocation(self, ref: Ref, args: _Value, offset: int) -> None:
-        if isinstance(args, Seq) and args.items:
-            first = args.items[0]
-            if (
-                isinstance(first, Const)
-                and isinstance(first.value, int)
-                and not isinstance(first.value, bool)
-            ) and first.value > self.budget.limits.allocation_bytes:
-                self._add(
-                    "pickle.allocation-bomb",
-                    Severity.CRITICAL,
-                    offset,
-                    f"{ref.full}({first.value})",
-                    "an allowed constructor is asked to allocate an excessive amount of memory",
-                )
+    def _check_allocation(self, ref: Ref, args: _Value, offset: int, construct: bool) -> None:
+        if not isinstance(args, Seq):
+            return
+        index = SIZE_ARGUMENTS.get(ref.full)
+        size: int | None = None
+        if index is not None and len(args.items) > index:
+            size = _size_of(args.items[index])
+        elif construct and ref.module.startswith(ALLOCATING_CLASSES):
+            size = _size_of(Seq([a for a in args.items if _const_int(a) is not None]))
+        if size is not None and size > self.budget.limits.allocation_bytes:
+            self._add(
+                "pickle.allocation-bomb",
+                Severity.CRITICAL,
+                offset,
+                f"{ref.full} of {size}",
+                "an allowed callable is asked to allocate an excessive amount of memory",
+            )
 
     def _scan_nested_argument(self, ref: Ref, args: _Value, offset: int) -> None:
         first = args.items[0] if isinstance(args, Seq) and args.items else None
@@ -433,6 +436,19 @@ class PickleWalker:
                 self.result.end = self.pos
                 self.result.root = self.stack[-1] if self.stack else None
                 return
+
+
+def _size_of(value: _Value) -> int | None:
+    """An integer size, or the element count of a shape tuple, when spelled out as constants."""
+    if isinstance(value, Seq):
+        dims = [_const_int(v) for v in value.items]
+        if not dims or any(d is None for d in dims):
+            return None
+        count = 1
+        for d in dims:
+            count *= d or 0
+        return count
+    return _const_int(value)
 
 
 def _const_int(value: _Value) -> int | None:
@@ -948,7 +964,7 @@ def _obj(w: PickleWalker, offset: int) -> bool:
 def _newobj(w: PickleWalker, offset: int) -> bool:
     args = w._pop()
     cls = w._pop()
-    w._push(w._call(cls, args, offset))
+    w._push(w._call(cls, args, offset, construct=False))
     return False
 
 
@@ -957,7 +973,7 @@ def _newobj_ex(w: PickleWalker, offset: int) -> bool:
     w._pop()
     args = w._pop()
     cls = w._pop()
-    w._push(w._call(cls, args, offset))
+    w._push(w._call(cls, args, offset, construct=False))
     return False
 
 

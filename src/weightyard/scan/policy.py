@@ -73,8 +73,18 @@ _DANGEROUS_BUILTINS: frozenset[str] = words(
     """
 )
 
-# bytes/bytearray take an integer size: allowed, but the size is checked by the walker.
-SIZED_CONSTRUCTORS: frozenset[str] = frozenset({"builtins.bytearray", "builtins.bytes"})
+# Allowed callables that allocate what an argument says (index of the size or shape argument): the
+# walker checks the size, since `bytearray(2**40)` is a denial of service through an allowed name.
+SIZE_ARGUMENTS: dict[str, int] = {
+    "builtins.bytearray": 0,
+    "builtins.bytes": 0,
+    "numpy.ndarray": 0,
+    "numpy.core.multiarray._reconstruct": 1,
+    "numpy._core.multiarray._reconstruct": 1,
+    "numpy.ma.core._mareconstruct": 2,
+}
+# Layers allocate their weights in __init__, which a direct call (rather than __new__ + state) runs.
+ALLOCATING_CLASSES = "torch.nn.modules."
 
 _SAFE_EXACT: frozenset[str] = words(
     """
@@ -104,6 +114,9 @@ _SAFE_EXACT: frozenset[str] = words(
     torch.nn.parameter.Buffer torch.storage.TypedStorage torch.storage.UntypedStorage
     torch.UntypedStorage torch.torch_version.TorchVersion torch.jit._pickle.build_intlist
     torch.jit._pickle.build_tensor_from_id torch.jit._pickle.build_doublelist
+    pandas.core.indexes.base._new_Index pandas._libs.internals._unpickle_block
+    pandas._libs.tslibs.timestamps._unpickle_timestamp pandas._libs.tslibs.timedeltas._timedelta_unpickle
+    pandas.core.internals.blocks.new_block pandas._libs.arrays.__pyx_unpickle_NDArrayBacked
     torch.jit._pickle.build_boollist torch.jit._pickle.build_tensorlist
     torch.jit._pickle.restore_type_tag joblib.numpy_pickle.NumpyArrayWrapper
     joblib.numpy_pickle_compat.NDArrayWrapper joblib.numpy_pickle_compat.ZNDArrayWrapper
@@ -135,6 +148,9 @@ _STATEFUL_CLASS_NAMESPACES: tuple[str, ...] = (
     "sklearn.",
     "torch.nn.modules.",
     "torch.optim.",
+    "xgboost.",
+    "lightgbm.",
+    "pandas.core.",
     "numpy.dtypes",
 )
 _EXCLUDED_SUBSTRINGS: tuple[str, ...] = ("_testing", ".tests", "externals", "fixes", "cpp_extension")

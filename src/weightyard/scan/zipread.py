@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from weightyard.scan.buffer import Data
-from weightyard.scan.limits import Budget, LimitExceeded
+from weightyard.scan.limits import Budget, LimitExceeded, OutputLimitExceeded
 from weightyard.scan.report import Finding, Severity
 
 _EOCD = b"PK\x05\x06"
@@ -269,14 +269,15 @@ def bounded_decompress(decomp: Decompressor, raw: Data, budget: Budget, cap: int
     """Decompress in chunks, stopping at `cap` bytes of output and charging the shared budget."""
     out = bytearray()
     for pos in range(0, len(raw), _CHUNK):
-        feed = bytes(raw[pos : pos + _CHUNK])
+        piece = feed = bytes(raw[pos : pos + _CHUNK])
         while True:
             budget.check_time()
             chunk = decomp.decompress(feed, _CHUNK)
             out += chunk
             budget.spend_decompressed(len(chunk))
             if len(out) > cap:
-                raise LimitExceeded("limit.member-size", f"decompressed content exceeds {cap} bytes")
+                tail = len(decomp.unconsumed_tail) if isinstance(decomp, _ZLIB_DECOMPRESS) else 0
+                raise OutputLimitExceeded(cap, pos + len(piece) - tail)
             if decomp.eof:
                 return bytes(out)
             if isinstance(decomp, _ZLIB_DECOMPRESS):
