@@ -228,3 +228,25 @@ def test_streaming_a_damaged_xorb_fails_instead_of_serving_wrong_bytes() -> None
     with pytest.raises(CorruptXorb) as caught:
         b"".join(iter_file_bytes(terms, tables.get, read))
     assert caught.value.status == 500
+
+
+def test_every_range_of_a_small_file_gets_the_minimal_covering_chunks() -> None:
+    chunks = [b"a" * 3, b"b" * 5, b"c" * 2, b"d" * 7]
+    body, table = serialize_xorb(chunks, CompressionScheme.NONE)
+    terms = [FileTerm(table.hash, 14, 1, 4), FileTerm(table.hash, 8, 0, 2)]
+    data = b"".join(chunks[1:4] + chunks[0:2])
+    lengths = {index: len(chunk) for index, chunk in enumerate(chunks)}
+
+    def read(xorb: bytes, start: int, end: int) -> bytes:
+        return body[start:end]
+
+    for start in range(len(data)):
+        for end in range(start + 1, len(data) + 1):
+            plan = plan_reconstruction(terms, {table.hash: table}.get, start, end)
+            first, last = plan.terms[0], plan.terms[-1]
+            covered = sum(t.unpacked_len for t in plan.terms)
+            assert 0 <= plan.offset_into_first_range < lengths[first.chunk_start]
+            assert covered - plan.offset_into_first_range >= end - start
+            assert covered - plan.offset_into_first_range - lengths[last.chunk_end - 1] < end - start
+            streamed = b"".join(iter_file_bytes(terms, {table.hash: table}.get, read, start, end))
+            assert streamed == data[start:end]
