@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from weightyard.api import create_app
-from weightyard.auth import Principal
+from weightyard.auth import LOCAL_ADMIN, Principal
 from weightyard.config import Settings
 from weightyard.hub import Hub
 from weightyard.repos import AddFile, DeleteFile, Operation, Repo
@@ -50,6 +50,11 @@ class LocalHub:
         repo = self.create(repo_id, private)
         self.commit(repo, files, title=f"Add {repo_id}")
         return repo
+
+    def user_token(self, name: str, scope: str = "read") -> str:
+        """A token for a new, ordinary user `name`."""
+        self.hub.accounts.create_user(LOCAL_ADMIN, name)
+        return self.hub.accounts.create_token(LOCAL_ADMIN, name, "laptop", scope=scope)
 
     @property
     def bearer(self) -> dict[str, str]:

@@ -429,11 +429,50 @@ def test_private_repo_is_a_404_page_and_unlisted_for_anyone_without_access(local
 
 def test_another_users_token_cannot_see_a_private_repo(local: LocalHub) -> None:
     local.publish("admin/secret", {"README.md": b"# Secret\n"}, private=True)
-    local.hub.tokens.ensure_user("bob")
-    bob = local.hub.tokens.create_token("bob", "laptop", scope="read")
-    local.client.post("/sign-in", data={"token": bob})
+    local.client.post("/sign-in", data={"token": local.user_token("bob")})
     assert local.client.get("/admin/secret").status_code == 404
     assert local.client.get("/sign-in.json").json()["user"] == "bob"
+
+
+def test_gated_repo_shows_its_files_but_no_contents_until_access_is_granted(local: LocalHub) -> None:
+    repo = local.publish(
+        "acme/gated",
+        {"README.md": card("license: llama3", "# Gated card"), "weights.txt": b"secret weights\n"},
+    )
+    local.hub.repos.update_settings(local.admin, repo, private=None, gated="auto")
+    bob = {"Authorization": f"Bearer {local.user_token('bob')}"}
+
+    page = local.client.get("/acme/gated.json", headers=bob).json()
+    assert page["access"]["granted"] is False
+    assert page["card"] is None
+    assert [(f["path"], f["download"]) for f in page["files"]] == [("README.md", None), ("weights.txt", None)]
+    assert local.client.get("/models.json", headers=bob).json()["models"][0]["license"] == []
+    blob = local.client.get("/acme/gated/blob/main/weights.txt.json", headers=bob).json()
+    assert blob["view"] == {"kind": "gated"}
+    assert blob["file"]["size"] == 15
+    for url in ("/acme/gated", "/acme/gated/blob/main/weights.txt", "/acme/gated/blob/main/README.md"):
+        html = local.client.get(url, headers=bob).text
+        assert "secret weights" not in html
+        assert "Gated card" not in html
+        assert "Request access" in html
+    assert "to request access" in local.client.get("/acme/gated").text
+
+    asked = local.client.post("/acme/gated/ask-access", headers=bob, follow_redirects=False)
+    assert asked.status_code == 303
+    assert asked.headers["location"] == "/acme/gated?requested=accepted"
+    page = local.client.get("/acme/gated.json", headers=bob).json()
+    assert page["access"]["granted"] is True
+    assert "<h1>Gated card</h1>" in page["card"]["html"]
+    assert local.client.get("/acme/gated/blob/main/weights.txt.json", headers=bob).json()["view"]["text"] == (
+        "secret weights\n"
+    )
+
+
+def test_asking_for_access_needs_a_signed_in_viewer_and_a_gated_repo(local: LocalHub) -> None:
+    local.publish("acme/open", {"config.json": b"{}"})
+    assert local.client.post("/acme/open/ask-access").status_code == 401
+    assert local.client.post("/acme/open/ask-access", headers=local.bearer).status_code == 400
+    assert local.client.post("/acme/missing/ask-access", headers=local.bearer).status_code == 404
 
 
 def test_sign_in_sets_an_httponly_lax_cookie_and_sign_out_clears_it(local: LocalHub) -> None:

@@ -38,16 +38,18 @@ from weightyard.api.common import (
     raw_segments,
     split_revision,
 )
-from weightyard.auth import Principal
+from weightyard.auth import Action, Principal, can
 from weightyard.errors import (
     BadRequest,
     EntryNotFound,
     Forbidden,
+    GatedRepo,
     InvalidCredentials,
     NotFound,
     WeightyardError,
 )
 from weightyard.repos import Commit, DirEntry, FileEntry, Repo, RepoService, check_repo_id, check_repo_segment
+from weightyard.repos.access import STATUSES as ACCESS_STATUSES
 from weightyard.repos.ingest import looks_binary
 
 router = APIRouter()
@@ -324,7 +326,9 @@ def _verdicts(files: list[dict[str, Any]]) -> None:
             item["signature"] = None
 
 
-def _entry_json(repo: Repo, revision: str, path: str, entry: FileEntry | DirEntry) -> dict[str, Any]:
+def _entry_json(
+    repo: Repo, revision: str, path: str, entry: FileEntry | DirEntry, granted: bool
+) -> dict[str, Any]:
     name = path.rsplit("/", 1)[-1]
     if isinstance(entry, DirEntry):
         return {
@@ -341,17 +345,17 @@ def _entry_json(repo: Repo, revision: str, path: str, entry: FileEntry | DirEntr
         "lfs": entry.lfs,
         "sha256": entry.sha256,
         "url": _rev_url(repo, "blob", revision, path),
-        "download": _rev_url(repo, "resolve", revision, path),
+        "download": _rev_url(repo, "resolve", revision, path) if granted else None,
     }
 
 
 def _listing(
-    repos: RepoService, repo: Repo, revision: str, commit: Commit, path: str
+    repos: RepoService, repo: Repo, revision: str, commit: Commit, path: str, granted: bool
 ) -> list[dict[str, Any]]:
     items = repos.tree(commit, path)
     # Folders first, as file browsers do.
     items.sort(key=lambda item: (not isinstance(item.entry, DirEntry), item.path))
-    result = [_entry_json(repo, revision, item.path, item.entry) for item in items]
+    result = [_entry_json(repo, revision, item.path, item.entry, granted) for item in items]
     _verdicts(result)
     return result
 
@@ -448,9 +452,14 @@ def _viewer(request: Request) -> Principal | None:
     if not secret:
         return None
     try:
-        return hub_of(request).tokens.authenticate(secret)
+        return _authenticate(request, secret)
     except InvalidCredentials:
         return None
+
+
+def _authenticate(request: Request, secret: str) -> Principal:
+    origin = request.client.host if request.client else ""
+    return hub_of(request).accounts.authenticate(secret, origin=origin)
 
 
 def _repo_json(repo: Repo) -> dict[str, Any]:
@@ -504,6 +513,18 @@ def _load(request: Request, viewer: Principal | None, namespace: str, name: str)
     return hub_of(request).repos.get_repo(viewer, "model", namespace, name)
 
 
+def _may_download(repos: RepoService, viewer: Principal | None, repo: Repo) -> bool:
+    """Whether the viewer may see file contents (the card included): the question `/resolve` asks, which
+    differs from reading the repo only for a gated repo whose gate the viewer has not passed."""
+    if can(viewer, Action.DOWNLOAD, repo.ref):
+        return True
+    try:
+        repos.get_repo(viewer, repo.type, repo.namespace, repo.name, Action.DOWNLOAD)
+    except GatedRepo:
+        return False
+    return True
+
+
 @functools.lru_cache(maxsize=LISTING_CACHE)
 def _facts_at(repos: RepoService, commit: Commit) -> dict[str, Any]:
     """The card facts of a commit. A commit never changes, so the listing reads and parses each README once
@@ -512,8 +533,10 @@ def _facts_at(repos: RepoService, commit: Commit) -> dict[str, Any]:
     return _card_facts(raw)[0] if raw is not None else _facts({})
 
 
-def _summary(repos: RepoService, repo: Repo) -> dict[str, Any]:
-    facts = _facts_at(repos, repos.resolve(repo, "main"))
+def _summary(repos: RepoService, viewer: Principal | None, repo: Repo) -> dict[str, Any]:
+    facts = (
+        _facts_at(repos, repos.resolve(repo, "main")) if _may_download(repos, viewer, repo) else _facts({})
+    )
     return {**_repo_json(repo), "license": facts["license"], "task": facts["task"], "tags": facts["tags"]}
 
 
@@ -568,11 +591,16 @@ def models_page(request: Request, viewer: Principal | None, segments: list[str])
     start = (number - 1) * MODELS_PAGE
     terms = search.lower().split()
     if terms or any(filters.values()):
-        matches = [s for s in (_summary(repos, repo) for repo in found) if _matches(s, terms, filters)]
+        matches = [
+            s for s in (_summary(repos, viewer, repo) for repo in found) if _matches(s, terms, filters)
+        ]
         total, models = len(matches), matches[start : start + MODELS_PAGE]
     else:
         # Without a card filter only the shown page needs its README read.
-        total, models = len(found), [_summary(repos, repo) for repo in found[start : start + MODELS_PAGE]]
+        total, models = (
+            len(found),
+            [_summary(repos, viewer, repo) for repo in found[start : start + MODELS_PAGE]],
+        )
     data = {
         "search": search,
         "sort": sort,
@@ -625,23 +653,36 @@ def _base_models(
     return result
 
 
+def _access_json(request: Request, repo: Repo, granted: bool) -> dict[str, Any]:
+    """Gating as the page shows it; `requested` echoes the status the access form just got back."""
+    requested = request.query_params.get("requested")
+    return {
+        "gated": repo.gated,
+        "granted": granted,
+        "requested": requested if requested in ACCESS_STATUSES else None,
+        "requestUrl": f"{_repo_url(repo)}/ask-access",
+    }
+
+
 def model_page(request: Request, viewer: Principal | None, segments: list[str]) -> Page:
     repos = hub_of(request).repos
     repo = _load(request, viewer, segments[0], segments[1])
     revision = "main"
     commit = repos.resolve(repo, revision)
-    raw = _readme(repos, commit)
+    granted = _may_download(repos, viewer, repo)
+    raw = _readme(repos, commit) if granted else None
     card = _card(raw, _repo_url(repo), revision) if raw is not None else None
     history = repos.history(repo, revision)
     data = {
         "repo": _repo_json(repo),
         "revision": revision,
         "commit": _commit_json(repo, commit),
+        "access": _access_json(request, repo, granted),
         "card": {"facts": card.facts, "html": card.html, "metadataError": card.metadata_error}
         if card
         else None,
         "baseModels": _base_models(repos, viewer, card.facts["base_model"]) if card else [],
-        "files": _listing(repos, repo, revision, commit, ""),
+        "files": _listing(repos, repo, revision, commit, "", granted),
         "size": sum(entry.size for entry in repos.files(commit).values()),
         "refs": _refs_json(repos, repo, "tree"),
         "commitCount": len(history),
@@ -672,7 +713,7 @@ def tree_page(request: Request, viewer: Principal | None, segments: list[str]) -
         "path": path,
         "commit": _commit_json(repo, commit),
         "breadcrumbs": _breadcrumbs(repo, revision, path),
-        "files": _listing(repos, repo, revision, commit, path),
+        "files": _listing(repos, repo, revision, commit, path, _may_download(repos, viewer, repo)),
         "refs": _refs_json(repos, repo, "tree"),
     }
     return Page("tree.html", data, f"{repo.repo_id} · {path or 'files'} at {revision}")
@@ -685,7 +726,8 @@ def blob_page(request: Request, viewer: Principal | None, segments: list[str]) -
     path = "/".join(rest)
     commit = repos.resolve(repo, revision)
     entry = repos.file(commit, path)
-    file_json = _entry_json(repo, revision, path, entry)
+    granted = _may_download(repos, viewer, repo)
+    file_json = _entry_json(repo, revision, path, entry, granted)
     file_json["gitOid"] = entry.git_oid
     _verdicts([file_json])
     parent, _, _ = path.rpartition("/")
@@ -696,7 +738,8 @@ def blob_page(request: Request, viewer: Principal | None, segments: list[str]) -
         "commit": _commit_json(repo, commit),
         "breadcrumbs": _breadcrumbs(repo, revision, parent),
         "file": file_json,
-        "view": _file_view(repos, path, entry),
+        "access": _access_json(request, repo, granted),
+        "view": _file_view(repos, path, entry) if granted else {"kind": "gated"},
     }
     return Page("blob.html", data, f"{repo.repo_id} · {path} at {revision}")
 
@@ -930,7 +973,7 @@ async def sign_in(request: Request) -> Response:
     token = form.get("token", "").strip()
     target = _local_target(form.get("next"))
     try:
-        viewer = await run_in_threadpool(hub_of(request).tokens.authenticate, token) if token else None
+        viewer = await run_in_threadpool(_authenticate, request, token) if token else None
     except InvalidCredentials:
         viewer = None
     if viewer is None:
@@ -961,6 +1004,27 @@ def sign_out(request: Request) -> Response:
     )
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax")
     return response
+
+
+@router.post("/{namespace}/{name}/ask-access", include_in_schema=False)
+async def ask_access(request: Request, namespace: str, name: str) -> Response:
+    """The "Request access" button of a gated model, for a signed-in viewer."""
+    as_json = _wants_json(request)
+
+    def ask() -> str:
+        viewer = _viewer(request)
+        repo = _load(request, viewer, namespace, name)
+        return hub_of(request).access.request(viewer, repo)
+
+    try:
+        _check_same_origin(request)
+        await _form(request)
+        status = await run_in_threadpool(ask)
+    except WeightyardError as exc:
+        return _error(request, exc, None, as_json)
+    if as_json:
+        return JSONResponse({"status": status})
+    return RedirectResponse(f"/{namespace}/{name}?{urlencode({'requested': status})}", status_code=303)
 
 
 @router.get(STATIC_PREFIX + "{name}", include_in_schema=False)
