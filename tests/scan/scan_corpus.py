@@ -646,6 +646,21 @@ def keras_config(*layers: dict[str, object]) -> dict[str, object]:
     }
 
 
+def keras_metadata(*layers: dict[str, object]) -> bytes:
+    """keras_metadata.pb of a SavedModel: one SavedObject per layer with its JSON metadata (field 4)."""
+    docs = [keras_config(), *layers]
+    return b"".join(
+        pb_bytes(
+            1,
+            pb_int(1, 1)
+            + pb_bytes(2, f"root.layer-{k}")
+            + pb_bytes(3, "_tf_keras_layer")
+            + pb_bytes(4, json.dumps(doc)),
+        )
+        for k, doc in enumerate(docs)
+    )
+
+
 def h5_bytes(attrs: dict[str, str]) -> bytes:
     import h5py
     import numpy as np
@@ -1256,6 +1271,13 @@ def build(root: Path) -> list[Sample]:
         "WriteFile op in a library function",
     )
     put("tf/pyfunc/saved_model.pb", saved_model(["Placeholder", "PyFunc"]), True, "unsafe", "PyFunc op")
+    put(
+        "tf/keras_lambda/keras_metadata.pb",
+        keras_metadata(lambda_layer),
+        True,
+        "unsafe",
+        "Lambda in keras_metadata.pb",
+    )
 
     # ONNX.
     for key, location in {
@@ -1442,6 +1464,7 @@ def build(root: Path) -> list[Sample]:
         "safe",
         "Keras HDF5",
     )
+    put("benign/tf/keras_metadata.pb", keras_metadata(), False, "safe", "SavedModel Keras metadata")
     put("benign/keras/weights_only.h5", h5_bytes({}), False, "safe", "HDF5 weights")
     put(
         "benign/tf/saved_model.pb",

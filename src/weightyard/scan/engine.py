@@ -223,6 +223,7 @@ _HANDLERS: dict[str, Handler] = {
     "empty": lambda ctx, data, name, where: [],
     "onnx": protobuf.scan_onnx,
     "tf-savedmodel": protobuf.scan_saved_model,
+    "keras-metadata": protobuf.scan_keras_metadata,
     "sentencepiece": lambda ctx, data, name, where: [],
 }
 

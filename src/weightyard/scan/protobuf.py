@@ -4,11 +4,13 @@ Python). No protobuf library and no schema compiler are involved."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from weightyard.scan.buffer import Data
 from weightyard.scan.hf_config import unsafe_relative_path
+from weightyard.scan.keras_scan import check_keras_config
 from weightyard.scan.report import Finding, Reference, Severity
 
 if TYPE_CHECKING:
@@ -92,6 +94,8 @@ def detect(data: Data, name: str) -> str | None:
     top = _top_fields(data)
     if not top:
         return None
+    if name == KERAS_METADATA and set(top) <= {1}:
+        return "keras-metadata"
     if top.get(7) == LEN and top.get(1) == VARINT and set(top) <= {1, 2, 3, 4, 5, 6, 7, 8, 14, 20, 25}:
         return "onnx"
     if set(top) <= {1, 2} and top.get(2) == LEN and (top.get(1) == VARINT or name == "saved_model.pb"):
@@ -99,6 +103,31 @@ def detect(data: Data, name: str) -> str | None:
     if top.get(1) == LEN and set(top) <= {1, 2, 3, 4, 5}:
         return "sentencepiece"
     return None
+
+
+# -- Keras metadata of a SavedModel --------------------------------------------------------------------------
+KERAS_METADATA = "keras_metadata.pb"
+_METADATA_FIELD = 4
+
+
+def scan_keras_metadata(ctx: Context, data: Data, name: str, where: str) -> list[Finding]:
+    """keras_metadata.pb holds one JSON document per saved layer; Lambda layers hide there."""
+    findings: list[Finding] = []
+    try:
+        for node in _spans(data, (0, len(data)), 1):
+            text = _string(data, node, _METADATA_FIELD)
+            if text is None or not text.lstrip().startswith("{"):
+                continue
+            try:
+                doc = json.loads(text)
+            except ValueError:
+                continue
+            findings += check_keras_config(doc, where)
+    except ProtoError as exc:
+        findings.append(
+            Finding("format.corrupt", Severity.ERROR, where, "", f"malformed Keras metadata: {exc}")
+        )
+    return findings
 
 
 # -- TensorFlow -------------------------------------------------------------------------------------------
