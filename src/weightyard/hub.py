@@ -54,6 +54,7 @@ class Hub:
             store.tmp_dir / "parts",
             settings.multipart_chunk_size,
             settings.upload_url_ttl,
+            settings.max_file_size,
         )
         accounts = AccountService(engine)
         accounts.ensure_admin_user()

@@ -58,7 +58,9 @@ async def ask_access(request: Request, plural: str, namespace: str, name: str) -
 
 
 @router.get("/api/{plural}/{namespace}/{name}/user-access-request/{status}")
-def list_access_requests(request: Request, plural: str, namespace: str, name: str, status: str) -> JSONResponse:
+def list_access_requests(
+    request: Request, plural: str, namespace: str, name: str, status: str
+) -> JSONResponse:
     repo = _repo(request, plural, namespace, name)
     items = hub_of(request).access.list(principal_of(request), repo, status)
     return JSONResponse([_request_json(item) for item in items])

@@ -41,7 +41,9 @@ def _token_json(token: TokenInfo) -> dict[str, Any]:
 @router.get("/users")
 def list_users(request: Request) -> list[dict[str, Any]]:
     require_site_admin(principal_of(request))
-    return [{"name": u.name, "isAdmin": u.is_admin, "orgs": u.orgs} for u in hub_of(request).accounts.list_users()]
+    return [
+        {"name": u.name, "isAdmin": u.is_admin, "orgs": u.orgs} for u in hub_of(request).accounts.list_users()
+    ]
 
 
 @router.post("/users")
@@ -77,7 +79,9 @@ async def set_member(request: Request, org: str, user: str) -> dict[str, Any]:
     role = payload.get("role")
     if not isinstance(role, str):
         raise BadRequest("'role' is required")
-    await run_in_threadpool(lambda: hub_of(request).accounts.set_member(principal_of(request), org, user, role))
+    await run_in_threadpool(
+        lambda: hub_of(request).accounts.set_member(principal_of(request), org, user, role)
+    )
     return {"org": org, "user": user, "role": role}
 
 

@@ -95,7 +95,10 @@ def whoami(request: Request) -> dict[str, Any]:
         permissions = ["repo.content.read"] + (["repo.write"] if principal.can_write else [])
         token["fineGrained"] = {
             "scoped": [
-                {"entity": {"type": "repo" if "/" in target else "namespace", "name": target}, "permissions": permissions}
+                {
+                    "entity": {"type": "repo" if "/" in target else "namespace", "name": target},
+                    "permissions": permissions,
+                }
                 for target in principal.targets
             ],
             "global": [],

@@ -47,7 +47,9 @@ def _batch(
     transfer = "basic"
     for action in hub.lfs.batch(principal, repo, objects, base):
         entry: dict[str, Any] = {"oid": action.sha256, "size": action.size, "authenticated": True}
-        if action.upload_url is not None:
+        if action.error is not None:
+            entry["error"] = {"code": 413, "message": action.error}
+        elif action.upload_url is not None:
             verify = {"href": f"{base}/api/lfs/verify", "header": {}}
             if action.part_urls:
                 transfer = "multipart"

@@ -1,4 +1,4 @@
-"""Principals, accounts, tokens, the audit log, and the one permission check `can(principal, action, repo)`."""
+"""Accounts, tokens, the audit log and the one permission check: `can(principal, action, repo)`."""
 
 from weightyard.auth.accounts import ADMIN_USER, TOKEN_PREFIX, AccountService, TokenInfo, User, hash_secret
 from weightyard.auth.audit import AuditEntry, AuditLog

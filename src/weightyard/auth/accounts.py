@@ -101,9 +101,13 @@ class AccountService:
     def ensure_admin_user(self) -> None:
         """Create the bootstrap `admin` user on a fresh hub."""
         with transaction(self._engine) as conn:
-            exists = conn.execute(sa.select(tables.users.c.id).where(tables.users.c.name == ADMIN_USER)).first()
+            exists = conn.execute(
+                sa.select(tables.users.c.id).where(tables.users.c.name == ADMIN_USER)
+            ).first()
             if exists is None:
-                conn.execute(sa.insert(tables.users).values(name=ADMIN_USER, is_admin=True, created_at=utcnow()))
+                conn.execute(
+                    sa.insert(tables.users).values(name=ADMIN_USER, is_admin=True, created_at=utcnow())
+                )
                 audit.record(conn, None, "user.create", user=ADMIN_USER, admin=True, bootstrap=True)
 
     def delete_user(self, actor: Principal | None, name: str) -> None:
@@ -137,9 +141,9 @@ class AccountService:
         with transaction(self._engine) as conn:
             if self._namespace_taken(conn, name):
                 raise RefExists(f"the name {name!r} is already taken by a user or an organisation")
-            org_id = conn.execute(sa.insert(tables.orgs).values(name=name, created_at=utcnow())).inserted_primary_key[
-                0
-            ]  # type: ignore[index]
+            org_id = conn.execute(
+                sa.insert(tables.orgs).values(name=name, created_at=utcnow())
+            ).inserted_primary_key[0]  # type: ignore[index]
             if actor.user_id:
                 conn.execute(
                     sa.insert(tables.memberships).values(
@@ -162,7 +166,9 @@ class AccountService:
                 )
             )
             conn.execute(
-                sa.insert(tables.memberships).values(org_id=org_id, user_id=user_id, role=role, created_at=utcnow())
+                sa.insert(tables.memberships).values(
+                    org_id=org_id, user_id=user_id, role=role, created_at=utcnow()
+                )
             )
             audit.record(conn, actor, "org.member.set", org=org, user=user, role=role)
 
@@ -182,7 +188,10 @@ class AccountService:
 
     def is_org(self, name: str) -> bool:
         with self._engine.connect() as conn:
-            return conn.execute(sa.select(tables.orgs.c.id).where(tables.orgs.c.name == name)).first() is not None
+            return (
+                conn.execute(sa.select(tables.orgs.c.id).where(tables.orgs.c.name == name)).first()
+                is not None
+            )
 
     # ------------------------------------------------------------------ tokens
 
@@ -206,7 +215,9 @@ class AccountService:
             >>> secret = accounts.create_token(LOCAL_ADMIN, "alice", "laptop", scope="read")  # doctest: +SKIP
         """
         if not self._may_manage_tokens_of(actor, user):
-            raise Forbidden("only the user themself (with an unrestricted write token) or an admin may do this")
+            raise Forbidden(
+                "only the user themself (with an unrestricted write token) or an admin may do this"
+            )
         if scope not in SCOPES:
             raise BadRequest(f"unknown token scope {scope!r}; expected one of {', '.join(SCOPES)}")
         if not name or len(name) > 128:
@@ -219,7 +230,9 @@ class AccountService:
         with transaction(self._engine) as conn:
             user_id = self._user_id(conn, user)
             exists = conn.execute(
-                sa.select(tables.tokens.c.id).where(tables.tokens.c.user_id == user_id, tables.tokens.c.name == name)
+                sa.select(tables.tokens.c.id).where(
+                    tables.tokens.c.user_id == user_id, tables.tokens.c.name == name
+                )
             ).first()
             if exists:
                 raise RefExists(f"user {user!r} already has a token named {name!r}")
@@ -235,13 +248,22 @@ class AccountService:
                 )
             )
             audit.record(
-                conn, actor, "token.create", user=user, token=name, scope=scope, targets=checked_targets, expires=expires
+                conn,
+                actor,
+                "token.create",
+                user=user,
+                token=name,
+                scope=scope,
+                targets=checked_targets,
+                expires=expires,
             )
         return secret
 
     def revoke_token(self, actor: Principal | None, user: str, name: str) -> None:
         if not self._may_manage_tokens_of(actor, user):
-            raise Forbidden("only the user themself (with an unrestricted write token) or an admin may do this")
+            raise Forbidden(
+                "only the user themself (with an unrestricted write token) or an admin may do this"
+            )
         with transaction(self._engine) as conn:
             user_id = self._user_id(conn, user)
             revoked = conn.execute(
@@ -261,7 +283,9 @@ class AccountService:
         with self._engine.connect() as conn:
             user_id = self._user_id(conn, user)
             rows = conn.execute(
-                sa.select(tables.tokens).where(tables.tokens.c.user_id == user_id).order_by(tables.tokens.c.name)
+                sa.select(tables.tokens)
+                .where(tables.tokens.c.user_id == user_id)
+                .order_by(tables.tokens.c.name)
             ).all()
         return [
             TokenInfo(
@@ -313,7 +337,7 @@ class AccountService:
             is_admin=bool(row.is_admin),
             scope=str(row.scope),
             token_name=str(row.token_name),
-            orgs={org: role for org, role in memberships},
+            orgs=dict(memberships),
             targets=tuple(json.loads(row.targets)) if row.targets else None,
             origin=origin,
         )

@@ -58,7 +58,9 @@ class AuditLog:
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
 
-    def entries(self, repo: str | None = None, limit: int = 1000, before: int | None = None) -> list[AuditEntry]:
+    def entries(
+        self, repo: str | None = None, limit: int = 1000, before: int | None = None
+    ) -> list[AuditEntry]:
         """Newest first; `before` is an entry id to page backwards from."""
         query = sa.select(tables.audit_log).order_by(tables.audit_log.c.id.desc()).limit(limit)
         if repo:

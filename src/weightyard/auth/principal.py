@@ -32,4 +32,11 @@ class Principal:
 
 
 # The operator at the machine, for commands run against the data folder (`weightyard user create …`).
-LOCAL_ADMIN = Principal(user_id=0, name="(local admin)", is_admin=True, scope="write", token_name="cli", origin="cli")
+LOCAL_ADMIN = Principal(
+    user_id=0,
+    name="(local admin)",
+    is_admin=True,
+    scope="write",
+    token_name="cli",  # noqa: S106 - a label, not a secret
+    origin="cli",
+)

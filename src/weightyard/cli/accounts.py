@@ -10,9 +10,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from weightyard import __version__
 from weightyard.auth import ADMIN_USER, LOCAL_ADMIN, ROLES
 from weightyard.cli.app import app
-from weightyard import __version__
 from weightyard.cli.hub import (
     EndpointOption,
     JsonOption,
@@ -27,10 +27,14 @@ from weightyard.cli.progress import console
 from weightyard.config import Settings
 from weightyard.errors import WeightyardError
 
-DataOption = Annotated[Path | None, typer.Option(help="Data folder (default: $WEIGHTYARD_DATA or ./.weightyard).")]
+DataOption = Annotated[
+    Path | None, typer.Option(help="Data folder (default: $WEIGHTYARD_DATA or ./.weightyard).")
+]
 
 user_app = typer.Typer(help="Manage users (on the data folder).", no_args_is_help=True)
-org_app = typer.Typer(help="Manage organisations and their members (on the data folder).", no_args_is_help=True)
+org_app = typer.Typer(
+    help="Manage organisations and their members (on the data folder).", no_args_is_help=True
+)
 token_app = typer.Typer(help="Manage access tokens (on the data folder).", no_args_is_help=True)
 access_app = typer.Typer(help="Access requests to gated repos (through a running hub).", no_args_is_help=True)
 app.add_typer(user_app, name="user")
@@ -89,7 +93,9 @@ def user_list(as_json: JsonOption = False, data: DataOption = None) -> None:
 
 
 @org_app.command("create")
-def org_create(name: Annotated[str, typer.Argument(help="Organisation name.")], data: DataOption = None) -> None:
+def org_create(
+    name: Annotated[str, typer.Argument(help="Organisation name.")], data: DataOption = None
+) -> None:
     """Create an organisation (add its members with `org add-member`)."""
     try:
         _hub(data).accounts.create_org(LOCAL_ADMIN, name)
@@ -135,7 +141,8 @@ def token_create(
     user: Annotated[str, typer.Option(help="The user the token acts as.")] = ADMIN_USER,
     scope: Annotated[str, typer.Option(help="read or write.")] = "write",
     repo: Annotated[
-        list[str] | None, typer.Option("--repo", help="Limit the token to this repo or namespace (repeatable).")
+        list[str] | None,
+        typer.Option("--repo", help="Limit the token to this repo or namespace (repeatable)."),
     ] = None,
     expires_in: Annotated[int | None, typer.Option("--expires-in", help="Days until it expires.")] = None,
     data: DataOption = None,
@@ -198,11 +205,15 @@ def audit_log(
     _print(rows, ["at", "actor", "origin", "action", "repo", "details"], as_json)
 
 
-def _access_call(repo: str, endpoint: str | None, token: str | None, method: str, path: str, body: Any) -> Any:
+def _access_call(
+    repo: str, endpoint: str | None, token: str | None, method: str, path: str, body: Any
+) -> Any:
     _check_repo(repo)
-    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+    from huggingface_hub import get_session, hf_raise_for_status
 
-    headers = build_hf_headers(token=_token(token), library_name="weightyard", library_version=__version__)
+    secret = _token(token)
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    headers["User-Agent"] = f"weightyard/{__version__}"
     response = get_session().request(
         method, f"{_endpoint(endpoint)}/api/models/{repo}/{path}", headers=headers, json=body
     )
@@ -243,7 +254,9 @@ def access_list(
 
 def _decide(repo: str, user: str, status: str, endpoint: str | None, token: str | None) -> None:
     try:
-        _access_call(repo, endpoint, token, "POST", "user-access-request/handle", {"user": user, "status": status})
+        _access_call(
+            repo, endpoint, token, "POST", "user-access-request/handle", {"user": user, "status": status}
+        )
     except _client_errors() as exc:
         raise fail(str(exc)) from None
     console.print(f"{user}: {status} on {repo}")

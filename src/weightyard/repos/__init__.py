@@ -28,11 +28,11 @@ from weightyard.validation import (
 )
 
 __all__ = [
-    "AccessRequest",
-    "AccessRequests",
     "COMMIT_OID_RE",
     "DEFAULT_BRANCH",
     "REPO_TYPES",
+    "AccessRequest",
+    "AccessRequests",
     "AddFile",
     "Commit",
     "CommitResult",

@@ -109,11 +109,15 @@ class AccessRequests:
             else:
                 raise BadRequest("name the request by 'user' or 'requestId'")
             updated = conn.execute(
-                sa.update(tables.access_requests).where(*where).values(status=status, reason=reason, updated_at=utcnow())
+                sa.update(tables.access_requests)
+                .where(*where)
+                .values(status=status, reason=reason, updated_at=utcnow())
             )
             if updated.rowcount == 0:
                 raise NotFound("no such access request")
-            audit.record(conn, principal, "access.handle", repo.repo_id, user=user, request=request_id, status=status)
+            audit.record(
+                conn, principal, "access.handle", repo.repo_id, user=user, request=request_id, status=status
+            )
 
     def grant(self, principal: Principal | None, repo: Repo, user: str) -> None:
         """Give `user` access without a request of theirs."""

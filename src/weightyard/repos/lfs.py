@@ -37,6 +37,8 @@ class UploadAction:
     part_urls: tuple[str, ...] = ()
     part_size: int = 0
     verify_url: str | None = None
+    # set when the object is refused (too large); the client aborts the upload with this message
+    error: str | None = None
 
 
 def _sign(secret: bytes, *fields: object) -> str:
@@ -46,7 +48,14 @@ def _sign(secret: bytes, *fields: object) -> str:
 
 class LfsService:
     def __init__(
-        self, repos: RepoService, store: BlobStore, secret: bytes, staging: Path, part_size: int, ttl: int
+        self,
+        repos: RepoService,
+        store: BlobStore,
+        secret: bytes,
+        staging: Path,
+        part_size: int,
+        ttl: int,
+        max_file_size: int = 0,
     ):
         self._repos = repos
         self._store = store
@@ -54,6 +63,7 @@ class LfsService:
         self._staging = staging
         self._part_size = part_size
         self._ttl = ttl
+        self._max_file_size = max_file_size
         staging.mkdir(parents=True, exist_ok=True)
 
     def batch(
@@ -70,6 +80,12 @@ class LfsService:
             check_sha256(sha256)
             if size < 0:
                 raise BadRequest(f"object {sha256} has a negative size")
+            if self._max_file_size and size > self._max_file_size:
+                limit = self._max_file_size
+                actions.append(
+                    UploadAction(sha256, size, error=f"{size} bytes exceed the file size limit ({limit})")
+                )
+                continue
             if self._repos.blob_size(sha256) == size and self._repos.may_use_blob(principal, sha256):
                 actions.append(UploadAction(sha256, size))
                 continue

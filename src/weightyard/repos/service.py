@@ -16,10 +16,10 @@ from weightyard.db import tables, transaction, utcnow
 from weightyard.errors import (
     BadRequest,
     BlobNotFound,
-    PayloadTooLarge,
     EntryNotFound,
     ParentCommitMismatch,
     PathConflict,
+    PayloadTooLarge,
     RefExists,
     RepoExists,
     RepoNotFound,
@@ -255,7 +255,9 @@ class RepoService:
                 )
             )
             row = conn.execute(sa.select(tables.repos).where(tables.repos.c.id == repo_id)).one()
-            audit.record(conn, principal, "repo.create", f"{namespace}/{name}", type=repo_type, private=private)
+            audit.record(
+                conn, principal, "repo.create", f"{namespace}/{name}", type=repo_type, private=private
+            )
         return _repo_from_row(row)
 
     def get_repo(
@@ -320,7 +322,9 @@ class RepoService:
             return repo
         with transaction(self._engine) as conn:
             conn.execute(
-                sa.update(tables.repos).where(tables.repos.c.id == repo.id).values(updated_at=utcnow(), **values)
+                sa.update(tables.repos)
+                .where(tables.repos.c.id == repo.id)
+                .values(updated_at=utcnow(), **values)
             )
             row = conn.execute(sa.select(tables.repos).where(tables.repos.c.id == repo.id)).one()
             audit.record(conn, principal, "repo.settings", repo.repo_id, **values)

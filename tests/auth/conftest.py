@@ -1,0 +1,77 @@
+"""A hub populated with a team: an organisation, its members at each role, outsiders and odd tokens."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from huggingface_hub import HfApi
+from tests.support import Server, start_server, stop_server, weightyard_cli
+
+ORG = "acme"
+REPOS = {"public": f"{ORG}/public", "private": f"{ORG}/private", "gated": f"{ORG}/gated"}
+OTHER_REPO = f"{ORG}/other"
+
+
+@dataclass
+class Team:
+    server: Server
+    tokens: dict[str, str | None]
+
+
+def cli(server: Server, *args: str) -> str:
+    result = weightyard_cli(*args, "--data", str(server.data))
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def expire_token(data: Path, user: str, name: str) -> None:
+    # Test set-up: age a real token past its expiry, which no command can do in the past.
+    engine = sa.create_engine(f"sqlite:///{data / 'weightyard.db'}")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE tokens SET expires_at = :past WHERE name = :name "
+                "AND user_id = (SELECT id FROM users WHERE name = :user)"
+            ),
+            {"past": datetime.datetime(2000, 1, 1), "name": name, "user": user},
+        )
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Team]:
+    server = start_server(tmp_path_factory.mktemp("team") / "data")
+    cli(server, "org", "create", ORG)
+    for user in ("outsider", "reader", "writer", "orgadmin", "temp"):
+        cli(server, "user", "create", user)
+    cli(server, "user", "create", "siteadmin", "--admin")
+    for user, role in (("reader", "read"), ("writer", "write"), ("orgadmin", "admin"), ("temp", "write")):
+        cli(server, "org", "add-member", ORG, user, "--role", role)
+    tokens: dict[str, str | None] = {"anonymous": None}
+    for user in ("outsider", "reader", "writer", "orgadmin", "siteadmin"):
+        tokens[user] = cli(server, "token", "create", "--user", user, "--name", "main", "--scope", "write")
+    tokens["writer-read-token"] = cli(
+        server, "token", "create", "--user", "writer", "--name", "ro", "--scope", "read"
+    )
+    tokens["revoked"] = cli(server, "token", "create", "--user", "writer", "--name", "gone")
+    cli(server, "token", "revoke", "gone", "--user", "writer")
+    tokens["expired"] = cli(
+        server, "token", "create", "--user", "writer", "--name", "old", "--expires-in", "1"
+    )
+    expire_token(server.data, "writer", "old")
+    tokens["scoped-to-other"] = cli(
+        server, "token", "create", "--user", "writer", "--name", "scoped", "--repo", OTHER_REPO
+    )
+    admin = HfApi(endpoint=server.url, token=server.token)
+    for kind, repo in REPOS.items():
+        admin.create_repo(repo, private=kind == "private")
+        admin.upload_file(path_or_fileobj=b"content", path_in_repo="file.txt", repo_id=repo)
+    admin.update_repo_settings(REPOS["gated"], gated="manual")
+    admin.create_repo(OTHER_REPO, private=True)
+    yield Team(server=server, tokens=tokens)
+    stop_server(server)
