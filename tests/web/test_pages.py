@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from weightyard.api import web
 from weightyard.api.web import SESSION_COOKIE, render_markdown
 
 from .conftest import LocalHub, card
@@ -288,6 +289,20 @@ def test_tree_lists_a_subfolder_with_breadcrumbs(demo: LocalHub) -> None:
     assert [f["path"] for f in data["files"]] == ["1_Pooling/config.json"]
     assert [c["name"] for c in data["breadcrumbs"]] == ["tiny-minilm", "1_Pooling"]
     assert demo.client.get("/acme/tiny-minilm/tree/main/missing").status_code == 404
+
+
+def test_long_listings_are_cut_but_keep_their_totals(
+    local: LocalHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(web, "LIST_ROWS", 10)
+    repo = local.create("acme/many-files")
+    oid = local.commit(repo, {f"shard-{index:02d}.txt": str(index).encode() for index in range(12)})
+    tree = local.client.get("/acme/many-files/tree/main.json").json()
+    assert (len(tree["files"]), tree["fileCount"]) == (10, 12)
+    assert "Showing the first 10 of 12 entries." in local.client.get("/acme/many-files/tree/main").text
+    commit = local.client.get(f"/acme/many-files/commit/{oid}.json").json()
+    assert (len(commit["changes"]), commit["counts"]["added"]) == (10, 12)
+    assert "Showing the first 10 of 12 changed files." in local.client.get(commit["commit"]["url"]).text
 
 
 def test_a_branch_with_a_slash_is_one_percent_encoded_segment(demo: LocalHub) -> None:

@@ -74,6 +74,8 @@ FRONT_MATTER_LIMIT = 64 * 1024
 TEXT_LIMIT = 512 * 1024
 SAFETENSORS_HEADER_LIMIT = 16 * 1024 * 1024
 TENSOR_ROWS = 2000
+# Rows of a folder listing or a commit's changed files on one page; the JSON keeps the totals.
+LIST_ROWS = 1000
 TENSOR_DIMS = 32
 TEXT_FIELD = 1000
 FACT_ITEMS = 100
@@ -351,13 +353,13 @@ def _entry_json(
 
 def _listing(
     repos: RepoService, repo: Repo, revision: str, commit: Commit, path: str, granted: bool
-) -> list[dict[str, Any]]:
+) -> dict[str, Any]:
+    """A folder's entries, folders first as file browsers do, at most `LIST_ROWS` of them."""
     items = repos.tree(commit, path)
-    # Folders first, as file browsers do.
     items.sort(key=lambda item: (not isinstance(item.entry, DirEntry), item.path))
-    result = [_entry_json(repo, revision, item.path, item.entry, granted) for item in items]
-    _verdicts(result)
-    return result
+    shown = [_entry_json(repo, revision, item.path, item.entry, granted) for item in items[:LIST_ROWS]]
+    _verdicts(shown)
+    return {"files": shown, "fileCount": len(items)}
 
 
 def _file_format(path: str, head: bytes) -> str:
@@ -682,7 +684,7 @@ def model_page(request: Request, viewer: Principal | None, segments: list[str]) 
         if card
         else None,
         "baseModels": _base_models(repos, viewer, card.facts["base_model"]) if card else [],
-        "files": _listing(repos, repo, revision, commit, "", granted),
+        **_listing(repos, repo, revision, commit, "", granted),
         "size": sum(entry.size for entry in repos.files(commit).values()),
         "refs": _refs_json(repos, repo, "tree"),
         "commitCount": len(history),
@@ -713,7 +715,7 @@ def tree_page(request: Request, viewer: Principal | None, segments: list[str]) -
         "path": path,
         "commit": _commit_json(repo, commit),
         "breadcrumbs": _breadcrumbs(repo, revision, path),
-        "files": _listing(repos, repo, revision, commit, path, _may_download(repos, viewer, repo)),
+        **_listing(repos, repo, revision, commit, path, _may_download(repos, viewer, repo)),
         "refs": _refs_json(repos, repo, "tree"),
     }
     return Page("tree.html", data, f"{repo.repo_id} · {path or 'files'} at {revision}")
@@ -800,7 +802,7 @@ def commit_page(request: Request, viewer: Principal | None, segments: list[str])
         "repo": _repo_json(repo),
         "commit": _commit_json(repo, commit),
         "parent": _commit_json(repo, parent) if parent else None,
-        "changes": changes,
+        "changes": changes[:LIST_ROWS],
         "counts": counts,
         "links": {"files": _rev_url(repo, "tree", commit.oid)},
     }
