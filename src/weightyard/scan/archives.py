@@ -156,11 +156,11 @@ def _scan_torch_record(ctx: Context, data: Data, m: Member, loc: str) -> list[Fi
             )
         ]
     try:
-        head = read_member(data, m, ctx.budget, limit=_RECORD_PEEK)
+        if not looks_like_pickle(read_member(data, m, ctx.budget, limit=2, peek=True)):
+            return []
+        head = read_member(data, m, ctx.budget, limit=_RECORD_PEEK, peek=True)
     except (ZipFormatError, zlib.error) as exc:
         return [Finding("archive.unreadable-member", Severity.ERROR, loc, m.name, str(exc))]
-    if not looks_like_pickle(head[:2]):
-        return []
     result = walk(head, loc, ctx.budget, lambda content, where: [], tolerant_imports=True)
     return result.findings
 

@@ -248,8 +248,11 @@ def member_problem(m: Member) -> str | None:
     return None
 
 
-def read_member(data: Data, m: Member, budget: Budget, limit: int | None = None) -> bytes:
-    """The member's content, decompressed with a cap; a member over the cap raises LimitExceeded."""
+def read_member(
+    data: Data, m: Member, budget: Budget, limit: int | None = None, *, peek: bool = False
+) -> bytes:
+    """The member's content, decompressed with a cap; a member over the cap raises LimitExceeded, unless
+    `peek` asks only for its first `limit` bytes."""
     cap = budget.limits.member_bytes if limit is None else limit
     end = m.data_offset + m.compressed_size
     if end > len(data):
@@ -257,7 +260,7 @@ def read_member(data: Data, m: Member, budget: Budget, limit: int | None = None)
     if m.method == STORED:
         return bytes(data[m.data_offset : min(end, m.data_offset + cap)])
     decomp: Decompressor = zlib.decompressobj(-15) if m.method == DEFLATED else bz2.BZ2Decompressor()
-    return bounded_decompress(decomp, data[m.data_offset : end], budget, cap)
+    return bounded_decompress(decomp, data[m.data_offset : end], budget, cap, peek=peek)
 
 
 if TYPE_CHECKING:
@@ -265,7 +268,9 @@ if TYPE_CHECKING:
 _ZLIB_DECOMPRESS = type(zlib.decompressobj())
 
 
-def bounded_decompress(decomp: Decompressor, raw: Data, budget: Budget, cap: int) -> bytes:
+def bounded_decompress(
+    decomp: Decompressor, raw: Data, budget: Budget, cap: int, *, peek: bool = False
+) -> bytes:
     """Decompress in chunks, stopping at `cap` bytes of output and charging the shared budget."""
     out = bytearray()
     for pos in range(0, len(raw), _CHUNK):
@@ -275,6 +280,8 @@ def bounded_decompress(decomp: Decompressor, raw: Data, budget: Budget, cap: int
             chunk = decomp.decompress(feed, _CHUNK)
             out += chunk
             budget.spend_decompressed(len(chunk))
+            if len(out) > cap and peek:
+                return bytes(out[:cap])
             if len(out) > cap:
                 tail = len(decomp.unconsumed_tail) if isinstance(decomp, _ZLIB_DECOMPRESS) else 0
                 raise OutputLimitExceeded(cap, pos + len(piece) - tail)
