@@ -24,6 +24,11 @@ $(VENV)/.test: pyproject.toml $(VENV)/.core
 	$(PIP) install -q -e '.[dev,ml]'
 	touch $@
 
+# Browser tests drive Debian's Chromium (no browser download); install it once when missing.
+/usr/bin/chromium:
+	command -v apt-get >/dev/null && (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) \
+		|| (echo "install Chromium at /usr/bin/chromium to run the browser tests" && false)
+
 run: $(VENV)/.core
 	$(VENV)/bin/weightyard serve --host 127.0.0.1 --port $(PORT) --data $(DATA) --demo
 
@@ -32,11 +37,12 @@ lint: $(VENV)/.test
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy --strict src/
 
-test: lint
+test: lint /usr/bin/chromium
 	$(VENV)/bin/pytest -q -ra tests
 
+# Each benchmark prints its figures as ratios against the anchors it measures in the same run.
 bench: $(VENV)/.test
-	$(PY) bench/transfer.py
+	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache

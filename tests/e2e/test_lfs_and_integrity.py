@@ -320,3 +320,32 @@ def test_client_killed_mid_commit_leaves_no_commit(server: Server, repo_name: st
         time.sleep(0.5)
     wait_for_no_temporary_files(server)
     assert api.model_info(repo_name).sha == head
+
+
+def test_default_hub_sends_clients_that_ask_for_it_through_lfs(
+    server: Server, repo_name: str, tmp_path: Path
+) -> None:
+    data = os.urandom(12 * 1024 * 1024)
+    (tmp_path / "big.bin").write_bytes(data)
+    code = f"""
+from huggingface_hub import HfApi
+api = HfApi(endpoint={server.url!r}, token={server.token!r})
+api.create_repo({repo_name!r})
+api.upload_file(path_or_fileobj={str(tmp_path / "big.bin")!r}, path_in_repo="big.bin", repo_id={repo_name!r})
+"""
+    result = run_python(code, {**CLIENT_WITHOUT_XET, "HF_HUB_USER_AGENT_ORIGIN": "weightyard-lfs"})
+    assert result.returncode == 0, result.stderr
+    (entry,) = HfApi(endpoint=server.url, token=server.token).list_repo_tree(repo_name)
+    assert entry.lfs is not None and entry.lfs.sha256 == hashlib.sha256(data).hexdigest()
+
+    def mode(user_agent: str) -> str:
+        answer = httpx.post(
+            f"{server.url}/api/models/{repo_name}/preupload/main",
+            headers={"Authorization": f"Bearer {server.token}", "User-Agent": user_agent},
+            json={"files": [{"path": "other.bin", "size": len(data), "sample": ""}]},
+        )
+        return str(answer.json()["files"][0]["uploadMode"])
+
+    stock = "unknown/None; hf_hub/2.4.0; python/3.11.7"
+    assert mode(stock) == "regular"
+    assert mode(stock + "; origin/weightyard-lfs") == "lfs"
