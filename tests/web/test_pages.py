@@ -212,9 +212,15 @@ def test_scan_and_signature_are_shown_as_not_checked_until_those_services_land(d
     weights = next(f for f in files if f["path"] == "model.safetensors")
     assert weights["scan"] is None
     assert weights["signature"] is None
-    html = demo.client.get("/acme/tiny-minilm/tree/main").text
-    assert "not scanned yet" in html
-    assert "not checked yet" in html
+    assert demo.client.get("/acme/tiny-minilm.json").json()["checks"] == {"scan": None, "signature": None}
+    for url in (
+        "/acme/tiny-minilm",
+        "/acme/tiny-minilm/tree/main",
+        "/acme/tiny-minilm/blob/main/config.json",
+    ):
+        html = demo.client.get(url).text
+        assert "not scanned yet" in html
+        assert "not checked yet" in html
 
 
 def test_relative_card_links_point_into_the_repo_and_remote_images_are_dropped() -> None:

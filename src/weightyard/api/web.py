@@ -328,6 +328,12 @@ def _verdicts(files: list[dict[str, Any]]) -> None:
             item["signature"] = None
 
 
+def _commit_checks(commit: Commit) -> dict[str, Any]:
+    """The scan summary and signature verdict of a commit (signatures cover a commit's manifest). Like
+    `_verdicts`, `None` until those services are wired into the hub: the one place to fill them in."""
+    return {"scan": None, "signature": None}
+
+
 def _entry_json(
     repo: Repo, revision: str, path: str, entry: FileEntry | DirEntry, granted: bool
 ) -> dict[str, Any]:
@@ -680,6 +686,7 @@ def model_page(request: Request, viewer: Principal | None, segments: list[str]) 
         "revision": revision,
         "commit": _commit_json(repo, commit),
         "access": _access_json(request, repo, granted),
+        "checks": _commit_checks(commit),
         "card": {"facts": card.facts, "html": card.html, "metadataError": card.metadata_error}
         if card
         else None,
