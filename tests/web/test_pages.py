@@ -576,6 +576,11 @@ def test_api_and_download_routes_are_not_shadowed_by_pages(demo: LocalHub) -> No
         assert missing.headers["content-type"] == "application/json"
 
 
+def test_a_url_that_cannot_name_a_repo_is_not_found(local: LocalHub) -> None:
+    for url in ("/-/x", "/a..b/c", "/ns/name--x", "/ns/bad%20name/tree/main"):
+        assert local.client.get(url).status_code == 404, url
+
+
 def test_static_files_are_served_and_nothing_else_from_the_folder(local: LocalHub) -> None:
     css = local.client.get("/-/static/web.css")
     assert css.status_code == 200

@@ -45,6 +45,7 @@ from weightyard.errors import (
     Forbidden,
     GatedRepo,
     InvalidCredentials,
+    InvalidRepoId,
     NotFound,
     WeightyardError,
 )
@@ -514,10 +515,11 @@ def _refs_json(repos: RepoService, repo: Repo, verb: str) -> dict[str, list[dict
 
 
 def _load(request: Request, viewer: Principal | None, namespace: str, name: str) -> Repo:
-    if namespace == "api":
-        raise NotFound("Not found")
-    check_repo_segment(namespace, "namespace")
-    check_repo_segment(name)
+    try:
+        check_repo_segment(namespace, "namespace")
+        check_repo_segment(name)
+    except InvalidRepoId:
+        raise NotFound("Not found") from None  # a URL that cannot name a repo names nothing
     return hub_of(request).repos.get_repo(viewer, "model", namespace, name)
 
 
