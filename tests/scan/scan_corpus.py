@@ -780,6 +780,7 @@ def _numpy_files() -> dict[str, bytes]:
         "floats.npy": np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4),
         "structured.npy": np.zeros(3, dtype=[("x", "<f4"), ("y", "<i8")]),
         "unicode.npy": np.array(["alpha", "beta"]),
+        "field_named_object.npy": np.zeros(2, dtype=[("Object", "<f4"), ("b", "<i8")]),
     }.items():
         buf = io.BytesIO()
         np.save(buf, arr)

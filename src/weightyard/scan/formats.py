@@ -172,10 +172,12 @@ def _literal(node: ast.expr) -> object:
 
 
 def _descr_has_object(descr: object) -> bool:
+    """True when a dtype description (a type string, or a list of (name, type[, shape]) fields) holds
+    Python objects; field names are not types."""
     if isinstance(descr, str):
         return descr.lstrip("<>|=").startswith("O")
     if isinstance(descr, list):
-        return any(_descr_has_object(part) for part in descr)
+        return any(isinstance(f, list) and len(f) >= 2 and _descr_has_object(f[1]) for f in descr)
     return False
 
 

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from weightyard.scan.engine import Context
 
 VARINT, FIXED64, LEN, FIXED32 = 0, 1, 2, 5
+# ModelProto's highest field number today is 26 (configuration); leave room for a few more.
+_ONNX_MAX_MODEL_FIELD = 32
 _MAX_DEPTH = 32
 Span = tuple[int, int]
 Field = tuple[int, int, int | Span]
@@ -96,7 +98,7 @@ def detect(data: Data, name: str) -> str | None:
         return None
     if name == KERAS_METADATA and set(top) <= {1}:
         return "keras-metadata"
-    if top.get(7) == LEN and top.get(1) == VARINT and set(top) <= {1, 2, 3, 4, 5, 6, 7, 8, 14, 20, 25}:
+    if top.get(7) == LEN and top.get(1) == VARINT and max(top) <= _ONNX_MAX_MODEL_FIELD:
         return "onnx"
     if set(top) <= {1, 2} and top.get(2) == LEN and (top.get(1) == VARINT or name == "saved_model.pb"):
         return "tf-savedmodel"
@@ -142,7 +144,7 @@ _TF_SUSPICIOUS_OPS = frozenset(
      "TextLineReaderV2", "FixedLengthRecordReader", "FixedLengthRecordReaderV2", "Save", "SaveSlices",
      "Restore", "RestoreSlice", "PrintV2", "WriteSummary", "WriteScalarSummary", "WriteTextSummary",
      "WriteHistogramSummary", "WriteImageSummary", "WriteAudioSummary", "WriteGraphSummary",
-     "LookupTableImportV2", "InitializeTableFromTextFile", "InitializeTableFromTextFileV2"}
+     "InitializeTableFromTextFile", "InitializeTableFromTextFileV2"}
 )  # fmt: skip
 
 
