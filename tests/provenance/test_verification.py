@@ -516,3 +516,34 @@ def test_fifo_in_the_verified_folder_is_invalid_instead_of_blocking(
     os.mkfifo(model_dir / "pipe")
 
     _assert_invalid(verify_signature(bundle, model_dir, key_pair[1]), Reason.UNREADABLE_FILE)
+
+
+_segment = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_characters="/\\", exclude_categories=("Cc", "Cs")),
+    min_size=1,
+)
+_names = (
+    st.lists(_segment, min_size=1, max_size=3).map("/".join).filter(lambda name: "." not in name.split("/"))
+)
+_file_sets = st.dictionaries(
+    _names.filter(lambda name: ".." not in name.split("/")), st.binary(max_size=8), max_size=8
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(files=_file_sets, data=st.data())
+def test_signature_from_digests_is_valid_for_those_digests_and_no_others(
+    key_pair: KeyPair, files: dict[str, bytes], data: st.DataObject
+) -> None:
+    digests = {name: _sha256(content) for name, content in files.items()}
+    bundle = sign_manifest(
+        manifest_from_digests(digests, "m", ignore=(), ignore_git_paths=False), key_pair[0]
+    )
+
+    assert verify_signature(bundle, digests, key_pair[1], signature_name=None).valid
+    if digests:
+        changed = data.draw(st.sampled_from(sorted(digests)))
+        tampered = {**digests, changed: _sha256(files[changed] + b"!")}
+        result = verify_signature(bundle, tampered, key_pair[1], signature_name=None)
+        assert result.reason is Reason.DIGEST_MISMATCH
+        assert [problem.path for problem in result.problems] == [changed]
