@@ -31,6 +31,9 @@ _REBUILD_TENSOR = frozenset(
 # Protocol 2 spells bytes as _codecs.encode(text, "latin1"); folding it lets nested payloads be scanned.
 _FOLDABLE_CODECS = frozenset({"latin1", "latin-1", "iso-8859-1", "utf-8", "utf8", "ascii"})
 _MAX_DECODED_LONG = 4096
+# Container contents matter only for call arguments and object state; beyond this many items a list or
+# dict is still walked but no longer remembered, which bounds memory.
+_TRACKED_ITEMS = 4096
 
 
 class _Value:
@@ -786,7 +789,7 @@ def _additems(w: PickleWalker, offset: int) -> bool:
     items = w._pop_mark()
     target = w._top()
     if isinstance(target, Seq):
-        target.items.extend(items)
+        target.items.extend(items[: max(0, _TRACKED_ITEMS - len(target.items))])
     return False
 
 
@@ -800,7 +803,7 @@ def _frozenset(w: PickleWalker, offset: int) -> bool:
 def _append(w: PickleWalker, offset: int) -> bool:
     value = w._pop()
     target = w._top()
-    if isinstance(target, Seq):
+    if isinstance(target, Seq) and len(target.items) < _TRACKED_ITEMS:
         target.items.append(value)
     return False
 
@@ -810,7 +813,7 @@ def _appends(w: PickleWalker, offset: int) -> bool:
     items = w._pop_mark()
     target = w._top()
     if isinstance(target, Seq):
-        target.items.extend(items)
+        target.items.extend(items[: max(0, _TRACKED_ITEMS - len(target.items))])
     return False
 
 
@@ -819,7 +822,7 @@ def _setitem(w: PickleWalker, offset: int) -> bool:
     value = w._pop()
     key = w._pop()
     target = w._top()
-    if isinstance(target, Mapping):
+    if isinstance(target, Mapping) and len(target.pairs) < _TRACKED_ITEMS:
         target.pairs.append((key, value))
     return False
 
@@ -829,7 +832,7 @@ def _setitems(w: PickleWalker, offset: int) -> bool:
     items = w._pop_mark()
     target = w._top()
     if isinstance(target, Mapping):
-        target.pairs.extend(_pairs(items, offset))
+        target.pairs.extend(_pairs(items, offset)[: max(0, _TRACKED_ITEMS - len(target.pairs))])
     return False
 
 
@@ -883,6 +886,8 @@ def _memoize(w: PickleWalker, offset: int) -> bool:
 
 
 def _memo_put(w: PickleWalker, key: int) -> bool:
+    if len(w.memo) >= w.budget.limits.pickle_stack and key not in w.memo:
+        raise LimitExceeded("limit.pickle-memo", "pickle memo exceeds the limit")
     w.memo[key] = w._top()
     return False
 
