@@ -9,11 +9,15 @@ from pathlib import Path
 
 import pytest
 from tests.scan.scan_corpus import (
+    BUILD,
     CMD,
+    EMPTY_DICT,
     EMPTY_TUPLE,
+    MARK,
     NEWOBJ,
     OS_SYSTEM,
     STOP,
+    TUPLE,
     ZipEntry,
     _gzip_bomb,
     call,
@@ -142,6 +146,14 @@ def test_gzip_bomb_with_a_lying_size_trailer_is_still_a_bomb() -> None:
     report = scan_file(bytes(bomb), "x.gz", limits=Limits(member_bytes=8 << 20))
     assert report.verdict is Verdict.UNSAFE
     assert "archive.compression-bomb" in rules(report)
+
+
+def test_slot_state_setting_a_special_attribute_is_unsafe() -> None:
+    state = MARK + b"N" + EMPTY_DICT + s("__class__") + glob("collections", "OrderedDict") + b"s" + TUPLE
+    payload = proto(2) + call(glob("collections", "OrderedDict")) + state + BUILD + STOP
+    report = scan_file(payload, "x.pkl")
+    assert report.verdict is Verdict.UNSAFE
+    assert "pickle.dunder-state" in rules(report)
 
 
 def test_exceeding_the_time_limit_is_unscannable_with_the_reason() -> None:

@@ -351,7 +351,12 @@ class PickleWalker:
                 target.full,
                 "BUILD sets attributes on an imported module or class, altering code that runs later",
             )
-        if isinstance(state, Seq) and len(state.items) == 2 and isinstance(state.items[1], Mapping):
+        if (
+            isinstance(state, Seq)
+            and state.is_tuple
+            and len(state.items) == 2
+            and isinstance(state.items[1], Mapping)
+        ):
             for key, _ in state.items[1].pairs:
                 if isinstance(key, Const) and isinstance(key.value, str) and key.value.startswith("__"):
                     self._add(

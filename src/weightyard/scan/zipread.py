@@ -57,7 +57,6 @@ class Member:
 class ZipListing:
     members: list[Member]
     findings: list[Finding]
-    prefix_bytes: int
 
 
 def find_eocd(data: Data) -> int:
@@ -146,7 +145,7 @@ def list_members(data: Data, where: str, budget: Budget) -> ZipListing:
     _read_local_headers(data, members, where, findings)
     _find_hidden_members(data, members, where, findings)
     _check_overlaps(members, where, findings)
-    return ZipListing(members, findings, prefix)
+    return ZipListing(members, findings)
 
 
 def _read_local_headers(data: Data, members: list[Member], where: str, findings: list[Finding]) -> None:
