@@ -9,8 +9,9 @@ every file with the tool's own command-line entry point and default settings. A 
 tool's command would exit 0; anything else (issue found, error, timeout) *blocks* it. True positives are
 blocked malicious files, misses are passed malicious files, false positives are blocked benign files.
 "Issue" counts only blocks for a reported finding (exit 1), "errors" those for an error or timeout.
-Weightyard runs the same way (`weightyard scan` semantics: exit 1 for unsafe, suspicious or unscannable)
-and is the only tool given the model folder for samples whose verdict depends on sibling files.
+Weightyard runs `scan_file` (`scan_path` for the samples whose verdict depends on sibling files: it is
+the only tool given the model folder), the calls `weightyard scan` makes, and blocks what that command
+would: unsafe, suspicious and unscannable files. modelscan's "nothing supported" exit is a pass.
 Wall time is the whole process, imports included.
 """
 
@@ -40,6 +41,10 @@ ANCHORS: dict[str, list[str]] = {
     "fickling": ["fickling", "typing_extensions"],
     "modelaudit": ["torch==2.13.0", "modelaudit"],
 }
+
+# Exit codes that let a file through. modelscan's 3 means it found nothing it supports, which a gate
+# could not distinguish from clean; it is counted as a pass, the benefit of the doubt.
+PASS_CODES: dict[str, frozenset[int]] = {"modelscan": frozenset({0, 3})}
 
 # Runs inside each tool's environment: argv = tool, jobs.json, out.json. Every call goes through the
 # tool's CLI entry point in-process, so the exit code is the one a user would see.
@@ -73,10 +78,6 @@ def cli(argv):
         from modelaudit.cli import main
         sys.argv = ["modelaudit", "scan", "--no-cache", *argv[1:]]
         main()
-    if tool == "weightyard":
-        from weightyard.cli import app
-        app(["scan", *argv[1:]], standalone_mode=False)
-        return 0
     raise SystemExit(99)
 
 folders = {}
@@ -154,10 +155,11 @@ def run_tool(
 
 def score(tool: str, samples: list[Sample], root: Path, codes: dict[str, object], wall: float) -> Row:
     row = Row(tool, 0, 0, 0, 0, 0, wall)
+    passing = PASS_CODES.get(tool, frozenset({0}))
     for sample in samples:
         code = codes[str(root / sample.path)]
-        blocked = code != 0
-        if code not in (0, 1):
+        blocked = code not in passing
+        if code not in passing and code != 1:
             row.errors += 1
         if sample.malicious:
             row.tp += blocked
