@@ -253,6 +253,8 @@ CASES: list[tuple[str, bytes, str, Verdict, str | None]] = [
         Verdict.SAFE,
         None,
     ),
+    ("text that starts like a zlib header", b"x^2 grows fast\n", "notes.txt", Verdict.SAFE, None),
+    ("text that starts like a bzip2 header", b"BZh9 is a header\n", "notes.txt", Verdict.SAFE, None),
     ("PNG image", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "a.png", Verdict.SAFE, None),
     (
         "polyglot pickle with a zip payload",

@@ -22,8 +22,8 @@ from weightyard.scan.zipread import (
     Member,
     ZipFormatError,
     ZipListing,
-    find_eocd,
     flag_finding,
+    has_central_directory,
     list_members,
     member_problem,
     read_member,
@@ -167,7 +167,7 @@ def _scan_torch_record(ctx: Context, data: Data, m: Member, loc: str) -> list[Fi
 
 def scan_polyglot_zip(ctx: Context, data: Data, name: str, where: str) -> list[Finding]:
     """A file that is another format at its start and a zip at its end is read differently by loaders."""
-    if len(data) < 22 or find_eocd(data) < 0:
+    if len(data) < 22 or not has_central_directory(data):
         return []
     try:
         listing: ZipListing = list_members(data, where, ctx.budget)

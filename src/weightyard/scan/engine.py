@@ -18,7 +18,7 @@ from weightyard.scan import archives, formats, hf_config, keras_scan, pickles, p
 from weightyard.scan.buffer import Data
 from weightyard.scan.limits import DEFAULT_LIMITS, Budget, LimitExceeded, Limits, OutputLimitExceeded
 from weightyard.scan.report import Finding, Reference, Report, Severity
-from weightyard.scan.zipread import bounded_decompress, find_eocd
+from weightyard.scan.zipread import bounded_decompress, has_central_directory
 
 if TYPE_CHECKING:
     from weightyard.scan.zipread import Decompressor
@@ -61,20 +61,33 @@ _UNSUPPORTED_MAGICS: tuple[tuple[int, bytes, str], ...] = (
 )
 
 
+# A bzip2 stream's first block (or its end marker, when empty) starts with one of these.
+_BZIP2_BLOCK_MAGICS = (b"\x31\x41\x59\x26\x53\x59", b"\x17\x72\x45\x38\x50\x90")
+
+
 def _compressed_kind(head: bytes) -> str | None:
     if head.startswith(b"\x1f\x8b"):
         return "gzip"
-    if head.startswith(b"BZh") and len(head) > 3 and head[3:4].isdigit():
+    if head.startswith(b"BZh") and head[4:10] in _BZIP2_BLOCK_MAGICS:
         return "bzip2"
     if head.startswith(b"\xfd7zXZ\x00"):
         return "xz"
     if head.startswith(b"\x5d\x00\x00"):
         return "lzma"
-    if len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0:
+    if len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0 and _inflates(head):
         return "zlib"
     if head.startswith(b"ZF0x"):
         return "joblib-zlib"
     return None
+
+
+def _inflates(head: bytes) -> bool:
+    """Text can start like a zlib header ("x^"); a real stream also decodes."""
+    try:
+        zlib.decompressobj().decompress(head, 16)
+    except zlib.error:
+        return False
+    return True
 
 
 def _decompressor(kind: str) -> Decompressor:
@@ -144,7 +157,7 @@ def detect(data: Data, name: str) -> str:
     kind = _compressed_kind(head)
     if kind is not None:
         return f"compressed:{kind}"
-    if find_eocd(data) >= 0:
+    if has_central_directory(data):
         return "zip"
     proto = protobuf.detect(data, name)
     if proto is not None:

@@ -72,6 +72,17 @@ def find_eocd(data: Data) -> int:
     return -1
 
 
+def has_central_directory(data: Data) -> bool:
+    """An end record whose central directory is where it says: a zip read from its end, not text or
+    random bytes that happen to contain the end signature."""
+    eocd = find_eocd(data)
+    if eocd < 0:
+        return False
+    entries, cd_size = struct.unpack_from("<HI", data, eocd + 10)
+    start = eocd - cd_size
+    return start >= 0 and (data[start : start + 4] == _CENTRAL or (entries == 0 and cd_size == 0))
+
+
 def _zip64_extra(extra: bytes, size: int, csize: int, offset: int) -> tuple[int, int, int]:
     pos = 0
     while pos + 4 <= len(extra):
