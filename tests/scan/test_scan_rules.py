@@ -38,6 +38,7 @@ from weightyard.scan import (
     Verdict,
     apply_context,
     check_references,
+    name_key,
     scan_file,
     scan_path,
 )
@@ -237,6 +238,15 @@ def test_hugging_face_cache_is_scanned_through_snapshot_links_once_per_file(tmp_
     }
     assert reports["models--org--name/snapshots/abc123/pytorch_model.bin"].verdict is Verdict.UNSAFE
     assert reports["models--org--name/snapshots/abc123/config.json"].verdict is Verdict.SAFE
+
+
+def test_name_key_tells_which_names_share_a_verdict() -> None:
+    source = b"import subprocess\n"
+    assert scan_file(source, "a/modeling.py").verdict is Verdict.UNSAFE
+    assert scan_file(source, "b/notes.txt").verdict is Verdict.SAFE
+    assert name_key("a/modeling.py") == name_key("other.py.gz") == ".py"
+    assert name_key("b/notes.txt") == name_key("model.safetensors") == ""
+    assert name_key("x/keras_metadata.pb") == "keras_metadata.pb"
 
 
 def test_scan_path_without_recursion_stays_in_the_top_folder(tmp_path: Path) -> None:

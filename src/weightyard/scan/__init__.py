@@ -9,6 +9,7 @@ evaluated or rendered. `scan_path` scans a folder and adds findings that need se
 from weightyard.scan.engine import scan_file
 from weightyard.scan.folder import apply_context, check_references, scan_path
 from weightyard.scan.limits import DEFAULT_LIMITS, Limits
+from weightyard.scan.names import name_key
 from weightyard.scan.report import (
     SCANNER_VERSION,
     Finding,
@@ -30,6 +31,7 @@ __all__ = [
     "Verdict",
     "apply_context",
     "check_references",
+    "name_key",
     "scan_file",
     "scan_path",
     "worst_verdict",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from weightyard.scan import archives, formats, hf_config, keras_scan, pickles, protobuf
 from weightyard.scan.buffer import Data
 from weightyard.scan.limits import DEFAULT_LIMITS, Budget, LimitExceeded, Limits, OutputLimitExceeded
+from weightyard.scan.names import strip_compression
 from weightyard.scan.report import Finding, Reference, Report, Severity
 from weightyard.scan.zipread import bounded_decompress, has_central_directory
 
@@ -121,11 +122,7 @@ def _scan_compressed(ctx: Context, data: Data, name: str, where: str, kind: str)
         raise
     except (zlib.error, OSError, EOFError, lzma.LZMAError) as exc:
         return kind, [Finding("format.corrupt", Severity.ERROR, where, kind, f"cannot decompress: {exc}")]
-    inner = (
-        name[: -len(posixpath.splitext(name)[1])]
-        if posixpath.splitext(name)[1] in (".gz", ".bz2", ".xz", ".z")
-        else name
-    )
+    inner = strip_compression(name)
     fmt, findings = ctx.scan_nested(content, inner, f"{where}!{kind}")
     return f"{fmt}+{kind}", findings
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from weightyard.scan import jinja_check, keras_scan
 from weightyard.scan.buffer import Data
 from weightyard.scan.formats import DuplicateKeyError, strict_json
+from weightyard.scan.names import PYTHON_SUFFIX, SENTENCE_TRANSFORMERS_MODULES, TEMPLATE_SUFFIXES
 from weightyard.scan.policy import Kind, classify
 from weightyard.scan.report import Finding, Reference, Severity
 
@@ -66,7 +67,7 @@ def scan_json(ctx: Context, data: Data, name: str, where: str) -> tuple[str, lis
         findings += _shard_index(ctx, doc, where)
         if "class_name" in doc and "config" in doc:
             findings += keras_scan.check_keras_config(doc, where)
-    if isinstance(doc, list) and name == "modules.json":
+    if isinstance(doc, list) and name == SENTENCE_TRANSFORMERS_MODULES:
         findings += _sentence_transformer_modules(doc, where)
     findings += _targets(text, where)
     return "json", findings
@@ -197,9 +198,9 @@ def _targets(text: str, where: str) -> list[Finding]:
 
 
 def scan_text(ctx: Context, data: Data, name: str, where: str) -> tuple[str, list[Finding]]:
-    if name.endswith(".py"):
+    if name.endswith(PYTHON_SUFFIX):
         return "python", _python(_text(data), where)
-    if name.endswith(".jinja") or name.endswith(".j2"):
+    if name.endswith(TEMPLATE_SUFFIXES):
         return "jinja", jinja_check.check_template(_text(data), where)
     return "text", _targets(_text(data), where)
 

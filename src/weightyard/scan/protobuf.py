@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from weightyard.scan.buffer import Data
 from weightyard.scan.hf_config import unsafe_relative_path
 from weightyard.scan.keras_scan import check_keras_config
+from weightyard.scan.names import KERAS_METADATA, SAVED_MODEL
 from weightyard.scan.report import Finding, Reference, Severity
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ def detect(data: Data, name: str) -> str | None:
         return "keras-metadata"
     if top.get(7) == LEN and top.get(1) == VARINT and max(top) <= _ONNX_MAX_MODEL_FIELD:
         return "onnx"
-    if set(top) <= {1, 2} and top.get(2) == LEN and (top.get(1) == VARINT or name == "saved_model.pb"):
+    if set(top) <= {1, 2} and top.get(2) == LEN and (top.get(1) == VARINT or name == SAVED_MODEL):
         return "tf-savedmodel"
     if top.get(1) == LEN and set(top) <= {1, 2, 3, 4, 5}:
         return "sentencepiece"
@@ -108,7 +109,6 @@ def detect(data: Data, name: str) -> str | None:
 
 
 # -- Keras metadata of a SavedModel --------------------------------------------------------------------------
-KERAS_METADATA = "keras_metadata.pb"
 _METADATA_FIELD = 4
 
 

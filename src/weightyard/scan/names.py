@@ -1,0 +1,33 @@
+"""The few file names that change how content is read. Everything else is routed on content alone."""
+
+from __future__ import annotations
+
+import posixpath
+
+PYTHON_SUFFIX = ".py"
+TEMPLATE_SUFFIXES = (".jinja", ".j2")
+SENTENCE_TRANSFORMERS_MODULES = "modules.json"
+KERAS_METADATA = "keras_metadata.pb"
+SAVED_MODEL = "saved_model.pb"
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".z")
+_NAMED_FILES = frozenset({SENTENCE_TRANSFORMERS_MODULES, KERAS_METADATA, SAVED_MODEL})
+
+
+def strip_compression(name: str) -> str:
+    """`model.py.gz` holds `model.py`."""
+    stem, suffix = posixpath.splitext(name)
+    return stem if suffix in COMPRESSION_SUFFIXES else name
+
+
+def name_key(name: str) -> str:
+    """The part of a file name that can change a scan's outcome. Two files with the same content and the
+    same key get the same verdict, so a hub can share one stored report between them.
+
+        >>> name_key("org/model/modeling_llama.py"), name_key("weights/model-00001.safetensors")
+        ('.py', '')
+    """
+    base = strip_compression(posixpath.basename(name))
+    if base in _NAMED_FILES:
+        return base
+    suffix = posixpath.splitext(base)[1]
+    return suffix if suffix == PYTHON_SUFFIX or suffix in TEMPLATE_SUFFIXES else ""
