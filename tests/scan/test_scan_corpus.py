@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tests.scan.conftest import ScannedCorpus
+from tests.scan.corpus_reports import ScannedCorpus
 
 from weightyard.scan import Severity, Verdict
 
