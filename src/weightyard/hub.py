@@ -13,7 +13,8 @@ from weightyard.auth import ADMIN_USER, LOCAL_ADMIN, AccountService, AuditLog, R
 from weightyard.config import Settings
 from weightyard.db import create_engine, migrate, tables, transaction
 from weightyard.repos import AccessRequests, LfsService, RepoService
-from weightyard.storage import open_blob_store
+from weightyard.repos.xet import XetService
+from weightyard.storage import XetBlobStore, open_blob_store
 
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name
 
@@ -28,11 +29,7 @@ class Hub:
     audit: AuditLog
     lfs: LfsService
     limiter: RateLimiter | None
-
-    @property
-    def tokens(self) -> AccountService:
-        """Token authentication lives in the account service; this name is kept for the web pages."""
-        return self.accounts
+    xet: XetService | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Hub:
@@ -44,13 +41,15 @@ class Hub:
         settings.data.mkdir(parents=True, exist_ok=True)
         engine = create_engine(settings.database_url_or_default())
         migrate(engine)
-        store = open_blob_store(settings.blob_url_or_default())
+        xorbs = settings.data.resolve() / "xorbs" if settings.xet else None
+        store = open_blob_store(settings.blob_url_or_default(), engine if settings.xet else None, xorbs)
         store.sweep_temporary()
         repos = RepoService(engine, store, settings)
+        secret = _url_secret(engine)
         lfs = LfsService(
             repos,
             store,
-            _url_secret(engine),
+            secret,
             store.tmp_dir / "parts",
             settings.multipart_chunk_size,
             settings.upload_url_ttl,
@@ -68,6 +67,7 @@ class Hub:
             audit=AuditLog(engine),
             lfs=lfs,
             limiter=limiter,
+            xet=XetService(repos, store, secret, engine) if isinstance(store, XetBlobStore) else None,
         )
 
     def admin_token(self) -> str:

@@ -278,3 +278,15 @@ def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
 
 def cli_token(server: Server) -> str:
     return cli(server, "token", "create", "--name", "second")
+
+
+def test_sign_in_cookie_reads_private_files_but_never_writes(team: Team) -> None:
+    cookies = {"weightyard_token": team.tokens["writer"] or ""}
+    url = f"{team.server.url}/{REPOS['private']}/resolve/main/file.txt"
+    assert httpx.get(url, cookies=cookies).content == b"content"
+    assert httpx.get(url).status_code == 404
+    assert httpx.get(url, cookies={"weightyard_token": "wy_stale"}).status_code == 404
+    write = httpx.post(
+        f"{team.server.url}/api/models/{REPOS['private']}/branch/from-cookie", cookies=cookies, json={}
+    )
+    assert (write.status_code, write.headers["x-error-code"]) == (404, "RepoNotFound")

@@ -66,7 +66,7 @@ def local(tmp_path: Path) -> Iterator[LocalHub]:
     hub = Hub.open(Settings(data=tmp_path / "data"))
     token = hub.admin_token()
     with TestClient(create_app(hub), base_url="http://testserver") as client:
-        yield LocalHub(hub=hub, client=client, token=token, admin=hub.tokens.authenticate(token))
+        yield LocalHub(hub=hub, client=client, token=token, admin=hub.accounts.authenticate(token))
 
 
 def card(front_matter: str, body: str) -> bytes:

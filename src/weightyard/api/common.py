@@ -14,6 +14,8 @@ from weightyard.auth import Principal
 from weightyard.errors import EntryNotFound, InvalidCredentials, RateLimited, WeightyardError
 from weightyard.hub import Hub
 
+# The web pages' sign-in cookie; it holds an access token.
+SESSION_COOKIE = "weightyard_token"
 # URL prefix of file routes per repo type, as on the Hugging Face Hub.
 TYPE_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 PLURAL_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
@@ -40,10 +42,23 @@ def hub_of(request: Request) -> Hub:
 
 
 def principal_of(request: Request) -> Principal | None:
-    """The caller, from `Authorization: Bearer <token>`; None when anonymous."""
+    """The caller, from `Authorization: Bearer <token>`; None when anonymous.
+
+    A browser signed in to the web pages carries its token in the session cookie instead. The cookie is
+    honoured for reads (GET, HEAD) only, so a cross-site form can never write with it; a stale cookie
+    reads as anonymous.
+    """
     header = request.headers.get("authorization", "")
     if not header:
-        return None
+        secret = request.cookies.get(SESSION_COOKIE)
+        if not secret or request.method not in ("GET", "HEAD"):
+            return None
+        try:
+            return hub_of(request).accounts.authenticate(
+                secret, origin=request.client.host if request.client else ""
+            )
+        except InvalidCredentials:
+            return None
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise InvalidCredentials("Invalid credentials in Authorization header")

@@ -30,6 +30,7 @@ from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
 from weightyard.api.common import (
+    SESSION_COOKIE,
     base_url,
     error_response,
     hub_of,
@@ -57,7 +58,6 @@ router = APIRouter()
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 STATIC_PREFIX = "/-/static/"
-SESSION_COOKIE = "weightyard_token"
 JSON_SUFFIX = ".json"
 
 MODELS_PAGE = 20
