@@ -24,6 +24,7 @@ from tests.scan.scan_corpus import (
     evil,
     gguf,
     glob,
+    i,
     make_zip,
     onnx_model,
     proto,
@@ -134,6 +135,15 @@ def test_exceeding_the_member_size_limit_is_unscannable_with_the_reason() -> Non
     report = scan_file(archive, "a.zip", limits=Limits(member_bytes=1024, compression_ratio=10**9))
     assert report.verdict is Verdict.UNSCANNABLE
     assert "limit.member-size" in rules(report)
+
+
+def test_allocation_through_copyreg_helpers_is_unsafe() -> None:
+    via_init = evil(
+        glob("copyreg", "_reconstructor"), glob("builtins", "object"), glob("builtins", "bytearray"), i(2**40)
+    )
+    via_new = evil(glob("copyreg", "__newobj__"), glob("builtins", "bytes"), i(2**40))
+    assert scan_file(via_init, "x.pkl").verdict is Verdict.UNSAFE
+    assert scan_file(via_new, "x.pkl").verdict is Verdict.UNSAFE
 
 
 def test_layer_restored_through_newobj_is_not_an_allocation() -> None:

@@ -25,6 +25,8 @@ PROTO = 0x80
 _JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
 _GETATTR = "builtins.getattr"
 _CODECS_ENCODE = "_codecs.encode"
+_RECONSTRUCTOR = "copyreg._reconstructor"
+_NEWOBJ_HELPER = "copyreg.__newobj__"
 _REBUILD_TENSOR = frozenset(
     {"torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor_v3"}
 )
@@ -233,6 +235,7 @@ class PickleWalker:
             if callee.deferred:
                 return self._call_getattr(callee, args, offset)
             self._check_allocation(callee, args, offset, construct)
+            self._check_indirect_construction(callee, args, offset)
             if callee.full in NESTING_LOADERS:
                 self._scan_nested_argument(callee, args, offset)
             if callee.full == _CODECS_ENCODE:
@@ -300,6 +303,16 @@ class PickleWalker:
             "getattr with a computed target or private attribute reaches arbitrary objects",
         )
         return Unknown()
+
+    def _check_indirect_construction(self, callee: Ref, args: _Value, offset: int) -> None:
+        """copyreg's helpers construct their first argument: `_reconstructor(cls, base, state)` runs
+        `base.__init__(obj, state)`, `__newobj__(cls, *args)` runs `cls.__new__(cls, *args)`."""
+        if not isinstance(args, Seq) or not args.items:
+            return
+        if callee.full == _RECONSTRUCTOR and len(args.items) == 3 and isinstance(args.items[1], Ref):
+            self._check_allocation(args.items[1], Seq([args.items[2]], is_tuple=True), offset, True)
+        elif callee.full == _NEWOBJ_HELPER and isinstance(args.items[0], Ref):
+            self._check_allocation(args.items[0], Seq(args.items[1:], is_tuple=True), offset, False)
 
     def _check_allocation(self, ref: Ref, args: _Value, offset: int, construct: bool) -> None:
         if not isinstance(args, Seq):
