@@ -17,6 +17,7 @@ import marshal
 import pickle
 import struct
 import tarfile
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -694,6 +695,11 @@ def _torch_files() -> dict[str, bytes]:
     torch.manual_seed(0)
     out: dict[str, bytes] = {}
 
+    def save_jit(module: torch.jit.ScriptModule) -> bytes:
+        buf = io.BytesIO()
+        torch.jit.save(module, buf)
+        return buf.getvalue()
+
     def save(obj: object, **kw: object) -> bytes:
         buf = io.BytesIO()
         torch.save(obj, buf, **kw)  # type: ignore[arg-type]
@@ -731,6 +737,13 @@ def _torch_files() -> dict[str, bytes]:
         }
     )
     out["tensor_plain_pickle.pkl"] = pickle.dumps({"t": torch.ones(2)}, protocol=2)
+    # TorchScript is deprecated in torch but its archives are still published and must scan as safe.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        traced = torch.jit.trace(
+            torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU()), torch.ones(1, 3)
+        )
+        out["torchscript_traced.pt"] = save_jit(traced)
     return out
 
 

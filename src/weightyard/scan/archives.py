@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 _ZIP_FORMATS = frozenset({"zip", "npz", "pytorch-zip", "keras", "torchserve-mar"})
 _RECORD_PEEK = 1 << 20
+# The pickles whose storages torch.load and torch.jit.load read eagerly. Others (traced_inputs.pkl) may
+# legitimately point at empty records that are never read.
+_VALIDATED_PICKLES = frozenset({"data.pkl", "constants.pkl"})
 
 
 def is_zip_format(fmt: str) -> bool:
@@ -81,22 +84,25 @@ def scan_zip(ctx: Context, data: Data, name: str, where: str) -> tuple[str, list
                     f"{count} members share this name; libtorch reads the first, Python's zipfile the last",
                 )
             )
-    outer_records = ctx.torch_records
-    if kind == "pytorch-zip":
-        ctx.torch_records = {
-            m.name.rsplit("/data/", 1)[1]: m.size
-            for m in listing.members
-            if "/data/" in m.name and not m.hidden
-        }
-    try:
-        for member in listing.members:
-            findings += _scan_member(ctx, data, member, kind, where)
-    finally:
-        ctx.torch_records = outer_records
+    records = _torch_records(listing.members) if kind == "pytorch-zip" else None
+    for member in listing.members:
+        findings += _scan_member(ctx, data, member, kind, where, records)
     return kind, findings
 
 
-def _scan_member(ctx: Context, data: Data, m: Member, kind: str, where: str) -> list[Finding]:
+def _torch_records(members: list[Member]) -> dict[str, dict[str, int]]:
+    """Record sizes by folder: `archive/constants.pkl` keeps its storages in `archive/constants/`."""
+    records: dict[str, dict[str, int]] = {}
+    for m in members:
+        if not m.hidden and not m.is_dir and m.name.count("/") >= 1:
+            folder, key = m.name.rsplit("/", 1)
+            records.setdefault(folder, {})[key] = m.size
+    return records
+
+
+def _scan_member(
+    ctx: Context, data: Data, m: Member, kind: str, where: str, records: dict[str, dict[str, int]] | None
+) -> list[Finding]:
     loc = f"{where}/{m.name}"
     findings: list[Finding] = []
     if unsafe_relative_path(m.name.rstrip("/")):
@@ -143,7 +149,14 @@ def _scan_member(ctx: Context, data: Data, m: Member, kind: str, where: str) -> 
                 "declared size is wrong",
             )
         )
-    return findings + ctx.scan_nested(content, posixpath.basename(m.name), loc)[1]
+    outer_records = ctx.torch_records
+    ctx.torch_records = None
+    if records is not None and posixpath.basename(m.name) in _VALIDATED_PICKLES:
+        ctx.torch_records = records.get(m.name.removesuffix(".pkl"), {})
+    try:
+        return findings + ctx.scan_nested(content, posixpath.basename(m.name), loc)[1]
+    finally:
+        ctx.torch_records = outer_records
 
 
 def _scan_torch_record(ctx: Context, data: Data, m: Member, loc: str) -> list[Finding]:
