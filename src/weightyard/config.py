@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     # token "weightyard", e.g. HF_HUB_USER_AGENT_ORIGIN=weightyard-lfs) are sent to the LFS batch API.
     # "always" suits teams whose clients all set HF_HUB_DISABLE_XET=1; "never" forces inline uploads.
     lfs_uploads: str = "auto"
+    # Xet storage: the CAS routes under /xet-cas, Xet tokens, and `uploadMode: "lfs"` for large or binary
+    # files to every client (clients with hf_xet upload them through Xet, others through LFS batch), as the
+    # Hugging Face Hub does. Xet uploads are kept as xorbs in DATA/xorbs. Off: the hub core's behaviour.
+    xet: bool = True
     # LFS objects above this size are uploaded in parts of this size (multipart transfer).
     multipart_chunk_size: int = 64 * MIB
     # Lifetime of signed LFS upload URLs, in seconds.

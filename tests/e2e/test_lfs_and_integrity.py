@@ -347,5 +347,7 @@ api.upload_file(path_or_fileobj={str(tmp_path / "big.bin")!r}, path_in_repo="big
         return str(answer.json()["files"][0]["uploadMode"])
 
     stock = "unknown/None; hf_hub/2.4.0; python/3.11.7"
-    assert mode(stock) == "regular"
+    # With Xet storage on (the default), every client gets "lfs" as on the Hub: hf_xet clients upload
+    # through Xet, the others through LFS batch.
+    assert mode(stock) == "lfs"
     assert mode(stock + "; origin/weightyard-lfs") == "lfs"

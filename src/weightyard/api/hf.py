@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from weightyard.api import xet
 from weightyard.api.commit_body import (
     CommitBody,
     CommitBodyReader,
@@ -228,6 +229,7 @@ def get_tree(
     repos = hub_of(request).repos
     commit = repos.resolve(repo, revision)
     items = [_file_json(item) for item in repos.tree(commit, path, recursive)]
+    xet.add_xet_hashes(request, items)
     return _paginated(request, items, TREE_PAGE_EXPANDED if expand else TREE_PAGE)
 
 
@@ -249,9 +251,11 @@ async def post_paths_info(
         repos = hub_of(request).repos
         commit = repos.resolve(repo, revision)
         everything = {item.path: item for item in repos.tree(commit, "", recursive=True)}
-        return [
+        items = [
             _file_json(everything[path]) for path in paths if isinstance(path, str) and path in everything
         ]
+        xet.add_xet_hashes(request, items)
+        return items
 
     return JSONResponse(await run_in_threadpool(answer))
 
@@ -470,6 +474,8 @@ def lfs_capable(request: Request) -> bool:
         return True
     if policy == "never":
         return False
+    if hub_of(request).xet is not None:
+        return True  # as on the Hub: hf_xet clients take Xet, the others LFS batch
     return "weightyard" in request.headers.get("user-agent", "").lower()
 
 
@@ -637,7 +643,7 @@ def resolve_file(request: Request, repo_type: str, namespace: str, name: str) ->
     path = "/".join(path_segments)
     commit = hub.repos.resolve(repo, revision)
     entry = hub.repos.file(commit, path)
-    headers = _file_headers(commit, entry)
+    headers = _file_headers(commit, entry) | xet.resolve_headers(request, repo, commit, entry)
     if request.method == "HEAD":
         headers["Content-Length"] = str(entry.size)
         return Response(status_code=200, headers=headers)

@@ -8,6 +8,7 @@ from weightyard.cli import accounts as _accounts  # noqa: F401
 from weightyard.cli import hub as _hub  # noqa: F401
 from weightyard.cli import provenance as _provenance  # noqa: F401
 from weightyard.cli import scan as _scan  # noqa: F401
+from weightyard.cli import storage as _storage  # noqa: F401
 from weightyard.cli.app import app
 
 

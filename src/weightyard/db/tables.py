@@ -162,3 +162,55 @@ audit_log = sa.Table(
     sa.Column("repo", sa.String(200), nullable=True),
     sa.Column("details", sa.Text, nullable=False),
 )
+
+# Xet storage (migration 0003). Hashes are in the Xet string form (`hash_to_string`).
+# A stored xorb: its chunk table is the server's own parse (`pack_chunk_table`), the ground truth for shard
+# verification, reconstruction and dedup answers. `last_used_at` moves whenever an upload names the xorb, so
+# the garbage collector's grace period counts from the last time a client could have relied on it.
+xet_xorbs = sa.Table(
+    "xet_xorbs",
+    metadata,
+    sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("wire_len", sa.BigInteger, nullable=False),
+    sa.Column("raw_len", sa.BigInteger, nullable=False),
+    sa.Column("n_chunks", sa.Integer, nullable=False),
+    sa.Column("chunk_table", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("last_used_at", sa.DateTime, nullable=False),
+)
+
+# Where each stored chunk lies: the index server-side packing dedups against, and global-dedup queries use.
+xet_chunks = sa.Table(
+    "xet_chunks",
+    metadata,
+    sa.Column("chunk_hash", sa.String(64), primary_key=True),
+    sa.Column("xorb_hash", sa.String(64), nullable=False, index=True),
+    sa.Column("chunk_index", sa.Integer, nullable=False),
+)
+
+# Users who uploaded a xorb's bytes themselves: they may reference it before any commit makes it readable.
+xet_xorb_grants = sa.Table(
+    "xet_xorb_grants",
+    metadata,
+    sa.Column("xorb_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.Integer, primary_key=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+# A file whose sha256 the server has checked by reconstructing it; `terms` is `pack_terms` output.
+xet_files = sa.Table(
+    "xet_files",
+    metadata,
+    sa.Column("file_hash", sa.String(64), primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False, index=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("terms", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+xet_file_xorbs = sa.Table(
+    "xet_file_xorbs",
+    metadata,
+    sa.Column("file_hash", sa.String(64), primary_key=True),
+    sa.Column("xorb_hash", sa.String(64), primary_key=True, index=True),
+)

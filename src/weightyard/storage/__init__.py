@@ -1,13 +1,16 @@
-"""Content-addressed blob storage, chosen by URL (`file://…`; object storage comes later)."""
+"""Content-addressed blob storage, chosen by URL (`file://…`, `xet://…`; object storage comes later)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from urllib.parse import urlparse
 
+import sqlalchemy as sa
+
 from weightyard.errors import BadRequest
 from weightyard.storage.base import SHA256_RE, BlobInfo, BlobStore, BlobWriter, check_sha256
 from weightyard.storage.local import LocalBlobStore
+from weightyard.storage.xet import XetBlobStore, XetFile
 
 __all__ = [
     "SHA256_RE",
@@ -15,18 +18,29 @@ __all__ = [
     "BlobStore",
     "BlobWriter",
     "LocalBlobStore",
+    "XetBlobStore",
+    "XetFile",
     "check_sha256",
     "open_blob_store",
 ]
 
 
-def open_blob_store(url: str) -> LocalBlobStore:
-    """Open the store named by `url`.
+def open_blob_store(
+    url: str, engine: sa.Engine | None = None, xorb_root: Path | None = None
+) -> LocalBlobStore | XetBlobStore:
+    """Open the store named by `url`; with an engine and a xorb folder, a `XetBlobStore` around it.
+
+    `xet://PATH` keeps whole blobs in PATH like `file://PATH` and packs every new upload into xorbs.
 
     Example:
         >>> store = open_blob_store("file:///tmp/weightyard-doc/blobs")
     """
     parsed = urlparse(url)
-    if parsed.scheme == "file":
-        return LocalBlobStore(Path(parsed.path))
-    raise BadRequest(f"unsupported blob store URL scheme {parsed.scheme!r} (supported: file://)")
+    if parsed.scheme not in ("file", "xet"):
+        raise BadRequest(f"unsupported blob store URL scheme {parsed.scheme!r} (supported: file://, xet://)")
+    base = LocalBlobStore(Path(parsed.path))
+    if engine is None or xorb_root is None:
+        if parsed.scheme == "xet":
+            raise BadRequest("a xet:// blob store needs the hub's database")
+        return base
+    return XetBlobStore(base, xorb_root, engine, pack=parsed.scheme == "xet")

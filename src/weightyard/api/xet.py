@@ -1,0 +1,221 @@
+"""Xet routes: the hub's token endpoints and the CAS the stock `hf_xet` client uploads to and downloads from.
+
+The CAS lives on the same server under `/xet-cas` (the `casUrl` handed out with every token). Routes the
+client probes first and we do not implement (`/v2/shards`, `/v1/xorb-grants`) answer 404, which makes it fall
+back to `/v1/shards` and direct xorb uploads (XET_PROTOCOL.md §8).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from weightyard.api.common import PLURAL_TYPES, base_url, hub_of, principal_async
+from weightyard.auth import Action
+from weightyard.errors import NotFound
+from weightyard.repos import Commit, FileEntry, Repo
+from weightyard.repos.xet import READ, WRITE, XetService
+from weightyard.xet import ShardTooLarge, string_to_hash
+from weightyard.xet.shard import MAX_SHARD_LEN
+
+router = APIRouter()
+
+CAS_PREFIX = "/xet-cas"
+_BODY_BATCH = 1024 * 1024
+_FETCH_PIECE = 4 * 1024 * 1024
+_TYPE_PLURAL = {singular: plural for plural, singular in PLURAL_TYPES.items()}
+
+
+def _xet(request: Request) -> XetService:
+    xet = hub_of(request).xet
+    if xet is None:
+        raise NotFound("Xet storage is turned off on this hub")
+    return xet
+
+
+def cas_url(request: Request) -> str:
+    return base_url(request) + CAS_PREFIX
+
+
+def resolve_headers(request: Request, repo: Repo, commit: Commit, entry: FileEntry) -> dict[str, str]:
+    """What `/resolve` adds for a file stored as xorbs, so Xet clients download it through the CAS."""
+    xet = hub_of(request).xet
+    file_hash = xet.xet_hash(entry.sha256) if xet is not None and entry.lfs else None
+    if file_hash is None:
+        return {}
+    token_url = (
+        f"{base_url(request)}/api/{_TYPE_PLURAL[repo.type]}/{repo.repo_id}/xet-read-token/{commit.oid}"
+    )
+    return {"X-Xet-Hash": file_hash, "Link": f'<{token_url}>; rel="xet-auth"'}
+
+
+def add_xet_hashes(request: Request, items: list[dict[str, Any]]) -> None:
+    """Give tree entries of files stored as xorbs their `xetHash` (the client may skip a HEAD with it)."""
+    xet = hub_of(request).xet
+    if xet is None:
+        return
+    for item in items:
+        lfs = item.get("lfs")
+        if isinstance(lfs, dict):
+            file_hash = xet.xet_hash(str(lfs["oid"]))
+            if file_hash is not None:
+                item["xetHash"] = file_hash
+
+
+# ---------------------------------------------------------------------------------------------- tokens
+
+
+async def _token(
+    request: Request, plural: str, namespace: str, name: str, rev: str, scope: str
+) -> JSONResponse:
+    xet = _xet(request)
+    hub = hub_of(request)
+    principal = await principal_async(request)
+    repo_type = PLURAL_TYPES.get(plural)
+    if repo_type is None:
+        raise NotFound(f"unknown repo type {plural!r}")
+
+    def issue() -> JSONResponse:
+        action = Action.WRITE if scope == WRITE else Action.DOWNLOAD
+        repo = hub.repos.get_repo(principal, repo_type, namespace, name, action)
+        revision = rev if scope == WRITE else hub.repos.resolve(repo, rev).oid
+        token = xet.issue_token(principal, repo, scope, revision, cas_url(request))
+        headers = {
+            "X-Xet-Cas-Url": token.cas_url,
+            "X-Xet-Access-Token": token.access_token,
+            "X-Xet-Token-Expiration": str(token.expires),
+        }
+        body = {"accessToken": token.access_token, "exp": token.expires, "casUrl": token.cas_url}
+        return JSONResponse(body, headers=headers)
+
+    return await run_in_threadpool(issue)
+
+
+@router.get("/api/{plural}/{namespace}/{name}/xet-write-token/{rev:path}")
+async def xet_write_token(request: Request, plural: str, namespace: str, name: str, rev: str) -> JSONResponse:
+    return await _token(request, plural, namespace, name, rev, WRITE)
+
+
+@router.get("/api/{plural}/{namespace}/{name}/xet-read-token/{rev:path}")
+async def xet_read_token(request: Request, plural: str, namespace: str, name: str, rev: str) -> JSONResponse:
+    return await _token(request, plural, namespace, name, rev, READ)
+
+
+# ---------------------------------------------------------------------------------------------- CAS uploads
+
+
+async def _drain(request: Request) -> None:
+    """Read the rest of a refused body, so the client gets our error rather than a reset connection."""
+    async for _ in request.stream():
+        pass
+
+
+@router.post(CAS_PREFIX + "/v1/xorbs/{prefix}/{xorb}")
+async def upload_xorb(request: Request, prefix: str, xorb: str) -> dict[str, bool]:
+    xet = _xet(request)
+    token = await run_in_threadpool(xet.authenticate, request.headers.get("authorization"))
+    upload = await run_in_threadpool(xet.begin_xorb, token, string_to_hash(xorb))
+    failure: Exception | None = None
+    batch = bytearray()
+    try:
+        async for piece in request.stream():
+            if failure is not None:
+                continue  # keep reading, so the client gets our error rather than a reset connection
+            batch += piece
+            if len(batch) >= _BODY_BATCH:
+                data, batch = bytes(batch), bytearray()
+                try:
+                    await run_in_threadpool(upload.feed, data)
+                except Exception as exc:
+                    failure = exc
+        if failure is None:
+            await run_in_threadpool(upload.feed, bytes(batch))
+            return {"was_inserted": await run_in_threadpool(upload.finish, token)}
+    except BaseException:
+        upload.abort()
+        raise
+    upload.abort()
+    raise failure
+
+
+@router.post(CAS_PREFIX + "/v1/shards")
+async def upload_shard(request: Request) -> dict[str, int]:
+    xet = _xet(request)
+    token = await run_in_threadpool(xet.authenticate, request.headers.get("authorization"))
+    body = bytearray()
+    too_large = False
+    async for piece in request.stream():
+        too_large = too_large or len(body) + len(piece) > MAX_SHARD_LEN
+        if not too_large:  # past the limit, keep reading (and dropping) so the client gets our error
+            body += piece
+    if too_large:
+        raise ShardTooLarge(f"shard body exceeds {MAX_SHARD_LEN} bytes")
+    new = await run_in_threadpool(xet.register_shard, token, bytes(body))
+    return {"result": 1 if new else 0}
+
+
+@router.post(CAS_PREFIX + "/v2/shards")
+@router.post(CAS_PREFIX + "/v1/xorb-grants/{prefix}/{xorb}")
+async def not_implemented(request: Request) -> Response:
+    # 404 is the client's signal to fall back to the v1 routes; drain so it reads the answer cleanly.
+    await _drain(request)
+    return Response(status_code=404)
+
+
+# ---------------------------------------------------------------------------------------------- CAS reads
+
+
+@router.get(CAS_PREFIX + "/v1/chunks/{prefix}/{chunk}")
+async def dedup_query(request: Request, prefix: str, chunk: str) -> Response:
+    xet = _xet(request)
+
+    def answer() -> Response:
+        token = xet.authenticate(request.headers.get("authorization"))
+        body = xet.dedup_answer(token, string_to_hash(chunk))
+        if body is None:
+            return Response(status_code=404)
+        return Response(body, media_type="application/octet-stream")
+
+    return await run_in_threadpool(answer)
+
+
+@router.get(CAS_PREFIX + "/v{version}/reconstructions/{file_hash}")
+async def reconstruction(request: Request, version: int, file_hash: str) -> JSONResponse:
+    xet = _xet(request)
+    if version not in (1, 2):
+        raise NotFound("no such reconstruction API version")
+
+    def answer() -> JSONResponse:
+        token = xet.authenticate(request.headers.get("authorization"))
+        plan = xet.reconstruction(
+            token, string_to_hash(file_hash), request.headers.get("range"), version, cas_url(request)
+        )
+        return JSONResponse(plan)
+
+    return await run_in_threadpool(answer)
+
+
+@router.get(CAS_PREFIX + "/v1/fetch/{xorb}")
+def fetch_xorb_range(request: Request, xorb: str, r: str, exp: int, sig: str) -> StreamingResponse:
+    """Serialized bytes of a xorb through a signed URL (the client sends no Authorization here)."""
+    path, start, end = _xet(request).open_fetch(xorb, r, exp, sig, request.headers.get("range"))
+
+    def pieces() -> Any:
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            remaining = end - start
+            while remaining > 0:
+                data = handle.read(min(_FETCH_PIECE, remaining))
+                if not data:
+                    return
+                remaining -= len(data)
+                yield data
+
+    size = path.stat().st_size
+    headers = {"Content-Range": f"bytes {start}-{end - 1}/{size}", "Content-Length": str(end - start)}
+    return StreamingResponse(
+        pieces(), status_code=206, headers=headers, media_type="application/octet-stream"
+    )

@@ -1,0 +1,90 @@
+"""Storage commands on the data folder: `weightyard gc` (unreferenced xorbs), `weightyard stats` (dedup)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from weightyard.cli.accounts import DataOption, _hub
+from weightyard.cli.app import app
+from weightyard.cli.hub import JsonOption, fail
+from weightyard.cli.progress import console
+
+
+def _xet(data: Any) -> Any:
+    hub = _hub(data)
+    if hub.xet is None:
+        raise fail("Xet storage is turned off (WEIGHTYARD_XET=0): there is nothing to collect or count", 2)
+    return hub.xet
+
+
+def _size(value: int) -> str:
+    units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    amount = float(value)
+    for unit in units:
+        if amount < 1024 or unit == units[-1]:
+            return f"{amount:.1f} {unit}" if unit != "B" else f"{value} B"
+        amount /= 1024
+    raise AssertionError("unreachable")
+
+
+@app.command()
+def gc(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would be removed; remove nothing.")
+    ] = False,
+    as_json: JsonOption = False,
+    data: DataOption = None,
+) -> None:
+    """Remove xorbs that no commit reaches and no upload used in the last 28 days; report the bytes freed."""
+    report = _xet(data).gc(dry_run=dry_run)
+    if as_json:
+        print(json.dumps(dataclasses.asdict(report)))
+        return
+    verb = "would free" if dry_run else "freed"
+    console.print(f"{report.xorbs} xorbs, {report.files} files: {verb} {_size(report.bytes_freed)}")
+
+
+@app.command()
+def stats(as_json: JsonOption = False, data: DataOption = None) -> None:
+    """Logical bytes (file sizes over every commit), stored bytes and the dedup ratio, per repo and in all."""
+    hub_stats = _xet(data).stats()
+
+    def ratio(logical: int, stored: int) -> float | None:
+        return round(logical / stored, 3) if stored else None
+
+    if as_json:
+        result = {
+            "logical_bytes": hub_stats.logical_bytes,
+            "stored_bytes": hub_stats.stored_bytes,
+            "xorb_bytes": hub_stats.xorb_bytes,
+            "blob_bytes": hub_stats.blob_bytes,
+            "dedup_ratio": ratio(hub_stats.logical_bytes, hub_stats.stored_bytes),
+            "repos": [
+                dataclasses.asdict(r) | {"dedup_ratio": ratio(r.logical_bytes, r.stored_bytes)}
+                for r in hub_stats.repos
+            ],
+        }
+        print(json.dumps(result, indent=2))
+        return
+    table = Table("repo", "type", "logical", "stored", "ratio")
+    for r in hub_stats.repos:
+        table.add_row(
+            r.repo_id,
+            r.repo_type,
+            _size(r.logical_bytes),
+            _size(r.stored_bytes),
+            str(ratio(r.logical_bytes, r.stored_bytes)),
+        )
+    table.add_row(
+        "(hub)",
+        "",
+        _size(hub_stats.logical_bytes),
+        _size(hub_stats.stored_bytes),
+        str(ratio(hub_stats.logical_bytes, hub_stats.stored_bytes)),
+    )
+    console.print(table)

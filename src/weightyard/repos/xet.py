@@ -1,0 +1,490 @@
+"""The Xet CAS as a domain service: scoped tokens, xorb and shard uploads, dedup, reconstruction, gc, stats.
+
+Every rule of XET_PROTOCOL.md §10 lives here, behind plain method calls: xorbs are validated by recomputation
+while they stream in; a shard may only reference xorbs its uploader may read, and each file's claimed sha256
+is checked by rebuilding the file before anything can name it; dedup answers and reconstructions are scoped
+to what the token's user may read. The routes in `api/xet.py` only translate HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import hmac
+import json
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from weightyard.auth import Action, Principal
+from weightyard.db import tables, utcnow
+from weightyard.errors import Forbidden, InvalidCredentials, InvalidSignature, NotFound, Unauthorized
+from weightyard.repos.service import Commit, Repo, RepoService
+from weightyard.storage import BlobInfo, XetBlobStore
+from weightyard.xet import (
+    FetchRange,
+    ShardVerificationError,
+    XorbInfo,
+    XorbParser,
+    dedup_shard,
+    hash_to_string,
+    parse_range_header,
+    parse_shard,
+    plan_reconstruction,
+    string_to_hash,
+    verify_shard,
+)
+
+TOKEN_TTL = 3600
+FETCH_URL_TTL = 3600
+# Dedup answers stay usable this long in the client's cache; gc must not delete a xorb they name before then.
+DEDUP_SHARD_TTL = 7 * 24 * 3600
+# The client trusts its own upload shards for 21 days without asking the server, and a dedup answer for 7:
+# a xorb unused for longer than both together can no longer be named by any upload (XET_PROTOCOL.md §11).
+GC_GRACE = datetime.timedelta(days=28)
+READ, WRITE = "read", "write"
+
+
+@dataclass(frozen=True)
+class XetToken:
+    """What a Xet access token grants: `scope` on one repo (read tokens: at one commit), until `expires`."""
+
+    principal: Principal | None
+    repo_type: str
+    namespace: str
+    name: str
+    revision: str
+    scope: str
+    expires: int
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    access_token: str
+    expires: int
+    cas_url: str
+
+
+@dataclass(frozen=True)
+class GcReport:
+    xorbs: int
+    bytes_freed: int
+    files: int
+    dry_run: bool
+
+
+@dataclass(frozen=True)
+class RepoStats:
+    repo_id: str
+    repo_type: str
+    logical_bytes: int
+    stored_bytes: int
+
+
+@dataclass(frozen=True)
+class HubStats:
+    logical_bytes: int
+    stored_bytes: int
+    xorb_bytes: int
+    blob_bytes: int
+    repos: tuple[RepoStats, ...]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _principal_json(principal: Principal | None) -> dict[str, Any] | None:
+    if principal is None:
+        return None
+    return {
+        "u": principal.user_id,
+        "n": principal.name,
+        "a": principal.is_admin,
+        "s": principal.scope,
+        "k": principal.token_name,
+        "o": dict(principal.orgs),
+        "t": list(principal.targets) if principal.targets is not None else None,
+    }
+
+
+def _principal_from(data: dict[str, Any] | None) -> Principal | None:
+    if data is None:
+        return None
+    targets = data["t"]
+    return Principal(
+        user_id=int(data["u"]),
+        name=str(data["n"]),
+        is_admin=bool(data["a"]),
+        scope=str(data["s"]),
+        token_name=str(data["k"]),
+        orgs=dict(data["o"]),
+        targets=tuple(targets) if targets is not None else None,
+        origin="xet",
+    )
+
+
+class XorbUpload:
+    """One xorb body arriving: validated chunk by chunk while it is written to a temporary file."""
+
+    def __init__(self, store: XetBlobStore, xorb_hash: bytes) -> None:
+        self._store = store
+        self._hash = xorb_hash
+        self._parser = XorbParser()
+        self._path = store.temporary_xorb()
+        self._file = open(self._path, "wb")  # noqa: SIM115 - closed in finish/abort
+
+    def feed(self, data: bytes) -> None:
+        self._parser.feed(data)
+        self._file.write(data)
+
+    def finish(self, token: XetToken) -> bool:
+        info = self._parser.finish(self._hash)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        user = token.principal.user_id if token.principal is not None else None
+        return self._store.add_xorb(self._path, info, user)
+
+    def abort(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        Path(self._path).unlink(missing_ok=True)
+
+
+class XetService:
+    def __init__(self, repos: RepoService, store: XetBlobStore, secret: bytes, engine: sa.Engine) -> None:
+        self._repos = repos
+        self._store = store
+        self._secret = hmac.new(secret, b"weightyard-xet", hashlib.sha256).digest()
+        self._engine = engine
+
+    @property
+    def store(self) -> XetBlobStore:
+        return self._store
+
+    # ------------------------------------------------------------------ tokens
+
+    def issue_token(
+        self, principal: Principal | None, repo: Repo, scope: str, revision: str, cas_url: str
+    ) -> IssuedToken:
+        """A token for `scope` on `repo`; the caller checked that `principal` may write or download there."""
+        if scope == WRITE and principal is None:
+            raise Unauthorized("uploading needs a token")
+        expires = int(time.time()) + TOKEN_TTL
+        payload = {
+            "p": _principal_json(principal),
+            "r": [repo.type, repo.namespace, repo.name],
+            "v": revision,
+            "s": scope,
+            "e": expires,
+        }
+        body = _b64(json.dumps(payload, separators=(",", ":")).encode())
+        signature = _b64(hmac.new(self._secret, body.encode(), hashlib.sha256).digest())
+        return IssuedToken(f"{body}.{signature}", expires, cas_url)
+
+    def authenticate(self, authorization: str | None) -> XetToken:
+        """The grant behind `Authorization: Bearer <xet token>`; `InvalidCredentials` if forged or expired."""
+        scheme, _, value = (authorization or "").partition(" ")
+        body, _, signature = value.strip().partition(".")
+        if scheme.lower() != "bearer" or not body or not signature:
+            raise Unauthorized("the CAS needs a Xet access token")
+        expected = _b64(hmac.new(self._secret, body.encode(), hashlib.sha256).digest())
+        if not hmac.compare_digest(expected, signature):
+            raise InvalidCredentials("invalid Xet access token")
+        payload = json.loads(_unb64(body))
+        if int(payload["e"]) < time.time():
+            raise InvalidCredentials("the Xet access token has expired")
+        repo_type, namespace, name = payload["r"]
+        return XetToken(
+            _principal_from(payload["p"]),
+            repo_type,
+            namespace,
+            name,
+            payload["v"],
+            payload["s"],
+            payload["e"],
+        )
+
+    def _repo(self, token: XetToken, action: Action) -> Repo:
+        """The token's repo, after checking its user still may perform `action` there (rights may change)."""
+        return self._repos.get_repo(token.principal, token.repo_type, token.namespace, token.name, action)
+
+    def _writer(self, token: XetToken) -> Principal:
+        if token.scope != WRITE or token.principal is None:
+            raise Forbidden("this Xet token has read scope; uploads need a write token")
+        self._repo(token, Action.WRITE)
+        return token.principal
+
+    # ------------------------------------------------------------------ visibility
+
+    def may_read_xorb(self, principal: Principal | None, xorb_hash: bytes) -> bool:
+        """Whether `principal` uploaded this xorb or may use some file made from it.
+
+        Dedup answers and shard references go through this, so a chunk stored only in repos the principal
+        cannot read stays invisible to it.
+        """
+        if principal is None:
+            return False
+        name = hash_to_string(xorb_hash)
+        with self._engine.connect() as conn:
+            granted = conn.execute(
+                sa.select(tables.xet_xorb_grants.c.user_id).where(
+                    tables.xet_xorb_grants.c.xorb_hash == name,
+                    tables.xet_xorb_grants.c.user_id == principal.user_id,
+                )
+            ).first()
+            if granted is not None:
+                return True
+            shas = list(
+                conn.execute(
+                    sa.select(tables.xet_files.c.sha256)
+                    .join(
+                        tables.xet_file_xorbs,
+                        tables.xet_file_xorbs.c.file_hash == tables.xet_files.c.file_hash,
+                    )
+                    .where(tables.xet_file_xorbs.c.xorb_hash == name)
+                ).scalars()
+            )
+        return any(self._repos.may_use_blob(principal, sha) for sha in shas)
+
+    def _scoped_lookup(self, principal: Principal | None) -> Any:
+        checked: dict[bytes, bool] = {}
+
+        def lookup(xorb_hash: bytes) -> XorbInfo | None:
+            if xorb_hash not in checked:
+                checked[xorb_hash] = self.may_read_xorb(principal, xorb_hash)
+            return self._store.xorb_info(xorb_hash) if checked[xorb_hash] else None
+
+        return lookup
+
+    # ------------------------------------------------------------------ uploads
+
+    def begin_xorb(self, token: XetToken, xorb_hash: bytes) -> XorbUpload:
+        self._writer(token)
+        return XorbUpload(self._store, xorb_hash)
+
+    def register_shard(self, token: XetToken, body: bytes) -> int:
+        """Verify an uploaded shard against stored xorbs and record its files; returns how many were new."""
+        principal = self._writer(token)
+        shard = parse_shard(body)
+        verify_shard(shard, self._scoped_lookup(principal))
+        checked: list[tuple[Any, str]] = []
+        for entry in shard.files:
+            assert entry.sha256 is not None, "verify_shard requires the sha256"
+            claimed = entry.sha256.hex()
+            known = self._store.file(entry.file_hash)
+            actual = known.sha256 if known is not None else self._store.sha256_of(entry.terms)
+            if actual != claimed:
+                raise ShardVerificationError(
+                    f"file {hash_to_string(entry.file_hash)} has sha256 {actual}, not the claimed {claimed}"
+                )
+            checked.append((entry, claimed))
+        referenced = {t.xorb_hash for entry in shard.files for t in entry.terms} | {
+            x.hash for x in shard.xorbs
+        }
+        new = 0
+        with self._store.connect() as conn:
+            present = set(
+                conn.execute(
+                    sa.select(tables.xet_xorbs.c.hash).where(
+                        tables.xet_xorbs.c.hash.in_([hash_to_string(x) for x in referenced])
+                    )
+                ).scalars()
+            )
+            if len(present) != len(referenced):
+                # gc removed a xorb between verification and now: refuse rather than record a broken file.
+                raise ShardVerificationError("a xorb the shard references is no longer stored")
+            self._store.touch_xorbs(conn, referenced)
+            for entry, sha256 in checked:
+                if self._store.file(entry.file_hash) is None:
+                    new += 1
+                self._store.register_file(conn, entry, sha256)
+        for entry, sha256 in checked:
+            # The uploader proved it holds this content, as an LFS upload would: it may now commit it.
+            self._repos.record_blob(principal, BlobInfo(sha256=sha256, size=entry.size))
+        return new
+
+    def dedup_answer(self, token: XetToken, chunk: bytes) -> bytes | None:
+        """The dedup shard for a chunk the token's user may read (hashes keyed per answer), else None."""
+        principal = token.principal
+        location = self._store.locate_chunk(chunk)
+        if location is None or not self.may_read_xorb(principal, location.xorb_hash):
+            return None
+        info = self._store.xorb_info(location.xorb_hash)
+        if info is None:
+            return None
+        with self._store.connect() as conn:
+            self._store.touch_xorbs(conn, [info.hash])
+        now = int(time.time())
+        return dedup_shard([info], hmac_key=os.urandom(32), created=now, expiry=now + DEDUP_SHARD_TTL)
+
+    # ------------------------------------------------------------------ downloads
+
+    def reconstruction(
+        self, token: XetToken, file_hash: bytes, range_header: str | None, version: int, cas_url: str
+    ) -> dict[str, Any]:
+        """The `/v1` or `/v2/reconstructions` answer, for a file the token's repo holds at its revision."""
+        file = self._store.file(file_hash)
+        if file is None or not self._token_reaches(token, file.sha256):
+            raise NotFound(f"no file {hash_to_string(file_hash)}")
+        start, end = parse_range_header(range_header, file.size)
+        plan = plan_reconstruction(file.terms, self._store.xorb_info, start, end)
+        expires = int(time.time()) + FETCH_URL_TTL
+
+        def sign(xorb: bytes, ranges: Iterable[FetchRange]) -> str:
+            spans = ",".join(f"{r.byte_start}-{r.byte_end}" for r in ranges)
+            name = hash_to_string(xorb)
+            signature = self._fetch_signature(name, spans, expires)
+            return f"{cas_url}/v1/fetch/{name}?r={spans}&exp={expires}&sig={signature}"
+
+        return plan.to_v2(sign) if version == 2 else plan.to_v1(sign)
+
+    def _token_reaches(self, token: XetToken, sha256: str) -> bool:
+        if token.scope == WRITE and token.principal is not None:
+            self._repo(token, Action.WRITE)
+            return self._repos.may_use_blob(token.principal, sha256)
+        repo = self._repo(token, Action.DOWNLOAD)
+        commit = self._repos.resolve(repo, token.revision)
+        return any(entry.sha256 == sha256 for entry in self._repos.files(commit).values())
+
+    def _fetch_signature(self, xorb: str, spans: str, expires: int) -> str:
+        message = f"fetch\x1f{xorb}\x1f{spans}\x1f{expires}".encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+
+    def open_fetch(
+        self, xorb: str, spans: str, expires: int, signature: str, range_header: str | None
+    ) -> tuple[Path, int, int]:
+        """Check a signed fetch URL and its Range; the xorb object and the `[start, end)` to send."""
+        expected = self._fetch_signature(xorb, spans, expires)
+        if not hmac.compare_digest(expected, signature) or expires < time.time():
+            raise InvalidSignature("fetch URL signature is invalid or expired")
+        allowed = [tuple(int(v) for v in span.split("-")) for span in spans.split(",") if span]
+        xorb_hash = string_to_hash(xorb)
+        if range_header is None:
+            start, last = allowed[0]
+        else:
+            info = self._store.xorb_info(xorb_hash)
+            if info is None:
+                raise NotFound(f"no xorb {xorb}")
+            start, end = parse_range_header(range_header, info.serialized_len)
+            last = end - 1
+        if not any(first <= start and last <= final for first, final in allowed):
+            raise InvalidSignature("this fetch URL does not cover the requested range")
+        return self._store.xorb_path(xorb_hash), start, last + 1
+
+    def xet_hash(self, sha256: str) -> str | None:
+        """The Xet hash of content stored as xorbs (None for a whole blob), which `/resolve` advertises."""
+        file = self._store.file_by_sha256(sha256)
+        return hash_to_string(file.file_hash) if file is not None else None
+
+    # ------------------------------------------------------------------ gc and stats
+
+    def _all_commits(self) -> list[tuple[Repo, Commit]]:
+        with self._engine.connect() as conn:
+            repo_rows = conn.execute(sa.select(tables.repos)).all()
+            commit_rows = conn.execute(sa.select(tables.commits)).all()
+        from weightyard.repos.service import _commit_from_row, _repo_from_row
+
+        repos = {row.id: _repo_from_row(row) for row in repo_rows}
+        return [(repos[row.repo_id], _commit_from_row(row)) for row in commit_rows if row.repo_id in repos]
+
+    def gc(self, dry_run: bool = False, grace: datetime.timedelta = GC_GRACE) -> GcReport:
+        """Remove xorbs no commit reaches and no upload touched within `grace`; report the bytes freed.
+
+        Files uploaded but never committed count as unreachable once their xorbs are past the grace period.
+        An upload in flight always touches the xorbs it names (xorb upload, dedup answer, shard), and the
+        deletion re-checks `last_used_at` in the same transaction, so it never removes what an upload uses.
+        """
+        reachable = {
+            entry.sha256 for _, commit in self._all_commits() for entry in self._repos.files(commit).values()
+        }
+        cutoff = utcnow() - grace
+        xx, xf, xfx = tables.xet_xorbs, tables.xet_files, tables.xet_file_xorbs
+        with self._store.connect() as conn:
+            live_files = {
+                row.file_hash
+                for row in conn.execute(sa.select(xf.c.file_hash, xf.c.sha256, xf.c.created_at))
+                if row.sha256 in reachable or row.created_at >= cutoff
+            }
+            live_xorbs = set(
+                conn.execute(sa.select(xfx.c.xorb_hash).where(xfx.c.file_hash.in_(live_files))).scalars()
+            )
+            doomed = [
+                (row.hash, int(row.wire_len))
+                for row in conn.execute(sa.select(xx.c.hash, xx.c.wire_len, xx.c.last_used_at))
+                if row.hash not in live_xorbs and row.last_used_at < cutoff
+            ]
+            doomed_names = [name for name, _ in doomed]
+            dead_files = list(
+                conn.execute(
+                    sa.select(xfx.c.file_hash).where(xfx.c.xorb_hash.in_(doomed_names)).distinct()
+                ).scalars()
+            )
+            if not dry_run and doomed:
+                conn.execute(sa.delete(xfx).where(xfx.c.file_hash.in_(dead_files)))
+                conn.execute(sa.delete(xf).where(xf.c.file_hash.in_(dead_files)))
+                conn.execute(
+                    sa.delete(tables.xet_chunks).where(tables.xet_chunks.c.xorb_hash.in_(doomed_names))
+                )
+                conn.execute(
+                    sa.delete(tables.xet_xorb_grants).where(
+                        tables.xet_xorb_grants.c.xorb_hash.in_(doomed_names)
+                    )
+                )
+                conn.execute(sa.delete(xx).where(xx.c.hash.in_(doomed_names), xx.c.last_used_at < cutoff))
+        if not dry_run:
+            for name, _ in doomed:
+                self._store.xorb_path(string_to_hash(name)).unlink(missing_ok=True)
+        return GcReport(len(doomed), sum(size for _, size in doomed), len(dead_files), dry_run)
+
+    def stats(self) -> HubStats:
+        """Logical bytes (file sizes summed over every commit) against the bytes stored for them."""
+        xf, xfx, xx = tables.xet_files, tables.xet_file_xorbs, tables.xet_xorbs
+        with self._engine.connect() as conn:
+            xorb_sizes = {
+                row.hash: int(row.wire_len) for row in conn.execute(sa.select(xx.c.hash, xx.c.wire_len))
+            }
+            file_xorbs: dict[str, set[str]] = {}
+            for row in conn.execute(
+                sa.select(xf.c.sha256, xfx.c.xorb_hash).join(xfx, xfx.c.file_hash == xf.c.file_hash)
+            ):
+                file_xorbs.setdefault(row.sha256, set()).add(row.xorb_hash)
+            blob_sizes = {
+                row.sha256: int(row.size)
+                for row in conn.execute(sa.select(tables.blobs.c.sha256, tables.blobs.c.size))
+            }
+        per_repo: dict[int, tuple[Repo, int, set[str]]] = {}
+        for repo, commit in self._all_commits():
+            _, logical, shas = per_repo.get(repo.id, (repo, 0, set()))
+            files = self._repos.files(commit)
+            per_repo[repo.id] = (
+                repo,
+                logical + sum(e.size for e in files.values()),
+                shas | {e.sha256 for e in files.values()},
+            )
+        whole = {sha for sha in blob_sizes if self._store.base.exists(sha)}
+
+        def stored(shas: set[str]) -> int:
+            xorbs = set().union(*(file_xorbs.get(sha, set()) for sha in shas if sha not in whole))
+            return sum(xorb_sizes.get(x, 0) for x in xorbs) + sum(blob_sizes[s] for s in shas & whole)
+
+        repos = tuple(
+            RepoStats(repo.repo_id, repo.type, logical, stored(shas))
+            for repo, logical, shas in sorted(per_repo.values(), key=lambda item: item[0].repo_id)
+        )
+        xorb_bytes = sum(xorb_sizes.values())
+        blob_bytes = sum(blob_sizes[s] for s in whole)
+        return HubStats(
+            sum(r.logical_bytes for r in repos), xorb_bytes + blob_bytes, xorb_bytes, blob_bytes, repos
+        )

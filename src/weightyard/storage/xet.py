@@ -1,0 +1,412 @@
+"""Chunk-level storage: files kept as Xet xorbs, read and written through the one `BlobStore` interface.
+
+Objects: `ROOT/ab/<xorb hash>` holds a xorb body exactly as a client uploads it (no footer), so fetch URLs
+serve byte ranges of it directly. Index (tables `xet_*`): each xorb's chunk table (the server's own parse),
+where every chunk lies, and each file's terms under its Xet hash and its checked sha256.
+
+`XetBlobStore` wraps a `LocalBlobStore`: a sha256 is served from a whole blob when one exists, else rebuilt
+from xorbs. With `pack=True` (`WEIGHTYARD_BLOB_URL=xet://…`) every regular or LFS upload is chunked and packed
+into xorbs too, deduplicated against everything stored, so all uploads share one storage model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import struct
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import sqlalchemy as sa
+
+from weightyard.db import tables, transaction, utcnow
+from weightyard.errors import BlobNotFound, ContentMismatch
+from weightyard.storage.base import BlobInfo
+from weightyard.storage.local import LocalBlobStore, LocalBlobWriter
+from weightyard.xet import (
+    ChunkLocation,
+    FilePacker,
+    FileTerm,
+    PackedXorb,
+    ShardFile,
+    XorbInfo,
+    hash_to_string,
+    iter_file_bytes,
+    pack_chunk_table,
+    string_to_hash,
+    unpack_chunk_table,
+)
+
+_TERM = struct.Struct("<32sIII")
+_INFO_CACHE_SIZE = 512
+
+
+def pack_terms(terms: Iterable[FileTerm]) -> bytes:
+    """A file's terms as one blob for the database (44 bytes a term)."""
+    return b"".join(_TERM.pack(t.xorb_hash, t.unpacked_len, t.chunk_start, t.chunk_end) for t in terms)
+
+
+def unpack_terms(blob: bytes) -> tuple[FileTerm, ...]:
+    return tuple(FileTerm(x, n, s, e) for x, n, s, e in _TERM.iter_unpack(blob))
+
+
+@dataclass(frozen=True)
+class XetFile:
+    """A stored file: its Xet hash, the sha256 the server checked, its size and terms."""
+
+    file_hash: bytes
+    sha256: str
+    size: int
+    terms: tuple[FileTerm, ...]
+
+
+def _insert_ignore(conn: sa.Connection, table: sa.Table, rows: list[dict[str, object]]) -> None:
+    """Insert rows, skipping those whose primary key exists (another upload stored the same thing)."""
+    if not rows:
+        return
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        conn.execute(sqlite_insert(table).on_conflict_do_nothing(), rows)
+    elif conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        conn.execute(pg_insert(table).on_conflict_do_nothing(), rows)
+    else:
+        key = [c.name for c in table.primary_key.columns]
+        for row in rows:
+            where = [table.c[name] == row[name] for name in key]
+            if conn.execute(sa.select(table.c[key[0]]).where(*where)).first() is None:
+                conn.execute(sa.insert(table).values(**row))
+
+
+class XetBlobStore:
+    """Blobs by sha256 over whole-blob files and Xet xorbs; see the module docstring."""
+
+    def __init__(self, base: LocalBlobStore, xorb_root: Path, engine: sa.Engine, *, pack: bool) -> None:
+        self.base = base
+        self.xorb_root = xorb_root
+        self.pack = pack
+        self._engine = engine
+        self._infos: OrderedDict[bytes, XorbInfo] = OrderedDict()
+        self._lock = threading.Lock()
+        xorb_root.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ BlobStore
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.base.tmp_dir
+
+    def sweep_temporary(self, older_than: float | None = None) -> int:
+        return self.base.sweep_temporary() if older_than is None else self.base.sweep_temporary(older_than)
+
+    def writer(self) -> XetBlobWriter | LocalBlobWriter:
+        return XetBlobWriter(self) if self.pack else self.base.writer()
+
+    def exists(self, sha256: str) -> bool:
+        return self.base.exists(sha256) or self.file_by_sha256(sha256) is not None
+
+    def size(self, sha256: str) -> int:
+        if self.base.exists(sha256):
+            return self.base.size(sha256)
+        return self._file_or_missing(sha256).size
+
+    def open(self, sha256: str) -> BinaryIO:
+        if self.base.exists(sha256):
+            return self.base.open(sha256)
+        file = self._file_or_missing(sha256)
+        return _ReconstructedFile(self, file)  # type: ignore[return-value]
+
+    def iter_range(self, sha256: str, start: int, end: int, chunk_size: int) -> Iterator[bytes]:
+        if self.base.exists(sha256):
+            return self.base.iter_range(sha256, start, end, chunk_size)
+        file = self._file_or_missing(sha256)
+        return _resliced(self.iter_file(file.terms, start, min(end, file.size)), chunk_size)
+
+    def delete(self, sha256: str) -> None:
+        """Forget the content under this sha256; its xorbs go when `weightyard gc` finds them unreferenced."""
+        self.base.delete(sha256)
+        with transaction(self._engine) as conn:
+            hashes = list(
+                conn.execute(
+                    sa.select(tables.xet_files.c.file_hash).where(tables.xet_files.c.sha256 == sha256)
+                ).scalars()
+            )
+            conn.execute(
+                sa.delete(tables.xet_file_xorbs).where(tables.xet_file_xorbs.c.file_hash.in_(hashes))
+            )
+            conn.execute(sa.delete(tables.xet_files).where(tables.xet_files.c.sha256 == sha256))
+
+    def _file_or_missing(self, sha256: str) -> XetFile:
+        file = self.file_by_sha256(sha256)
+        if file is None:
+            raise BlobNotFound(f"blob {sha256} is not stored")
+        return file
+
+    # ------------------------------------------------------------------ xorbs
+
+    def xorb_path(self, xorb_hash: bytes) -> Path:
+        name = hash_to_string(xorb_hash)
+        return self.xorb_root / name[:2] / name
+
+    def has_xorb(self, xorb_hash: bytes) -> bool:
+        return self.xorb_info(xorb_hash) is not None
+
+    def xorb_info(self, xorb_hash: bytes) -> XorbInfo | None:
+        """The server's chunk table of a stored xorb (cached: xorbs never change), or None."""
+        with self._lock:
+            cached = self._infos.get(xorb_hash)
+            if cached is not None:
+                self._infos.move_to_end(xorb_hash)
+                return cached
+        with self._engine.connect() as conn:
+            blob = conn.execute(
+                sa.select(tables.xet_xorbs.c.chunk_table).where(
+                    tables.xet_xorbs.c.hash == hash_to_string(xorb_hash)
+                )
+            ).scalar()
+        if blob is None:
+            return None
+        info = unpack_chunk_table(xorb_hash, bytes(blob))
+        with self._lock:
+            self._infos[xorb_hash] = info
+            if len(self._infos) > _INFO_CACHE_SIZE:
+                self._infos.popitem(last=False)
+        return info
+
+    def read_xorb(self, xorb_hash: bytes, start: int, end: int) -> bytes:
+        """Serialized bytes `[start, end)` of a stored xorb."""
+        with open(self.xorb_path(xorb_hash), "rb") as handle:
+            handle.seek(start)
+            return handle.read(end - start)
+
+    def temporary_xorb(self) -> Path:
+        return self.base.tmp_dir / f"xorb-{uuid.uuid4().hex}"
+
+    def add_xorb(self, body: Path | bytes, info: XorbInfo, user_id: int | None) -> bool:
+        """Store a validated xorb (moving `body` into place when it is a file); False when already stored.
+
+        Either way the uploader is granted use of it and its grace period for garbage collection restarts.
+        """
+        name = hash_to_string(info.hash)
+        final = self.xorb_path(info.hash)
+        now = utcnow()
+        with transaction(self._engine) as conn:
+            exists = conn.execute(
+                sa.select(tables.xet_xorbs.c.hash).where(tables.xet_xorbs.c.hash == name)
+            ).first()
+            if exists is None or not final.is_file():
+                final.parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(body, Path):
+                    os.replace(body, final)
+                else:
+                    tmp = self.temporary_xorb()
+                    with open(tmp, "wb") as handle:
+                        handle.write(body)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                    os.replace(tmp, final)
+            if exists is None:
+                conn.execute(
+                    sa.insert(tables.xet_xorbs).values(
+                        hash=name,
+                        wire_len=info.serialized_len,
+                        raw_len=info.raw_len,
+                        n_chunks=len(info.chunks),
+                        chunk_table=pack_chunk_table(info),
+                        created_at=now,
+                        last_used_at=now,
+                    )
+                )
+                _insert_ignore(
+                    conn,
+                    tables.xet_chunks,
+                    [
+                        {"chunk_hash": hash_to_string(c.hash), "xorb_hash": name, "chunk_index": i}
+                        for i, c in enumerate(info.chunks)
+                    ],
+                )
+            else:
+                self.touch_xorbs(conn, [info.hash])
+            if user_id is not None:
+                _insert_ignore(
+                    conn, tables.xet_xorb_grants, [{"xorb_hash": name, "user_id": user_id, "created_at": now}]
+                )
+        if isinstance(body, Path):
+            body.unlink(missing_ok=True)
+        return exists is None
+
+    def touch_xorbs(self, conn: sa.Connection, xorbs: Iterable[bytes]) -> None:
+        names = sorted({hash_to_string(x) for x in xorbs})
+        if names:
+            conn.execute(
+                sa.update(tables.xet_xorbs)
+                .where(tables.xet_xorbs.c.hash.in_(names))
+                .values(last_used_at=utcnow())
+            )
+
+    def locate_chunk(self, chunk: bytes) -> ChunkLocation | None:
+        """Where a chunk is stored (the `ChunkIndex` of server-side packing and of dedup queries)."""
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(tables.xet_chunks.c.xorb_hash, tables.xet_chunks.c.chunk_index).where(
+                    tables.xet_chunks.c.chunk_hash == hash_to_string(chunk)
+                )
+            ).first()
+        return None if row is None else ChunkLocation(string_to_hash(row.xorb_hash), int(row.chunk_index))
+
+    # ------------------------------------------------------------------ files
+
+    def file(self, file_hash: bytes) -> XetFile | None:
+        return self._file_where(tables.xet_files.c.file_hash == hash_to_string(file_hash))
+
+    def file_by_sha256(self, sha256: str) -> XetFile | None:
+        return self._file_where(tables.xet_files.c.sha256 == sha256)
+
+    def _file_where(self, condition: sa.ColumnElement[bool]) -> XetFile | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(tables.xet_files).where(condition).limit(1)).first()
+        if row is None:
+            return None
+        return XetFile(
+            string_to_hash(row.file_hash), row.sha256, int(row.size), unpack_terms(bytes(row.terms))
+        )
+
+    def register_file(self, conn: sa.Connection, entry: ShardFile, sha256: str) -> None:
+        """Record a verified file (its sha256 checked by the caller) in the caller's transaction."""
+        name = hash_to_string(entry.file_hash)
+        if conn.execute(
+            sa.select(tables.xet_files.c.sha256).where(tables.xet_files.c.file_hash == name)
+        ).first():
+            return
+        conn.execute(
+            sa.insert(tables.xet_files).values(
+                file_hash=name,
+                sha256=sha256,
+                size=entry.size,
+                terms=pack_terms(entry.terms),
+                created_at=utcnow(),
+            )
+        )
+        xorbs = sorted({hash_to_string(t.xorb_hash) for t in entry.terms})
+        _insert_ignore(conn, tables.xet_file_xorbs, [{"file_hash": name, "xorb_hash": x} for x in xorbs])
+
+    def iter_file(
+        self, terms: tuple[FileTerm, ...], start: int = 0, end: int | None = None
+    ) -> Iterator[bytes]:
+        """Bytes `[start, end)` of the file made of `terms`, every chunk re-hashed on the way."""
+        if not terms:
+            return iter(())
+        return iter_file_bytes(terms, self.xorb_info, self.read_xorb, start, end)
+
+    def sha256_of(self, terms: tuple[FileTerm, ...]) -> str:
+        """The sha256 of a file rebuilt from its terms: what a shard's claim is checked against."""
+        digest = hashlib.sha256()
+        for piece in self.iter_file(terms):
+            digest.update(piece)
+        return digest.hexdigest()
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sa.Connection]:
+        with transaction(self._engine) as conn:
+            yield conn
+
+
+class XetBlobWriter:
+    """Chunks, dedups and packs arriving bytes into xorbs while hashing them with sha256.
+
+    Completed xorbs are stored as soon as they fill up (memory holds one open xorb); `commit` stores the last
+    one and records the file under its sha256. Xorbs of an aborted upload stay unreferenced until `gc`.
+    """
+
+    def __init__(self, store: XetBlobStore) -> None:
+        self._store = store
+        self._packer = FilePacker(store.locate_chunk)
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._done = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        self._hash.update(data)
+        self._size += len(data)
+        self._store_xorbs(self._packer.update(data))
+
+    def _store_xorbs(self, xorbs: list[PackedXorb]) -> None:
+        for packed in xorbs:
+            self._store.add_xorb(packed.body, packed.info, None)
+
+    def commit(self, expected_sha256: str | None = None, expected_size: int | None = None) -> BlobInfo:
+        sha256 = self._hash.hexdigest()
+        if expected_size is not None and expected_size != self._size:
+            raise ContentMismatch(f"expected {expected_size} bytes, received {self._size}")
+        if expected_sha256 is not None and expected_sha256 != sha256:
+            raise ContentMismatch(f"content sha256 is {sha256}, not the announced {expected_sha256}")
+        last, entry = self._packer.finish(bytes.fromhex(sha256))
+        self._store_xorbs(last)
+        with self._store.connect() as conn:
+            self._store.register_file(conn, entry, sha256)
+        self._done = True
+        return BlobInfo(sha256=sha256, size=self._size)
+
+    def abort(self) -> None:
+        self._done = True
+
+
+def _resliced(pieces: Iterator[bytes], size: int) -> Iterator[bytes]:
+    for piece in pieces:
+        for offset in range(0, len(piece), size):
+            yield piece[offset : offset + size]
+
+
+class _ReconstructedFile:
+    """A read-only, seekable view of a file rebuilt from xorbs (what `BlobStore.open` promises)."""
+
+    def __init__(self, store: XetBlobStore, file: XetFile) -> None:
+        self._store = store
+        self._file = file
+        self._position = 0
+        self.closed = False
+
+    def read(self, size: int = -1) -> bytes:
+        end = self._file.size if size < 0 else min(self._file.size, self._position + size)
+        if end <= self._position:
+            return b""
+        data = b"".join(self._store.iter_file(self._file.terms, self._position, end))
+        self._position = end
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self._file.size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __enter__(self) -> _ReconstructedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
