@@ -178,7 +178,7 @@ def table(rows: list[Row], malicious: int, benign: int) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r.tool} | {r.tp} | {r.tp_issue} | {r.miss} | {r.fp} | {r.errors} | {r.wall_s:.1f} s |"
+            f"| {r.tool} | {r.tp} | {r.tp_issue} | {r.miss} | {r.fp} | {r.errors} | {r.wall_s:.2f} s |"
         )
     return "\n".join(lines)
 

@@ -4,15 +4,17 @@ walks, helper globals that expose Python internals, and file-loading tags."""
 
 from __future__ import annotations
 
+import functools
 import re
-
-from jinja2 import TemplateSyntaxError, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from typing import TYPE_CHECKING
 
 from weightyard.scan.policy import words
 from weightyard.scan.report import Finding, Severity
 
-_ENV = ImmutableSandboxedEnvironment()
+if TYPE_CHECKING:
+    from jinja2 import nodes
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
 _DUNDER = re.compile(r"__\w+__")
 # Attributes that lead from any object to code, frames or modules.
 _ESCAPE_ATTRS = words(
@@ -48,10 +50,20 @@ def _finding(
     return Finding(rule, severity, f"{where}:line {getattr(node, 'lineno', 0)}", subject, message)
 
 
+@functools.cache
+def _environment() -> ImmutableSandboxedEnvironment:
+    # Importing jinja2 costs more than scanning a typical model folder; only files with templates pay.
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    return ImmutableSandboxedEnvironment()
+
+
 def check_template(source: str, where: str) -> list[Finding]:
     """Findings for one chat template; an ordinary template yields none."""
+    from jinja2 import TemplateSyntaxError, nodes
+
     try:
-        tree = _ENV.parse(source)
+        tree = _environment().parse(source)
     except TemplateSyntaxError as exc:
         return [
             Finding(
@@ -69,6 +81,8 @@ def check_template(source: str, where: str) -> list[Finding]:
 
 
 def _check_node(node: nodes.Node, where: str) -> list[Finding]:
+    from jinja2 import nodes
+
     ssti = "template-injection construct"
     if isinstance(node, nodes.Getattr):
         if node.attr.startswith("_") or node.attr in _ESCAPE_ATTRS:
