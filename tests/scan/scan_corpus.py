@@ -550,16 +550,43 @@ def onnx_model(
     return pb_int(1, 8) + pb_bytes(2, "weightyard-corpus") + pb_bytes(7, graph) + opsets + functions
 
 
-def saved_model(graph_ops: list[str], function_ops: tuple[str, ...] = ()) -> bytes:
-    nodes = b"".join(pb_bytes(1, pb_bytes(1, f"node{k}") + pb_bytes(2, op)) for k, op in enumerate(graph_ops))
+def graph_def(graph_ops: list[str], function_ops: tuple[str, ...] = ()) -> bytes:
+    """A TensorFlow GraphDef (a frozen graph) with the given node ops and library-function ops."""
+    nodes = b"".join(
+        pb_bytes(1, pb_bytes(1, f"node{k}") + pb_bytes(2, op) + pb_bytes(3, "x"))
+        for k, op in enumerate(graph_ops)
+    )
     library = b""
     if function_ops:
         fnodes = b"".join(
             pb_bytes(3, pb_bytes(1, f"f{k}") + pb_bytes(2, op)) for k, op in enumerate(function_ops)
         )
         library = pb_bytes(2, pb_bytes(1, pb_bytes(1, pb_bytes(1, "__inference_serve_42")) + fnodes))
-    meta_graph = pb_bytes(1, pb_bytes(4, "serve")) + pb_bytes(2, nodes + library)
-    return pb_int(1, 1) + pb_bytes(2, meta_graph)
+    return nodes + library + pb_bytes(3, pb_int(1, 1994))
+
+
+def meta_graph(graph_ops: list[str], function_ops: tuple[str, ...] = ()) -> bytes:
+    """A MetaGraphDef: a TF1 checkpoint's `.meta` file."""
+    return pb_bytes(1, pb_bytes(4, "serve")) + pb_bytes(2, graph_def(graph_ops, function_ops))
+
+
+def saved_model(graph_ops: list[str], function_ops: tuple[str, ...] = ()) -> bytes:
+    return pb_int(1, 1) + pb_bytes(2, meta_graph(graph_ops, function_ops))
+
+
+def sentencepiece_model(pieces: list[str]) -> bytes:
+    """A SentencePiece ModelProto: pieces with their float scores, then a trainer spec."""
+    entries = b"".join(
+        pb_bytes(1, pb_bytes(1, p) + varint(2 << 3 | 5) + struct.pack("<f", -float(k)))
+        for k, p in enumerate(pieces)
+    )
+    return entries + pb_bytes(2, pb_bytes(1, "train.txt") + pb_int(3, len(pieces)))
+
+
+def tf_checkpoint_index() -> bytes:
+    """A checkpoint `.index` in the shape of a LevelDB table: blocks, then the footer with its magic."""
+    block = b"\x00" * 5 + b"global_step" + b"\x08\x09\x12\x00" + b"\x00" * 12
+    return block + b"\x00" * (48 - 8) + b"\x57\xfb\x80\x8b\x24\x75\x47\xdb"
 
 
 # -- GGUF writer -----------------------------------------------------------------------------------------
@@ -1479,6 +1506,34 @@ def build(root: Path) -> list[Sample]:
         "Keras HDF5",
     )
     put("benign/tf/keras_metadata.pb", keras_metadata(), False, "safe", "SavedModel Keras metadata")
+    put(
+        "benign/tf/frozen_graph.pb",
+        graph_def(["Placeholder", "Const", "MatMul", "Softmax"]),
+        False,
+        "safe",
+        "frozen graph",
+    )
+    put(
+        "benign/tokenizer/tokenizer.model",
+        sentencepiece_model(["<unk>", "<s>", "</s>", "\u2581the"]),
+        False,
+        "safe",
+        "SentencePiece model",
+    )
+    for rel, data in {
+        "saved_model.pb": saved_model(["Placeholder", "MatMul", "SaveV2", "RestoreV2"]),
+        "fingerprint.pb": pb_int(1, 123) + pb_int(2, 456) + pb_bytes(6, pb_int(1, 1)),
+        "variables/variables.index": tf_checkpoint_index(),
+        "variables/variables.data-00000-of-00001": bytes(range(256)) * 4,
+    }.items():
+        put(
+            f"benign/tf_savedmodel/{rel}",
+            data,
+            False,
+            "safe",
+            "SavedModel folder",
+            folder="benign/tf_savedmodel",
+        )
     put("benign/keras/weights_only.h5", h5_bytes({}), False, "safe", "HDF5 weights")
     put(
         "benign/tf/saved_model.pb",

@@ -127,6 +127,11 @@ def _scan_compressed(ctx: Context, data: Data, name: str, where: str, kind: str)
     return f"{fmt}+{kind}", findings
 
 
+TF_CHECKPOINT_INDEX = "tf-checkpoint-index"
+# LevelDB's table magic ends every TensorFlow checkpoint `.index` (a sorted table of tensor metadata).
+_TABLE_MAGIC = b"\x57\xfb\x80\x8b\x24\x75\x47\xdb"
+
+
 def detect(data: Data, name: str) -> str:
     """Name the format of `data` from its content; `name` only breaks ties between content-equal formats."""
     head = bytes(data[:300])
@@ -156,6 +161,8 @@ def detect(data: Data, name: str) -> str:
         return f"compressed:{kind}"
     if has_central_directory(data):
         return "zip"
+    if len(data) >= 48 and data[len(data) - 8 :] == _TABLE_MAGIC:
+        return TF_CHECKPOINT_INDEX
     proto = protobuf.detect(data, name)
     if proto is not None:
         return proto
@@ -234,6 +241,10 @@ _HANDLERS: dict[str, Handler] = {
     "onnx": protobuf.scan_onnx,
     "tf-savedmodel": protobuf.scan_saved_model,
     "keras-metadata": protobuf.scan_keras_metadata,
+    "tf-metagraph": protobuf.scan_meta_graph,
+    "tf-graphdef": protobuf.scan_graph_def,
+    "tf-fingerprint": lambda ctx, data, name, where: [],
+    TF_CHECKPOINT_INDEX: lambda ctx, data, name, where: [],
     "sentencepiece": lambda ctx, data, name, where: [],
 }
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from weightyard.scan.engine import scan_file
+from weightyard.scan.engine import TF_CHECKPOINT_INDEX, scan_file
 from weightyard.scan.limits import DEFAULT_LIMITS, Limits
 from weightyard.scan.report import Finding, Report, Severity
 
@@ -43,16 +44,30 @@ def check_references(
                     out.setdefault(path, []).append(f)
             referenced = reports.get(target)
             if ref.kind == "external_data" and referenced is not None and _only_unknown_format(referenced):
-                out.setdefault(target, []).append(
-                    Finding(
-                        _RAW_DATA,
-                        Severity.INFO,
-                        target,
-                        path,
-                        "raw tensor bytes that the referencing model reads by offset, never parses as code",
-                    )
-                )
+                out.setdefault(target, []).append(_raw_data(target, path))
+    for path, report in reports.items():
+        shard = _TF_SHARD.match(path)
+        if shard is None or not _only_unknown_format(report):
+            continue
+        index_path = f"{shard.group(1)}.index"
+        index = reports.get(index_path)
+        if index is not None and index.format == TF_CHECKPOINT_INDEX:
+            out.setdefault(path, []).append(_raw_data(path, index_path))
     return out
+
+
+# TensorFlow checkpoints keep tensors as raw bytes in shards named after their index file.
+_TF_SHARD = re.compile(r"^(.+)\.data-\d{5}-of-\d{5}$")
+
+
+def _raw_data(target: str, referrer: str) -> Finding:
+    return Finding(
+        _RAW_DATA,
+        Severity.INFO,
+        target,
+        referrer,
+        "raw tensor bytes that the referencing model reads by offset, never parses as code",
+    )
 
 
 _RAW_DATA = "context.raw-data"

@@ -9,8 +9,9 @@ TEMPLATE_SUFFIXES = (".jinja", ".j2")
 SENTENCE_TRANSFORMERS_MODULES = "modules.json"
 KERAS_METADATA = "keras_metadata.pb"
 SAVED_MODEL = "saved_model.pb"
+TF_FINGERPRINT = "fingerprint.pb"
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".z")
-_NAMED_FILES = frozenset({SENTENCE_TRANSFORMERS_MODULES, KERAS_METADATA, SAVED_MODEL})
+_NAMED_FILES = frozenset({SENTENCE_TRANSFORMERS_MODULES, KERAS_METADATA, SAVED_MODEL, TF_FINGERPRINT})
 
 
 def strip_compression(name: str) -> str:

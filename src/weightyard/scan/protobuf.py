@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from weightyard.scan.buffer import Data
 from weightyard.scan.hf_config import unsafe_relative_path
 from weightyard.scan.keras_scan import check_keras_config
-from weightyard.scan.names import KERAS_METADATA, SAVED_MODEL
+from weightyard.scan.names import KERAS_METADATA, SAVED_MODEL, TF_FINGERPRINT
 from weightyard.scan.report import Finding, Reference, Severity
 
 if TYPE_CHECKING:
@@ -103,9 +103,41 @@ def detect(data: Data, name: str) -> str | None:
         return "onnx"
     if set(top) <= {1, 2} and top.get(2) == LEN and (top.get(1) == VARINT or name == SAVED_MODEL):
         return "tf-savedmodel"
-    if top.get(1) == LEN and set(top) <= {1, 2, 3, 4, 5}:
+    whole = (0, len(data))
+    if set(top) <= {1, 2, 3, 4} and top.get(1) == LEN and _first_is_node(data, whole):
+        return "tf-graphdef"
+    if top.get(2) == LEN and set(top) <= set(range(1, 10)):
+        graph = next(_spans(data, whole, 2), None)
+        if graph is not None and _first_is_node(data, graph):
+            return "tf-metagraph"
+    if top.get(1) == LEN and set(top) <= {1, 2, 3, 4, 5} and _first_is_piece(data):
         return "sentencepiece"
+    if name == TF_FINGERPRINT:
+        return "tf-fingerprint"
     return None
+
+
+def _subfields(data: Data, span: Span) -> dict[int, int]:
+    try:
+        return {number: wire for number, wire, _ in fields(data, *span)}
+    except ProtoError:
+        return {}
+
+
+def _first_is_node(data: Data, parent: Span) -> bool:
+    """A GraphDef's first entry is a NodeDef: name (1) and op (2) strings, never a float."""
+    node = next(_spans(data, parent, 1), None)
+    if node is None:
+        return False
+    sub = _subfields(data, node)
+    op = _string(data, node, 2) if sub.get(2) == LEN else None
+    return sub.get(1) == LEN and op is not None and op.isidentifier()
+
+
+def _first_is_piece(data: Data) -> bool:
+    """SentencePiece's first entry is a piece: the text (1) and a float score (2)."""
+    piece = next(_spans(data, (0, len(data)), 1), None)
+    return piece is not None and _subfields(data, piece).get(2) in (FIXED32, None)
 
 
 # -- Keras metadata of a SavedModel --------------------------------------------------------------------------
@@ -166,27 +198,35 @@ def _graph_ops(data: Data, graph: Span) -> Iterator[tuple[str, str]]:
 
 
 def scan_saved_model(ctx: Context, data: Data, name: str, where: str) -> list[Finding]:
+    graphs = [g for meta in _spans(data, (0, len(data)), 2) for g in _spans(data, meta, 2)]
+    return _scan_graphs(ctx, data, graphs, where)
+
+
+def scan_meta_graph(ctx: Context, data: Data, name: str, where: str) -> list[Finding]:
+    """A TF1 checkpoint's `.meta` file: one MetaGraphDef, its graph in field 2."""
+    return _scan_graphs(ctx, data, list(_spans(data, (0, len(data)), 2)), where)
+
+
+def scan_graph_def(ctx: Context, data: Data, name: str, where: str) -> list[Finding]:
+    """A frozen TF1 graph: a bare GraphDef."""
+    return _scan_graphs(ctx, data, [(0, len(data))], where)
+
+
+def _scan_graphs(ctx: Context, data: Data, graphs: list[Span], where: str) -> list[Finding]:
     findings: list[Finding] = []
     try:
-        for meta_graph in _spans(data, (0, len(data)), 2):
-            for graph in _spans(data, meta_graph, 2):
-                for count, (node, op) in enumerate(_graph_ops(data, graph)):
-                    if count % 4096 == 0:
-                        ctx.budget.check_time()
-                    if op in _TF_DANGEROUS_OPS:
-                        message = "graph op reads or writes files or runs Python when a signature is called"
-                        findings.append(
-                            Finding("tf.dangerous-op", Severity.CRITICAL, f"{where}:{node}", op, message)
-                        )
-                    elif op in _TF_SUSPICIOUS_OPS:
-                        message = "graph op opens files named by its inputs"
-                        findings.append(
-                            Finding("tf.file-op", Severity.WARNING, f"{where}:{node}", op, message)
-                        )
+        ops = [node_op for graph in graphs for node_op in _graph_ops(data, graph)]
     except ProtoError as exc:
-        findings.append(
-            Finding("format.corrupt", Severity.ERROR, where, "", f"malformed SavedModel protobuf: {exc}")
-        )
+        return [Finding("format.corrupt", Severity.ERROR, where, "", f"malformed TensorFlow graph: {exc}")]
+    for count, (node, op) in enumerate(ops):
+        if count % 4096 == 0:
+            ctx.budget.check_time()
+        if op in _TF_DANGEROUS_OPS:
+            message = "graph op reads or writes files or runs Python when a signature is called"
+            findings.append(Finding("tf.dangerous-op", Severity.CRITICAL, f"{where}:{node}", op, message))
+        elif op in _TF_SUSPICIOUS_OPS:
+            message = "graph op opens files named by its inputs"
+            findings.append(Finding("tf.file-op", Severity.WARNING, f"{where}:{node}", op, message))
     return findings
 
 
