@@ -128,3 +128,12 @@ def test_fifo_in_the_folder_is_refused_instead_of_blocking(tmp_path: Path) -> No
 def test_missing_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UnreadableModel):
         manifest_from_folder(tmp_path / "absent")
+
+
+def test_many_files_of_mixed_sizes_hash_like_hashlib_whatever_order_they_finish_in(tmp_path: Path) -> None:
+    files = {f"shard-{index:02d}.bin": os.urandom(index * READ_BUFFER_BYTES // 3) for index in range(24)}
+    folder = write_model(tmp_path / "m", files)
+
+    manifest = manifest_from_folder(folder)
+
+    assert manifest.files == {name: _sha256(content) for name, content in sorted(files.items())}
