@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     # Abuse limits; 0 turns a limit off. The file limit matches the Hugging Face Hub's 50 GB.
     max_file_size: int = 50 * 1000**3
     max_repo_size: int = 0
+    # What happens to a file the scanner finds unsafe: "refuse" the commit (default), "quarantine" it (kept,
+    # served only to the repo's admins), or "warn" (served with a warning header). Repos may override it.
+    scan_policy: str = "refuse"
     # Requests per minute per token (per client address for anonymous requests), per server process.
     rate_limit_per_minute: int = 0
 

@@ -140,6 +140,20 @@ class ContentMismatch(WeightyardError):
     status = 422
 
 
+class UnsafeFile(WeightyardError):
+    """The scanner found a file unsafe and the repo's policy refuses it; `findings` says why."""
+
+    code = "UnsafeFile"
+    status = 422
+
+
+class Quarantined(WeightyardError):
+    """A file the scanner found unsafe is kept but served only to the repo's admins."""
+
+    code = "Quarantined"
+    status = 403
+
+
 class BlobNotFound(WeightyardError):
     """A commit refers to content the hub does not hold (or the committer may not use)."""
 

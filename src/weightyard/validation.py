@@ -17,8 +17,8 @@ COMMIT_OID_RE = re.compile(r"^[0-9a-f]{40}$")
 def check_repo_segment(segment: str, what: str = "name") -> str:
     if not _SEGMENT_RE.match(segment) or "--" in segment or ".." in segment or segment.endswith(".git"):
         raise InvalidRepoId(
-            f"invalid repo {what} {segment[:100]!r}: use letters, digits, '.', '_' and '-', start with a letter "
-            "or digit, at most 96 characters, no '--' or '..'"
+            f"invalid repo {what} {segment[:100]!r}: use letters, digits, '.', '_' and '-', start with a "
+            "letter or digit, at most 96 characters, no '--' or '..'"
         )
     return segment
 

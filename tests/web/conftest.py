@@ -63,7 +63,8 @@ class LocalHub:
 
 @pytest.fixture
 def local(tmp_path: Path) -> Iterator[LocalHub]:
-    hub = Hub.open(Settings(data=tmp_path / "data"))
+    # These pages must describe deliberately broken files, which the default policy would refuse at commit.
+    hub = Hub.open(Settings(data=tmp_path / "data", scan_policy="warn"))
     token = hub.admin_token()
     with TestClient(create_app(hub), base_url="http://testserver") as client:
         yield LocalHub(hub=hub, client=client, token=token, admin=hub.accounts.authenticate(token))

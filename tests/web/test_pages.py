@@ -207,19 +207,22 @@ def test_base_models_link_to_this_hub_only_when_the_viewer_can_read_them(local: 
     assert '<a href="/acme/base">acme/base</a>' in local.client.get("/acme/child").text
 
 
-def test_scan_and_signature_are_shown_as_not_checked_until_those_services_land(demo: LocalHub) -> None:
+def test_scan_verdicts_are_shown_and_signatures_as_not_checked_until_that_service_lands(
+    demo: LocalHub,
+) -> None:
     files = demo.client.get("/acme/tiny-minilm/tree/main.json").json()["files"]
     weights = next(f for f in files if f["path"] == "model.safetensors")
-    assert weights["scan"] is None
+    assert weights["scan"] == "safe"
     assert weights["signature"] is None
-    assert demo.client.get("/acme/tiny-minilm.json").json()["checks"] == {"scan": None, "signature": None}
+    assert demo.client.get("/acme/tiny-minilm.json").json()["checks"] == {"scan": "safe", "signature": None}
     for url in (
         "/acme/tiny-minilm",
         "/acme/tiny-minilm/tree/main",
         "/acme/tiny-minilm/blob/main/config.json",
     ):
         html = demo.client.get(url).text
-        assert "not scanned yet" in html
+        assert "not scanned yet" not in html
+        assert "safe" in html
         assert "not checked yet" in html
 
 

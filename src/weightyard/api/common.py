@@ -24,7 +24,7 @@ PLURAL_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 def error_response(exc: WeightyardError) -> JSONResponse:
     """The one error mapper: JSON body plus the headers the Hugging Face client reads."""
     body: dict[str, Any] = {"error": exc.message, "code": exc.code}
-    body.update({k: v for k, v in exc.details.items() if isinstance(v, str | int | bool)})
+    body.update({k: v for k, v in exc.details.items() if isinstance(v, str | int | bool | list | dict)})
     headers = {
         "X-Error-Code": exc.code,
         "X-Error-Message": exc.message.encode("ascii", "replace").decode()[:500],

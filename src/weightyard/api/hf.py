@@ -45,12 +45,15 @@ from weightyard.repos import (
     FileEntry,
     Operation,
     Repo,
+    RepoService,
     TreeItem,
     check_path,
     check_repo_segment,
     lfs_pointer,
 )
 from weightyard.repos.ingest import looks_binary
+from weightyard.repos.scanning import worst
+from weightyard.scan import SCANNER_VERSION, Report, Verdict
 
 router = APIRouter()
 
@@ -143,7 +146,9 @@ def _file_json(item: TreeItem) -> dict[str, Any]:
     return data
 
 
-def repo_info(request: Request, repo: Repo, commit: Commit, blobs: bool = False) -> dict[str, Any]:
+def repo_info(
+    request: Request, repo: Repo, commit: Commit, blobs: bool = False, security: bool = False
+) -> dict[str, Any]:
     files = hub_of(request).repos.files(commit)
     siblings = []
     for path, entry in files.items():
@@ -174,26 +179,38 @@ def repo_info(request: Request, repo: Repo, commit: Commit, blobs: bool = False)
         "cardData": {},
         "siblings": siblings,
         "usedStorage": sum(entry.size for entry in files.values()),
+        **({"securityRepoStatus": security_repo_status(hub_of(request).repos, commit)} if security else {}),
     }
 
 
 @router.get("/api/{plural}/{namespace}/{name}")
 def get_repo_info(
-    request: Request, plural: str, namespace: str, name: str, blobs: bool = False
+    request: Request,
+    plural: str,
+    namespace: str,
+    name: str,
+    blobs: bool = False,
+    securityStatus: bool = False,
 ) -> dict[str, Any]:
     repo = _load_repo(request, plural, namespace, name)
     commit = hub_of(request).repos.resolve(repo, "main")
-    return repo_info(request, repo, commit, blobs)
+    return repo_info(request, repo, commit, blobs, securityStatus)
 
 
 @router.get("/api/{plural}/{namespace}/{name}/revision/{rest:path}")
 def get_repo_info_at(
-    request: Request, plural: str, namespace: str, name: str, rest: str, blobs: bool = False
+    request: Request,
+    plural: str,
+    namespace: str,
+    name: str,
+    rest: str,
+    blobs: bool = False,
+    securityStatus: bool = False,
 ) -> dict[str, Any]:
     repo = _load_repo(request, plural, namespace, name)
     revision, _ = split_revision(_api_rest(request))
     commit = hub_of(request).repos.resolve(repo, revision)
-    return repo_info(request, repo, commit, blobs)
+    return repo_info(request, repo, commit, blobs, securityStatus)
 
 
 def _paginated(request: Request, items: list[dict[str, Any]], page_size: int) -> JSONResponse:
@@ -228,9 +245,49 @@ def get_tree(
     path = "/".join(segment for segment in path_segments if segment)
     repos = hub_of(request).repos
     commit = repos.resolve(repo, revision)
-    items = [_file_json(item) for item in repos.tree(commit, path, recursive)]
+    tree = repos.tree(commit, path, recursive)
+    items = [_file_json(item) for item in tree]
     xet.add_xet_hashes(request, items)
+    if expand:
+        _add_security_status(repos, commit, tree, items)
     return _paginated(request, items, TREE_PAGE_EXPANDED if expand else TREE_PAGE)
+
+
+def _security_status(report: Report) -> dict[str, Any]:
+    """The Hub's `securityFileStatus` shape (the client requires `status`, `avScan`, `pickleImportScan`),
+    with this hub's own verdict, format and findings alongside."""
+    return {
+        "status": report.verdict.value,
+        "avScan": None,
+        "pickleImportScan": None,
+        "format": report.format,
+        "scanner": report.scanner_version,
+        "findings": [finding.to_dict() for finding in report.findings],
+    }
+
+
+def _add_security_status(
+    repos: RepoService, commit: Commit, tree: list[TreeItem], items: list[dict[str, Any]]
+) -> None:
+    reports = repos.scans.reports(repos.files(commit))
+    for item, data in zip(tree, items, strict=True):
+        if isinstance(item.entry, FileEntry) and item.path in reports:
+            data["securityFileStatus"] = _security_status(reports[item.path])
+
+
+def security_repo_status(repos: RepoService, commit: Commit) -> dict[str, Any]:
+    """`securityRepoStatus` of `model_info(securityStatus=True)`: the commit's verdict, files at issue."""
+    reports = repos.scans.reports(repos.files(commit))
+    return {
+        "scansDone": True,
+        "verdict": worst(reports).value,
+        "scanner": SCANNER_VERSION,
+        "filesWithIssues": [
+            {"path": path, "level": report.verdict.value, "findings": [f.to_dict() for f in report.findings]}
+            for path, report in sorted(reports.items())
+            if report.verdict is not Verdict.SAFE
+        ],
+    }
 
 
 @router.post("/api/{plural}/{namespace}/{name}/paths-info/{rest:path}")
@@ -392,10 +449,18 @@ async def update_settings(request: Request, plural: str, namespace: str, name: s
         if "visibility" in payload:
             private = payload["visibility"] == "private"
         gated = payload.get("gated")
+        scan_policy = payload.get("scanPolicy")
         if private is not None and not isinstance(private, bool):
             raise BadRequest("'private' must be a boolean")
-        updated = hub_of(request).repos.update_settings(principal_of(request), repo, private, gated)
-        return {"private": updated.private, "gated": updated.gated or False}
+        if scan_policy is not None and not isinstance(scan_policy, str):
+            raise BadRequest("'scanPolicy' must be a string")
+        repos = hub_of(request).repos
+        updated = repos.update_settings(principal_of(request), repo, private, gated, scan_policy)
+        return {
+            "private": updated.private,
+            "gated": updated.gated or False,
+            "scanPolicy": repos.scan_policy(updated),
+        }
 
     return await run_in_threadpool(update)
 
@@ -637,13 +702,20 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 def resolve_file(request: Request, repo_type: str, namespace: str, name: str) -> Response:
     hub = hub_of(request)
-    repo = hub.repos.get_repo(principal_of(request), repo_type, namespace, name, Action.DOWNLOAD)
+    principal = principal_of(request)
+    repo = hub.repos.get_repo(principal, repo_type, namespace, name, Action.DOWNLOAD)
     offset = 4 if repo_type == "model" else 5  # segments before the revision: [prefix,] ns, name, "resolve"
     revision, path_segments = split_revision(raw_segments(request)[offset - 1 :])
     path = "/".join(path_segments)
     commit = hub.repos.resolve(repo, revision)
     entry = hub.repos.file(commit, path)
+    report = hub.repos.serving_report(principal, repo, path, entry)
     headers = _file_headers(commit, entry) | xet.resolve_headers(request, repo, commit, entry)
+    if report.verdict is not Verdict.SAFE:
+        # huggingface_hub shows an X-HF-Warning once per topic; curl users see it in the headers.
+        reason = report.findings[0].message if report.findings else ""
+        warning = f"weightyard-scan; {path} is {report.verdict.value}: {reason}"
+        headers["X-HF-Warning"] = warning.encode("ascii", "replace").decode()[:400]
     if request.method == "HEAD":
         headers["Content-Length"] = str(entry.size)
         return Response(status_code=200, headers=headers)

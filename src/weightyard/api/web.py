@@ -53,6 +53,7 @@ from weightyard.errors import (
 from weightyard.repos import Commit, DirEntry, FileEntry, Repo, RepoService, check_repo_id, check_repo_segment
 from weightyard.repos.access import STATUSES as ACCESS_STATUSES
 from weightyard.repos.ingest import looks_binary
+from weightyard.repos.scanning import worst
 
 router = APIRouter()
 
@@ -319,20 +320,20 @@ def _readme(repos: RepoService, commit: Commit) -> bytes | None:
 # ---------------------------------------------------------------------------------------------- files
 
 
-def _verdicts(files: list[dict[str, Any]]) -> None:
-    """Per-file scan verdict and signature status. The scanners and signature checks are not wired into the
-    hub yet, so every file says so (`None`, shown as "not scanned yet" / "not checked yet") instead of
-    guessing; this is the one place to fill them in."""
+def _verdicts(repos: RepoService, commit: Commit, files: list[dict[str, Any]]) -> None:
+    """Per-file scan verdict (with the folder's context) and signature status. Signatures are not wired into
+    the hub yet, so that column says so (`None`, shown as "not checked yet") instead of guessing."""
+    reports = repos.scans.reports(repos.files(commit))
     for item in files:
         if item["type"] == "file":
-            item["scan"] = None
+            report = reports.get(item["path"])
+            item["scan"] = report.verdict.value if report else None
             item["signature"] = None
 
 
-def _commit_checks(commit: Commit) -> dict[str, Any]:
-    """The scan summary and signature verdict of a commit (signatures cover a commit's manifest). Like
-    `_verdicts`, `None` until those services are wired into the hub: the one place to fill them in."""
-    return {"scan": None, "signature": None}
+def _commit_checks(repos: RepoService, commit: Commit) -> dict[str, Any]:
+    """The scan verdict of a commit (its worst file) and its signature verdict (not wired yet: `None`)."""
+    return {"scan": worst(repos.scans.reports(repos.files(commit))).value, "signature": None}
 
 
 def _entry_json(
@@ -365,7 +366,7 @@ def _listing(
     items = repos.tree(commit, path)
     items.sort(key=lambda item: (not isinstance(item.entry, DirEntry), item.path))
     shown = [_entry_json(repo, revision, item.path, item.entry, granted) for item in items[:LIST_ROWS]]
-    _verdicts(shown)
+    _verdicts(repos, commit, shown)
     return {"files": shown, "fileCount": len(items)}
 
 
@@ -688,7 +689,7 @@ def model_page(request: Request, viewer: Principal | None, segments: list[str]) 
         "revision": revision,
         "commit": _commit_json(repo, commit),
         "access": _access_json(request, repo, granted),
-        "checks": _commit_checks(commit),
+        "checks": _commit_checks(repos, commit),
         "card": {"facts": card.facts, "html": card.html, "metadataError": card.metadata_error}
         if card
         else None,
@@ -740,7 +741,7 @@ def blob_page(request: Request, viewer: Principal | None, segments: list[str]) -
     granted = _may_download(repos, viewer, repo)
     file_json = _entry_json(repo, revision, path, entry, granted)
     file_json["gitOid"] = entry.git_oid
-    _verdicts([file_json])
+    _verdicts(repos, commit, [file_json])
     parent, _, _ = path.rpartition("/")
     data = {
         "repo": _repo_json(repo),

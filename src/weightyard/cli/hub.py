@@ -288,11 +288,12 @@ def ls(
                     "size": f.size,
                     "sha256": f.lfs.sha256 if f.lfs else None,
                     "oid": f.blob_id,
+                    "verdict": f.security["status"] if f.security else None,
                 }
-                for f in api.list_repo_tree(repo, revision=revision, recursive=True)
+                for f in api.list_repo_tree(repo, revision=revision, recursive=True, expand=True)
                 if hasattr(f, "blob_id")
             ]
-            columns = ["path", "size", "sha256"]
+            columns = ["path", "size", "verdict", "sha256"]
     except _client_errors() as exc:
         raise fail(str(exc)) from None
     if as_json:

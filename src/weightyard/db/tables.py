@@ -45,6 +45,8 @@ repos = sa.Table(
     sa.Column("downloads", sa.Integer, nullable=False, default=0),
     # NULL, "auto" or "manual", as on the Hugging Face Hub
     sa.Column("gated", sa.String(16), nullable=True),
+    # what happens to unsafe files; NULL follows the hub's setting
+    sa.Column("scan_policy", sa.String(16), nullable=True),
     sa.UniqueConstraint("type", "namespace", "name"),
 )
 
@@ -213,4 +215,17 @@ xet_file_xorbs = sa.Table(
     metadata,
     sa.Column("file_hash", sa.String(64), primary_key=True),
     sa.Column("xorb_hash", sa.String(64), primary_key=True, index=True),
+)
+
+# One report per blob content, per name key (the part of a file name that changes a scan) and scanner version.
+scan_reports = sa.Table(
+    "scan_reports",
+    metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("name_key", sa.String(64), primary_key=True),
+    sa.Column("scanner_version", sa.String(64), primary_key=True),
+    sa.Column("verdict", sa.String(16), nullable=False),
+    sa.Column("format", sa.String(64), nullable=False),
+    sa.Column("report", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
 )

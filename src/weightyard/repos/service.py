@@ -20,10 +20,12 @@ from weightyard.errors import (
     ParentCommitMismatch,
     PathConflict,
     PayloadTooLarge,
+    Quarantined,
     RefExists,
     RepoExists,
     RepoNotFound,
     RevisionNotFound,
+    UnsafeFile,
 )
 from weightyard.repos.ingest import ContentIngest, IngestedContent, looks_binary
 from weightyard.repos.objects import (
@@ -35,6 +37,8 @@ from weightyard.repos.objects import (
     lfs_file_entry,
     parse_tree_body,
 )
+from weightyard.repos.scanning import POLICIES, ScanService
+from weightyard.scan import Report, Verdict
 from weightyard.storage import BlobInfo, BlobStore
 from weightyard.validation import (
     COMMIT_OID_RE,
@@ -64,6 +68,7 @@ class Repo:
     updated_at: datetime.datetime
     downloads: int
     gated: str | None = None
+    scan_policy: str | None = None
 
     @property
     def repo_id(self) -> str:
@@ -171,6 +176,7 @@ def _repo_from_row(row: sa.Row[tuple[object, ...]]) -> Repo:
         updated_at=m["updated_at"],
         downloads=m["downloads"],
         gated=m["gated"],
+        scan_policy=m["scan_policy"],
     )
 
 
@@ -201,6 +207,7 @@ class RepoService:
         self._store = store
         self._settings = settings
         self._trees = _TreeCache(_TREE_CACHE_SIZE)
+        self.scans = ScanService(engine, store)
 
     # ------------------------------------------------------------------ repos
 
@@ -307,11 +314,21 @@ class RepoService:
             audit.record(conn, principal, "repo.delete", repo.repo_id)
 
     def update_settings(
-        self, principal: Principal | None, repo: Repo, private: bool | None, gated: str | bool | None = None
+        self,
+        principal: Principal | None,
+        repo: Repo,
+        private: bool | None,
+        gated: str | bool | None = None,
+        scan_policy: str | None = None,
     ) -> Repo:
-        """Change visibility and gating (`gated` is "auto", "manual", or False to open the repo)."""
+        """Change visibility, gating (`gated` is "auto", "manual", or False to open the repo) and what happens
+        to unsafe files (`scan_policy`: refuse, quarantine, warn, or "hub" to follow the hub's setting)."""
         require(principal, Action.ADMIN, repo.ref)
         values: dict[str, object] = {}
+        if scan_policy is not None:
+            if scan_policy not in (*POLICIES, "hub"):
+                raise BadRequest(f"scanPolicy must be one of {', '.join(POLICIES)} or 'hub'")
+            values["scan_policy"] = None if scan_policy == "hub" else scan_policy
         if private is not None:
             values["private"] = private
         if gated is not None:
@@ -663,6 +680,7 @@ class RepoService:
                 check_folder(operation.path)
             else:
                 check_path(operation.path)
+        self._scan_gate(repo, revision, operations)
         for _ in range(_COMMIT_ATTEMPTS):
             try:
                 return self._try_commit(
@@ -674,6 +692,54 @@ class RepoService:
                         "The branch moved on since parentCommit; refresh and retry"
                     ) from None
         raise RuntimeError("could not apply the commit: the branch kept moving")
+
+    def scan_policy(self, repo: Repo) -> str:
+        return repo.scan_policy or self._settings.scan_policy
+
+    def _scan_gate(self, repo: Repo, revision: str, operations: Sequence[Operation]) -> None:
+        """Scan every added file before the commit (outside its transaction: scans take time), and refuse the
+        commit when the policy is "refuse" and a file it adds is unsafe, alone or in its folder's context."""
+        added = {op.path: op for op in operations if isinstance(op, AddFile)}
+        for path, add in added.items():
+            self.scans.report(add.sha256, path)
+        if not added or self.scan_policy(repo) != "refuse":
+            return
+        try:
+            files = dict(self.files(self.resolve(repo, revision)))
+        except RevisionNotFound:
+            return  # the commit itself reports the missing revision
+        for operation in operations:
+            if isinstance(operation, AddFile):
+                files[operation.path] = FileEntry(operation.sha256, operation.size, operation.lfs, "")
+            elif isinstance(operation, DeleteFile):
+                files.pop(operation.path, None)
+            else:
+                prefix = operation.path.rstrip("/") + "/"
+                files = {path: entry for path, entry in files.items() if not path.startswith(prefix)}
+        reports = self.scans.reports(files)
+        unsafe = [reports[path] for path in added if reports[path].verdict is Verdict.UNSAFE]
+        if unsafe:
+            names = ", ".join(report.name for report in unsafe)
+            raise UnsafeFile(
+                f"refused: the scanner found {names} unsafe; nothing was committed",
+                findings=[
+                    {"path": report.name, **finding.to_dict()}
+                    for report in unsafe
+                    for finding in report.findings
+                ],
+            )
+
+    def serving_report(self, principal: Principal | None, repo: Repo, path: str, entry: FileEntry) -> Report:
+        """The scan report of a file about to be downloaded; an unsafe file under the refuse or quarantine
+        policy is served to the repo's admins only."""
+        report = self.scans.report(entry.sha256, path)
+        if (
+            report.verdict is Verdict.UNSAFE
+            and self.scan_policy(repo) != "warn"
+            and not can(principal, Action.ADMIN, repo.ref)
+        ):
+            raise Quarantined(f"{path} is quarantined: the scanner found it unsafe")
+        return report
 
     def _try_commit(
         self,
