@@ -16,6 +16,7 @@ from tests.scan.scan_corpus import (
     MARK,
     NEWOBJ,
     OS_SYSTEM,
+    REDUCE,
     STOP,
     TUPLE,
     ZipEntry,
@@ -64,9 +65,19 @@ def test_scan_file_accepts_bytes_streams_and_paths_alike(tmp_path: Path) -> None
 def test_report_to_dict_has_the_documented_stable_shape() -> None:
     report = scan_file(OS_SYSTEM, "x.pkl")
     data = report.to_dict()
-    assert set(data) == {"name", "verdict", "format", "size", "scanner_version", "findings", "references"}
+    assert set(data) == {
+        "name",
+        "verdict",
+        "format",
+        "size",
+        "scanner_version",
+        "findings",
+        "references",
+        "imports",
+    }
     assert data["scanner_version"] == SCANNER_VERSION
     assert set(data["findings"][0]) == {"rule", "severity", "location", "subject", "message"}
+    assert data["imports"] == [{"module": "os", "name": "system", "safety": "dangerous"}]
     json.dumps(data)
 
 
@@ -85,6 +96,23 @@ def test_getattr_of_a_public_attribute_of_an_allowed_class_is_not_unsafe() -> No
     report = scan_file(proto(2) + call(lookup, s("a")) + STOP, "x.pkl")
     assert report.verdict is Verdict.SUSPICIOUS
     assert rules(report) == {"pickle.unknown-import"}
+
+
+def test_every_call_of_a_memoized_getattr_is_judged() -> None:
+    lookup = glob("builtins", "getattr") + b"q\x00"  # BINPUT 0: the same getattr is fetched again below
+    first = call(lookup, glob("collections", "OrderedDict"), s("fromkeys"))
+    second = b"h\x00" + MARK + glob("collections", "OrderedDict") + s("__class__") + TUPLE + REDUCE
+    report = scan_file(proto(2) + first + b"0" + second + STOP, "x.pkl")
+    assert report.verdict is Verdict.UNSAFE
+    assert any(f.subject == "builtins.getattr" for f in report.findings)
+
+
+def test_pickle_imports_are_listed_with_hub_safety_words() -> None:
+    report = scan_file(evil(glob("mylib", "build"), glob("collections", "OrderedDict")), "x.pkl")
+    assert [i.to_dict() for i in report.imports] == [
+        {"module": "mylib", "name": "build", "safety": "suspicious"},
+        {"module": "collections", "name": "OrderedDict", "safety": "innocuous"},
+    ]
 
 
 def test_getattr_of_a_private_attribute_is_unsafe() -> None:

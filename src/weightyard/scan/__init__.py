@@ -13,6 +13,7 @@ from weightyard.scan.names import name_key
 from weightyard.scan.report import (
     SCANNER_VERSION,
     Finding,
+    PickleImport,
     Reference,
     Report,
     Severity,
@@ -25,6 +26,7 @@ __all__ = [
     "SCANNER_VERSION",
     "Finding",
     "Limits",
+    "PickleImport",
     "Reference",
     "Report",
     "Severity",

@@ -18,7 +18,7 @@ from weightyard.scan import archives, formats, hf_config, keras_scan, pickles, p
 from weightyard.scan.buffer import Data
 from weightyard.scan.limits import DEFAULT_LIMITS, Budget, LimitExceeded, Limits, OutputLimitExceeded
 from weightyard.scan.names import strip_compression
-from weightyard.scan.report import Finding, Reference, Report, Severity
+from weightyard.scan.report import Finding, PickleImport, Reference, Report, Severity
 from weightyard.scan.zipread import bounded_decompress, has_central_directory
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ class Context:
     budget: Budget
     depth: int = 0
     references: list[Reference] = field(default_factory=list)
+    imports: list[PickleImport] = field(default_factory=list)
     # Byte sizes of the storage records of the PyTorch archive being scanned, keyed by storage key.
     torch_records: dict[str, int] | None = None
 
@@ -304,5 +305,10 @@ def scan_file(
         if isinstance(data, mmap.mmap):
             data.close()
     return Report(
-        name=name, format=fmt, findings=tuple(findings), references=tuple(ctx.references), size=size
+        name=name,
+        format=fmt,
+        findings=tuple(findings),
+        references=tuple(ctx.references),
+        imports=tuple(dict.fromkeys(ctx.imports)),
+        size=size,
     )

@@ -92,6 +92,7 @@ def apply_context(reports: Mapping[str, Report], extra: Mapping[str, list[Findin
             format="raw-data" if kept != report.findings else report.format,
             findings=kept + tuple(added),
             references=report.references,
+            imports=report.imports,
             size=report.size,
             scanner_version=report.scanner_version,
         )
@@ -198,6 +199,7 @@ def scan_path(
             format=report.format,
             findings=report.findings,
             references=report.references,
+            imports=report.imports,
             size=report.size,
         )
     if root.is_dir():

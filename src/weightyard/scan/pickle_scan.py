@@ -19,12 +19,13 @@ from weightyard.scan.policy import (
     Kind,
     classify,
 )
-from weightyard.scan.report import Finding, Severity
+from weightyard.scan.report import Finding, PickleImport, Severity
 
 PROTO = 0x80
 _JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
 _GETATTR = "builtins.getattr"
 _CODECS_ENCODE = "_codecs.encode"
+_SAFETY = {Kind.SAFE: "innocuous", Kind.UNKNOWN: "suspicious", Kind.DANGEROUS: "dangerous"}
 _RECONSTRUCTOR = "copyreg._reconstructor"
 _NEWOBJ_HELPER = "copyreg.__newobj__"
 _REBUILD_TENSOR = frozenset(
@@ -66,7 +67,8 @@ class Ref(_Value):
     qualname: str
     offset: int
     kind: Kind
-    deferred: bool = False
+    # Set on `builtins.getattr` once a call site has judged it; an import never called is judged at the end.
+    called: bool = False
 
     @property
     def full(self) -> str:
@@ -118,7 +120,7 @@ class WalkResult:
     opcodes: int = 0
     root: _Value | None = None
     protocol: int = 0
-    globals_seen: list[str] = field(default_factory=list)
+    imports: list[PickleImport] = field(default_factory=list)
     tensor_views: list[TensorView] = field(default_factory=list)
 
 
@@ -157,7 +159,7 @@ class PickleWalker:
         self.metastack: list[list[_Value]] = []
         self.memo: dict[int, _Value] = {}
         self.result = WalkResult()
-        self.deferred: list[Ref] = []
+        self.getattrs: list[Ref] = []
 
     # -- reading ---------------------------------------------------------------------------------------
     def _take(self, n: int) -> bytes:
@@ -217,12 +219,12 @@ class PickleWalker:
             module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         kind, reason = classify(module, name)
         ref = Ref(module, name, offset, kind)
-        self.result.globals_seen.append(ref.full)
         if ref.full == _GETATTR:
-            # Judged where it is called: getattr(allowed_class, "attr") is a plain attribute lookup.
-            ref.deferred = True
-            self.deferred.append(ref)
-        elif kind is Kind.DANGEROUS:
+            # Judged at each call: getattr(allowed_class, "attr") is a plain attribute lookup.
+            self.getattrs.append(ref)
+            return ref
+        self.result.imports.append(PickleImport(module, name, _SAFETY[kind]))
+        if kind is Kind.DANGEROUS:
             self._add("pickle.dangerous-import", Severity.CRITICAL, offset, ref.full, reason)
         elif kind is Kind.UNKNOWN:
             self._add("pickle.unknown-import", Severity.WARNING, offset, ref.full, reason)
@@ -232,8 +234,9 @@ class PickleWalker:
     def _call(self, callee: _Value, args: _Value, offset: int, *, construct: bool = True) -> _Value:
         """`construct` is False for NEWOBJ, which only runs `cls.__new__`."""
         if isinstance(callee, Ref):
-            if callee.deferred:
-                return self._call_getattr(callee, args, offset)
+            if callee.full == _GETATTR:
+                callee.called = True
+                return self._call_getattr(args, offset)
             self._check_allocation(callee, args, offset, construct)
             self._check_indirect_construction(callee, args, offset)
             if callee.full in NESTING_LOADERS:
@@ -285,24 +288,21 @@ class PickleWalker:
             )
             self.result.tensor_views.append(view)
 
-    def _call_getattr(self, ref: Ref, args: _Value, offset: int) -> _Value:
+    def _call_getattr(self, args: _Value, offset: int) -> _Value:
         if isinstance(args, Seq) and len(args.items) == 2:
             target, name = args.items
             if isinstance(name, Const) and isinstance(name.value, str) and not name.value.startswith("_"):
                 base = target.callee if isinstance(target, Obj) else target
-                if isinstance(base, Ref):
-                    ref.deferred = False
-                    resolved = self._import(base.module, f"{base.qualname}.{name.value}", offset)
-                    return resolved
-        ref.deferred = False
-        self._add(
-            "pickle.dangerous-import",
-            Severity.CRITICAL,
-            offset,
-            _GETATTR,
-            "getattr with a computed target or private attribute reaches arbitrary objects",
+                if isinstance(base, Ref) and base.full != "?.?":
+                    return self._import(base.module, f"{base.qualname}.{name.value}", offset)
+        self._dangerous_getattr(
+            offset, "getattr with a computed target or private attribute reaches arbitrary objects"
         )
         return Unknown()
+
+    def _dangerous_getattr(self, offset: int, message: str) -> None:
+        self.result.imports.append(PickleImport("builtins", "getattr", _SAFETY[Kind.DANGEROUS]))
+        self._add("pickle.dangerous-import", Severity.CRITICAL, offset, _GETATTR, message)
 
     def _check_indirect_construction(self, callee: Ref, args: _Value, offset: int) -> None:
         """copyreg's helpers construct their first argument: `_reconstructor(cls, base, state)` runs
@@ -400,6 +400,7 @@ class PickleWalker:
             inner.pos = self.pos
             result = inner.run()
             self.result.findings.extend(result.findings)
+            self.result.imports.extend(result.imports)
             if result.error is not None:
                 raise result.error
             assert result.end is not None
@@ -426,14 +427,10 @@ class PickleWalker:
             self._run()
         except PickleError as exc:
             self.result.error = exc
-        for ref in self.deferred:
-            if ref.deferred:
-                self._add(
-                    "pickle.dangerous-import",
-                    Severity.CRITICAL,
-                    ref.offset,
-                    ref.full,
-                    "getattr imported and used other than as a plain attribute lookup",
+        for ref in self.getattrs:
+            if not ref.called:
+                self._dangerous_getattr(
+                    ref.offset, "getattr imported but not called here; others may call it"
                 )
         return self.result
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from weightyard.scan.buffer import Data
 from weightyard.scan.pickle_scan import Const, TensorView, WalkResult, walk
 from weightyard.scan.pickle_scan import looks_like_pickle as looks_like_pickle
-from weightyard.scan.report import Finding, Severity
+from weightyard.scan.report import Finding, PickleImport, Severity
 
 if TYPE_CHECKING:
     from weightyard.scan.engine import Context
@@ -95,10 +95,10 @@ def _error_finding(result: WalkResult, where: str) -> Finding:
     )
 
 
-def _format_of(first: WalkResult, globals_seen: list[str]) -> str:
+def _format_of(first: WalkResult, imports: list[PickleImport]) -> str:
     if isinstance(first.root, Const) and first.root.value == TORCH_LEGACY_MAGIC:
         return "pytorch-legacy"
-    if any(g.startswith("joblib.") for g in globals_seen):
+    if any(i.module.startswith("joblib.") for i in imports):
         return "joblib"
     return "pickle"
 
@@ -107,11 +107,12 @@ def scan_pickles(ctx: Context, data: Data, where: str, start: int = 0) -> tuple[
     """Scan every stacked pickle from `start` on, as a loop of `pickle.load` calls would run them."""
     first = _walk(ctx, data, where, start)
     findings = list(first.findings)
-    globals_seen = list(first.globals_seen)
+    imports = list(first.imports)
     if first.error is not None:
         findings.append(_error_finding(first, where))
-        return _format_of(first, globals_seen), findings
-    fmt = _format_of(first, globals_seen)
+        ctx.imports.extend(imports)
+        return _format_of(first, imports), findings
+    fmt = _format_of(first, imports)
     pos = first.end
     count = 1
     while pos is not None and pos < len(data):
@@ -122,6 +123,7 @@ def scan_pickles(ctx: Context, data: Data, where: str, start: int = 0) -> tuple[
             # Trailing bytes that are no pickle: only imports spelled out literally can matter there.
             tolerant = _walk(ctx, data, where, pos, tolerant=True)
             findings.extend(tolerant.findings)
+            imports.extend(i for i in tolerant.imports if i.safety == "dangerous")
             findings.append(
                 Finding(
                     "pickle.trailing-data",
@@ -133,10 +135,11 @@ def scan_pickles(ctx: Context, data: Data, where: str, start: int = 0) -> tuple[
             )
             break
         findings.extend(result.findings)
-        globals_seen.extend(result.globals_seen)
+        imports.extend(result.imports)
         pos = result.end
         count += 1
-    return _format_of(first, globals_seen), findings
+    ctx.imports.extend(imports)
+    return _format_of(first, imports), findings
 
 
 def scan_pickle_file(ctx: Context, data: Data, name: str, where: str) -> tuple[str, list[Finding]]:
@@ -151,5 +154,6 @@ def scan_headerless_pickle(ctx: Context, data: Data, where: str) -> list[Finding
         return scan_pickles(ctx, data, where)[1]
     tolerant = _walk(ctx, data, where, 0, tolerant=True)
     if tolerant.findings:
+        ctx.imports.extend(i for i in tolerant.imports if i.safety == "dangerous")
         return [*tolerant.findings, _error_finding(result, where)] if result.error else tolerant.findings
     return None

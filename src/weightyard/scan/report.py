@@ -72,6 +72,19 @@ class Reference:
         return {"kind": self.kind, "target": self.target, "location": self.location}
 
 
+@dataclass(frozen=True)
+class PickleImport:
+    """A callable a pickle imports. `safety` uses the Hugging Face Hub's words (`innocuous`,
+    `suspicious`, `dangerous`) so a hub can fill its `pickleImportScan` from it."""
+
+    module: str
+    name: str
+    safety: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"module": self.module, "name": self.name, "safety": self.safety}
+
+
 def worst_verdict(verdicts: Iterable[Verdict]) -> Verdict:
     return max(verdicts, key=_VERDICT_RANK.__getitem__, default=Verdict.SAFE)
 
@@ -88,6 +101,7 @@ class Report:
     format: str
     findings: tuple[Finding, ...] = ()
     references: tuple[Reference, ...] = ()
+    imports: tuple[PickleImport, ...] = ()
     size: int = 0
     scanner_version: str = SCANNER_VERSION
     verdict: Verdict = field(init=False)
@@ -104,4 +118,5 @@ class Report:
             "scanner_version": self.scanner_version,
             "findings": [f.to_dict() for f in self.findings],
             "references": [r.to_dict() for r in self.references],
+            "imports": [i.to_dict() for i in self.imports],
         }
