@@ -115,6 +115,12 @@ def test_pickle_imports_are_listed_with_hub_safety_words() -> None:
     ]
 
 
+def test_getattr_reaching_a_file_writing_method_of_an_allowed_class_is_unsafe() -> None:
+    path = call(glob("pathlib", "PosixPath"), s("/tmp/weightyard_marker"))
+    write = call(glob("builtins", "getattr"), path, s("write_text"))
+    assert scan_file(proto(2) + call(write, s("WEIGHTYARD_MARKER")) + STOP, "x.pkl").verdict is Verdict.UNSAFE
+
+
 def test_getattr_of_a_private_attribute_is_unsafe() -> None:
     lookup = call(glob("builtins", "getattr"), glob("collections", "OrderedDict"), s("__init_subclass__"))
     assert scan_file(proto(2) + lookup + STOP, "x.pkl").verdict is Verdict.UNSAFE

@@ -215,8 +215,11 @@ class PickleWalker:
 
     def _import(self, module: str, name: str, offset: int) -> Ref:
         if self.result.protocol < 3:
-            module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
-            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+            # Exactly what Unpickler.find_class does for Python 2 names.
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            elif module in _compat_pickle.IMPORT_MAPPING:
+                module = _compat_pickle.IMPORT_MAPPING[module]
         kind, reason = classify(module, name)
         ref = Ref(module, name, offset, kind)
         if ref.full == _GETATTR:

@@ -63,6 +63,7 @@ _DANGEROUS_SEGMENTS: frozenset[str] = words(
     system popen execv execve execl execvp spawnl spawnv getattr setattr delattr __import__
     import_module __getattribute__ __getattr__ __subclasses__ __globals__ __code__ __reduce__
     __reduce_ex__ __class__ __dict__ __init__ __new__ __call__ __setstate__ open loads load
+    write_text write_bytes read_text read_bytes unlink rmdir rename touch mkdir chmod symlink_to hardlink_to
     """
 )
 
