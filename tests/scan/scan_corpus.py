@@ -583,6 +583,24 @@ def sentencepiece_model(pieces: list[str]) -> bytes:
     return entries + pb_bytes(2, pb_bytes(1, "train.txt") + pb_int(3, len(pieces)))
 
 
+def msgpack(value: object) -> bytes:
+    """The msgpack subset Flax checkpoints use: maps, strings, floats, and ext 1 for arrays."""
+    if isinstance(value, dict):
+        return (
+            bytes([0xDE])
+            + struct.pack(">H", len(value))
+            + b"".join(msgpack(k) + msgpack(v) for k, v in value.items())
+        )
+    if isinstance(value, str):
+        raw = value.encode()
+        return bytes([0xD9, len(raw)]) + raw
+    if isinstance(value, float):
+        return b"\xcb" + struct.pack(">d", value)
+    if isinstance(value, bytes):
+        return b"\xc7" + bytes([len(value), 1]) + value
+    raise TypeError(value)
+
+
 def tf_checkpoint_index() -> bytes:
     """A checkpoint `.index` in the shape of a LevelDB table: blocks, then the footer with its magic."""
     block = b"\x00" * 5 + b"global_step" + b"\x08\x09\x12\x00" + b"\x00" * 12
@@ -1513,6 +1531,12 @@ def build(root: Path) -> list[Sample]:
         "safe",
         "frozen graph",
     )
+    flax = {
+        "params": {
+            "dense": {"kernel": msgpack({"shape": "4,2", "dtype": "float32"}) + b"\x00" * 8, "scale": 1.0}
+        }
+    }
+    put("benign/flax/flax_model.msgpack", msgpack(flax), False, "safe", "Flax msgpack checkpoint")
     put(
         "benign/tokenizer/tokenizer.model",
         sentencepiece_model(["<unk>", "<s>", "</s>", "\u2581the"]),

@@ -164,6 +164,8 @@ def detect(data: Data, name: str) -> str:
         return "zip"
     if len(data) >= 48 and data[len(data) - 8 :] == _TABLE_MAGIC:
         return TF_CHECKPOINT_INDEX
+    if formats.looks_like_msgpack(data):
+        return "msgpack"
     proto = protobuf.detect(data, name)
     if proto is not None:
         return proto
@@ -246,6 +248,7 @@ _HANDLERS: dict[str, Handler] = {
     "tf-graphdef": protobuf.scan_graph_def,
     "tf-fingerprint": lambda ctx, data, name, where: [],
     TF_CHECKPOINT_INDEX: lambda ctx, data, name, where: [],
+    "msgpack": lambda ctx, data, name, where: [],
     "sentencepiece": lambda ctx, data, name, where: [],
 }
 

@@ -400,3 +400,62 @@ def _gguf_tensors(reader: _GGUFReader, n_tensors: int, alignment: int, where: st
                 )
             )
     return findings
+
+
+# -- msgpack (Flax) ---------------------------------------------------------------------------------------
+def _msgpack_lengths() -> dict[int, tuple[int, int]]:
+    """First byte -> (bytes of its length field, fixed payload bytes) for the scalar non-fix types."""
+    table: dict[int, tuple[int, int]] = {0xC0: (0, 0), 0xC2: (0, 0), 0xC3: (0, 0)}
+    for code, size in ((0xC4, 1), (0xC5, 2), (0xC6, 4), (0xD9, 1), (0xDA, 2), (0xDB, 4)):
+        table[code] = (size, 0)  # bin and str: length-prefixed bytes
+    for code, size in ((0xC7, 1), (0xC8, 2), (0xC9, 4)):
+        table[code] = (size, 1)  # ext: length, then a type byte and the data
+    for code, size in ((0xCA, 4), (0xCB, 8), (0xCC, 1), (0xCD, 2), (0xCE, 4), (0xCF, 8)):
+        table[code] = (0, size)
+    for code, size in ((0xD0, 1), (0xD1, 2), (0xD2, 4), (0xD3, 8)):
+        table[code] = (0, size)
+    for code, size in ((0xD4, 1), (0xD5, 2), (0xD6, 4), (0xD7, 8), (0xD8, 16)):
+        table[code] = (0, 1 + size)  # fixext: type byte and data
+    return table
+
+
+_MSGPACK = _msgpack_lengths()
+_MSGPACK_CONTAINERS = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}
+
+
+def looks_like_msgpack(data: Data) -> bool:
+    """Flax checkpoints are one msgpack map; it is recognised only if the whole file parses as one."""
+    return (
+        bool(data) and (0x80 <= data[0] <= 0x8F or data[0] in (0xDE, 0xDF)) and msgpack_end(data) == len(data)
+    )
+
+
+def msgpack_end(data: Data, limit: int = 10_000_000) -> int | None:
+    """Offset just past the one msgpack value at the start of `data`, or None if it is malformed."""
+    pos, pending, seen = 0, 1, 0
+    while pending:
+        if pos >= len(data) or seen > limit:
+            return None
+        pending -= 1
+        seen += 1
+        code = data[pos]
+        pos += 1
+        if code <= 0x7F or code >= 0xE0:
+            continue
+        if code <= 0x8F:
+            pending += 2 * (code & 0x0F)
+        elif code <= 0x9F:
+            pending += code & 0x0F
+        elif code <= 0xBF:
+            pos += code & 0x1F
+        elif code in _MSGPACK_CONTAINERS:
+            size, per_item = _MSGPACK_CONTAINERS[code]
+            pending += per_item * int.from_bytes(data[pos : pos + size], "big")
+            pos += size
+        elif code in _MSGPACK:
+            size, fixed = _MSGPACK[code]
+            length = int.from_bytes(data[pos : pos + size], "big") if size else 0
+            pos += size + fixed + length
+        else:
+            return None
+    return pos if pos <= len(data) else None
