@@ -1331,6 +1331,20 @@ def build(root: Path) -> list[Sample]:
     )
     put("tf/pyfunc/saved_model.pb", saved_model(["Placeholder", "PyFunc"]), True, "unsafe", "PyFunc op")
     put(
+        "tf/frozen_graph.pb",
+        graph_def(["Placeholder", "ReadFile", "DecodeJpeg"]),
+        True,
+        "unsafe",
+        "ReadFile in a frozen graph",
+    )
+    put(
+        "tf/tf1/model.ckpt.meta",
+        meta_graph(["Placeholder", "PyFunc"]),
+        True,
+        "unsafe",
+        "PyFunc in a TF1 .meta graph",
+    )
+    put(
         "tf/keras_lambda/keras_metadata.pb",
         keras_metadata(lambda_layer),
         True,
