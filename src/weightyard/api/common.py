@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -11,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from weightyard.auth import Principal
-from weightyard.errors import EntryNotFound, InvalidCredentials, RateLimited, WeightyardError
+from weightyard.errors import ContentMismatch, EntryNotFound, InvalidCredentials, RateLimited, WeightyardError
 from weightyard.hub import Hub
 
 # The web pages' sign-in cookie; it holds an access token.
@@ -97,3 +100,62 @@ def base_url(request: Request) -> str:
 
 def repo_url(request: Request, repo_type: str, repo_id: str) -> str:
     return f"{base_url(request)}/{TYPE_PREFIX[repo_type]}{repo_id}"
+
+
+async def pump_body(
+    request: Request,
+    consume: Callable[[bytes], object],
+    batch_size: int,
+    limit: int | None = None,
+    drain_on_error: bool = False,
+) -> int:
+    """Feed the request body to `consume` in batches of about `batch_size` bytes, each in a worker thread
+    while the next batch is being received, so network, parsing, hashing and disk overlap. Returns the
+    number of bytes received.
+
+    A body longer than `limit` is a `ContentMismatch`. With `drain_on_error`, a failure of `consume` is
+    raised only once the whole body has been read, so the client reads the error instead of a reset.
+    """
+    received = 0
+    parts: list[bytes] = []
+    held = 0
+    pending: asyncio.Future[object] | None = None
+    failure: BaseException | None = None
+
+    async def settle() -> None:
+        nonlocal pending, failure
+        if pending is None:
+            return
+        task, pending = pending, None
+        try:
+            await task
+        except Exception as exc:
+            if not drain_on_error:
+                raise
+            failure = exc
+
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if limit is not None and received > limit:
+                raise ContentMismatch(f"the body is larger than the announced {limit} bytes")
+            if failure is not None:
+                continue
+            parts.append(chunk)
+            held += len(chunk)
+            if held >= batch_size:
+                data, parts, held = b"".join(parts), [], 0
+                await settle()
+                if failure is None:
+                    pending = asyncio.ensure_future(run_in_threadpool(consume, data))
+        await settle()
+        if failure is None and parts:
+            await run_in_threadpool(consume, b"".join(parts))
+    finally:
+        # Never leave a write running behind the caller's abort.
+        if pending is not None:
+            with contextlib.suppress(BaseException):
+                await pending
+    if failure is not None:
+        raise failure
+    return received

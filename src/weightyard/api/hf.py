@@ -30,6 +30,7 @@ from weightyard.api.common import (
     iso,
     principal_async,
     principal_of,
+    pump_body,
     raw_segments,
     repo_url,
     split_revision,
@@ -597,28 +598,12 @@ async def commit(request: Request, plural: str, namespace: str, name: str, rest:
     revision, _ = split_revision(_api_rest(request))
     create_pr = request.query_params.get("create_pr") in ("1", "true", "True")
     reader = CommitBodyReader(hub.repos)
-    failure: BaseException | None = None
-    batch = bytearray()
     try:
-        async for chunk in request.stream():
-            if failure is not None:
-                continue  # drain the body so the client reads our error instead of a reset connection
-            batch += chunk
-            if len(batch) >= BODY_BATCH:
-                data, batch = bytes(batch), bytearray()
-                try:
-                    await run_in_threadpool(reader.feed, data)
-                except Exception as exc:
-                    failure = exc
-        if failure is None:
-            await run_in_threadpool(reader.feed, bytes(batch))
-            body = await run_in_threadpool(reader.close)
+        await pump_body(request, reader.feed, BODY_BATCH, drain_on_error=True)
+        body = await run_in_threadpool(reader.close)
     except BaseException:
         reader.abort()
         raise
-    if failure is not None:
-        reader.abort()
-        raise failure
     assert principal is not None
     result = await run_in_threadpool(_apply_commit, request, principal, repo, revision, body, create_pr)
     return result

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from weightyard.api.common import PLURAL_TYPES, base_url, hub_of, principal_async, principal_of
+from weightyard.api.common import PLURAL_TYPES, base_url, hub_of, principal_async, principal_of, pump_body
 from weightyard.errors import BadRequest, ContentMismatch, NotFound
 from weightyard.storage import BlobWriter
 
@@ -84,23 +84,6 @@ async def batch_typed(request: Request, prefix: str, namespace: str, name: str) 
     return await _batch_route(request, PLURAL_TYPES[prefix], namespace, name)
 
 
-async def _stream_into(request: Request, write: Any, limit: int) -> int:
-    """Copy the request body into `write` in large batches off the event loop; returns the byte count."""
-    received = 0
-    batch = bytearray()
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise ContentMismatch(f"the body is larger than the announced {limit} bytes")
-        batch += chunk
-        if len(batch) >= UPLOAD_BATCH:
-            data, batch = bytes(batch), bytearray()
-            await run_in_threadpool(write, data)
-    if batch:
-        await run_in_threadpool(write, bytes(batch))
-    return received
-
-
 def _int_param(request: Request, name: str) -> int:
     value = request.query_params.get(name, "")
     if not value.isdigit():
@@ -116,7 +99,7 @@ async def upload_object(request: Request, oid: str) -> Response:
         lfs.open_upload, oid, size, user, expires, request.query_params.get("sig", "")
     )
     try:
-        await _stream_into(request, writer.write, size)
+        await pump_body(request, writer.write, UPLOAD_BATCH, limit=size)
         await run_in_threadpool(lfs.finish_upload, writer, oid, size, user)
     except (Exception, ClientDisconnect):
         await run_in_threadpool(writer.abort)
@@ -133,7 +116,7 @@ async def upload_part(request: Request, upload_id: str, number: int) -> Response
     temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
     handle = open(temporary, "wb")  # noqa: SIM115 - closed below on every path
     try:
-        received = await _stream_into(request, handle.write, expected)
+        received = await pump_body(request, handle.write, UPLOAD_BATCH, limit=expected)
         if received != expected:
             raise ContentMismatch(f"part {number} must have {expected} bytes, received {received}")
         handle.close()

@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 
 from weightyard.db import tables
 
@@ -52,6 +50,10 @@ def create_engine(url: str) -> sa.Engine:
 
 def migrate(engine: sa.Engine) -> None:
     """Bring the schema to the latest migration."""
+    # Imported here: alembic is only needed at start-up, and every CLI command would pay for it.
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     with engine.begin() as connection:

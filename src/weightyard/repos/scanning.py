@@ -6,9 +6,12 @@ from the stored reports, without reading blobs again.
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
+import tempfile
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, BinaryIO
 
 import sqlalchemy as sa
 
@@ -46,6 +49,22 @@ def _report_from_dict(data: Mapping[str, Any], name: str) -> Report:
     )
 
 
+_SPOOL_CHUNK = 4 * 1024 * 1024
+
+
+def _scan_handle(handle: BinaryIO, path: str) -> Report:
+    """Scan a stored blob. The scanner maps real files into memory; content reassembled from chunks (Xet
+    storage) is spooled to a temporary file first, so memory stays bounded whatever the file size."""
+    try:
+        handle.fileno()
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        with tempfile.TemporaryFile() as spool:
+            shutil.copyfileobj(handle, spool, _SPOOL_CHUNK)
+            spool.seek(0)
+            return scan_file(spool, path)
+    return scan_file(handle, path)
+
+
 class ScanService:
     def __init__(self, engine: sa.Engine, store: BlobStore) -> None:
         self._engine = engine
@@ -73,7 +92,7 @@ class ScanService:
         if stored is not None:
             return _report_from_dict(stored, path)
         with self._store.open(sha256) as handle:
-            report = scan_file(handle, path)
+            report = _scan_handle(handle, path)
         with transaction(self._engine) as conn:
             exists = conn.execute(
                 sa.select(tables.scan_reports.c.sha256).where(
