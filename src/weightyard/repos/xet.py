@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from weightyard.auth import Action, Principal
 from weightyard.db import tables, utcnow
 from weightyard.errors import Forbidden, InvalidCredentials, InvalidSignature, NotFound, Unauthorized
-from weightyard.repos.service import Commit, Repo, RepoService
+from weightyard.repos.service import Commit, Repo, RepoService, _commit_from_row, _repo_from_row
 from weightyard.storage import BlobInfo, XetBlobStore
 from weightyard.xet import (
     FetchRange,
@@ -45,6 +45,9 @@ TOKEN_TTL = 3600
 FETCH_URL_TTL = 3600
 # Dedup answers stay usable this long in the client's cache; gc must not delete a xorb they name before then.
 DEDUP_SHARD_TTL = 7 * 24 * 3600
+# Bounds of one dedup answer: files looked at, and chunks described (48 bytes each in the shard, ~3 MiB).
+DEDUP_ANSWER_FILES = 16
+DEDUP_ANSWER_CHUNKS = 1 << 16
 # The client trusts its own upload shards for 21 days without asking the server, and a dedup answer for 7:
 # a xorb unused for longer than both together can no longer be named by any upload (XET_PROTOCOL.md §11).
 GC_GRACE = datetime.timedelta(days=28)
@@ -316,18 +319,58 @@ class XetService:
         return new
 
     def dedup_answer(self, token: XetToken, chunk: bytes) -> bytes | None:
-        """The dedup shard for a chunk the token's user may read (hashes keyed per answer), else None."""
-        principal = token.principal
+        """The dedup shard for a chunk the token's user may read (hashes keyed per answer), else None.
+
+        The client queries only a file's first chunk and about one chunk in 1024 after it, so an answer
+        naming just the xorb of the hit would leave most of a re-uploaded file undeduplicated. The answer
+        carries the other xorbs of the readable files that contain it too (as the Hub answers with the shard
+        of the upload), up to `DEDUP_ANSWER_CHUNKS` chunks.
+        """
         location = self._store.locate_chunk(chunk)
-        if location is None or not self.may_read_xorb(principal, location.xorb_hash):
+        if location is None:
             return None
-        info = self._store.xorb_info(location.xorb_hash)
-        if info is None:
+        xorbs = self._answer_xorbs(token.principal, location.xorb_hash)
+        infos = [info for info in map(self._store.xorb_info, xorbs) if info is not None]
+        if not infos:
             return None
         with self._store.connect() as conn:
-            self._store.touch_xorbs(conn, [info.hash])
+            self._store.touch_xorbs(conn, [info.hash for info in infos])
         now = int(time.time())
-        return dedup_shard([info], hmac_key=os.urandom(32), created=now, expiry=now + DEDUP_SHARD_TTL)
+        return dedup_shard(infos, hmac_key=os.urandom(32), created=now, expiry=now + DEDUP_SHARD_TTL)
+
+    def _answer_xorbs(self, principal: Principal | None, xorb_hash: bytes) -> list[bytes]:
+        """The hit's xorb and the xorbs of readable files using it; [] when the principal may not read it."""
+        if principal is None:
+            return []
+        xf, xfx = tables.xet_files, tables.xet_file_xorbs
+        users = xfx.alias("users")
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(xf.c.sha256, xfx.c.xorb_hash, tables.xet_xorbs.c.n_chunks)
+                .join(users, users.c.file_hash == xf.c.file_hash)
+                .join(xfx, xfx.c.file_hash == xf.c.file_hash)
+                .join(tables.xet_xorbs, tables.xet_xorbs.c.hash == xfx.c.xorb_hash)
+                .where(users.c.xorb_hash == hash_to_string(xorb_hash))
+                .order_by(xf.c.created_at.desc())
+            ).all()
+        by_file: dict[str, list[tuple[str, int]]] = {}
+        for row in rows:
+            by_file.setdefault(row.sha256, []).append((row.xorb_hash, int(row.n_chunks)))
+        readable = [
+            xorbs
+            for sha, xorbs in list(by_file.items())[:DEDUP_ANSWER_FILES]
+            if self._repos.may_use_blob(principal, sha)
+        ]
+        if not readable and not self.may_read_xorb(principal, xorb_hash):
+            return []
+        answer, budget = [xorb_hash], DEDUP_ANSWER_CHUNKS
+        for xorbs in readable:
+            for name, chunks in xorbs:
+                other = string_to_hash(name)
+                if other not in answer and chunks <= budget:
+                    answer.append(other)
+                    budget -= chunks
+        return answer
 
     # ------------------------------------------------------------------ downloads
 
@@ -394,8 +437,6 @@ class XetService:
         with self._engine.connect() as conn:
             repo_rows = conn.execute(sa.select(tables.repos)).all()
             commit_rows = conn.execute(sa.select(tables.commits)).all()
-        from weightyard.repos.service import _commit_from_row, _repo_from_row
-
         repos = {row.id: _repo_from_row(row) for row in repo_rows}
         return [(repos[row.repo_id], _commit_from_row(row)) for row in commit_rows if row.repo_id in repos]
 
