@@ -140,12 +140,12 @@ def sign(
     signature: Annotated[
         Path | None,
         typer.Option(
-            "--signature", "-s", help=f"Signature file to write [default: MODEL/{DEFAULT_SIGNATURE_NAME}]."
+            "--signature", "-s", help=f"Signature file to write (default: MODEL/{DEFAULT_SIGNATURE_NAME})."
         ),
     ] = None,
     name: Annotated[
         str | None,
-        typer.Option("--name", help="Model name recorded in the signature [default: folder name]."),
+        typer.Option("--name", help="Model name recorded in the signature (default: the folder name)."),
     ] = None,
     ignore: Annotated[
         list[str] | None,
@@ -209,7 +209,7 @@ def verify(
     ] = None,
     signature: Annotated[
         Path | None,
-        typer.Option("--signature", "-s", help=f"Signature file [default: MODEL/{DEFAULT_SIGNATURE_NAME}]."),
+        typer.Option("--signature", "-s", help=f"Signature file (default: MODEL/{DEFAULT_SIGNATURE_NAME})."),
     ] = None,
     name: Annotated[
         str | None, typer.Option("--name", help="Require the signature to be for this model name.")
