@@ -169,6 +169,34 @@ CASES: list[tuple[str, bytes, str, Verdict, str | None]] = [
         "template.syntax-error",
     ),
     (
+        "template with transformers' generation tag and loop controls",
+        json.dumps(
+            {
+                "chat_template": "{% for m in messages %}{% generation %}{{ m.content }}{% endgeneration %}"
+                "{% break %}{% endfor %}"
+            }
+        ).encode(),
+        "tokenizer_config.json",
+        Verdict.SAFE,
+        None,
+    ),
+    (
+        "template hiding an escape inside a generation block",
+        json.dumps({"chat_template": "{% generation %}{{ m.__class__ }}{% endgeneration %}"}).encode(),
+        "tokenizer_config.json",
+        Verdict.UNSAFE,
+        "template.private-attribute",
+    ),
+    (
+        "template reading a field named system",
+        json.dumps(
+            {"chat_template": "{% set ns = namespace(system='') %}{{ ns.system }}{{ m.system }}"}
+        ).encode(),
+        "tokenizer_config.json",
+        Verdict.SAFE,
+        None,
+    ),
+    (
         "template with tojson and loop",
         json.dumps(
             {"chat_template": "{% for m in messages %}{{ loop.index }}{{ m | tojson }}{% endfor %}"}

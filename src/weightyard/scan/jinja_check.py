@@ -16,11 +16,12 @@ if TYPE_CHECKING:
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 _DUNDER = re.compile(r"__\w+__")
-# Attributes that lead from any object to code, frames or modules.
+# Attributes that lead from any object to code, frames or modules. (`system` is left out: chat templates
+# use it as a message field, and `os.system` is caught at `os`.)
 _ESCAPE_ATTRS = words(
     """
     mro func_globals f_globals f_locals f_builtins f_code gi_frame gi_code cr_frame cr_code ag_frame
-    tb_frame tb_next im_func func_code co_code popen system eval exec import_module load_module spawn
+    tb_frame tb_next im_func func_code co_code popen eval exec import_module load_module spawn
     subprocess builtins globals locals getattr setattr os sys modules
     """
 )
@@ -52,10 +53,21 @@ def _finding(
 
 @functools.cache
 def _environment() -> ImmutableSandboxedEnvironment:
+    """The environment transformers renders chat templates in: loop controls and its `generation` tag
+    parse, so ordinary templates that use them are not mistaken for broken ones."""
     # Importing jinja2 costs more than scanning a typical model folder; only files with templates pay.
+    from jinja2.ext import Extension, loopcontrols
+    from jinja2.parser import Parser
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    return ImmutableSandboxedEnvironment()
+    class GenerationTag(Extension):
+        tags = {"generation"}  # noqa: RUF012 -- the attribute jinja2 reads
+
+        def parse(self, parser: Parser) -> list[nodes.Node]:
+            next(parser.stream)
+            return parser.parse_statements(("name:endgeneration",), drop_needle=True)
+
+    return ImmutableSandboxedEnvironment(extensions=[loopcontrols, GenerationTag])
 
 
 def check_template(source: str, where: str) -> list[Finding]:
