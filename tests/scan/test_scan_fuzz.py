@@ -20,11 +20,14 @@ from tests.scan.scan_corpus import (
     _tar,
     _tinfo,
     gguf,
+    graph_def,
     h5_bytes,
     keras_config,
     make_zip,
+    msgpack,
     onnx_model,
     saved_model,
+    sentencepiece_model,
 )
 
 from weightyard.scan import Limits, Verdict, scan_file
@@ -54,6 +57,9 @@ def _seeds() -> list[bytes]:
         h5_bytes({"model_config": json.dumps(keras_config())}),
         _tar([(_tinfo("a/pickle"), OS_SYSTEM)]),
         json.dumps({"auto_map": {"AutoModel": "a--b.C"}, "chat_template": CHAT_TEMPLATE}).encode(),
+        msgpack({"params": {"kernel": b"\x00" * 8, "scale": 1.0}}),
+        graph_def(["ReadFile", "MatMul"], ("PyFunc",)),
+        sentencepiece_model(["<unk>", "a"]),
     ]
 
 

@@ -192,6 +192,8 @@ def _itemsize(descr: object) -> int | None:
 
 
 def scan_npy(ctx: Context, data: Data, name: str, where: str) -> list[Finding]:
+    if len(data) < 12:
+        return [Finding("npy.bad-header", Severity.ERROR, where, "", "file ends inside the .npy header")]
     major = data[6]
     if major == 1:
         (hlen,), start = struct.unpack_from("<H", data, 8), 10
