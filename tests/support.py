@@ -192,3 +192,87 @@ class CuttingProxy:
 
     def close(self) -> None:
         self._listener.close()
+
+
+class TamperingProxy:
+    """A loopback relay in front of the hub that flips one byte in the body of every download of a file
+    whose URL contains `path_fragment`: a compromised mirror or network, for verification tests."""
+
+    def __init__(self, target_port: int, path_fragment: str) -> None:
+        import threading
+
+        self._target_port = target_port
+        self._fragment = path_fragment
+        self.tampered = 0
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self.port = int(self._listener.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        import threading
+
+        upstream = socket.create_connection(("127.0.0.1", self._target_port))
+        armed = threading.Event()
+
+        def upstream_to_client() -> None:
+            pending_body = False
+            try:
+                while data := upstream.recv(65536):
+                    if armed.is_set() and not pending_body:
+                        end = data.find(b"\r\n\r\n")
+                        if end >= 0:
+                            pending_body = True
+                            body_start = end + 4
+                            if body_start < len(data):
+                                data = (
+                                    data[:body_start]
+                                    + bytes([data[body_start] ^ 0xFF])
+                                    + data[body_start + 1 :]
+                                )
+                                self.tampered += 1
+                                armed.clear()
+                                pending_body = False
+                    elif pending_body and data:
+                        data = bytes([data[0] ^ 0xFF]) + data[1:]
+                        self.tampered += 1
+                        armed.clear()
+                        pending_body = False
+                    client.sendall(data)
+            except OSError:
+                pass
+            finally:
+                client.close()
+                upstream.close()
+
+        threading.Thread(target=upstream_to_client, daemon=True).start()
+        try:
+            while data := client.recv(65536):
+                first_line = data.split(b"\r\n", 1)[0].decode("latin-1")
+                if (
+                    first_line.startswith("GET ")
+                    and "/resolve/" in first_line
+                    and self._fragment in first_line
+                ):
+                    armed.set()
+                upstream.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._listener.close()

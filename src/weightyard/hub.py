@@ -13,6 +13,7 @@ from weightyard.auth import ADMIN_USER, LOCAL_ADMIN, AccountService, AuditLog, R
 from weightyard.config import Settings
 from weightyard.db import create_engine, migrate, tables, transaction
 from weightyard.repos import AccessRequests, LfsService, RepoService
+from weightyard.repos.provenance import KeyRegistry, ProvenanceService, hub_signing_key
 from weightyard.repos.xet import XetService
 from weightyard.storage import XetBlobStore, open_blob_store
 
@@ -28,6 +29,8 @@ class Hub:
     access: AccessRequests
     audit: AuditLog
     lfs: LfsService
+    keys: KeyRegistry
+    provenance: ProvenanceService
     limiter: RateLimiter | None
     xet: XetService | None = None
 
@@ -57,6 +60,9 @@ class Hub:
         )
         accounts = AccountService(engine)
         accounts.ensure_admin_user()
+        keys = KeyRegistry(engine)
+        provenance = ProvenanceService(engine, repos, keys, hub_signing_key(engine))
+        repos.after_commit.append(provenance.after_commit)
         limiter = RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
         return cls(
             settings=settings,
@@ -64,6 +70,8 @@ class Hub:
             repos=repos,
             accounts=accounts,
             access=AccessRequests(engine),
+            keys=keys,
+            provenance=provenance,
             audit=AuditLog(engine),
             lfs=lfs,
             limiter=limiter,

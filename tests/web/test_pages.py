@@ -207,14 +207,13 @@ def test_base_models_link_to_this_hub_only_when_the_viewer_can_read_them(local: 
     assert '<a href="/acme/base">acme/base</a>' in local.client.get("/acme/child").text
 
 
-def test_scan_verdicts_are_shown_and_signatures_as_not_checked_until_that_service_lands(
-    demo: LocalHub,
-) -> None:
+def test_scan_verdicts_and_signature_status_are_shown(demo: LocalHub) -> None:
     files = demo.client.get("/acme/tiny-minilm/tree/main.json").json()["files"]
     weights = next(f for f in files if f["path"] == "model.safetensors")
     assert weights["scan"] == "safe"
-    assert weights["signature"] is None
-    assert demo.client.get("/acme/tiny-minilm.json").json()["checks"] == {"scan": "safe", "signature": None}
+    assert weights["signature"] == "unsigned"
+    checks = demo.client.get("/acme/tiny-minilm.json").json()["checks"]
+    assert checks == {"scan": "safe", "signature": "unsigned"}
     for url in (
         "/acme/tiny-minilm",
         "/acme/tiny-minilm/tree/main",
@@ -223,7 +222,7 @@ def test_scan_verdicts_are_shown_and_signatures_as_not_checked_until_that_servic
         html = demo.client.get(url).text
         assert "not scanned yet" not in html
         assert "safe" in html
-        assert "not checked yet" in html
+        assert "unsigned" in html
 
 
 def test_relative_card_links_point_into_the_repo_and_remote_images_are_dropped() -> None:

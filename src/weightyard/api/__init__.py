@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from weightyard import __version__
-from weightyard.api import access, admin, hf, lfs, web, xet
+from weightyard.api import access, admin, hf, lfs, provenance, web, xet
 from weightyard.api.common import error_response
 from weightyard.api.limits import RateLimitMiddleware
 from weightyard.errors import BadRequest, NotFound, WeightyardError
@@ -50,6 +50,7 @@ def create_app(hub: Hub) -> FastAPI:
 
     if hub.limiter is not None:
         app.add_middleware(RateLimitMiddleware, limiter=hub.limiter)
+    app.include_router(provenance.router)
     app.include_router(admin.router)
     app.include_router(access.router)
     app.include_router(lfs.router)

@@ -147,6 +147,15 @@ def _file_json(item: TreeItem) -> dict[str, Any]:
     return data
 
 
+def _signature_summary(request: Request, repo: Repo, commit: Commit) -> dict[str, Any]:
+    status = hub_of(request).provenance.status(repo, commit)
+    return {
+        "status": status["status"],
+        "attested": status["hub"] is not None,
+        "signers": sorted({item["signer"] for item in status["signatures"] if item["signer"]}),
+    }
+
+
 def repo_info(
     request: Request, repo: Repo, commit: Commit, blobs: bool = False, security: bool = False
 ) -> dict[str, Any]:
@@ -181,6 +190,7 @@ def repo_info(
         "siblings": siblings,
         "usedStorage": sum(entry.size for entry in files.values()),
         **({"securityRepoStatus": security_repo_status(hub_of(request).repos, commit)} if security else {}),
+        "signatureStatus": _signature_summary(request, repo, commit),
     }
 
 

@@ -320,20 +320,33 @@ def _readme(repos: RepoService, commit: Commit) -> bytes | None:
 # ---------------------------------------------------------------------------------------------- files
 
 
-def _verdicts(repos: RepoService, commit: Commit, files: list[dict[str, Any]]) -> None:
-    """Per-file scan verdict (with the folder's context) and signature status. Signatures are not wired into
-    the hub yet, so that column says so (`None`, shown as "not checked yet") instead of guessing."""
-    reports = repos.scans.reports(repos.files(commit))
+def _verdicts(request: Request, repo: Repo, commit: Commit, files: list[dict[str, Any]]) -> None:
+    """Per-file scan verdict (with the folder's context) and signature status: "signed by USER" when a valid
+    publisher signature covers the file, "invalid signature" when only invalid ones do, else "unsigned"."""
+    hub = hub_of(request)
+    reports = hub.repos.scans.reports(hub.repos.files(commit))
+    signatures = hub.provenance.status(repo, commit)["signatures"]
     for item in files:
-        if item["type"] == "file":
-            report = reports.get(item["path"])
-            item["scan"] = report.verdict.value if report else None
-            item["signature"] = None
+        if item["type"] != "file":
+            continue
+        report = reports.get(item["path"])
+        item["scan"] = report.verdict.value if report else None
+        covering = [s for s in signatures if item["path"] in s["files"] or item["path"] == s["path"]]
+        valid = sorted({s["signer"] or "unknown key" for s in covering if s["verdict"] == "valid"})
+        if valid:
+            item["signature"] = "signed by " + ", ".join(valid)
+        else:
+            item["signature"] = "invalid signature" if covering else "unsigned"
 
 
-def _commit_checks(repos: RepoService, commit: Commit) -> dict[str, Any]:
-    """The scan verdict of a commit (its worst file) and its signature verdict (not wired yet: `None`)."""
-    return {"scan": worst(repos.scans.reports(repos.files(commit))).value, "signature": None}
+def _commit_checks(request: Request, repo: Repo, commit: Commit) -> dict[str, Any]:
+    """The scan verdict of a commit (its worst file) and its signature status: "signed" (every publisher
+    signature valid), "invalid" or "unsigned", with the signers."""
+    hub = hub_of(request)
+    provenance = hub.provenance.status(repo, commit)
+    signers = sorted({item["signer"] for item in provenance["signatures"] if item.get("signer")})
+    signature = provenance["status"] + (f" by {', '.join(signers)}" if signers else "")
+    return {"scan": worst(hub.repos.scans.reports(hub.repos.files(commit))).value, "signature": signature}
 
 
 def _entry_json(
@@ -360,13 +373,13 @@ def _entry_json(
 
 
 def _listing(
-    repos: RepoService, repo: Repo, revision: str, commit: Commit, path: str, granted: bool
+    request: Request, repo: Repo, revision: str, commit: Commit, path: str, granted: bool
 ) -> dict[str, Any]:
     """A folder's entries, folders first as file browsers do, at most `LIST_ROWS` of them."""
-    items = repos.tree(commit, path)
+    items = hub_of(request).repos.tree(commit, path)
     items.sort(key=lambda item: (not isinstance(item.entry, DirEntry), item.path))
     shown = [_entry_json(repo, revision, item.path, item.entry, granted) for item in items[:LIST_ROWS]]
-    _verdicts(repos, commit, shown)
+    _verdicts(request, repo, commit, shown)
     return {"files": shown, "fileCount": len(items)}
 
 
@@ -689,12 +702,12 @@ def model_page(request: Request, viewer: Principal | None, segments: list[str]) 
         "revision": revision,
         "commit": _commit_json(repo, commit),
         "access": _access_json(request, repo, granted),
-        "checks": _commit_checks(repos, commit),
+        "checks": _commit_checks(request, repo, commit),
         "card": {"facts": card.facts, "html": card.html, "metadataError": card.metadata_error}
         if card
         else None,
         "baseModels": _base_models(repos, viewer, card.facts["base_model"]) if card else [],
-        **_listing(repos, repo, revision, commit, "", granted),
+        **_listing(request, repo, revision, commit, "", granted),
         "size": sum(entry.size for entry in repos.files(commit).values()),
         "refs": _refs_json(repos, repo, "tree"),
         "commitCount": len(history),
@@ -725,7 +738,7 @@ def tree_page(request: Request, viewer: Principal | None, segments: list[str]) -
         "path": path,
         "commit": _commit_json(repo, commit),
         "breadcrumbs": _breadcrumbs(repo, revision, path),
-        **_listing(repos, repo, revision, commit, path, _may_download(repos, viewer, repo)),
+        **_listing(request, repo, revision, commit, path, _may_download(repos, viewer, repo)),
         "refs": _refs_json(repos, repo, "tree"),
     }
     return Page("tree.html", data, f"{repo.repo_id} · {path or 'files'} at {revision}")
@@ -741,7 +754,7 @@ def blob_page(request: Request, viewer: Principal | None, segments: list[str]) -
     granted = _may_download(repos, viewer, repo)
     file_json = _entry_json(repo, revision, path, entry, granted)
     file_json["gitOid"] = entry.git_oid
-    _verdicts(repos, commit, [file_json])
+    _verdicts(request, repo, commit, [file_json])
     parent, _, _ = path.rpartition("/")
     data = {
         "repo": _repo_json(repo),

@@ -37,10 +37,12 @@ org_app = typer.Typer(
 )
 token_app = typer.Typer(help="Manage access tokens (on the data folder).", no_args_is_help=True)
 access_app = typer.Typer(help="Access requests to gated repos (through a running hub).", no_args_is_help=True)
+key_app = typer.Typer(help="Publishers' signing keys (on the data folder).", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(org_app, name="org")
 app.add_typer(token_app, name="token")
 app.add_typer(access_app, name="access")
+app.add_typer(key_app, name="key")
 
 
 def _hub(data: Path | None) -> Any:
@@ -282,3 +284,45 @@ def access_reject(
 ) -> None:
     """Reject a user's access request."""
     _decide(repo, user, "rejected", endpoint, token)
+
+
+@key_app.command("add")
+def key_add(
+    user: Annotated[str, typer.Argument(help="The publisher.")],
+    public_key: Annotated[Path, typer.Argument(help="PEM public key (ECDSA P-256, P-384 or P-521).")],
+    data: DataOption = None,
+) -> None:
+    """Register a publisher's public key; signatures it makes are verified when pushed."""
+    if not public_key.is_file():
+        raise fail(f"{public_key} is not a file", 2)
+    try:
+        key = _hub(data).keys.add(LOCAL_ADMIN, user, public_key.read_bytes())
+    except WeightyardError as exc:
+        raise fail(exc.message, 2) from None
+    console.print(f"Registered {key.curve} key {key.fingerprint} for {user}")
+
+
+@key_app.command("revoke")
+def key_revoke(
+    user: Annotated[str, typer.Argument(help="The publisher.")],
+    fingerprint: Annotated[str, typer.Argument(help="The key's fingerprint (see `key list`).")],
+    reason: Annotated[str, typer.Option(help="Why (kept with the key and in the audit log).")],
+    data: DataOption = None,
+) -> None:
+    """Revoke a key: signatures arriving from now on are invalid; earlier ones are "revoked later"."""
+    try:
+        _hub(data).keys.revoke(LOCAL_ADMIN, user, fingerprint, reason)
+    except WeightyardError as exc:
+        raise fail(exc.message, 2) from None
+    console.print(f"Revoked key {fingerprint} of {user}")
+
+
+@key_app.command("list")
+def key_list(
+    user: Annotated[str | None, typer.Argument(help="Only this publisher's keys.")] = None,
+    as_json: JsonOption = False,
+    data: DataOption = None,
+) -> None:
+    """List registered keys and their revocation state."""
+    rows = [key.to_dict() for key in _hub(data).keys.list_keys(user)]
+    _print(rows, ["user", "fingerprint", "curve", "createdAt", "revokedAt", "revokeReason"], as_json)

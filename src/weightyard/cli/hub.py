@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -211,15 +212,26 @@ def pull(
     repo: Annotated[str, typer.Argument(help="Repo to download, namespace/name.")],
     revision: Annotated[str, typer.Option(help="Branch, tag or commit id.")] = "main",
     to: Annotated[Path | None, typer.Option("--to", help="Target folder (default: ./NAME).")] = None,
+    require_signature: Annotated[
+        str | None,
+        typer.Option(
+            "--require-signature",
+            help="Fail unless the model carries a valid signature by this key (a PEM file) or user.",
+        ),
+    ] = None,
     endpoint: EndpointOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Download a repo at a revision into a folder (resumes interrupted downloads)."""
+    """Download a repo at a revision into a folder, verified against the hub's attestation and the publishers'
+    signatures before it is put in place (resumes interrupted downloads)."""
     from huggingface_hub import hf_hub_download
 
     _check_repo(repo)
     api = _api(endpoint, token)
-    target = to or Path(repo.split("/")[1])
+    target = (to or Path(repo.split("/")[1])).resolve()
+    # Files land in a sibling staging folder and move into the target only once verified, so a failed
+    # pull never leaves a folder that looks complete.
+    staging = target.with_name(f".{target.name}.partial")
     try:
         sha = api.repo_info(repo, revision=revision).sha
         paths = [
@@ -234,16 +246,90 @@ def pull(
                     repo,
                     path,
                     revision=sha,
-                    local_dir=target,
+                    local_dir=staging,
                     endpoint=_endpoint(endpoint),
                     token=_token(token),
                     tqdm_class=RichBar,
                     library_name="weightyard",
                     library_version=__version__,
                 )
+        report = verify_download(endpoint, token, repo, sha, staging, require_signature)
+    except PullVerificationError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise fail(f"verification failed, nothing was kept: {exc}") from None
     except _client_errors() as exc:
         raise fail(str(exc)) from None
-    console.print(f"Pulled {repo}@{sha} ({len(paths)} files) into {target}")
+    _move_into(staging, target, paths)
+    console.print(f"Pulled {repo}@{sha} ({len(paths)} files) into {target}; {report}")
+
+
+class PullVerificationError(Exception):
+    """Downloaded bytes that do not match the hub's record or a required signature."""
+
+
+def _get(endpoint: str | None, token: str | None, path: str) -> Any:
+    from huggingface_hub import get_session, hf_raise_for_status
+
+    secret = _token(token)
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    response = get_session().get(f"{_endpoint(endpoint)}{path}", headers=headers)
+    hf_raise_for_status(response)
+    return response
+
+
+def verify_download(
+    endpoint: str | None, token: str | None, repo: str, sha: str, folder: Path, require: str | None
+) -> str:
+    """Check the files in `folder` against the hub's attestation of commit `sha` and against every publisher
+    signature in it; with `require`, at least one signature must be valid for that key file or user."""
+    from weightyard.provenance import manifest_from_folder, verify_signature
+
+    manifest = manifest_from_folder(folder, model_name=repo, ignore=[".cache"])
+    status = _get(endpoint, token, f"/api/models/{repo}/signatures/{sha}").json()
+    if status["hub"] is None:
+        raise PullVerificationError(f"the hub has no attestation for commit {sha}")
+    hub_key = _get(endpoint, token, "/.well-known/weightyard/hub-key.pem").content
+    attested = verify_signature(
+        status["hub"]["bundle"].encode(), manifest, hub_key, expected_model_name=repo, signature_name=None
+    )
+    if not attested.valid:
+        raise PullVerificationError(f"the files differ from what the hub recorded: {attested.message}")
+    required_keys: list[bytes] = []
+    if require is not None:
+        if Path(require).is_file():
+            required_keys = [Path(require).read_bytes()]
+        else:
+            keys = _get(endpoint, token, f"/api/keys?user={require}").json()
+            required_keys = [key["publicKey"].encode() for key in keys]
+    signed_by_required = False
+    for item in status["signatures"]:
+        bundle = (folder / item["path"]).read_bytes()
+        keys = required_keys or ([item["publicKey"].encode()] if item.get("publicKey") else [])
+        if not keys:
+            continue
+        result = verify_signature(bundle, manifest, keys, signature_name=item["path"])
+        if required_keys and result.reason.value == "unknown_key":
+            continue  # signed by someone else; another signature may be the required one
+        if not result.valid or item["verdict"] != "valid":
+            raise PullVerificationError(
+                f"signature {item['path']}: {item['message'] if result.valid else result.message}"
+            )
+        signed_by_required = signed_by_required or bool(required_keys)
+    if require is not None and not signed_by_required:
+        raise PullVerificationError(f"no valid signature by {require}")
+    signers = sorted({item["signer"] for item in status["signatures"] if item.get("signer")})
+    if signers:
+        return f"verified: attested by the hub, signed by {', '.join(signers)}"
+    return "verified: attested by the hub (no publisher signature)"
+
+
+def _move_into(staging: Path, target: Path, paths: list[str]) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        destination = target / path
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / path, destination)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------- inspect

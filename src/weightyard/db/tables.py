@@ -229,3 +229,37 @@ scan_reports = sa.Table(
     sa.Column("report", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
 )
+
+# Publishers' public keys (ECDSA, OMS); `fingerprint` is the key hint model_signing writes in a bundle.
+signing_keys = sa.Table(
+    "signing_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("fingerprint", sa.String(128), nullable=False, unique=True),
+    sa.Column("pem", sa.Text, nullable=False),
+    sa.Column("curve", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("revoked_at", sa.DateTime, nullable=True),
+    sa.Column("revoke_reason", sa.Text, nullable=True),
+)
+
+# The outcome of each signature at a commit: publisher signatures verified at ingest, and the hub's own
+# attestation (`kind` "hub", with its bundle).
+commit_signatures = sa.Table(
+    "commit_signatures",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("repo_id", sa.Integer, sa.ForeignKey("repos.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("commit_oid", sa.String(40), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("path", sa.String(1024), nullable=True),
+    sa.Column("verdict", sa.String(16), nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("key_fingerprint", sa.String(128), nullable=True),
+    sa.Column("signer", sa.String(96), nullable=True),
+    sa.Column("details", sa.Text, nullable=False),
+    sa.Column("bundle", sa.Text, nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)

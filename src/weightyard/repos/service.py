@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -208,6 +208,8 @@ class RepoService:
         self._settings = settings
         self._trees = _TreeCache(_TREE_CACHE_SIZE)
         self.scans = ScanService(engine, store)
+        # Called with (repo, commit) once a commit has landed, outside its transaction (e.g. attestation).
+        self.after_commit: list[Callable[[Repo, Commit], None]] = []
 
     # ------------------------------------------------------------------ repos
 
@@ -683,7 +685,7 @@ class RepoService:
         self._scan_gate(repo, revision, operations)
         for _ in range(_COMMIT_ATTEMPTS):
             try:
-                return self._try_commit(
+                result = self._try_commit(
                     principal, repo, revision, operations, title, description, parent_commit, create_pr
                 )
             except _HeadMoved:
@@ -691,6 +693,10 @@ class RepoService:
                     raise ParentCommitMismatch(
                         "The branch moved on since parentCommit; refresh and retry"
                     ) from None
+                continue
+            for hook in self.after_commit:
+                hook(repo, result.commit)
+            return result
         raise RuntimeError("could not apply the commit: the branch kept moving")
 
     def scan_policy(self, repo: Repo) -> str:

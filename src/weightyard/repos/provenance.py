@@ -1,0 +1,313 @@
+"""Provenance on the hub: publishers' keys, signatures verified at ingest, and the hub's own attestation.
+
+Every commit is attested by the hub: its manifest (each file's path and sha256, known since ingest, so no
+blob is read again) is signed with the hub's key in the OpenSSF model-signing format, so a client can prove
+the bytes it downloaded are those the hub recorded. Signature files pushed with a commit (`model.sig`, or any
+`*.sig` at the root) are verified against the publishers' registered keys when the commit lands.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from weightyard.auth import Principal, audit
+from weightyard.db import tables, transaction, utcnow
+from weightyard.errors import BadRequest, Forbidden, NotFound, RefExists
+from weightyard.provenance import (
+    ProvenanceError,
+    Reason,
+    curve_name,
+    generate_private_key,
+    load_private_key,
+    load_public_key,
+    manifest_from_digests,
+    public_key_fingerprint,
+    public_key_pem,
+    sign_manifest,
+    verify_signature,
+)
+from weightyard.repos.objects import FileEntry
+from weightyard.repos.service import Commit, Repo, RepoService
+
+SIGNATURE_SUFFIX = ".sig"
+# Reasons the hub adds to the library's: the key was revoked before the signature reached the hub.
+REVOKED_KEY = "revoked_key"
+_MAX_SIGNATURE_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    user: str
+    fingerprint: str
+    pem: str
+    curve: str
+    created_at: datetime.datetime
+    revoked_at: datetime.datetime | None
+    revoke_reason: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user": self.user,
+            "fingerprint": self.fingerprint,
+            "curve": self.curve,
+            "publicKey": self.pem,
+            "createdAt": self.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "revokedAt": self.revoked_at.strftime("%Y-%m-%dT%H:%M:%SZ") if self.revoked_at else None,
+            "revokeReason": self.revoke_reason,
+        }
+
+
+def signature_paths(files: dict[str, FileEntry]) -> list[str]:
+    return sorted(path for path in files if "/" not in path and path.endswith(SIGNATURE_SUFFIX))
+
+
+class KeyRegistry:
+    """Publishers' public keys: added by the user (or an admin), revoked with a reason and a time."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+
+    def add(self, actor: Principal | None, user: str, pem: bytes) -> SigningKey:
+        if actor is None or not actor.can_write or not (actor.is_admin or actor.name == user):
+            raise Forbidden("only the user themself or an admin may register their keys")
+        try:
+            key = load_public_key(pem)
+            curve = curve_name(key)
+        except ProvenanceError as exc:
+            raise BadRequest(str(exc)) from None
+        fingerprint = public_key_fingerprint(key)
+        canonical = public_key_pem(key).decode()
+        with transaction(self._engine) as conn:
+            user_id = conn.execute(sa.select(tables.users.c.id).where(tables.users.c.name == user)).scalar()
+            if user_id is None:
+                raise NotFound(f"no user named {user!r}")
+            taken = conn.execute(
+                sa.select(tables.signing_keys.c.id).where(tables.signing_keys.c.fingerprint == fingerprint)
+            ).first()
+            if taken:
+                raise RefExists(f"the key {fingerprint} is already registered")
+            conn.execute(
+                sa.insert(tables.signing_keys).values(
+                    user_id=user_id, fingerprint=fingerprint, pem=canonical, curve=curve, created_at=utcnow()
+                )
+            )
+            audit.record(conn, actor, "key.add", user=user, fingerprint=fingerprint, curve=curve)
+        return self.get(fingerprint)
+
+    def revoke(self, actor: Principal | None, user: str, fingerprint: str, reason: str) -> SigningKey:
+        if actor is None or not actor.can_write or not (actor.is_admin or actor.name == user):
+            raise Forbidden("only the user themself or an admin may revoke their keys")
+        if not reason.strip():
+            raise BadRequest("say why the key is revoked")
+        with transaction(self._engine) as conn:
+            updated = conn.execute(
+                sa.update(tables.signing_keys)
+                .where(
+                    tables.signing_keys.c.fingerprint == fingerprint,
+                    tables.signing_keys.c.revoked_at.is_(None),
+                    tables.signing_keys.c.user_id
+                    == sa.select(tables.users.c.id).where(tables.users.c.name == user).scalar_subquery(),
+                )
+                .values(revoked_at=utcnow(), revoke_reason=reason)
+            )
+            if updated.rowcount == 0:
+                raise NotFound(f"{user!r} has no active key {fingerprint}")
+            audit.record(conn, actor, "key.revoke", user=user, fingerprint=fingerprint, reason=reason)
+        return self.get(fingerprint)
+
+    def _query(self) -> sa.Select[Any]:
+        return sa.select(tables.signing_keys, tables.users.c.name.label("user_name")).join(
+            tables.users, tables.users.c.id == tables.signing_keys.c.user_id
+        )
+
+    @staticmethod
+    def _key(row: sa.Row[Any]) -> SigningKey:
+        return SigningKey(
+            user=row.user_name,
+            fingerprint=row.fingerprint,
+            pem=row.pem,
+            curve=row.curve,
+            created_at=row.created_at,
+            revoked_at=row.revoked_at,
+            revoke_reason=row.revoke_reason,
+        )
+
+    def get(self, fingerprint: str) -> SigningKey:
+        with self._engine.connect() as conn:
+            row = conn.execute(self._query().where(tables.signing_keys.c.fingerprint == fingerprint)).first()
+        if row is None:
+            raise NotFound(f"no key {fingerprint}")
+        return self._key(row)
+
+    def list_keys(self, user: str | None = None) -> list[SigningKey]:
+        query = self._query().order_by(tables.signing_keys.c.id)
+        if user is not None:
+            query = query.where(tables.users.c.name == user)
+        with self._engine.connect() as conn:
+            return [self._key(row) for row in conn.execute(query)]
+
+
+class ProvenanceService:
+    """Attests and verifies each new commit (wired as a RepoService after-commit hook)."""
+
+    def __init__(self, engine: sa.Engine, repos: RepoService, keys: KeyRegistry, hub_key_pem: bytes) -> None:
+        self._engine = engine
+        self._repos = repos
+        self._keys = keys
+        self._hub_key = load_private_key(hub_key_pem)
+        self.hub_public_key = public_key_pem(self._hub_key)
+
+    def after_commit(self, repo: Repo, commit: Commit) -> None:
+        files = self._repos.files(commit)
+        rows = [self._attest(repo, commit, files)]
+        rows += [self._verify(repo, files, path) for path in signature_paths(files)]
+        now = utcnow()
+        with transaction(self._engine) as conn:
+            conn.execute(
+                sa.insert(tables.commit_signatures),
+                [{**row, "repo_id": repo.id, "commit_oid": commit.oid, "created_at": now} for row in rows],
+            )
+
+    def _attest(self, repo: Repo, commit: Commit, files: dict[str, FileEntry]) -> dict[str, Any]:
+        digests = {path: entry.sha256 for path, entry in files.items()}
+        manifest = manifest_from_digests(digests, model_name=repo.repo_id, ignore=signature_paths(files))
+        bundle = sign_manifest(manifest, self._hub_key)
+        return {
+            "kind": "hub",
+            "path": None,
+            "verdict": "valid",
+            "reason": "valid",
+            "message": f"attested by this hub at commit {commit.oid}",
+            "key_fingerprint": public_key_fingerprint(self._hub_key),
+            "signer": None,
+            "details": json.dumps({"files": sorted(manifest.files)}),
+            "bundle": bundle.decode(),
+        }
+
+    def _verify(self, repo: Repo, files: dict[str, FileEntry], path: str) -> dict[str, Any]:
+        entry = files[path]
+        if entry.size > _MAX_SIGNATURE_BYTES:
+            return _row(path, "invalid", Reason.MALFORMED_BUNDLE.value, "the signature file is too large")
+        bundle = b"".join(self._repos.read(entry, 0, entry.size, _MAX_SIGNATURE_BYTES))
+        digests = {p: e.sha256 for p, e in files.items()}
+        registered = {key.fingerprint: key for key in self._keys.list_keys()}
+        keys = [key.pem.encode() for key in registered.values()]
+        result = verify_signature(bundle, digests, keys, signature_name=path) if keys else None
+        if result is None:
+            return _row(path, "invalid", Reason.UNKNOWN_KEY.value, "no signing key is registered on this hub")
+        signer_key = registered.get(result.key_fingerprint or "")
+        details = {
+            "files": list(result.files),
+            "unsignedFiles": sorted(
+                set(result.unsigned_files) | (set(files) - set(result.files) - set(signature_paths(files)))
+            ),
+            "problems": [
+                {"reason": p.reason.value, "message": p.message, "path": p.path} for p in result.problems
+            ],
+            "modelName": result.model_name,
+        }
+        verdict, reason, message = result.verdict.value, result.reason.value, result.message
+        if result.valid and result.model_name not in (repo.repo_id, repo.name):
+            verdict, reason = "invalid", Reason.MODEL_NAME_MISMATCH.value
+            message = f"signed for model {result.model_name!r}, not {repo.repo_id!r} (a replayed signature?)"
+        if result.valid and signer_key is not None and signer_key.revoked_at is not None:
+            verdict, reason = "invalid", REVOKED_KEY
+            message = (
+                f"the key was revoked on {signer_key.revoked_at:%Y-%m-%d %H:%M} ({signer_key.revoke_reason})"
+            )
+        return _row(
+            path,
+            verdict,
+            reason,
+            message,
+            key_fingerprint=result.key_fingerprint,
+            signer=signer_key.user if signer_key else None,
+            details=details,
+        )
+
+    def status(self, repo: Repo, commit: Commit) -> dict[str, Any]:
+        """The provenance of a commit: the hub's attestation and every publisher signature, with the current
+        state of their keys (a key revoked after the signature arrived is reported as such)."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(tables.commit_signatures)
+                .where(
+                    tables.commit_signatures.c.repo_id == repo.id,
+                    tables.commit_signatures.c.commit_oid == commit.oid,
+                )
+                .order_by(tables.commit_signatures.c.id)
+            ).all()
+        keys = {key.fingerprint: key for key in self._keys.list_keys()}
+        hub: dict[str, Any] | None = None
+        publishers = []
+        for row in rows:
+            details = json.loads(row.details)
+            if row.kind == "hub":
+                hub = {"keyFingerprint": row.key_fingerprint, "files": details["files"], "bundle": row.bundle}
+                continue
+            item = {
+                "path": row.path,
+                "verdict": row.verdict,
+                "reason": row.reason,
+                "message": row.message,
+                "signer": row.signer,
+                "keyFingerprint": row.key_fingerprint,
+                **details,
+            }
+            key = keys.get(row.key_fingerprint or "")
+            if key is not None:
+                item["publicKey"] = key.pem
+                if row.verdict == "valid" and key.revoked_at is not None and key.revoked_at > row.created_at:
+                    item["keyRevokedLater"] = {
+                        "at": key.revoked_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        "reason": key.revoke_reason,
+                    }
+                    item["message"] = "valid, but signed by a key revoked later"
+            publishers.append(item)
+        if not publishers:
+            overall = "unsigned"
+        elif all(item["verdict"] == "valid" for item in publishers):
+            overall = "signed"
+        else:
+            overall = "invalid"
+        return {"commit": commit.oid, "status": overall, "hub": hub, "signatures": publishers}
+
+
+def _row(
+    path: str,
+    verdict: str,
+    reason: str,
+    message: str,
+    key_fingerprint: str | None = None,
+    signer: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "kind": "publisher",
+        "path": path,
+        "verdict": verdict,
+        "reason": reason,
+        "message": message,
+        "key_fingerprint": key_fingerprint,
+        "signer": signer,
+        "details": json.dumps(details or {"files": [], "unsignedFiles": [], "problems": []}),
+        "bundle": None,
+    }
+
+
+def hub_signing_key(engine: sa.Engine) -> bytes:
+    """The hub's private signing key (P-256), created on first use and shared by every server process through
+    the database."""
+    with transaction(engine) as conn:
+        value = conn.execute(
+            sa.select(tables.settings.c.value).where(tables.settings.c.key == "hub_signing_key")
+        ).scalar()
+        if value is None:
+            value = generate_private_key().decode()
+            conn.execute(sa.insert(tables.settings).values(key="hub_signing_key", value=value))
+    return str(value).encode()
