@@ -12,7 +12,7 @@ blocked malicious files, misses are passed malicious files, false positives are 
 Weightyard runs `scan_file` (`scan_path` for the samples whose verdict depends on sibling files: it is
 the only tool given the model folder), the calls `weightyard scan` makes, and blocks what that command
 would: unsafe, suspicious and unscannable files. modelscan's "nothing supported" exit is a pass.
-Wall time is the whole process, imports included.
+Wall time is the whole process, imports included (the median of `--runs` runs).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -187,6 +188,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tools", default="weightyard," + ",".join(ANCHORS))
     parser.add_argument("--details", action="store_true", help="print each tool's result per file")
+    parser.add_argument("--runs", type=int, default=1, help="runs per tool; the median wall time is shown")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="wy-scan-bench-") as tmp:
         work = Path(tmp)
@@ -198,7 +200,8 @@ def main() -> None:
         for tool in args.tools.split(","):
             python = Path(sys.executable) if tool == "weightyard" else ensure_venv(tool)
             codes, wall = run_tool(tool, python, jobs, work)
-            rows.append(score(tool, samples, root, codes, wall))
+            walls = [wall] + [run_tool(tool, python, jobs, work)[1] for _ in range(args.runs - 1)]
+            rows.append(score(tool, samples, root, codes, statistics.median(walls)))
             if args.details:
                 for s in samples:
                     print(
