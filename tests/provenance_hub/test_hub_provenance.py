@@ -220,3 +220,55 @@ def test_keys_of_unsupported_types_are_refused(server: Server, tmp_path: Path) -
         json={"publicKey": pem.decode()},
     )
     assert api.status_code == 400
+
+
+def test_model_signing_interoperates_with_the_hub_in_both_directions(server: Server, tmp_path: Path) -> None:
+    from tests.provenance._model_signing import ensure_model_signing, model_signing
+
+    cli = ensure_model_signing()
+    private = generate_private_key()
+    (tmp_path / "signing.key").write_bytes(private)
+    (tmp_path / "signing.pub").write_bytes(public_key_pem(load_private_key(private)))
+    assert (
+        weightyard_cli(
+            "key", "add", "admin", str(tmp_path / "signing.pub"), "--data", str(server.data)
+        ).returncode
+        == 0
+    )
+    # model_signing names the model after its folder, so the folder is named like the repo.
+    folder = make_model(tmp_path / "interop-model")
+    signed = model_signing(
+        cli,
+        "sign",
+        "key",
+        folder,
+        "--private_key",
+        tmp_path / "signing.key",
+        "--signature",
+        folder / "model.sig",
+    )
+    assert signed.returncode == 0, signed.stderr
+    push(server, folder, "admin/interop-model")
+    result = status(server, "admin/interop-model")
+    assert result["status"] == "signed", result
+    download = Path(
+        snapshot_download("admin/interop-model", endpoint=server.url, local_dir=tmp_path / "download")
+    )
+    shutil.rmtree(download / ".cache")
+    (tmp_path / "attestation.sig").write_bytes(
+        httpx.get(f"{server.url}/api/models/admin/interop-model/attestation/main").content
+    )
+    (tmp_path / "hub.pem").write_bytes(httpx.get(f"{server.url}/.well-known/weightyard/hub-key.pem").content)
+    verified = model_signing(
+        cli,
+        "verify",
+        "key",
+        download,
+        "--signature",
+        tmp_path / "attestation.sig",
+        "--public_key",
+        tmp_path / "hub.pem",
+        "--ignore-paths",
+        download / "model.sig",
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
