@@ -51,6 +51,11 @@ _DANGEROUS_MODULES: frozenset[str] = words(
     torch.hub torch.jit torch._dynamo torch._inductor torch.utils.cpp_extension torch.package
     torch.distributed torch.fx torch.ops torch.classes torch.library torch.load torch.serialization.load
     torch._C joblib.load joblib.numpy_pickle.load joblib.parallel joblib.Parallel keras tensorflow
+    linecache pydoc pipes mailcap cgi cgitb tkinter turtle _posixsubprocess _winapi msvcrt winreg fcntl
+    resource select selectors mmap atexit unittest test pkg_resources asyncore asynchat smtpd
+    numpy.lib.format pandas.io pandas.read_pickle pandas.eval pandas.core.computation
+    torch.serialization torch.multiprocessing torch.export huggingface_hub boto3 botocore fsspec
+    smart_open paramiko git yaml jinja2 mako IPython sympy numexpr
     """
 )
 
@@ -110,7 +115,7 @@ _SAFE_EXACT: frozenset[str] = words(
     torch._utils._rebuild_sparse_tensor torch._utils._rebuild_nested_tensor
     torch._utils._rebuild_device_tensor_from_numpy torch._utils._rebuild_device_tensor_from_cpu_tensor
     torch._utils._rebuild_meta_tensor_no_storage torch._utils._rebuild_wrapper_subclass
-    torch._tensor._rebuild_from_type_v2 torch._utils._rebuild_from_type_v2
+    torch.serialization._get_layout torch._tensor._rebuild_from_type_v2 torch._utils._rebuild_from_type_v2
     torch.storage._load_from_bytes torch.Size torch.device torch.Tensor torch.nn.parameter.Parameter
     torch.nn.parameter.Buffer torch.storage.TypedStorage torch.storage.UntypedStorage
     torch.UntypedStorage torch.torch_version.TorchVersion torch.jit._pickle.build_intlist
