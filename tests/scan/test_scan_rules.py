@@ -299,3 +299,22 @@ def test_scan_path_without_recursion_stays_in_the_top_folder(tmp_path: Path) -> 
     (tmp_path / "README.md").write_text("# model\n")
     assert set(scan_path(tmp_path, recursive=False)) == {"README.md"}
     assert set(scan_path(tmp_path)) == {"README.md", "sub/x.pkl"}
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("linecache", "getline"),
+        ("pydoc", "pipepager"),
+        ("yaml", "unsafe_load"),
+        ("pandas", "read_pickle"),
+        ("pandas", "eval"),
+        ("sympy", "sympify"),
+        ("torch.serialization", "load"),
+        ("numpy.testing._private.utils", "runstring"),
+        ("huggingface_hub", "hf_hub_download"),
+        ("jinja2", "Template"),
+    ],
+)
+def test_callables_that_read_files_run_shells_or_evaluate_strings_are_unsafe(module: str, name: str) -> None:
+    assert scan_file(evil(glob(module, name), s(CMD)), "x.pkl").verdict is Verdict.UNSAFE
