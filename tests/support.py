@@ -6,9 +6,11 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -118,161 +120,121 @@ def weightyard_cli(
     )
 
 
-class CuttingProxy:
-    """A loopback TCP relay in front of the hub that cuts the first download response after `cut_after`
-    bytes, the way a dropped connection would. It records every request line it relays."""
+class _LoopbackRelay:
+    """A TCP relay on 127.0.0.1 in front of the hub; subclasses watch requests and alter responses."""
+
+    def __init__(self, target_port: int) -> None:
+        self._target_port = target_port
+        self._lock = threading.Lock()
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self.port = int(self._listener.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self._target_port))
+        state: dict[str, Any] = {}
+        threading.Thread(target=self._relay_back, args=(upstream, client, state), daemon=True).start()
+        try:
+            while data := client.recv(65536):
+                self._on_request(data, state)
+                upstream.sendall(data)
+        except OSError:
+            pass
+
+    def _relay_back(self, upstream: socket.socket, client: socket.socket, state: dict[str, Any]) -> None:
+        try:
+            while data := upstream.recv(65536):
+                data, stop = self._on_response(data, state)
+                client.sendall(data)
+                if stop:
+                    break
+        except OSError:
+            pass
+        finally:
+            client.close()
+            upstream.close()
+
+    def _on_request(self, data: bytes, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _on_response(self, data: bytes, state: dict[str, Any]) -> tuple[bytes, bool]:
+        raise NotImplementedError
+
+
+class CuttingProxy(_LoopbackRelay):
+    """Cuts the first download response after `cut_after` bytes, the way a dropped connection would, and
+    records every request line it relays."""
 
     def __init__(self, target_port: int, cut_after: int) -> None:
-        import threading
-
-        self._target_port = target_port
+        super().__init__(target_port)
         self._cut_after = cut_after
         self._cut_done = False
         self.requests: list[str] = []
-        self._listener = socket.socket()
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(16)
-        self.port = int(self._listener.getsockname()[1])
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def _on_request(self, data: bytes, state: dict[str, Any]) -> None:
+        first_line = data.split(b"\r\n", 1)[0].decode("latin-1")
+        if first_line.startswith(("GET ", "HEAD ")):
+            ranged = "\r\nrange:" in data.decode("latin-1").lower()
+            self.requests.append(first_line + (" [range]" if ranged else ""))
+            if first_line.startswith("GET ") and "/resolve/" in first_line:
+                state["download"] = True
 
-    def _accept(self) -> None:
-        import threading
-
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        import threading
-
-        upstream = socket.create_connection(("127.0.0.1", self._target_port))
-        cut = threading.Event()
-
-        def upstream_to_client() -> None:
-            sent = 0
-            try:
-                while data := upstream.recv(65536):
-                    with self._lock:
-                        should_cut = (
-                            not self._cut_done and cut.is_set() and sent + len(data) > self._cut_after
-                        )
-                        if should_cut:
-                            self._cut_done = True
-                    if should_cut:
-                        client.sendall(data[: self._cut_after - sent])
-                        break
-                    client.sendall(data)
-                    sent += len(data)
-            except OSError:
-                pass
-            finally:
-                client.close()
-                upstream.close()
-
-        threading.Thread(target=upstream_to_client, daemon=True).start()
-        try:
-            while data := client.recv(65536):
-                first_line = data.split(b"\r\n", 1)[0].decode("latin-1")
-                if first_line.startswith(("GET ", "HEAD ")):
-                    headers = data.decode("latin-1").lower()
-                    self.requests.append(first_line + (" [range]" if "\r\nrange:" in headers else ""))
-                    if first_line.startswith("GET ") and "/resolve/" in first_line:
-                        cut.set()
-                upstream.sendall(data)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        self._listener.close()
+    def _on_response(self, data: bytes, state: dict[str, Any]) -> tuple[bytes, bool]:
+        sent = state.get("sent", 0)
+        with self._lock:
+            cut = not self._cut_done and state.get("download", False) and sent + len(data) > self._cut_after
+            if cut:
+                self._cut_done = True
+        if cut:
+            return data[: self._cut_after - sent], True
+        state["sent"] = sent + len(data)
+        return data, False
 
 
-class TamperingProxy:
-    """A loopback relay in front of the hub that flips one byte in the body of every download of a file
-    whose URL contains `path_fragment`: a compromised mirror or network, for verification tests."""
+class TamperingProxy(_LoopbackRelay):
+    """Flips one byte in the body of each download of a file whose URL contains `path_fragment`: a
+    compromised mirror or network, for verification tests."""
 
     def __init__(self, target_port: int, path_fragment: str) -> None:
-        import threading
-
-        self._target_port = target_port
+        super().__init__(target_port)
         self._fragment = path_fragment
         self.tampered = 0
-        self._listener = socket.socket()
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(16)
-        self.port = int(self._listener.getsockname()[1])
-        threading.Thread(target=self._accept, daemon=True).start()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def _on_request(self, data: bytes, state: dict[str, Any]) -> None:
+        first_line = data.split(b"\r\n", 1)[0].decode("latin-1")
+        if first_line.startswith("GET ") and "/resolve/" in first_line and self._fragment in first_line:
+            state["armed"] = True
 
-    def _accept(self) -> None:
-        import threading
-
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        import threading
-
-        upstream = socket.create_connection(("127.0.0.1", self._target_port))
-        armed = threading.Event()
-
-        def upstream_to_client() -> None:
-            pending_body = False
-            try:
-                while data := upstream.recv(65536):
-                    if armed.is_set() and not pending_body:
-                        end = data.find(b"\r\n\r\n")
-                        if end >= 0:
-                            pending_body = True
-                            body_start = end + 4
-                            if body_start < len(data):
-                                data = (
-                                    data[:body_start]
-                                    + bytes([data[body_start] ^ 0xFF])
-                                    + data[body_start + 1 :]
-                                )
-                                self.tampered += 1
-                                armed.clear()
-                                pending_body = False
-                    elif pending_body and data:
-                        data = bytes([data[0] ^ 0xFF]) + data[1:]
-                        self.tampered += 1
-                        armed.clear()
-                        pending_body = False
-                    client.sendall(data)
-            except OSError:
-                pass
-            finally:
-                client.close()
-                upstream.close()
-
-        threading.Thread(target=upstream_to_client, daemon=True).start()
-        try:
-            while data := client.recv(65536):
-                first_line = data.split(b"\r\n", 1)[0].decode("latin-1")
-                if (
-                    first_line.startswith("GET ")
-                    and "/resolve/" in first_line
-                    and self._fragment in first_line
-                ):
-                    armed.set()
-                upstream.sendall(data)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        self._listener.close()
+    def _on_response(self, data: bytes, state: dict[str, Any]) -> tuple[bytes, bool]:
+        if not state.get("armed"):
+            return data, False
+        start = 0
+        if not state.get("in_body"):
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                return data, False
+            state["in_body"] = True
+            start = end + 4
+        if start >= len(data):
+            return data, False
+        state["armed"] = state["in_body"] = False
+        with self._lock:
+            self.tampered += 1
+        return data[:start] + bytes([data[start] ^ 0xFF]) + data[start + 1 :], False

@@ -50,6 +50,7 @@ from weightyard.errors import (
     NotFound,
     WeightyardError,
 )
+from weightyard.formatting import human_size
 from weightyard.repos import Commit, DirEntry, FileEntry, Repo, RepoService, check_repo_id, check_repo_segment
 from weightyard.repos.access import STATUSES as ACCESS_STATUSES
 from weightyard.repos.ingest import looks_binary
@@ -151,16 +152,7 @@ _STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/sv
 _markdown = MarkdownIt("js-default", {"html": False, "linkify": False})
 
 
-def _human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
-
-
-_templates.filters["size"] = _human_size
+_templates.filters["size"] = human_size
 _templates.filters["thousands"] = lambda number: f"{number:,}"
 _templates.filters["segment"] = lambda value: quote(str(value), safe="")
 
@@ -414,8 +406,8 @@ def _safetensors(repos: RepoService, entry: FileEntry) -> dict[str, Any]:
         return {"error": "the file is too short to be safetensors"}
     length = int.from_bytes(b"".join(repos.read(entry, 0, 8, 8)), "little")
     if length > SAFETENSORS_HEADER_LIMIT:
-        limit = _human_size(SAFETENSORS_HEADER_LIMIT)
-        return {"error": f"the header is {_human_size(length)}, over the {limit} a page reads"}
+        limit = human_size(SAFETENSORS_HEADER_LIMIT)
+        return {"error": f"the header is {human_size(length)}, over the {limit} a page reads"}
     if 8 + length > entry.size:
         return {"error": "the header length runs past the end of the file"}
     try:

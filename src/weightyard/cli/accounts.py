@@ -10,7 +10,6 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from weightyard import __version__
 from weightyard.auth import ADMIN_USER, LOCAL_ADMIN, ROLES
 from weightyard.cli.app import app
 from weightyard.cli.hub import (
@@ -19,9 +18,8 @@ from weightyard.cli.hub import (
     TokenOption,
     _check_repo,
     _client_errors,
-    _endpoint,
-    _token,
     fail,
+    hub_request,
 )
 from weightyard.cli.progress import console
 from weightyard.config import Settings
@@ -211,16 +209,7 @@ def _access_call(
     repo: str, endpoint: str | None, token: str | None, method: str, path: str, body: Any
 ) -> Any:
     _check_repo(repo)
-    from huggingface_hub import get_session, hf_raise_for_status
-
-    secret = _token(token)
-    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
-    headers["User-Agent"] = f"weightyard/{__version__}"
-    response = get_session().request(
-        method, f"{_endpoint(endpoint)}/api/models/{repo}/{path}", headers=headers, json=body
-    )
-    hf_raise_for_status(response)
-    return response.json()
+    return hub_request(endpoint, token, method, f"/api/models/{repo}/{path}", body).json()
 
 
 @access_app.command("request")

@@ -19,6 +19,7 @@ from weightyard.cli.progress import ProgressFile, RichBar, console, transfer_pro
 from weightyard.config import Settings
 from weightyard.demo import DEMO_REPO, demo_model_path
 from weightyard.errors import WeightyardError
+from weightyard.formatting import human_size
 from weightyard.validation import check_path, check_repo_id
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
@@ -267,12 +268,17 @@ class PullVerificationError(Exception):
     """Downloaded bytes that do not match the hub's record or a required signature."""
 
 
-def _get(endpoint: str | None, token: str | None, path: str) -> Any:
+def hub_request(
+    endpoint: str | None, token: str | None, method: str, path: str, body: object | None = None
+) -> Any:
+    """A call to one of the hub's own endpoints (beyond the Hugging Face protocol), through the
+    huggingface_hub client's HTTP session and its error mapping."""
     from huggingface_hub import get_session, hf_raise_for_status
 
     secret = _token(token)
     headers = {"Authorization": f"Bearer {secret}"} if secret else {}
-    response = get_session().get(f"{_endpoint(endpoint)}{path}", headers=headers)
+    headers["User-Agent"] = f"weightyard/{__version__}"
+    response = get_session().request(method, f"{_endpoint(endpoint)}{path}", headers=headers, json=body)
     hf_raise_for_status(response)
     return response
 
@@ -285,10 +291,10 @@ def verify_download(
     from weightyard.provenance import manifest_from_folder, verify_signature
 
     manifest = manifest_from_folder(folder, model_name=repo, ignore=[".cache"])
-    status = _get(endpoint, token, f"/api/models/{repo}/signatures/{sha}").json()
+    status = hub_request(endpoint, token, "GET", f"/api/models/{repo}/signatures/{sha}").json()
     if status["hub"] is None:
         raise PullVerificationError(f"the hub has no attestation for commit {sha}")
-    hub_key = _get(endpoint, token, "/.well-known/weightyard/hub-key.pem").content
+    hub_key = hub_request(endpoint, token, "GET", "/.well-known/weightyard/hub-key.pem").content
     attested = verify_signature(
         status["hub"]["bundle"].encode(), manifest, hub_key, expected_model_name=repo, signature_name=None
     )
@@ -299,7 +305,7 @@ def verify_download(
         if Path(require).is_file():
             required_keys = [Path(require).read_bytes()]
         else:
-            keys = _get(endpoint, token, f"/api/keys?user={require}").json()
+            keys = hub_request(endpoint, token, "GET", f"/api/keys?user={require}").json()
             required_keys = [key["publicKey"].encode() for key in keys]
     signed_by_required = False
     for item in status["signatures"]:
@@ -333,15 +339,6 @@ def _move_into(staging: Path, target: Path, paths: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- inspect
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
 
 
 @app.command("ls")
@@ -387,7 +384,9 @@ def ls(
         return
     table = Table(*columns)
     for row in rows:
-        cells = [_human(row[c]) if c == "size" else ("" if row[c] is None else str(row[c])) for c in columns]
+        cells = [
+            human_size(row[c]) if c == "size" else ("" if row[c] is None else str(row[c])) for c in columns
+        ]
         table.add_row(*cells)
     console.print(table)
 
