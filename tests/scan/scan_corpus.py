@@ -614,7 +614,7 @@ def _gguf_str(text: str) -> bytes:
 
 
 def gguf(
-    meta: dict[str, object],
+    meta: dict[str, object] | list[tuple[str, object]],
     tensors: list[tuple[str, list[int], int]] | None = None,
     *,
     alignment: int = 32,
@@ -625,7 +625,7 @@ def gguf(
     """A GGUF v3 file with F32 tensors; the keyword overrides forge the header fields attacks abuse."""
     tensors = tensors if tensors is not None else [("token_embd.weight", [4, 2], 0)]
     kv = bytearray()
-    for key, value in meta.items():
+    for key, value in meta.items() if isinstance(meta, dict) else meta:
         kv += _gguf_str(key)
         if isinstance(value, str):
             kv += struct.pack("<I", 8) + _gguf_str(value)
@@ -1233,6 +1233,18 @@ def build(root: Path) -> list[Sample]:
             "unsafe",
             f"chat template SSTI ({key})",
         )
+    put(
+        "gguf/duplicate_template.gguf",
+        gguf(
+            [
+                ("tokenizer.chat_template", SSTI_TEMPLATES["subclasses"]),
+                ("tokenizer.chat_template", CHAT_TEMPLATE),
+            ]
+        ),
+        True,
+        "unsafe",
+        "payload template hidden behind a duplicate key",
+    )
     put(
         "gguf/kv_count_overflow.gguf",
         gguf({"general.architecture": "llama"}, n_kv=1 << 62),

@@ -351,11 +351,23 @@ def scan_gguf(ctx: Context, data: Data, name: str, where: str) -> list[Finding]:
         n_kv = reader.count("metadata", 12)
         meta: dict[str, object] = {}
         for _ in range(n_kv):
+            at = reader.pos
             key = reader.string()
-            meta[key] = reader.value(int(reader.unpack("<I")))
-        for key, value in meta.items():
+            value = reader.value(int(reader.unpack("<I")))
+            # Readers disagree on which duplicate wins, so every value is checked, not the last one kept.
+            if key in meta:
+                findings.append(
+                    Finding(
+                        "gguf.duplicate-key",
+                        Severity.WARNING,
+                        f"{where}@{at}",
+                        key,
+                        "metadata key appears twice",
+                    )
+                )
             if key.startswith("tokenizer.chat_template") and isinstance(value, str):
                 findings += jinja_check.check_template(value, f"{where}:{key}")
+            meta[key] = value
         alignment = meta.get("general.alignment", _DEFAULT_ALIGNMENT)
         if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
             raise _GGUFError("gguf.bad-alignment", reader.pos, f"alignment {alignment} is not a power of two")
