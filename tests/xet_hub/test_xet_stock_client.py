@@ -59,16 +59,17 @@ print(hashlib.sha256(open(path, "rb").read()).hexdigest())
         f"{xet_hub.url}/alice/single/resolve/main/weights.bin", headers={"Range": "bytes=3000000-4500000"}
     )
     assert ranged.status_code == 206 and ranged.content == data[3000000:4500001]
-    result = run_python(
-        """
+    anonymous_download = """
 from huggingface_hub import hf_hub_download
 import hashlib
 print(hashlib.sha256(open(hf_hub_download("alice/single", "weights.bin"), "rb").read()).hexdigest())
-""",
-        {"HF_ENDPOINT": xet_hub.url, "HF_HOME": str(tmp_path / "no-xet"), "HF_HUB_DISABLE_XET": "1"},
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == sha256(data)
+"""
+    for name, env in (("xet", {}), ("no-xet", {"HF_HUB_DISABLE_XET": "1"})):
+        home = tmp_path / f"anonymous-{name}"
+        environment = {"HF_ENDPOINT": xet_hub.url, "HF_HOME": str(home), "HF_XET_CACHE": str(home / "xet")}
+        result = run_python(anonymous_download, {**environment, **env})
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == sha256(data)
 
 
 def test_upload_folder_and_create_commit_carry_empty_tiny_text_and_binary_files(
