@@ -45,6 +45,13 @@ def _overlapping_zip() -> bytes:
     return single[:local_len] + entry + twin + eocd
 
 
+def _understated_count() -> bytes:
+    archive = bytearray(make_zip([ZipEntry("a.txt", b"x"), ZipEntry("b.pkl", OS_SYSTEM)]))
+    eocd = archive.rindex(b"PK\x05\x06")
+    archive[eocd + 8 : eocd + 12] = struct.pack("<HH", 1, 1)
+    return bytes(archive)
+
+
 def _hardlink_escape() -> bytes:
     return _tar([(_tinfo("weights", tarfile.LNKTYPE, "../../etc/shadow"), None)])
 
@@ -68,6 +75,20 @@ CASES: list[tuple[str, bytes, str, Verdict, str | None]] = [
         "a.zip",
         Verdict.SUSPICIOUS,
         "zip.hidden-member",
+    ),
+    (
+        "zip whose end record understates its entries, hiding a payload",
+        _understated_count(),
+        "a.zip",
+        Verdict.UNSAFE,
+        "zip.entry-count-mismatch",
+    ),
+    (
+        "two archives glued together",
+        make_zip([ZipEntry("a.txt", b"x")]) + make_zip([ZipEntry("b.txt", b"y")]),
+        "a.zip",
+        Verdict.SUSPICIOUS,
+        "zip.multiple-end-records",
     ),
     ("tar hard link out of the archive", _hardlink_escape(), "a.tar", Verdict.UNSAFE, "archive.link-escape"),
     ("tar device node", _device(), "a.tar", Verdict.SUSPICIOUS, "archive.special-file"),

@@ -72,6 +72,21 @@ def find_eocd(data: Data) -> int:
     return -1
 
 
+def _end_records(data: Data) -> list[int]:
+    """Every end record in the tail whose central directory is where it says."""
+    found = []
+    start = max(0, len(data) - (_MAX_COMMENT + 22))
+    pos = data.rfind(_EOCD, start)
+    while pos >= 0:
+        if pos + 22 <= len(data):
+            entries, cd_size = struct.unpack_from("<HI", data, pos + 10)
+            first = pos - cd_size
+            if first >= 0 and (data[first : first + 4] == _CENTRAL or entries == cd_size == 0):
+                found.append(pos)
+        pos = data.rfind(_EOCD, start, pos)
+    return found
+
+
 def has_central_directory(data: Data) -> bool:
     """An end record whose central directory is where it says: a zip read from its end, not text or
     random bytes that happen to contain the end signature."""
@@ -123,9 +138,15 @@ def list_members(data: Data, where: str, budget: Budget) -> ZipListing:
         raise ZipFormatError("central directory lies outside the file")
     members: list[Member] = []
     pos = cd_offset + prefix
-    for _ in range(entries):
+    cd_end = pos + cd_size
+    # Some readers trust the entry count, others walk the directory's bytes: read every entry either sees.
+    while pos < cd_end or len(members) < entries:
         if data[pos : pos + 4] != _CENTRAL:
+            if len(members) >= entries:
+                break
             raise ZipFormatError(f"bad central directory entry at {pos}")
+        if len(members) >= budget.limits.archive_members:
+            raise LimitExceeded("limit.archive-members", "archive has too many members")
         fields = struct.unpack_from("<HHHHHHIIIHHHHHII", data, pos + 4)
         flags, method = fields[2], fields[3]
         csize, size, name_len, extra_len, comment_len = (
@@ -143,6 +164,16 @@ def list_members(data: Data, where: str, budget: Budget) -> ZipListing:
         member.external_attr = fields[14]
         members.append(member)
         pos += 46 + name_len + extra_len + comment_len
+    if len(members) != entries:
+        findings.append(
+            Finding(
+                "zip.entry-count-mismatch",
+                Severity.WARNING,
+                where,
+                f"{len(members)} entries, {entries} declared",
+                "the directory holds a different number of members than its end record says",
+            )
+        )
     if prefix > 0:
         findings.append(
             Finding(
@@ -154,6 +185,19 @@ def list_members(data: Data, where: str, budget: Budget) -> ZipListing:
             )
         )
     _read_local_headers(data, members, where, findings)
+    # An archive stored inside a member has its own end record; only ones outside member data compete.
+    spans = [(m.data_offset, m.data_offset + m.compressed_size) for m in members if m.data_offset >= 0]
+    competing = [p for p in _end_records(data) if not any(a <= p < b for a, b in spans)]
+    if len(competing) > 1:
+        findings.append(
+            Finding(
+                "zip.multiple-end-records",
+                Severity.WARNING,
+                where,
+                f"{len(competing)} records",
+                "several end-of-central-directory records: readers may pick different directories",
+            )
+        )
     _find_hidden_members(data, members, where, findings)
     _check_overlaps(members, where, findings)
     return ZipListing(members, findings)
