@@ -253,6 +253,18 @@ def test_shard_index_naming_a_missing_shard_stays_safe_with_an_info_finding(tmp_
     assert "context.missing-file" in rules(report)
 
 
+def test_onnx_external_data_through_a_hard_link_is_suspicious(tmp_path: Path) -> None:
+    outside = tmp_path / "secret.txt"
+    outside.write_text("key")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.bin").hardlink_to(outside)
+    (model / "model.onnx").write_bytes(onnx_model([("MatMul", "")], {"location": "weights.bin"}))
+    report = scan_path(model)["model.onnx"]
+    assert report.verdict is Verdict.SUSPICIOUS
+    assert "context.hard-link" in rules(report)
+
+
 def test_references_resolve_from_stored_reports_without_the_files() -> None:
     config = scan_file(json.dumps({"auto_map": {"AutoModel": "modeling_x.XModel"}}).encode(), "config.json")
     onnx = scan_file(onnx_model([("MatMul", "")], {"location": "weights.bin"}), "model.onnx")

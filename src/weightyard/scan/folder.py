@@ -156,6 +156,15 @@ def _link_judge(root: Path) -> SymlinkJudge:
         # symbolic link on the way can lead out; a cache's links into its `blobs/` are expected.
         real = (root / rel).resolve()
         if real_root in real.parents or _is_hf_blob(real):
+            if real.is_file() and real.stat().st_nlink > 1 and not _is_hf_blob(real):
+                # A hard link can be any file of the disk; onnx refuses them since 1.21 (CVE-2026-34447).
+                return Finding(
+                    "context.hard-link",
+                    Severity.WARNING,
+                    rel,
+                    str(real),
+                    "referenced file is a hard link, which may be a file from outside the folder",
+                )
             return None
         return Finding(
             "context.link-escape",
