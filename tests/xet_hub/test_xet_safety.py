@@ -250,3 +250,15 @@ def test_read_tokens_cannot_upload_and_forged_or_missing_tokens_are_refused(
     assert httpx.post(url + path, content=body).status_code == 401
     # A hub token is not a Xet token.
     assert httpx.post(url + path, content=body, headers=xet_hub.headers("alice")).status_code == 401
+
+
+def test_xorb_upload_answer_does_not_reveal_that_another_user_stored_it(
+    xet_hub: XetHub, secret_repo: dict[str, str]
+) -> None:
+    body, info = serialize_xorb([os.urandom(30_000)])
+    path = f"/v1/xorbs/default/{hash_to_string(info.hash)}"
+    owner, owner_url = cas(xet_hub, "alice", "alice/mal")
+    assert owner.post(owner_url + path, content=body).json() == {"was_inserted": True}
+    assert owner.post(owner_url + path, content=body).json() == {"was_inserted": False}
+    other, other_url = cas(xet_hub, "bob", "bob/own")
+    assert other.post(other_url + path, content=body).json() == {"was_inserted": True}

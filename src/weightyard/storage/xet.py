@@ -191,9 +191,10 @@ class XetBlobStore:
         return self.base.tmp_dir / f"xorb-{uuid.uuid4().hex}"
 
     def add_xorb(self, body: Path | bytes, info: XorbInfo, user_id: int | None) -> bool:
-        """Store a validated xorb (moving `body` into place when it is a file); False when already stored.
+        """Store a validated xorb (moving `body` into place when it is a file); False when it was known.
 
         Either way the uploader is granted use of it and its grace period for garbage collection restarts.
+        "Known" means known to this uploader: that someone else stored the same xorb is not revealed.
         """
         name = hash_to_string(info.hash)
         final = self.xorb_path(info.hash)
@@ -202,6 +203,7 @@ class XetBlobStore:
             exists = conn.execute(
                 sa.select(tables.xet_xorbs.c.hash).where(tables.xet_xorbs.c.hash == name)
             ).first()
+            known = exists is not None and (user_id is None or self._granted(conn, name, user_id))
             if exists is None or not final.is_file():
                 final.parent.mkdir(parents=True, exist_ok=True)
                 if isinstance(body, Path):
@@ -241,7 +243,13 @@ class XetBlobStore:
                 )
         if isinstance(body, Path):
             body.unlink(missing_ok=True)
-        return exists is None
+        return not known
+
+    @staticmethod
+    def _granted(conn: sa.Connection, xorb: str, user_id: int) -> bool:
+        grants = tables.xet_xorb_grants
+        query = sa.select(grants.c.user_id).where(grants.c.xorb_hash == xorb, grants.c.user_id == user_id)
+        return conn.execute(query).first() is not None
 
     def touch_xorbs(self, conn: sa.Connection, xorbs: Iterable[bytes]) -> None:
         names = sorted({hash_to_string(x) for x in xorbs})
