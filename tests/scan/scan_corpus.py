@@ -1233,6 +1233,16 @@ def build(root: Path) -> list[Sample]:
             "unsafe",
             f"chat template SSTI ({key})",
         )
+    bad_type = bytearray(gguf({"general.architecture": "llama"}, [("t", [4], 0)]))
+    type_at = bad_type.index(b"\x01\x00\x00\x00" + struct.pack("<Q", 4)) + 12
+    bad_type[type_at : type_at + 4] = struct.pack("<I", 0xFFFF)
+    put(
+        "gguf/tensor_type_out_of_range.gguf",
+        bytes(bad_type),
+        True,
+        "unsafe",
+        "tensor type past the type table",
+    )
     put(
         "gguf/duplicate_template.gguf",
         gguf(

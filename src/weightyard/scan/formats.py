@@ -277,6 +277,8 @@ _GGML_TYPES = {
     23: (256, 136), 24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8), 29: (256, 56), 30: (1, 2),
     34: (256, 54), 35: (256, 66), 39: (32, 17),
 }  # fmt: skip
+# Readers index a per-type table with this id; ids in the gaps are types ggml has since removed.
+_GGML_TYPE_COUNT = 40
 _DEFAULT_ALIGNMENT = 32
 # Counts this large only serve to overflow size arithmetic in C readers (CVE-2024-25664..25668); smaller
 # counts that do not fit are a truncated file.
@@ -394,6 +396,10 @@ def _gguf_tensors(reader: _GGUFReader, n_tensors: int, alignment: int, where: st
         if numel >= 1 << 62:
             raise _GGUFError("gguf.dims-overflow", at, f"tensor {tname!r} element count overflows")
         ttype = int(reader.unpack("<I"))
+        if ttype >= _GGML_TYPE_COUNT:
+            raise _GGUFError(
+                "gguf.bad-tensor-type", at, f"tensor {tname!r} has type {ttype}, past every ggml type"
+            )
         offset = int(reader.unpack("<Q"))
         if offset % alignment:
             raise _GGUFError("gguf.misaligned", at, f"tensor {tname!r} offset is not aligned", Severity.ERROR)
