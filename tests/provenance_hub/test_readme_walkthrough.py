@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tests.support import Server, weightyard_cli
@@ -30,5 +31,12 @@ def test_readme_sign_push_pull_verify_walkthrough(server: Server, tmp_path: Path
     assert pulled.returncode == 0, pulled.stdout + pulled.stderr
     verified = weightyard_cli("verify", str(copy), "--key", str(tmp_path / "alice.pub"))
     assert verified.returncode == 0, verified.stdout + verified.stderr
+    trusted = weightyard_cli("verify", str(copy), "--trust", "alice", env=env)
+    assert trusted.returncode == 0, trusted.stdout + trusted.stderr
+    fingerprint = json.loads(weightyard_cli("key", "list", "alice", "--json", *data).stdout)[0]["fingerprint"]
+    assert weightyard_cli("key", "revoke", "alice", fingerprint, "--reason", "rotated", *data).returncode == 0
+    revoked = weightyard_cli("verify", str(copy), "--trust", "alice", env=env)
+    assert revoked.returncode == 1
+    assert "no active signing key" in revoked.stdout + revoked.stderr
     (copy / "config.json").write_text('{"model_type": "gpt2"}')
     assert weightyard_cli("verify", str(copy), "--key", str(tmp_path / "alice.pub")).returncode == 1

@@ -16,6 +16,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from weightyard.cli.app import app
+from weightyard.cli.hub import EndpointOption, TokenOption, _client_errors, hub_request
 from weightyard.provenance import (
     DEFAULT_SIGNATURE_NAME,
     InvalidKey,
@@ -54,6 +55,18 @@ PasswordOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+def _hub_keys(user: str, endpoint: str | None, token: str | None) -> list[Any]:
+    """The keys `user` registered on the hub and has not revoked: a revoked key is trusted by no one."""
+    try:
+        keys = hub_request(endpoint, token, "GET", f"/api/keys?user={user}").json()
+    except _client_errors() as error:
+        _fail(f"could not read {user}'s keys from the hub: {error}", EXIT_INVALID)
+    active = [load_public_key(item["publicKey"].encode()) for item in keys if item["revokedAt"] is None]
+    if not active:
+        _fail(f"{user} has no active signing key on the hub", EXIT_INVALID)
+    return active
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -214,21 +227,29 @@ def verify(
     name: Annotated[
         str | None, typer.Option("--name", help="Require the signature to be for this model name.")
     ] = None,
+    trust: Annotated[
+        str | None,
+        typer.Option("--trust", help="Trust the keys this user registered on the hub (instead of --key)."),
+    ] = None,
+    endpoint: EndpointOption = None,
+    token: TokenOption = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Check a model folder against its signature and a trusted public key: exit 0 valid, 1 invalid."""
     folder = _model_folder(model)
-    if not key:
-        _fail("give the signer's public key with --key PUB.pem")
+    if bool(key) == bool(trust):
+        _fail("give the signer's public key with --key PUB.pem, or a hub user with --trust NAME")
     signature_path = signature if signature is not None else folder / DEFAULT_SIGNATURE_NAME
     if not signature_path.is_file():
         _fail(f"no signature file at {signature_path}; the model is not signed (or pass --signature)")
     public_keys = []
-    for path in key:
+    for path in key or []:
         try:
             public_keys.append(load_public_key(_read(path, "key")))
         except (InvalidKey, UnsupportedKey) as error:
             _fail(f"{path}: {error.message}")
+    if trust is not None:
+        public_keys = _hub_keys(trust, endpoint, token)
     result = verify_signature(
         _read(signature_path, "signature"),
         folder,
