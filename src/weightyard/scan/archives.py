@@ -8,7 +8,6 @@ import mmap
 import posixpath
 import stat
 import struct
-import tarfile
 import zlib
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -30,6 +29,8 @@ from weightyard.scan.zipread import (
 )
 
 if TYPE_CHECKING:
+    import tarfile
+
     from weightyard.scan.engine import Context
 
 _ZIP_FORMATS = frozenset({"zip", "npz", "pytorch-zip", "keras", "torchserve-mar"})
@@ -232,6 +233,9 @@ def _tar_kind(names: set[str]) -> str:
 
 
 def scan_tar(ctx: Context, data: Data, name: str, where: str) -> tuple[str, list[Finding]]:
+    # tarfile pulls in shutil and more; a command scanning one safetensors file should not load it.
+    import tarfile
+
     fileobj: io.RawIOBase | io.BytesIO = _MmapFile(data) if isinstance(data, mmap.mmap) else io.BytesIO(data)
     findings: list[Finding] = []
     try:
