@@ -52,9 +52,9 @@ def test_gigabyte_inline_commit_from_stock_client_keeps_server_memory_bounded(
 ) -> None:
     big = tmp_path / "big.bin"
     expected = write_random_file(big, GIB)
-    # The stock client with hf_xet installed and no environment variable. With Xet storage on (the default) the
-    # hub answers "lfs" and the gigabyte goes through Xet; with WEIGHTYARD_XET=0 it answers "regular" and the
-    # gigabyte travels base64-inlined in one NDJSON request. Either way the server's memory stays bounded.
+    # The stock client with hf_xet installed and no environment variable. With Xet storage on (the default)
+    # the hub answers "lfs" and the gigabyte goes through Xet; with WEIGHTYARD_XET=0 it answers "regular" and
+    # the gigabyte travels base64-inlined in one NDJSON request. Either way server memory stays bounded.
     code = f"""
 from huggingface_hub import HfApi
 api = HfApi(endpoint={fresh_server.url!r}, token={fresh_server.token!r})

@@ -44,7 +44,8 @@ from weightyard.xet import (
 )
 
 _TERM = struct.Struct("<32sIII")
-_INFO_CACHE_SIZE = 512
+# Parsed chunk tables kept in memory (up to ~1.6 MB each for 8192 chunks): the xorbs of a file of several GB.
+_INFO_CACHE_SIZE = 128
 
 
 def pack_terms(terms: Iterable[FileTerm]) -> bytes:
