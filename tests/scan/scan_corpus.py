@@ -754,6 +754,7 @@ def _torch_files() -> dict[str, bytes]:
     out["state_dict.pt"] = save(model.state_dict())
     out["legacy_state_dict.pth"] = save(model.state_dict(), _use_new_zipfile_serialization=False)
     out["full_module.pt"] = save(model)
+    out["legacy_full_module.pt"] = save(model, _use_new_zipfile_serialization=False)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model(torch.ones(2, 4)).sum().backward()
     opt.step()

@@ -1017,6 +1017,13 @@ def _persid(w: PickleWalker, offset: int) -> bool:
 @_op(b"Q")
 def _binpersid(w: PickleWalker, offset: int) -> bool:
     pid = w._pop()
+    # Legacy torch.save stores module classes as ("module", cls, source file, source) and its loader
+    # returns `cls`; the class itself was judged when it was imported.
+    if isinstance(pid, Seq) and len(pid.items) >= 2 and isinstance(pid.items[1], Ref):
+        tag = pid.items[0]
+        if isinstance(tag, Const) and tag.value == "module":
+            w._push(pid.items[1])
+            return False
     w._push(Obj(Unknown(), pid))
     return False
 
