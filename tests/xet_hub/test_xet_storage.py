@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,17 @@ import sqlalchemy as sa
 from tests.support import run_python, start_server, stop_server
 from tests.xet_hub.conftest import XetHub, cli_json, payload, sha256, upload_line
 
-from weightyard.xet import hash_to_string, serialize_xorb
+from weightyard.xet import (
+    FileTerm,
+    Shard,
+    chunk_file,
+    hash_to_string,
+    serialize_shard,
+    serialize_xorb,
+    verification_hash,
+    xorb_hash,
+)
+from weightyard.xet.shard import ShardFile
 
 MIB = 1024 * 1024
 
@@ -121,6 +132,23 @@ api.delete_repo("admin/drop")
     after = plain_hub.xorb_files()
     assert sum(before.values()) - sum(after.values()) == done["bytes_freed"]
     assert in_flight in after
+    # A client that still remembers a collected xorb (an old cached shard) is refused, not recorded broken.
+    chunks = chunk_file([drop])
+    collected = xorb_hash(chunks.chunk_refs())
+    assert hash_to_string(collected) not in after
+    terms = (FileTerm(collected, len(drop), 0, len(chunks.chunks)),)
+    stale = ShardFile(
+        chunks.file_hash,
+        terms,
+        (verification_hash(c.hash for c in chunks.chunks),),
+        hashlib.sha256(drop).digest(),
+    )
+    refused = httpx.post(
+        f"{cas}/v1/shards",
+        content=serialize_shard(Shard((stale,), ())),
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert refused.status_code == 400 and refused.json()["code"] == "XetUnknownXorb"
     assert httpx.get(f"{plain_hub.url}/admin/keep/resolve/main/keep.bin").content == keep
     printed = plain_hub.run_client(
         "admin",
