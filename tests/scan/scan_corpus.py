@@ -866,8 +866,9 @@ def _sklearn_files() -> dict[str, bytes]:
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
     rng = np.random.default_rng(0)
     x, y = rng.random((30, 3)), np.array([0, 1, 2] * 10)
@@ -876,6 +877,8 @@ def _sklearn_files() -> dict[str, bytes]:
         "forest.joblib": RandomForestClassifier(n_estimators=3, random_state=0).fit(x, y),
         "tfidf.joblib": TfidfVectorizer().fit(["alpha beta gamma", "beta delta", "gamma epsilon"]),
         "pipeline.joblib": make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y),
+        "knn.joblib": KNeighborsClassifier(algorithm="kd_tree").fit(x, y),
+        "log_transform.joblib": FunctionTransformer(np.log1p).fit(x),
     }
     out: dict[str, bytes] = {}
     for name, model in models.items():

@@ -53,7 +53,8 @@ _DANGEROUS_MODULES: frozenset[str] = words(
     torch._C joblib.load joblib.numpy_pickle.load joblib.parallel joblib.Parallel keras tensorflow
     linecache pydoc pipes mailcap cgi cgitb tkinter turtle _posixsubprocess _winapi msvcrt winreg fcntl
     resource select selectors mmap atexit unittest test pkg_resources asyncore asynchat smtpd
-    numpy.lib.format pandas.io pandas.read_pickle pandas.eval pandas.core.computation
+    numpy.lib.format numpy.fromfile numpy.loadtxt numpy.genfromtxt numpy.memmap numpy.save numpy.savez
+    numpy.savetxt numpy.DataSource pandas.io pandas.read_pickle pandas.eval pandas.core.computation
     torch.serialization torch.multiprocessing torch.export huggingface_hub boto3 botocore fsspec
     smart_open paramiko git yaml jinja2 mako IPython sympy numexpr
     """
@@ -147,6 +148,16 @@ _NUMPY_SCALARS: frozenset[str] = words(
     complex128 clongdouble str_ bytes_ void object_ datetime64 timedelta64 intc uintc intp uintp
     """
 )
+# Pure numeric functions that fitted transformers (FunctionTransformer(np.log1p)) keep by name.
+_NUMPY_MATH: frozenset[str] = words(
+    """
+    abs absolute add arccos arccosh arcsin arcsinh arctan arctan2 arctanh cbrt ceil clip cos cosh deg2rad
+    degrees divide exp exp2 expm1 fabs floor floor_divide fmax fmin fmod hypot log log10 log1p log2
+    logaddexp maximum minimum mod multiply negative positive power rad2deg radians reciprocal remainder
+    rint sign sin sinh sqrt square subtract tan tanh true_divide trunc mean median sum prod std var amax
+    amin max min nanmean nanmedian nansum nanstd nanmax nanmin argmax argmin isnan isfinite isinf
+    """
+)
 _CLASS_NAME = re.compile(r"^_?[A-Z][A-Za-z0-9_]*$")
 # Library namespaces whose classes only hold state: instantiating them runs their own constructors or
 # __setstate__, never code from the file. Testing and vendored helpers are left out.
@@ -188,6 +199,10 @@ def classify(module: str, qualname: str) -> tuple[Kind, str]:
         return Kind.SAFE, "torch dtype, layout or storage type"
     if module == "numpy" and qualname in _NUMPY_SCALARS:
         return Kind.SAFE, "numpy scalar type"
+    if module == "numpy" and qualname in _NUMPY_MATH:
+        return Kind.SAFE, "pure numpy math function"
+    if module.startswith("sklearn.") and qualname == "newObj":
+        return Kind.SAFE, "scikit-learn's Cython object constructor (cls.__new__(cls))"
     if module.startswith("__torch__"):
         return Kind.SAFE, "TorchScript class compiled from the archive's own code"
     if "." not in qualname and _CLASS_NAME.match(qualname):
