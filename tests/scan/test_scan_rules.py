@@ -81,6 +81,14 @@ def test_report_to_dict_has_the_documented_stable_shape() -> None:
     json.dumps(data)
 
 
+def test_report_survives_a_round_trip_through_its_dict() -> None:
+    config = json.dumps({"auto_map": {"AutoModel": "modeling_x.XModel"}}).encode()
+    for report in (scan_file(OS_SYSTEM, "x.pkl"), scan_file(config, "config.json")):
+        restored = Report.from_dict(json.loads(json.dumps(report.to_dict())))
+        assert restored == report
+        assert restored.verdict is report.verdict
+
+
 def test_scanning_never_imports_the_modules_a_pickle_names() -> None:
     assert "antigravity" not in sys.modules
     assert "this" not in sys.modules

@@ -120,3 +120,20 @@ class Report:
             "references": [r.to_dict() for r in self.references],
             "imports": [i.to_dict() for i in self.imports],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        """The report `to_dict` produced, as a hub reads it back from storage; the verdict is derived
+        from the findings again, so a stored verdict can never disagree with them."""
+        return cls(
+            name=data["name"],
+            format=data["format"],
+            findings=tuple(
+                Finding(f["rule"], Severity(f["severity"]), f["location"], f["subject"], f["message"])
+                for f in data["findings"]
+            ),
+            references=tuple(Reference(r["kind"], r["target"], r["location"]) for r in data["references"]),
+            imports=tuple(PickleImport(i["module"], i["name"], i["safety"]) for i in data["imports"]),
+            size=data["size"],
+            scanner_version=data["scanner_version"],
+        )
