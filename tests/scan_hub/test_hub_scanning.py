@@ -69,6 +69,9 @@ def test_quarantined_file_is_served_to_repo_admins_only(
     assert "unsafe" in owner.headers["x-hf-warning"]
     security = {f.path: f.security for f in api.list_repo_tree(repo_name, expand=True)}
     assert security["model.pkl"]["status"] == "unsafe"
+    imports = security["model.pkl"]["pickle_import_scan"]
+    assert imports["highestSafetyLevel"] == "dangerous"
+    assert {"module": "os", "name": "system", "safety": "dangerous"} in imports["imports"]
     assert security["config.json"]["status"] == "safe"
     status = api.model_info(repo_name, securityStatus=True).security_repo_status
     assert status["verdict"] == "unsafe"

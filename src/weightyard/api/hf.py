@@ -267,10 +267,17 @@ def get_tree(
 def _security_status(report: Report) -> dict[str, Any]:
     """The Hub's `securityFileStatus` shape (the client requires `status`, `avScan`, `pickleImportScan`),
     with this hub's own verdict, format and findings alongside."""
+    pickle_scan = None
+    if report.imports:
+        levels = ("innocuous", "suspicious", "dangerous")
+        pickle_scan = {
+            "highestSafetyLevel": max((i.safety for i in report.imports), key=levels.index),
+            "imports": [i.to_dict() for i in report.imports],
+        }
     return {
         "status": report.verdict.value,
         "avScan": None,
-        "pickleImportScan": None,
+        "pickleImportScan": pickle_scan,
         "format": report.format,
         "scanner": report.scanner_version,
         "findings": [finding.to_dict() for finding in report.findings],

@@ -6,6 +6,7 @@ from the stored reports, without reading blobs again.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -19,10 +20,7 @@ from weightyard.db import tables, transaction, utcnow
 from weightyard.repos.objects import FileEntry
 from weightyard.scan import (
     SCANNER_VERSION,
-    Finding,
-    Reference,
     Report,
-    Severity,
     Verdict,
     apply_context,
     check_references,
@@ -35,18 +33,9 @@ from weightyard.storage import BlobStore
 POLICIES = ("refuse", "quarantine", "warn")
 
 
-def _report_from_dict(data: Mapping[str, Any], name: str) -> Report:
-    return Report(
-        name=name,
-        format=str(data["format"]),
-        findings=tuple(
-            Finding(f["rule"], Severity(f["severity"]), f["location"], f["subject"], f["message"])
-            for f in data["findings"]
-        ),
-        references=tuple(Reference(r["kind"], r["target"], r["location"]) for r in data["references"]),
-        size=int(data["size"]),
-        scanner_version=str(data["scanner_version"]),
-    )
+def _report_from_dict(data: Mapping[str, Any], path: str) -> Report:
+    """A stored report, named after the path it is shown for (one report serves every path of the blob)."""
+    return dataclasses.replace(Report.from_dict(dict(data)), name=path)
 
 
 _SPOOL_CHUNK = 4 * 1024 * 1024
