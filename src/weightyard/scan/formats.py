@@ -76,7 +76,9 @@ def scan_safetensors(ctx: Context, data: Data, name: str, where: str) -> list[Fi
         # A header that starts like real JSON (`{"`) with an impossible length is an attack on readers; any
         # other data with a `{` at offset 8 (one binary file in 256) is just not a safetensors file.
         if data[9:10] != b'"':
-            return [bad("safetensors.bad-header", str(header_len), "not a safetensors header", Severity.ERROR)]
+            return [
+                bad("safetensors.bad-header", str(header_len), "not a safetensors header", Severity.ERROR)
+            ]
         return [
             bad(
                 "safetensors.header-length",
