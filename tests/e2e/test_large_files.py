@@ -47,14 +47,22 @@ def fresh_server(tmp_path: Path) -> Iterator[Server]:
     stop_server(instance)
 
 
-def test_gigabyte_inline_commit_from_stock_client_keeps_server_memory_bounded(
-    fresh_server: Server, tmp_path: Path
+@pytest.fixture(params=["xet", "inline"])
+def stock_upload_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    """A fresh server with Xet on (the default: the stock client uploads through Xet) or off (the hub answers
+    "regular" and the stock client inlines the bytes base64-encoded in one NDJSON commit request)."""
+    env = {} if request.param == "xet" else {"WEIGHTYARD_XET": "false"}
+    instance = start_server(tmp_path / "data", env=env)
+    yield instance
+    stop_server(instance)
+
+
+def test_gigabyte_from_the_stock_client_keeps_server_memory_bounded(
+    stock_upload_server: Server, tmp_path: Path
 ) -> None:
+    fresh_server = stock_upload_server
     big = tmp_path / "big.bin"
     expected = write_random_file(big, GIB)
-    # The stock client with hf_xet installed and no environment variable. With Xet storage on (the default)
-    # the hub answers "lfs" and the gigabyte goes through Xet; with WEIGHTYARD_XET=0 it answers "regular" and
-    # the gigabyte travels base64-inlined in one NDJSON request. Either way server memory stays bounded.
     code = f"""
 from huggingface_hub import HfApi
 api = HfApi(endpoint={fresh_server.url!r}, token={fresh_server.token!r})
