@@ -242,7 +242,12 @@ class ProvenanceService:
                 )
                 .order_by(tables.commit_signatures.c.id)
             ).all()
-        keys = {key.fingerprint: key for key in self._keys.list_keys()}
+        # Keys are looked up only for commits that carry publisher signatures (model_info asks every time).
+        keys = (
+            {key.fingerprint: key for key in self._keys.list_keys()}
+            if any(r.kind != "hub" for r in rows)
+            else {}
+        )
         hub: dict[str, Any] | None = None
         publishers = []
         for row in rows:
