@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
+# The bootstrap administrator every hub starts with (its token is kept in DATA/admin-token).
+ADMIN_USER = "admin"
 
 
 class Settings(BaseSettings):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from weightyard.auth import ADMIN_USER, LOCAL_ADMIN, AccountService, AuditLog, RateLimiter
-from weightyard.config import Settings
+from weightyard.auth import LOCAL_ADMIN, AccountService, AuditLog, RateLimiter
+from weightyard.config import ADMIN_USER, Settings
 from weightyard.db import create_engine, migrate, tables, transaction
 from weightyard.repos import AccessRequests, LfsService, RepoService
 from weightyard.repos.provenance import KeyRegistry, ProvenanceService, hub_signing_key

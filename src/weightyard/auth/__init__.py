@@ -1,6 +1,6 @@
 """Accounts, tokens, the audit log and the one permission check: `can(principal, action, repo)`."""
 
-from weightyard.auth.accounts import ADMIN_USER, TOKEN_PREFIX, AccountService, TokenInfo, User, hash_secret
+from weightyard.auth.accounts import TOKEN_PREFIX, AccountService, TokenInfo, User, hash_secret
 from weightyard.auth.audit import AuditEntry, AuditLog
 from weightyard.auth.limits import RateLimiter
 from weightyard.auth.permissions import (
@@ -16,7 +16,6 @@ from weightyard.auth.permissions import (
 from weightyard.auth.principal import LOCAL_ADMIN, ROLES, SCOPES, Principal
 
 __all__ = [
-    "ADMIN_USER",
     "LOCAL_ADMIN",
     "ROLES",
     "SCOPES",

@@ -14,13 +14,13 @@ import sqlalchemy as sa
 from weightyard.auth import audit
 from weightyard.auth.permissions import can_manage_org, require_site_admin
 from weightyard.auth.principal import ROLES, SCOPES, Principal
+from weightyard.config import ADMIN_USER
 from weightyard.db import tables, transaction, utcnow
 from weightyard.errors import BadRequest, Forbidden, InvalidCredentials, NotFound, RefExists
 from weightyard.validation import check_repo_id, check_repo_segment
 
 # A recognisable prefix lets secret scanners find leaked tokens.
 TOKEN_PREFIX = "wy_"  # noqa: S105 - a prefix, not a secret
-ADMIN_USER = "admin"
 _INVALID = "Invalid credentials in Authorization header"
 
 

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from weightyard.auth import ADMIN_USER, LOCAL_ADMIN, ROLES
 from weightyard.cli.app import app
 from weightyard.cli.hub import (
     EndpointOption,
@@ -22,7 +21,7 @@ from weightyard.cli.hub import (
     hub_request,
 )
 from weightyard.cli.progress import console
-from weightyard.config import Settings
+from weightyard.config import ADMIN_USER, Settings
 from weightyard.errors import WeightyardError
 
 DataOption = Annotated[
@@ -41,6 +40,13 @@ app.add_typer(org_app, name="org")
 app.add_typer(token_app, name="token")
 app.add_typer(access_app, name="access")
 app.add_typer(key_app, name="key")
+
+
+def _local_admin() -> Any:
+    # Imported on use: the accounts layer pulls in the database, which no other command needs at start-up.
+    from weightyard.auth import LOCAL_ADMIN
+
+    return LOCAL_ADMIN
 
 
 def _hub(data: Path | None) -> Any:
@@ -69,7 +75,7 @@ def user_create(
 ) -> None:
     """Create a user."""
     try:
-        _hub(data).accounts.create_user(LOCAL_ADMIN, name, admin)
+        _hub(data).accounts.create_user(_local_admin(), name, admin)
     except WeightyardError as exc:
         raise fail(exc.message, 2) from None
     console.print(f"Created user {name}{' (admin)' if admin else ''}")
@@ -79,7 +85,7 @@ def user_create(
 def user_delete(name: Annotated[str, typer.Argument(help="User name.")], data: DataOption = None) -> None:
     """Delete a user; their tokens stop working at once."""
     try:
-        _hub(data).accounts.delete_user(LOCAL_ADMIN, name)
+        _hub(data).accounts.delete_user(_local_admin(), name)
     except WeightyardError as exc:
         raise fail(exc.message, 2) from None
     console.print(f"Deleted user {name}")
@@ -98,7 +104,7 @@ def org_create(
 ) -> None:
     """Create an organisation (add its members with `org add-member`)."""
     try:
-        _hub(data).accounts.create_org(LOCAL_ADMIN, name)
+        _hub(data).accounts.create_org(_local_admin(), name)
     except WeightyardError as exc:
         raise fail(exc.message, 2) from None
     console.print(f"Created organisation {name}")
@@ -112,10 +118,12 @@ def org_add_member(
     data: DataOption = None,
 ) -> None:
     """Add a member to an organisation, or change their role."""
+    from weightyard.auth import ROLES
+
     if role not in ROLES:
         raise fail(f"--role must be one of {', '.join(ROLES)}", 2)
     try:
-        _hub(data).accounts.set_member(LOCAL_ADMIN, org, user, role)
+        _hub(data).accounts.set_member(_local_admin(), org, user, role)
     except WeightyardError as exc:
         raise fail(exc.message, 2) from None
     console.print(f"{user} is now {role} in {org}")
@@ -129,7 +137,7 @@ def org_remove_member(
 ) -> None:
     """Remove a member from an organisation."""
     try:
-        _hub(data).accounts.remove_member(LOCAL_ADMIN, org, user)
+        _hub(data).accounts.remove_member(_local_admin(), org, user)
     except WeightyardError as exc:
         raise fail(exc.message, 2) from None
     console.print(f"{user} left {org}")
@@ -149,7 +157,7 @@ def token_create(
 ) -> None:
     """Create a token and print its secret (shown once; only a hash is stored)."""
     try:
-        secret = _hub(data).accounts.create_token(LOCAL_ADMIN, user, name, scope, repo, expires_in)
+        secret = _hub(data).accounts.create_token(_local_admin(), user, name, scope, repo, expires_in)
     except WeightyardError as exc:
         raise fail(exc.message, 2) from None
     print(secret)
@@ -163,7 +171,7 @@ def token_revoke(
 ) -> None:
     """Revoke a token; it stops working at once."""
     try:
-        _hub(data).accounts.revoke_token(LOCAL_ADMIN, user, name)
+        _hub(data).accounts.revoke_token(_local_admin(), user, name)
     except WeightyardError as exc:
         raise fail(exc.message, 2) from None
     console.print(f"Revoked token {name} of {user}")
@@ -285,7 +293,7 @@ def key_add(
     if not public_key.is_file():
         raise fail(f"{public_key} is not a file", 2)
     try:
-        key = _hub(data).keys.add(LOCAL_ADMIN, user, public_key.read_bytes())
+        key = _hub(data).keys.add(_local_admin(), user, public_key.read_bytes())
     except WeightyardError as exc:
         raise fail(exc.message, 2) from None
     console.print(f"Registered {key.curve} key {key.fingerprint} for {user}")
@@ -300,7 +308,7 @@ def key_revoke(
 ) -> None:
     """Revoke a key: signatures arriving from now on are invalid; earlier ones are "revoked later"."""
     try:
-        _hub(data).keys.revoke(LOCAL_ADMIN, user, fingerprint, reason)
+        _hub(data).keys.revoke(_local_admin(), user, fingerprint, reason)
     except WeightyardError as exc:
         raise fail(exc.message, 2) from None
     console.print(f"Revoked key {fingerprint} of {user}")
