@@ -1,6 +1,6 @@
 """Accounts, tokens, the audit log and the one permission check: `can(principal, action, repo)`."""
 
-from weightyard.auth.accounts import TOKEN_PREFIX, AccountService, TokenInfo, User, hash_secret
+from weightyard.auth.accounts import TOKEN_PREFIX, AccountService, TokenInfo, User, hash_secret, user_id_of
 from weightyard.auth.audit import AuditEntry, AuditLog
 from weightyard.auth.limits import RateLimiter
 from weightyard.auth.permissions import (
@@ -36,4 +36,5 @@ __all__ = [
     "require",
     "require_create_in",
     "require_site_admin",
+    "user_id_of",
 ]

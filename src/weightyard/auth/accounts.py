@@ -32,6 +32,14 @@ def new_secret() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(30)
 
 
+def user_id_of(conn: sa.Connection, name: str) -> int:
+    """The id of the user called `name`; `NotFound` when there is none."""
+    user_id = conn.execute(sa.select(tables.users.c.id).where(tables.users.c.name == name)).scalar()
+    if user_id is None:
+        raise NotFound(f"no user named {name!r}")
+    return int(user_id)
+
+
 @dataclass(frozen=True)
 class TokenInfo:
     user: str
@@ -77,12 +85,6 @@ class AccountService:
         org = conn.execute(sa.select(tables.orgs.c.id).where(sa.func.lower(tables.orgs.c.name) == lowered))
         return user.first() is not None or org.first() is not None
 
-    def _user_id(self, conn: sa.Connection, name: str) -> int:
-        user_id = conn.execute(sa.select(tables.users.c.id).where(tables.users.c.name == name)).scalar()
-        if user_id is None:
-            raise NotFound(f"no user named {name!r}")
-        return int(user_id)
-
     def _org_id(self, conn: sa.Connection, name: str) -> int:
         org_id = conn.execute(sa.select(tables.orgs.c.id).where(tables.orgs.c.name == name)).scalar()
         if org_id is None:
@@ -114,7 +116,7 @@ class AccountService:
         """Delete a user; their tokens, memberships and access grants go with them."""
         require_site_admin(actor)
         with transaction(self._engine) as conn:
-            user_id = self._user_id(conn, name)
+            user_id = user_id_of(conn, name)
             for table in (tables.tokens, tables.memberships, tables.access_requests, tables.blob_grants):
                 conn.execute(sa.delete(table).where(table.c.user_id == user_id))
             conn.execute(sa.delete(tables.users).where(tables.users.c.id == user_id))
@@ -159,7 +161,7 @@ class AccountService:
         if not can_manage_org(actor, org):
             raise Forbidden(f"only an admin of {org!r} or a site administrator may manage its members")
         with transaction(self._engine) as conn:
-            org_id, user_id = self._org_id(conn, org), self._user_id(conn, user)
+            org_id, user_id = self._org_id(conn, org), user_id_of(conn, user)
             conn.execute(
                 sa.delete(tables.memberships).where(
                     tables.memberships.c.org_id == org_id, tables.memberships.c.user_id == user_id
@@ -176,7 +178,7 @@ class AccountService:
         if not can_manage_org(actor, org):
             raise Forbidden(f"only an admin of {org!r} or a site administrator may manage its members")
         with transaction(self._engine) as conn:
-            org_id, user_id = self._org_id(conn, org), self._user_id(conn, user)
+            org_id, user_id = self._org_id(conn, org), user_id_of(conn, user)
             removed = conn.execute(
                 sa.delete(tables.memberships).where(
                     tables.memberships.c.org_id == org_id, tables.memberships.c.user_id == user_id
@@ -228,7 +230,7 @@ class AccountService:
         secret = new_secret()
         expires = utcnow() + datetime.timedelta(days=expires_in_days) if expires_in_days else None
         with transaction(self._engine) as conn:
-            user_id = self._user_id(conn, user)
+            user_id = user_id_of(conn, user)
             exists = conn.execute(
                 sa.select(tables.tokens.c.id).where(
                     tables.tokens.c.user_id == user_id, tables.tokens.c.name == name
@@ -265,7 +267,7 @@ class AccountService:
                 "only the user themself (with an unrestricted write token) or an admin may do this"
             )
         with transaction(self._engine) as conn:
-            user_id = self._user_id(conn, user)
+            user_id = user_id_of(conn, user)
             revoked = conn.execute(
                 sa.update(tables.tokens)
                 .where(
@@ -281,7 +283,7 @@ class AccountService:
 
     def list_tokens(self, user: str) -> list[TokenInfo]:
         with self._engine.connect() as conn:
-            user_id = self._user_id(conn, user)
+            user_id = user_id_of(conn, user)
             rows = conn.execute(
                 sa.select(tables.tokens)
                 .where(tables.tokens.c.user_id == user_id)

@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from weightyard.auth import Action, Principal, audit, require
+from weightyard.auth import Action, Principal, audit, require, user_id_of
 from weightyard.db import tables, transaction, utcnow
 from weightyard.errors import BadRequest, NotFound, RefExists, Unauthorized
 from weightyard.repos.service import Repo
@@ -103,7 +103,7 @@ class AccessRequests:
         with transaction(self._engine) as conn:
             where = [tables.access_requests.c.repo_id == repo.id]
             if user is not None:
-                where.append(tables.access_requests.c.user_id == self._user_id(conn, user))
+                where.append(tables.access_requests.c.user_id == user_id_of(conn, user))
             elif request_id is not None:
                 where.append(tables.access_requests.c.id == request_id)
             else:
@@ -124,7 +124,7 @@ class AccessRequests:
         require(principal, Action.ADMIN, repo.ref)
         now = utcnow()
         with transaction(self._engine) as conn:
-            user_id = self._user_id(conn, user)
+            user_id = user_id_of(conn, user)
             existing = conn.execute(
                 sa.select(tables.access_requests.c.status).where(
                     tables.access_requests.c.repo_id == repo.id, tables.access_requests.c.user_id == user_id
@@ -143,9 +143,3 @@ class AccessRequests:
                 )
             )
             audit.record(conn, principal, "access.grant", repo.repo_id, user=user)
-
-    def _user_id(self, conn: sa.Connection, name: str) -> int:
-        user_id = conn.execute(sa.select(tables.users.c.id).where(tables.users.c.name == name)).scalar()
-        if user_id is None:
-            raise NotFound(f"no user named {name!r}")
-        return int(user_id)

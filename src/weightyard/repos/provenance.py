@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from weightyard.auth import Principal, audit
+from weightyard.auth import Principal, audit, user_id_of
 from weightyard.db import tables, transaction, utcnow
 from weightyard.errors import BadRequest, Forbidden, NotFound, RefExists
 from weightyard.provenance import (
@@ -83,9 +83,7 @@ class KeyRegistry:
         fingerprint = public_key_fingerprint(key)
         canonical = public_key_pem(key).decode()
         with transaction(self._engine) as conn:
-            user_id = conn.execute(sa.select(tables.users.c.id).where(tables.users.c.name == user)).scalar()
-            if user_id is None:
-                raise NotFound(f"no user named {user!r}")
+            user_id = user_id_of(conn, user)
             taken = conn.execute(
                 sa.select(tables.signing_keys.c.id).where(tables.signing_keys.c.fingerprint == fingerprint)
             ).first()
