@@ -1,4 +1,8 @@
-"""Shared fixtures of the Xet library tests: the captured protocol examples and the client's own hasher."""
+"""Fixtures of the Xet library tests: protocol examples captured from the stock client, and its own hasher.
+
+`data/` holds what we recorded once from huggingface_hub 2.4 + hf_xet 1.8 against a loopback CAS stub (the
+full-file v2 and four ranged v1 reconstruction answers) and the published gearhash table; the tests never
+read anything outside the repository."""
 
 from __future__ import annotations
 
@@ -12,18 +16,17 @@ import pytest
 
 from weightyard.xet.hashes import string_to_hash
 
-SHARED_XET = Path(__file__).resolve().parents[2].parent / "shared" / "xet"
+XET_DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session")
-def shared_xet() -> Path:
-    assert SHARED_XET.is_dir(), f"the captured Xet examples belong beside the repository, at {SHARED_XET}"
-    return SHARED_XET
+def xet_data() -> Path:
+    return XET_DATA
 
 
 @pytest.fixture(scope="session")
-def examples(shared_xet: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((shared_xet / "examples.json").read_text())
+def examples(xet_data: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((xet_data / "captured-reconstructions.json").read_text())
     return data
 
 

@@ -69,8 +69,8 @@ def data_with_first_match_at(index: int, seed: int) -> bytes:
             return bytes(data)
 
 
-def test_gear_table_is_the_published_one(shared_xet: Path) -> None:
-    lines = (shared_xet / "gear-table.txt").read_text().splitlines()
+def test_gear_table_is_the_published_one(xet_data: Path) -> None:
+    lines = (xet_data / "gear-table.txt").read_text().splitlines()
     published = [int(line, 16) for line in lines if line.startswith("0x")]
     assert list(GEAR_TABLE_VALUES) == published
     packed = struct.pack("<256Q", *GEAR_TABLE_VALUES)
