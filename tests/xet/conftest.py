@@ -1,8 +1,8 @@
 """Fixtures of the Xet library tests: protocol examples captured from the stock client, and its own hasher.
 
-`data/` holds what we recorded once from huggingface_hub 2.4 + hf_xet 1.8 against a loopback CAS stub (the
-full-file v2 and four ranged v1 reconstruction answers) and the published gearhash table; the tests never
-read anything outside the repository."""
+`data/` holds what we recorded once from huggingface_hub 2.4 + hf_xet 1.8 against a loopback CAS stub
+(requests, token, shard and reconstruction answers) and the published gearhash table; the tests never read
+anything outside the repository."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def xet_data() -> Path:
 
 @pytest.fixture(scope="session")
 def examples(xet_data: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((xet_data / "captured-reconstructions.json").read_text())
+    data: dict[str, Any] = json.loads((xet_data / "captured-examples.json").read_text())
     return data
 
 
