@@ -10,6 +10,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from weightyard.auth import LOCAL_ADMIN, AccountService, AuditLog, RateLimiter
+from weightyard.cards import CardService
 from weightyard.config import ADMIN_USER, Settings
 from weightyard.db import create_engine, migrate, tables, transaction
 from weightyard.repos import AccessRequests, LfsService, RepoService
@@ -32,6 +33,7 @@ class Hub:
     keys: KeyRegistry
     provenance: ProvenanceService
     limiter: RateLimiter | None
+    cards: CardService
     xet: XetService | None = None
 
     @classmethod
@@ -63,6 +65,8 @@ class Hub:
         keys = KeyRegistry(engine)
         provenance = ProvenanceService(engine, repos, keys, hub_signing_key(engine))
         repos.after_commit.append(provenance.after_commit)
+        cards = CardService(engine, store)
+        repos.before_commit.append(cards.before_commit)
         limiter = RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
         return cls(
             settings=settings,
@@ -75,6 +79,7 @@ class Hub:
             audit=AuditLog(engine),
             lfs=lfs,
             limiter=limiter,
+            cards=cards,
             xet=XetService(repos, store, secret, engine) if isinstance(store, XetBlobStore) else None,
         )
 

@@ -9,7 +9,8 @@ import re
 import pytest
 
 from weightyard.api import web
-from weightyard.api.web import SESSION_COOKIE, render_markdown
+from weightyard.api.web import SESSION_COOKIE
+from weightyard.cards import render_markdown
 
 from .conftest import LocalHub, card
 

@@ -18,14 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, urlencode
 
 import jinja2
-import nh3
-import yaml
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
-from markdown_it import MarkdownIt
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
@@ -40,6 +37,7 @@ from weightyard.api.common import (
     split_revision,
 )
 from weightyard.auth import Action, Principal, can
+from weightyard.cards import CARD_PATH, StoredCard, card_facts
 from weightyard.errors import (
     BadRequest,
     EntryNotFound,
@@ -68,12 +66,9 @@ RECENT_COMMITS = 5
 # Listing filters on card metadata, which lives in each repo's README; past this many repos a search index
 # (the later cards/ service) is the way, not more reading.
 MAX_LISTED = 10_000
-LISTING_CACHE = 4096
 SEARCH_LIMIT = 200
 
 # Bounds on what a page reads from an uploaded file: these bytes come from anyone who can push.
-CARD_LIMIT = 1024 * 1024
-FRONT_MATTER_LIMIT = 64 * 1024
 TEXT_LIMIT = 512 * 1024
 SAFETENSORS_HEADER_LIMIT = 16 * 1024 * 1024
 TENSOR_ROWS = 2000
@@ -89,15 +84,6 @@ FORM_LIMIT = 16 * 1024
 
 SORTS = {"recent": ("lastModified", True), "downloads": ("downloads", True), "name": ("id", False)}
 CARD_FILTERS = ("tag", "license", "task")
-
-# Tags and attributes a rendered card may keep. Markdown never needs more; everything else (raw HTML is
-# already off in the parser) is dropped by the sanitiser as a second, independent line of defence.
-CARD_TAGS = {
-    "a", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "img", "li",
-    "ol", "p", "pre", "s", "strong", "table", "tbody", "td", "th", "thead", "tr", "ul",
-}  # fmt: skip
-CARD_ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "title"}}
-CARD_URL_SCHEMES = {"http", "https", "mailto"}
 
 SECURITY_HEADERS = {
     # No inline script or style and nothing from elsewhere: the pages work offline and a card that slipped
@@ -149,7 +135,6 @@ _templates = jinja2.Environment(
 )
 _STATIC_FILES = {path.name: path for path in (WEB_DIR / "static").iterdir() if path.is_file()}
 _STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
-_markdown = MarkdownIt("js-default", {"html": False, "linkify": False})
 
 
 _templates.filters["size"] = human_size
@@ -192,121 +177,13 @@ def _local_target(value: str | None) -> str:
 # ---------------------------------------------------------------------------------------------- model cards
 
 
-@dataclass(frozen=True)
-class Card:
-    facts: dict[str, Any]
-    html: Markup
-    metadata_error: str | None
-
-
-def _split_front_matter(text: str) -> tuple[str | None, str]:
-    """The YAML block between the leading `---` lines, and the Markdown after it."""
-    lines = text.splitlines(keepends=True)
-    if not lines or lines[0].strip() != "---":
-        return None, text
-    for index, line in enumerate(lines[1:], start=1):
-        if line.strip() == "---":
-            return "".join(lines[1:index]), "".join(lines[index + 1 :])
-    return None, text
-
-
-def _strings(value: object) -> list[str]:
-    """A metadata value as a short list of short strings; anything else a card might hold is ignored."""
-    items = value if isinstance(value, list) else [value]
-    return [str(item)[:FACT_CHARS] for item in items[:FACT_ITEMS] if isinstance(item, str | int | float)]
-
-
-def _facts(metadata: dict[str, Any]) -> dict[str, Any]:
-    task = _strings(metadata.get("pipeline_tag"))
-    library = _strings(metadata.get("library_name"))
-    return {
-        "license": _strings(metadata.get("license")),
-        "base_model": _strings(metadata.get("base_model")),
-        "task": task[0] if task else None,
-        "library": library[0] if library else None,
-        "tags": _strings(metadata.get("tags")),
-        "datasets": _strings(metadata.get("datasets")),
-        "languages": _strings(metadata.get("language")),
-    }
-
-
-def _parse_metadata(block: str | None) -> tuple[dict[str, Any], str | None]:
-    if block is None:
-        return {}, None
-    if len(block) > FRONT_MATTER_LIMIT:
-        return {}, f"the metadata block is over {FRONT_MATTER_LIMIT // 1024} kB and was not read"
+def _stored_card(request: Request, commit: Commit) -> StoredCard | None:
+    """The card of a commit as stored when its README was committed; pages never parse or render one."""
     try:
-        # safe_load builds plain data only: no tags that construct objects or run code.
-        metadata = yaml.safe_load(block)
-    except yaml.YAMLError as exc:
-        return {}, f"the metadata block is not valid YAML: {str(exc).splitlines()[0]}"
-    if metadata is None:
-        return {}, None
-    if not isinstance(metadata, dict):
-        return {}, "the metadata block is not a YAML mapping"
-    return metadata, None
-
-
-@functools.lru_cache(maxsize=256)
-def _card_facts(raw: bytes) -> tuple[dict[str, Any], str | None]:
-    block, _ = _split_front_matter(raw.decode("utf-8", "replace"))
-    metadata, error = _parse_metadata(block)
-    return _facts(metadata), error
-
-
-def _card_link_filter(repo_path: str, revision: str) -> Callable[[str, str, str], str | None]:
-    """Relative links in a card point at files of the repo, as on the Hub; remote images are dropped
-    because the pages load nothing from elsewhere."""
-
-    def rewrite(tag: str, attribute: str, value: str) -> str | None:
-        if attribute not in ("href", "src"):
-            return value
-        parts = urlsplit(value)
-        if parts.scheme or parts.netloc:
-            return None if tag == "img" else value
-        if value.startswith(("/", "#")) or not parts.path:
-            return value
-        path = posixpath.normpath(parts.path)
-        if path.startswith(".."):
-            return None
-        verb = "resolve" if tag == "img" else "blob"
-        return f"{repo_path}/{verb}/{quote(revision, safe='')}/{_quote_path(path)}"
-
-    return rewrite
-
-
-def render_markdown(text: str, repo_path: str, revision: str) -> Markup:
-    """Untrusted Markdown as HTML that is safe to embed: raw HTML is off in the parser and the result is
-    sanitised with an allow-list (no script, no event handlers, no `javascript:` URLs).
-
-    Example:
-        >>> render_markdown("[x](javascript:alert(1))<script>1</script>", "/a/b", "main")
-        Markup('<p>[x](javascript:alert(1))&lt;script&gt;1&lt;/script&gt;</p>\\n')
-    """
-    cleaner = nh3.Cleaner(
-        tags=CARD_TAGS,
-        attributes=CARD_ATTRIBUTES,
-        url_schemes=CARD_URL_SCHEMES,
-        attribute_filter=_card_link_filter(repo_path, revision),
-        link_rel="noopener noreferrer nofollow",
-    )
-    # The only place a string becomes markup: it has just been through the sanitiser.
-    return Markup(cleaner.clean(_markdown.render(text)))  # noqa: S704
-
-
-@functools.lru_cache(maxsize=64)
-def _card(raw: bytes, repo_path: str, revision: str) -> Card:
-    facts, error = _card_facts(raw)
-    _, body = _split_front_matter(raw.decode("utf-8", "replace"))
-    return Card(facts=facts, html=render_markdown(body, repo_path, revision), metadata_error=error)
-
-
-def _readme(repos: RepoService, commit: Commit) -> bytes | None:
-    try:
-        entry = repos.file(commit, "README.md")
+        entry = hub_of(request).repos.file(commit, CARD_PATH)
     except EntryNotFound:
         return None
-    return b"".join(repos.read(entry, 0, min(entry.size, CARD_LIMIT), READ_CHUNK))
+    return hub_of(request).cards.get(entry.sha256)
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -541,19 +418,11 @@ def _may_download(repos: RepoService, viewer: Principal | None, repo: Repo) -> b
     return True
 
 
-@functools.lru_cache(maxsize=LISTING_CACHE)
-def _facts_at(repos: RepoService, commit: Commit) -> dict[str, Any]:
-    """The card facts of a commit. A commit never changes, so the listing reads and parses each README once
-    per head rather than once per request."""
-    raw = _readme(repos, commit)
-    return _card_facts(raw)[0] if raw is not None else _facts({})
-
-
-def _summary(repos: RepoService, viewer: Principal | None, repo: Repo) -> dict[str, Any]:
-    facts = (
-        _facts_at(repos, repos.resolve(repo, "main")) if _may_download(repos, viewer, repo) else _facts({})
-    )
-    return {**_repo_json(repo), "license": facts["license"], "task": facts["task"], "tags": facts["tags"]}
+def _summary(request: Request, viewer: Principal | None, repo: Repo) -> dict[str, Any]:
+    repos = hub_of(request).repos
+    card = _stored_card(request, repos.resolve(repo, "main")) if _may_download(repos, viewer, repo) else None
+    facts = card.facts if card is not None else card_facts({})
+    return {**_repo_json(repo), "license": facts.license, "task": facts.task, "tags": facts.tags}
 
 
 def _matches(summary: dict[str, Any], terms: list[str], filters: dict[str, str]) -> bool:
@@ -608,14 +477,14 @@ def models_page(request: Request, viewer: Principal | None, segments: list[str])
     terms = search.lower().split()
     if terms or any(filters.values()):
         matches = [
-            s for s in (_summary(repos, viewer, repo) for repo in found) if _matches(s, terms, filters)
+            s for s in (_summary(request, viewer, repo) for repo in found) if _matches(s, terms, filters)
         ]
         total, models = len(matches), matches[start : start + MODELS_PAGE]
     else:
         # Without a card filter only the shown page needs its README read.
         total, models = (
             len(found),
-            [_summary(repos, viewer, repo) for repo in found[start : start + MODELS_PAGE]],
+            [_summary(request, viewer, repo) for repo in found[start : start + MODELS_PAGE]],
         )
     data = {
         "search": search,
@@ -680,14 +549,23 @@ def _access_json(request: Request, repo: Repo, granted: bool) -> dict[str, Any]:
     }
 
 
+def _card_json(card: StoredCard, repo: Repo) -> dict[str, Any]:
+    return {
+        "facts": card.facts.to_dict(),
+        # Sanitised when the README was committed (cards.render_markdown), so it is markup as stored.
+        "html": Markup(card.html_in(_repo_url(repo))),  # noqa: S704
+        "metadataError": card.metadata_error,
+        "plainText": card.note,
+    }
+
+
 def model_page(request: Request, viewer: Principal | None, segments: list[str]) -> Page:
     repos = hub_of(request).repos
     repo = _load(request, viewer, segments[0], segments[1])
     revision = "main"
     commit = repos.resolve(repo, revision)
     granted = _may_download(repos, viewer, repo)
-    raw = _readme(repos, commit) if granted else None
-    card = _card(raw, _repo_url(repo), revision) if raw is not None else None
+    card = _stored_card(request, commit) if granted else None
     history = repos.history(repo, revision)
     data = {
         "repo": _repo_json(repo),
@@ -695,10 +573,8 @@ def model_page(request: Request, viewer: Principal | None, segments: list[str]) 
         "commit": _commit_json(repo, commit),
         "access": _access_json(request, repo, granted),
         "checks": _commit_checks(request, repo, commit),
-        "card": {"facts": card.facts, "html": card.html, "metadataError": card.metadata_error}
-        if card
-        else None,
-        "baseModels": _base_models(repos, viewer, card.facts["base_model"]) if card else [],
+        "card": _card_json(card, repo) if card else None,
+        "baseModels": _base_models(repos, viewer, card.facts.base_model) if card else [],
         **_listing(request, repo, revision, commit, "", granted),
         "size": sum(entry.size for entry in repos.files(commit).values()),
         "refs": _refs_json(repos, repo, "tree"),

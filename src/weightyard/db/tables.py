@@ -263,3 +263,19 @@ commit_signatures = sa.Table(
     sa.Column("bundle", sa.Text, nullable=True),
     sa.Column("created_at", sa.DateTime, nullable=False),
 )
+
+# Model cards (migration 0006_cards): each README content parsed and rendered once, when a commit adds it.
+# `metadata` is the front matter as JSON (NULL when absent or unreadable, `metadata_error` says why); `html`
+# is the sanitised rendering, or escaped text when `plain` (the card was over the rendering budget).
+cards = sa.Table(
+    "cards",
+    metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("renderer", sa.Integer, nullable=False),
+    sa.Column("metadata", sa.Text, nullable=True),
+    sa.Column("metadata_error", sa.Text, nullable=True),
+    sa.Column("html", sa.Text, nullable=False),
+    sa.Column("plain", sa.Boolean, nullable=False),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)

@@ -208,6 +208,9 @@ class RepoService:
         self._settings = settings
         self._trees = _TreeCache(_TREE_CACHE_SIZE)
         self.scans = ScanService(engine, store)
+        # Called with the files a commit adds before it lands: what is derived from content (a rendered card)
+        # is stored before any reader can see the commit. An error raised here refuses the commit.
+        self.before_commit: list[Callable[[Sequence[AddFile]], None]] = []
         # Called with (repo, commit) once a commit has landed, outside its transaction (e.g. attestation).
         self.after_commit: list[Callable[[Repo, Commit], None]] = []
 
@@ -683,6 +686,9 @@ class RepoService:
             else:
                 check_path(operation.path)
         self._scan_gate(repo, revision, operations)
+        added = [operation for operation in operations if isinstance(operation, AddFile)]
+        for prepare in self.before_commit:
+            prepare(added)
         for _ in range(_COMMIT_ATTEMPTS):
             try:
                 result = self._try_commit(

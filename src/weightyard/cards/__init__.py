@@ -1,0 +1,32 @@
+"""Model cards: README metadata read as bounded plain data, and Markdown rendered once per content."""
+
+from weightyard.cards.metadata import (
+    FRONT_MATTER_LIMIT,
+    MAX_DEPTH,
+    CardFacts,
+    card_facts,
+    load_metadata,
+    split_front_matter,
+    strings,
+)
+from weightyard.cards.render import BRACKET_LIMIT, RENDER_LIMIT, render_card, render_markdown
+from weightyard.cards.service import CARD_LIMIT, CARD_PATH, CardService, StoredCard, build_card
+
+__all__ = [
+    "BRACKET_LIMIT",
+    "CARD_LIMIT",
+    "CARD_PATH",
+    "FRONT_MATTER_LIMIT",
+    "MAX_DEPTH",
+    "RENDER_LIMIT",
+    "CardFacts",
+    "CardService",
+    "StoredCard",
+    "build_card",
+    "card_facts",
+    "load_metadata",
+    "render_card",
+    "render_markdown",
+    "split_front_matter",
+    "strings",
+]
