@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -110,14 +111,17 @@ def run_python(code: str, env: dict[str, str], timeout: float = 600) -> subproce
 def weightyard_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "weightyard", *args],
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    """Run the CLI; unless `env` names an XDG_CONFIG_HOME, each call gets an empty one, so the hub keys that
+    `pull` trusts on first use never carry over to another test's server that reuses a port."""
+    with tempfile.TemporaryDirectory(prefix="wy-config-") as config:
+        return subprocess.run(
+            [sys.executable, "-m", "weightyard", *args],
+            env={**os.environ, "COLUMNS": "200", "XDG_CONFIG_HOME": config, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
 
 class _LoopbackRelay:

@@ -127,7 +127,7 @@ def test_unknown_key_and_replayed_signature_are_invalid(
     assert (signature["verdict"], signature["reason"]) == ("invalid", "model_name_mismatch")
 
 
-def test_revoked_key_invalidates_new_signatures_and_marks_earlier_ones(
+def test_a_revoked_key_is_trusted_for_no_signature_before_or_after_its_revocation(
     server: Server, repo_name: str, tmp_path: Path, publisher: tuple[bytes, str]
 ) -> None:
     private, fingerprint = publisher
@@ -135,13 +135,44 @@ def test_revoked_key_invalidates_new_signatures_and_marks_earlier_ones(
     sign_folder(folder, private, repo_name)
     push(server, folder, repo_name)
     earlier = HfApi(endpoint=server.url, token=server.token).model_info(repo_name).sha
+    (public,) = [
+        k for k in httpx.get(f"{server.url}/api/keys?user=admin").json() if k["fingerprint"] == fingerprint
+    ]
+    (tmp_path / "signer.pub").write_text(public["publicKey"])
+    assert (
+        weightyard_cli("pull", repo_name, "--to", str(tmp_path / "before"), env=env_for(server)).returncode
+        == 0
+    )
     revoked = weightyard_cli(
         "key", "revoke", "admin", fingerprint, "--reason", "laptop stolen", "--data", str(server.data)
     )
     assert revoked.returncode == 0, revoked.stderr
     (old,) = status(server, repo_name, earlier or "")["signatures"]  # type: ignore[misc]
-    assert old["verdict"] == "valid"
-    assert old["keyRevokedLater"]["reason"] == "laptop stolen"
+    assert (old["verdict"], old["reason"]) == ("invalid", "revoked_key")
+    assert old["keyRevoked"]["reason"] == "laptop stolen"
+    revoked_on = old["keyRevoked"]["at"]
+    assert f"was revoked on {revoked_on} (laptop stolen)" in old["message"]
+    # The same answer, in the same words, from every verifier: pull (with or without requiring the signer),
+    # verify --trust, and the web page.
+    for extra in (
+        [],
+        ["--require-signature", "admin"],
+        ["--require-signature", str(tmp_path / "signer.pub")],
+    ):
+        pulled = weightyard_cli(
+            "pull", repo_name, "--to", str(tmp_path / "after"), *extra, env=env_for(server)
+        )
+        assert pulled.returncode == 1, pulled.stdout
+        assert f"revoked_key: the key {fingerprint} was revoked on {revoked_on}" in pulled.stderr
+        assert not (tmp_path / "after").exists()
+    trusted = weightyard_cli("verify", str(tmp_path / "before"), "--trust", "admin", env=env_for(server))
+    assert trusted.returncode == 1
+    assert f"Invalid (revoked_key): the key {fingerprint} was revoked on {revoked_on}" in trusted.stderr
+    page = httpx.get(
+        f"{server.url}/{repo_name}/tree/{earlier}", headers={"Accept": "application/json"}
+    ).json()
+    (config,) = [f for f in page["files"] if f["path"] == "config.json"]
+    assert config["signature"] == f"revoked_key: the key was revoked on {revoked_on}"
     (folder / "config.json").write_text('{"model_type": "bert", "v": 2}')
     sign_folder(folder, private, repo_name)
     push(server, folder, repo_name)

@@ -37,6 +37,6 @@ def test_readme_sign_push_pull_verify_walkthrough(server: Server, tmp_path: Path
     assert weightyard_cli("key", "revoke", "alice", fingerprint, "--reason", "rotated", *data).returncode == 0
     revoked = weightyard_cli("verify", str(copy), "--trust", "alice", env=env)
     assert revoked.returncode == 1
-    assert "no active signing key" in revoked.stdout + revoked.stderr
+    assert f"Invalid (revoked_key): the key {fingerprint} was revoked on" in revoked.stderr
     (copy / "config.json").write_text('{"model_type": "gpt2"}')
     assert weightyard_cli("verify", str(copy), "--key", str(tmp_path / "alice.pub")).returncode == 1

@@ -49,6 +49,7 @@ from weightyard.errors import (
     WeightyardError,
 )
 from weightyard.formatting import human_size
+from weightyard.provenance import REVOKED_KEY
 from weightyard.repos import Commit, DirEntry, FileEntry, Repo, RepoService, check_repo_id, check_repo_segment
 from weightyard.repos.access import STATUSES as ACCESS_STATUSES
 from weightyard.repos.ingest import looks_binary
@@ -202,8 +203,11 @@ def _verdicts(request: Request, repo: Repo, commit: Commit, files: list[dict[str
         item["scan"] = report.verdict.value if report else None
         covering = [s for s in signatures if item["path"] in s["files"] or item["path"] == s["path"]]
         valid = sorted({s["signer"] or "unknown key" for s in covering if s["verdict"] == "valid"})
+        revoked = [s.get("keyRevoked", {}).get("at", "?") for s in covering if s["reason"] == REVOKED_KEY]
         if valid:
             item["signature"] = "signed by " + ", ".join(valid)
+        elif revoked:
+            item["signature"] = f"{REVOKED_KEY}: the key was revoked on {min(revoked)}"
         else:
             item["signature"] = "invalid signature" if covering else "unsigned"
 

@@ -10,6 +10,7 @@ from weightyard.cli import provenance as _provenance  # noqa: F401
 from weightyard.cli import scan as _scan  # noqa: F401
 from weightyard.cli import storage as _storage  # noqa: F401
 from weightyard.cli.app import app
+from weightyard.cli.errors import run_cli
 
 
 def main() -> None:
@@ -18,4 +19,6 @@ def main() -> None:
     # it lazily, after this line). Transfers draw rich progress bars, so the client's own bars are turned off.
     os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    app()
+    # The client logs every retry of a failing request; a failure is reported once, as one line.
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+    run_cli(app)

@@ -16,11 +16,10 @@ from weightyard.cli.hub import (
     JsonOption,
     TokenOption,
     _check_repo,
-    _client_errors,
     fail,
     hub_request,
 )
-from weightyard.cli.progress import console
+from weightyard.cli.progress import out
 from weightyard.config import ADMIN_USER, Settings
 from weightyard.errors import WeightyardError
 
@@ -64,7 +63,7 @@ def _print(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> Non
     table = Table(*columns)
     for row in rows:
         table.add_row(*["" if row.get(c) is None else str(row.get(c)) for c in columns])
-    console.print(table)
+    out.print(table)
 
 
 @user_app.command("create")
@@ -78,7 +77,7 @@ def user_create(
         _hub(data).accounts.create_user(_local_admin(), name, admin)
     except WeightyardError as exc:
         raise fail(exc.message, 2) from None
-    console.print(f"Created user {name}{' (admin)' if admin else ''}")
+    out.print(f"Created user {name}{' (admin)' if admin else ''}")
 
 
 @user_app.command("delete")
@@ -88,7 +87,7 @@ def user_delete(name: Annotated[str, typer.Argument(help="User name.")], data: D
         _hub(data).accounts.delete_user(_local_admin(), name)
     except WeightyardError as exc:
         raise fail(exc.message, 2) from None
-    console.print(f"Deleted user {name}")
+    out.print(f"Deleted user {name}")
 
 
 @user_app.command("list")
@@ -107,7 +106,7 @@ def org_create(
         _hub(data).accounts.create_org(_local_admin(), name)
     except WeightyardError as exc:
         raise fail(exc.message, 2) from None
-    console.print(f"Created organisation {name}")
+    out.print(f"Created organisation {name}")
 
 
 @org_app.command("add-member")
@@ -126,7 +125,7 @@ def org_add_member(
         _hub(data).accounts.set_member(_local_admin(), org, user, role)
     except WeightyardError as exc:
         raise fail(exc.message, 2) from None
-    console.print(f"{user} is now {role} in {org}")
+    out.print(f"{user} is now {role} in {org}")
 
 
 @org_app.command("remove-member")
@@ -140,7 +139,7 @@ def org_remove_member(
         _hub(data).accounts.remove_member(_local_admin(), org, user)
     except WeightyardError as exc:
         raise fail(exc.message, 2) from None
-    console.print(f"{user} left {org}")
+    out.print(f"{user} left {org}")
 
 
 @token_app.command("create")
@@ -174,7 +173,7 @@ def token_revoke(
         _hub(data).accounts.revoke_token(_local_admin(), user, name)
     except WeightyardError as exc:
         raise fail(exc.message, 2) from None
-    console.print(f"Revoked token {name} of {user}")
+    out.print(f"Revoked token {name} of {user}")
 
 
 @token_app.command("list")
@@ -227,11 +226,8 @@ def access_request(
     token: TokenOption = None,
 ) -> None:
     """Ask for access to a gated repo's files."""
-    try:
-        answer = _access_call(repo, endpoint, token, "POST", "ask-access", {})
-    except _client_errors() as exc:
-        raise fail(str(exc)) from None
-    console.print(f"Access to {repo}: {answer['status']}")
+    answer = _access_call(repo, endpoint, token, "POST", "ask-access", {})
+    out.print(f"Access to {repo}: {answer['status']}")
 
 
 @access_app.command("list")
@@ -243,22 +239,16 @@ def access_list(
     token: TokenOption = None,
 ) -> None:
     """List access requests (repo admins)."""
-    try:
-        items = _access_call(repo, endpoint, token, "GET", f"user-access-request/{status}", None)
-    except _client_errors() as exc:
-        raise fail(str(exc)) from None
+    items = _access_call(repo, endpoint, token, "GET", f"user-access-request/{status}", None)
     rows = [{"user": i["user"]["user"], "status": i["status"], "since": i["timestamp"]} for i in items]
     _print(rows, ["user", "status", "since"], as_json)
 
 
 def _decide(repo: str, user: str, status: str, endpoint: str | None, token: str | None) -> None:
-    try:
-        _access_call(
-            repo, endpoint, token, "POST", "user-access-request/handle", {"user": user, "status": status}
-        )
-    except _client_errors() as exc:
-        raise fail(str(exc)) from None
-    console.print(f"{user}: {status} on {repo}")
+    _access_call(
+        repo, endpoint, token, "POST", "user-access-request/handle", {"user": user, "status": status}
+    )
+    out.print(f"{user}: {status} on {repo}")
 
 
 @access_app.command("accept")
@@ -296,7 +286,7 @@ def key_add(
         key = _hub(data).keys.add(_local_admin(), user, public_key.read_bytes())
     except WeightyardError as exc:
         raise fail(exc.message, 2) from None
-    console.print(f"Registered {key.curve} key {key.fingerprint} for {user}")
+    out.print(f"Registered {key.curve} key {key.fingerprint} for {user}")
 
 
 @key_app.command("revoke")
@@ -311,7 +301,7 @@ def key_revoke(
         _hub(data).keys.revoke(_local_admin(), user, fingerprint, reason)
     except WeightyardError as exc:
         raise fail(exc.message, 2) from None
-    console.print(f"Revoked key {fingerprint} of {user}")
+    out.print(f"Revoked key {fingerprint} of {user}")
 
 
 @key_app.command("list")

@@ -1,10 +1,13 @@
-"""Hub commands: serve, push, pull, ls, log, token."""
+"""Hub commands: serve, push, pull, ls, log, and `hub trust` (the hub keys pull checks attestations with)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
+import stat
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +18,9 @@ from rich.table import Table
 
 from weightyard import __version__
 from weightyard.cli.app import app
-from weightyard.cli.progress import ProgressFile, RichBar, console, transfer_progress
+from weightyard.cli.errors import print_error
+from weightyard.cli.known_hubs import HUB_KEY_PATH, HubKeyError, remember, trusted_hub_key
+from weightyard.cli.progress import ProgressFile, RichBar, console, out, transfer_progress
 from weightyard.config import Settings
 from weightyard.demo import DEMO_REPO, demo_model_path
 from weightyard.errors import WeightyardError
@@ -35,9 +40,13 @@ EndpointOption = Annotated[
 TokenOption = Annotated[str | None, typer.Option("--token", help="Access token (default: $HF_TOKEN).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
+hub_app = typer.Typer(help="The hubs this user trusts (their keys, for `pull`).", no_args_is_help=True)
+app.add_typer(hub_app, name="hub")
+
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    """Print `message` as the one line of a failure; raise the result to exit with `code`."""
+    print_error(message)
     return typer.Exit(code)
 
 
@@ -60,12 +69,6 @@ def _api(endpoint: str | None, token: str | None) -> Any:
         library_name="weightyard",
         library_version=__version__,
     )
-
-
-def _client_errors() -> tuple[type[BaseException], ...]:
-    from huggingface_hub.errors import HfHubHTTPError
-
-    return (HfHubHTTPError, OSError, ValueError)
 
 
 def _check_repo(repo: str) -> None:
@@ -116,18 +119,33 @@ def _announce(server: Any, url: str, admin_token: str, demo: bool) -> None:
         try:
             _publish_demo(url, admin_token)
         except Exception as exc:
-            console.print(f"[red]could not publish the demo model:[/red] {exc}")
-    console.print(f"\n[bold green]Weightyard {__version__}[/bold green] is serving on [bold]{url}[/bold]")
-    console.print(f"Admin token: [bold]{admin_token}[/bold]\n")
-    console.print("Try it (in another shell):")
-    print(
-        f'  HF_ENDPOINT={url} python -c "from huggingface_hub import snapshot_download; '
-        f"print(snapshot_download('{DEMO_REPO}'))\"\n"
-        f'  HF_ENDPOINT={url} python -c "from transformers import AutoModel; '
-        f"print(AutoModel.from_pretrained('{DEMO_REPO}'))\"\n"
-        f"  HF_TOKEN={admin_token} .venv/bin/weightyard push ./my-model admin/my-model --endpoint {url}\n",
-        flush=True,
-    )
+            print_error(f"could not publish the demo model: {exc}")
+    out.print(f"\n[bold green]Weightyard {__version__}[/bold green] is serving on [bold]{url}[/bold]")
+    out.print(f"Admin token: [bold]{admin_token}[/bold]\n")
+    out.print("Try it in another shell, from this folder:")
+    print("".join(f"  {command}\n" for command in try_commands(url, admin_token, demo)), flush=True)
+
+
+def try_commands(url: str, admin_token: str, demo: bool) -> list[str]:
+    """The commands `serve` suggests, each runnable as printed, in order, from the folder it was started in:
+    the environment that has weightyard (and huggingface_hub) installed is activated first."""
+    commands = []
+    if sys.prefix != sys.base_prefix:
+        activate = Path(sys.prefix) / "bin" / "activate"
+        shown = os.path.relpath(activate) if activate.is_relative_to(Path.cwd()) else str(activate)
+        commands.append(f"source {shlex.quote(shown)}")
+    commands.append(f"export HF_ENDPOINT={url} HF_TOKEN={admin_token}")
+    if demo:
+        name = DEMO_REPO.split("/")[1]
+        commands += [
+            f'python -c "from huggingface_hub import snapshot_download; '
+            f"print(snapshot_download('{DEMO_REPO}'))\"",
+            f"weightyard pull {DEMO_REPO} --to ./{name} --force",
+            f"weightyard push ./{name} admin/my-model --private",
+        ]
+    else:
+        commands.append("weightyard ls")
+    return commands
 
 
 def _publish_demo(url: str, token: str) -> None:
@@ -151,6 +169,27 @@ def _local_files(folder: Path) -> list[tuple[Path, str]]:
     return files
 
 
+def _ensure_repo(api: Any, repo: str, private: bool) -> str | None:
+    """Create `repo` if it is missing; make an existing public repo private when `private` is asked for.
+    Returns a note for the user when an existing repo was changed."""
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    try:
+        info = api.repo_info(repo)
+    except RepositoryNotFoundError:
+        try:
+            api.create_repo(repo, private=private)
+            return None
+        except HfHubHTTPError as exc:
+            if exc.response.status_code != 409:  # 409: created meanwhile by someone else; check it below
+                raise
+        info = api.repo_info(repo)
+    if private and not info.private:
+        api.update_repo_settings(repo, private=True)
+        return f"{repo} was public and is now private"
+    return None
+
+
 def push_folder(api: Any, folder: Path, repo: str, revision: str, message: str, private: bool) -> str:
     """Upload every file of `folder` as one commit on `revision`; returns the commit id."""
     from huggingface_hub import CommitOperationAdd
@@ -158,7 +197,9 @@ def push_folder(api: Any, folder: Path, repo: str, revision: str, message: str, 
     files = _local_files(folder)
     if not files:
         raise fail(f"{folder} has no files to push", 2)
-    api.create_repo(repo, private=private, exist_ok=True)
+    note = _ensure_repo(api, repo, private)
+    if note:
+        console.print(note)
     if revision != "main":
         api.create_branch(repo, branch=revision, exist_ok=True)
     progress = transfer_progress()
@@ -190,7 +231,9 @@ def push(
     repo: Annotated[str, typer.Argument(help="Target repo, namespace/name.")],
     revision: Annotated[str, typer.Option(help="Branch to commit to (created if missing).")] = "main",
     message: Annotated[str | None, typer.Option(help="Commit message.")] = None,
-    private: Annotated[bool, typer.Option(help="Create the repo as private.")] = False,
+    private: Annotated[
+        bool, typer.Option(help="Create the repo as private, or make an existing public repo private.")
+    ] = False,
     endpoint: EndpointOption = None,
     token: TokenOption = None,
 ) -> None:
@@ -199,13 +242,21 @@ def push(
     if not folder.is_dir():
         raise fail(f"{folder} is not a folder", 2)
     api = _api(endpoint, token)
-    try:
-        oid = push_folder(
-            api, folder, repo, revision, message or f"Upload {folder.name} with weightyard", private
-        )
-    except _client_errors() as exc:
-        raise fail(str(exc)) from None
-    console.print(f"Pushed {folder} to {repo}@{revision}: commit [bold]{oid}[/bold]")
+    oid = push_folder(
+        api, folder, repo, revision, message or f"Upload {folder.name} with weightyard", private
+    )
+    out.print(f"Pushed {folder} to {repo}@{revision}: commit {oid}", soft_wrap=True)
+
+
+HubKeyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--hub-key",
+        envvar="WEIGHTYARD_HUB_KEY",
+        help="The hub's public key (PEM) to check its attestations with, instead of the key trusted on "
+        "first use.",
+    ),
+]
 
 
 @app.command()
@@ -213,6 +264,9 @@ def pull(
     repo: Annotated[str, typer.Argument(help="Repo to download, namespace/name.")],
     revision: Annotated[str, typer.Option(help="Branch, tag or commit id.")] = "main",
     to: Annotated[Path | None, typer.Option("--to", help="Target folder (default: ./NAME).")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the target folder and everything in it.")
+    ] = False,
     require_signature: Annotated[
         str | None,
         typer.Option(
@@ -220,26 +274,31 @@ def pull(
             help="Fail unless the model carries a valid signature by this key (a PEM file) or user.",
         ),
     ] = None,
+    hub_key: HubKeyOption = None,
     endpoint: EndpointOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Download a repo at a revision into a folder, verified against the hub's attestation and the publishers'
-    signatures before it is put in place (resumes interrupted downloads)."""
+    """Download a repo at a revision into a new folder, verified against the hub's attestation (made with
+    the pinned hub key) and the publishers' signatures before it is put in place."""
     from huggingface_hub import hf_hub_download
 
     _check_repo(repo)
+    target = Path(os.path.abspath(to or Path(repo.split("/")[1])))
+    if _occupied(target) and not force:
+        raise fail(
+            f"{target} exists and is not empty; pull into a new folder or pass --force to replace it", 2
+        )
+    pinned = _read_key_file(hub_key) if hub_key is not None else None
     api = _api(endpoint, token)
-    target = (to or Path(repo.split("/")[1])).resolve()
-    # Files land in a sibling staging folder and move into the target only once verified, so a failed
-    # pull never leaves a folder that looks complete.
+    # Files land in a sibling staging folder and replace the target only once verified, so a failed
+    # pull never leaves a folder that looks complete, nor a mix of old and new files.
     staging = target.with_name(f".{target.name}.partial")
+    if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
+        raise fail(f"{staging} is in the way (not a folder this command made); remove it", 2)
     try:
+        trusted = _trusted_key(endpoint, token, pinned)
         sha = api.repo_info(repo, revision=revision).sha
-        paths = [
-            f.path
-            for f in api.list_repo_tree(repo, revision=sha, recursive=True)
-            if hasattr(f, "size") and hasattr(f, "blob_id")
-        ]
+        paths = _pulled_paths(api, repo, sha)
         with transfer_progress() as progress:
             RichBar.progress = progress
             for path in paths:
@@ -254,18 +313,80 @@ def pull(
                     library_name="weightyard",
                     library_version=__version__,
                 )
-        report = verify_download(endpoint, token, repo, sha, staging, require_signature)
-    except PullVerificationError as exc:
+        report = verify_download(endpoint, token, repo, sha, staging, paths, trusted, require_signature)
+    except (PullVerificationError, HubKeyError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise fail(f"verification failed, nothing was kept: {exc}") from None
-    except _client_errors() as exc:
-        raise fail(str(exc)) from None
-    _move_into(staging, target, paths)
-    console.print(f"Pulled {repo}@{sha} ({len(paths)} files) into {target}; {report}")
+    _replace(staging, target)
+    out.print(f"Pulled {repo}@{sha} ({len(paths)} files) into {target}; {report}", soft_wrap=True)
 
 
 class PullVerificationError(Exception):
-    """Downloaded bytes that do not match the hub's record or a required signature."""
+    """Downloaded bytes that do not match the hub's record or a required signature, or an answer from the hub
+    that names something pull must not touch."""
+
+
+def _occupied(target: Path) -> bool:
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        return True
+    return target.is_dir() and any(target.iterdir())
+
+
+def _read_key_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot read the hub key {path}: {exc.strerror}", 2) from None
+
+
+def _trusted_key(endpoint: str | None, token: str | None, pinned: bytes | None) -> Any:
+    served = hub_request(endpoint, token, "GET", HUB_KEY_PATH).content
+    trusted = trusted_hub_key(_endpoint(endpoint), served, pinned)
+    if trusted.note:
+        console.print(trusted.note, soft_wrap=True)
+    return trusted
+
+
+def _pulled_paths(api: Any, repo: str, sha: str) -> list[str]:
+    """The files of commit `sha`, each a clean relative path: a hostile hub cannot name a file outside the
+    staging folder, nor one inside the client's own download cache there."""
+    if not isinstance(sha, str) or len(sha) != 40 or any(c not in "0123456789abcdef" for c in sha):
+        raise PullVerificationError(f"the hub answered {sha!r} for a commit id")
+    paths = []
+    for entry in api.list_repo_tree(repo, revision=sha, recursive=True):
+        if not (hasattr(entry, "size") and hasattr(entry, "blob_id")):
+            continue
+        try:
+            path = check_path(entry.path)
+        except WeightyardError as exc:
+            raise PullVerificationError(
+                f"the hub lists an unsafe path {entry.path!r}: {exc.message}"
+            ) from None
+        if path.split("/")[0] in _SKIPPED_DIRS:
+            raise PullVerificationError(f"the hub lists {path!r}, inside a folder pull keeps for itself")
+        paths.append(path)
+    return paths
+
+
+def _replace(staging: Path, target: Path) -> None:
+    """Put the verified staging folder in the target's place; a replaced target is removed whole."""
+    shutil.rmtree(staging / ".cache", ignore_errors=True)
+    if not _occupied(target):
+        if target.is_dir():
+            target.rmdir()
+        os.replace(staging, target)
+        return
+    previous = target.with_name(f".{target.name}.replaced")
+    if previous.is_symlink() or previous.is_file():
+        previous.unlink()
+    else:
+        shutil.rmtree(previous, ignore_errors=True)
+    os.replace(target, previous)
+    os.replace(staging, target)
+    if previous.is_dir() and not previous.is_symlink():
+        shutil.rmtree(previous)
+    else:
+        previous.unlink()
 
 
 def hub_request(
@@ -283,43 +404,86 @@ def hub_request(
     return response
 
 
+_MAX_SIGNATURE_BYTES = 1024 * 1024
+
+
+def _read_pulled_file(folder: Path, path: str, paths: list[str]) -> bytes:
+    """A file pull wrote itself: one of `paths`, a regular file inside `folder`, opened without following a
+    link or blocking on a special file, read up to a bound."""
+    if path not in paths:
+        raise PullVerificationError(f"the hub names a signature {path!r} that is not among the files pulled")
+    try:
+        handle = os.open(folder / path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise PullVerificationError(f"cannot open {path}: {exc.strerror}") from None
+    with os.fdopen(handle, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise PullVerificationError(f"{path} is not a regular file")
+        data = file.read(_MAX_SIGNATURE_BYTES + 1)
+    if len(data) > _MAX_SIGNATURE_BYTES:
+        raise PullVerificationError(f"signature {path} is larger than {_MAX_SIGNATURE_BYTES} bytes")
+    return data
+
+
 def verify_download(
-    endpoint: str | None, token: str | None, repo: str, sha: str, folder: Path, require: str | None
+    endpoint: str | None,
+    token: str | None,
+    repo: str,
+    sha: str,
+    folder: Path,
+    paths: list[str],
+    hub_key: Any,
+    require: str | None,
 ) -> str:
-    """Check the files in `folder` against the hub's attestation of commit `sha` and against every publisher
-    signature in it; with `require`, at least one signature must be valid for that key file or user."""
-    from weightyard.provenance import manifest_from_folder, verify_signature
+    """Check the files in `folder` against the hub's attestation of commit `sha`, made with the trusted
+    `hub_key`, and against every publisher signature in it; with `require`, at least one signature must be
+    valid for that key file or user. A signature whose key is revoked is trusted by no one."""
+    from weightyard.provenance import (
+        REVOKED_KEY,
+        manifest_from_folder,
+        public_key_fingerprint,
+        revoked_key_message,
+        verify_signature,
+    )
 
     manifest = manifest_from_folder(folder, model_name=repo, ignore=[".cache"])
     status = hub_request(endpoint, token, "GET", f"/api/models/{repo}/signatures/{sha}").json()
-    if status["hub"] is None:
+    if status.get("hub") is None:
         raise PullVerificationError(f"the hub has no attestation for commit {sha}")
-    hub_key = hub_request(endpoint, token, "GET", "/.well-known/weightyard/hub-key.pem").content
     attested = verify_signature(
-        status["hub"]["bundle"].encode(), manifest, hub_key, expected_model_name=repo, signature_name=None
+        str(status["hub"]["bundle"]).encode(),
+        manifest,
+        hub_key.pem,
+        expected_model_name=repo,
+        signature_name=None,
     )
     if not attested.valid:
         raise PullVerificationError(f"the files differ from what the hub recorded: {attested.message}")
-    required_keys: list[bytes] = []
+    required_keys: list[dict[str, Any]] = []
     if require is not None:
         if Path(require).is_file():
-            required_keys = [Path(require).read_bytes()]
+            pem = Path(require).read_text()
+            required_keys = [{"publicKey": pem, "fingerprint": public_key_fingerprint(pem.encode())}]
         else:
-            keys = hub_request(endpoint, token, "GET", f"/api/keys?user={require}").json()
-            required_keys = [key["publicKey"].encode() for key in keys]
+            required_keys = hub_request(endpoint, token, "GET", f"/api/keys?user={require}").json()
     signed_by_required = False
     for item in status["signatures"]:
-        bundle = (folder / item["path"]).read_bytes()
-        keys = required_keys or ([item["publicKey"].encode()] if item.get("publicKey") else [])
+        bundle = _read_pulled_file(folder, str(item["path"]), paths)
+        keys = required_keys or ([{"publicKey": item["publicKey"]}] if item.get("publicKey") else [])
         if not keys:
             continue
-        result = verify_signature(bundle, manifest, keys, signature_name=item["path"])
+        result = verify_signature(
+            bundle, manifest, [key["publicKey"].encode() for key in keys], signature_name=item["path"]
+        )
         if required_keys and result.reason.value == "unknown_key":
             continue  # signed by someone else; another signature may be the required one
+        key = next((k for k in keys if k.get("fingerprint") == result.key_fingerprint), {})
+        if result.valid and key.get("revokedAt"):
+            message = revoked_key_message(result.key_fingerprint, key["revokedAt"], key.get("revokeReason"))
+            raise PullVerificationError(f"signature {item['path']}: {REVOKED_KEY}: {message}")
         if not result.valid or item["verdict"] != "valid":
-            raise PullVerificationError(
-                f"signature {item['path']}: {item['message'] if result.valid else result.message}"
-            )
+            reason, message = (item["reason"], item["message"]) if result.valid else result_text(result)
+            raise PullVerificationError(f"signature {item['path']}: {reason}: {message}")
         signed_by_required = signed_by_required or bool(required_keys)
     if require is not None and not signed_by_required:
         raise PullVerificationError(f"no valid signature by {require}")
@@ -329,13 +493,35 @@ def verify_download(
     return "verified: attested by the hub (no publisher signature)"
 
 
-def _move_into(staging: Path, target: Path, paths: list[str]) -> None:
-    target.mkdir(parents=True, exist_ok=True)
-    for path in paths:
-        destination = target / path
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging / path, destination)
-    shutil.rmtree(staging, ignore_errors=True)
+def result_text(result: Any) -> tuple[str, str]:
+    return str(result.reason.value), str(result.message)
+
+
+@hub_app.command("trust")
+def hub_trust(
+    endpoint: Annotated[
+        str | None, typer.Argument(help="The hub (default: $WEIGHTYARD_ENDPOINT, $HF_ENDPOINT, localhost).")
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option("--key", help="Trust this PEM key (from the hub's operator) instead of the one served."),
+    ] = None,
+) -> None:
+    """Trust the hub's current key for `pull` (again): after its operator confirms the key was replaced."""
+    url = _endpoint(endpoint)
+    from weightyard.cli.known_hubs import fingerprint_of
+
+    try:
+        pem = _read_key_file(key) if key is not None else hub_request(url, None, "GET", HUB_KEY_PATH).content
+        fingerprint = fingerprint_of(pem, str(key) if key is not None else f"the key served by {url}")
+        if key is not None:
+            served = fingerprint_of(hub_request(url, None, "GET", HUB_KEY_PATH).content, f"{url}'s key")
+            if served != fingerprint:
+                raise HubKeyError(f"the hub at {url} presents key {served}, not {fingerprint} from {key}")
+    except HubKeyError as exc:
+        raise fail(str(exc)) from None
+    path = remember(url, fingerprint)
+    out.print(f"Trusting key {fingerprint} for {url} (recorded in {path})", soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------------------- inspect
@@ -351,34 +537,31 @@ def ls(
 ) -> None:
     """List repos, or the files of a repo."""
     api = _api(endpoint, token)
-    try:
-        if repo is None:
-            rows: list[dict[str, Any]] = [
-                {
-                    "id": m.id,
-                    "private": m.private,
-                    "downloads": m.downloads,
-                    "lastModified": str(m.last_modified),
-                }
-                for m in api.list_models()
-            ]
-            columns = ["id", "private", "downloads", "lastModified"]
-        else:
-            _check_repo(repo)
-            rows = [
-                {
-                    "path": f.path,
-                    "size": f.size,
-                    "sha256": f.lfs.sha256 if f.lfs else None,
-                    "oid": f.blob_id,
-                    "verdict": f.security["status"] if f.security else None,
-                }
-                for f in api.list_repo_tree(repo, revision=revision, recursive=True, expand=True)
-                if hasattr(f, "blob_id")
-            ]
-            columns = ["path", "size", "verdict", "sha256"]
-    except _client_errors() as exc:
-        raise fail(str(exc)) from None
+    if repo is None:
+        rows: list[dict[str, Any]] = [
+            {
+                "id": m.id,
+                "private": m.private,
+                "downloads": m.downloads,
+                "lastModified": str(m.last_modified),
+            }
+            for m in api.list_models()
+        ]
+        columns = ["id", "private", "downloads", "lastModified"]
+    else:
+        _check_repo(repo)
+        rows = [
+            {
+                "path": f.path,
+                "size": f.size,
+                "sha256": f.lfs.sha256 if f.lfs else None,
+                "oid": f.blob_id,
+                "verdict": f.security["status"] if f.security else None,
+            }
+            for f in api.list_repo_tree(repo, revision=revision, recursive=True, expand=True)
+            if hasattr(f, "blob_id")
+        ]
+        columns = ["path", "size", "verdict", "sha256"]
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -388,7 +571,7 @@ def ls(
             human_size(row[c]) if c == "size" else ("" if row[c] is None else str(row[c])) for c in columns
         ]
         table.add_row(*cells)
-    console.print(table)
+    out.print(table)
 
 
 @app.command()
@@ -402,23 +585,20 @@ def log(
     """Show the commit history of a revision, newest first."""
     _check_repo(repo)
     api = _api(endpoint, token)
-    try:
-        commits = [
-            {
-                "id": c.commit_id,
-                "title": c.title,
-                "message": c.message,
-                "date": c.created_at.isoformat(),
-                "authors": c.authors,
-            }
-            for c in api.list_repo_commits(repo, revision=revision)
-        ]
-    except _client_errors() as exc:
-        raise fail(str(exc)) from None
+    commits = [
+        {
+            "id": c.commit_id,
+            "title": c.title,
+            "message": c.message,
+            "date": c.created_at.isoformat(),
+            "authors": c.authors,
+        }
+        for c in api.list_repo_commits(repo, revision=revision)
+    ]
     if as_json:
         print(json.dumps(commits, indent=2))
         return
     table = Table("commit", "date", "author", "title")
     for c in commits:
         table.add_row(c["id"][:12], c["date"][:19], ", ".join(c["authors"]), c["title"])
-    console.print(table)
+    out.print(table)

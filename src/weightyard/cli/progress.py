@@ -18,6 +18,9 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+# Results (tables, confirmations, ids) go to stdout so they can be redirected or piped; progress bars, notes
+# and errors go to stderr.
+out = Console()
 console = Console(stderr=True)
 
 

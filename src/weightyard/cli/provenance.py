@@ -16,9 +16,11 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from weightyard.cli.app import app
-from weightyard.cli.hub import EndpointOption, TokenOption, _client_errors, hub_request
+from weightyard.cli.errors import client_errors, describe
+from weightyard.cli.hub import EndpointOption, TokenOption, hub_request
 from weightyard.provenance import (
     DEFAULT_SIGNATURE_NAME,
+    REVOKED_KEY,
     InvalidKey,
     InvalidManifest,
     UnreadableModel,
@@ -30,6 +32,7 @@ from weightyard.provenance import (
     manifest_from_folder,
     public_key_fingerprint,
     public_key_pem,
+    revoked_key_message,
     sign_manifest,
     verify_signature,
 )
@@ -57,16 +60,23 @@ PasswordOption = Annotated[
 ]
 
 
-def _hub_keys(user: str, endpoint: str | None, token: str | None) -> list[Any]:
-    """The keys `user` registered on the hub and has not revoked: a revoked key is trusted by no one."""
+def _hub_keys(user: str, endpoint: str | None, token: str | None) -> list[dict[str, Any]]:
+    """Every key `user` registered on the hub, revoked ones included, so that a signature made with a revoked
+    key is reported as such (`revoked_key`) rather than as made by an unknown key."""
     try:
-        keys = hub_request(endpoint, token, "GET", f"/api/keys?user={user}").json()
-    except _client_errors() as error:
-        _fail(f"could not read {user}'s keys from the hub: {error}", EXIT_INVALID)
-    active = [load_public_key(item["publicKey"].encode()) for item in keys if item["revokedAt"] is None]
-    if not active:
-        _fail(f"{user} has no active signing key on the hub", EXIT_INVALID)
-    return active
+        keys: list[dict[str, Any]] = hub_request(endpoint, token, "GET", f"/api/keys?user={user}").json()
+    except client_errors() as error:
+        _fail(f"could not read {user}'s keys from the hub: {describe(error)}", EXIT_INVALID)
+    if not keys:
+        _fail(f"{user} has no signing key on the hub", EXIT_INVALID)
+    return keys
+
+
+def _revoked(result: VerificationResult, keys: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The hub's record of the key that made a valid signature, when that key is revoked."""
+    if not result.valid:
+        return None
+    return next((k for k in keys if k["fingerprint"] == result.key_fingerprint and k.get("revokedAt")), None)
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -248,8 +258,8 @@ def verify(
             public_keys.append(load_public_key(_read(path, "key")))
         except (InvalidKey, UnsupportedKey) as error:
             _fail(f"{path}: {error.message}")
-    if trust is not None:
-        public_keys = _hub_keys(trust, endpoint, token)
+    hub_keys = _hub_keys(trust, endpoint, token) if trust is not None else []
+    public_keys += [load_public_key(item["publicKey"].encode()) for item in hub_keys]
     result = verify_signature(
         _read(signature_path, "signature"),
         folder,
@@ -257,6 +267,16 @@ def verify(
         expected_model_name=name,
         signature_name=_inside(signature_path, folder),
     )
+    revoked = _revoked(result, hub_keys)
+    if revoked is not None:
+        message = revoked_key_message(
+            revoked["fingerprint"], revoked["revokedAt"], revoked.get("revokeReason")
+        )
+        if json_output:
+            _print_json({**result.to_dict(), "verdict": "invalid", "reason": REVOKED_KEY, "message": message})
+        else:
+            typer.echo(f"Invalid ({REVOKED_KEY}): {message}", err=True)
+        raise typer.Exit(EXIT_INVALID)
     if json_output:
         _print_json(result.to_dict())
     else:

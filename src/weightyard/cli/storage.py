@@ -12,7 +12,7 @@ from rich.table import Table
 from weightyard.cli.accounts import DataOption, _hub
 from weightyard.cli.app import app
 from weightyard.cli.hub import JsonOption, fail
-from weightyard.cli.progress import console
+from weightyard.cli.progress import out
 
 
 def _xet(data: Any) -> Any:
@@ -46,7 +46,7 @@ def gc(
         print(json.dumps(dataclasses.asdict(report)))
         return
     verb = "would free" if dry_run else "freed"
-    console.print(f"{report.xorbs} xorbs, {report.files} files: {verb} {_size(report.bytes_freed)}")
+    out.print(f"{report.xorbs} xorbs, {report.files} files: {verb} {_size(report.bytes_freed)}")
 
 
 @app.command()
@@ -87,4 +87,4 @@ def stats(as_json: JsonOption = False, data: DataOption = None) -> None:
         _size(hub_stats.stored_bytes),
         str(ratio(hub_stats.logical_bytes, hub_stats.stored_bytes)),
     )
-    console.print(table)
+    out.print(table)

@@ -20,12 +20,14 @@ from weightyard.provenance.errors import (
 from weightyard.provenance.keys import (
     CURVES,
     DEFAULT_CURVE,
+    REVOKED_KEY,
     curve_name,
     generate_private_key,
     load_private_key,
     load_public_key,
     public_key_fingerprint,
     public_key_pem,
+    revoked_key_message,
 )
 from weightyard.provenance.manifest import (
     DEFAULT_IGNORE,
@@ -50,6 +52,7 @@ __all__ = [
     "DEFAULT_IGNORE",
     "DEFAULT_SIGNATURE_NAME",
     "GIT_PATHS",
+    "REVOKED_KEY",
     "InvalidKey",
     "InvalidManifest",
     "Manifest",
@@ -68,6 +71,7 @@ __all__ = [
     "manifest_from_folder",
     "public_key_fingerprint",
     "public_key_pem",
+    "revoked_key_message",
     "sign_manifest",
     "verify_signature",
 ]

@@ -132,3 +132,16 @@ def generate_private_key(curve: str = DEFAULT_CURVE, password: bytes | None = No
         serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
     )
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+
+
+# A key's owner revokes it when it may be in other hands. An OMS key signature carries no trusted time, so a
+# signature made with a revoked key cannot be told apart from one a thief made and backdated: a revoked key is
+# trusted by no one, for any signature, whenever it was made. Every verifier (the hub's status, pull, verify
+# --trust, the web pages) reports it with this reason and this wording.
+REVOKED_KEY = "revoked_key"
+
+
+def revoked_key_message(fingerprint: str | None, revoked_at: str, reason: str | None) -> str:
+    """The one wording of a signature made with a revoked key; `revoked_at` as the API writes it."""
+    why = f" ({reason})" if reason else ""
+    return f"the key {fingerprint} was revoked on {revoked_at}{why}; a revoked key is trusted for nothing"

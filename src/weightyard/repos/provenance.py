@@ -19,6 +19,7 @@ from weightyard.auth import Principal, audit, user_id_of
 from weightyard.db import tables, transaction, utcnow
 from weightyard.errors import BadRequest, Forbidden, NotFound, RefExists
 from weightyard.provenance import (
+    REVOKED_KEY,
     ProvenanceError,
     Reason,
     curve_name,
@@ -28,6 +29,7 @@ from weightyard.provenance import (
     manifest_from_digests,
     public_key_fingerprint,
     public_key_pem,
+    revoked_key_message,
     sign_manifest,
     verify_signature,
 )
@@ -35,8 +37,6 @@ from weightyard.repos.objects import FileEntry
 from weightyard.repos.service import Commit, Repo, RepoService
 
 SIGNATURE_SUFFIX = ".sig"
-# Reasons the hub adds to the library's: the key was revoked before the signature reached the hub.
-REVOKED_KEY = "revoked_key"
 _MAX_SIGNATURE_BYTES = 1024 * 1024
 
 
@@ -215,8 +215,8 @@ class ProvenanceService:
             message = f"signed for model {result.model_name!r}, not {repo.repo_id!r} (a replayed signature?)"
         if result.valid and signer_key is not None and signer_key.revoked_at is not None:
             verdict, reason = "invalid", REVOKED_KEY
-            message = (
-                f"the key was revoked on {signer_key.revoked_at:%Y-%m-%d %H:%M} ({signer_key.revoke_reason})"
+            message = revoked_key_message(
+                signer_key.fingerprint, signer_key.to_dict()["revokedAt"], signer_key.revoke_reason
             )
         return _row(
             path,
@@ -229,8 +229,9 @@ class ProvenanceService:
         )
 
     def status(self, repo: Repo, commit: Commit) -> dict[str, Any]:
-        """The provenance of a commit: the hub's attestation and every publisher signature, with the current
-        state of their keys (a key revoked after the signature arrived is reported as such)."""
+        """The provenance of a commit: the hub's attestation and every publisher signature, judged with the
+        current state of their keys: a signature whose key is revoked now is invalid (`revoked_key`), however
+        long before the revocation it arrived."""
         with self._engine.connect() as conn:
             rows = conn.execute(
                 sa.select(tables.commit_signatures)
@@ -265,14 +266,12 @@ class ProvenanceService:
             key = keys.get(row.key_fingerprint or "")
             if key is not None:
                 item["publicKey"] = key.pem
-                # Verification at ingest refuses keys revoked by then, so a valid signature whose key is
-                # revoked now was necessarily revoked later (timestamps alone can tie within a second).
-                if row.verdict == "valid" and key.revoked_at is not None:
-                    item["keyRevokedLater"] = {
-                        "at": key.revoked_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                        "reason": key.revoke_reason,
-                    }
-                    item["message"] = "valid, but signed by a key revoked later"
+                if key.revoked_at is not None:
+                    revoked_at = key.to_dict()["revokedAt"]
+                    item["keyRevoked"] = {"at": revoked_at, "reason": key.revoke_reason}
+                    if row.verdict == "valid":
+                        item["verdict"], item["reason"] = "invalid", REVOKED_KEY
+                        item["message"] = revoked_key_message(key.fingerprint, revoked_at, key.revoke_reason)
             publishers.append(item)
         if not publishers:
             overall = "unsigned"

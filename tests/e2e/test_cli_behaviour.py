@@ -1,0 +1,176 @@
+"""The weightyard CLI as a script sees it: results on stdout, one-line errors with exit codes, the rules for
+pull's target folder, and push --private on an existing repo."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from huggingface_hub import HfApi
+from tests.support import Server, weightyard_cli
+
+
+def client_env(server: Server) -> dict[str, str]:
+    return {"HF_TOKEN": server.token, "WEIGHTYARD_ENDPOINT": server.url}
+
+
+def make_model(folder: Path) -> Path:
+    (folder / "sub").mkdir(parents=True)
+    (folder / "config.json").write_text('{"model_type": "bert"}')
+    (folder / "sub" / "vocab.txt").write_text("[PAD]\n[UNK]\n")
+    return folder
+
+
+def read_only_token(server: Server, name: str) -> str:
+    created = weightyard_cli("token", "create", "--name", name, "--scope", "read", "--data", str(server.data))
+    assert created.returncode == 0, created.stderr
+    return created.stdout.strip()
+
+
+def assert_one_line_error(result: object, code: int = 1) -> str:
+    assert result.returncode == code, (result.stdout, result.stderr)  # type: ignore[attr-defined]
+    lines = result.stderr.strip().splitlines()  # type: ignore[attr-defined]
+    assert len(lines) == 1, result.stderr  # type: ignore[attr-defined]
+    assert lines[0].startswith("error: "), lines[0]
+    assert "Traceback" not in result.stderr  # type: ignore[attr-defined]
+    return lines[0]
+
+
+@pytest.fixture
+def vanishing_hub() -> Iterator[str]:
+    """A loopback server that accepts each connection and closes it at once: a hub that went away."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            connection.recv(65536)
+            connection.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+
+
+def test_listings_and_results_go_to_stdout_and_progress_to_stderr(
+    server: Server, repo_name: str, tmp_path: Path
+) -> None:
+    env = client_env(server)
+    pushed = weightyard_cli("push", str(make_model(tmp_path / "m")), repo_name, env=env)
+    assert pushed.returncode == 0, pushed.stderr
+    assert pushed.stdout.startswith(f"Pushed {tmp_path / 'm'} to {repo_name}@main: commit ")
+    files = weightyard_cli("ls", repo_name, env=env)
+    assert files.returncode == 0
+    assert "sub/vocab.txt" in files.stdout
+    assert "sub/vocab.txt" not in files.stderr
+    repos = weightyard_cli("ls", env=env)
+    assert repo_name in repos.stdout
+    history = weightyard_cli("log", repo_name, env=env)
+    assert "Upload m with weightyard" in history.stdout
+    users = weightyard_cli("user", "list", "--data", str(server.data))
+    assert "admin" in users.stdout
+    pulled = weightyard_cli("pull", repo_name, "--to", str(tmp_path / "copy"), env=env)
+    assert pulled.returncode == 0, pulled.stderr
+    assert pulled.stdout.startswith(f"Pulled {repo_name}@")
+    assert "on first use" in pulled.stderr  # the note about the hub's key is not a result
+
+
+def test_an_unreachable_hub_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    folder = make_model(tmp_path / "m")
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    for args in (["push", str(folder), "admin/x"], ["pull", "admin/x", "--to", str(tmp_path / "c")], ["ls"]):
+        result = weightyard_cli(*args, "--endpoint", url, "--token", "wy_x")
+        line = assert_one_line_error(result)
+        assert f"cannot talk to the hub at {url}" in line
+
+
+def test_a_hub_that_goes_away_is_one_line_and_exit_1(vanishing_hub: str, tmp_path: Path) -> None:
+    result = weightyard_cli("push", str(make_model(tmp_path / "m")), "admin/x", "--endpoint", vanishing_hub)
+    assert "cannot talk to the hub" in assert_one_line_error(result)
+
+
+def test_a_refusal_by_the_hub_is_one_line_with_its_cause(server: Server, tmp_path: Path) -> None:
+    token = read_only_token(server, "ro-push")
+    # --endpoint differs from $HF_ENDPOINT: the client once reported this as "Invalid HF URI".
+    result = weightyard_cli(
+        "push",
+        str(make_model(tmp_path / "m")),
+        "admin/read-only-push",
+        "--endpoint",
+        server.url,
+        "--token",
+        token,
+        env={"HF_ENDPOINT": "http://127.0.0.1:9"},
+    )
+    line = assert_one_line_error(result)
+    assert "the hub answered 403" in line
+    assert "Invalid HF URI" not in line
+    missing = weightyard_cli("log", "admin/no-such-repo", env=client_env(server))
+    assert "the hub answered 404" in assert_one_line_error(missing)
+
+
+def test_push_private_makes_an_existing_public_repo_private(
+    server: Server, repo_name: str, tmp_path: Path
+) -> None:
+    env = client_env(server)
+    folder = make_model(tmp_path / "m")
+    assert weightyard_cli("push", str(folder), repo_name, env=env).returncode == 0
+    api = HfApi(endpoint=server.url, token=server.token)
+    assert not api.model_info(repo_name).private
+    again = weightyard_cli("push", str(folder), repo_name, "--private", env=env)
+    assert again.returncode == 0, again.stderr
+    assert f"{repo_name} was public and is now private" in again.stderr
+    assert api.model_info(repo_name).private
+    # Without --private an existing private repo stays private.
+    assert weightyard_cli("push", str(folder), repo_name, env=env).returncode == 0
+    assert api.model_info(repo_name).private
+
+
+def test_pull_refuses_a_non_empty_target_without_force(
+    server: Server, repo_name: str, tmp_path: Path
+) -> None:
+    env = client_env(server)
+    folder = make_model(tmp_path / "m")
+    assert weightyard_cli("push", str(folder), repo_name, env=env).returncode == 0
+    (folder / "config.json").write_text('{"mine": "unsaved work"}')
+    refused = weightyard_cli("pull", repo_name, "--to", str(folder), env=env)
+    assert "is not empty" in assert_one_line_error(refused, 2)
+    assert (folder / "config.json").read_text() == '{"mine": "unsaved work"}'
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert weightyard_cli("pull", repo_name, "--to", str(empty), env=env).returncode == 0
+    assert sorted(p.relative_to(empty).as_posix() for p in empty.rglob("*")) == [
+        "config.json",
+        "sub",
+        "sub/vocab.txt",
+    ]
+
+
+def test_pull_with_force_replaces_the_target_and_leaves_no_unrelated_file(
+    server: Server, repo_name: str, tmp_path: Path
+) -> None:
+    env = client_env(server)
+    folder = make_model(tmp_path / "m")
+    assert weightyard_cli("push", str(folder), repo_name, env=env).returncode == 0
+    (folder / "notes.txt").write_text("not in the repo")
+    (folder / "config.json").write_text("{}")
+    forced = weightyard_cli("pull", repo_name, "--to", str(folder), "--force", env=env)
+    assert forced.returncode == 0, forced.stderr
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == [
+        "config.json",
+        "sub",
+        "sub/vocab.txt",
+    ]
+    assert json.loads((folder / "config.json").read_text()) == {"model_type": "bert"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no staging or replaced folder left behind
