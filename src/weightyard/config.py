@@ -53,6 +53,27 @@ class Settings(BaseSettings):
     scan_policy: str = "refuse"
     # Requests per minute per token (per client address for anonymous requests), per server process.
     rate_limit_per_minute: int = 0
+    # Bounded work per request (docs/security.md, "Limits"). Every request body except the streamed
+    # uploads (commits, LFS objects and parts, Xet xorbs and shards) is cut off past `max_json_body` bytes
+    # with 413, while it is read and before any parsing or authentication work.
+    max_json_body: int = MIB
+    # Seconds a request body may go without a byte arriving before the request fails with 408.
+    body_idle_timeout: float = 60.0
+    # Seconds a connection has to deliver a complete request head (first, and after each response), and
+    # seconds an idle keep-alive connection is kept open.
+    header_timeout: float = 30.0
+    keep_alive_timeout: int = 30
+    # Most bytes of one request head (request line plus headers); a longer one is refused with 400.
+    max_header_bytes: int = 64 * 1024
+    # Most connections and requests in progress at once; past it requests are answered 503 at once.
+    max_connections: int = 1000
+    # Most operations (files added or deleted) in one commit, and objects in one LFS batch request.
+    max_commit_operations: int = 10_000
+    max_lfs_batch_objects: int = 1000
+    # Each line of a commit body: the deepest nesting of JSON containers (the commit format needs 2) and
+    # the most bytes outside the file content it inlines.
+    max_commit_line_depth: int = 4
+    max_commit_line_bytes: int = MIB
 
     @classmethod
     def for_data(cls, data: Path | None) -> Settings:

@@ -128,6 +128,19 @@ class PayloadTooLarge(WeightyardError):
     status = 413
 
 
+class TooManyObjects(PayloadTooLarge):
+    """A commit or LFS batch request names more operations or objects than the hub accepts at once."""
+
+    code = "TooManyObjects"
+
+
+class RequestTimeout(WeightyardError):
+    """The request body stopped arriving."""
+
+    code = "RequestTimeout"
+    status = 408
+
+
 class RangeNotSatisfiable(WeightyardError):
     code = "RangeNotSatisfiable"
     status = 416

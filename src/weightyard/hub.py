@@ -59,6 +59,7 @@ class Hub:
             settings.multipart_chunk_size,
             settings.upload_url_ttl,
             settings.max_file_size,
+            settings.max_lfs_batch_objects,
         )
         accounts = AccountService(engine)
         accounts.ensure_admin_user()

@@ -9,6 +9,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from weightyard import __version__
 from weightyard.api import access, admin, hf, lfs, provenance, web, xet
+from weightyard.api.body_limit import BodyLimitMiddleware
 from weightyard.api.common import error_response
 from weightyard.api.limits import RateLimitMiddleware
 from weightyard.errors import BadRequest, NotFound, WeightyardError
@@ -48,6 +49,11 @@ def create_app(hub: Hub) -> FastAPI:
         # json.JSONDecodeError from request.json() and unquote() on bad UTF-8 land here
         return error_response(BadRequest(f"malformed request: {exc}"))
 
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=hub.settings.max_json_body,
+        idle_timeout=hub.settings.body_idle_timeout,
+    )
     if hub.limiter is not None:
         app.add_middleware(RateLimitMiddleware, limiter=hub.limiter)
     app.include_router(provenance.router)

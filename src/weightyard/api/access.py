@@ -8,9 +8,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from weightyard.api.bodies import AskAccessBody, GrantAccessBody, HandleAccessBody, read_json
 from weightyard.api.common import PLURAL_TYPES, hub_of, iso, principal_of
 from weightyard.auth import Action
-from weightyard.errors import BadRequest, NotFound
+from weightyard.errors import NotFound
 from weightyard.repos import AccessRequest, Repo
 
 router = APIRouter()
@@ -33,22 +34,9 @@ def _request_json(item: AccessRequest) -> dict[str, Any]:
     }
 
 
-async def _payload(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    payload = await request.json()
-    if not isinstance(payload, dict):
-        raise BadRequest("expected a JSON object")
-    return payload
-
-
 @router.post("/api/{plural}/{namespace}/{name}/ask-access")
 async def ask_access(request: Request, plural: str, namespace: str, name: str) -> dict[str, Any]:
-    payload = await _payload(request)
-    fields = payload.get("fields")
-    if fields is not None and not isinstance(fields, dict):
-        raise BadRequest("'fields' must be an object")
+    fields = (await read_json(request, AskAccessBody, empty=True)).fields
 
     def ask() -> str:
         repo = _repo(request, plural, namespace, name)
@@ -68,25 +56,18 @@ def list_access_requests(
 
 @router.post("/api/{plural}/{namespace}/{name}/user-access-request/handle")
 async def handle_access_request(request: Request, plural: str, namespace: str, name: str) -> dict[str, Any]:
-    payload = await _payload(request)
-    status = payload.get("status")
-    user = payload.get("user")
-    request_id = payload.get("requestId")
-    reason = payload.get("rejectionReason")
-    if not isinstance(status, str):
-        raise BadRequest("'status' is required")
-    if request_id is not None and not str(request_id).isdigit():
-        raise BadRequest("'requestId' must be a number")
+    payload = await read_json(request, HandleAccessBody, empty=True)
+    request_id = payload.requestId
 
     def handle() -> None:
         repo = _repo(request, plural, namespace, name)
         hub_of(request).access.handle(
             principal_of(request),
             repo,
-            status,
-            user=user if isinstance(user, str) else None,
+            payload.status,
+            user=payload.user,
             request_id=int(request_id) if request_id is not None else None,
-            reason=reason if isinstance(reason, str) else None,
+            reason=payload.rejectionReason,
         )
 
     await run_in_threadpool(handle)
@@ -95,10 +76,7 @@ async def handle_access_request(request: Request, plural: str, namespace: str, n
 
 @router.post("/api/{plural}/{namespace}/{name}/user-access-request/grant")
 async def grant_access(request: Request, plural: str, namespace: str, name: str) -> dict[str, Any]:
-    payload = await _payload(request)
-    user = payload.get("user")
-    if not isinstance(user, str):
-        raise BadRequest("'user' is required")
+    user = (await read_json(request, GrantAccessBody, empty=True)).user
 
     def grant() -> None:
         repo = _repo(request, plural, namespace, name)

@@ -6,24 +6,17 @@ organisation members can be managed by that organisation's admins; anyone may ma
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
+from weightyard.api.bodies import CreateOrgBody, CreateTokenBody, CreateUserBody, MemberBody, read_json
 from weightyard.api.common import hub_of, iso, principal_of
 from weightyard.auth import Action, TokenInfo, require_site_admin
-from weightyard.errors import BadRequest
 from weightyard.validation import check_repo_id
 
 router = APIRouter(prefix="/api/admin")
-
-
-async def _payload(request: Request) -> dict[str, Any]:
-    payload = await request.json()
-    if not isinstance(payload, dict):
-        raise BadRequest("expected a JSON object")
-    return payload
 
 
 def _token_json(token: TokenInfo) -> dict[str, Any]:
@@ -48,11 +41,8 @@ def list_users(request: Request) -> list[dict[str, Any]]:
 
 @router.post("/users")
 async def create_user(request: Request) -> dict[str, Any]:
-    payload = await _payload(request)
-    name = payload.get("name")
-    if not isinstance(name, str):
-        raise BadRequest("'name' is required")
-    admin = payload.get("admin") is True
+    payload = await read_json(request, CreateUserBody)
+    name, admin = payload.name, payload.admin
     await run_in_threadpool(lambda: hub_of(request).accounts.create_user(principal_of(request), name, admin))
     return {"name": name, "isAdmin": admin}
 
@@ -65,20 +55,14 @@ def delete_user(request: Request, name: str) -> dict[str, Any]:
 
 @router.post("/orgs")
 async def create_org(request: Request) -> dict[str, Any]:
-    payload = await _payload(request)
-    name = payload.get("name")
-    if not isinstance(name, str):
-        raise BadRequest("'name' is required")
+    name = (await read_json(request, CreateOrgBody)).name
     await run_in_threadpool(lambda: hub_of(request).accounts.create_org(principal_of(request), name))
     return {"name": name}
 
 
 @router.put("/orgs/{org}/members/{user}")
 async def set_member(request: Request, org: str, user: str) -> dict[str, Any]:
-    payload = await _payload(request)
-    role = payload.get("role")
-    if not isinstance(role, str):
-        raise BadRequest("'role' is required")
+    role = (await read_json(request, MemberBody)).role
     await run_in_threadpool(
         lambda: hub_of(request).accounts.set_member(principal_of(request), org, user, role)
     )
@@ -101,20 +85,14 @@ def list_tokens(request: Request, user: str) -> list[dict[str, Any]]:
 
 @router.post("/users/{user}/tokens")
 async def create_token(request: Request, user: str) -> dict[str, Any]:
-    payload = await _payload(request)
-    name, scope = payload.get("name"), payload.get("scope", "read")
-    repos, expires = payload.get("repos"), payload.get("expiresInDays")
-    if not isinstance(name, str) or not isinstance(scope, str):
-        raise BadRequest("'name' and 'scope' must be strings")
-    if repos is not None and (not isinstance(repos, list) or not all(isinstance(r, str) for r in repos)):
-        raise BadRequest("'repos' must be a list of repo ids or namespaces")
-    if expires is not None and not isinstance(expires, int):
-        raise BadRequest("'expiresInDays' must be an integer")
+    payload = await read_json(request, CreateTokenBody)
 
     def create() -> str:
-        return hub_of(request).accounts.create_token(principal_of(request), user, name, scope, repos, expires)
+        return hub_of(request).accounts.create_token(
+            principal_of(request), user, payload.name, payload.scope, payload.repos, payload.expiresInDays
+        )
 
-    return {"user": user, "name": name, "token": await run_in_threadpool(create)}
+    return {"user": user, "name": payload.name, "token": await run_in_threadpool(create)}
 
 
 @router.delete("/users/{user}/tokens/{name}")
@@ -125,7 +103,10 @@ def revoke_token(request: Request, user: str, name: str) -> dict[str, Any]:
 
 @router.get("/audit-log")
 def audit_log(
-    request: Request, repo: str | None = None, limit: int = 100, before: int | None = None
+    request: Request,
+    repo: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
 ) -> list[dict[str, Any]]:
     """Site admins read everything; a repo's admins may read that repo's entries."""
     principal = principal_of(request)
@@ -135,6 +116,4 @@ def audit_log(
         namespace, name = check_repo_id(repo)
         repo_type = request.query_params.get("type", "model")
         hub_of(request).repos.get_repo(principal, repo_type, namespace, name, Action.ADMIN)
-    if not 1 <= limit <= 1000:
-        raise BadRequest("limit must be between 1 and 1000")
     return [entry.to_dict() for entry in hub_of(request).audit.entries(repo, limit, before)]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from weightyard.api.ndjson import ContentSink, NdjsonStream, StreamedContent, decode_base64
-from weightyard.errors import MalformedCommit
+from weightyard.config import Settings
+from weightyard.errors import MalformedCommit, TooManyObjects
 from weightyard.repos import ContentIngest, IngestedContent, RepoService
 
 OPERATION_KEYS = ("header", "file", "lfsFile", "deletedFile", "deletedFolder")
@@ -51,13 +52,22 @@ def _text(value: dict[str, object], key: str, line: int, required: bool = True) 
 
 
 class CommitBodyReader:
-    """Feed it the raw body; `body` holds the header and operations once `close` returns."""
+    """Feed it the raw body; `body` holds the header and operations once `close` returns.
 
-    def __init__(self, repos: RepoService) -> None:
+    The settings bound it: operations per commit, and the nesting and size of each line.
+    """
+
+    def __init__(self, repos: RepoService, settings: Settings) -> None:
         self._repos = repos
         self._lines = 0
+        self._max_operations = settings.max_commit_operations
         self.body = CommitBody()
-        self._stream = NdjsonStream(self._open_sink, self._on_line)
+        self._stream = NdjsonStream(
+            self._open_sink,
+            self._on_line,
+            max_depth=settings.max_commit_line_depth,
+            max_line_bytes=settings.max_commit_line_bytes,
+        )
 
     def _open_sink(self) -> ContentSink:
         return self._repos.start_ingest()
@@ -85,6 +95,8 @@ class CommitBodyReader:
             raise MalformedCommit(f"line {number}: unknown operation key {str(key)[:50]!r}")
         if (number == 1) != (key == "header"):
             raise MalformedCommit(f"line {number}: the header must come first, once")
+        if number > self._max_operations + 1:
+            raise TooManyObjects(f"a commit holds at most {self._max_operations} operations")
         if key == "header":
             self.body.summary = _text(value, "summary", number)
             self.body.description = _text(value, "description", number, required=False)

@@ -14,7 +14,15 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from weightyard.auth import Principal
-from weightyard.errors import ContentMismatch, EntryNotFound, InvalidCredentials, RateLimited, WeightyardError
+from weightyard.errors import (
+    ContentMismatch,
+    EntryNotFound,
+    InvalidCredentials,
+    PayloadTooLarge,
+    RateLimited,
+    RequestTimeout,
+    WeightyardError,
+)
 from weightyard.hub import Hub
 
 # The web pages' sign-in cookie; it holds an access token.
@@ -36,6 +44,9 @@ def error_response(exc: WeightyardError) -> JSONResponse:
         headers["X-Repo-Commit"] = exc.commit
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(exc.retry_after)
+    if exc.status in (PayloadTooLarge.status, RequestTimeout.status):
+        # The rest of the body may still be on its way: close rather than read it to keep the connection.
+        headers["Connection"] = "close"
     return JSONResponse(body, status_code=exc.status, headers=headers)
 
 

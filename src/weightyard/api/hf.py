@@ -7,14 +7,27 @@ percent-encodes `/` inside revisions and folders and the router only sees the de
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from weightyard.api import xet
+from weightyard.api.bodies import (
+    BranchBody,
+    CreateRepoBody,
+    PathsInfoBody,
+    PreuploadBody,
+    RepoSettingsBody,
+    RepoTargetBody,
+    TagBody,
+    ValidateYamlBody,
+    parse_body,
+    read_json,
+)
+from weightyard.api.body_limit import allow_body
 from weightyard.api.commit_body import (
     CommitBody,
     CommitBodyReader,
@@ -24,7 +37,6 @@ from weightyard.api.commit_body import (
 )
 from weightyard.api.common import (
     PLURAL_TYPES,
-    TYPE_PREFIX,
     base_url,
     hub_of,
     iso,
@@ -127,9 +139,7 @@ def agent_harnesses() -> dict[str, Any]:
 
 @router.post("/api/validate-yaml")
 async def validate_yaml(request: Request) -> dict[str, Any]:
-    payload = await request.json()
-    if not isinstance(payload, dict) or not isinstance(payload.get("content"), str):
-        raise BadRequest("expected {'content': <README text>, 'repoType': ...}")
+    await read_json(request, ValidateYamlBody)
     return {"errors": [], "warnings": []}
 
 
@@ -312,13 +322,11 @@ def security_repo_status(repos: RepoService, commit: Commit) -> dict[str, Any]:
 async def post_paths_info(
     request: Request, plural: str, namespace: str, name: str, rest: str
 ) -> JSONResponse:
-    body = (await request.body()).decode("utf-8", "replace")
+    raw = await request.body()
     if request.headers.get("content-type", "").startswith("application/json"):
-        import json
-
-        paths = json.loads(body).get("paths", [])
-    else:
-        paths = parse_qs(body).get("paths", [])
+        paths = parse_body(raw, PathsInfoBody).paths
+    else:  # the stock client sends a form
+        paths = parse_qs(raw.decode("utf-8", "replace")).get("paths", [])
 
     def answer() -> list[dict[str, Any]]:
         repo = _load_repo(request, plural, namespace, name)
@@ -326,9 +334,7 @@ async def post_paths_info(
         repos = hub_of(request).repos
         commit = repos.resolve(repo, revision)
         everything = {item.path: item for item in repos.tree(commit, "", recursive=True)}
-        items = [
-            _file_json(everything[path]) for path in paths if isinstance(path, str) and path in everything
-        ]
+        items = [_file_json(everything[path]) for path in paths if path in everything]
         xet.add_xet_hashes(request, items)
         return items
 
@@ -380,7 +386,7 @@ def list_repos(
     search: str | None = None,
     author: str | None = None,
     sort: str | None = None,
-    limit: int | None = None,
+    limit: Annotated[int | None, Query(ge=1, le=2**31)] = None,
 ) -> JSONResponse:
     repo_type = _repo_type(plural)
     hub = hub_of(request)
@@ -400,35 +406,26 @@ def list_repos(
 # ---------------------------------------------------------------------------------------------- repos
 
 
-def _repo_target(principal: Principal | None, payload: dict[str, Any]) -> tuple[str, str, str]:
-    name = payload.get("name")
-    if not isinstance(name, str):
-        raise BadRequest("'name' is required")
-    namespace = payload.get("organization")
+def _repo_target(principal: Principal | None, payload: RepoTargetBody) -> tuple[str, str, str]:
+    name, namespace = payload.name, payload.organization
     if namespace is None and "/" in name:
         namespace, name = name.split("/", 1)
     if namespace is None:
         if principal is None:
             raise Unauthorized("You must be authenticated to create a repo")
         namespace = principal.name
-    if not isinstance(namespace, str):
-        raise BadRequest("'organization' must be a string")
-    repo_type = payload.get("type") or "model"
-    if repo_type not in TYPE_PREFIX:
-        raise BadRequest(f"unknown repo type {repo_type!r}")
-    return str(repo_type), check_repo_segment(namespace, "namespace"), check_repo_segment(name)
+    repo_type = payload.type or "model"
+    return repo_type, check_repo_segment(namespace, "namespace"), check_repo_segment(name)
 
 
 @router.post("/api/repos/create")
 async def create_repo(request: Request) -> dict[str, Any]:
-    payload = await request.json()
-    if not isinstance(payload, dict):
-        raise BadRequest("expected a JSON object")
+    payload = await read_json(request, CreateRepoBody)
 
     def create() -> dict[str, Any]:
         principal = principal_of(request)
         repo_type, namespace, name = _repo_target(principal, payload)
-        private = payload.get("visibility") == "private" or payload.get("private") is True
+        private = payload.visibility == "private" or payload.private is True
         url = repo_url(request, repo_type, f"{namespace}/{name}")
         try:
             repo = hub_of(request).repos.create_repo(principal, repo_type, namespace, name, private)
@@ -442,9 +439,7 @@ async def create_repo(request: Request) -> dict[str, Any]:
 
 @router.delete("/api/repos/delete")
 async def delete_repo(request: Request) -> dict[str, Any]:
-    payload = await request.json()
-    if not isinstance(payload, dict):
-        raise BadRequest("expected a JSON object")
+    payload = await read_json(request, RepoTargetBody)
 
     def delete() -> None:
         principal = principal_of(request)
@@ -457,23 +452,17 @@ async def delete_repo(request: Request) -> dict[str, Any]:
 
 @router.put("/api/{plural}/{namespace}/{name}/settings")
 async def update_settings(request: Request, plural: str, namespace: str, name: str) -> dict[str, Any]:
-    payload = await request.json()
-    if not isinstance(payload, dict):
-        raise BadRequest("expected a JSON object")
+    payload = await read_json(request, RepoSettingsBody)
 
     def update() -> dict[str, Any]:
         repo = _load_repo(request, plural, namespace, name, Action.ADMIN)
-        private = payload.get("private")
-        if "visibility" in payload:
-            private = payload["visibility"] == "private"
-        gated = payload.get("gated")
-        scan_policy = payload.get("scanPolicy")
-        if private is not None and not isinstance(private, bool):
-            raise BadRequest("'private' must be a boolean")
-        if scan_policy is not None and not isinstance(scan_policy, str):
-            raise BadRequest("'scanPolicy' must be a string")
+        private = payload.private
+        if payload.visibility is not None:
+            private = payload.visibility == "private"
         repos = hub_of(request).repos
-        updated = repos.update_settings(principal_of(request), repo, private, gated, scan_policy)
+        updated = repos.update_settings(
+            principal_of(request), repo, private, payload.gated, payload.scanPolicy
+        )
         return {
             "private": updated.private,
             "gated": updated.gated or False,
@@ -487,13 +476,12 @@ async def update_settings(request: Request, plural: str, namespace: str, name: s
 async def create_branch(
     request: Request, plural: str, namespace: str, name: str, rest: str
 ) -> dict[str, Any]:
-    payload = await _json_or_empty(request)
+    payload = await read_json(request, BranchBody, empty=True)
     branch = "/".join(_api_rest(request))
 
     def create() -> None:
         repo = _load_repo(request, plural, namespace, name)
-        starting_point = payload.get("startingPoint")
-        hub_of(request).repos.create_branch(principal_of(request), repo, branch, starting_point)
+        hub_of(request).repos.create_branch(principal_of(request), repo, branch, payload.startingPoint)
 
     await run_in_threadpool(create)
     return {"success": True}
@@ -508,18 +496,12 @@ def delete_branch(request: Request, plural: str, namespace: str, name: str, rest
 
 @router.post("/api/{plural}/{namespace}/{name}/tag/{rest:path}")
 async def create_tag(request: Request, plural: str, namespace: str, name: str, rest: str) -> dict[str, Any]:
-    payload = await _json_or_empty(request)
+    payload = await read_json(request, TagBody, empty=True)
     revision = "/".join(_api_rest(request))
-    tag = payload.get("tag")
-    message = payload.get("message")
-    if not isinstance(tag, str):
-        raise BadRequest("'tag' is required")
 
     def create() -> None:
         repo = _load_repo(request, plural, namespace, name)
-        hub_of(request).repos.create_tag(
-            principal_of(request), repo, tag, revision, message if isinstance(message, str) else None
-        )
+        hub_of(request).repos.create_tag(principal_of(request), repo, payload.tag, revision, payload.message)
 
     await run_in_threadpool(create)
     return {"success": True}
@@ -530,21 +512,6 @@ def delete_tag(request: Request, plural: str, namespace: str, name: str, rest: s
     repo = _load_repo(request, plural, namespace, name)
     hub_of(request).repos.delete_tag(principal_of(request), repo, "/".join(_api_rest(request)))
     return {"success": True}
-
-
-async def _json_or_empty(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    import json
-
-    try:
-        payload = json.loads(raw)
-    except ValueError:
-        raise BadRequest("the body is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise BadRequest("expected a JSON object")
-    return payload
 
 
 # ---------------------------------------------------------------------------------------------- uploads
@@ -567,10 +534,7 @@ async def preupload(request: Request, plural: str, namespace: str, name: str, re
     import base64
     import binascii
 
-    payload = await request.json()
-    files = payload.get("files") if isinstance(payload, dict) else None
-    if not isinstance(files, list):
-        raise BadRequest("expected {'files': [...]}")
+    files = (await read_json(request, PreuploadBody)).files
     use_lfs = lfs_capable(request)
 
     def answer() -> dict[str, Any]:
@@ -582,17 +546,12 @@ async def preupload(request: Request, plural: str, namespace: str, name: str, re
         threshold = hub.settings.lfs_threshold
         result = []
         for item in files:
-            if not isinstance(item, dict) or not isinstance(item.get("path"), str):
-                raise BadRequest("each file needs a 'path'")
-            path = check_path(item["path"])
-            size = item.get("size", 0)
+            path = check_path(item.path)
             try:
-                sample = base64.b64decode(item.get("sample") or "", validate=True)
+                sample = base64.b64decode(item.sample, validate=True)
             except (binascii.Error, ValueError):
                 raise BadRequest(f"the sample of {path} is not base64") from None
-            lfs = (
-                use_lfs and isinstance(size, int) and size > 0 and (size >= threshold or looks_binary(sample))
-            )
+            lfs = use_lfs and item.size > 0 and (item.size >= threshold or looks_binary(sample))
             oid = None
             current = existing.get(path)
             if current is not None:
@@ -614,7 +573,8 @@ async def commit(request: Request, plural: str, namespace: str, name: str, rest:
     )
     revision, _ = split_revision(_api_rest(request))
     create_pr = request.query_params.get("create_pr") in ("1", "true", "True")
-    reader = CommitBodyReader(hub.repos)
+    allow_body(request, None)  # inline file content streams to storage; the reader bounds everything else
+    reader = CommitBodyReader(hub.repos, hub.settings)
     try:
         await pump_body(request, reader.feed, BODY_BATCH, drain_on_error=True)
         body = await run_in_threadpool(reader.close)

@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from weightyard.api.bodies import LfsBatchBody, LfsCompleteBody, LfsVerifyBody, read_json
+from weightyard.api.body_limit import allow_body
 from weightyard.api.common import PLURAL_TYPES, base_url, hub_of, principal_async, principal_of, pump_body
 from weightyard.errors import BadRequest, ContentMismatch, NotFound
 from weightyard.storage import BlobWriter
@@ -21,25 +23,14 @@ UPLOAD_BATCH = 4 * 1024 * 1024
 
 
 def _batch(
-    request: Request, repo_type: str, namespace: str, name: str, payload: dict[str, Any]
+    request: Request, repo_type: str, namespace: str, name: str, payload: LfsBatchBody
 ) -> dict[str, Any]:
     hub = hub_of(request)
-    if payload.get("operation") != "upload":
+    if payload.operation != "upload":
         raise BadRequest("only the 'upload' operation is supported; download through /resolve")
-    if payload.get("hash_algo", "sha256") != "sha256":
+    if payload.hash_algo != "sha256":
         raise BadRequest("only sha256 objects are supported")
-    raw_objects = payload.get("objects")
-    if not isinstance(raw_objects, list):
-        raise BadRequest("'objects' must be a list")
-    objects = []
-    for item in raw_objects:
-        if (
-            not isinstance(item, dict)
-            or not isinstance(item.get("oid"), str)
-            or not isinstance(item.get("size"), int)
-        ):
-            raise BadRequest("each object needs 'oid' (string) and 'size' (integer)")
-        objects.append((item["oid"], item["size"]))
+    objects = [(item.oid, item.size) for item in payload.objects]
     principal = principal_of(request)
     repo = hub.repos.get_repo(principal, repo_type, namespace, name)
     base = base_url(request)
@@ -63,9 +54,7 @@ def _batch(
 
 
 async def _batch_route(request: Request, repo_type: str, namespace: str, name: str) -> JSONResponse:
-    payload = await request.json()
-    if not isinstance(payload, dict):
-        raise BadRequest("expected a JSON object")
+    payload = await read_json(request, LfsBatchBody)
     if not name.endswith(".git"):
         raise NotFound("not an LFS endpoint")
     answer = await run_in_threadpool(_batch, request, repo_type, namespace, name[: -len(".git")], payload)
@@ -95,6 +84,7 @@ def _int_param(request: Request, name: str) -> int:
 async def upload_object(request: Request, oid: str) -> Response:
     lfs = hub_of(request).lfs
     size, user, expires = _int_param(request, "size"), _int_param(request, "user"), _int_param(request, "exp")
+    allow_body(request, None)  # pump_body holds it to the announced size
     writer: BlobWriter = await run_in_threadpool(
         lfs.open_upload, oid, size, user, expires, request.query_params.get("sig", "")
     )
@@ -113,6 +103,7 @@ async def upload_part(request: Request, upload_id: str, number: int) -> Response
     target, expected = await run_in_threadpool(
         lfs.open_part, upload_id, number, _int_param(request, "exp"), request.query_params.get("sig", "")
     )
+    allow_body(request, None)  # pump_body holds it to the part's size
     temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
     handle = open(temporary, "wb")  # noqa: SIM115 - closed below on every path
     try:
@@ -130,28 +121,21 @@ async def upload_part(request: Request, upload_id: str, number: int) -> Response
 
 @router.post("/api/lfs/uploads/{upload_id}/complete")
 async def complete_upload(request: Request, upload_id: str) -> Response:
-    payload = await request.json()
-    if not isinstance(payload, dict) or not isinstance(payload.get("oid"), str):
-        raise BadRequest("expected {'oid': ..., 'parts': [...]}")
+    payload = await read_json(request, LfsCompleteBody)
     lfs = hub_of(request).lfs
     await run_in_threadpool(
         lfs.complete,
         upload_id,
         _int_param(request, "exp"),
         request.query_params.get("sig", ""),
-        payload["oid"],
+        payload.oid,
     )
     return Response(status_code=200)
 
 
 @router.post("/api/lfs/verify")
 async def verify_object(request: Request) -> Response:
-    payload = await request.json()
-    if not isinstance(payload, dict) or not isinstance(payload.get("oid"), str):
-        raise BadRequest("expected {'oid': ..., 'size': ...}")
+    payload = await read_json(request, LfsVerifyBody)
     principal = await principal_async(request)
-    size = payload.get("size")
-    await run_in_threadpool(
-        hub_of(request).lfs.verify, principal, payload["oid"], size if isinstance(size, int) else None
-    )
+    await run_in_threadpool(hub_of(request).lfs.verify, principal, payload.oid, payload.size)
     return Response(status_code=200)

@@ -4,6 +4,10 @@ The stock client inlines file content as base64 in one JSON line, so a line can 
 up to `_SMALL_LINE` bytes are parsed with `json.loads`; longer ones go through an incremental JSON parser
 that decodes the `value.content` string from base64 straight into a content sink as it arrives, so memory
 stays bounded whatever the file size.
+
+Everything else in a line is bounded too: containers nest at most `max_depth` deep (the commit format needs
+2: the line's object and its `value`), and a line holds at most `max_line_bytes` bytes outside the file
+content it inlines. A line that breaks either rule is a `MalformedCommit`, never a crash.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import Protocol
 from weightyard.errors import MalformedCommit
 
 _SMALL_LINE = 1024 * 1024
+MAX_DEPTH = 4
+MAX_LINE_BYTES = 1024 * 1024
 # Any string other than the file content (paths, messages) must fit in memory comfortably.
 _MAX_STRING = 1024 * 1024
 _STRING_STOP = re.compile(rb'["\\]')
@@ -84,9 +90,15 @@ class _Frame:
 class _StreamingLine:
     """An incremental JSON parser for one huge line; see the module docstring."""
 
-    def __init__(self, open_sink: Callable[[], ContentSink], line_number: int) -> None:
+    def __init__(
+        self, open_sink: Callable[[], ContentSink], line_number: int, max_depth: int, max_line_bytes: int
+    ) -> None:
         self._open_sink = open_sink
         self._line = line_number
+        self._max_depth = max_depth
+        self._max_line_bytes = max_line_bytes
+        # Bytes of the line outside the inlined file content, which alone may be arbitrarily long.
+        self._held = 0
         self._stack: list[_Frame] = []
         self._state = "value"  # value | key | colon | comma | done
         self._string: bytearray | None = None
@@ -109,7 +121,9 @@ class _StreamingLine:
         i, n = 0, len(data)
         while i < n:
             if self._content is not None:
+                start = i
                 i = self._feed_content(data, i)
+                self._held -= i - start
                 continue
             if self._string is not None:
                 i = self._feed_string(data, i)
@@ -124,12 +138,22 @@ class _StreamingLine:
             if c == 0x0A:
                 if self._state != "done":
                     raise self._fail("the line ends before its JSON value does")
+                self._count(i + 1)
                 return i + 1
             i += 1
             if c in _WHITESPACE:
                 continue
             self._structural(c)
+        self._count(n)
         return None
+
+    def _count(self, consumed: int) -> None:
+        self._held += consumed
+        if self._held > self._max_line_bytes:
+            raise MalformedCommit(
+                f"line {self._line} of the commit body has more than {self._max_line_bytes} bytes besides "
+                "the file content"
+            )
 
     def finish(self) -> None:
         """The body ended without a newline after this line."""
@@ -141,6 +165,8 @@ class _StreamingLine:
     def _structural(self, c: int) -> None:
         state = self._state
         if state == "value":
+            if c in (0x7B, 0x5B) and len(self._stack) >= self._max_depth:
+                raise self._fail(f"containers nest more than {self._max_depth} deep")
             if c == 0x7B:  # {
                 self._stack.append(_Frame({}))
                 self._state = "key"
@@ -291,9 +317,17 @@ class NdjsonStream:
     `StreamedContent` whose sink came from `open_sink`.
     """
 
-    def __init__(self, open_sink: Callable[[], ContentSink], on_line: Callable[[object], None]) -> None:
+    def __init__(
+        self,
+        open_sink: Callable[[], ContentSink],
+        on_line: Callable[[object], None],
+        max_depth: int = MAX_DEPTH,
+        max_line_bytes: int = MAX_LINE_BYTES,
+    ) -> None:
         self._open_sink = open_sink
         self._on_line = on_line
+        self._max_depth = max_depth
+        self._max_line_bytes = max_line_bytes
         self._buffer = bytearray()
         self._streaming: _StreamingLine | None = None
         self._line_number = 0
@@ -319,7 +353,9 @@ class NdjsonStream:
                 return
             # The line is too long to hold: replay what we have through the streaming parser.
             self._line_number += 1
-            self._streaming = _StreamingLine(self._open_sink, self._line_number)
+            self._streaming = _StreamingLine(
+                self._open_sink, self._line_number, self._max_depth, self._max_line_bytes
+            )
             held = bytes(self._buffer)
             self._buffer = bytearray()
             if held and self._streaming.feed(held) is not None:
@@ -349,7 +385,42 @@ class NdjsonStream:
             raise MalformedCommit(
                 f"line {self._line_number} of the commit body is not valid JSON: {exc}"
             ) from None
+        except RecursionError:  # nested past the interpreter's limit, so past ours too
+            raise self._too_deep() from None
+        if _depth(value) > self._max_depth:
+            raise self._too_deep()
+        if len(raw) > self._max_line_bytes and len(raw) - _content_length(value) > self._max_line_bytes:
+            raise MalformedCommit(
+                f"line {self._line_number} of the commit body has more than {self._max_line_bytes} bytes "
+                "besides the file content"
+            )
         self._on_line(value)
 
     def _emit(self, value: object) -> None:
         self._on_line(value)
+
+    def _too_deep(self) -> MalformedCommit:
+        return MalformedCommit(
+            f"line {self._line_number} of the commit body nests containers more than {self._max_depth} deep"
+        )
+
+
+def _depth(value: object) -> int:
+    """How deep containers nest in a parsed value (a scalar is 0), walked without recursion."""
+    deepest = 0
+    pending: list[tuple[object, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth + 1)
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _content_length(line: object) -> int:
+    """Length of the inlined file content of a parsed line (0 if it has none)."""
+    value = line.get("value") if isinstance(line, dict) else None
+    content = value.get("content") if isinstance(value, dict) else None
+    return len(content) if isinstance(content, str) else 0

@@ -7,8 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from weightyard.api.bodies import AddKeyBody, RevokeKeyBody, read_json
 from weightyard.api.common import PLURAL_TYPES, hub_of, principal_of, raw_segments, split_revision
-from weightyard.errors import BadRequest, NotFound
+from weightyard.errors import NotFound
 from weightyard.repos import Commit, Repo
 
 router = APIRouter()
@@ -56,20 +57,14 @@ def list_keys(request: Request, user: str | None = None) -> list[dict[str, Any]]
 
 @router.post("/api/admin/users/{user}/keys")
 async def add_key(request: Request, user: str) -> dict[str, Any]:
-    payload = await request.json()
-    pem = payload.get("publicKey") if isinstance(payload, dict) else None
-    if not isinstance(pem, str):
-        raise BadRequest("expected {'publicKey': '<PEM>'}")
+    pem = (await read_json(request, AddKeyBody)).publicKey
     key = await run_in_threadpool(lambda: hub_of(request).keys.add(principal_of(request), user, pem.encode()))
     return key.to_dict()
 
 
 @router.post("/api/admin/users/{user}/keys/{fingerprint}/revoke")
 async def revoke_key(request: Request, user: str, fingerprint: str) -> dict[str, Any]:
-    payload = await request.json()
-    reason = payload.get("reason") if isinstance(payload, dict) else None
-    if not isinstance(reason, str):
-        raise BadRequest("expected {'reason': '...'}")
+    reason = (await read_json(request, RevokeKeyBody)).reason
     key = await run_in_threadpool(
         lambda: hub_of(request).keys.revoke(principal_of(request), user, fingerprint, reason)
     )

@@ -13,12 +13,13 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from weightyard.api.body_limit import allow_body
 from weightyard.api.common import PLURAL_TYPES, base_url, hub_of, principal_async
 from weightyard.auth import Action
-from weightyard.errors import NotFound
+from weightyard.errors import NotFound, PayloadTooLarge
 from weightyard.repos import Commit, FileEntry, Repo
 from weightyard.repos.xet import READ, WRITE, XetService
-from weightyard.xet import ShardTooLarge, string_to_hash
+from weightyard.xet import MAX_XORB_LEN, ShardTooLarge, XorbTooLarge, string_to_hash
 from weightyard.xet.shard import MAX_SHARD_LEN
 
 router = APIRouter()
@@ -115,6 +116,7 @@ async def _drain(request: Request) -> None:
 
 @router.post(CAS_PREFIX + "/v1/xorbs/{prefix}/{xorb}")
 async def upload_xorb(request: Request, prefix: str, xorb: str) -> dict[str, bool]:
+    allow_body(request, MAX_XORB_LEN)
     xet = _xet(request)
     token = await run_in_threadpool(xet.authenticate, request.headers.get("authorization"))
     upload = await run_in_threadpool(xet.begin_xorb, token, string_to_hash(xorb))
@@ -134,6 +136,9 @@ async def upload_xorb(request: Request, prefix: str, xorb: str) -> dict[str, boo
         if failure is None:
             await run_in_threadpool(upload.feed, bytes(batch))
             return {"was_inserted": await run_in_threadpool(upload.finish, token)}
+    except PayloadTooLarge:
+        upload.abort()
+        raise XorbTooLarge(f"xorb body exceeds {MAX_XORB_LEN} bytes") from None
     except BaseException:
         upload.abort()
         raise
@@ -143,17 +148,14 @@ async def upload_xorb(request: Request, prefix: str, xorb: str) -> dict[str, boo
 
 @router.post(CAS_PREFIX + "/v1/shards")
 async def upload_shard(request: Request) -> dict[str, int]:
+    allow_body(request, MAX_SHARD_LEN)
     xet = _xet(request)
     token = await run_in_threadpool(xet.authenticate, request.headers.get("authorization"))
-    body = bytearray()
-    too_large = False
-    async for piece in request.stream():
-        too_large = too_large or len(body) + len(piece) > MAX_SHARD_LEN
-        if not too_large:  # past the limit, keep reading (and dropping) so the client gets our error
-            body += piece
-    if too_large:
-        raise ShardTooLarge(f"shard body exceeds {MAX_SHARD_LEN} bytes")
-    new = await run_in_threadpool(xet.register_shard, token, bytes(body))
+    try:
+        body = await request.body()
+    except PayloadTooLarge:
+        raise ShardTooLarge(f"shard body exceeds {MAX_SHARD_LEN} bytes") from None
+    new = await run_in_threadpool(xet.register_shard, token, body)
     return {"result": 1 if new else 0}
 
 
@@ -161,6 +163,7 @@ async def upload_shard(request: Request) -> dict[str, int]:
 @router.post(CAS_PREFIX + "/v1/xorb-grants/{prefix}/{xorb}")
 async def not_implemented(request: Request) -> Response:
     # 404 is the client's signal to fall back to the v1 routes; drain so it reads the answer cleanly.
+    allow_body(request, MAX_XORB_LEN)
     await _drain(request)
     return Response(status_code=404)
 

@@ -97,13 +97,12 @@ def serve(
 
     from weightyard.api import create_app
     from weightyard.hub import Hub
+    from weightyard.server import uvicorn_config
 
     settings = Settings.for_data(data).model_copy(update={"host": host, "port": port})
     hub = Hub.open(settings)
     admin_token = hub.admin_token()
-    config = uvicorn.Config(
-        create_app(hub), host=host, port=port, log_level="warning", timeout_keep_alive=30, access_log=False
-    )
+    config = uvicorn_config(create_app(hub), settings, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     url = f"http://{host}:{port}"
     threading.Thread(target=_announce, args=(server, url, admin_token, demo), daemon=True).start()

@@ -19,11 +19,17 @@ import sqlalchemy as sa
 
 from weightyard.auth import Action, Principal, require
 from weightyard.db import tables, transaction, utcnow
-from weightyard.errors import BadRequest, ContentMismatch, InvalidSignature, NotFound, PayloadTooLarge
+from weightyard.errors import (
+    BadRequest,
+    ContentMismatch,
+    InvalidSignature,
+    NotFound,
+    PayloadTooLarge,
+    TooManyObjects,
+)
 from weightyard.repos.service import Repo, RepoService
 from weightyard.storage import BlobStore, BlobWriter, check_sha256
 
-MAX_OBJECTS_PER_BATCH = 1000
 MAX_PARTS = 10_000
 
 
@@ -56,6 +62,7 @@ class LfsService:
         part_size: int,
         ttl: int,
         max_file_size: int = 0,
+        max_batch_objects: int = 1000,
     ):
         self._repos = repos
         self._store = store
@@ -64,6 +71,7 @@ class LfsService:
         self._part_size = part_size
         self._ttl = ttl
         self._max_file_size = max_file_size
+        self._max_batch_objects = max_batch_objects
         staging.mkdir(parents=True, exist_ok=True)
 
     def batch(
@@ -72,8 +80,10 @@ class LfsService:
         """Decide, for each (sha256, size), whether and how the client uploads it."""
         require(principal, Action.WRITE, repo.ref)
         assert principal is not None
-        if len(objects) > MAX_OBJECTS_PER_BATCH:
-            raise PayloadTooLarge(f"at most {MAX_OBJECTS_PER_BATCH} objects per batch request")
+        if len(objects) > self._max_batch_objects:
+            raise TooManyObjects(
+                f"{len(objects)} objects in one batch request; the limit is {self._max_batch_objects}"
+            )
         expires = int(time.time()) + self._ttl
         actions = []
         for sha256, size in objects:
