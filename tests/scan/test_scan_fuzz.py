@@ -5,6 +5,7 @@ only guards against a hang."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import struct
@@ -19,18 +20,24 @@ from tests.scan.scan_corpus import (
     _safetensors,
     _tar,
     _tinfo,
+    getattr_as_value,
     gguf,
     graph_def,
     h5_bytes,
+    joblib_side_file,
     keras_config,
     make_zip,
     msgpack,
+    npy_with_descr,
     onnx_model,
     saved_model,
     sentencepiece_model,
+    v7_tar_polyglot,
+    zip_with_hidden_directory,
 )
 
 from weightyard.scan import Limits, Verdict, scan_file
+from weightyard.scan.engine import INTERNAL_ERROR
 
 LIMITS = Limits(seconds=20, member_bytes=8 << 20, decompressed_bytes=32 << 20)
 FUZZ = settings(
@@ -60,15 +67,25 @@ def _seeds() -> list[bytes]:
         msgpack({"params": {"kernel": b"\x00" * 8, "scale": 1.0}}),
         graph_def(["ReadFile", "MatMul"], ("PyFunc",)),
         sentencepiece_model(["<unk>", "a"]),
+        npy_with_descr("[('a', '<f4'), ('b', ('O', (2,)))]", OS_SYSTEM),
+        v7_tar_polyglot([("pickle", OS_SYSTEM)], OS_SYSTEM),
+        gzip.compress(OS_SYSTEM) + gzip.compress(OS_SYSTEM),
+        zip_with_hidden_directory([ZipEntry("a.txt", b"x")], [ZipEntry("b.pkl", OS_SYSTEM)]),
+        joblib_side_file("arrays_01.npy"),
+        getattr_as_value(),
     ]
 
 
 SEEDS = _seeds()
 
 
-def _assert_clean(data: bytes) -> None:
-    report = scan_file(io.BytesIO(data), "fuzz.bin", limits=LIMITS)
+def _assert_clean(data: bytes, name: str = "fuzz.bin") -> None:
+    """Malformed input may end in any verdict, through a parser's FormatError; an exception of any other
+    kind is a scanner bug, reported as `scanner.internal-error`, and fails the test."""
+    report = scan_file(io.BytesIO(data), name, limits=LIMITS)
     assert report.verdict in set(Verdict)
+    crashes = [f.to_dict() for f in report.findings if f.rule == INTERNAL_ERROR]
+    assert crashes == [], crashes
     report.to_dict()
 
 
@@ -113,3 +130,27 @@ def test_random_bytes_behind_a_format_magic_end_in_a_verdict(prefix: bytes, body
 @given(template=st.text(alphabet=st.sampled_from(list("{}%#()[]|.'_ abcx~=")), max_size=80))
 def test_arbitrary_chat_templates_end_in_a_verdict(template: str) -> None:
     _assert_clean(json.dumps({"chat_template": template}).encode())
+
+
+NAMED_SEEDS = [
+    ("config.yaml", b"model:\n  _target_: torch.optim.AdamW\n  lr: [1, 2, {a: b}]\n"),
+    ("config.json", json.dumps({"auto_map": {"AutoModel": "m.C"}, "x": [1.5, None]}).encode()),
+    ("tokenizer_config.json", json.dumps({"chat_template": "{% set n = '_' ~ 'x' %}{{ m[n] }}"}).encode()),
+    ("modeling_x.py", b"import os\nos.system('x')\n"),
+    ("chat_template.jinja", CHAT_TEMPLATE.encode()),
+]
+
+
+@FUZZ
+@given(
+    seed=st.sampled_from(NAMED_SEEDS),
+    flips=st.lists(st.tuples(st.integers(min_value=0), st.integers(min_value=0, max_value=255)), max_size=6),
+)
+def test_mutated_configs_code_and_templates_end_in_a_verdict(
+    seed: tuple[str, bytes], flips: list[tuple[int, int]]
+) -> None:
+    name, content = seed
+    data = bytearray(content)
+    for position, value in flips:
+        data[position % len(data)] = value
+    _assert_clean(bytes(data), name)

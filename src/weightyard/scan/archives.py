@@ -13,8 +13,8 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from weightyard.scan.buffer import Data
-from weightyard.scan.hf_config import unsafe_relative_path
 from weightyard.scan.limits import LimitExceeded, OutputLimitExceeded
+from weightyard.scan.names import unsafe_relative_path
 from weightyard.scan.pickle_scan import looks_like_pickle, walk
 from weightyard.scan.report import Finding, Severity
 from weightyard.scan.zipread import (
@@ -79,7 +79,7 @@ def scan_zip(ctx: Context, data: Data, name: str, where: str) -> tuple[str, list
             findings.append(
                 Finding(
                     "zip.duplicate-name",
-                    Severity.WARNING,
+                    Severity.CRITICAL,
                     f"{where}/{dup}",
                     dup,
                     f"{count} members share this name; libtorch reads the first, Python's zipfile the last",
@@ -124,6 +124,16 @@ def _scan_member(
     flagged = flag_finding(m, where)
     if flagged is not None:
         findings.append(flagged)
+    if kind == "pytorch-zip" and m.method != 0 and not _is_torchscript_code(m.name):
+        findings.append(
+            Finding(
+                "torch.compressed-member",
+                Severity.WARNING,
+                loc,
+                m.name,
+                "torch writes pickles and storage records uncompressed; this archive was rewritten",
+            )
+        )
     problem = member_problem(m)
     if problem is not None:
         return [*findings, Finding("archive.unreadable-member", Severity.ERROR, loc, m.name, problem)]
@@ -160,10 +170,15 @@ def _scan_member(
         ctx.torch_records = outer_records
 
 
+def _is_torchscript_code(name: str) -> bool:
+    """TorchScript sources and their debug tables, which torch.jit.save does compress."""
+    return "/code/" in name or name.endswith((".py", ".debug_pkl"))
+
+
 def _scan_torch_record(ctx: Context, data: Data, m: Member, loc: str) -> list[Finding]:
     """Tensor records are raw bytes that torch never unpickles; only a literal dangerous import in one
     that looks like a pickle is worth reporting. Other files (TorchScript code, version) are inert."""
-    if "/code/" in m.name or m.name.endswith((".py", ".debug_pkl")):
+    if _is_torchscript_code(m.name):
         return [
             Finding(
                 "torch.torchscript", Severity.INFO, loc, m.name, "TorchScript code, compiled by torch.jit"
@@ -226,6 +241,26 @@ class _MmapFile(io.RawIOBase):
         buffer[: len(chunk)] = chunk
         self._pos += len(chunk)
         return len(chunk)
+
+
+def is_tar_header(head: bytes) -> bool:
+    """A tar header block, with or without the POSIX `ustar` magic: its checksum is right, the test
+    Python's tarfile (and so torch's legacy loader) applies."""
+    block = head[:512]
+    if len(block) < 512 or not any(block):
+        return False
+    field = block[148:156]
+    if field[0] in (0o200, 0o377):
+        stored = int.from_bytes(field[1:], "big", signed=field[0] == 0o377)
+    else:
+        text = field.split(b"\0", 1)[0].strip()
+        if not text or any(c not in b"01234567" for c in text):
+            return False
+        stored = int(text, 8)
+    rest = block[:148] + block[156:]
+    unsigned = 256 + sum(rest)
+    signed = 256 + sum(b - 256 if b > 127 else b for b in rest)
+    return stored in (unsigned, signed)
 
 
 def _tar_kind(names: set[str]) -> str:

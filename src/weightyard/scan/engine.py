@@ -8,6 +8,7 @@ import mmap
 import os
 import posixpath
 import struct
+import traceback
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,10 +17,17 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from weightyard.scan import archives, formats, hf_config, keras_scan, pickles, protobuf
 from weightyard.scan.buffer import Data
-from weightyard.scan.limits import DEFAULT_LIMITS, Budget, LimitExceeded, Limits, OutputLimitExceeded
+from weightyard.scan.limits import (
+    DEFAULT_LIMITS,
+    Budget,
+    FormatError,
+    LimitExceeded,
+    Limits,
+    OutputLimitExceeded,
+)
 from weightyard.scan.names import strip_compression
 from weightyard.scan.report import Finding, PickleImport, Reference, Report, Severity
-from weightyard.scan.zipread import bounded_decompress, has_central_directory
+from weightyard.scan.zipread import decompress_stream, has_central_directory
 
 if TYPE_CHECKING:
     from weightyard.scan.zipread import Decompressor
@@ -115,8 +123,9 @@ def _scan_compressed(ctx: Context, data: Data, name: str, where: str, kind: str)
         (claimed,) = struct.unpack_from("<I", data, len(data) - 4)
         if claimed > cap and claimed > len(data) * ratio:
             return kind, [archives.bomb_finding(where, claimed, len(data))]
+    extra: list[Finding] = []
     try:
-        content = bounded_decompress(_decompressor(kind), raw, ctx.budget, cap)
+        content = _decompress_streams(ctx, kind, raw, where, extra)
     except OutputLimitExceeded as exc:
         if cap > exc.consumed * ratio:
             return kind, [archives.bomb_finding(where, cap, exc.consumed)]
@@ -125,7 +134,39 @@ def _scan_compressed(ctx: Context, data: Data, name: str, where: str, kind: str)
         return kind, [Finding("format.corrupt", Severity.ERROR, where, kind, f"cannot decompress: {exc}")]
     inner = strip_compression(name)
     fmt, findings = ctx.scan_nested(content, inner, f"{where}!{kind}")
-    return f"{fmt}+{kind}", findings
+    return f"{fmt}+{kind}", extra + findings
+
+
+def _decompress_streams(ctx: Context, kind: str, raw: Data, where: str, findings: list[Finding]) -> bytes:
+    """Every stream of the file, concatenated, as gzip.open, bz2.open, lzma.open and joblib read it:
+    a payload can sit in the second stream of a file whose first stream is benign."""
+    cap = ctx.budget.limits.member_bytes
+    out = bytearray()
+    pos = 0
+    while True:
+        decomp = _decompressor(kind)
+        content, pos = decompress_stream(decomp, raw, ctx.budget, cap - len(out), start=pos)
+        out += content
+        if not decomp.eof or pos >= len(raw):
+            return bytes(out)
+        if kind == "gzip":
+            # gzip readers skip zero padding between and after members.
+            while pos < len(raw) and raw[pos] == 0:
+                pos += 1
+            if pos >= len(raw):
+                return bytes(out)
+        rest = bytes(raw[pos : pos + 300])
+        if kind == "joblib-zlib" or _compressed_kind(rest) != kind:
+            findings.append(
+                Finding(
+                    "compressed.trailing-data",
+                    Severity.WARNING,
+                    f"{where}@{pos}",
+                    f"{len(raw) - pos} bytes",
+                    "bytes after the compressed stream, which other readers may treat differently",
+                )
+            )
+            return bytes(out)
 
 
 TF_CHECKPOINT_INDEX = "tf-checkpoint-index"
@@ -135,7 +176,7 @@ _TABLE_MAGIC = b"\x57\xfb\x80\x8b\x24\x75\x47\xdb"
 
 def detect(data: Data, name: str) -> str:
     """Name the format of `data` from its content; `name` only breaks ties between content-equal formats."""
-    head = bytes(data[:300])
+    head = bytes(data[:512])
     if not head:
         return "empty"
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
@@ -153,7 +194,8 @@ def detect(data: Data, name: str) -> str:
             return f"unsupported:{label}"
     if head.startswith(_IMAGE_MAGICS):
         return "image"
-    if len(head) > 262 and head[257:262] == b"ustar":
+    if (len(head) > 262 and head[257:262] == b"ustar") or archives.is_tar_header(head):
+        # torch.load tries a tar before a pickle, and Python's tarfile reads pre-POSIX headers too.
         return "tar"
     if pickles.looks_like_pickle(head):
         return "pickle"
@@ -185,11 +227,21 @@ def dispatch(ctx: Context, data: Data, name: str, where: str) -> tuple[str, list
         return fmt, [Finding(exc.rule, Severity.ERROR, where, "", exc.message)]
     except RecursionError:
         return fmt, [Finding("limit.recursion", Severity.ERROR, where, "", "structure nested too deeply")]
+    except FormatError as exc:
+        return fmt, [Finding("format.corrupt", Severity.ERROR, where, fmt, f"cannot parse: {exc}")]
     except Exception as exc:
-        # Hostile input reaching a parser bug must end as `unscannable`, never as a crash or as `safe`.
-        return fmt, [
-            Finding("format.corrupt", Severity.ERROR, where, type(exc).__name__, f"cannot parse: {exc}")
-        ]
+        # A parser bug reached by hostile input ends as `unscannable`, never as a crash or as `safe`; the
+        # rule is its own so that tests (the fuzz tests above all) fail on it instead of passing.
+        return fmt, [internal_error(where, exc)]
+
+
+INTERNAL_ERROR = "scanner.internal-error"
+
+
+def internal_error(where: str, exc: Exception) -> Finding:
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    at = f" at {posixpath.basename(frame.filename)}:{frame.lineno}" if frame is not None else ""
+    return Finding(INTERNAL_ERROR, Severity.ERROR, where, type(exc).__name__, f"scanner failed{at}: {exc}")
 
 
 def _route(ctx: Context, data: Data, name: str, where: str, fmt: str) -> tuple[str, list[Finding]]:
@@ -213,9 +265,34 @@ def _route(ctx: Context, data: Data, name: str, where: str, fmt: str) -> tuple[s
         fmt, findings = _scan_loose(ctx, data, name, where, fmt)
     else:
         findings = _HANDLERS[fmt](ctx, data, name, where)
-    if not archives.is_zip_format(fmt):
-        findings += archives.scan_polyglot_zip(ctx, data, name, where)
-    return fmt, findings
+    return fmt, findings + _other_readings(ctx, data, name, where, fmt)
+
+
+_PICKLE_FORMATS = frozenset({"pickle", "joblib", "pytorch-legacy"})
+
+
+def _other_readings(ctx: Context, data: Data, name: str, where: str, fmt: str) -> list[Finding]:
+    """A file that another loader reads as another format (a zip read from its end, a tar header at its
+    start, a pickle at its start) is scanned that way too, and is at least suspicious."""
+    findings = [] if archives.is_zip_format(fmt) else archives.scan_polyglot_zip(ctx, data, name, where)
+    head = bytes(data[:512])
+    if fmt not in ("tar", "pytorch-legacy-tar") and archives.is_tar_header(head):
+        other, found = archives.scan_tar(ctx, data, name, where)
+        findings += [_polyglot(where, other), *found]
+    if fmt not in _PICKLE_FORMATS and pickles.looks_like_pickle(head):
+        other, found = pickles.scan_pickles(ctx, data, where)
+        findings += [_polyglot(where, other), *found]
+    return findings
+
+
+def _polyglot(where: str, other: str) -> Finding:
+    return Finding(
+        "format.polyglot",
+        Severity.WARNING,
+        where,
+        other,
+        f"file is also a valid {other}; loaders disagree on what it is, so both readings were scanned",
+    )
 
 
 def _scan_loose(ctx: Context, data: Data, name: str, where: str, fmt: str) -> tuple[str, list[Finding]]:

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 from weightyard.scan import jinja_check, pickles
 from weightyard.scan.buffer import Data
-from weightyard.scan.limits import LimitExceeded
+from weightyard.scan.dtypes import Holds, descr_holds
+from weightyard.scan.limits import FormatError, LimitExceeded
 from weightyard.scan.report import Finding, Severity
 
 if TYPE_CHECKING:
@@ -165,26 +166,35 @@ def _tensor_problem(info: object, body: int) -> str | None:
 
 # -- numpy ------------------------------------------------------------------------------------------------
 def _literal(node: ast.expr) -> object:
-    """The value of a literal expression tree, built by hand so nothing is ever evaluated."""
+    """The value of a literal expression tree as numpy's ast.literal_eval reads it (tuples stay tuples, a
+    signed number is a number), built by hand so nothing is ever evaluated; anything else is refused."""
     if isinstance(node, ast.Constant):
         return node.value
-    if isinstance(node, ast.Tuple | ast.List):
+    if isinstance(node, ast.Tuple):
+        return tuple(_literal(e) for e in node.elts)
+    if isinstance(node, ast.List):
         return [_literal(e) for e in node.elts]
     if isinstance(node, ast.Dict):
-        return {
-            _literal(k): _literal(v) for k, v in zip(node.keys, node.values, strict=True) if k is not None
-        }
+        if any(k is None for k in node.keys):
+            raise ValueError("dict unpacking in header")
+        pairs = zip(node.keys, node.values, strict=True)
+        return {_hashable(_literal(k)): _literal(v) for k, v in pairs if k is not None}
+    if (
+        isinstance(node, ast.UnaryOp)
+        and isinstance(node.op, ast.USub | ast.UAdd)
+        and isinstance(node.operand, ast.Constant)
+        and isinstance(node.operand.value, int | float | complex)
+        and not isinstance(node.operand.value, bool)
+    ):
+        value = node.operand.value
+        return -value if isinstance(node.op, ast.USub) else value
     raise ValueError(f"unexpected {type(node).__name__} in header")
 
 
-def _descr_has_object(descr: object) -> bool:
-    """True when a dtype description (a type string, or a list of (name, type[, shape]) fields) holds
-    Python objects; field names are not types."""
-    if isinstance(descr, str):
-        return descr.lstrip("<>|=").startswith("O")
-    if isinstance(descr, list):
-        return any(isinstance(f, list) and len(f) >= 2 and _descr_has_object(f[1]) for f in descr)
-    return False
+def _hashable(key: object) -> object:
+    if isinstance(key, list | dict):
+        raise ValueError("unhashable key in header")
+    return key
 
 
 def _itemsize(descr: object) -> int | None:
@@ -214,20 +224,39 @@ def scan_npy(ctx: Context, data: Data, name: str, where: str) -> list[Finding]:
         header = _literal(ast.parse(text.strip(), mode="eval").body)
     except (SyntaxError, ValueError, RecursionError) as exc:
         return [Finding("npy.bad-header", Severity.ERROR, where, "", f"header is not a literal dict: {exc}")]
-    if not isinstance(header, dict) or not {"descr", "shape", "fortran_order"} <= set(header):
+    if not isinstance(header, dict) or set(header) != {"descr", "shape", "fortran_order"}:
         return [
-            Finding("npy.bad-header", Severity.ERROR, where, "", "header lacks descr, shape or fortran_order")
+            Finding(
+                "npy.bad-header",
+                Severity.ERROR,
+                where,
+                "",
+                "header must hold exactly descr, shape, fortran_order",
+            )
         ]
     body = start + hlen
     descr, shape = header["descr"], header["shape"]
-    if _descr_has_object(descr):
-        # numpy.load(allow_pickle=True) unpickles the array body: scan it like any pickle.
+    holds = descr_holds(descr)
+    if holds is not Holds.PLAIN:
+        # numpy.load(allow_pickle=True) unpickles the body of any dtype that holds objects: scan it as a
+        # pickle. A description numpy never writes may hold objects: read it both ways.
         findings = pickles.scan_pickles(ctx, data, f"{where}:array", body)[1]
-        return [
-            Finding("npy.object-array", Severity.INFO, where, str(descr), "object array stored as a pickle"),
-            *findings,
-        ]
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        if holds is Holds.OBJECTS:
+            note = Finding(
+                "npy.object-array", Severity.INFO, where, str(descr), "object array stored as a pickle"
+            )
+            return [note, *findings]
+        unusual = Finding(
+            "npy.unusual-dtype",
+            Severity.WARNING,
+            where,
+            str(descr)[:200],
+            "a dtype spelling numpy never writes: it may hold objects, so its body was scanned as a pickle",
+        )
+        return [unusual, *(f for f in findings if f.severity is Severity.CRITICAL)]
+    if not isinstance(shape, tuple) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
         return [Finding("npy.bad-header", Severity.ERROR, where, str(shape), "shape is not a tuple of sizes")]
     itemsize = _itemsize(descr)
     if itemsize is None:
@@ -291,7 +320,7 @@ _DEFAULT_ALIGNMENT = 32
 _OVERFLOW_COUNT = 1 << 31
 
 
-class _GGUFError(Exception):
+class _GGUFError(FormatError):
     def __init__(self, rule: str, offset: int, message: str, severity: Severity = Severity.CRITICAL) -> None:
         super().__init__(message)
         self.rule, self.offset, self.message, self.severity = rule, offset, message, severity

@@ -11,8 +11,12 @@ from typing import TYPE_CHECKING
 
 from weightyard.scan import jinja_check, keras_scan
 from weightyard.scan.buffer import Data
-from weightyard.scan.formats import DuplicateKeyError, strict_json
-from weightyard.scan.names import PYTHON_SUFFIX, SENTENCE_TRANSFORMERS_MODULES, TEMPLATE_SUFFIXES
+from weightyard.scan.names import (
+    PYTHON_SUFFIX,
+    SENTENCE_TRANSFORMERS_MODULES,
+    TEMPLATE_SUFFIXES,
+    unsafe_relative_path,
+)
 from weightyard.scan.policy import Kind, classify
 from weightyard.scan.report import Finding, Reference, Severity
 
@@ -31,36 +35,87 @@ _DANGEROUS_IMPORTS = frozenset(
 )
 
 
-def unsafe_relative_path(path: str) -> bool:
-    """A path that leaves the folder it is written in: absolute, drive-qualified, or climbing with '..'."""
-    if not path or "\x00" in path or path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", path):
-        return True
-    return ".." in re.split(r"[\\/]", path)
-
-
 def _text(data: Data) -> str:
     return bytes(data[:_TEXT_LIMIT]).decode("utf-8-sig", "replace")
 
 
+class _Duplicates:
+    """object_pairs_hook that keeps the first or the last value of a repeated key, and notes repeats."""
+
+    def __init__(self, keep_first: bool) -> None:
+        self.keep_first = keep_first
+        self.seen = False
+
+    def __call__(self, pairs: list[tuple[str, object]]) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for key, value in pairs:
+            if key in out:
+                self.seen = True
+                if self.keep_first:
+                    continue
+            out[key] = value
+        return out
+
+
+def json_readings(text: str) -> list[object] | None:
+    """Every document a JSON loader may see in `text`, decoded as Python's json module decodes it (NaN,
+    Infinity and escaped keys included): with repeated keys, both the last value (Python) and the first
+    (other parsers); JSON lines give one document per line. None when nothing decodes."""
+    last = _Duplicates(keep_first=False)
+    try:
+        docs = [json.loads(text, object_pairs_hook=last)]
+    except json.JSONDecodeError as exc:
+        if not exc.msg.startswith("Extra data"):
+            return None
+        try:
+            docs = [json.loads(line, object_pairs_hook=last) for line in text.splitlines() if line.strip()]
+        except ValueError:
+            return None
+    if last.seen:
+        first = _Duplicates(keep_first=True)
+        docs += [json.loads(text, object_pairs_hook=first)] if len(docs) == 1 else []
+    return docs
+
+
+_CONFIG_SUFFIXES = (".json", ".jsonl")
+
+
 def scan_json(ctx: Context, data: Data, name: str, where: str) -> tuple[str, list[Finding]]:
     text = _text(data)
-    findings: list[Finding] = []
     try:
-        doc = strict_json(text)
-    except DuplicateKeyError:
-        # Python's json keeps the last duplicate; that is what transformers acts on.
-        doc = json.loads(text)
+        docs = json_readings(text)
+    except RecursionError:
+        docs = None
+    if docs is None:
+        if not name.endswith(_CONFIG_SUFFIXES):
+            return scan_text(ctx, data, name, where)
+        return "json", [
+            Finding(
+                "config.undecodable",
+                Severity.ERROR,
+                where,
+                name,
+                "configuration file does not decode as JSON, so what a loader reads is unknown",
+            )
+        ]
+    findings: list[Finding] = []
+    if len(docs) > 1 and name.endswith(".json"):
         findings.append(
             Finding(
                 "json.duplicate-key",
                 Severity.WARNING,
                 where,
                 "",
-                "duplicate keys; JSON parsers disagree on them",
+                "duplicate keys; JSON parsers disagree on them, so every reading was checked",
             )
         )
-    except (ValueError, RecursionError):
-        return scan_text(ctx, data, name, where)
+    for doc in docs:
+        findings += _check_document(ctx, doc, name, where)
+    return "json", list(dict.fromkeys(findings))
+
+
+def _check_document(ctx: Context, doc: object, name: str, where: str) -> list[Finding]:
+    findings: list[Finding] = []
     if isinstance(doc, dict):
         findings += _remote_code(ctx, doc, where)
         findings += _templates(doc, where)
@@ -69,8 +124,7 @@ def scan_json(ctx: Context, data: Data, name: str, where: str) -> tuple[str, lis
             findings += keras_scan.check_keras_config(doc, where)
     if isinstance(doc, list) and name == SENTENCE_TRANSFORMERS_MODULES:
         findings += _sentence_transformer_modules(doc, where)
-    findings += _targets(text, where)
-    return "json", findings
+    return findings + _document_targets(doc, where)
 
 
 def _refs(value: object) -> list[str]:
@@ -183,8 +237,56 @@ def _sentence_transformer_modules(doc: list[object], where: str) -> list[Finding
     return findings
 
 
+_MAX_NODES = 1_000_000
+_TARGET_KEY = "_target_"
+
+
+def _document_targets(doc: object, where: str) -> list[Finding]:
+    """Hydra/NeMo `_target_` entries of a decoded config: Hydra imports and calls any of them, so every
+    target outside the allow-list counts, not only known-dangerous ones."""
+    findings: list[Finding] = []
+    stack, seen = [doc], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > _MAX_NODES:
+            findings.append(
+                Finding("limit.config-size", Severity.ERROR, where, "", "configuration has too many nodes")
+            )
+            break
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+            judged = _judge_target(node[_TARGET_KEY], where) if _TARGET_KEY in node else None
+            if judged is not None:
+                findings.append(judged)
+    return findings
+
+
+def _judge_target(target: object, where: str) -> Finding | None:
+    loc = f"{where}:_target_"
+    if not isinstance(target, str):
+        return Finding(
+            "config.instantiation-target", Severity.WARNING, loc, str(target)[:100], "computed target"
+        )
+    module, _, attr = target.rpartition(".")
+    kind, reason = classify(module or "builtins", attr)
+    if kind is Kind.DANGEROUS:
+        return Finding("config.dangerous-target", Severity.CRITICAL, loc, target, reason)
+    if kind is Kind.UNKNOWN:
+        return Finding(
+            "config.instantiation-target",
+            Severity.WARNING,
+            loc,
+            target,
+            "Hydra-style instantiation imports and calls this callable, which is not on the allow-list",
+        )
+    return None
+
+
 def _targets(text: str, where: str) -> list[Finding]:
-    """Hydra/NeMo `_target_` names a callable that the loader imports and calls."""
+    """Hydra/NeMo `_target_` in text that is not a decodable config: known-dangerous names only."""
     findings: list[Finding] = []
     for match in _TARGET.finditer(text):
         target = match.group(1)
@@ -202,7 +304,32 @@ def scan_text(ctx: Context, data: Data, name: str, where: str) -> tuple[str, lis
         return "python", _python(_text(data), where)
     if name.endswith(TEMPLATE_SUFFIXES):
         return "jinja", jinja_check.check_template(_text(data), where)
+    if name.endswith(_YAML_SUFFIXES):
+        return "yaml", _yaml(_text(data), where)
     return "text", _targets(_text(data), where)
+
+
+_YAML_SUFFIXES = (".yaml", ".yml")
+_YAML_LIMIT = 16 << 20
+
+
+def _yaml(text: str, where: str) -> list[Finding]:
+    """YAML configs decoded (with the safe loader, which builds only plain data) before matching, since
+    quoting and escapes (`"\x5ftarget_"`) spell keys in many ways."""
+    import yaml
+
+    undecodable = Finding(
+        "config.undecodable", Severity.ERROR, where, "", "YAML configuration does not decode"
+    )
+    if len(text) > _YAML_LIMIT:
+        return [Finding("limit.config-size", Severity.ERROR, where, "", "YAML configuration is too large")]
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        docs = list(yaml.load_all(text, Loader=loader))
+    except (yaml.YAMLError, RecursionError, ValueError):
+        return [undecodable, *_targets(text, where)]
+    findings = [f for doc in docs for f in _document_targets(doc, where)]
+    return list(dict.fromkeys(findings))
 
 
 def _python(source: str, where: str) -> list[Finding]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from weightyard.scan.policy import words
@@ -87,9 +88,118 @@ def check_template(source: str, where: str) -> list[Finding]:
             )
         ]
     findings: list[Finding] = []
+    folder = _Folder()
+    for assign in tree.find_all(nodes.Assign):
+        if isinstance(assign.target, nodes.Name):
+            folder.names[assign.target.name] = folder.fold(assign.node)
     for node in tree.find_all(nodes.Node):
         findings += _check_node(node, where)
+        if isinstance(node, nodes.Concat | nodes.Add | nodes.Mul | nodes.Mod | nodes.Filter | nodes.Name):
+            built = folder.fold(node)
+            if isinstance(built, str) and _is_special(built):
+                findings.append(
+                    _finding(
+                        "template.dunder-string",
+                        Severity.CRITICAL,
+                        where,
+                        node,
+                        built[:60],
+                        "template-injection construct: a special name assembled from pieces",
+                    )
+                )
     return findings
+
+
+def _is_special(text: str) -> bool:
+    return bool(_DUNDER.search(text)) or text.startswith("__") or text.endswith("__")
+
+
+_MAX_FOLDED = 4096
+# printf-style formats without large widths, which a constant-folded `%` may evaluate.
+_SMALL_FORMAT = re.compile(r"^(?:[^%]|%%|%[-+ #0]?\d{0,2}(?:\.\d{0,2})?[sdirxXc])*$")
+_CASE_FILTERS: dict[str, Callable[[str], str]] = {
+    "lower": str.lower,
+    "upper": str.upper,
+    "capitalize": str.capitalize,
+    "title": str.title,
+    "trim": str.strip,
+    "string": str,
+    "reverse": lambda text: text[::-1],
+}
+
+
+class _Folder:
+    """Computes, without rendering, the string a template expression builds from constants (`'_' ~
+    '_cla' ~ 'ss__'`, `'%c%c' % (95, 95)`, `'x'|replace('x', '_')`) and the names `set` binds to them."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, object] = {}
+
+    def fold(self, node: object, depth: int = 0) -> object:
+        if depth > 64:
+            return None
+        result = self._fold(node, depth)
+        if isinstance(result, str) and len(result) > _MAX_FOLDED:
+            return None
+        return result
+
+    def _fold(self, node: object, depth: int) -> object:
+        from jinja2 import nodes as n
+
+        sub = functools.partial(self.fold, depth=depth + 1)
+        if isinstance(node, n.Const):
+            return (
+                node.value if isinstance(node.value, str | int) and not isinstance(node.value, bool) else None
+            )
+        if isinstance(node, n.Name):
+            return self.names.get(node.name)
+        if isinstance(node, n.Concat):
+            parts = [sub(x) for x in node.nodes]
+            return "".join(map(str, parts)) if all(isinstance(x, str | int) for x in parts) else None
+        if isinstance(node, n.List | n.Tuple):
+            return [sub(x) for x in node.items]
+        if isinstance(node, n.Add | n.Mul | n.Mod):
+            return _binary(type(node).__name__, sub(node.left), sub(node.right))
+        if isinstance(node, n.Filter) and node.node is not None:
+            return _filter(node.name, sub(node.node), [sub(a) for a in node.args])
+        return None
+
+
+def _binary(op: str, left: object, right: object) -> object:
+    if op == "Add" and isinstance(left, str) and isinstance(right, str):
+        return left + right
+    if op == "Mul" and isinstance(left, str) and isinstance(right, int) and 0 <= right <= 64:
+        return left * right
+    if op == "Mod" and isinstance(left, str):
+        return _printf(left, right)
+    return None
+
+
+def _printf(template: str, args: object) -> str | None:
+    if not _SMALL_FORMAT.match(template):
+        return None
+    values = tuple(args) if isinstance(args, list) else (args,)
+    if not all(isinstance(v, str | int) for v in values):
+        return None
+    try:
+        return template % values
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _filter(name: str, value: object, args: list[object]) -> object:
+    if name in _CASE_FILTERS and isinstance(value, str | int):
+        return _CASE_FILTERS[name](str(value))
+    if name == "replace" and isinstance(value, str) and len(args) >= 2:
+        old, new = args[0], args[1]
+        if isinstance(old, str) and isinstance(new, str) and old:
+            return value.replace(old, new, max(0, _MAX_FOLDED // max(1, len(new))))
+    if name == "join" and isinstance(value, list) and all(isinstance(v, str | int) for v in value):
+        sep = args[0] if args and isinstance(args[0], str) else ""
+        return sep.join(map(str, value))
+    if name == "format" and isinstance(value, str):
+        return _printf(value, args)
+    return None
 
 
 def _check_node(node: nodes.Node, where: str) -> list[Finding]:

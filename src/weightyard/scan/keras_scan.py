@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 _CANDIDATE = re.compile(rb'\{\s*"')
 _CLASS_NAME = b'"class_name"'
+_ESCAPE = b"\\u"
 _FRACTAL_HEAP = b"FRHP"
 _KERAS_MODULES = ("keras", "tf_keras", "tensorflow.keras", "tensorflow.python.keras")
 _FILE_LAYERS = frozenset({"StringLookup", "IntegerLookup", "TextVectorization"})
@@ -160,12 +161,23 @@ def scan_hdf5(ctx: Context, data: Data, name: str, where: str) -> list[Finding]:
             continue
         stop = data.find(b"\x00", start)
         chunk = bytes(data[start : stop if stop >= 0 else len(data)])
-        if _CLASS_NAME not in chunk:
+        # Keys can be spelled with escapes ("class\u005fname"): any chunk with one is decoded too.
+        if _CLASS_NAME not in chunk and _ESCAPE not in chunk:
             continue
         try:
             text = chunk.decode("utf-8")
             doc, length = json.JSONDecoder().raw_decode(text)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            if _CLASS_NAME in chunk:
+                findings.append(
+                    Finding(
+                        "config.undecodable",
+                        Severity.ERROR,
+                        f"{where}@{start}",
+                        "model_config",
+                        "a Keras model config does not decode, so what Keras would load is unknown",
+                    )
+                )
             continue
         configs += 1
         end = start + len(text[:length].encode("utf-8"))

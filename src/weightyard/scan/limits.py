@@ -25,6 +25,11 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
+class FormatError(Exception):
+    """Raised by a parser for input that is malformed: an expected outcome of hostile bytes, reported as
+    `format.corrupt`. Any other exception out of a parser is a scanner bug (`scanner.internal-error`)."""
+
+
 class LimitExceeded(Exception):
     """Raised deep inside a parser; the engine turns it into a finding."""
 

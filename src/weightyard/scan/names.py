@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+import re
 
 PYTHON_SUFFIX = ".py"
 TEMPLATE_SUFFIXES = (".jinja", ".j2")
@@ -32,3 +33,10 @@ def name_key(name: str) -> str:
         return base
     suffix = posixpath.splitext(base)[1]
     return suffix if suffix == PYTHON_SUFFIX or suffix in TEMPLATE_SUFFIXES else ""
+
+
+def unsafe_relative_path(path: str) -> bool:
+    """A path that leaves the folder it is written in: absolute, drive-qualified, or climbing with '..'."""
+    if not path or "\x00" in path or path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", path):
+        return True
+    return ".." in re.split(r"[\\/]", path)

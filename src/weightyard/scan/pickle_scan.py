@@ -5,21 +5,28 @@ from __future__ import annotations
 
 import _compat_pickle
 import codecs
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from weightyard.scan.buffer import Data
-from weightyard.scan.limits import Budget, LimitExceeded
+from weightyard.scan.dtypes import Holds, combine, descr_holds
+from weightyard.scan.limits import Budget, FormatError, LimitExceeded
+from weightyard.scan.names import unsafe_relative_path
 from weightyard.scan.policy import (
     ALLOCATING_CLASSES,
     BENIGN_NESTING_LOADER,
+    CALLING_HELPERS,
+    ELEMENT_ALLOCATORS,
+    MATERIALIZERS,
     NESTING_LOADERS,
+    SIDE_FILE_WRAPPERS,
     SIZE_ARGUMENTS,
     Kind,
     classify,
 )
-from weightyard.scan.report import Finding, PickleImport, Severity
+from weightyard.scan.report import Finding, PickleImport, Reference, Severity
 
 PROTO = 0x80
 _JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
@@ -69,6 +76,8 @@ class Ref(_Value):
     kind: Kind
     # Set on `builtins.getattr` once a call site has judged it; an import never called is judged at the end.
     called: bool = False
+    # Set once `builtins.getattr` was found stored as a value (reported once).
+    escaped: bool = False
 
     @property
     def full(self) -> str:
@@ -82,6 +91,8 @@ class Obj(_Value):
     callee: _Value
     args: _Value
     state: _Value | None = None
+    # The element count of a sequence whose size is known without building it (`range(2**31)`).
+    length: int | None = None
 
 
 @dataclass(eq=False)
@@ -92,7 +103,7 @@ class Unknown(_Value):
 NestedScanner = Callable[[bytes, str], list[Finding]]
 
 
-class PickleError(Exception):
+class PickleError(FormatError):
     def __init__(self, offset: int, message: str) -> None:
         super().__init__(message)
         self.offset = offset
@@ -122,17 +133,54 @@ class WalkResult:
     protocol: int = 0
     imports: list[PickleImport] = field(default_factory=list)
     tensor_views: list[TensorView] = field(default_factory=list)
+    references: list[Reference] = field(default_factory=list)
 
 
-def _int_text(raw: bytes) -> object:
-    if raw == b"00":
-        return False
-    if raw == b"01":
-        return True
-    text = raw.rstrip(b"L")
+# What C's strtol(s, &end, 0) consumes: space, a sign, then hex, octal or decimal digits.
+_STRTOL = re.compile(rb"[ \t\n\v\f\r]*[+-]?(?:0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+_LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _python_int(text: bytes) -> int | None:
+    """PyLong_FromString(text, NULL, 0): Python literal syntax (0x.., 0o.., 0b.., underscores)."""
     if len(text) > _MAX_DECODED_LONG:
         return None
-    return int(text)
+    return int(text, 0)
+
+
+def _int_opcode(raw: bytes) -> object:
+    """INT as the C unpickler reads it: strtol in base 0 (so `0x10` is 16 and `010` is 8), falling back
+    to Python's int syntax when strtol stops early or overflows; a two-character 0 or 1 is a bool. Both C
+    parsers stop at a NUL byte."""
+    text = raw.split(b"\0", 1)[0]
+    match = _STRTOL.match(text)
+    value: int | None
+    if match is not None and match.end() == len(text) and len(text) <= _MAX_DECODED_LONG:
+        value = int(match.group().strip(), 0) if not _is_octal(match.group()) else _octal(match.group())
+        if not _LONG_MIN <= value <= _LONG_MAX:
+            value = _python_int(text)
+    else:
+        value = _python_int(text)
+    if len(raw) == 2 and value in (0, 1):
+        return bool(value)
+    return value
+
+
+def _is_octal(literal: bytes) -> bool:
+    digits = literal.strip().lstrip(b"+-")
+    return len(digits) > 1 and digits[:1] == b"0" and digits[1:2] not in (b"x", b"X")
+
+
+def _octal(literal: bytes) -> int:
+    text = literal.strip()
+    sign = -1 if text.startswith(b"-") else 1
+    return sign * int(text.lstrip(b"+-"), 8)
+
+
+def _long_opcode(raw: bytes) -> object:
+    """LONG: one trailing `L` dropped, then Python's int syntax in base 0."""
+    text = raw.split(b"\0", 1)[0]
+    return _python_int(text[:-1] if text.endswith(b"L") else text)
 
 
 class PickleWalker:
@@ -187,12 +235,31 @@ class PickleWalker:
             raise PickleError(self.pos, "stack underflow")
         return self.stack.pop()
 
-    def _pop_mark(self) -> list[_Value]:
+    def _pop_mark(self, *, values: bool = True) -> list[_Value]:
+        """The items since the last MARK. `values` says they are stored (in a container, as arguments or
+        state), not called; only OBJ, whose first item is the callee, passes False."""
         if not self.metastack:
             raise PickleError(self.pos, "MARK missing")
         items = self.stack
         self.stack = self.metastack.pop()
+        if values:
+            for item in items:
+                self._escape(item)
         return items
+
+    def _pop_value(self) -> _Value:
+        value = self._pop()
+        self._escape(value)
+        return value
+
+    def _escape(self, value: _Value) -> None:
+        """A callable that reaches arbitrary attributes is dangerous as soon as it is stored: whatever
+        receives it (a rebuild helper, copyreg._reconstructor, an object's __setstate__) can call it."""
+        if isinstance(value, Ref) and value.full == _GETATTR and not value.escaped:
+            value.escaped = True
+            self._dangerous_getattr(
+                value.offset, "getattr is stored as a value, so code it reaches can call it"
+            )
 
     def _push(self, value: _Value) -> None:
         if len(self.stack) >= self.budget.limits.pickle_stack:
@@ -248,6 +315,10 @@ class PickleWalker:
                 return _fold_encode(args)
             if callee.full in _REBUILD_TENSOR:
                 self._record_view(args, offset)
+            if callee.full in CALLING_HELPERS:
+                self._call_through(callee, args, offset)
+            if construct:
+                return Obj(callee, args, length=_result_length(callee, args))
         else:
             self._add(
                 "pickle.computed-callable",
@@ -291,6 +362,15 @@ class PickleWalker:
             )
             self.result.tensor_views.append(view)
 
+    def _call_through(self, helper: Ref, args: _Value, offset: int) -> None:
+        """Helpers that call one of their arguments with others (`_rebuild_from_type_v2(func, type, args,
+        state)` runs `func(*args)`): that call is judged like one the pickle makes itself."""
+        func_at, args_at = CALLING_HELPERS[helper.full]
+        if isinstance(args, Seq) and len(args.items) > max(func_at, args_at):
+            inner = self._call(args.items[func_at], args.items[args_at], offset)
+            if isinstance(inner, Ref):
+                self._escape(inner)
+
     def _call_getattr(self, args: _Value, offset: int) -> _Value:
         if isinstance(args, Seq) and len(args.items) == 2:
             target, name = args.items
@@ -324,8 +404,16 @@ class PickleWalker:
         size: int | None = None
         if index is not None and len(args.items) > index:
             size = _size_of(args.items[index])
+        elif construct and ref.full in ELEMENT_ALLOCATORS and args.items:
+            count = _size_of(Seq([a for a in args.items if _const_int(a) is not None]))
+            size = None if count is None else count * ELEMENT_ALLOCATORS[ref.full]
         elif construct and ref.module.startswith(ALLOCATING_CLASSES):
             size = _size_of(Seq([a for a in args.items if _const_int(a) is not None]))
+        if ref.full in MATERIALIZERS and args.items:
+            # list(range(2**31)) builds every element: a pointer each, at the least.
+            length = _length_of(args.items[0])
+            if length is not None:
+                size = max(size or 0, length * 8)
         if size is not None and size > self.budget.limits.allocation_bytes:
             self._add(
                 "pickle.allocation-bomb",
@@ -367,25 +455,41 @@ class PickleWalker:
                 target.full,
                 "BUILD sets attributes on an imported module or class, altering code that runs later",
             )
-        if (
-            isinstance(state, Seq)
-            and state.is_tuple
-            and len(state.items) == 2
-            and isinstance(state.items[1], Mapping)
-        ):
-            for key, _ in state.items[1].pairs:
-                if isinstance(key, Const) and isinstance(key.value, str) and key.value.startswith("__"):
-                    self._add(
-                        "pickle.dunder-state",
-                        Severity.CRITICAL,
-                        offset,
-                        key.value,
-                        "BUILD slot state sets a special attribute",
-                    )
+        for key in _state_keys(state):
+            if key.startswith("__"):
+                # `__setstate__` in an object's __dict__ is what the next BUILD calls with its state.
+                self._add(
+                    "pickle.dunder-state",
+                    Severity.CRITICAL,
+                    offset,
+                    key,
+                    "BUILD state sets a special attribute, which changes what later operations call",
+                )
         if isinstance(target, Obj):
             target.state = state
             if isinstance(target.callee, Ref) and target.callee.full == _JOBLIB_WRAPPER:
                 self._skip_joblib_array(target, offset)
+            cls = _class_of(target)
+            if cls is not None and cls.full in SIDE_FILE_WRAPPERS:
+                self._side_file(state, offset)
+
+    def _side_file(self, state: _Value, offset: int) -> None:
+        """joblib < 0.10 kept arrays in files next to the pickle; loading one follows its name (and numpy
+        unpickles it). The name must stay in the folder, and the file is scanned there."""
+        filename = dict(_const_items(state)).get("filename")
+        if not isinstance(filename, Const) or not isinstance(filename.value, str):
+            self._add("pickle.side-file", Severity.WARNING, offset, "", "side file with a computed name")
+            return
+        if unsafe_relative_path(filename.value):
+            self._add(
+                "pickle.side-file-escape",
+                Severity.CRITICAL,
+                offset,
+                filename.value,
+                "the loader reads a side file outside the model folder",
+            )
+            return
+        self.result.references.append(Reference("side_file", filename.value, self._loc(offset)))
 
     # -- joblib ----------------------------------------------------------------------------------------
     def _skip_joblib_array(self, wrapper: Obj, offset: int) -> None:
@@ -397,13 +501,17 @@ class PickleWalker:
         descr, itemsize = _numpy_dtype(dtype)
         if descr is None or not isinstance(shape, Seq):
             raise PickleError(offset, "joblib array wrapper without a readable dtype and shape")
-        if descr.startswith("O"):
+        holds = _dtype_holds(dtype)
+        if holds is Holds.UNKNOWN:
+            raise PickleError(offset, "joblib array wrapper whose dtype may or may not hold objects")
+        if holds is Holds.OBJECTS:
             self._pop()
             inner = PickleWalker(self.data, self.where, self.budget, self.nested)
             inner.pos = self.pos
             result = inner.run()
             self.result.findings.extend(result.findings)
             self.result.imports.extend(result.imports)
+            self.result.references.extend(result.references)
             if result.error is not None:
                 raise result.error
             assert result.end is not None
@@ -456,6 +564,8 @@ class PickleWalker:
             if handler(self, offset):
                 self.result.end = self.pos
                 self.result.root = self.stack[-1] if self.stack else None
+                if self.result.root is not None:
+                    self._escape(self.result.root)
                 return
 
 
@@ -476,6 +586,79 @@ def _const_int(value: _Value) -> int | None:
     if isinstance(value, Const) and isinstance(value.value, int) and not isinstance(value.value, bool):
         return value.value
     return None
+
+
+def _length_of(value: _Value) -> int | None:
+    """How many elements iterating `value` yields, when known without building it."""
+    if isinstance(value, Obj):
+        return value.length
+    if isinstance(value, Const) and isinstance(value.value, str | bytes | bytearray):
+        return len(value.value)
+    if isinstance(value, Seq):
+        return len(value.items)
+    return None
+
+
+def _result_length(callee: Ref, args: _Value) -> int | None:
+    if not isinstance(args, Seq):
+        return None
+    if callee.full == "builtins.range":
+        bounds = [_const_int(a) for a in args.items]
+        if (
+            not 1 <= len(bounds) <= 3
+            or any(b is None for b in bounds)
+            or (len(bounds) == 3 and not bounds[2])
+        ):
+            return None
+        return len(range(*[b for b in bounds if b is not None]))
+    if callee.full in MATERIALIZERS and args.items:
+        return _length_of(args.items[0])
+    return None
+
+
+def _class_of(obj: Obj) -> Ref | None:
+    """The class an object was made from, looking through copyreg's construction helpers."""
+    callee = obj.callee
+    if isinstance(callee, Ref) and callee.full in (_RECONSTRUCTOR, _NEWOBJ_HELPER):
+        first = obj.args.items[0] if isinstance(obj.args, Seq) and obj.args.items else None
+        return first if isinstance(first, Ref) else None
+    return callee if isinstance(callee, Ref) else None
+
+
+def _state_keys(state: _Value) -> list[str]:
+    """Attribute names a BUILD state sets: a dict, or a (dict, slots) pair."""
+    parts = state.items if isinstance(state, Seq) and state.is_tuple and len(state.items) == 2 else [state]
+    return [k for part in parts for k, _ in _const_items(part)]
+
+
+def _dtype_holds(value: _Value | None) -> Holds:
+    """Whether a pickled numpy.dtype (args plus BUILD state) holds objects: its type string, the dtypes of
+    its fields and sub-array, and the flag numpy restores from the state all count."""
+    descr, _ = _numpy_dtype(value)
+    if descr is None or not isinstance(value, Obj):
+        return Holds.UNKNOWN
+    holds = descr_holds(descr)
+    if holds is not Holds.PLAIN or value.state is None:
+        return holds
+    state = value.state
+    if not isinstance(state, Seq) or len(state.items) < 8:
+        return Holds.UNKNOWN
+    parts: list[Holds] = [holds]
+    subarray, fields, flags = state.items[2], state.items[4], state.items[-1]
+    if isinstance(subarray, Seq) and subarray.items:
+        parts.append(_dtype_holds(subarray.items[0]))
+    elif not (isinstance(subarray, Const) and subarray.value is None):
+        parts.append(Holds.UNKNOWN)
+    if isinstance(fields, Mapping):
+        for _, entry in fields.pairs:
+            first = entry.items[0] if isinstance(entry, Seq) and entry.items else None
+            parts.append(_dtype_holds(first))
+    elif not (isinstance(fields, Const) and fields.value is None):
+        parts.append(Holds.UNKNOWN)
+    flag_value = _const_int(flags)
+    # NPY_ITEM_REFCOUNT: numpy restores the flags from the state, so this bit alone makes it an object dtype.
+    parts.append(Holds.UNKNOWN if flag_value is None else Holds.OBJECTS if flag_value & 1 else Holds.PLAIN)
+    return combine(parts)
 
 
 def _fold_encode(args: _Value) -> _Value:
@@ -607,7 +790,7 @@ def _false(w: PickleWalker, offset: int) -> bool:
 @_op(b"I")
 def _int(w: PickleWalker, offset: int) -> bool:
     try:
-        return _push_const(w, _int_text(w._line()))
+        return _push_const(w, _int_opcode(w._line()))
     except ValueError as exc:
         raise PickleError(offset, "malformed INT") from exc
 
@@ -615,7 +798,7 @@ def _int(w: PickleWalker, offset: int) -> bool:
 @_op(b"L")
 def _long(w: PickleWalker, offset: int) -> bool:
     try:
-        return _push_const(w, _int_text(w._line()))
+        return _push_const(w, _long_opcode(w._line()))
     except ValueError as exc:
         raise PickleError(offset, "malformed LONG") from exc
 
@@ -761,7 +944,7 @@ def _tuple(w: PickleWalker, offset: int) -> bool:
 @_op(b"\x85", b"\x86", b"\x87")
 def _tuple_n(w: PickleWalker, offset: int) -> bool:
     n = w.data[offset] - 0x84
-    items = [w._pop() for _ in range(n)][::-1]
+    items = [w._pop_value() for _ in range(n)][::-1]
     w._push(Seq(items, is_tuple=True))
     return False
 
@@ -819,7 +1002,7 @@ def _frozenset(w: PickleWalker, offset: int) -> bool:
 
 @_op(b"a")
 def _append(w: PickleWalker, offset: int) -> bool:
-    value = w._pop()
+    value = w._pop_value()
     target = w._top()
     if isinstance(target, Seq) and len(target.items) < _TRACKED_ITEMS:
         target.items.append(value)
@@ -837,8 +1020,8 @@ def _appends(w: PickleWalker, offset: int) -> bool:
 
 @_op(b"s")
 def _setitem(w: PickleWalker, offset: int) -> bool:
-    value = w._pop()
-    key = w._pop()
+    value = w._pop_value()
+    key = w._pop_value()
     target = w._top()
     if isinstance(target, Mapping) and len(target.pairs) < _TRACKED_ITEMS:
         target.pairs.append((key, value))
@@ -958,7 +1141,7 @@ def _ext(w: PickleWalker, offset: int) -> bool:
 
 @_op(b"R")
 def _reduce(w: PickleWalker, offset: int) -> bool:
-    args = w._pop()
+    args = w._pop_value()
     callee = w._pop()
     w._push(w._call(callee, args, offset))
     return False
@@ -976,16 +1159,18 @@ def _inst(w: PickleWalker, offset: int) -> bool:
 
 @_op(b"o")
 def _obj(w: PickleWalker, offset: int) -> bool:
-    items = w._pop_mark()
+    items = w._pop_mark(values=False)
     if not items:
         raise PickleError(offset, "OBJ without a class")
+    for item in items[1:]:
+        w._escape(item)
     w._push(w._call(items[0], Seq(items[1:], is_tuple=True), offset))
     return False
 
 
 @_op(b"\x81")
 def _newobj(w: PickleWalker, offset: int) -> bool:
-    args = w._pop()
+    args = w._pop_value()
     cls = w._pop()
     w._push(w._call(cls, args, offset, construct=False))
     return False
@@ -993,8 +1178,8 @@ def _newobj(w: PickleWalker, offset: int) -> bool:
 
 @_op(b"\x92")
 def _newobj_ex(w: PickleWalker, offset: int) -> bool:
-    w._pop()
-    args = w._pop()
+    w._pop_value()
+    args = w._pop_value()
     cls = w._pop()
     w._push(w._call(cls, args, offset, construct=False))
     return False
@@ -1002,7 +1187,7 @@ def _newobj_ex(w: PickleWalker, offset: int) -> bool:
 
 @_op(b"b")
 def _build_op(w: PickleWalker, offset: int) -> bool:
-    state = w._pop()
+    state = w._pop_value()
     w._build(state, offset)
     return False
 

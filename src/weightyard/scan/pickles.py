@@ -31,8 +31,10 @@ def _walk(ctx: Context, data: Data, where: str, start: int, *, tolerant: bool = 
         return ctx.scan_nested(content, "nested.pkl", nested_where)[1]
 
     result = walk(data, where, ctx.budget, scan, start=start, tolerant_imports=tolerant)
-    if ctx.torch_records is not None and not tolerant:
-        result.findings.extend(_check_views(result.tensor_views, ctx.torch_records))
+    if not tolerant:
+        ctx.references.extend(result.references)
+        if ctx.torch_records is not None:
+            result.findings.extend(_check_views(result.tensor_views, ctx.torch_records))
     return result
 
 
@@ -115,8 +117,12 @@ def scan_pickles(ctx: Context, data: Data, where: str, start: int = 0) -> tuple[
     fmt = _format_of(first, imports)
     pos = first.end
     count = 1
+    legacy = fmt == "pytorch-legacy"
+    if not legacy and pos is not None and pos < len(data):
+        # pickle.load stops at STOP; a loop of loads, or a reader of another format, goes on.
+        findings.append(_trailing(where, pos, len(data)))
     while pos is not None and pos < len(data):
-        if fmt == "pytorch-legacy" and count >= _LEGACY_PICKLES:
+        if legacy and count >= _LEGACY_PICKLES:
             break  # the rest is raw storage bytes, read by torch with plain file reads
         result = _walk(ctx, data, where, pos)
         if result.error is not None:
@@ -124,15 +130,8 @@ def scan_pickles(ctx: Context, data: Data, where: str, start: int = 0) -> tuple[
             tolerant = _walk(ctx, data, where, pos, tolerant=True)
             findings.extend(tolerant.findings)
             imports.extend(i for i in tolerant.imports if i.safety == "dangerous")
-            findings.append(
-                Finding(
-                    "pickle.trailing-data",
-                    Severity.INFO,
-                    f"{where}@{pos}",
-                    f"{len(data) - pos} bytes",
-                    "bytes after the last pickle",
-                )
-            )
+            if legacy:
+                findings.append(_trailing(where, pos, len(data)))
             break
         findings.extend(result.findings)
         imports.extend(result.imports)
@@ -140,6 +139,16 @@ def scan_pickles(ctx: Context, data: Data, where: str, start: int = 0) -> tuple[
         count += 1
     ctx.imports.extend(imports)
     return _format_of(first, imports), findings
+
+
+def _trailing(where: str, pos: int, end: int) -> Finding:
+    return Finding(
+        "pickle.trailing-data",
+        Severity.WARNING,
+        f"{where}@{pos}",
+        f"{end - pos} bytes",
+        "bytes after the pickle's STOP, which other loaders or formats may read",
+    )
 
 
 def scan_pickle_file(ctx: Context, data: Data, name: str, where: str) -> tuple[str, list[Finding]]:

@@ -92,6 +92,37 @@ SIZE_ARGUMENTS: dict[str, int] = {
 }
 # Layers allocate their weights in __init__, which a direct call (rather than __new__ + state) runs.
 ALLOCATING_CLASSES = "torch.nn.modules."
+# Allowed constructors whose integer arguments are element counts or dimensions (bytes per element).
+ELEMENT_ALLOCATORS: dict[str, int] = {
+    "torch.Tensor": 4,
+    "torch.UntypedStorage": 1,
+    "torch.storage.UntypedStorage": 1,
+    "torch.storage.TypedStorage": 8,
+    **{
+        f"torch.{kind}Storage": size
+        for kind, size in (
+            ("Double", 8), ("Float", 4), ("Half", 2), ("BFloat16", 2), ("Long", 8), ("Int", 4),
+            ("Short", 2), ("Char", 1), ("Byte", 1), ("Bool", 1), ("ComplexDouble", 16),
+            ("ComplexFloat", 8), ("QInt8", 1), ("QUInt8", 1), ("QInt32", 4),
+        )
+    },
+}  # fmt: skip
+# Allowed constructors that build every element of their first argument (`list(range(2**31))`).
+MATERIALIZERS: frozenset[str] = words(
+    """
+    builtins.list builtins.tuple builtins.set builtins.frozenset builtins.bytes builtins.bytearray
+    builtins.dict collections.deque collections.OrderedDict collections.Counter collections.defaultdict
+    """
+)
+# Allowed helpers that call one of their arguments: name -> (index of the callable, index of its args).
+CALLING_HELPERS: dict[str, tuple[int, int]] = {
+    "torch._utils._rebuild_from_type_v2": (0, 2),
+    "torch._tensor._rebuild_from_type_v2": (0, 2),
+}
+# joblib < 0.10 wrappers whose `filename` state names a side file the loader opens.
+SIDE_FILE_WRAPPERS: frozenset[str] = words(
+    "joblib.numpy_pickle_compat.NDArrayWrapper joblib.numpy_pickle_compat.ZNDArrayWrapper"
+)
 
 _SAFE_EXACT: frozenset[str] = words(
     """

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from weightyard.scan.buffer import Data
-from weightyard.scan.hf_config import unsafe_relative_path
 from weightyard.scan.keras_scan import check_keras_config
-from weightyard.scan.names import KERAS_METADATA, SAVED_MODEL, TF_FINGERPRINT
+from weightyard.scan.limits import FormatError
+from weightyard.scan.names import KERAS_METADATA, SAVED_MODEL, TF_FINGERPRINT, unsafe_relative_path
 from weightyard.scan.report import Finding, Reference, Severity
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ Span = tuple[int, int]
 Field = tuple[int, int, int | Span]
 
 
-class ProtoError(Exception):
+class ProtoError(FormatError):
     pass
 
 
@@ -154,7 +154,16 @@ def scan_keras_metadata(ctx: Context, data: Data, name: str, where: str) -> list
                 continue
             try:
                 doc = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
+                findings.append(
+                    Finding(
+                        "config.undecodable",
+                        Severity.ERROR,
+                        where,
+                        "keras_metadata",
+                        "a layer's metadata does not decode, so what Keras would load is unknown",
+                    )
+                )
                 continue
             findings += check_keras_config(doc, where)
     except ProtoError as exc:

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-SCANNER_VERSION = "weightyard-scan/1"
+
+def rules_digest(package: Path) -> str:
+    """A digest of the scanner's code and rule tables (every module of the scan package): any change to
+    what the scanner decides changes SCANNER_VERSION, so stored verdicts of older rules are known stale."""
+    digest = hashlib.sha256()
+    for path in sorted(package.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+SCANNER_VERSION = f"weightyard-scan/2+{rules_digest(Path(__file__).parent)}"
 
 
 class Verdict(enum.StrEnum):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from weightyard.scan.buffer import Data
-from weightyard.scan.limits import Budget, LimitExceeded, OutputLimitExceeded
+from weightyard.scan.limits import Budget, FormatError, LimitExceeded, OutputLimitExceeded
 from weightyard.scan.report import Finding, Severity
 
 _EOCD = b"PK\x05\x06"
@@ -31,7 +31,7 @@ STORED, DEFLATED, BZIP2 = 0, 8, 12
 _CHUNK = 1 << 20
 
 
-class ZipFormatError(Exception):
+class ZipFormatError(FormatError):
     pass
 
 
@@ -60,14 +60,13 @@ class ZipListing:
 
 
 def find_eocd(data: Data) -> int:
-    """Offset of the end-of-central-directory record, or -1."""
+    """Offset of the end record loaders read, or -1: miniz (libtorch) and Python's zipfile both take the
+    last signature with room for the record, whether or not its comment length fits the file."""
     start = max(0, len(data) - (_MAX_COMMENT + 22))
     pos = data.rfind(_EOCD, start)
     while pos >= 0:
         if pos + 22 <= len(data):
-            comment_len = struct.unpack_from("<H", data, pos + 20)[0]
-            if pos + 22 + comment_len <= len(data):
-                return pos
+            return pos
         pos = data.rfind(_EOCD, start, pos)
     return -1
 
@@ -90,12 +89,7 @@ def _end_records(data: Data) -> list[int]:
 def has_central_directory(data: Data) -> bool:
     """An end record whose central directory is where it says: a zip read from its end, not text or
     random bytes that happen to contain the end signature."""
-    eocd = find_eocd(data)
-    if eocd < 0:
-        return False
-    entries, cd_size = struct.unpack_from("<HI", data, eocd + 10)
-    start = eocd - cd_size
-    return start >= 0 and (data[start : start + 4] == _CENTRAL or (entries == 0 and cd_size == 0))
+    return bool(_end_records(data))
 
 
 def _zip64_extra(extra: bytes, size: int, csize: int, offset: int) -> tuple[int, int, int]:
@@ -120,9 +114,39 @@ def _decode_name(raw: bytes, flags: int) -> str:
 
 
 def list_members(data: Data, where: str, budget: Budget) -> ZipListing:
+    """Every member any reader lists: the directory of the end record loaders read, then those of other
+    end records in the tail (a reader that wants a fitting comment takes another one). Directories that
+    disagree make the archive unsafe: what was scanned is not what a loader would load."""
     eocd = find_eocd(data)
     if eocd < 0:
         raise ZipFormatError("no end-of-central-directory record")
+    members, findings = _read_directory(data, eocd, where, budget)
+    listed = {(m.name, m.header_offset) for m in members}
+    for other in _end_records(data):
+        if other == eocd or any(m.data_offset <= other < m.data_offset + m.compressed_size for m in members):
+            continue  # an archive stored inside a member has its own end record
+        try:
+            alternative, _ = _read_directory(data, other, where, budget)
+        except (ZipFormatError, struct.error):
+            continue
+        if {(m.name, m.header_offset) for m in alternative} != listed:
+            findings.append(
+                Finding(
+                    "zip.reader-differential",
+                    Severity.CRITICAL,
+                    where,
+                    f"end records at {eocd} and {other}",
+                    "zip readers would list different members; every listing was scanned",
+                )
+            )
+        known = {m.header_offset for m in members}
+        members += [m for m in alternative if m.header_offset not in known]
+    _find_hidden_members(data, members, where, findings)
+    _check_overlaps(members, where, findings)
+    return ZipListing(members, findings)
+
+
+def _read_directory(data: Data, eocd: int, where: str, budget: Budget) -> tuple[list[Member], list[Finding]]:
     _, _, _, entries, cd_size, cd_offset, _ = struct.unpack_from("<HHHHIIH", data, eocd + 4)
     if eocd >= 20 and data[eocd - 20 : eocd - 16] == _EOCD64_LOCATOR:
         (eocd64,) = struct.unpack_from("<Q", data, eocd - 12)
@@ -168,7 +192,7 @@ def list_members(data: Data, where: str, budget: Budget) -> ZipListing:
         findings.append(
             Finding(
                 "zip.entry-count-mismatch",
-                Severity.WARNING,
+                Severity.CRITICAL,
                 where,
                 f"{len(members)} entries, {entries} declared",
                 "the directory holds a different number of members than its end record says",
@@ -185,22 +209,7 @@ def list_members(data: Data, where: str, budget: Budget) -> ZipListing:
             )
         )
     _read_local_headers(data, members, where, findings)
-    # An archive stored inside a member has its own end record; only ones outside member data compete.
-    spans = [(m.data_offset, m.data_offset + m.compressed_size) for m in members if m.data_offset >= 0]
-    competing = [p for p in _end_records(data) if not any(a <= p < b for a, b in spans)]
-    if len(competing) > 1:
-        findings.append(
-            Finding(
-                "zip.multiple-end-records",
-                Severity.WARNING,
-                where,
-                f"{len(competing)} records",
-                "several end-of-central-directory records: readers may pick different directories",
-            )
-        )
-    _find_hidden_members(data, members, where, findings)
-    _check_overlaps(members, where, findings)
-    return ZipListing(members, findings)
+    return members, findings
 
 
 def _read_local_headers(data: Data, members: list[Member], where: str, findings: list[Finding]) -> None:
@@ -225,7 +234,7 @@ def _read_local_headers(data: Data, members: list[Member], where: str, findings:
             findings.append(
                 Finding(
                     "zip.name-mismatch",
-                    Severity.WARNING,
+                    Severity.CRITICAL,
                     f"{where}/{m.name}",
                     f"{m.name!r} vs {m.local_name!r}",
                     "local and central names differ; tools disagree on what this member is",
@@ -249,7 +258,7 @@ def _find_hidden_members(data: Data, members: list[Member], where: str, findings
             findings.append(
                 Finding(
                     "zip.hidden-member",
-                    Severity.WARNING,
+                    Severity.CRITICAL,
                     f"{where}/{name}",
                     name,
                     "member is in the local headers but not in the central directory",
@@ -325,9 +334,17 @@ _ZLIB_DECOMPRESS = type(zlib.decompressobj())
 def bounded_decompress(
     decomp: Decompressor, raw: Data, budget: Budget, cap: int, *, peek: bool = False
 ) -> bytes:
-    """Decompress in chunks, stopping at `cap` bytes of output and charging the shared budget."""
+    """Decompress one stream in chunks, stopping at `cap` bytes of output and charging the shared budget."""
+    return decompress_stream(decomp, raw, budget, cap, peek=peek)[0]
+
+
+def decompress_stream(
+    decomp: Decompressor, raw: Data, budget: Budget, cap: int, *, start: int = 0, peek: bool = False
+) -> tuple[bytes, int]:
+    """`bounded_decompress` of the stream at `start`, also returning the offset where it ended (the end of
+    `raw` when it did not), so that a caller can go on to the next stream of a multi-stream file."""
     out = bytearray()
-    for pos in range(0, len(raw), _CHUNK):
+    for pos in range(start, len(raw), _CHUNK):
         piece = feed = bytes(raw[pos : pos + _CHUNK])
         while True:
             budget.check_time()
@@ -335,12 +352,12 @@ def bounded_decompress(
             out += chunk
             budget.spend_decompressed(len(chunk))
             if len(out) > cap and peek:
-                return bytes(out[:cap])
+                return bytes(out[:cap]), len(raw)
             if len(out) > cap:
                 tail = len(decomp.unconsumed_tail) if isinstance(decomp, _ZLIB_DECOMPRESS) else 0
-                raise OutputLimitExceeded(cap, pos + len(piece) - tail)
+                raise OutputLimitExceeded(cap, pos - start + len(piece) - tail)
             if decomp.eof:
-                return bytes(out)
+                return bytes(out), pos + len(piece) - len(decomp.unused_data)
             if isinstance(decomp, _ZLIB_DECOMPRESS):
                 feed = decomp.unconsumed_tail
                 if not feed:
@@ -349,4 +366,4 @@ def bounded_decompress(
                 feed = b""
                 if decomp.needs_input:
                     break
-    return bytes(out)
+    return bytes(out), len(raw)
