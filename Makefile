@@ -24,6 +24,13 @@ $(VENV)/.test: pyproject.toml $(VENV)/.core
 	$(PIP) install -q -e '.[dev,ml]'
 	touch $@
 
+# The previous client generation, installed beside the venv: the `client`-marked tests run once with each.
+HF1 := $(VENV)/hf1
+HF1_VERSION := 1.28.0
+$(HF1)/.installed: | $(VENV)/bin/python
+	$(PIP) install -q --no-deps --target $(HF1) huggingface_hub==$(HF1_VERSION)
+	touch $@
+
 # Browser tests drive Debian's Chromium (no browser download); install it once when missing.
 /usr/bin/chromium:
 	command -v apt-get >/dev/null && (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) \
@@ -37,8 +44,9 @@ lint: $(VENV)/.test
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy --strict src/
 
-test: lint /usr/bin/chromium
-	$(VENV)/bin/pytest -q -ra tests
+test: lint /usr/bin/chromium $(HF1)/.installed
+	WEIGHTYARD_TEST_HF_GENERATION=2 $(VENV)/bin/pytest -q -ra tests
+	PYTHONPATH=$(abspath $(HF1)) WEIGHTYARD_TEST_HF_GENERATION=1 $(VENV)/bin/pytest -q -ra -m "client and not slow" tests
 
 # Each benchmark prints its figures as ratios against the anchors it measures in the same run.
 bench: $(VENV)/.test

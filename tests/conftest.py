@@ -9,6 +9,26 @@ from collections.abc import Iterator
 import pytest
 from tests.support import Server, start_server, stop_server
 
+# `make test` runs the `client`-marked tests a second time with the 1.x client first on PYTHONPATH and this
+# variable naming the generation: a run that silently imported another client must fail, not pass.
+GENERATION_VARIABLE = "WEIGHTYARD_TEST_HF_GENERATION"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stock_client_generation() -> str:
+    """The major version of the `huggingface_hub` the clients import, checked against the one requested."""
+    import huggingface_hub
+
+    imported = huggingface_hub.__version__.split(".", 1)[0]
+    requested = os.environ.get(GENERATION_VARIABLE)
+    if requested is not None and requested != imported:
+        pytest.exit(
+            f"{GENERATION_VARIABLE}={requested} but huggingface_hub {huggingface_hub.__version__}"
+            f" was imported from {huggingface_hub.__file__}",
+            returncode=3,
+        )
+    return imported
+
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:

@@ -51,6 +51,23 @@ class Server:
         raise RuntimeError("VmRSS not found")
 
 
+def weightyard_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a `weightyard` process (hub or CLI) runs in: the test's, less any client installed
+    beside the venv.
+
+    The second client-generation run puts an older `huggingface_hub` first on PYTHONPATH for the stock
+    clients; Weightyard itself always runs with what its own install declares.
+    """
+    environment = {**os.environ, **(extra or {})}
+    entries = [entry for entry in environment.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    kept = [entry for entry in entries if not (Path(entry) / "huggingface_hub").is_dir()]
+    if kept:
+        environment["PYTHONPATH"] = os.pathsep.join(kept)
+    else:
+        environment.pop("PYTHONPATH", None)
+    return environment
+
+
 def start_server(data: Path, env: dict[str, str] | None = None) -> Server:
     port = free_port()
     log = open(data.parent / f"{data.name}-server.log", "wb")  # noqa: SIM115 - lives as long as the server
@@ -69,7 +86,7 @@ def start_server(data: Path, env: dict[str, str] | None = None) -> Server:
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
+        env=weightyard_environment(env),
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -116,7 +133,7 @@ def weightyard_cli(
     with tempfile.TemporaryDirectory(prefix="wy-config-") as config:
         return subprocess.run(
             [sys.executable, "-m", "weightyard", *args],
-            env={**os.environ, "COLUMNS": "200", "XDG_CONFIG_HOME": config, **(env or {})},
+            env=weightyard_environment({"COLUMNS": "200", "XDG_CONFIG_HOME": config, **(env or {})}),
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -49,7 +49,10 @@ def test_only_members_who_can_write_create_repos_in_an_org(team: Team) -> None:
         api(team, "outsider").create_repo("writer/not-mine")
 
 
-def test_gated_repo_flow_with_the_stock_client(team: Team, tmp_path: Path) -> None:
+@pytest.mark.client
+def test_gated_repo_flow_with_the_stock_client(
+    team: Team, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     owner, outsider = api(team, "orgadmin"), api(team, "outsider")
     repo = "acme/gated-flow"
     owner.create_repo(repo)
@@ -63,17 +66,26 @@ def test_gated_repo_flow_with_the_stock_client(team: Team, tmp_path: Path) -> No
         f"{team.server.url}/api/models/{repo}/ask-access", headers={"Authorization": f"Bearer {token}"}
     )
     assert asked.json() == {"status": "pending"}
-    assert [r.username for r in owner.list_pending_access_requests(repo)] == ["outsider"]
-    owner.accept_access_request(repo, "outsider")
-    assert [r.username for r in owner.list_accepted_access_requests(repo)] == ["outsider"]
+    import huggingface_hub.constants
+
+    # huggingface_hub 1.x manages access requests at the module-wide endpoint, not at the HfApi's own.
+    with monkeypatch.context() as patch:
+        patch.setattr(huggingface_hub.constants, "ENDPOINT", team.server.url)
+        assert [r.username for r in owner.list_pending_access_requests(repo)] == ["outsider"]
+        owner.accept_access_request(repo, "outsider")
+        assert [r.username for r in owner.list_accepted_access_requests(repo)] == ["outsider"]
     path = hf_hub_download(repo, "w.bin", endpoint=team.server.url, token=token, cache_dir=tmp_path / "b")
     assert Path(path).read_bytes() == b"weights"
-    owner.reject_access_request(repo, "outsider", rejection_reason="no")
+    with monkeypatch.context() as patch:
+        patch.setattr(huggingface_hub.constants, "ENDPOINT", team.server.url)
+        owner.reject_access_request(repo, "outsider", rejection_reason="no")
     with pytest.raises(GatedRepoError):
         hf_hub_download(repo, "w.bin", endpoint=team.server.url, token=token, cache_dir=tmp_path / "c")
-    owner.grant_access(repo, "reader")
-    with pytest.raises(HfHubHTTPError):
-        api(team, "writer").grant_access(repo, "outsider")
+    with monkeypatch.context() as patch:
+        patch.setattr(huggingface_hub.constants, "ENDPOINT", team.server.url)
+        owner.grant_access(repo, "reader")
+        with pytest.raises(HfHubHTTPError):
+            api(team, "writer").grant_access(repo, "outsider")
     with pytest.raises(GatedRepoError):
         hf_hub_download(repo, "w.bin", endpoint=team.server.url, token=False, cache_dir=tmp_path / "d")
 

@@ -22,11 +22,21 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from tests.support import CuttingProxy, Server
+from tests.support import CuttingProxy, Server, run_python
+
+pytestmark = pytest.mark.client
 
 
 def api_for(server: Server, token: str | None = "admin") -> HfApi:
     return HfApi(endpoint=server.url, token=server.token if token == "admin" else token)
+
+
+def test_clients_in_subprocesses_import_the_same_client_generation_as_the_tests(
+    stock_client_generation: str,
+) -> None:
+    result = run_python("import huggingface_hub; print(huggingface_hub.__version__)", {})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().split(".", 1)[0] == stock_client_generation
 
 
 def test_create_repo_public_and_private_and_exist_ok(server: Server, repo_name: str) -> None:

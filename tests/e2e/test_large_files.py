@@ -16,7 +16,7 @@ MIB = 1024 * 1024
 SERVER_PEAK_LIMIT = 300 * MIB
 CLIENT_PEAK_LIMIT = 400 * MIB
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.client]
 
 
 def write_random_file(path: Path, size: int) -> str:

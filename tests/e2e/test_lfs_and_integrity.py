@@ -17,6 +17,8 @@ from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import HfHubHTTPError
 from tests.support import Server, run_python
 
+pytestmark = pytest.mark.client
+
 CLIENT_WITHOUT_XET = {"HF_HUB_DISABLE_XET": "1"}
 
 

@@ -138,6 +138,7 @@ def test_another_user_cannot_reconstruct_fetch_or_reference_a_private_file(
     assert commit.status_code == 422
 
 
+@pytest.mark.client
 def test_another_user_who_has_the_bytes_uploads_them_to_his_own_repo(
     xet_hub: XetHub, secret_repo: dict[str, str], tmp_path: Path
 ) -> None:

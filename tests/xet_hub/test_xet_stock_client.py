@@ -6,8 +6,11 @@ import random
 from pathlib import Path
 
 import httpx
+import pytest
 from tests.support import CuttingProxy, run_python
 from tests.xet_hub.conftest import XetHub, cli_json, payload, sha256, upload_line
+
+pytestmark = pytest.mark.client
 
 MIB = 1024 * 1024
 

@@ -26,6 +26,8 @@ from weightyard.xet import (
 )
 from weightyard.xet.shard import ShardFile
 
+pytestmark = pytest.mark.client
+
 MIB = 1024 * 1024
 
 
