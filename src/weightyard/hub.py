@@ -51,8 +51,10 @@ class Hub:
         store.sweep_temporary()
         repos = RepoService(engine, store, settings)
         secret = _url_secret(engine)
+        accounts = AccountService(engine)
         lfs = LfsService(
             repos,
+            accounts,
             store,
             secret,
             store.tmp_dir / "parts",
@@ -61,7 +63,6 @@ class Hub:
             settings.max_file_size,
             settings.max_lfs_batch_objects,
         )
-        accounts = AccountService(engine)
         accounts.ensure_admin_user()
         keys = KeyRegistry(engine)
         provenance = ProvenanceService(engine, repos, keys, hub_signing_key(engine))
@@ -81,7 +82,9 @@ class Hub:
             lfs=lfs,
             limiter=limiter,
             cards=cards,
-            xet=XetService(repos, store, secret, engine) if isinstance(store, XetBlobStore) else None,
+            xet=XetService(repos, store, secret, engine, accounts)
+            if isinstance(store, XetBlobStore)
+            else None,
         )
 
     def admin_token(self) -> str:

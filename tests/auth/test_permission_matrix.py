@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import json
 from collections.abc import Callable
@@ -28,6 +29,7 @@ LEVELS: dict[str, int | None] = {
 }
 
 _unique = itertools.count()
+CONTENT_SHA256 = hashlib.sha256(b"content").hexdigest()  # the file every team repo holds
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,18 @@ def _commit_body() -> bytes:
         {
             "key": "file",
             "value": {"content": base64.b64encode(b"x").decode(), "path": f"m{next(_unique)}.txt"},
+        },
+    ]
+    return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+
+
+def _lfs_pointer_commit_body() -> bytes:
+    """A commit naming the repos' shared `file.txt` content by digest only (what the one gate checks)."""
+    lines = [
+        {"key": "header", "value": {"summary": "matrix"}},
+        {
+            "key": "lfsFile",
+            "value": {"path": f"p{next(_unique)}.txt", "algo": "sha256", "oid": CONTENT_SHA256, "size": 7},
         },
     ]
     return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
@@ -91,6 +105,17 @@ ENDPOINTS = [
         lambda c, r: c.post(
             f"/{r}.git/info/lfs/objects/batch",
             json={"operation": "upload", "objects": [{"oid": "ab" * 32, "size": 10}]},
+        ),
+    ),
+    Endpoint("xet_read_token", "download", lambda c, r: c.get(f"/api/models/{r}/xet-read-token/main")),
+    Endpoint("xet_write_token", "write", lambda c, r: c.get(f"/api/models/{r}/xet-write-token/main")),
+    Endpoint(
+        "commit_by_digest",
+        "write",
+        lambda c, r: c.post(
+            f"/api/models/{r}/commit/main",
+            content=_lfs_pointer_commit_body(),
+            headers={"Content-Type": "application/x-ndjson"},
         ),
     ),
     Endpoint("settings", "admin", lambda c, r: c.put(f"/api/models/{r}/settings", json={})),

@@ -671,7 +671,7 @@ def resolve_file(request: Request, repo_type: str, namespace: str, name: str) ->
     path = "/".join(path_segments)
     commit = hub.repos.resolve(repo, revision)
     entry = hub.repos.file(commit, path)
-    report = hub.repos.serving_report(principal, repo, path, entry)
+    report = hub.repos.gate.require_file(principal, repo, path, entry)
     headers = _file_headers(commit, entry) | xet.resolve_headers(request, repo, commit, entry)
     if report.verdict is not Verdict.SAFE:
         # huggingface_hub shows an X-HF-Warning once per topic; curl users see it in the headers.

@@ -15,7 +15,6 @@ from weightyard.api.bodies import LfsBatchBody, LfsCompleteBody, LfsVerifyBody, 
 from weightyard.api.body_limit import allow_body
 from weightyard.api.common import PLURAL_TYPES, base_url, hub_of, principal_async, principal_of, pump_body
 from weightyard.errors import BadRequest, ContentMismatch, NotFound
-from weightyard.storage import BlobWriter
 
 router = APIRouter()
 LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
@@ -83,14 +82,15 @@ def _int_param(request: Request, name: str) -> int:
 @router.put("/api/lfs/objects/{oid}")
 async def upload_object(request: Request, oid: str) -> Response:
     lfs = hub_of(request).lfs
-    size, user, expires = _int_param(request, "size"), _int_param(request, "user"), _int_param(request, "exp")
+    size, expires = _int_param(request, "size"), _int_param(request, "exp")
+    token, repo = _int_param(request, "token"), _int_param(request, "repo")
     allow_body(request, None)  # pump_body holds it to the announced size
-    writer: BlobWriter = await run_in_threadpool(
-        lfs.open_upload, oid, size, user, expires, request.query_params.get("sig", "")
+    writer, principal = await run_in_threadpool(
+        lfs.open_upload, oid, size, token, repo, expires, request.query_params.get("sig", "")
     )
     try:
         await pump_body(request, writer.write, UPLOAD_BATCH, limit=size)
-        await run_in_threadpool(lfs.finish_upload, writer, oid, size, user)
+        await run_in_threadpool(lfs.finish_upload, writer, oid, size, principal)
     except (Exception, ClientDisconnect):
         await run_in_threadpool(writer.abort)
         raise

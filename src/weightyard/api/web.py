@@ -36,13 +36,12 @@ from weightyard.api.common import (
     raw_segments,
     split_revision,
 )
-from weightyard.auth import Action, Principal, can
+from weightyard.auth import Principal
 from weightyard.cards import CARD_PATH, StoredCard, card_facts
 from weightyard.errors import (
     BadRequest,
     EntryNotFound,
     Forbidden,
-    GatedRepo,
     InvalidCredentials,
     InvalidRepoId,
     NotFound,
@@ -185,6 +184,15 @@ def _stored_card(request: Request, commit: Commit) -> StoredCard | None:
     except EntryNotFound:
         return None
     return hub_of(request).cards.get(entry.sha256)
+
+
+def _may_read_card(repos: RepoService, viewer: Principal | None, repo: Repo, commit: Commit) -> bool:
+    """Whether the gate lets the viewer receive the README (a card is file content like any other)."""
+    try:
+        entry = repos.file(commit, CARD_PATH)
+    except EntryNotFound:
+        return True
+    return repos.gate.may_serve_file(viewer, repo, CARD_PATH, entry)
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -339,6 +347,11 @@ def _file_view(repos: RepoService, path: str, entry: FileEntry) -> dict[str, Any
 # ---------------------------------------------------------------------------------------------- pages
 
 
+def _withheld(granted: bool) -> dict[str, Any]:
+    """The view of a file the gate does not release: gated (ask for access) or quarantined (unsafe)."""
+    return {"kind": "quarantined" if granted else "gated"}
+
+
 def _viewer(request: Request) -> Principal | None:
     """Scripts authenticate with a bearer token; browsers with the sign-in cookie holding one. A stale
     cookie (revoked or expired token) reads as signed out rather than as an error page."""
@@ -411,20 +424,17 @@ def _load(request: Request, viewer: Principal | None, namespace: str, name: str)
 
 
 def _may_download(repos: RepoService, viewer: Principal | None, repo: Repo) -> bool:
-    """Whether the viewer may see file contents (the card included): the question `/resolve` asks, which
-    differs from reading the repo only for a gated repo whose gate the viewer has not passed."""
-    if can(viewer, Action.DOWNLOAD, repo.ref):
-        return True
-    try:
-        repos.get_repo(viewer, repo.type, repo.namespace, repo.name, Action.DOWNLOAD)
-    except GatedRepo:
-        return False
-    return True
+    """Whether the viewer may see file contents at all: the repo-level half of the one gate, which differs
+    from reading the repo only for a gated repo whose gate the viewer has not passed. Each file shown is
+    then checked on its own (`may_serve_file`), so a quarantined file stays hidden."""
+    return repos.gate.may_download(viewer, repo)
 
 
 def _summary(request: Request, viewer: Principal | None, repo: Repo) -> dict[str, Any]:
     repos = hub_of(request).repos
-    card = _stored_card(request, repos.resolve(repo, "main")) if _may_download(repos, viewer, repo) else None
+    head = repos.resolve(repo, "main")
+    allowed = _may_download(repos, viewer, repo) and _may_read_card(repos, viewer, repo, head)
+    card = _stored_card(request, head) if allowed else None
     facts = card.facts if card is not None else card_facts({})
     return {**_repo_json(repo), "license": facts.license, "task": facts.task, "tags": facts.tags}
 
@@ -569,7 +579,7 @@ def model_page(request: Request, viewer: Principal | None, segments: list[str]) 
     revision = "main"
     commit = repos.resolve(repo, revision)
     granted = _may_download(repos, viewer, repo)
-    card = _stored_card(request, commit) if granted else None
+    card = _stored_card(request, commit) if granted and _may_read_card(repos, viewer, repo, commit) else None
     history = repos.history(repo, revision)
     data = {
         "repo": _repo_json(repo),
@@ -624,7 +634,8 @@ def blob_page(request: Request, viewer: Principal | None, segments: list[str]) -
     commit = repos.resolve(repo, revision)
     entry = repos.file(commit, path)
     granted = _may_download(repos, viewer, repo)
-    file_json = _entry_json(repo, revision, path, entry, granted)
+    served = granted and repos.gate.may_serve_file(viewer, repo, path, entry)
+    file_json = _entry_json(repo, revision, path, entry, served)
     file_json["gitOid"] = entry.git_oid
     _verdicts(request, repo, commit, [file_json])
     parent, _, _ = path.rpartition("/")
@@ -636,7 +647,7 @@ def blob_page(request: Request, viewer: Principal | None, segments: list[str]) -
         "breadcrumbs": _breadcrumbs(repo, revision, parent),
         "file": file_json,
         "access": _access_json(request, repo, granted),
-        "view": _file_view(repos, path, entry) if granted else {"kind": "gated"},
+        "view": _file_view(repos, path, entry) if served else _withheld(granted),
     }
     return Page("blob.html", data, f"{repo.repo_id} · {path} at {revision}")
 

@@ -18,7 +18,7 @@ from weightyard.api.common import PLURAL_TYPES, base_url, hub_of, principal_asyn
 from weightyard.auth import Action
 from weightyard.errors import NotFound, PayloadTooLarge
 from weightyard.repos import Commit, FileEntry, Repo
-from weightyard.repos.xet import READ, WRITE, XetService
+from weightyard.repos.xet import READ, WRITE, FetchGrant, XetService
 from weightyard.xet import MAX_XORB_LEN, ShardTooLarge, XorbTooLarge, string_to_hash
 from weightyard.xet.shard import MAX_SHARD_LEN
 
@@ -202,9 +202,12 @@ async def reconstruction(request: Request, version: int, file_hash: str) -> JSON
 
 
 @router.get(CAS_PREFIX + "/v1/fetch/{xorb}")
-def fetch_xorb_range(request: Request, xorb: str, r: str, exp: int, sig: str) -> StreamingResponse:
+def fetch_xorb_range(
+    request: Request, xorb: str, r: str, exp: int, f: str, t: int, sig: str
+) -> StreamingResponse:
     """Serialized bytes of a xorb through a signed URL (the client sends no Authorization here)."""
-    path, start, end = _xet(request).open_fetch(xorb, r, exp, sig, request.headers.get("range"))
+    grant = FetchGrant(xorb, r, exp, f, t)
+    path, start, end = _xet(request).open_fetch(grant, sig, request.headers.get("range"))
 
     def pieces() -> Any:
         with open(path, "rb") as handle:

@@ -305,8 +305,26 @@ class AccountService:
     def authenticate(self, secret: str, origin: str = "") -> Principal:
         """The principal behind a bearer token; raises `InvalidCredentials` for anything else."""
         digest = hash_secret(secret)
+        principal = self._principal_where(tables.tokens.c.secret_hash == digest, origin, digest)
+        if principal is None:
+            raise InvalidCredentials(_INVALID)
+        return principal
+
+    def principal_for_token(self, token_id: int, origin: str = "") -> Principal:
+        """The principal of a hub token as it stands now, for grants issued on its behalf (Xet tokens,
+        signed URLs): `InvalidCredentials` once the token is revoked or expired or its user deleted, and the
+        user's current memberships otherwise."""
+        principal = self._principal_where(tables.tokens.c.id == token_id, origin, None)
+        if principal is None:
+            raise InvalidCredentials("the token this grant was issued for is no longer valid")
+        return principal
+
+    def _principal_where(
+        self, condition: sa.ColumnElement[bool], origin: str, digest: str | None
+    ) -> Principal | None:
         query = (
             sa.select(
+                tables.tokens.c.id.label("token_id"),
                 tables.tokens.c.secret_hash,
                 tables.tokens.c.name.label("token_name"),
                 tables.tokens.c.scope,
@@ -318,16 +336,16 @@ class AccountService:
                 tables.users.c.is_admin,
             )
             .join(tables.users, tables.users.c.id == tables.tokens.c.user_id)
-            .where(tables.tokens.c.secret_hash == digest)
+            .where(condition)
         )
         with self._engine.connect() as conn:
             row = conn.execute(query).first()
             # The lookup is by a hash of the secret and the final comparison is constant-time, so response
             # times do not reveal how much of a guessed token was right.
-            if row is None or not hmac.compare_digest(row.secret_hash, digest):
-                raise InvalidCredentials(_INVALID)
+            if row is None or (digest is not None and not hmac.compare_digest(row.secret_hash, digest)):
+                return None
             if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= utcnow()):
-                raise InvalidCredentials(_INVALID)
+                return None
             memberships = conn.execute(
                 sa.select(tables.orgs.c.name, tables.memberships.c.role)
                 .join(tables.orgs, tables.orgs.c.id == tables.memberships.c.org_id)
@@ -342,4 +360,5 @@ class AccountService:
             orgs=dict(memberships),
             targets=tuple(json.loads(row.targets)) if row.targets else None,
             origin=origin,
+            token_id=int(row.token_id),
         )

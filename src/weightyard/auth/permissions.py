@@ -56,6 +56,23 @@ def access_level(principal: Principal | None, namespace: str, repo_id: str | Non
     return level if principal.can_write else min(level, _LEVEL["read"])
 
 
+def namespaces_with(
+    principal: Principal | None, action: Action
+) -> tuple[frozenset[str], tuple[str, ...] | None]:
+    """Where the principal's role allows `action` (READ, WRITE or ADMIN), for checks done in SQL: the
+    namespaces ("*" for every one: a site administrator) and the token's targets capping them (None: none).
+    The same rule as `access_level`, turned around."""
+    if principal is None:
+        return frozenset(), None
+    needed = _LEVEL[action.value] if action.value in _LEVEL else _LEVEL["read"]
+    if needed > _LEVEL["read"] and not principal.can_write:
+        return frozenset(), None
+    if principal.is_admin:
+        return frozenset({"*"}), principal.targets
+    orgs = {org for org, role in principal.orgs.items() if _LEVEL.get(role, 0) >= needed}
+    return frozenset({principal.name, *orgs}), principal.targets
+
+
 def can(principal: Principal | None, action: Action, repo: RepoRef, gate_passed: bool = False) -> bool:
     """Whether `principal` (None when anonymous) may perform `action` on `repo`. `gate_passed` says whether
     the principal's access request to a gated repo was accepted.

@@ -25,6 +25,9 @@ class Principal:
     orgs: Mapping[str, str] = field(default_factory=dict)
     targets: tuple[str, ...] | None = None
     origin: str = ""
+    # the hub token this principal authenticated with; grants issued on its behalf (Xet tokens, signed
+    # URLs) name it, so they die with it
+    token_id: int | None = None
 
     @property
     def can_write(self) -> bool:

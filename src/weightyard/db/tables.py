@@ -70,6 +70,15 @@ blob_grants = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False),
 )
 
+# The one gate's content index (migration 0006): every sha256 any commit of a repo has added. "May this
+# principal receive this content?" is one indexed query over it, whether or not the content exists.
+repo_contents = sa.Table(
+    "repo_contents",
+    metadata,
+    sa.Column("repo_id", sa.Integer, sa.ForeignKey("repos.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("sha256", sa.String(64), primary_key=True, index=True),
+)
+
 # Git-style tree objects, content-addressed and shared by every commit (and repo) that has the same folder.
 tree_objects = sa.Table(
     "tree_objects",
@@ -112,6 +121,9 @@ lfs_uploads = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("part_size", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
+    # the hub token and repo the upload was granted for: its part URLs die with the token or the right
+    sa.Column("token_id", sa.Integer, nullable=True),
+    sa.Column("repo_id", sa.Integer, nullable=True),
 )
 
 settings = sa.Table(

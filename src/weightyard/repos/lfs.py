@@ -1,7 +1,9 @@
 """The Git LFS batch API's server side: upload decisions, signed upload URLs, basic and multipart uploads.
 
 Upload URLs are called by clients without any Authorization header, so each one carries an HMAC signature
-over what it allows (which object, which size, for whom, until when).
+over what it allows (which object, which size, for which hub token and repo, until when). Every use looks the
+token up again and checks the write right on the repo, so a URL dies with its token, with the user, and with
+the user's membership.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from weightyard.auth import Action, Principal, require
+from weightyard.auth import AccountService, Action, Principal, require
 from weightyard.db import tables, transaction, utcnow
 from weightyard.errors import (
     BadRequest,
@@ -26,6 +28,7 @@ from weightyard.errors import (
     NotFound,
     PayloadTooLarge,
     TooManyObjects,
+    Unauthorized,
 )
 from weightyard.repos.service import Repo, RepoService
 from weightyard.storage import BlobStore, BlobWriter, check_sha256
@@ -56,6 +59,7 @@ class LfsService:
     def __init__(
         self,
         repos: RepoService,
+        accounts: AccountService,
         store: BlobStore,
         secret: bytes,
         staging: Path,
@@ -65,6 +69,7 @@ class LfsService:
         max_batch_objects: int = 1000,
     ):
         self._repos = repos
+        self._accounts = accounts
         self._store = store
         self._secret = secret
         self._staging = staging
@@ -80,6 +85,8 @@ class LfsService:
         """Decide, for each (sha256, size), whether and how the client uploads it."""
         require(principal, Action.WRITE, repo.ref)
         assert principal is not None
+        if principal.token_id is None:
+            raise Unauthorized("upload URLs are issued to requests made with a hub token")
         if len(objects) > self._max_batch_objects:
             raise TooManyObjects(
                 f"{len(objects)} objects in one batch request; the limit is {self._max_batch_objects}"
@@ -96,14 +103,18 @@ class LfsService:
                     UploadAction(sha256, size, error=f"{size} bytes exceed the file size limit ({limit})")
                 )
                 continue
-            if self._repos.blob_size(sha256) == size and self._repos.may_use_blob(principal, sha256):
+            # "Already stored" only for content the uploader may receive (the gate first, always: the same
+            # queries whether or not anyone stored it), else an upload like any other.
+            allowed = self._repos.gate.may_receive(principal, sha256)
+            if self._repos.blob_size(sha256) == size and allowed:
                 actions.append(UploadAction(sha256, size))
                 continue
             if size > self._part_size:
-                actions.append(self._multipart(principal, sha256, size, expires, base_url))
+                actions.append(self._multipart(principal, repo, sha256, size, expires, base_url))
             else:
-                signature = _sign(self._secret, "put", sha256, size, principal.user_id, expires)
-                url = f"{base_url}/api/lfs/objects/{sha256}?size={size}&user={principal.user_id}"
+                token = principal.token_id
+                signature = _sign(self._secret, "put", sha256, size, token, repo.id, expires)
+                url = f"{base_url}/api/lfs/objects/{sha256}?size={size}&token={token}&repo={repo.id}"
                 actions.append(
                     UploadAction(
                         sha256, size, upload_url=f"{url}&exp={expires}&sig={signature}", verify_url=None
@@ -112,7 +123,7 @@ class LfsService:
         return actions
 
     def _multipart(
-        self, principal: Principal, sha256: str, size: int, expires: int, base_url: str
+        self, principal: Principal, repo: Repo, sha256: str, size: int, expires: int, base_url: str
     ) -> UploadAction:
         parts = math.ceil(size / self._part_size)
         if parts > MAX_PARTS:
@@ -127,6 +138,8 @@ class LfsService:
                     size=size,
                     part_size=self._part_size,
                     created_at=utcnow(),
+                    token_id=principal.token_id,
+                    repo_id=repo.id,
                 )
             )
         base = f"{base_url}/api/lfs/uploads/{upload_id}"
@@ -148,28 +161,26 @@ class LfsService:
 
     # -- basic transfer
 
-    def open_upload(self, sha256: str, size: int, user_id: int, expires: int, signature: str) -> BlobWriter:
-        """Check a signed basic-upload URL and return the writer for its body."""
-        self._check(signature, expires, "put", sha256, size, user_id)
-        return self._store.writer()
+    def open_upload(
+        self, sha256: str, size: int, token_id: int, repo_id: int, expires: int, signature: str
+    ) -> tuple[BlobWriter, Principal]:
+        """Check a signed basic-upload URL; the writer for its body and the principal it uploads for."""
+        self._check(signature, expires, "put", sha256, size, token_id, repo_id)
+        return self._store.writer(), self._grant_holder(token_id, repo_id)
 
-    def finish_upload(self, writer: BlobWriter, sha256: str, size: int, user_id: int) -> None:
+    def finish_upload(self, writer: BlobWriter, sha256: str, size: int, principal: Principal) -> None:
         """Commit an uploaded body: its bytes must hash to the oid and have the announced size."""
         blob = writer.commit(expected_sha256=sha256, expected_size=size)
-        self._repos.record_blob(self._principal(user_id), blob)
+        self._repos.record_blob(principal, blob)
 
-    def _principal(self, user_id: int) -> Principal:
-        with self._repos_engine.connect() as conn:
-            row = conn.execute(sa.select(tables.users).where(tables.users.c.id == user_id)).first()
-        if row is None:
-            raise InvalidSignature("the user of this upload URL no longer exists")
-        return Principal(
-            user_id=row.id,
-            name=row.name,
-            is_admin=row.is_admin,
-            scope="write",
-            token_name="lfs",  # noqa: S106 - a label, not a secret
-        )
+    def _grant_holder(self, token_id: int | None, repo_id: int | None) -> Principal:
+        """The principal an upload URL was issued for, as it stands now: its token still valid, its user
+        still there, and still allowed to write to the repo."""
+        if token_id is None or repo_id is None:
+            raise InvalidSignature("this upload was not issued for a token and a repo")
+        principal = self._accounts.principal_for_token(token_id, origin="lfs")
+        require(principal, Action.WRITE, self._repos.repo_by_id(repo_id).ref)
+        return principal
 
     # -- multipart transfer
 
@@ -187,6 +198,7 @@ class LfsService:
         self._check(signature, expires, "part", upload_id, number)
         row = self._upload_row(upload_id)
         m = row._mapping
+        self._grant_holder(m["token_id"], m["repo_id"])
         parts = math.ceil(m["size"] / m["part_size"])
         if not 1 <= number <= parts:
             raise BadRequest(f"part {number} is out of range 1..{parts}")
@@ -199,6 +211,7 @@ class LfsService:
         """Assemble the parts in order into one blob, checking size and sha256 while copying."""
         self._check(signature, expires, "complete", upload_id)
         m = self._upload_row(upload_id)._mapping
+        principal = self._grant_holder(m["token_id"], m["repo_id"])
         if sha256 != m["sha256"]:
             raise BadRequest("completion names another object than the upload")
         folder = self._staging / upload_id
@@ -220,7 +233,7 @@ class LfsService:
             shutil.rmtree(folder, ignore_errors=True)
             with transaction(self._repos_engine) as conn:
                 conn.execute(sa.delete(tables.lfs_uploads).where(tables.lfs_uploads.c.id == upload_id))
-        self._repos.record_blob(self._principal(int(m["user_id"])), blob)
+        self._repos.record_blob(principal, blob)
 
     def verify(self, principal: Principal | None, sha256: str, size: int | None) -> None:
         if principal is None:

@@ -20,13 +20,13 @@ from weightyard.errors import (
     ParentCommitMismatch,
     PathConflict,
     PayloadTooLarge,
-    Quarantined,
     RefExists,
     RepoExists,
     RepoNotFound,
     RevisionNotFound,
     UnsafeFile,
 )
+from weightyard.repos.gate import ContentGate
 from weightyard.repos.ingest import ContentIngest, IngestedContent, looks_binary
 from weightyard.repos.objects import (
     DirEntry,
@@ -38,7 +38,7 @@ from weightyard.repos.objects import (
     parse_tree_body,
 )
 from weightyard.repos.scanning import POLICIES, ScanService
-from weightyard.scan import Report, Verdict
+from weightyard.scan import Verdict
 from weightyard.storage import BlobInfo, BlobStore
 from weightyard.validation import (
     COMMIT_OID_RE,
@@ -211,6 +211,7 @@ class RepoService:
         # Called with the files a commit adds before it lands: what is derived from content (a rendered card)
         # is stored before any reader can see the commit. An error raised here refuses the commit.
         self.before_commit: list[Callable[[Sequence[AddFile]], None]] = []
+        self.gate = ContentGate(engine, self.scans, settings.scan_policy)
         # Called with (repo, commit) once a commit has landed, outside its transaction (e.g. attestation).
         self.after_commit: list[Callable[[Repo, Commit], None]] = []
 
@@ -292,22 +293,17 @@ class RepoService:
         if row is None:
             raise RepoNotFound(f"Repository {namespace}/{name} not found")
         repo = _repo_from_row(row)
-        gate_passed = False
-        if action is Action.DOWNLOAD and repo.gated and principal is not None:
-            gate_passed = self.access_granted(principal, repo)
+        gate_passed = action is Action.DOWNLOAD and self.gate.gate_passed(principal, repo)
         require(principal, action, repo.ref, gate_passed)
         return repo
 
-    def access_granted(self, principal: Principal, repo: Repo) -> bool:
-        """Whether `principal`'s request for access to the gated `repo` was accepted."""
+    def repo_by_id(self, repo_id: int) -> Repo:
+        """A repo by its database id, for grants that name one (signed URLs); the caller checks rights."""
         with self._engine.connect() as conn:
-            status = conn.execute(
-                sa.select(tables.access_requests.c.status).where(
-                    tables.access_requests.c.repo_id == repo.id,
-                    tables.access_requests.c.user_id == principal.user_id,
-                )
-            ).scalar()
-        return status == "accepted"
+            row = conn.execute(sa.select(tables.repos).where(tables.repos.c.id == repo_id)).first()
+        if row is None:
+            raise RepoNotFound("the repo of this grant no longer exists")
+        return _repo_from_row(row)
 
     def delete_repo(self, principal: Principal | None, repo_type: str, namespace: str, name: str) -> None:
         repo = self.get_repo(principal, repo_type, namespace, name, Action.ADMIN)
@@ -315,6 +311,7 @@ class RepoService:
             conn.execute(sa.delete(tables.refs).where(tables.refs.c.repo_id == repo.id))
             conn.execute(sa.delete(tables.commits).where(tables.commits.c.repo_id == repo.id))
             conn.execute(sa.delete(tables.access_requests).where(tables.access_requests.c.repo_id == repo.id))
+            conn.execute(sa.delete(tables.repo_contents).where(tables.repo_contents.c.repo_id == repo.id))
             conn.execute(sa.delete(tables.repos).where(tables.repos.c.id == repo.id))
             audit.record(conn, principal, "repo.delete", repo.repo_id)
 
@@ -623,34 +620,6 @@ class RepoService:
             ).scalar()
         return str(value) if value else None
 
-    def may_use_blob(self, principal: Principal, sha256: str) -> bool:
-        """Whether `principal` may name this content in a commit without uploading it again: it uploaded the
-        bytes itself, or the content is already in a repo it can read."""
-        with self._engine.connect() as conn:
-            if not conn.execute(
-                sa.select(tables.blobs.c.sha256).where(tables.blobs.c.sha256 == sha256)
-            ).first():
-                return False
-            granted = conn.execute(
-                sa.select(tables.blob_grants.c.sha256).where(
-                    tables.blob_grants.c.user_id == principal.user_id, tables.blob_grants.c.sha256 == sha256
-                )
-            ).first()
-        if granted:
-            return True
-        return self._readable_repo_has_blob(principal, sha256)
-
-    def _readable_repo_has_blob(self, principal: Principal, sha256: str) -> bool:
-        # Scans the heads of readable repos; uploads normally hit the grant above, so this is the rare path.
-        for repo in self.list_repos(principal, "model", limit=1000) + self.list_repos(
-            principal, "dataset", limit=1000
-        ):
-            for ref in self.refs(repo):
-                commit = self.resolve(repo, ref.target)
-                if any(entry.sha256 == sha256 for entry in self.files(commit).values()):
-                    return True
-        return False
-
     def blob_size(self, sha256: str) -> int | None:
         with self._engine.connect() as conn:
             value = conn.execute(
@@ -706,7 +675,7 @@ class RepoService:
         raise RuntimeError("could not apply the commit: the branch kept moving")
 
     def scan_policy(self, repo: Repo) -> str:
-        return repo.scan_policy or self._settings.scan_policy
+        return self.gate.policy(repo)
 
     def _scan_gate(self, repo: Repo, revision: str, operations: Sequence[Operation]) -> None:
         """Scan every added file before the commit (outside its transaction: scans take time), and refuse the
@@ -740,18 +709,6 @@ class RepoService:
                     for finding in report.findings
                 ],
             )
-
-    def serving_report(self, principal: Principal | None, repo: Repo, path: str, entry: FileEntry) -> Report:
-        """The scan report of a file about to be downloaded; an unsafe file under the refuse or quarantine
-        policy is served to the repo's admins only."""
-        report = self.scans.report(entry.sha256, path)
-        if (
-            report.verdict is Verdict.UNSAFE
-            and self.scan_policy(repo) != "warn"
-            and not can(principal, Action.ADMIN, repo.ref)
-        ):
-            raise Quarantined(f"{path} is quarantined: the scanner found it unsafe")
-        return report
 
     def _try_commit(
         self,
@@ -790,6 +747,7 @@ class RepoService:
             self._check_sizes(files, operations)
             root, objects = build_trees(files)
             self._store_trees(conn, objects)
+            self._index_contents(conn, repo, operations)
             oid = commit_object_id(root, base.oid, principal.name, int(now.timestamp()), title, description)
             if self._commit(conn, repo, oid) is None:
                 conn.execute(
@@ -840,6 +798,21 @@ class RepoService:
             commit = self._commit(conn, repo, oid)
             assert commit is not None
         return CommitResult(commit=commit, ref=ref_name, pull_request=pull_request)
+
+    def _index_contents(self, conn: sa.Connection, repo: Repo, operations: Sequence[Operation]) -> None:
+        """Record in the gate's index that this repo now holds the content each added file names."""
+        shas = sorted({op.sha256 for op in operations if isinstance(op, AddFile)})
+        if not shas:
+            return
+        rc = tables.repo_contents
+        present = set(
+            conn.execute(
+                sa.select(rc.c.sha256).where(rc.c.repo_id == repo.id, rc.c.sha256.in_(shas))
+            ).scalars()
+        )
+        missing = [{"repo_id": repo.id, "sha256": sha} for sha in shas if sha not in present]
+        if missing:
+            conn.execute(sa.insert(rc), missing)
 
     def _check_sizes(self, files: dict[str, FileEntry], operations: Sequence[Operation]) -> None:
         limit = self._settings.max_file_size
@@ -909,8 +882,11 @@ class RepoService:
 
     def check_blob(self, principal: Principal, sha256: str, size: int | None) -> int:
         """The size of content a commit names by sha256, after checking the committer may use it."""
+        # The gate first, then the size, whatever the answer: the same queries whether or not the content
+        # exists, so neither the answer nor its timing tells the committer about content it may not read.
+        allowed = self.gate.may_receive(principal, sha256)
         actual = self.blob_size(sha256)
-        if actual is None or not self._store.exists(sha256) or not self.may_use_blob(principal, sha256):
+        if not allowed or actual is None or not self._store.exists(sha256):
             raise BlobNotFound(f"content {sha256} was not uploaded; upload it before committing")
         if size is not None and size != actual:
             raise BadRequest(f"content {sha256} has {actual} bytes, not {size}")

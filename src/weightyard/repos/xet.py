@@ -22,11 +22,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from weightyard.auth import Action, Principal
+from weightyard.auth import AccountService, Action, Principal
 from weightyard.db import tables, utcnow
 from weightyard.errors import Forbidden, InvalidCredentials, InvalidSignature, NotFound, Unauthorized
 from weightyard.repos.service import Commit, Repo, RepoService, _commit_from_row, _repo_from_row
-from weightyard.storage import BlobInfo, XetBlobStore
+from weightyard.storage import BlobInfo, XetBlobStore, XetFile
 from weightyard.xet import (
     FetchRange,
     ShardVerificationError,
@@ -65,6 +65,21 @@ class XetToken:
     revision: str
     scope: str
     expires: int
+
+
+@dataclass(frozen=True)
+class FetchGrant:
+    """What a signed fetch URL grants: byte `spans` of `xorb`, for the reconstruction of `file`, on behalf of
+    the hub token `issuer` (0: anonymous), until `expires`."""
+
+    xorb: str
+    spans: str
+    expires: int
+    file: str
+    issuer: int
+
+    def query(self, signature: str) -> str:
+        return f"r={self.spans}&exp={self.expires}&f={self.file}&t={self.issuer}&sig={signature}"
 
 
 @dataclass(frozen=True)
@@ -107,36 +122,6 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _principal_json(principal: Principal | None) -> dict[str, Any] | None:
-    if principal is None:
-        return None
-    return {
-        "u": principal.user_id,
-        "n": principal.name,
-        "a": principal.is_admin,
-        "s": principal.scope,
-        "k": principal.token_name,
-        "o": dict(principal.orgs),
-        "t": list(principal.targets) if principal.targets is not None else None,
-    }
-
-
-def _principal_from(data: dict[str, Any] | None) -> Principal | None:
-    if data is None:
-        return None
-    targets = data["t"]
-    return Principal(
-        user_id=int(data["u"]),
-        name=str(data["n"]),
-        is_admin=bool(data["a"]),
-        scope=str(data["s"]),
-        token_name=str(data["k"]),
-        orgs=dict(data["o"]),
-        targets=tuple(targets) if targets is not None else None,
-        origin="xet",
-    )
-
-
 class XorbUpload:
     """One xorb body arriving: validated chunk by chunk while it is written to a temporary file."""
 
@@ -166,8 +151,17 @@ class XorbUpload:
 
 
 class XetService:
-    def __init__(self, repos: RepoService, store: XetBlobStore, secret: bytes, engine: sa.Engine) -> None:
+    def __init__(
+        self,
+        repos: RepoService,
+        store: XetBlobStore,
+        secret: bytes,
+        engine: sa.Engine,
+        accounts: AccountService,
+    ) -> None:
         self._repos = repos
+        self._gate = repos.gate
+        self._accounts = accounts
         self._store = store
         self._secret = hmac.new(secret, b"weightyard-xet", hashlib.sha256).digest()
         self._engine = engine
@@ -182,11 +176,15 @@ class XetService:
         self, principal: Principal | None, repo: Repo, scope: str, revision: str, cas_url: str
     ) -> IssuedToken:
         """A token for `scope` on `repo`; the caller checked that `principal` may write or download there."""
+        if principal is not None and principal.token_id is None:
+            raise Unauthorized("Xet tokens are issued to requests made with a hub token")
         if scope == WRITE and principal is None:
             raise Unauthorized("uploading needs a token")
         expires = int(time.time()) + TOKEN_TTL
+        # The token names the hub token it was issued for, never a copy of the user's rights: every CAS call
+        # looks the principal up again, so revocation, member removal and user deletion apply at once.
         payload = {
-            "p": _principal_json(principal),
+            "p": principal.token_id if principal is not None else None,
             "r": [repo.type, repo.namespace, repo.name],
             "v": revision,
             "s": scope,
@@ -210,7 +208,7 @@ class XetService:
             raise InvalidCredentials("the Xet access token has expired")
         repo_type, namespace, name = payload["r"]
         return XetToken(
-            _principal_from(payload["p"]),
+            self._live_principal(payload["p"]),
             repo_type,
             namespace,
             name,
@@ -218,6 +216,9 @@ class XetService:
             payload["s"],
             payload["e"],
         )
+
+    def _live_principal(self, token_id: int | None) -> Principal | None:
+        return None if token_id is None else self._accounts.principal_for_token(int(token_id), origin="xet")
 
     def _repo(self, token: XetToken, action: Action) -> Repo:
         """The token's repo, after checking its user still may perform `action` there (rights may change)."""
@@ -232,34 +233,12 @@ class XetService:
     # ------------------------------------------------------------------ visibility
 
     def may_read_xorb(self, principal: Principal | None, xorb_hash: bytes) -> bool:
-        """Whether `principal` uploaded this xorb or may use some file made from it.
+        """Whether `principal` uploaded this xorb or may receive some file made from it (the one gate).
 
-        Dedup answers and shard references go through this, so a chunk stored only in repos the principal
-        cannot read stays invisible to it.
+        Dedup answers and shard references go through this, so a chunk stored only where the principal may
+        not download stays invisible to it.
         """
-        if principal is None:
-            return False
-        name = hash_to_string(xorb_hash)
-        with self._engine.connect() as conn:
-            granted = conn.execute(
-                sa.select(tables.xet_xorb_grants.c.user_id).where(
-                    tables.xet_xorb_grants.c.xorb_hash == name,
-                    tables.xet_xorb_grants.c.user_id == principal.user_id,
-                )
-            ).first()
-            if granted is not None:
-                return True
-            shas = list(
-                conn.execute(
-                    sa.select(tables.xet_files.c.sha256)
-                    .join(
-                        tables.xet_file_xorbs,
-                        tables.xet_file_xorbs.c.file_hash == tables.xet_files.c.file_hash,
-                    )
-                    .where(tables.xet_file_xorbs.c.xorb_hash == name)
-                ).scalars()
-            )
-        return any(self._repos.may_use_blob(principal, sha) for sha in shas)
+        return self._gate.may_receive_xorb(principal, hash_to_string(xorb_hash))
 
     def _scoped_lookup(self, principal: Principal | None) -> Any:
         checked: dict[bytes, bool] = {}
@@ -278,7 +257,8 @@ class XetService:
         return XorbUpload(self._store, xorb_hash)
 
     def register_shard(self, token: XetToken, body: bytes) -> int:
-        """Verify an uploaded shard against stored xorbs and record its files; returns how many were new."""
+        """Verify an uploaded shard against stored xorbs and record its files; returns how many were new to
+        the uploader (content it could not receive before): whether someone else stored one is never said."""
         principal = self._writer(token)
         shard = parse_shard(body)
         verify_shard(shard, self._scoped_lookup(principal))
@@ -293,10 +273,10 @@ class XetService:
                     f"file {hash_to_string(entry.file_hash)} has sha256 {actual}, not the claimed {claimed}"
                 )
             checked.append((entry, claimed))
+        new = sum(not self._gate.may_receive(principal, sha256) for _, sha256 in checked)
         referenced = {t.xorb_hash for entry in shard.files for t in entry.terms} | {
             x.hash for x in shard.xorbs
         }
-        new = 0
         with self._store.connect() as conn:
             present = set(
                 conn.execute(
@@ -310,8 +290,6 @@ class XetService:
                 raise ShardVerificationError("a xorb the shard references is no longer stored")
             self._store.touch_xorbs(conn, referenced)
             for entry, sha256 in checked:
-                if self._store.file(entry.file_hash) is None:
-                    new += 1
                 self._store.register_file(conn, entry, sha256)
         for entry, sha256 in checked:
             # The uploader proved it holds this content, as an LFS upload would: it may now commit it.
@@ -327,7 +305,10 @@ class XetService:
         of the upload), up to `DEDUP_ANSWER_CHUNKS` chunks.
         """
         location = self._store.locate_chunk(chunk)
-        if location is None:
+        # The gate is asked whether or not the chunk is stored (about nothing, when it is not), so an absent
+        # chunk and one the principal may not read cost the same.
+        hit = location.xorb_hash if location is not None else bytes(32)
+        if not self.may_read_xorb(token.principal, hit) or location is None:
             return None
         xorbs = self._answer_xorbs(token.principal, location.xorb_hash)
         infos = [info for info in map(self._store.xorb_info, xorbs) if info is not None]
@@ -339,9 +320,8 @@ class XetService:
         return dedup_shard(infos, hmac_key=os.urandom(32), created=now, expiry=now + DEDUP_SHARD_TTL)
 
     def _answer_xorbs(self, principal: Principal | None, xorb_hash: bytes) -> list[bytes]:
-        """The hit's xorb and the xorbs of readable files using it; [] when the principal may not read it."""
-        if principal is None:
-            return []
+        """The hit's xorb (which the caller checked the principal may read) and the xorbs of the files using
+        it that the principal may receive."""
         xf, xfx = tables.xet_files, tables.xet_file_xorbs
         users = xfx.alias("users")
         with self._engine.connect() as conn:
@@ -359,10 +339,8 @@ class XetService:
         readable = [
             xorbs
             for sha, xorbs in list(by_file.items())[:DEDUP_ANSWER_FILES]
-            if self._repos.may_use_blob(principal, sha)
+            if self._gate.may_receive(principal, sha)
         ]
-        if not readable and not self.may_read_xorb(principal, xorb_hash):
-            return []
         answer, budget = [xorb_hash], DEDUP_ANSWER_CHUNKS
         for xorbs in readable:
             for name, chunks in xorbs:
@@ -377,49 +355,76 @@ class XetService:
     def reconstruction(
         self, token: XetToken, file_hash: bytes, range_header: str | None, version: int, cas_url: str
     ) -> dict[str, Any]:
-        """The `/v1` or `/v2/reconstructions` answer, for a file the token's repo holds at its revision."""
-        file = self._store.file(file_hash)
-        if file is None or not self._token_reaches(token, file.sha256):
-            raise NotFound(f"no file {hash_to_string(file_hash)}")
+        """The `/v1` or `/v2/reconstructions` answer, for a file the gate lets the token's principal receive:
+        through a read token, one the token's repo holds at its revision and serves at one of its paths;
+        through a write token, content the uploader may receive anywhere (its own uploads included)."""
+        name = hash_to_string(file_hash)
+        file = self._reachable_file(token, name)
+        if file is None:
+            raise NotFound(f"no file {name}")
         start, end = parse_range_header(range_header, file.size)
         plan = plan_reconstruction(file.terms, self._store.xorb_info, start, end)
         expires = int(time.time()) + FETCH_URL_TTL
+        issuer = token.principal.token_id if token.principal is not None else None
 
         def sign(xorb: bytes, ranges: Iterable[FetchRange]) -> str:
-            spans = ",".join(f"{r.byte_start}-{r.byte_end}" for r in ranges)
-            name = hash_to_string(xorb)
-            signature = self._fetch_signature(name, spans, expires)
-            return f"{cas_url}/v1/fetch/{name}?r={spans}&exp={expires}&sig={signature}"
+            grant = FetchGrant(
+                hash_to_string(xorb),
+                ",".join(f"{r.byte_start}-{r.byte_end}" for r in ranges),
+                expires,
+                name,
+                issuer or 0,
+            )
+            return f"{cas_url}/v1/fetch/{grant.xorb}?{grant.query(self._fetch_signature(grant))}"
 
         return plan.to_v2(sign) if version == 2 else plan.to_v1(sign)
 
-    def _token_reaches(self, token: XetToken, sha256: str) -> bool:
+    def _reachable_file(self, token: XetToken, name: str) -> XetFile | None:
         if token.scope == WRITE and token.principal is not None:
             self._repo(token, Action.WRITE)
-            return self._repos.may_use_blob(token.principal, sha256)
+            # The gate first, whatever the answer, so a stored file and an absent one cost the same.
+            allowed = self._gate.may_receive_xet(token.principal, name)
+            file = self._store.file(string_to_hash(name))
+            return file if allowed else None
         repo = self._repo(token, Action.DOWNLOAD)
-        commit = self._repos.resolve(repo, token.revision)
-        return any(entry.sha256 == sha256 for entry in self._repos.files(commit).values())
+        entries = self._repos.files(self._repos.resolve(repo, token.revision))
+        file = self._store.file(string_to_hash(name))
+        if file is None:
+            return None
+        paths = [(path, entry) for path, entry in entries.items() if entry.sha256 == file.sha256]
+        if any(self._gate.may_serve_file(token.principal, repo, path, entry) for path, entry in paths):
+            return file
+        return None
 
-    def _fetch_signature(self, xorb: str, spans: str, expires: int) -> str:
-        message = f"fetch\x1f{xorb}\x1f{spans}\x1f{expires}".encode()
+    def _fetch_signature(self, grant: FetchGrant) -> str:
+        message = "\x1f".join(
+            ("fetch", grant.xorb, grant.spans, str(grant.expires), grant.file, str(grant.issuer))
+        ).encode()
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
     def open_fetch(
-        self, xorb: str, spans: str, expires: int, signature: str, range_header: str | None
+        self, grant: FetchGrant, signature: str, range_header: str | None
     ) -> tuple[Path, int, int]:
-        """Check a signed fetch URL and its Range; the xorb object and the `[start, end)` to send."""
-        expected = self._fetch_signature(xorb, spans, expires)
-        if not hmac.compare_digest(expected, signature) or expires < time.time():
+        """Check a signed fetch URL and its Range; the xorb object and the `[start, end)` to send.
+
+        The URL carries no Authorization, so it names the hub token it was issued for and the file it serves:
+        each fetch looks the principal up again and asks the gate, so a revoked token, a removed member or a
+        deleted user stops downloading at once, as do content quarantined or gated since.
+        """
+        expected = self._fetch_signature(grant)
+        if not hmac.compare_digest(expected, signature) or grant.expires < time.time():
             raise InvalidSignature("fetch URL signature is invalid or expired")
-        allowed = [tuple(int(v) for v in span.split("-")) for span in spans.split(",") if span]
-        xorb_hash = string_to_hash(xorb)
+        principal = self._live_principal(grant.issuer or None)
+        if not self._gate.may_receive_xet(principal, grant.file):
+            raise Forbidden("this fetch URL no longer grants its content")
+        allowed = [tuple(int(v) for v in span.split("-")) for span in grant.spans.split(",") if span]
+        xorb_hash = string_to_hash(grant.xorb)
         if range_header is None:
             start, last = allowed[0]
         else:
             info = self._store.xorb_info(xorb_hash)
             if info is None:
-                raise NotFound(f"no xorb {xorb}")
+                raise NotFound(f"no xorb {grant.xorb}")
             start, end = parse_range_header(range_header, info.serialized_len)
             last = end - 1
         if not any(first <= start and last <= final for first, final in allowed):
