@@ -52,12 +52,15 @@ def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
 
 
 def _closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server closes the connection (after whatever it still had to send)."""
     try:
-        return sock.recv(65536) == b""
+        while sock.recv(65536):
+            pass
     except ConnectionResetError:  # closed with our unread bytes still queued
         return True
     except TimeoutError:
         return False
+    return True
 
 
 def _send_until_answered(sock: socket.socket, chunks: Iterator[bytes]) -> int:
