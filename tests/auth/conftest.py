@@ -67,6 +67,25 @@ def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Team]:
     tokens["scoped-to-other"] = cli(
         server, "token", "create", "--user", "writer", "--name", "scoped", "--repo", OTHER_REPO
     )
+    # The org admin and the site admin each hold a read token and a write token limited to one other repo:
+    # neither may administer anything with them.
+    for user in ("orgadmin", "siteadmin"):
+        tokens[f"{user}-read"] = cli(
+            server, "token", "create", "--user", user, "--name", "ro", "--scope", "read"
+        )
+        tokens[f"{user}-scoped"] = cli(
+            server,
+            "token",
+            "create",
+            "--user",
+            user,
+            "--name",
+            "scoped",
+            "--scope",
+            "write",
+            "--repo",
+            OTHER_REPO,
+        )
     admin = HfApi(endpoint=server.url, token=server.token)
     for kind, repo in REPOS.items():
         admin.create_repo(repo, private=kind == "private")

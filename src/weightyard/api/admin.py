@@ -33,10 +33,8 @@ def _token_json(token: TokenInfo) -> dict[str, Any]:
 
 @router.get("/users")
 def list_users(request: Request) -> list[dict[str, Any]]:
-    require_site_admin(principal_of(request))
-    return [
-        {"name": u.name, "isAdmin": u.is_admin, "orgs": u.orgs} for u in hub_of(request).accounts.list_users()
-    ]
+    users = hub_of(request).accounts.list_users(principal_of(request))
+    return [{"name": u.name, "isAdmin": u.is_admin, "orgs": u.orgs} for u in users]
 
 
 @router.post("/users")
@@ -77,10 +75,8 @@ def remove_member(request: Request, org: str, user: str) -> dict[str, Any]:
 
 @router.get("/users/{user}/tokens")
 def list_tokens(request: Request, user: str) -> list[dict[str, Any]]:
-    principal = principal_of(request)
-    if principal is None or not (principal.is_admin or principal.name == user):
-        require_site_admin(principal)
-    return [_token_json(token) for token in hub_of(request).accounts.list_tokens(user)]
+    tokens = hub_of(request).accounts.list_tokens(principal_of(request), user)
+    return [_token_json(token) for token in tokens]
 
 
 @router.post("/users/{user}/tokens")
@@ -111,7 +107,7 @@ def audit_log(
     """Site admins read everything; a repo's admins may read that repo's entries."""
     principal = principal_of(request)
     if repo is None:
-        require_site_admin(principal)
+        require_site_admin(principal, "read the hub's audit log", write=False)
     else:
         namespace, name = check_repo_id(repo)
         repo_type = request.query_params.get("type", "model")

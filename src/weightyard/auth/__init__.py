@@ -12,7 +12,10 @@ from weightyard.auth.permissions import (
     namespaces_with,
     require,
     require_create_in,
+    require_self_or_site_admin,
     require_site_admin,
+    require_token_covers,
+    require_unlimited_token,
 )
 from weightyard.auth.principal import LOCAL_ADMIN, ROLES, SCOPES, Principal
 
@@ -37,6 +40,9 @@ __all__ = [
     "namespaces_with",
     "require",
     "require_create_in",
+    "require_self_or_site_admin",
     "require_site_admin",
+    "require_token_covers",
+    "require_unlimited_token",
     "user_id_of",
 ]

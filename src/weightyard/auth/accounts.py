@@ -12,11 +12,16 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from weightyard.auth import audit
-from weightyard.auth.permissions import can_manage_org, require_site_admin
+from weightyard.auth.permissions import (
+    require_org_admin,
+    require_self_or_site_admin,
+    require_site_admin,
+    require_unlimited_token,
+)
 from weightyard.auth.principal import ROLES, SCOPES, Principal
 from weightyard.config import ADMIN_USER
 from weightyard.db import tables, transaction, utcnow
-from weightyard.errors import BadRequest, Forbidden, InvalidCredentials, NotFound, RefExists
+from weightyard.errors import BadRequest, InvalidCredentials, NotFound, RefExists
 from weightyard.validation import check_repo_id, check_repo_segment
 
 # A recognisable prefix lets secret scanners find leaked tokens.
@@ -92,7 +97,7 @@ class AccountService:
         return int(org_id)
 
     def create_user(self, actor: Principal | None, name: str, is_admin: bool = False) -> None:
-        require_site_admin(actor)
+        require_site_admin(actor, "create users")
         check_repo_segment(name, "user name")
         with transaction(self._engine) as conn:
             if self._namespace_taken(conn, name):
@@ -114,7 +119,7 @@ class AccountService:
 
     def delete_user(self, actor: Principal | None, name: str) -> None:
         """Delete a user; their tokens, memberships and access grants go with them."""
-        require_site_admin(actor)
+        require_site_admin(actor, "delete users")
         with transaction(self._engine) as conn:
             user_id = user_id_of(conn, name)
             for table in (tables.tokens, tables.memberships, tables.access_requests, tables.blob_grants):
@@ -122,7 +127,8 @@ class AccountService:
             conn.execute(sa.delete(tables.users).where(tables.users.c.id == user_id))
             audit.record(conn, actor, "user.delete", user=name)
 
-    def list_users(self) -> list[User]:
+    def list_users(self, actor: Principal | None) -> list[User]:
+        require_site_admin(actor, "list users", write=False)
         with self._engine.connect() as conn:
             users = conn.execute(sa.select(tables.users).order_by(tables.users.c.name)).all()
             roles = conn.execute(
@@ -137,8 +143,7 @@ class AccountService:
 
     def create_org(self, actor: Principal | None, name: str) -> None:
         """Create an organisation. A user (not the local operator) who creates one becomes its admin."""
-        if actor is None or not actor.can_write:
-            raise Forbidden("creating an organisation needs a write token")
+        actor = require_unlimited_token(actor, "create an organisation")
         check_repo_segment(name, "organisation name")
         with transaction(self._engine) as conn:
             if self._namespace_taken(conn, name):
@@ -158,8 +163,7 @@ class AccountService:
         """Add `user` to `org` with `role`, or change their role."""
         if role not in ROLES:
             raise BadRequest(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
-        if not can_manage_org(actor, org):
-            raise Forbidden(f"only an admin of {org!r} or a site administrator may manage its members")
+        require_org_admin(actor, org, f"manage the members of {org!r}")
         with transaction(self._engine) as conn:
             org_id, user_id = self._org_id(conn, org), user_id_of(conn, user)
             conn.execute(
@@ -175,8 +179,7 @@ class AccountService:
             audit.record(conn, actor, "org.member.set", org=org, user=user, role=role)
 
     def remove_member(self, actor: Principal | None, org: str, user: str) -> None:
-        if not can_manage_org(actor, org):
-            raise Forbidden(f"only an admin of {org!r} or a site administrator may manage its members")
+        require_org_admin(actor, org, f"manage the members of {org!r}")
         with transaction(self._engine) as conn:
             org_id, user_id = self._org_id(conn, org), user_id_of(conn, user)
             removed = conn.execute(
@@ -197,11 +200,6 @@ class AccountService:
 
     # ------------------------------------------------------------------ tokens
 
-    def _may_manage_tokens_of(self, actor: Principal | None, user: str) -> bool:
-        if actor is None or not actor.can_write or actor.targets is not None:
-            return False
-        return actor.is_admin or actor.name == user
-
     def create_token(
         self,
         actor: Principal | None,
@@ -216,10 +214,7 @@ class AccountService:
         Example:
             >>> secret = accounts.create_token(LOCAL_ADMIN, "alice", "laptop", scope="read")  # doctest: +SKIP
         """
-        if not self._may_manage_tokens_of(actor, user):
-            raise Forbidden(
-                "only the user themself (with an unrestricted write token) or an admin may do this"
-            )
+        require_self_or_site_admin(actor, user, "create tokens")
         if scope not in SCOPES:
             raise BadRequest(f"unknown token scope {scope!r}; expected one of {', '.join(SCOPES)}")
         if not name or len(name) > 128:
@@ -262,10 +257,7 @@ class AccountService:
         return secret
 
     def revoke_token(self, actor: Principal | None, user: str, name: str) -> None:
-        if not self._may_manage_tokens_of(actor, user):
-            raise Forbidden(
-                "only the user themself (with an unrestricted write token) or an admin may do this"
-            )
+        require_self_or_site_admin(actor, user, "revoke tokens")
         with transaction(self._engine) as conn:
             user_id = user_id_of(conn, user)
             revoked = conn.execute(
@@ -281,7 +273,8 @@ class AccountService:
                 raise NotFound(f"user {user!r} has no active token named {name!r}")
             audit.record(conn, actor, "token.revoke", user=user, token=name)
 
-    def list_tokens(self, user: str) -> list[TokenInfo]:
+    def list_tokens(self, actor: Principal | None, user: str) -> list[TokenInfo]:
+        require_self_or_site_admin(actor, user, "list tokens", write=False)
         with self._engine.connect() as conn:
             user_id = user_id_of(conn, user)
             rows = conn.execute(

@@ -113,6 +113,13 @@ def require(principal: Principal | None, action: Action, repo: RepoRef, gate_pas
     raise Forbidden(f"{principal.name} may not {action.value} {repo.id}")
 
 
+def require_token_covers(principal: Principal, repo: RepoRef, what: str) -> None:
+    """For what a user does about a repo without any level on it (asking for access): a token limited to
+    other repos may not act on this one."""
+    if not _token_allows(principal, repo.namespace, repo.id):
+        raise Forbidden(f"Token {principal.token_name!r} is not valid for {repo.id}; it may not {what}")
+
+
 def can_create_in(principal: Principal | None, namespace: str, repo_id: str) -> bool:
     """Whether `principal` may create `repo_id` in `namespace` (its own, or an org where it can write)."""
     return access_level(principal, namespace, repo_id) >= _LEVEL["write"]
@@ -128,12 +135,38 @@ def require_create_in(principal: Principal | None, namespace: str, repo_id: str)
     raise Forbidden(f"{principal.name} may not create repos in {namespace!r}")
 
 
-def can_manage_org(principal: Principal | None, org: str) -> bool:
-    return principal is not None and principal.can_write and _role_level(principal, org) >= _LEVEL["admin"]
-
-
-def require_site_admin(principal: Principal | None) -> None:
+def require_unlimited_token(principal: Principal | None, what: str, write: bool = True) -> Principal:
+    """Account-level actions (users, organisations, tokens, keys, the hub's audit log) act outside any one
+    repo, so a token limited to some repos may never do them; `write` says whether write scope is needed."""
     if principal is None:
-        raise Unauthorized("You must be authenticated")
-    if not (principal.is_admin and principal.can_write and principal.targets is None):
-        raise Forbidden("This needs a site administrator's write token")
+        raise Unauthorized(f"You must be authenticated to {what}")
+    if principal.targets is not None:
+        raise Forbidden(
+            f"Token {principal.token_name!r} is limited to {', '.join(principal.targets)}; "
+            f"to {what} use a token without repo limits"
+        )
+    if write and not principal.can_write:
+        raise Forbidden(f"Token {principal.token_name!r} has read scope; to {what} use a write token")
+    return principal
+
+
+def require_org_admin(principal: Principal | None, org: str, what: str) -> None:
+    """An organisation's admins (and site administrators) manage it, through an unlimited write token: a
+    token limited to some repos administers nothing, not even the organisation those repos are in."""
+    checked = require_unlimited_token(principal, what)
+    if _role_level(checked, org) < _LEVEL["admin"]:
+        raise Forbidden(f"Only an admin of {org!r} or a site administrator may {what}")
+
+
+def require_site_admin(principal: Principal | None, what: str = "do this", write: bool = True) -> None:
+    checked = require_unlimited_token(principal, what, write)
+    if not checked.is_admin:
+        raise Forbidden(f"Only a site administrator may {what}")
+
+
+def require_self_or_site_admin(principal: Principal | None, user: str, what: str, write: bool = True) -> None:
+    """For what belongs to one user (tokens, signing keys): that user or a site administrator, acting
+    through an unlimited token."""
+    checked = require_unlimited_token(principal, what, write)
+    if not (checked.is_admin or checked.name == user):
+        raise Forbidden(f"Only {user} or a site administrator may {what}")

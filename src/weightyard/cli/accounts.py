@@ -93,7 +93,10 @@ def user_delete(name: Annotated[str, typer.Argument(help="User name.")], data: D
 @user_app.command("list")
 def user_list(as_json: JsonOption = False, data: DataOption = None) -> None:
     """List users and their organisations."""
-    rows = [{"name": u.name, "admin": u.is_admin, "orgs": u.orgs} for u in _hub(data).accounts.list_users()]
+    rows = [
+        {"name": u.name, "admin": u.is_admin, "orgs": u.orgs}
+        for u in _hub(data).accounts.list_users(_local_admin())
+    ]
     _print(rows, ["name", "admin", "orgs"], as_json)
 
 
@@ -184,7 +187,7 @@ def token_list(
 ) -> None:
     """List a user's tokens (names and scopes; secrets are never stored)."""
     try:
-        tokens = _hub(data).accounts.list_tokens(user)
+        tokens = _hub(data).accounts.list_tokens(_local_admin(), user)
     except WeightyardError as exc:
         raise fail(exc.message, 2) from None
     rows = [

@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from weightyard.auth import Action, Principal, audit, require, user_id_of
+from weightyard.auth import Action, Principal, audit, require, require_token_covers, user_id_of
 from weightyard.db import tables, transaction, utcnow
 from weightyard.errors import BadRequest, NotFound, RefExists, Unauthorized
 from weightyard.repos.service import Repo
@@ -37,6 +37,7 @@ class AccessRequests:
         if principal is None:
             raise Unauthorized("sign in to request access")
         require(principal, Action.READ, repo.ref)
+        require_token_covers(principal, repo.ref, "ask for access")
         if not repo.gated:
             raise BadRequest(f"{repo.repo_id} is not gated")
         status = "accepted" if repo.gated == "auto" else "pending"

@@ -15,9 +15,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from weightyard.auth import Principal, audit, user_id_of
+from weightyard.auth import Principal, audit, require_self_or_site_admin, user_id_of
 from weightyard.db import tables, transaction, utcnow
-from weightyard.errors import BadRequest, Forbidden, NotFound, RefExists
+from weightyard.errors import BadRequest, NotFound, RefExists
 from weightyard.provenance import (
     REVOKED_KEY,
     ProvenanceError,
@@ -73,8 +73,7 @@ class KeyRegistry:
         self._engine = engine
 
     def add(self, actor: Principal | None, user: str, pem: bytes) -> SigningKey:
-        if actor is None or not actor.can_write or not (actor.is_admin or actor.name == user):
-            raise Forbidden("only the user themself or an admin may register their keys")
+        require_self_or_site_admin(actor, user, "register signing keys")
         try:
             key = load_public_key(pem)
             curve = curve_name(key)
@@ -98,8 +97,7 @@ class KeyRegistry:
         return self.get(fingerprint)
 
     def revoke(self, actor: Principal | None, user: str, fingerprint: str, reason: str) -> SigningKey:
-        if actor is None or not actor.can_write or not (actor.is_admin or actor.name == user):
-            raise Forbidden("only the user themself or an admin may revoke their keys")
+        require_self_or_site_admin(actor, user, "revoke signing keys")
         if not reason.strip():
             raise BadRequest("say why the key is revoked")
         with transaction(self._engine) as conn:
