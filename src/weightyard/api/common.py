@@ -38,7 +38,7 @@ def error_response(exc: WeightyardError) -> JSONResponse:
     body.update({k: v for k, v in exc.details.items() if isinstance(v, str | int | bool | list | dict)})
     headers = {
         "X-Error-Code": exc.code,
-        "X-Error-Message": exc.message.encode("ascii", "replace").decode()[:500],
+        "X-Error-Message": header_text(exc.message, 500),
     }
     if isinstance(exc, EntryNotFound) and exc.commit:
         headers["X-Repo-Commit"] = exc.commit
@@ -48,6 +48,12 @@ def error_response(exc: WeightyardError) -> JSONResponse:
         # The rest of the body may still be on its way: close rather than read it to keep the connection.
         headers["Connection"] = "close"
     return JSONResponse(body, status_code=exc.status, headers=headers)
+
+
+def header_text(text: str, limit: int) -> str:
+    """`text` as a header value: printable ASCII only (a CR or LF from a client's input would otherwise
+    make the server drop the response), at most `limit` characters."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text[:limit])
 
 
 def hub_of(request: Request) -> Hub:

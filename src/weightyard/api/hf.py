@@ -38,6 +38,7 @@ from weightyard.api.commit_body import (
 from weightyard.api.common import (
     PLURAL_TYPES,
     base_url,
+    header_text,
     hub_of,
     iso,
     principal_async,
@@ -677,7 +678,7 @@ def resolve_file(request: Request, repo_type: str, namespace: str, name: str) ->
         # huggingface_hub shows an X-HF-Warning once per topic; curl users see it in the headers.
         reason = report.findings[0].message if report.findings else ""
         warning = f"weightyard-scan; {path} is {report.verdict.value}: {reason}"
-        headers["X-HF-Warning"] = warning.encode("ascii", "replace").decode()[:400]
+        headers["X-HF-Warning"] = header_text(warning, 400)
     if request.method == "HEAD":
         headers["Content-Length"] = str(entry.size)
         return Response(status_code=200, headers=headers)
