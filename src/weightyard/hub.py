@@ -82,7 +82,7 @@ class Hub:
             lfs=lfs,
             limiter=limiter,
             cards=cards,
-            xet=XetService(repos, store, secret, engine, accounts)
+            xet=XetService(repos, store, secret, engine, accounts, settings)
             if isinstance(store, XetBlobStore)
             else None,
         )

@@ -23,13 +23,17 @@ from typing import Any
 import sqlalchemy as sa
 
 from weightyard.auth import AccountService, Action, Principal
+from weightyard.config import Settings
 from weightyard.db import tables, utcnow
 from weightyard.errors import Forbidden, InvalidCredentials, InvalidSignature, NotFound, Unauthorized
 from weightyard.repos.service import Commit, Repo, RepoService, _commit_from_row, _repo_from_row
 from weightyard.storage import BlobInfo, XetBlobStore, XetFile
 from weightyard.xet import (
     FetchRange,
+    Shard,
+    ShardOverBudget,
     ShardVerificationError,
+    ShardWork,
     XorbInfo,
     XorbParser,
     dedup_shard,
@@ -51,6 +55,8 @@ DEDUP_ANSWER_CHUNKS = 1 << 16
 # The client trusts its own upload shards for 21 days without asking the server, and a dedup answer for 7:
 # a xorb unused for longer than both together can no longer be named by any upload (XET_PROTOCOL.md §11).
 GC_GRACE = datetime.timedelta(days=28)
+# Hashing one chunk reference into a file's Merkle tree costs about as much as rebuilding and hashing 8 KiB.
+CHUNK_REF_COST = 8 * 1024
 READ, WRITE = "read", "write"
 
 
@@ -158,8 +164,11 @@ class XetService:
         secret: bytes,
         engine: sa.Engine,
         accounts: AccountService,
+        settings: Settings,
     ) -> None:
         self._repos = repos
+        self._verify_allowance = settings.xet_verify_allowance
+        self._verify_ratio = settings.xet_verify_ratio
         self._gate = repos.gate
         self._accounts = accounts
         self._store = store
@@ -261,7 +270,11 @@ class XetService:
         the uploader (content it could not receive before): whether someone else stored one is never said."""
         principal = self._writer(token)
         shard = parse_shard(body)
-        verify_shard(shard, self._scoped_lookup(principal))
+
+        def afford(work: ShardWork) -> None:
+            self._afford(principal, shard, work)
+
+        verify_shard(shard, self._scoped_lookup(principal), afford=afford)
         checked: list[tuple[Any, str]] = []
         for entry in shard.files:
             assert entry.sha256 is not None, "verify_shard requires the sha256"
@@ -295,6 +308,23 @@ class XetService:
             # The uploader proved it holds this content, as an LFS upload would: it may now commit it.
             self._repos.record_blob(principal, BlobInfo(sha256=sha256, size=entry.size))
         return new
+
+    def _afford(self, principal: Principal, shard: Shard, work: ShardWork) -> None:
+        """Refuse a shard whose verification would cost more than the uploader paid for: a small shard can
+        name terabytes of repeated chunks, and rebuilding a file to check its sha256 reads every byte it
+        names. Files the hub already holds are not rebuilt, so they cost only their chunk references."""
+        rebuilt = sum(size for file, size in work.file_bytes.items() if self._store.file(file) is None)
+        cost = rebuilt + work.chunk_refs * CHUNK_REF_COST
+        if cost <= self._verify_allowance:
+            return
+        xorbs = {t.xorb_hash for entry in shard.files for t in entry.terms} | {x.hash for x in shard.xorbs}
+        sent = self._store.unused_upload_bytes(principal.user_id, xorbs)
+        budget = self._verify_allowance + self._verify_ratio * sent
+        if cost > budget:
+            raise ShardOverBudget(
+                f"verifying this shard means rebuilding and hashing {cost} bytes, more than the {budget} "
+                f"this upload pays for ({sent} bytes of new xorbs)"
+            )
 
     def dedup_answer(self, token: XetToken, chunk: bytes) -> bytes | None:
         """The dedup shard for a chunk the token's user may read (hashes keyed per answer), else None.

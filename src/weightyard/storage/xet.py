@@ -67,6 +67,9 @@ class XetFile:
     terms: tuple[FileTerm, ...]
 
 
+_QUERY_BATCH = 500
+
+
 def _insert_ignore(conn: sa.Connection, table: sa.Table, rows: list[dict[str, object]]) -> None:
     """Insert rows, skipping those whose primary key exists (another upload stored the same thing)."""
     if not rows:
@@ -272,6 +275,25 @@ class XetBlobStore:
         return None if row is None else ChunkLocation(string_to_hash(row.xorb_hash), int(row.chunk_index))
 
     # ------------------------------------------------------------------ files
+
+    def unused_upload_bytes(self, user_id: int, xorbs: Iterable[bytes]) -> int:
+        """Wire bytes of those `xorbs` that `user_id` uploaded and that no registered file uses yet: what the
+        uploader sent for the shard that will name them."""
+        names = sorted({hash_to_string(x) for x in xorbs})
+        xx, grants, used = tables.xet_xorbs, tables.xet_xorb_grants, tables.xet_file_xorbs
+        total = 0
+        with self._engine.connect() as conn:
+            for start in range(0, len(names), _QUERY_BATCH):
+                query = (
+                    sa.select(sa.func.coalesce(sa.func.sum(xx.c.wire_len), 0))
+                    .join(grants, sa.and_(grants.c.xorb_hash == xx.c.hash, grants.c.user_id == user_id))
+                    .where(
+                        xx.c.hash.in_(names[start : start + _QUERY_BATCH]),
+                        ~sa.exists().where(used.c.xorb_hash == xx.c.hash),
+                    )
+                )
+                total += int(conn.execute(query).scalar_one())
+        return total
 
     def file(self, file_hash: bytes) -> XetFile | None:
         return self._file_where(tables.xet_files.c.file_hash == hash_to_string(file_hash))

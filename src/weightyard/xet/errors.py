@@ -55,6 +55,12 @@ class ShardTooLarge(XetError):
     status = 413
 
 
+class ShardOverBudget(ShardTooLarge):
+    """Verifying a shard would cost more work than the uploader paid for with the bytes it sent."""
+
+    code = "XetShardOverBudget"
+
+
 class InvalidShard(XetError):
     """A shard is not well formed: header, records, bookends, lookup tables or footer."""
 

@@ -12,6 +12,7 @@ and verification hashes that prove the uploader knew the chunk hashes of every r
 from __future__ import annotations
 
 import hashlib
+import itertools
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -352,10 +353,51 @@ def _verify_xorb_block(block: ShardXorb, lookup: XorbLookup) -> None:
             raise ShardVerificationError(f"chunk {index} of xorb {name} is not what the shard says it is")
 
 
+@dataclass(frozen=True, slots=True)
+class ShardWork:
+    """What verifying a shard's files would cost, known from its sizes alone."""
+
+    chunk_refs: int
+    """Chunk references in all file terms: each is hashed into the file's Merkle tree."""
+    file_bytes: dict[bytes, int]
+    """Bytes of content each file names, by file hash: what rebuilding it to check its sha256 reads."""
+
+
+def check_shard_sizes(shard: Shard, lookup: XorbLookup) -> ShardWork:
+    """The cheap checks, before any hashing: each file carries its verification entries and sha256, every
+    xorb a term names is held, each term's chunk range lies inside that xorb's chunk table and its unpacked
+    length is what the table says. Returns what the rest of the verification would cost."""
+    boundaries: dict[bytes, list[int]] = {}  # per xorb, the raw offset where each chunk ends
+    refs = 0
+    file_bytes: dict[bytes, int] = {}
+    for entry in shard.files:
+        name = hash_to_string(entry.file_hash)
+        if entry.verification is None or entry.sha256 is None:
+            raise ShardVerificationError(f"file {name} lacks its verification entries or its sha256")
+        for index, term in enumerate(entry.terms):
+            where = f"term {index} of file {name}"
+            ends = boundaries.get(term.xorb_hash)
+            if ends is None:
+                stored = stored_xorb(lookup, term.xorb_hash, where)
+                ends = list(itertools.accumulate((c.length for c in stored.chunks), initial=0))
+                boundaries[term.xorb_hash] = ends
+            if not 0 <= term.chunk_start < term.chunk_end < len(ends):
+                raise ShardVerificationError(
+                    f"{where}: chunk range [{term.chunk_start}, {term.chunk_end}) is outside the xorb's "
+                    f"{len(ends) - 1} chunks"
+                )
+            if term.unpacked_len != ends[term.chunk_end] - ends[term.chunk_start]:
+                raise ShardVerificationError(f"{where}: unpacked length does not match the stored chunks")
+            refs += term.chunk_end - term.chunk_start
+        file_bytes[entry.file_hash] = entry.size
+    return ShardWork(refs, file_bytes)
+
+
 def _verify_file(entry: ShardFile, lookup: XorbLookup) -> None:
+    """The hashing half of a file's verification; `check_shard_sizes` has checked its sizes."""
     name = hash_to_string(entry.file_hash)
-    if entry.verification is None or entry.sha256 is None:
-        raise ShardVerificationError(f"file {name} lacks its verification entries or its sha256")
+    assert entry.verification is not None
+    assert entry.sha256 is not None
     if not entry.terms:
         # The client registers empty files too: no terms, the zero hash, and a sha256 we can check ourselves.
         if entry.file_hash != EMPTY_FILE_HASH:
@@ -366,15 +408,7 @@ def _verify_file(entry: ShardFile, lookup: XorbLookup) -> None:
     refs = []
     for index, (term, claimed) in enumerate(zip(entry.terms, entry.verification, strict=True)):
         where = f"term {index} of file {name}"
-        stored = stored_xorb(lookup, term.xorb_hash, where)
-        if not 0 <= term.chunk_start < term.chunk_end <= len(stored.chunks):
-            raise ShardVerificationError(
-                f"{where}: chunk range [{term.chunk_start}, {term.chunk_end}) is outside the xorb's "
-                f"{len(stored.chunks)} chunks"
-            )
-        chunks = stored.chunks[term.chunk_start : term.chunk_end]
-        if term.unpacked_len != sum(c.length for c in chunks):
-            raise ShardVerificationError(f"{where}: unpacked length does not match the stored chunks")
+        chunks = stored_xorb(lookup, term.xorb_hash, where).chunks[term.chunk_start : term.chunk_end]
         if claimed != verification_hash(c.hash for c in chunks):
             raise ShardVerificationError(f"{where}: verification hash does not match the stored chunks")
         refs += [(c.hash, c.length) for c in chunks]
@@ -382,13 +416,20 @@ def _verify_file(entry: ShardFile, lookup: XorbLookup) -> None:
         raise ShardVerificationError(f"file {name}: its terms hash to a different file hash")
 
 
-def verify_shard(shard: Shard, lookup: XorbLookup, *, max_chunk_refs: int = MAX_CHUNK_REFS) -> None:
+def verify_shard(
+    shard: Shard,
+    lookup: XorbLookup,
+    *,
+    max_chunk_refs: int = MAX_CHUNK_REFS,
+    afford: Callable[[ShardWork], None] | None = None,
+) -> None:
     """Check an uploaded shard against the server's chunk tables; raise on the first claim that is false.
 
     Verification hashes every chunk range the files name, so its cost follows the chunks referenced, not
-    the shard's size: a shard naming more than `max_chunk_refs` chunks in all is refused before any hashing.
-    The sha256 of each file cannot be checked from hashes: it stays the uploader's claim until the file is
-    reconstructed and hashed.
+    the shard's size: a shard naming more than `max_chunk_refs` chunks in all is refused before any hashing,
+    and the sizes are checked against the chunk tables (`check_shard_sizes`) before `afford` is asked
+    whether the caller will pay for the rest. The sha256 of each file cannot be checked from hashes: it
+    stays the uploader's claim until the file is reconstructed and hashed.
     """
     if shard.footer is not None and shard.footer.hmac_key != bytes(HASH_LEN):
         raise ShardVerificationError("an uploaded shard must not carry protected (keyed) chunk hashes")
@@ -402,6 +443,9 @@ def verify_shard(shard: Shard, lookup: XorbLookup, *, max_chunk_refs: int = MAX_
             known[xorb] = lookup(xorb)
         return known[xorb]
 
+    work = check_shard_sizes(shard, cached)
+    if afford is not None:
+        afford(work)
     for block in shard.xorbs:
         _verify_xorb_block(block, cached)
     for entry in shard.files:
