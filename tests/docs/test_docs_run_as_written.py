@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.support import free_port
+from tests.support import free_port, weightyard_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTED_ENDPOINT = "http://127.0.0.1:8000"
@@ -145,7 +145,8 @@ def fresh_env(folder: Path) -> dict[str, str]:
     venv_bin = str(Path(sys.prefix) / "bin")
     env = {
         key: value
-        for key, value in os.environ.items()
+        # weightyard_environment: without a second client generation put beside the venv by the tests.
+        for key, value in weightyard_environment().items()
         if not key.startswith(("HF_", "WEIGHTYARD_")) and key not in {"VIRTUAL_ENV", "PYTHONHOME"}
     }
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin)

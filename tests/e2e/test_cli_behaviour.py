@@ -72,7 +72,8 @@ def test_listings_and_results_go_to_stdout_and_progress_to_stderr(
     assert files.returncode == 0
     assert "sub/vocab.txt" in files.stdout
     assert "sub/vocab.txt" not in files.stderr
-    repos = weightyard_cli("ls", env=env)
+    # Redirected output is never cut to a terminal's width, however narrow the terminal.
+    repos = weightyard_cli("ls", env={**env, "COLUMNS": "20"})
     assert repo_name in repos.stdout
     history = weightyard_cli("log", repo_name, env=env)
     assert "Upload m with weightyard" in history.stdout
@@ -174,3 +175,22 @@ def test_pull_with_force_replaces_the_target_and_leaves_no_unrelated_file(
     ]
     assert json.loads((folder / "config.json").read_text()) == {"model_type": "bert"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no staging or replaced folder left behind
+
+
+def test_pull_keeps_nothing_an_earlier_interrupted_pull_left_in_its_staging_folder(
+    server: Server, repo_name: str, tmp_path: Path
+) -> None:
+    env = client_env(server)
+    assert weightyard_cli("push", str(make_model(tmp_path / "m")), repo_name, env=env).returncode == 0
+    leftover = tmp_path / ".copy.partial"
+    (leftover / "old").mkdir(parents=True)
+    (leftover / "old" / "weights.bin").write_bytes(b"from another pull")
+    pulled = weightyard_cli("pull", repo_name, "--to", str(tmp_path / "copy"), env=env)
+    assert pulled.returncode == 0, pulled.stderr
+    copy = tmp_path / "copy"
+    assert sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*")) == [
+        "config.json",
+        "sub",
+        "sub/vocab.txt",
+    ]
+    assert not leftover.exists()

@@ -218,11 +218,11 @@ def test_hub_trust_re_trusts_a_changed_key_on_purpose(
     (tmp_path / "new.pem").write_bytes(new_key)
     changed = pull(repo_name, proxy.url, server.token, tmp_path / "two", config)
     assert changed.returncode == 1  # type: ignore[attr-defined]
-    trusted = weightyard_cli(
-        "hub", "trust", proxy.url, "--key", str(tmp_path / "new.pem"), env={"XDG_CONFIG_HOME": str(config)}
-    )
-    assert trusted.returncode == 0, trusted.stderr  # the operator confirmed the new key out of band
-    assert trusted.stdout.startswith("Trusting key ")
+    # The operator confirmed the new key out of band: trust it as a key file, or as the hub serves it.
+    for how in (["--key", str(tmp_path / "new.pem")], []):
+        trusted = weightyard_cli("hub", "trust", proxy.url, *how, env={"XDG_CONFIG_HOME": str(config)})
+        assert trusted.returncode == 0, trusted.stderr
+        assert trusted.stdout.startswith("Trusting key ")
     again = pull(repo_name, proxy.url, server.token, tmp_path / "two", config)
     assert again.returncode == 0, again.stderr  # type: ignore[attr-defined]
     wrong = weightyard_cli(

@@ -312,6 +312,7 @@ def pull(
                     library_name="weightyard",
                     library_version=__version__,
                 )
+        _keep_only(staging, paths)
         report = verify_download(endpoint, token, repo, sha, staging, paths, trusted, require_signature)
     except (PullVerificationError, HubKeyError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
@@ -365,6 +366,21 @@ def _pulled_paths(api: Any, repo: str, sha: str) -> list[str]:
             raise PullVerificationError(f"the hub lists {path!r}, inside a folder pull keeps for itself")
         paths.append(path)
     return paths
+
+
+def _keep_only(staging: Path, paths: list[str]) -> None:
+    """Remove from the staging folder whatever this pull did not download (left by an earlier, interrupted
+    pull of another revision or repo), keeping the client's resume bookkeeping in `.cache`."""
+    wanted = set(paths)
+    for entry in sorted(staging.rglob("*"), reverse=True):
+        relative = entry.relative_to(staging)
+        if relative.parts[0] in _SKIPPED_DIRS or relative.as_posix() in wanted:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            if not any(entry.iterdir()):
+                entry.rmdir()
+        else:
+            entry.unlink()
 
 
 def _replace(staging: Path, target: Path) -> None:
@@ -481,7 +497,9 @@ def verify_download(
             message = revoked_key_message(result.key_fingerprint, key["revokedAt"], key.get("revokeReason"))
             raise PullVerificationError(f"signature {item['path']}: {REVOKED_KEY}: {message}")
         if not result.valid or item["verdict"] != "valid":
-            reason, message = (item["reason"], item["message"]) if result.valid else result_text(result)
+            reason, message = (
+                (item["reason"], item["message"]) if result.valid else (result.reason.value, result.message)
+            )
             raise PullVerificationError(f"signature {item['path']}: {reason}: {message}")
         signed_by_required = signed_by_required or bool(required_keys)
     if require is not None and not signed_by_required:
@@ -490,10 +508,6 @@ def verify_download(
     if signers:
         return f"verified: attested by the hub, signed by {', '.join(signers)}"
     return "verified: attested by the hub (no publisher signature)"
-
-
-def result_text(result: Any) -> tuple[str, str]:
-    return str(result.reason.value), str(result.message)
 
 
 @hub_app.command("trust")

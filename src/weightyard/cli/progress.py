@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 import threading
 from types import TracebackType
 from typing import Any, BinaryIO
@@ -18,9 +19,11 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+_UNBOUNDED_WIDTH = 10_000
+
 # Results (tables, confirmations, ids) go to stdout so they can be redirected or piped; progress bars, notes
-# and errors go to stderr.
-out = Console()
+# and errors go to stderr. Redirected to a file or a pipe, results are never cut to a terminal's width.
+out = Console() if sys.stdout.isatty() else Console(width=_UNBOUNDED_WIDTH, soft_wrap=True)
 console = Console(stderr=True)
 
 
