@@ -4,6 +4,7 @@ pull's target folder, and push --private on an existing repo."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -61,6 +62,51 @@ def vanishing_hub() -> Iterator[str]:
     listener.close()
 
 
+@pytest.fixture
+def upload_cutting_relay(server: Server) -> Iterator[str]:
+    """A loopback relay to the hub that drops each connection once a client has sent it 1 MB: a hub that
+    goes away in the middle of an upload."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    hub_port = int(server.url.rsplit(":", 1)[1])
+
+    def relay(client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", hub_port))
+
+        def back() -> None:
+            try:
+                while data := upstream.recv(65536):
+                    client.sendall(data)
+            except OSError:
+                pass
+
+        threading.Thread(target=back, daemon=True).start()
+        sent = 0
+        try:
+            while data := client.recv(65536):
+                sent += len(data)
+                if sent > 1_000_000:
+                    break
+                upstream.sendall(data)
+        except OSError:
+            pass
+        client.close()
+        upstream.close()
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=relay, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+
+
 def test_listings_and_results_go_to_stdout_and_progress_to_stderr(
     server: Server, repo_name: str, tmp_path: Path
 ) -> None:
@@ -99,6 +145,21 @@ def test_an_unreachable_hub_is_one_line_and_exit_1(tmp_path: Path) -> None:
 def test_a_hub_that_goes_away_is_one_line_and_exit_1(vanishing_hub: str, tmp_path: Path) -> None:
     result = weightyard_cli("push", str(make_model(tmp_path / "m")), "admin/x", "--endpoint", vanishing_hub)
     assert "cannot talk to the hub" in assert_one_line_error(result)
+
+
+def test_an_upload_cut_off_midway_ends_in_one_error_line(
+    server: Server, upload_cutting_relay: str, tmp_path: Path
+) -> None:
+    folder = make_model(tmp_path / "m")
+    (folder / "model.safetensors").write_bytes(os.urandom(3_000_000))
+    result = weightyard_cli(
+        "push", str(folder), "admin/cut-upload", "--endpoint", upload_cutting_relay, "--token", server.token
+    )
+    assert result.returncode == 1, result.stdout
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert "cannot talk to the hub" in errors[0]
 
 
 def test_a_refusal_by_the_hub_is_one_line_with_its_cause(server: Server, tmp_path: Path) -> None:

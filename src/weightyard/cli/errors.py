@@ -71,7 +71,23 @@ def run_cli(app: typer.Typer) -> None:
     try:
         app()
     except Exception as error:
-        if not isinstance(error, client_errors()):
+        cause = _client_cause(error)
+        if cause is None:
             raise
-        print_error(describe(error))
+        # The client wraps some failures (an upload cut off mid-way: "Error while uploading 'x' to the Hub.")
+        # around the transport error that caused them; both halves say something.
+        context = "" if cause is error else f"{one_line(str(error)).rstrip('.')}: "
+        print_error(context + describe(cause))
         sys.exit(EXIT_FAILED)
+
+
+def _client_cause(error: BaseException) -> BaseException | None:
+    """`error` itself if it is a client error, else the first client error it was raised from."""
+    seen: BaseException | None = error
+    for _ in range(16):  # exception chains are short; the bound only guards against a cycle
+        if seen is None:
+            return None
+        if isinstance(seen, client_errors()):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
