@@ -106,6 +106,20 @@ class RepoExists(WeightyardError):
     status = 409
 
 
+class NamespaceInUse(WeightyardError):
+    """A user or organisation name that is taken, owns repos, or was retired when its user was deleted."""
+
+    code = "NamespaceInUse"
+    status = 409
+
+
+class NamespaceNotFound(WeightyardError):
+    """A repo may only be created under an existing user or organisation."""
+
+    code = "NamespaceNotFound"
+    status = 404
+
+
 class RefExists(WeightyardError):
     code = "RefExists"
     status = 409

@@ -51,7 +51,7 @@ class Hub:
         store.sweep_temporary()
         repos = RepoService(engine, store, settings)
         secret = _url_secret(engine)
-        accounts = AccountService(engine)
+        accounts = AccountService(engine, repos.delete_namespace_repos)
         lfs = LfsService(
             repos,
             accounts,

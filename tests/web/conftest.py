@@ -26,7 +26,11 @@ class LocalHub:
     admin: Principal
 
     def create(self, repo_id: str, private: bool = False) -> Repo:
+        """Create `repo_id`, and its organisation first when the namespace is no user or organisation yet."""
         namespace, name = repo_id.split("/")
+        users = {user.name for user in self.hub.accounts.list_users(LOCAL_ADMIN)}
+        if namespace not in users and not self.hub.accounts.is_org(namespace):
+            self.hub.accounts.create_org(LOCAL_ADMIN, namespace)
         return self.hub.repos.create_repo(self.admin, "model", namespace, name, private)
 
     def commit(

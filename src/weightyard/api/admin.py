@@ -46,9 +46,9 @@ async def create_user(request: Request) -> dict[str, Any]:
 
 
 @router.delete("/users/{name}")
-def delete_user(request: Request, name: str) -> dict[str, Any]:
-    hub_of(request).accounts.delete_user(principal_of(request), name)
-    return {"success": True}
+def delete_user(request: Request, name: str, deleteRepos: bool = False) -> dict[str, Any]:
+    deleted = hub_of(request).accounts.delete_user(principal_of(request), name, delete_repos=deleteRepos)
+    return {"success": True, "deletedRepos": deleted}
 
 
 @router.post("/orgs")

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -21,7 +22,7 @@ from weightyard.auth.permissions import (
 from weightyard.auth.principal import ROLES, SCOPES, Principal
 from weightyard.config import ADMIN_USER
 from weightyard.db import tables, transaction, utcnow
-from weightyard.errors import BadRequest, InvalidCredentials, NotFound, RefExists
+from weightyard.errors import BadRequest, InvalidCredentials, NamespaceInUse, NotFound, RefExists
 from weightyard.validation import check_repo_id, check_repo_segment
 
 # A recognisable prefix lets secret scanners find leaked tokens.
@@ -76,19 +77,47 @@ def _check_targets(targets: list[str] | None) -> tuple[str, ...] | None:
     return tuple(checked)
 
 
-class AccountService:
-    """Everything about who exists and how they authenticate."""
+# Deletes the repos of a namespace inside the caller's transaction and returns their ids (`namespace/name`).
+NamespaceRepoDeleter = Callable[[sa.Connection, Principal | None, str], list[str]]
 
-    def __init__(self, engine: sa.Engine) -> None:
+
+class AccountService:
+    """Everything about who exists and how they authenticate.
+
+    `delete_namespace_repos` is how deleting a user with `delete_repos=True` removes their repos, in the
+    same transaction (the repos package owns what a repo is made of; see `Hub.open`).
+    """
+
+    def __init__(self, engine: sa.Engine, delete_namespace_repos: NamespaceRepoDeleter) -> None:
         self._engine = engine
+        self._delete_namespace_repos = delete_namespace_repos
 
     # ------------------------------------------------------------------ users and orgs
 
-    def _namespace_taken(self, conn: sa.Connection, name: str) -> bool:
+    def _check_name_free(self, conn: sa.Connection, name: str) -> None:
+        """A new user or organisation takes a namespace no one has and nothing points at. Names are compared
+        case-insensitively: `Victim` is the namespace `victim`."""
         lowered = name.lower()
-        user = conn.execute(sa.select(tables.users.c.id).where(sa.func.lower(tables.users.c.name) == lowered))
-        org = conn.execute(sa.select(tables.orgs.c.id).where(sa.func.lower(tables.orgs.c.name) == lowered))
-        return user.first() is not None or org.first() is not None
+        for table in (tables.users, tables.orgs):
+            if conn.execute(sa.select(table.c.id).where(sa.func.lower(table.c.name) == lowered)).first():
+                raise NamespaceInUse(f"the name {name!r} is already taken by a user or an organisation")
+        owner_of = conn.execute(
+            sa.select(tables.repos.c.namespace, tables.repos.c.name)
+            .where(sa.func.lower(tables.repos.c.namespace) == lowered)
+            .limit(1)
+        ).first()
+        if owner_of is not None:
+            raise NamespaceInUse(
+                f"the name {name!r} owns repos (e.g. {owner_of.namespace}/{owner_of.name}); "
+                "it cannot be given to a new user or organisation"
+            )
+        retired = conn.execute(
+            sa.select(tables.retired_names.c.name).where(tables.retired_names.c.name_lower == lowered)
+        ).first()
+        if retired is not None:
+            raise NamespaceInUse(
+                f"the name {name!r} belonged to a deleted user and is retired; choose another name"
+            )
 
     def _org_id(self, conn: sa.Connection, name: str) -> int:
         org_id = conn.execute(sa.select(tables.orgs.c.id).where(tables.orgs.c.name == name)).scalar()
@@ -100,8 +129,7 @@ class AccountService:
         require_site_admin(actor, "create users")
         check_repo_segment(name, "user name")
         with transaction(self._engine) as conn:
-            if self._namespace_taken(conn, name):
-                raise RefExists(f"the name {name!r} is already taken by a user or an organisation")
+            self._check_name_free(conn, name)
             conn.execute(sa.insert(tables.users).values(name=name, is_admin=is_admin, created_at=utcnow()))
             audit.record(conn, actor, "user.create", user=name, admin=is_admin)
 
@@ -117,15 +145,34 @@ class AccountService:
                 )
                 audit.record(conn, None, "user.create", user=ADMIN_USER, admin=True, bootstrap=True)
 
-    def delete_user(self, actor: Principal | None, name: str) -> None:
-        """Delete a user; their tokens, memberships and access grants go with them."""
+    def delete_user(self, actor: Principal | None, name: str, delete_repos: bool = False) -> list[str]:
+        """Delete a user; their tokens, memberships and access grants go with them, and their name is retired
+        for good. A user who owns repos is refused unless `delete_repos` says to delete those repos too (so
+        no one can later take the namespace over); returns the ids of the repos deleted."""
         require_site_admin(actor, "delete users")
         with transaction(self._engine) as conn:
             user_id = user_id_of(conn, name)
+            owned = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(tables.repos)
+                .where(sa.func.lower(tables.repos.c.namespace) == name.lower())
+            ).scalar_one()
+            if owned and not delete_repos:
+                raise NamespaceInUse(
+                    f"{name} owns {owned} repo(s); delete or move them first, or delete them with the user "
+                    "(`--delete-repos`, or `?deleteRepos=true` over HTTP)"
+                )
+            deleted = self._delete_namespace_repos(conn, actor, name) if owned else []
             for table in (tables.tokens, tables.memberships, tables.access_requests, tables.blob_grants):
                 conn.execute(sa.delete(table).where(table.c.user_id == user_id))
             conn.execute(sa.delete(tables.users).where(tables.users.c.id == user_id))
-            audit.record(conn, actor, "user.delete", user=name)
+            conn.execute(
+                sa.insert(tables.retired_names).values(
+                    name_lower=name.lower(), name=name, retired_at=utcnow()
+                )
+            )
+            audit.record(conn, actor, "user.delete", user=name, repos_deleted=deleted)
+        return deleted
 
     def list_users(self, actor: Principal | None) -> list[User]:
         require_site_admin(actor, "list users", write=False)
@@ -146,8 +193,7 @@ class AccountService:
         actor = require_unlimited_token(actor, "create an organisation")
         check_repo_segment(name, "organisation name")
         with transaction(self._engine) as conn:
-            if self._namespace_taken(conn, name):
-                raise RefExists(f"the name {name!r} is already taken by a user or an organisation")
+            self._check_name_free(conn, name)
             org_id = conn.execute(
                 sa.insert(tables.orgs).values(name=name, created_at=utcnow())
             ).inserted_primary_key[0]  # type: ignore[index]

@@ -81,13 +81,22 @@ def user_create(
 
 
 @user_app.command("delete")
-def user_delete(name: Annotated[str, typer.Argument(help="User name.")], data: DataOption = None) -> None:
-    """Delete a user; their tokens stop working at once."""
+def user_delete(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    delete_repos: Annotated[
+        bool, typer.Option("--delete-repos", help="Also delete every repo in the user's namespace.")
+    ] = False,
+    data: DataOption = None,
+) -> None:
+    """Delete a user; their tokens stop working at once and their name is retired for good. A user who owns
+    repos is refused unless --delete-repos says to delete those too."""
     try:
-        _hub(data).accounts.delete_user(_local_admin(), name)
+        deleted = _hub(data).accounts.delete_user(_local_admin(), name, delete_repos=delete_repos)
     except WeightyardError as exc:
         raise fail(exc.message, 2) from None
-    out.print(f"Deleted user {name}")
+    out.print(
+        f"Deleted user {name}" + (f" and {len(deleted)} repo(s): {', '.join(deleted)}" if deleted else "")
+    )
 
 
 @user_app.command("list")

@@ -152,6 +152,14 @@ def _publish_demo(url: str, token: str) -> None:
     if api.repo_exists(DEMO_REPO):
         return
     console.print(f"Publishing the demo model {DEMO_REPO} …")
+    # Repos live under an existing user or organisation: the demo's organisation is created first.
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        hub_request(url, token, "POST", "/api/admin/orgs", {"name": DEMO_REPO.split("/")[0]})
+    except HfHubHTTPError as exc:
+        if exc.response.status_code != 409:  # 409: it exists already
+            raise
     push_folder(api, demo_model_path(), DEMO_REPO, "main", "Add all-MiniLM-L6-v2 (demo)", private=False)
 
 

@@ -291,3 +291,22 @@ cards = sa.Table(
     sa.Column("note", sa.Text, nullable=True),
     sa.Column("created_at", sa.DateTime, nullable=False),
 )
+
+# Lower-cased names of deleted users: never given to a new user or organisation (namespace takeover).
+retired_names = sa.Table(
+    "retired_names",
+    metadata,
+    sa.Column("name_lower", sa.String(96), primary_key=True),
+    sa.Column("name", sa.String(96), nullable=False),
+    sa.Column("retired_at", sa.DateTime, nullable=False),
+)
+
+# Fixed-window request counters (one row per caller and minute), shared by every server process.
+rate_limit_windows = sa.Table(
+    "rate_limit_windows",
+    metadata,
+    sa.Column("key", sa.String(128), primary_key=True),
+    sa.Column("window", sa.BigInteger, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Index("ix_rate_limit_windows_window", "window"),
+)

@@ -17,6 +17,7 @@ from weightyard.errors import (
     BadRequest,
     BlobNotFound,
     EntryNotFound,
+    NamespaceNotFound,
     ParentCommitMismatch,
     PathConflict,
     PayloadTooLarge,
@@ -193,6 +194,29 @@ def _commit_from_row(row: sa.Row[tuple[object, ...]]) -> Commit:
     )
 
 
+def _delete_repo_rows(conn: sa.Connection, repo_id: int) -> None:
+    conn.execute(sa.delete(tables.refs).where(tables.refs.c.repo_id == repo_id))
+    conn.execute(sa.delete(tables.commits).where(tables.commits.c.repo_id == repo_id))
+    conn.execute(sa.delete(tables.access_requests).where(tables.access_requests.c.repo_id == repo_id))
+    conn.execute(sa.delete(tables.repo_contents).where(tables.repo_contents.c.repo_id == repo_id))
+    conn.execute(sa.delete(tables.repos).where(tables.repos.c.id == repo_id))
+
+
+def _check_namespace_exists(conn: sa.Connection, namespace: str) -> None:
+    """A repo lives under an existing user or organisation, spelt as they are: a repo in an unclaimed
+    namespace would go to whoever later creates a user or organisation by that name."""
+    for table in (tables.users, tables.orgs):
+        if conn.execute(sa.select(table.c.id).where(table.c.name == namespace)).first():
+            return
+    for table in (tables.users, tables.orgs):
+        spelt = conn.execute(
+            sa.select(table.c.name).where(sa.func.lower(table.c.name) == namespace.lower())
+        ).scalar()
+        if spelt is not None:
+            raise NamespaceNotFound(f"no user or organisation named {namespace!r}; did you mean {spelt!r}?")
+    raise NamespaceNotFound(f"no user or organisation named {namespace!r}; create that organisation first")
+
+
 class RepoService:
     """Everything about repositories that the API and the CLI may ask for.
 
@@ -227,6 +251,7 @@ class RepoService:
         assert principal is not None
         now = utcnow()
         with transaction(self._engine) as conn:
+            _check_namespace_exists(conn, namespace)
             exists = conn.execute(
                 sa.select(tables.repos.c.id).where(
                     tables.repos.c.type == repo_type,
@@ -308,12 +333,23 @@ class RepoService:
     def delete_repo(self, principal: Principal | None, repo_type: str, namespace: str, name: str) -> None:
         repo = self.get_repo(principal, repo_type, namespace, name, Action.ADMIN)
         with transaction(self._engine) as conn:
-            conn.execute(sa.delete(tables.refs).where(tables.refs.c.repo_id == repo.id))
-            conn.execute(sa.delete(tables.commits).where(tables.commits.c.repo_id == repo.id))
-            conn.execute(sa.delete(tables.access_requests).where(tables.access_requests.c.repo_id == repo.id))
-            conn.execute(sa.delete(tables.repo_contents).where(tables.repo_contents.c.repo_id == repo.id))
-            conn.execute(sa.delete(tables.repos).where(tables.repos.c.id == repo.id))
+            _delete_repo_rows(conn, repo.id)
             audit.record(conn, principal, "repo.delete", repo.repo_id)
+
+    def delete_namespace_repos(
+        self, conn: sa.Connection, principal: Principal | None, namespace: str
+    ) -> list[str]:
+        """Delete every repo of `namespace` (compared case-insensitively) inside the caller's transaction;
+        used when a user is deleted together with their repos. Returns the deleted repos' ids."""
+        rows = conn.execute(
+            sa.select(tables.repos.c.id, tables.repos.c.namespace, tables.repos.c.name).where(
+                sa.func.lower(tables.repos.c.namespace) == namespace.lower()
+            )
+        ).all()
+        for row in rows:
+            _delete_repo_rows(conn, row.id)
+            audit.record(conn, principal, "repo.delete", f"{row.namespace}/{row.name}", with_user=True)
+        return sorted(f"{row.namespace}/{row.name}" for row in rows)
 
     def update_settings(
         self,
