@@ -9,13 +9,33 @@ from weightyard.errors import InvalidPath, InvalidRefName, InvalidRepoId
 REPO_TYPES = ("model", "dataset", "space")
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 MAX_PATH_BYTES = 1024
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# Characters that print as nothing though `str.isprintable` calls them printable: Hangul fillers, the
+# braille blank, the combining grapheme joiner, Khmer inherent vowels and the variation selectors.
+_INVISIBLE_GLYPHS = frozenset(
+    "\u115f\u1160\u3164\uffa0\u2800\u034f\u17b4\u17b5"
+    + "".join(chr(c) for c in range(0xFE00, 0xFE10))
+    + "".join(chr(c) for c in range(0xE0100, 0xE01F0))
+)
 _REF_FORBIDDEN_RE = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 COMMIT_OID_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
+def invisible_character(text: str) -> str | None:
+    """The first character of `text` that a reader would not see as itself, as `U+XXXX`, else None.
+
+    That is every control, format (bidirectional overrides and isolates, zero-width characters), line and
+    paragraph separator, space other than ' ', surrogate, private-use or unassigned code point (exactly what
+    `str.isprintable` refuses), and the few glyphs that render blank. Such characters let a name look like
+    another one (`a/\u202etxt.exe` shows as `a/exe.txt`), so no repo id, path or ref may contain them.
+    """
+    for char in text:
+        if not char.isprintable() or char in _INVISIBLE_GLYPHS:
+            return f"U+{ord(char):04X}"
+    return None
+
+
 def check_repo_segment(segment: str, what: str = "name") -> str:
-    if not _SEGMENT_RE.match(segment) or "--" in segment or ".." in segment or segment.endswith(".git"):
+    if not _SEGMENT_RE.fullmatch(segment) or "--" in segment or ".." in segment or segment.endswith(".git"):
         raise InvalidRepoId(
             f"invalid repo {what} {segment[:100]!r}: use letters, digits, '.', '_' and '-', start with a "
             "letter or digit, at most 96 characters, no '--' or '..'"
@@ -53,8 +73,9 @@ def check_path(path: str) -> str:
         raise InvalidPath("empty path")
     if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
         raise InvalidPath(f"path longer than {MAX_PATH_BYTES} bytes")
-    if _CONTROL_RE.search(path):
-        raise InvalidPath(f"path {path[:100]!r} contains a control character")
+    invisible = invisible_character(path)
+    if invisible:
+        raise InvalidPath(f"path {path[:100]!r} contains an invisible or control character ({invisible})")
     if "\\" in path:
         raise InvalidPath(f"path {path[:100]!r} contains a backslash; use '/'")
     if path.startswith("/"):
@@ -81,6 +102,8 @@ def check_ref_name(name: str) -> str:
         problem = "must be 1 to 255 characters"
     elif _REF_FORBIDDEN_RE.search(name):
         problem = "contains a space, control character or one of ~ ^ : ? * [ \\"
+    elif invisible_character(name):
+        problem = f"contains an invisible or control character ({invisible_character(name)})"
     elif name.startswith("/") or name.endswith("/") or "//" in name:
         problem = "has an empty component"
     elif ".." in name or "@{" in name or name == "@":

@@ -11,6 +11,7 @@ from weightyard import __version__
 from weightyard.api import access, admin, hf, lfs, provenance, web, xet
 from weightyard.api.body_limit import BodyLimitMiddleware
 from weightyard.api.common import error_response
+from weightyard.api.headers import NoSniffMiddleware
 from weightyard.api.limits import RateLimitMiddleware
 from weightyard.errors import BadRequest, NotFound, WeightyardError
 from weightyard.hub import Hub
@@ -56,6 +57,8 @@ def create_app(hub: Hub) -> FastAPI:
     )
     if hub.limiter is not None:
         app.add_middleware(RateLimitMiddleware, limiter=hub.limiter)
+    # Outermost, so refusals by the middlewares above carry it too.
+    app.add_middleware(NoSniffMiddleware)
     app.include_router(provenance.router)
     app.include_router(admin.router)
     app.include_router(access.router)

@@ -23,7 +23,7 @@ from weightyard.auth.principal import ROLES, SCOPES, Principal
 from weightyard.config import ADMIN_USER
 from weightyard.db import tables, transaction, utcnow
 from weightyard.errors import BadRequest, InvalidCredentials, NamespaceInUse, NotFound, RefExists
-from weightyard.validation import check_repo_id, check_repo_segment
+from weightyard.validation import check_repo_id, check_repo_segment, invisible_character
 
 # A recognisable prefix lets secret scanners find leaked tokens.
 TOKEN_PREFIX = "wy_"  # noqa: S105 - a prefix, not a secret
@@ -265,6 +265,10 @@ class AccountService:
             raise BadRequest(f"unknown token scope {scope!r}; expected one of {', '.join(SCOPES)}")
         if not name or len(name) > 128:
             raise BadRequest("a token name is 1 to 128 characters")
+        if invisible_character(name):
+            raise BadRequest(
+                f"a token name may not contain invisible or control characters ({invisible_character(name)})"
+            )
         if expires_in_days is not None and expires_in_days <= 0:
             raise BadRequest("--expires-in must be a positive number of days")
         checked_targets = _check_targets(targets)
