@@ -13,25 +13,34 @@ import asyncio
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from weightyard.config import Settings
 
 
-class _HeadDeadlineProtocol(H11Protocol):
-    """h11 (whose head size limit is enforced) plus a deadline for each request head."""
+class _BoundedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a size limit and a deadline for each request head."""
 
     head_timeout = 30.0
+    max_head_bytes = 64 * 1024
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_bytes = 0
         super().connection_made(transport)
         self._await_head()
 
     def data_received(self, data: bytes) -> None:
+        # The parser holds a header value whole until it ends, so the head is measured here, in bytes
+        # received while a head is awaited: at most one socket read past the limit is ever held.
         super().data_received(data)
         if self.cycle is not self._previous_cycle:
             self._cancel_head_timer()  # a new request's head is complete
+            self._head_bytes = 0
+        elif self._head_timer is not None and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head_bytes:
+                self.send_400_response("Request head too large.")
 
     def on_response_complete(self) -> None:
         self._await_head()
@@ -45,6 +54,7 @@ class _HeadDeadlineProtocol(H11Protocol):
 
     def _await_head(self) -> None:
         self._cancel_head_timer()
+        self._head_bytes = 0
         self._previous_cycle = self.cycle
         self._head_timer = self.loop.call_later(self.head_timeout, self._head_expired)
 
@@ -61,16 +71,13 @@ class _HeadDeadlineProtocol(H11Protocol):
 
 def uvicorn_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Config:
     """uvicorn's configuration for serving `app` with the limits in `settings`."""
-    protocol = type(
-        "HeadDeadlineProtocol", (_HeadDeadlineProtocol,), {"head_timeout": settings.header_timeout}
-    )
+    limits = {"head_timeout": settings.header_timeout, "max_head_bytes": settings.max_header_bytes}
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
-        http=protocol,
+        http=type("BoundedProtocol", (_BoundedProtocol,), limits),
         timeout_keep_alive=settings.keep_alive_timeout,
         limit_concurrency=settings.max_connections,
-        h11_max_incomplete_event_size=settings.max_header_bytes,
         **options,
     )
