@@ -96,9 +96,17 @@ def run_cli_measured(args: list[str], server: Server) -> tuple[int, int, str]:
     import subprocess
     import sys
 
+    # pull trusts the hub's key on first use: a configuration of its own keeps another run's hub on the same
+    # port from looking like a changed key.
+    config = server.data.parent / "cli-config"
     result = subprocess.run(
         [sys.executable, "-c", PEAK_OF_CLI, *args],
-        env={**os.environ, "HF_TOKEN": server.token, "WEIGHTYARD_ENDPOINT": server.url},
+        env={
+            **os.environ,
+            "HF_TOKEN": server.token,
+            "WEIGHTYARD_ENDPOINT": server.url,
+            "XDG_CONFIG_HOME": str(config),
+        },
         capture_output=True,
         text=True,
         timeout=900,
