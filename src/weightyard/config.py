@@ -51,7 +51,8 @@ class Settings(BaseSettings):
     # What happens to a file the scanner finds unsafe: "refuse" the commit (default), "quarantine" it (kept,
     # served only to the repo's admins), or "warn" (served with a warning header). Repos may override it.
     scan_policy: str = "refuse"
-    # Requests per minute per token (per client address for anonymous requests), per server process.
+    # Requests per clock minute per token (per client address for anonymous requests and invalid tokens),
+    # counted in the database so the limit holds across every server process on it.
     rate_limit_per_minute: int = 0
     # Bounded work per request (docs/security.md, "Limits"). Every request body except the streamed
     # uploads (commits, LFS objects and parts, Xet xorbs and shards) is cut off past `max_json_body` bytes

@@ -69,7 +69,9 @@ class Hub:
         repos.after_commit.append(provenance.after_commit)
         cards = CardService(engine, store)
         repos.before_commit.append(cards.before_commit)
-        limiter = RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
+        limiter = (
+            RateLimiter(engine, settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
+        )
         return cls(
             settings=settings,
             engine=engine,

@@ -274,7 +274,8 @@ def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
     server = start_server(tmp_path / "data", env={"WEIGHTYARD_RATE_LIMIT_PER_MINUTE": "5"})
     try:
         headers = {"Authorization": f"Bearer {server.token}"}
-        statuses = [httpx.get(f"{server.url}/api/whoami-v2", headers=headers) for _ in range(7)]
+        # Eleven requests: even a run that straddles a clock minute (two windows of 5) meets a refusal.
+        statuses = [httpx.get(f"{server.url}/api/whoami-v2", headers=headers) for _ in range(11)]
         limited = [r for r in statuses if r.status_code == 429]
         assert limited, [r.status_code for r in statuses]
         assert int(limited[0].headers["retry-after"]) >= 1

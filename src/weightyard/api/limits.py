@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from weightyard.api.common import error_response
-from weightyard.auth import RateLimiter, hash_secret
-from weightyard.errors import RateLimited
+from weightyard.api.common import error_response, principal_of
+from weightyard.auth import RateLimiter
+from weightyard.errors import InvalidCredentials, RateLimited
+
+
+def _limit_key(request: Request) -> str:
+    """The bucket of a request: the token that authenticates it, else the client's address.
+
+    The token is found the way every route finds it (`principal_of`), so respelling the header (`bearer`,
+    `BEARER`, extra spaces) lands in the same bucket, and a made-up or revoked token counts against the
+    address it comes from rather than opening a fresh bucket per guess.
+    """
+    try:
+        principal = principal_of(request)
+    except InvalidCredentials:
+        principal = None
+    if principal is not None:
+        return f"token:{principal.user_id}:{principal.token_name}"
+    return f"addr:{request.client.host if request.client else ''}"
 
 
 class RateLimitMiddleware:
-    """One bucket per token (by its hash), or per client address for anonymous requests."""
-
     def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
         self._app = app
         self._limiter = limiter
@@ -20,12 +36,13 @@ class RateLimitMiddleware:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        authorization = headers.get(b"authorization", b"").decode("latin-1")
-        client = scope.get("client") or ("", 0)
-        key = "token:" + hash_secret(authorization) if authorization else f"addr:{client[0]}"
+        request = Request(scope)
+
+        def check() -> None:
+            self._limiter.check(_limit_key(request))
+
         try:
-            self._limiter.check(key)
+            await run_in_threadpool(check)
         except RateLimited as exc:
             await error_response(exc)(scope, receive, send)
             return
