@@ -19,7 +19,14 @@ from rich.table import Table
 from weightyard import __version__
 from weightyard.cli.app import app
 from weightyard.cli.errors import print_error
-from weightyard.cli.known_hubs import HUB_KEY_PATH, HubKeyError, remember, trusted_hub_key
+from weightyard.cli.known_hubs import (
+    HUB_KEY_PATH,
+    HubKeyError,
+    TrustedKey,
+    fingerprint_of,
+    remember,
+    trusted_hub_key,
+)
 from weightyard.cli.progress import ProgressFile, RichBar, console, out, transfer_progress
 from weightyard.config import Settings
 from weightyard.demo import DEMO_REPO, demo_model_path
@@ -347,7 +354,7 @@ def _read_key_file(path: Path) -> bytes:
         raise fail(f"cannot read the hub key {path}: {exc.strerror}", 2) from None
 
 
-def _trusted_key(endpoint: str | None, token: str | None, pinned: bytes | None) -> Any:
+def _trusted_key(endpoint: str | None, token: str | None, pinned: bytes | None) -> TrustedKey:
     served = hub_request(endpoint, token, "GET", HUB_KEY_PATH).content
     trusted = trusted_hub_key(_endpoint(endpoint), served, pinned)
     if trusted.note:
@@ -455,7 +462,7 @@ def verify_download(
     sha: str,
     folder: Path,
     paths: list[str],
-    hub_key: Any,
+    hub_key: TrustedKey,
     require: str | None,
 ) -> str:
     """Check the files in `folder` against the hub's attestation of commit `sha`, made with the trusted
@@ -530,15 +537,13 @@ def hub_trust(
 ) -> None:
     """Trust the hub's current key for `pull` (again): after its operator confirms the key was replaced."""
     url = _endpoint(endpoint)
-    from weightyard.cli.known_hubs import fingerprint_of
-
+    served_pem = hub_request(url, None, "GET", HUB_KEY_PATH).content
     try:
-        pem = _read_key_file(key) if key is not None else hub_request(url, None, "GET", HUB_KEY_PATH).content
-        fingerprint = fingerprint_of(pem, str(key) if key is not None else f"the key served by {url}")
+        fingerprint = fingerprint_of(served_pem, f"the key served by {url}")
         if key is not None:
-            served = fingerprint_of(hub_request(url, None, "GET", HUB_KEY_PATH).content, f"{url}'s key")
-            if served != fingerprint:
-                raise HubKeyError(f"the hub at {url} presents key {served}, not {fingerprint} from {key}")
+            given = fingerprint_of(_read_key_file(key), str(key))
+            if given != fingerprint:
+                raise HubKeyError(f"the hub at {url} presents key {fingerprint}, not {given} from {key}")
     except HubKeyError as exc:
         raise fail(str(exc)) from None
     path = remember(url, fingerprint)
