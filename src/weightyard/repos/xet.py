@@ -334,6 +334,7 @@ class XetService:
         carries the other xorbs of the readable files that contain it too (as the Hub answers with the shard
         of the upload), up to `DEDUP_ANSWER_CHUNKS` chunks.
         """
+        self._writer(token)  # only uploads deduplicate, and the uploader's rights are checked now
         location = self._store.locate_chunk(chunk)
         # The gate is asked whether or not the chunk is stored (about nothing, when it is not), so an absent
         # chunk and one the principal may not read cost the same.
