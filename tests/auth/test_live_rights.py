@@ -130,6 +130,11 @@ def test_xet_tokens_fetch_urls_and_lfs_upload_urls_die_with_the_users_rights(hub
 
     happen, refused = EVENTS[event]
     happen(hub, user)
+    # Someone joins right after: SQLite hands a deleted user's and token's ids to the next ones created, and
+    # a grant must not pass to whoever holds its token's id now.
+    successor = create_user(hub.server, f"next-{user}")
+    set_member(hub.server, ORG, f"next-{user}", "write")
+    assert successor != token
 
     read_client, read_url = grants.read
     reconstruction = read_client.get(f"{read_url}/v1/reconstructions/{hub.stored.xet_hash}")

@@ -28,27 +28,31 @@ def create_app(hub: Hub) -> FastAPI:
     )
     app.state.hub = hub
 
-    @app.exception_handler(WeightyardError)
-    async def _domain_error(_request: Request, exc: WeightyardError) -> JSONResponse:
+    def answer(request: Request, exc: WeightyardError) -> JSONResponse:
+        xet.log_refusal(request, exc.status, exc.code, exc.message)
         return error_response(exc)
 
+    @app.exception_handler(WeightyardError)
+    async def _domain_error(request: Request, exc: WeightyardError) -> JSONResponse:
+        return answer(request, exc)
+
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(BadRequest(f"invalid request: {exc.errors()[:3]}"))
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return answer(request, BadRequest(f"invalid request: {exc.errors()[:3]}"))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
-            return error_response(NotFound("Not found"))
+            return answer(request, NotFound("Not found"))
         error = WeightyardError(str(exc.detail))
         error.status = exc.status_code
         error.code = "HTTPError"
-        return error_response(error)
+        return answer(request, error)
 
     @app.exception_handler(ValueError)
-    async def _value_error(_request: Request, exc: ValueError) -> JSONResponse:
+    async def _value_error(request: Request, exc: ValueError) -> JSONResponse:
         # json.JSONDecodeError from request.json() and unquote() on bad UTF-8 land here
-        return error_response(BadRequest(f"malformed request: {exc}"))
+        return answer(request, BadRequest(f"malformed request: {exc}"))
 
     app.add_middleware(
         BodyLimitMiddleware,

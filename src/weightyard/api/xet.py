@@ -7,6 +7,7 @@ back to `/v1/shards` and direct xorb uploads (XET_PROTOCOL.md §8).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -25,9 +26,17 @@ from weightyard.xet.shard import MAX_SHARD_LEN
 router = APIRouter()
 
 CAS_PREFIX = "/xet-cas"
+# Every refusal on the CAS routes is logged with its reason: a client's failed upload is explained in the log.
+_log = logging.getLogger("weightyard.cas")
 _BODY_BATCH = 1024 * 1024
 _FETCH_PIECE = 4 * 1024 * 1024
 _TYPE_PLURAL = {singular: plural for plural, singular in PLURAL_TYPES.items()}
+
+
+def log_refusal(request: Request, status: int, code: str, message: str) -> None:
+    """Log a 4xx answer of a CAS route (other routes are left alone)."""
+    if request.url.path.startswith(CAS_PREFIX + "/") and 400 <= status < 500:
+        _log.warning("CAS %s %s -> %d %s: %s", request.method, request.url.path, status, code, message)
 
 
 def _xet(request: Request) -> XetService:
@@ -165,6 +174,7 @@ async def not_implemented(request: Request) -> Response:
     # 404 is the client's signal to fall back to the v1 routes; drain so it reads the answer cleanly.
     allow_body(request, MAX_XORB_LEN)
     await _drain(request)
+    log_refusal(request, 404, "NotImplemented", "the client falls back to the v1 routes")
     return Response(status_code=404)
 
 
@@ -179,6 +189,7 @@ async def dedup_query(request: Request, prefix: str, chunk: str) -> Response:
         token = xet.authenticate(request.headers.get("authorization"))
         body = xet.dedup_answer(token, string_to_hash(chunk))
         if body is None:
+            log_refusal(request, 404, "NoDedupAnswer", f"no chunk {chunk} the uploader may read")
             return Response(status_code=404)
         return Response(body, media_type="application/octet-stream")
 

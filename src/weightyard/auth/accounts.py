@@ -163,7 +163,14 @@ class AccountService:
                     "(`--delete-repos`, or `?deleteRepos=true` over HTTP)"
                 )
             deleted = self._delete_namespace_repos(conn, actor, name) if owned else []
-            for table in (tables.tokens, tables.memberships, tables.access_requests, tables.blob_grants):
+            # Grants go too (xorb grants have no foreign key): a later user given the same id inherits none.
+            for table in (
+                tables.tokens,
+                tables.memberships,
+                tables.access_requests,
+                tables.blob_grants,
+                tables.xet_xorb_grants,
+            ):
                 conn.execute(sa.delete(table).where(table.c.user_id == user_id))
             conn.execute(sa.delete(tables.users).where(tables.users.c.id == user_id))
             conn.execute(
@@ -354,9 +361,9 @@ class AccountService:
         return principal
 
     def principal_for_token(self, token_id: int, origin: str = "") -> Principal:
-        """The principal of a hub token as it stands now, for grants issued on its behalf (Xet tokens,
-        signed URLs): `InvalidCredentials` once the token is revoked or expired or its user deleted, and the
-        user's current memberships otherwise."""
+        """The principal of a hub token as it stands now, for grants issued on its behalf (Xet tokens, signed
+        URLs): `InvalidCredentials` once the token is revoked or expired or its user deleted, and the user's
+        current memberships otherwise. Token ids are never reused: a grant never passes to another token."""
         principal = self._principal_where(tables.tokens.c.id == token_id, origin, None)
         if principal is None:
             raise InvalidCredentials("the token this grant was issued for is no longer valid")

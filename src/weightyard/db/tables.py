@@ -30,6 +30,8 @@ tokens = sa.Table(
     # user's repos.
     sa.Column("targets", sa.Text, nullable=True),
     sa.UniqueConstraint("user_id", "name"),
+    # ids are never reused (migration 0007): grants issued on behalf of a token name its id
+    sqlite_autoincrement=True,
 )
 
 repos = sa.Table(
