@@ -15,7 +15,7 @@ from pathlib import Path
 
 TOOLS = Path(__file__).resolve().parents[1] / ".tools"
 VENV = TOOLS / "model-signing-venv"
-# model_signing 1.1.1 imports pyOpenSSL without declaring it (PROVENANCE.md §1.1), so a bare install fails.
+# model_signing 1.1.1 imports pyOpenSSL without declaring it (docs/provenance.md), so a bare install fails.
 REQUIREMENTS = ("model-signing>=1.1.1,<1.2", "pyopenssl")
 _READY = VENV / ".weightyard-ready"
 

@@ -25,7 +25,7 @@ CUT_BELOW = 1 << 48
 
 
 def reference_chunks(data: bytes) -> list[bytes]:
-    """The chunking rule of XET_PROTOCOL.md §4, byte by byte: slow, but obviously the spec."""
+    """The chunking rule of the Xet specification, byte by byte: slow, but obviously the spec."""
     chunks, start, h = [], 0, 0
     for index, byte in enumerate(data):
         h = ((h << 1) + GEAR_TABLE_VALUES[byte]) & U64

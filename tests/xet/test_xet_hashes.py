@@ -28,7 +28,7 @@ from weightyard.xet.hashes import (
     xorb_hash,
 )
 
-# The keys as XET_PROTOCOL.md §3 prints them.
+# The keys as the Xet specification (huggingface/xet-core) prints them.
 SPEC_DATA_KEY = [102, 151, 245, 119, 91, 149, 80, 222, 49, 53, 203, 172, 165, 151, 24, 28, 157, 228, 33, 16]
 SPEC_DATA_KEY += [155, 235, 43, 88, 180, 208, 176, 75, 147, 173, 242, 41]
 SPEC_INTERNAL_KEY = [1, 126, 197, 199, 165, 71, 41, 150, 253, 148, 102, 102, 180, 138, 2, 230, 93, 221, 83]

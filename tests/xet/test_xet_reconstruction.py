@@ -66,7 +66,7 @@ def _xorb(
 
 
 def captured_tables() -> dict[bytes, XorbInfo]:
-    """Chunk tables consistent with every number in the captured reconstructions (XET_PROTOCOL.md §9).
+    """Chunk tables consistent with every number in the captured reconstructions (tests/xet/data).
 
     Raw anchors are cumulative sizes within the runs of chunks the file uses; serialized anchors are the chunk
     start offsets that the captured byte ranges reveal. Chunks between anchors share the remainder evenly.

@@ -1,4 +1,4 @@
-"""XET_PROTOCOL.md §10 against the running hub: private repos stay private at chunk level, and malicious
+"""The docs/xet.md safety rules on a running hub: private repos stay private at chunk level, and malicious
 uploads (forged hashes and verification entries, foreign xorbs, false sha256, oversize bodies) are refused."""
 
 from __future__ import annotations

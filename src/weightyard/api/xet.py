@@ -2,7 +2,7 @@
 
 The CAS lives on the same server under `/xet-cas` (the `casUrl` handed out with every token). Routes the
 client probes first and we do not implement (`/v2/shards`, `/v1/xorb-grants`) answer 404, which makes it fall
-back to `/v1/shards` and direct xorb uploads (XET_PROTOCOL.md §8).
+back to `/v1/shards` and direct xorb uploads (docs/xet.md).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ def _sha256_file(path: Path, reader: Executor, buffers: _Buffers) -> str:
     with open(fd, "rb", buffering=0) as file:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise UnreadableModel(f"{path} is not a regular file")
-        # Doubles cold read+hash throughput on these machines (DESIGN.md, measured).
+        # Measured on the development machines: doubles cold read+hash throughput (0.5 -> 1.1 GB/s).
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         digest = hashlib.sha256()
         pair, index = buffers.pair, 0

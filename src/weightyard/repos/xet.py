@@ -1,6 +1,6 @@
 """The Xet CAS as a domain service: scoped tokens, xorb and shard uploads, dedup, reconstruction, gc, stats.
 
-Every rule of XET_PROTOCOL.md §10 lives here, behind plain method calls: xorbs are validated by recomputation
+Every safety rule of docs/xet.md lives here, behind plain method calls: xorbs are validated by recomputation
 while they stream in; a shard may only reference xorbs its uploader may read, and each file's claimed sha256
 is checked by rebuilding the file before anything can name it; dedup answers and reconstructions are scoped
 to what the token's user may read. The routes in `api/xet.py` only translate HTTP.
@@ -53,7 +53,7 @@ DEDUP_SHARD_TTL = 7 * 24 * 3600
 DEDUP_ANSWER_FILES = 16
 DEDUP_ANSWER_CHUNKS = 1 << 16
 # The client trusts its own upload shards for 21 days without asking the server, and a dedup answer for 7:
-# a xorb unused for longer than both together can no longer be named by any upload (XET_PROTOCOL.md §11).
+# a xorb unused for longer than both together can no longer be named by any upload.
 GC_GRACE = datetime.timedelta(days=28)
 # Hashing one chunk reference into a file's Merkle tree costs about as much as rebuilding and hashing 8 KiB.
 CHUNK_REF_COST = 8 * 1024

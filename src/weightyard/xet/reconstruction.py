@@ -1,6 +1,6 @@
 """Reconstruction: which xorb byte ranges make up a file (or a byte range of it), for Xet and plain clients.
 
-`plan_reconstruction` answers `/v1` and `/v2/reconstructions` (XET_PROTOCOL.md §9): the terms that cover the
+`plan_reconstruction` answers `/v1` and `/v2/reconstructions` (Xet specification): the terms that cover the
 requested range, trimmed to whole chunks, and per xorb the merged chunk ranges with their serialized byte
 ranges, which the client fetches from signed URLs. `iter_file_bytes` follows the same plan on the server to
 stream a file's bytes to clients that do not speak Xet.

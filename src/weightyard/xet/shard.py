@@ -5,7 +5,7 @@ are 48 bytes. Uploaded shards stop there. Shards the server hands out as dedup a
 a 200-byte footer as well, because the client opens them as files in its shard cache.
 
 Parsing only checks the format. `verify_shard` then checks every claim against the server's own chunk tables
-(XET_PROTOCOL.md §10.2): a shard can name only xorbs the server holds, with their true chunk hashes and sizes,
+(docs/xet.md, "Safety"): a shard can name only xorbs the server holds, with their true chunk hashes and sizes,
 and verification hashes that prove the uploader knew the chunk hashes of every range it references.
 """
 
@@ -489,7 +489,7 @@ def dedup_index_entries(
     """The `chunk hash -> xorb hash` pairs the global-dedup index needs after an upload.
 
     That is every eligible chunk of the new xorbs, and the first chunk of every new file: the client always
-    queries a file's first chunk, which is rarely eligible by its hash (XET_PROTOCOL.md §12, pitfall 6).
+    queries a file's first chunk, which is rarely eligible by its hash.
     """
     entries = {c.hash: info.hash for info in xorbs for c in info.chunks if is_global_dedup_eligible(c.hash)}
     for entry in files:

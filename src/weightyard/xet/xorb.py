@@ -3,7 +3,7 @@
 An uploaded body is chunks only: per chunk an 8-byte header (version, compressed length, scheme, uncompressed
 length) and the payload. The parser here is incremental (feed it the body as it arrives), holds at most one
 chunk at a time, bounds every decompression by the declared length, and recomputes every hash: nothing the
-uploader claims is trusted (XET_PROTOCOL.md §10.1).
+uploader claims is trusted (docs/xet.md, "Safety").
 """
 
 from __future__ import annotations
