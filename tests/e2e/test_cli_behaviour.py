@@ -255,3 +255,12 @@ def test_pull_keeps_nothing_an_earlier_interrupted_pull_left_in_its_staging_fold
         "sub/vocab.txt",
     ]
     assert not leftover.exists()
+
+
+def test_pull_force_never_replaces_the_home_folder(server: Server, repo_name: str, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "documents").mkdir(parents=True)
+    env = {**client_env(server), "HOME": str(home)}
+    refused = weightyard_cli("pull", repo_name, "--to", str(home), "--force", env=env)
+    assert "refusing to replace" in assert_one_line_error(refused, 2)
+    assert (home / "documents").is_dir()

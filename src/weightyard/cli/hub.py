@@ -302,6 +302,10 @@ def pull(
         raise fail(
             f"{target} exists and is not empty; pull into a new folder or pass --force to replace it", 2
         )
+    # --force replaces the target whole: never the folder the user stands in, one above it, or their home.
+    cwd = Path(os.path.abspath(os.getcwd()))
+    if force and (target == Path.home() or cwd == target or target in cwd.parents):
+        raise fail(f"refusing to replace {target}: it holds the current folder or is the home folder", 2)
     pinned = _read_key_file(hub_key) if hub_key is not None else None
     api = _api(endpoint, token)
     # Files land in a sibling staging folder and replace the target only once verified, so a failed
