@@ -109,3 +109,30 @@ def test_every_refusal_on_the_cas_routes_is_logged_with_its_reason(xet_hub: XetH
     log = (xet_hub.server.data.parent / f"{xet_hub.server.data.name}-server.log").read_text()
     assert "CAS POST /xet-cas/v1/shards -> 400 XetUnknownXorb: " in log
     assert "CAS GET /xet-cas/v1/chunks/default/" in log and "-> 404 NoDedupAnswer" in log
+
+
+def test_an_upload_relying_on_a_dedup_answer_survives_the_source_repo_turning_private(
+    xet_hub: XetHub,
+) -> None:
+    create_repo(xet_hub.server, xet_hub.tokens["bob"], "bob/shared", private=False)
+    create_repo(xet_hub.server, xet_hub.tokens["alice"], "alice/deduped", private=False)
+    shared = store_through_cas(
+        xet_hub.server, xet_hub.tokens["bob"], "bob/shared", "s.bin", os.urandom(30_000)
+    )
+    cas = cas_client(xet_hub.server, xet_hub.tokens["alice"], "alice/deduped", "write")
+    assert cas is not None
+    client, url = cas
+    assert client.get(f"{url}/v1/chunks/default/{shared.first_chunk}").status_code == 200
+    # Between alice's dedup answer and her shard, the owner of the content she deduplicated against hides it.
+    httpx.put(
+        f"{xet_hub.url}/api/models/bob/shared/settings",
+        headers=xet_hub.headers("bob"),
+        json={"private": True},
+    ).raise_for_status()
+    registered = client.post(f"{url}/v1/shards", content=serialize_shard(Shard((shared.entry,), ())))
+    assert registered.status_code == 200, registered.text
+    committed = commit_lfs_pointer(
+        xet_hub.server, xet_hub.tokens["alice"], "alice/deduped", "s.bin", shared.sha256, len(shared.data)
+    )
+    assert committed.status_code == 200, committed.text
+    assert httpx.get(f"{xet_hub.url}/alice/deduped/resolve/main/s.bin").content == shared.data

@@ -334,7 +334,7 @@ class XetService:
         carries the other xorbs of the readable files that contain it too (as the Hub answers with the shard
         of the upload), up to `DEDUP_ANSWER_CHUNKS` chunks.
         """
-        self._writer(token)  # only uploads deduplicate, and the uploader's rights are checked now
+        principal = self._writer(token)  # only uploads deduplicate; the uploader's rights are checked now
         location = self._store.locate_chunk(chunk)
         # The gate is asked whether or not the chunk is stored (about nothing, when it is not), so an absent
         # chunk and one the principal may not read cost the same.
@@ -347,6 +347,10 @@ class XetService:
             return None
         with self._store.connect() as conn:
             self._store.touch_xorbs(conn, [info.hash for info in infos])
+            # The client will name these xorbs in its shard, perhaps days later (it caches the answer): what
+            # was granted now stays granted, so the repo they came from turning private, or its owner
+            # deleting it, cannot make the upload that relied on the answer fail.
+            self._store.grant_xorbs(conn, [info.hash for info in infos], principal.user_id)
         now = int(time.time())
         return dedup_shard(infos, hmac_key=os.urandom(32), created=now, expiry=now + DEDUP_SHARD_TTL)
 

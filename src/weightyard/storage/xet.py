@@ -249,6 +249,15 @@ class XetBlobStore:
             body.unlink(missing_ok=True)
         return not known
 
+    def grant_xorbs(self, conn: sa.Connection, xorbs: Iterable[bytes], user_id: int) -> None:
+        """Let `user_id` name these stored xorbs in its shards from now on."""
+        now = utcnow()
+        rows: list[dict[str, object]] = [
+            {"xorb_hash": name, "user_id": user_id, "created_at": now}
+            for name in sorted({hash_to_string(x) for x in xorbs})
+        ]
+        _insert_ignore(conn, tables.xet_xorb_grants, rows)
+
     @staticmethod
     def _granted(conn: sa.Connection, xorb: str, user_id: int) -> bool:
         grants = tables.xet_xorb_grants
