@@ -13,6 +13,8 @@ from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNot
 from tests.auth.conftest import OTHER_REPO, REPOS, Team, cli
 from tests.support import Server, start_server, stop_server, weightyard_cli
 
+from weightyard.repos.gitattributes import DEFAULT_GITATTRIBUTES
+
 
 def api(team: Team, caller: str) -> HfApi:
     return HfApi(endpoint=team.server.url, token=team.tokens[caller] or False)
@@ -243,7 +245,8 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         tmp_path_factory.mktemp("limited") / "data",
         env={
             "WEIGHTYARD_MAX_FILE_SIZE": "1000",
-            "WEIGHTYARD_MAX_REPO_SIZE": "1500",
+            # room for 1500 bytes beside the .gitattributes every repo starts with
+            "WEIGHTYARD_MAX_REPO_SIZE": str(1500 + len(DEFAULT_GITATTRIBUTES)),
             "WEIGHTYARD_LFS_UPLOADS": "always",
         },
     )

@@ -37,12 +37,12 @@ def test_push_pull_ls_log_round_trip(server: Server, repo_name: str, tmp_path: P
     listing = weightyard_cli("ls", repo_name, "--json", env=env)
     assert listing.returncode == 0, listing.stderr
     rows = {row["path"]: row for row in json.loads(listing.stdout)}
-    assert sorted(rows) == sorted(files)
+    assert sorted(rows) == sorted([".gitattributes", *files])
     assert rows["model.safetensors"]["sha256"] == hashlib.sha256(files["model.safetensors"]).hexdigest()
     repos = weightyard_cli("ls", "--json", env=env)
     assert repo_name in [row["id"] for row in json.loads(repos.stdout)]
     history = weightyard_cli("log", repo_name, "--json", env=env)
-    assert [c["title"] for c in json.loads(history.stdout)] == ["first push", "Initial commit"]
+    assert [c["title"] for c in json.loads(history.stdout)] == ["first push", "initial commit"]
     pulled = weightyard_cli("pull", repo_name, "--to", str(tmp_path / "copy"), env=env)
     assert pulled.returncode == 0, pulled.stderr
     for name, data in files.items():
@@ -60,8 +60,8 @@ def test_push_to_a_branch_and_private_repo(server: Server, repo_name: str, tmp_p
     assert pushed.returncode == 0, pushed.stderr
     api = HfApi(endpoint=server.url, token=server.token)
     assert api.model_info(repo_name).private
-    assert api.list_repo_files(repo_name) == []
-    assert len(api.list_repo_files(repo_name, revision="dev")) == 3
+    assert api.list_repo_files(repo_name) == [".gitattributes"]
+    assert len(api.list_repo_files(repo_name, revision="dev")) == 4
     anonymous = weightyard_cli("ls", repo_name, env={"WEIGHTYARD_ENDPOINT": server.url, "HF_TOKEN": ""})
     assert anonymous.returncode == 1
 

@@ -63,6 +63,7 @@ def test_upload_file_folder_and_download_are_byte_identical(
     api.upload_folder(repo_id=repo_name, folder_path=folder)
     api.upload_file(path_or_fileobj=b"hello", path_in_repo="notes/hello.txt", repo_id=repo_name)
     assert sorted(api.list_repo_files(repo_name)) == [
+        ".gitattributes",
         "README.md",
         "config.json",
         "notes/hello.txt",
@@ -93,9 +94,9 @@ def test_create_commit_with_additions_deletions_and_parent_commit(server: Server
         commit_message="second",
         parent_commit=first.oid,
     )
-    assert sorted(api.list_repo_files(repo_name)) == ["d.txt", "dir/b.txt", "dir/c.txt"]
+    assert sorted(api.list_repo_files(repo_name)) == [".gitattributes", "d.txt", "dir/b.txt", "dir/c.txt"]
     api.create_commit(repo_name, operations=[CommitOperationDelete("dir/")], commit_message="drop dir")
-    assert api.list_repo_files(repo_name) == ["d.txt"]
+    assert api.list_repo_files(repo_name) == [".gitattributes", "d.txt"]
     with pytest.raises(HfHubHTTPError) as stale:
         api.create_commit(
             repo_name,
@@ -104,9 +105,10 @@ def test_create_commit_with_additions_deletions_and_parent_commit(server: Server
             parent_commit=first.oid,
         )
     assert stale.value.response.status_code == 412
-    assert sorted(api.list_repo_files(repo_name, revision=second.oid)) == ["d.txt", "dir/b.txt", "dir/c.txt"]
+    at_second = sorted(api.list_repo_files(repo_name, revision=second.oid))
+    assert at_second == [".gitattributes", "d.txt", "dir/b.txt", "dir/c.txt"]
     api.delete_file("d.txt", repo_name)
-    assert api.list_repo_files(repo_name) == []
+    assert api.list_repo_files(repo_name) == [".gitattributes"]
 
 
 def test_branches_tags_and_refs(server: Server, repo_name: str) -> None:
@@ -145,7 +147,7 @@ def test_commits_are_listed_newest_first_with_stable_ids(server: Server, repo_na
     ]
     commits = api.list_repo_commits(repo_name)
     assert [c.commit_id for c in commits][:3] == oids[::-1]
-    assert commits[-1].title == "Initial commit"
+    assert commits[-1].title == "initial commit"
     assert all(re.fullmatch(r"[0-9a-f]{40}", c.commit_id) for c in commits)
     assert [c.commit_id for c in api.list_repo_commits(repo_name)] == [c.commit_id for c in commits]
 
@@ -156,9 +158,12 @@ def test_tree_is_recursive_and_paginated(server: Server, repo_name: str) -> None
     operations = [CommitOperationAdd(f"shards/{i:04d}.txt", str(i).encode()) for i in range(1205)]
     api.create_commit(repo_name, operations=operations, commit_message="many files")
     files = api.list_repo_files(repo_name)
-    assert len(files) == 1205
+    assert len(files) == 1206, "the shards and the .gitattributes of the initial commit"
     top = list(api.list_repo_tree(repo_name))
-    assert [(e.path, type(e).__name__) for e in top] == [("shards", "RepoFolder")]
+    assert [(e.path, type(e).__name__) for e in top] == [
+        (".gitattributes", "RepoFile"),
+        ("shards", "RepoFolder"),
+    ]
     raw = httpx.get(f"{server.url}/api/models/{repo_name}/tree/main?recursive=true")
     assert raw.headers["link"].startswith(f"<{server.url}/")
     assert 'rel="next"' in raw.headers["link"]
@@ -172,11 +177,12 @@ def test_model_info_at_revision_and_files_metadata(server: Server, repo_name: st
     api.upload_file(path_or_fileobj=b"{}", path_in_repo="config.json", repo_id=repo_name)
     info = api.model_info(repo_name, revision=first.oid, files_metadata=True)
     assert info.sha == first.oid
-    (sibling,) = info.siblings or []
-    assert sibling.rfilename == "model.safetensors"
+    attributes, sibling = info.siblings or []
+    assert (attributes.rfilename, sibling.rfilename) == (".gitattributes", "model.safetensors")
     assert sibling.lfs is not None and sibling.lfs.sha256 == hashlib.sha256(data).hexdigest()
     assert sibling.size == len(data)
     assert sorted(s.rfilename for s in api.repo_info(repo_name).siblings or []) == [
+        ".gitattributes",
         "config.json",
         "model.safetensors",
     ]

@@ -72,7 +72,7 @@ api.upload_file(path_or_fileobj={str(big)!r}, path_in_repo="big.bin", repo_id="a
     result = run_python(code, {})
     assert result.returncode == 0, result.stderr
     assert fresh_server.peak_rss_bytes() < SERVER_PEAK_LIMIT
-    (entry,) = HfApi(endpoint=fresh_server.url, token=fresh_server.token).list_repo_tree("admin/big")
+    _, entry = HfApi(endpoint=fresh_server.url, token=fresh_server.token).list_repo_tree("admin/big")
     assert entry.lfs is not None and entry.lfs.sha256 == expected
     assert entry.size == GIB
 

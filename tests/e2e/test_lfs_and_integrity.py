@@ -55,7 +55,7 @@ api.upload_file(
     result = run_python(code, CLIENT_WITHOUT_XET)
     assert result.returncode == 0, result.stderr
     api = HfApi(endpoint=lfs_server.url, token=lfs_server.token)
-    (entry,) = api.list_repo_tree(repo_name)
+    _, entry = api.list_repo_tree(repo_name)
     assert entry.lfs is not None and entry.lfs.sha256 == hashlib.sha256(data).hexdigest()
     downloaded = httpx.get(f"{lfs_server.url}/{repo_name}/resolve/main/weights.bin").content
     assert downloaded == data
@@ -211,7 +211,7 @@ def test_commit_is_all_or_nothing(server: Server, repo_name: str) -> None:
     )
     assert (response.status_code, response.headers["x-error-code"]) == (404, "EntryNotFound")
     assert api.model_info(repo_name).sha == head
-    assert api.list_repo_files(repo_name) == []
+    assert api.list_repo_files(repo_name) == [".gitattributes"]
 
 
 def test_commit_to_missing_revision_and_invalid_refs_are_rejected(server: Server, repo_name: str) -> None:
@@ -280,7 +280,7 @@ def test_concurrent_commits_with_the_same_parent_one_wins_the_other_gets_412(
     for thread in threads:
         thread.join()
     assert sorted(results) == [200, 412, 412, 412]
-    assert len(api.list_repo_files(repo_name)) == 1
+    assert len(api.list_repo_files(repo_name)) == 2, "the .gitattributes and the one winner's file"
 
 
 def test_concurrent_commits_without_parent_all_apply(server: Server, repo_name: str) -> None:
@@ -302,7 +302,7 @@ def test_concurrent_commits_without_parent_all_apply(server: Server, repo_name: 
     for thread in threads:
         thread.join()
     assert errors == []
-    assert sorted(api.list_repo_files(repo_name)) == [f"f{i}.txt" for i in range(6)]
+    assert sorted(api.list_repo_files(repo_name)) == [".gitattributes"] + [f"f{i}.txt" for i in range(6)]
     assert len(api.list_repo_commits(repo_name)) == 7
 
 
@@ -337,7 +337,7 @@ api.upload_file(path_or_fileobj={str(tmp_path / "big.bin")!r}, path_in_repo="big
 """
     result = run_python(code, {**CLIENT_WITHOUT_XET, "HF_HUB_USER_AGENT_ORIGIN": "weightyard-lfs"})
     assert result.returncode == 0, result.stderr
-    (entry,) = HfApi(endpoint=server.url, token=server.token).list_repo_tree(repo_name)
+    _, entry = HfApi(endpoint=server.url, token=server.token).list_repo_tree(repo_name)
     assert entry.lfs is not None and entry.lfs.sha256 == hashlib.sha256(data).hexdigest()
 
     def mode(user_agent: str) -> str:

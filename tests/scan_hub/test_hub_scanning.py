@@ -101,11 +101,11 @@ def test_remote_code_config_is_suspicious_but_accepted_under_refuse(server: Serv
     api = api_for(server)
     api.create_repo(repo_name)
     api.upload_file(path_or_fileobj=REMOTE_CODE_CONFIG, path_in_repo="config.json", repo_id=repo_name)
-    (entry,) = api.list_repo_tree(repo_name, expand=True)
-    assert entry.security["status"] == "suspicious"
+    _, entry = api.list_repo_tree(repo_name, expand=True)
+    assert entry.path == "config.json" and entry.security["status"] == "suspicious"
     # the folder context: auto_map names a code file this repo lacks (findings are in the raw answer; the
     # client keeps only the status)
-    (raw,) = httpx.get(f"{server.url}/api/models/{repo_name}/tree/main?expand=true").json()
+    _, raw = httpx.get(f"{server.url}/api/models/{repo_name}/tree/main?expand=true").json()
     assert any(f["rule"] == "context.missing-code" for f in raw["securityFileStatus"]["findings"])
 
 
@@ -165,7 +165,7 @@ def test_weightyard_ls_shows_verdicts(server: Server, repo_name: str) -> None:
         "ls", repo_name, "--json", env={"WEIGHTYARD_ENDPOINT": server.url, "HF_TOKEN": server.token}
     )
     assert listing.returncode == 0, listing.stderr
-    (row,) = json.loads(listing.stdout)
-    assert row["verdict"] == "suspicious"
+    attributes, row = json.loads(listing.stdout)
+    assert (attributes["verdict"], row["verdict"]) == ("safe", "suspicious")
     table = weightyard_cli("ls", repo_name, env={"WEIGHTYARD_ENDPOINT": server.url, "HF_TOKEN": server.token})
     assert "suspicious" in table.stdout + table.stderr

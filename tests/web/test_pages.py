@@ -172,6 +172,7 @@ def test_model_page_shows_card_facts_files_refs_and_snippets(demo: LocalHub) -> 
     assert "<h1>Tiny MiniLM</h1>" in data["card"]["html"]
     assert [f["path"] for f in data["files"]] == [
         "1_Pooling",
+        ".gitattributes",
         "README.md",
         "config.json",
         "model.safetensors",
@@ -307,8 +308,8 @@ def test_long_listings_are_cut_but_keep_their_totals(
     repo = local.create("acme/many-files")
     oid = local.commit(repo, {f"shard-{index:02d}.txt": str(index).encode() for index in range(12)})
     tree = local.client.get("/acme/many-files/tree/main.json").json()
-    assert (len(tree["files"]), tree["fileCount"]) == (10, 12)
-    assert "Showing the first 10 of 12 entries." in local.client.get("/acme/many-files/tree/main").text
+    assert (len(tree["files"]), tree["fileCount"]) == (10, 13), "the shards and the .gitattributes"
+    assert "Showing the first 10 of 13 entries." in local.client.get("/acme/many-files/tree/main").text
     commit = local.client.get(f"/acme/many-files/commit/{oid}.json").json()
     assert (len(commit["changes"]), commit["counts"]["added"]) == (10, 12)
     assert "Showing the first 10 of 12 changed files." in local.client.get(commit["commit"]["url"]).text
@@ -412,18 +413,19 @@ def test_commit_page_diffs_the_file_list_against_the_parent(demo: LocalHub) -> N
 
 def test_commits_page_lists_history_newest_first(demo: LocalHub) -> None:
     data = demo.client.get("/acme/tiny-minilm/commits/main.json").json()
-    assert [c["title"] for c in data["commits"]] == ["Add acme/tiny-minilm", "Initial commit"]
+    assert [c["title"] for c in data["commits"]] == ["Add acme/tiny-minilm", "initial commit"]
     assert demo.client.get("/acme/tiny-minilm/commits/no-such-branch").status_code == 404
 
 
-def test_an_empty_repo_and_its_first_commit_render_as_pages(local: LocalHub) -> None:
+def test_a_new_repo_and_its_initial_commit_render_as_pages(local: LocalHub) -> None:
     local.create("acme/empty")
     first = local.client.get("/acme/empty.json").json()["commit"]["id"]
     assert "has no card" in local.client.get("/acme/empty").text
-    assert "No files yet." in local.client.get("/acme/empty/tree/main").text
+    tree = local.client.get("/acme/empty/tree/main.json").json()
+    assert [f["path"] for f in tree["files"]] == [".gitattributes"]
     page = local.client.get(f"/acme/empty/commit/{first}")
     assert "none (first commit)" in page.text
-    assert "No files changed." in page.text
+    assert local.client.get(f"/acme/empty/commit/{first}.json").json()["counts"]["added"] == 1
 
 
 # ---------------------------------------------------------------------------------------------- access
@@ -469,7 +471,11 @@ def test_gated_repo_shows_its_files_but_no_contents_until_access_is_granted(loca
     page = local.client.get("/acme/gated.json", headers=bob).json()
     assert page["access"]["granted"] is False
     assert page["card"] is None
-    assert [(f["path"], f["download"]) for f in page["files"]] == [("README.md", None), ("weights.txt", None)]
+    assert [(f["path"], f["download"]) for f in page["files"]] == [
+        (".gitattributes", None),
+        ("README.md", None),
+        ("weights.txt", None),
+    ]
     assert local.client.get("/models.json", headers=bob).json()["models"][0]["license"] == []
     blob = local.client.get("/acme/gated/blob/main/weights.txt.json", headers=bob).json()
     assert blob["view"] == {"kind": "gated"}

@@ -10,6 +10,8 @@ import pytest
 from tests.support import CuttingProxy, run_python
 from tests.xet_hub.conftest import XetHub, cli_json, payload, sha256, upload_line
 
+from weightyard.repos.gitattributes import DEFAULT_GITATTRIBUTES
+
 pytestmark = pytest.mark.client
 
 MIB = 1024 * 1024
@@ -20,18 +22,20 @@ def test_upload_file_is_stored_as_xorbs_and_downloads_identically_through_xet_an
 ) -> None:
     data = payload(5 * MIB + 123)
     (tmp_path / "weights.bin").write_bytes(data)
+    created = httpx.post(
+        f"{xet_hub.url}/api/repos/create", headers=xet_hub.headers("alice"), json={"name": "alice/single"}
+    )
+    created.raise_for_status()
     blobs_before = xet_hub.blob_files()
     xet_hub.run_client(
-        "alice",
-        'api.create_repo("alice/single")\n'
-        + upload_line(tmp_path / "weights.bin", "weights.bin", "alice/single"),
-        tmp_path / "uploader",
+        "alice", upload_line(tmp_path / "weights.bin", "weights.bin", "alice/single"), tmp_path / "uploader"
     )
     assert xet_hub.blob_files() == blobs_before, "a Xet upload is kept as xorbs, not as a whole blob"
     tree = httpx.get(
         f"{xet_hub.url}/api/models/alice/single/tree/main", headers=xet_hub.headers("alice")
     ).json()
-    (entry,) = tree
+    attributes, entry = tree
+    assert attributes["path"] == ".gitattributes"
     assert entry["lfs"]["oid"] == sha256(data) and len(entry["xetHash"]) == 64
     head = httpx.head(f"{xet_hub.url}/alice/single/resolve/main/weights.bin")
     assert head.headers["X-Xet-Hash"] == entry["xetHash"]
@@ -108,7 +112,12 @@ api.create_commit(
 """,
         tmp_path / "uploader",
     )
-    expected = {**files, "extra/from-bytes.bin": extra, "extra/from-path.bin": files["weights.bin"]}
+    expected = {
+        **files,
+        "extra/from-bytes.bin": extra,
+        "extra/from-path.bin": files["weights.bin"],
+        ".gitattributes": DEFAULT_GITATTRIBUTES,
+    }
     printed = xet_hub.run_client(
         "alice",
         """
@@ -157,7 +166,8 @@ api.upload_file(path_or_fileobj={path!r}, path_in_repo="weights.bin", repo_id="a
 
     stats = cli_json(xet_hub, "stats")
     (repo,) = [r for r in stats["repos"] if r["repo_id"] == "alice/versions"]  # type: ignore[union-attr]
-    assert repo["logical_bytes"] == 48 * MIB
+    # Three commits each hold the .gitattributes of the initial commit.
+    assert repo["logical_bytes"] == 48 * MIB + 3 * len(DEFAULT_GITATTRIBUTES)
     assert 24 * MIB <= repo["stored_bytes"] < 27 * MIB
     assert repo["dedup_ratio"] > 1.7
 

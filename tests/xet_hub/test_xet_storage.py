@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from tests.support import run_python, start_server, stop_server
 from tests.xet_hub.conftest import XetHub, cli_json, payload, sha256, upload_line
 
+from weightyard.repos.gitattributes import DEFAULT_GITATTRIBUTES
 from weightyard.xet import (
     FileTerm,
     Shard,
@@ -181,7 +182,9 @@ for name in ("a.bin", "b.bin"):
     )
     stats = cli_json(plain_hub, "stats")
     (repo,) = stats["repos"]  # type: ignore[misc]
-    # Commits: one with a.bin (2 MiB), one with a.bin and b.bin (4 MiB); the bytes are stored once.
-    assert repo["repo_id"] == "admin/twice" and repo["logical_bytes"] == 6 * MIB
+    # Commits: one with a.bin (2 MiB), one with a.bin and b.bin (4 MiB), each with the .gitattributes of the
+    # initial commit; the bytes are stored once.
+    logical = 6 * MIB + 3 * len(DEFAULT_GITATTRIBUTES)
+    assert repo["repo_id"] == "admin/twice" and repo["logical_bytes"] == logical
     assert 2 * MIB <= repo["stored_bytes"] < 2 * MIB + 64 * 1024
-    assert stats["logical_bytes"] == 6 * MIB and stats["dedup_ratio"] > 2.9  # type: ignore[operator]
+    assert stats["logical_bytes"] == logical and stats["dedup_ratio"] > 2.9  # type: ignore[operator]

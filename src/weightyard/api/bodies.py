@@ -73,6 +73,8 @@ class PreuploadFile(Body):
 
 class PreuploadBody(Body):
     files: list[PreuploadFile]
+    # The content of a `.gitignore` committed along with these files (the client reads it locally).
+    gitIgnore: StrictStr | None = None
 
 
 # ---------------------------------------------------------------------------------------------- admin.py

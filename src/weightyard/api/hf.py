@@ -65,8 +65,8 @@ from weightyard.repos import (
     check_repo_segment,
     lfs_pointer,
 )
-from weightyard.repos.ingest import looks_binary
 from weightyard.repos.scanning import worst
+from weightyard.repos.upload_modes import UploadCandidate, upload_modes
 from weightyard.scan import SCANNER_VERSION, Report, Verdict
 
 router = APIRouter()
@@ -535,7 +535,7 @@ async def preupload(request: Request, plural: str, namespace: str, name: str, re
     import base64
     import binascii
 
-    files = (await read_json(request, PreuploadBody)).files
+    payload = await read_json(request, PreuploadBody)
     use_lfs = lfs_capable(request)
 
     def answer() -> dict[str, Any]:
@@ -543,24 +543,25 @@ async def preupload(request: Request, plural: str, namespace: str, name: str, re
         revision, _ = split_revision(_api_rest(request))
         hub = hub_of(request)
         head = hub.repos.resolve(repo, revision)
-        existing = hub.repos.files(head)
-        threshold = hub.settings.lfs_threshold
-        result = []
-        for item in files:
+        candidates = []
+        for item in payload.files:
             path = check_path(item.path)
             try:
                 sample = base64.b64decode(item.sample, validate=True)
             except (binascii.Error, ValueError):
                 raise BadRequest(f"the sample of {path} is not base64") from None
-            lfs = use_lfs and item.size > 0 and (item.size >= threshold or looks_binary(sample))
-            oid = None
-            current = existing.get(path)
-            if current is not None:
-                oid = current.sha256 if lfs else hub.repos.blob_git_sha1(current.sha256)
-            result.append(
-                {"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid}
-            )
-        return {"files": result, "commitOid": head.oid}
+            candidates.append(UploadCandidate(path, item.size, sample))
+        modes = upload_modes(hub.repos, head, candidates, payload.gitIgnore, use_lfs)
+        files = [
+            {
+                "path": mode.path,
+                "uploadMode": "lfs" if mode.lfs else "regular",
+                "shouldIgnore": mode.ignored,
+                "oid": mode.oid,
+            }
+            for mode in modes
+        ]
+        return {"files": files, "commitOid": head.oid}
 
     return await run_in_threadpool(answer)
 

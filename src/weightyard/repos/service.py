@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +29,7 @@ from weightyard.errors import (
     UnsafeFile,
 )
 from weightyard.repos.gate import ContentGate
+from weightyard.repos.gitattributes import DEFAULT_GITATTRIBUTES, GITATTRIBUTES, MAX_RULES_BYTES, LfsRules
 from weightyard.repos.ingest import ContentIngest, IngestedContent, looks_binary
 from weightyard.repos.objects import (
     DirEntry,
@@ -35,6 +37,7 @@ from weightyard.repos.objects import (
     build_trees,
     commit_object_id,
     folders_of,
+    git_blob_oid,
     lfs_file_entry,
     parse_tree_body,
 )
@@ -51,6 +54,8 @@ from weightyard.validation import (
 )
 
 DEFAULT_BRANCH = "main"
+# As on the Hub, a new repo's history starts with one commit that adds the default `.gitattributes`.
+INITIAL_COMMIT_TITLE = "initial commit"
 HEADS = "refs/heads/"
 TAGS = "refs/tags/"
 PULLS = "refs/pr/"
@@ -249,6 +254,7 @@ class RepoService:
         check_repo_segment(name)
         require_create_in(principal, namespace, f"{namespace}/{name}")
         assert principal is not None
+        self._store_default_gitattributes()
         now = utcnow()
         with transaction(self._engine) as conn:
             _check_namespace_exists(conn, namespace)
@@ -272,16 +278,17 @@ class RepoService:
                     downloads=0,
                 )
             ).inserted_primary_key[0]  # type: ignore[index]
-            root, objects = build_trees({})
+            attributes = self._default_gitattributes(conn)
+            root, objects = build_trees({GITATTRIBUTES: attributes})
             self._store_trees(conn, objects)
-            oid = commit_object_id(root, None, principal.name, int(now.timestamp()), "Initial commit", "")
+            oid = commit_object_id(root, None, principal.name, int(now.timestamp()), INITIAL_COMMIT_TITLE, "")
             conn.execute(
                 sa.insert(tables.commits).values(
                     repo_id=repo_id,
                     oid=oid,
                     parent_oid=None,
                     tree_oid=root,
-                    title="Initial commit",
+                    title=INITIAL_COMMIT_TITLE,
                     message="",
                     author=principal.name,
                     created_at=now,
@@ -297,6 +304,30 @@ class RepoService:
                 conn, principal, "repo.create", f"{namespace}/{name}", type=repo_type, private=private
             )
         return _repo_from_row(row)
+
+    def _store_default_gitattributes(self) -> None:
+        """Store the default `.gitattributes` (again, should gc have freed it). Outside any transaction: a
+        Xet store records what it packs in the database."""
+        if not self._store.exists(hashlib.sha256(DEFAULT_GITATTRIBUTES).hexdigest()):
+            writer = self._store.writer()
+            try:
+                writer.write(DEFAULT_GITATTRIBUTES)
+                writer.commit()
+            finally:
+                writer.abort()
+
+    def _default_gitattributes(self, conn: sa.Connection) -> FileEntry:
+        """The entry of the default `.gitattributes`, its blob row added when missing."""
+        sha256 = hashlib.sha256(DEFAULT_GITATTRIBUTES).hexdigest()
+        git_sha1 = git_blob_oid(DEFAULT_GITATTRIBUTES)
+        known = conn.execute(sa.select(tables.blobs.c.sha256).where(tables.blobs.c.sha256 == sha256)).first()
+        if known is None:
+            conn.execute(
+                sa.insert(tables.blobs).values(
+                    sha256=sha256, size=len(DEFAULT_GITATTRIBUTES), git_sha1=git_sha1, created_at=utcnow()
+                )
+            )
+        return FileEntry(sha256, len(DEFAULT_GITATTRIBUTES), False, git_sha1)
 
     def get_repo(
         self,
@@ -607,6 +638,19 @@ class RepoService:
 
     # ------------------------------------------------------------------ content
 
+    @property
+    def lfs_threshold(self) -> int:
+        return self._settings.lfs_threshold
+
+    def head_bytes(self, entry: FileEntry, limit: int) -> bytes:
+        """The first `limit` bytes of a file (a rules file: small, and bounded whatever its size)."""
+        return b"".join(self._store.iter_range(entry.sha256, 0, min(entry.size, limit), limit))
+
+    def lfs_rules(self, files: dict[str, FileEntry]) -> LfsRules:
+        """The LFS rules of the `.gitattributes` among `files` (none without one)."""
+        entry = files.get(GITATTRIBUTES)
+        return LfsRules.parse(self.head_bytes(entry, MAX_RULES_BYTES)) if entry else LfsRules()
+
     def start_ingest(self) -> ContentIngest:
         """A sink for file content of unknown length (a commit body); see `ContentIngest`."""
         return ContentIngest(self._store, self._settings.lfs_threshold)
@@ -780,6 +824,7 @@ class RepoService:
                 )
             files = self._files(conn, base.tree_oid)
             self._apply(conn, files, operations, base.oid)
+            self._mark_lfs(files, operations)
             self._check_sizes(files, operations)
             root, objects = build_trees(files)
             self._store_trees(conn, objects)
@@ -903,6 +948,17 @@ class RepoService:
         clashes = folders_of(files) & files.keys()
         if clashes:
             raise PathConflict(f"{sorted(clashes)[0]} would be both a file and a folder")
+
+    def _mark_lfs(self, files: dict[str, FileEntry], operations: Sequence[Operation]) -> None:
+        """Files this commit adds that a `filter=lfs` rule of the resulting `.gitattributes` names are LFS
+        files, however the client sent them (inline, or before it knew of a rule added in this commit)."""
+        rules = self.lfs_rules(files)
+        if not rules.rules:
+            return
+        for operation in operations:
+            entry = files.get(operation.path) if isinstance(operation, AddFile) else None
+            if entry is not None and not entry.lfs and entry.size > 0 and rules.is_lfs(operation.path):
+                files[operation.path] = lfs_file_entry(entry.sha256, entry.size)
 
     def _store_trees(self, conn: sa.Connection, objects: dict[str, str]) -> None:
         if not objects:
