@@ -40,7 +40,7 @@ def test_paths_and_ref_names_with_bidi_or_zero_width_characters_are_refused(
         json={},
     )
     assert (branch.status_code, branch.headers["x-error-code"]) == (400, "InvalidRefName")
-    assert [f.path for f in api.list_repo_tree(repo_name)] == []
+    assert [f.path for f in api.list_repo_tree(repo_name)] == [".gitattributes"]
     assert [b.name for b in api.list_repo_refs(repo_name).branches] == ["main"]
 
 
