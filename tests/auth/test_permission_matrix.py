@@ -632,6 +632,9 @@ NO_ROW = {
     "POST /sign-out": "clears the caller's own cookie",
     "GET /-/static/{name}": "public: style sheets and scripts",
     # Signed URLs and Xet tokens are handed out only by routes with rows above (lfs_batch, xet_*_token).
+    # Signed URLs and Xet tokens name the hub token they were issued for and re-check it and the WRITE or
+    # DOWNLOAD right on every use: tests/auth/test_live_rights.py; what the CAS releases goes through the one
+    # gate: tests/auth/test_content_gate.py.
     "PUT /api/lfs/objects/{oid}": "authorised by the signed URL lfs_batch hands out after its WRITE check",
     "PUT /api/lfs/uploads/{upload_id}/parts/{number}": "authorised by a signed URL from lfs_batch",
     "POST /api/lfs/uploads/{upload_id}/complete": "authorised by a signed URL from lfs_batch",
@@ -640,8 +643,8 @@ NO_ROW = {
     "POST /xet-cas/v1/shards": "authorised by a Xet token from xet_write_token",
     "POST /xet-cas/v1/xorb-grants/{prefix}/{xorb}": "answers 404 to everyone (not implemented)",
     "POST /xet-cas/v2/shards": "answers 404 to everyone (not implemented)",
-    "GET /xet-cas/v1/chunks/{prefix}/{chunk}": "authorised by a Xet token from xet_*_token",
-    "GET /xet-cas/v{version}/reconstructions/{file_hash}": "authorised by a Xet token from xet_read_token",
+    "GET /xet-cas/v1/chunks/{prefix}/{chunk}": "authorised by a Xet token from xet_write_token",
+    "GET /xet-cas/v{version}/reconstructions/{file_hash}": "authorised by a Xet token from xet_*_token",
     "GET /xet-cas/v1/fetch/{xorb}": "authorised by a signed URL in a reconstruction",
 }
 
