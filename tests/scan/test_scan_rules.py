@@ -311,6 +311,11 @@ def test_name_key_tells_which_names_share_a_verdict() -> None:
     assert name_key("a/modeling.py") == name_key("other.py.gz") == ".py"
     assert name_key("b/notes.txt") == name_key("model.safetensors") == ""
     assert name_key("x/keras_metadata.pb") == "keras_metadata.pb"
+    broken = b'{"auto_map": '
+    assert scan_file(broken, "config.json").verdict is Verdict.UNSCANNABLE
+    assert scan_file(broken, "notes.txt").verdict is Verdict.SAFE
+    assert name_key("conf/model.yaml") == ".yaml"
+    assert name_key("config.json") == ".json"
 
 
 def test_scan_path_without_recursion_stays_in_the_top_folder(tmp_path: Path) -> None:

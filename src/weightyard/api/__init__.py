@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -23,8 +26,22 @@ def create_app(hub: Hub) -> FastAPI:
     Example:
         >>> app = create_app(Hub.open(Settings(data=Path("/tmp/wy"))))  # doctest: +SKIP
     """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Stale and pending scan reports are redone here, in the background, never inside a request.
+        hub.repos.scans.start_background()
+        try:
+            yield
+        finally:
+            hub.repos.scans.stop_background()
+
     app = FastAPI(
-        title="Weightyard", version=__version__, docs_url="/api/docs", openapi_url="/api/openapi.json"
+        title="Weightyard",
+        version=__version__,
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        lifespan=lifespan,
     )
     app.state.hub = hub
 

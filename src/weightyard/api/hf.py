@@ -65,7 +65,7 @@ from weightyard.repos import (
     check_repo_segment,
     lfs_pointer,
 )
-from weightyard.repos.scanning import worst
+from weightyard.repos.scanning import scan_state, worst
 from weightyard.repos.upload_modes import UploadCandidate, upload_modes
 from weightyard.scan import SCANNER_VERSION, Report, Verdict
 
@@ -285,12 +285,15 @@ def _security_status(report: Report) -> dict[str, Any]:
             "highestSafetyLevel": max((i.safety for i in report.imports), key=levels.index),
             "imports": [i.to_dict() for i in report.imports],
         }
+    state = scan_state(report)
     return {
-        "status": report.verdict.value,
+        "status": "pending" if state == "pending" else report.verdict.value,
         "avScan": None,
         "pickleImportScan": pickle_scan,
         "format": report.format,
         "scanner": report.scanner_version,
+        # "stale": a verdict of older scanner rules, shown while the current rules rescan in the background
+        "scanState": state,
         "findings": [finding.to_dict() for finding in report.findings],
     }
 
@@ -308,7 +311,7 @@ def security_repo_status(repos: RepoService, commit: Commit) -> dict[str, Any]:
     """`securityRepoStatus` of `model_info(securityStatus=True)`: the commit's verdict, files at issue."""
     reports = repos.scans.reports(repos.files(commit))
     return {
-        "scansDone": True,
+        "scansDone": all(scan_state(report) == "current" for report in reports.values()),
         "verdict": worst(reports).value,
         "scanner": SCANNER_VERSION,
         "filesWithIssues": [

@@ -52,7 +52,7 @@ from weightyard.provenance import REVOKED_KEY
 from weightyard.repos import Commit, DirEntry, FileEntry, Repo, RepoService, check_repo_id, check_repo_segment
 from weightyard.repos.access import STATUSES as ACCESS_STATUSES
 from weightyard.repos.ingest import looks_binary
-from weightyard.repos.scanning import worst
+from weightyard.repos.scanning import scan_state, shown_verdict, worst
 
 router = APIRouter()
 
@@ -207,7 +207,7 @@ def _verdicts(request: Request, repo: Repo, commit: Commit, files: list[dict[str
         if item["type"] != "file":
             continue
         report = reports.get(item["path"])
-        item["scan"] = report.verdict.value if report else None
+        item["scan"] = shown_verdict(report) if report else None
         covering = [s for s in signatures if item["path"] in s["files"] or item["path"] == s["path"]]
         valid = sorted({s["signer"] or "unknown key" for s in covering if s["verdict"] == "valid"})
         revoked = [s.get("keyRevoked", {}).get("at", "?") for s in covering if s["reason"] == REVOKED_KEY]
@@ -226,7 +226,10 @@ def _commit_checks(request: Request, repo: Repo, commit: Commit) -> dict[str, An
     provenance = hub.provenance.status(repo, commit)
     signers = sorted({item["signer"] for item in provenance["signatures"] if item.get("signer")})
     signature = provenance["status"] + (f" by {', '.join(signers)}" if signers else "")
-    return {"scan": worst(hub.repos.scans.reports(hub.repos.files(commit))).value, "signature": signature}
+    reports = hub.repos.scans.reports(hub.repos.files(commit))
+    rescanning = any(scan_state(report) != "current" for report in reports.values())
+    scan = worst(reports).value + (" (rescan pending)" if rescanning else "")
+    return {"scan": scan, "signature": signature}
 
 
 def _entry_json(

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from weightyard.auth import Action, Principal, can, namespaces_with, require
 from weightyard.db import tables
 from weightyard.errors import GatedRepo, Quarantined, RepoNotFound
+from weightyard.repos.scanning import scan_state
 from weightyard.scan import Report, Verdict
 
 if TYPE_CHECKING:
@@ -67,13 +68,17 @@ class ContentGate:
         """Raise what the client should see when `principal` may not receive the file at `path` of `repo`
         (`RepoNotFound`, `GatedRepo`, `Quarantined`); else return its scan report (for warnings)."""
         require(principal, Action.DOWNLOAD, repo.ref, self.gate_passed(principal, repo))
+        # The stored report only (this runs inside GET and HEAD): a file without any verdict yet is held
+        # back like an unsafe one until the background scan has run.
         report = self._scans.report(entry.sha256, path)
+        pending = scan_state(report) == "pending"
         if (
-            report.verdict is Verdict.UNSAFE
+            (report.verdict is Verdict.UNSAFE or pending)
             and self.policy(repo) != "warn"
             and not can(principal, Action.ADMIN, repo.ref)
         ):
-            raise Quarantined(f"{path} is quarantined: the scanner found it unsafe")
+            why = "it has not been scanned yet" if pending else "the scanner found it unsafe"
+            raise Quarantined(f"{path} is quarantined: {why}")
         return report
 
     def may_serve_file(self, principal: Principal | None, repo: Repo, path: str, entry: FileEntry) -> bool:

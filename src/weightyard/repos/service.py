@@ -762,7 +762,7 @@ class RepoService:
         commit when the policy is "refuse" and a file it adds is unsafe, alone or in its folder's context."""
         added = {op.path: op for op in operations if isinstance(op, AddFile)}
         for path, add in added.items():
-            self.scans.report(add.sha256, path)
+            self.scans.scan(add.sha256, path)
         if not added or self.scan_policy(repo) != "refuse":
             return
         try:

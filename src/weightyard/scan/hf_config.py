@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING
 from weightyard.scan import jinja_check, keras_scan
 from weightyard.scan.buffer import Data
 from weightyard.scan.names import (
+    JSON_SUFFIXES,
     PYTHON_SUFFIX,
     SENTENCE_TRANSFORMERS_MODULES,
     TEMPLATE_SUFFIXES,
+    YAML_SUFFIXES,
     unsafe_relative_path,
 )
 from weightyard.scan.policy import Kind, classify
@@ -77,9 +79,6 @@ def json_readings(text: str) -> list[object] | None:
     return docs
 
 
-_CONFIG_SUFFIXES = (".json", ".jsonl")
-
-
 def scan_json(ctx: Context, data: Data, name: str, where: str) -> tuple[str, list[Finding]]:
     text = _text(data)
     try:
@@ -87,7 +86,7 @@ def scan_json(ctx: Context, data: Data, name: str, where: str) -> tuple[str, lis
     except RecursionError:
         docs = None
     if docs is None:
-        if not name.endswith(_CONFIG_SUFFIXES):
+        if not name.endswith(JSON_SUFFIXES):
             return scan_text(ctx, data, name, where)
         return "json", [
             Finding(
@@ -304,12 +303,11 @@ def scan_text(ctx: Context, data: Data, name: str, where: str) -> tuple[str, lis
         return "python", _python(_text(data), where)
     if name.endswith(TEMPLATE_SUFFIXES):
         return "jinja", jinja_check.check_template(_text(data), where)
-    if name.endswith(_YAML_SUFFIXES):
+    if name.endswith(YAML_SUFFIXES):
         return "yaml", _yaml(_text(data), where)
     return "text", _targets(_text(data), where)
 
 
-_YAML_SUFFIXES = (".yaml", ".yml")
 _YAML_LIMIT = 16 << 20
 
 

@@ -12,6 +12,10 @@ KERAS_METADATA = "keras_metadata.pb"
 SAVED_MODEL = "saved_model.pb"
 TF_FINGERPRINT = "fingerprint.pb"
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".z")
+# Configs: a .json or YAML file that does not decode is unscannable, where other text is just text.
+JSON_SUFFIXES = (".json", ".jsonl")
+YAML_SUFFIXES = (".yaml", ".yml")
+CONFIG_SUFFIXES = JSON_SUFFIXES + YAML_SUFFIXES
 _NAMED_FILES = frozenset({SENTENCE_TRANSFORMERS_MODULES, KERAS_METADATA, SAVED_MODEL, TF_FINGERPRINT})
 
 
@@ -32,7 +36,13 @@ def name_key(name: str) -> str:
     if base in _NAMED_FILES:
         return base
     suffix = posixpath.splitext(base)[1]
-    return suffix if suffix == PYTHON_SUFFIX or suffix in TEMPLATE_SUFFIXES else ""
+    keyed = suffix == PYTHON_SUFFIX or suffix in TEMPLATE_SUFFIXES or suffix in CONFIG_SUFFIXES
+    return suffix if keyed else ""
+
+
+def name_for_key(key: str) -> str:
+    """A file name with the given name key, to scan stored content again without knowing its paths."""
+    return key if key in _NAMED_FILES else f"file{key}"
 
 
 def unsafe_relative_path(path: str) -> bool:
