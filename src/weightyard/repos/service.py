@@ -306,15 +306,18 @@ class RepoService:
         return _repo_from_row(row)
 
     def _store_default_gitattributes(self) -> None:
-        """Store the default `.gitattributes` (again, should gc have freed it). Outside any transaction: a
-        Xet store records what it packs in the database."""
-        if not self._store.exists(hashlib.sha256(DEFAULT_GITATTRIBUTES).hexdigest()):
+        """Store the default `.gitattributes` (again, should gc have freed it) and scan it, as every file a
+        commit adds is scanned (reads never scan). Outside any transaction: a Xet store records what it
+        packs in the database."""
+        sha256 = hashlib.sha256(DEFAULT_GITATTRIBUTES).hexdigest()
+        if not self._store.exists(sha256):
             writer = self._store.writer()
             try:
                 writer.write(DEFAULT_GITATTRIBUTES)
                 writer.commit()
             finally:
                 writer.abort()
+        self.scans.scan(sha256, GITATTRIBUTES)
 
     def _default_gitattributes(self, conn: sa.Connection) -> FileEntry:
         """The entry of the default `.gitattributes`, its blob row added when missing."""
