@@ -155,6 +155,14 @@ class RequestTimeout(WeightyardError):
     status = 408
 
 
+class RepoQuotaExceeded(WeightyardError):
+    """An upload would take a repo past `WEIGHTYARD_MAX_REPO_SIZE` (committed files plus pending uploads).
+    Not a `PayloadTooLarge`: the body may be well-formed and small, the repo is what is full."""
+
+    code = "RepoQuotaExceeded"
+    status = 413
+
+
 class RangeNotSatisfiable(WeightyardError):
     code = "RangeNotSatisfiable"
     status = 416

@@ -8,6 +8,7 @@ from weightyard.api.ndjson import ContentSink, NdjsonStream, StreamedContent, de
 from weightyard.config import Settings
 from weightyard.errors import MalformedCommit, TooManyObjects
 from weightyard.repos import ContentIngest, IngestedContent, RepoService
+from weightyard.repos.quota import ByteBudget
 
 OPERATION_KEYS = ("header", "file", "lfsFile", "deletedFile", "deletedFolder")
 
@@ -57,8 +58,10 @@ class CommitBodyReader:
     The settings bound it: operations per commit, and the nesting and size of each line.
     """
 
-    def __init__(self, repos: RepoService, settings: Settings) -> None:
+    def __init__(self, repos: RepoService, settings: Settings, budget: ByteBudget | None = None) -> None:
         self._repos = repos
+        # The repo's quota, shared by every inline file of the commit.
+        self._budget = budget
         self._lines = 0
         self._max_operations = settings.max_commit_operations
         self.body = CommitBody()
@@ -70,7 +73,7 @@ class CommitBodyReader:
         )
 
     def _open_sink(self) -> ContentSink:
-        return self._repos.start_ingest()
+        return self._repos.start_ingest(self._budget)
 
     def feed(self, data: bytes) -> None:
         self._stream.feed(data)
@@ -134,6 +137,6 @@ class CommitBodyReader:
             return sink.finish()
         if not isinstance(content, str):
             raise MalformedCommit(f"line {number}: 'content' must be a base64 string")
-        ingest = self._repos.start_ingest()
+        ingest = self._repos.start_ingest(self._budget)
         ingest.write(decode_base64(content))
         return ingest.finish()

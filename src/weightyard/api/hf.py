@@ -579,7 +579,8 @@ async def commit(request: Request, plural: str, namespace: str, name: str, rest:
     revision, _ = split_revision(_api_rest(request))
     create_pr = request.query_params.get("create_pr") in ("1", "true", "True")
     allow_body(request, None)  # inline file content streams to storage; the reader bounds everything else
-    reader = CommitBodyReader(hub.repos, hub.settings)
+    budget = await run_in_threadpool(hub.repos.quota.budget, repo.id, repo.repo_id)
+    reader = CommitBodyReader(hub.repos, hub.settings, budget)
     try:
         await pump_body(request, reader.feed, BODY_BATCH, drain_on_error=True)
         body = await run_in_threadpool(reader.close)

@@ -312,3 +312,15 @@ rate_limit_windows = sa.Table(
     sa.Column("count", sa.Integer, nullable=False),
     sa.Index("ix_rate_limit_windows_window", "window"),
 )
+
+# Uploads counted against a repo's size limit before their bytes arrive: LFS objects a batch request let a
+# client upload (`kind` "lfs", digest = sha256) and xorbs stored with the repo's Xet token ("xorb", hash).
+upload_reservations = sa.Table(
+    "upload_reservations",
+    metadata,
+    sa.Column("repo_id", sa.Integer, sa.ForeignKey("repos.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("kind", sa.String(8), primary_key=True),
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)

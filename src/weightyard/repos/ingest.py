@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from weightyard.repos.objects import git_blob_oid
+from weightyard.repos.quota import ByteBudget
 from weightyard.storage import BlobInfo, BlobStore, BlobWriter
 
 _BINARY_SAMPLE = 512
@@ -32,16 +33,20 @@ class IngestedContent:
 
 class ContentIngest:
     """Keeps content in memory up to `memory_limit` bytes (so its git blob id can be computed without a
-    second pass), then spills to a streaming blob writer. Memory stays bounded for any size."""
+    second pass), then spills to a streaming blob writer. Memory stays bounded for any size. With a
+    `budget` (the repo's quota), content past it is refused before it is kept."""
 
-    def __init__(self, store: BlobStore, memory_limit: int) -> None:
+    def __init__(self, store: BlobStore, memory_limit: int, budget: ByteBudget | None = None) -> None:
         self._store = store
+        self._budget = budget
         self._limit = memory_limit
         self._buffer = bytearray()
         self._writer: BlobWriter | None = None
         self._sample = b""
 
     def write(self, data: bytes) -> None:
+        if self._budget is not None:
+            self._budget.take(len(data))
         if len(self._sample) < _BINARY_SAMPLE:
             self._sample += data[: _BINARY_SAMPLE - len(self._sample)]
         if self._writer is None:

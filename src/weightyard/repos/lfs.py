@@ -30,6 +30,7 @@ from weightyard.errors import (
     TooManyObjects,
     Unauthorized,
 )
+from weightyard.repos.quota import LFS
 from weightyard.repos.service import Repo, RepoService
 from weightyard.storage import BlobStore, BlobWriter, check_sha256
 
@@ -93,6 +94,7 @@ class LfsService:
             )
         expires = int(time.time()) + self._ttl
         actions = []
+        uploads: list[tuple[str, int]] = []
         for sha256, size in objects:
             check_sha256(sha256)
             if size < 0:
@@ -109,6 +111,10 @@ class LfsService:
             if self._repos.blob_size(sha256) == size and allowed:
                 actions.append(UploadAction(sha256, size))
                 continue
+            uploads.append((sha256, size))
+        # Every byte this batch lets the client send counts against the repo's quota before any arrives.
+        self._repos.quota.reserve(repo.id, repo.repo_id, LFS, uploads)
+        for sha256, size in uploads:
             if size > self._part_size:
                 actions.append(self._multipart(principal, repo, sha256, size, expires, base_url))
             else:

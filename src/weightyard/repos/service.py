@@ -41,6 +41,7 @@ from weightyard.repos.objects import (
     lfs_file_entry,
     parse_tree_body,
 )
+from weightyard.repos.quota import ByteBudget, RepoQuota
 from weightyard.repos.scanning import POLICIES, ScanService
 from weightyard.scan import Verdict
 from weightyard.storage import BlobInfo, BlobStore
@@ -237,6 +238,7 @@ class RepoService:
         self._settings = settings
         self._trees = _TreeCache(_TREE_CACHE_SIZE)
         self.scans = ScanService(engine, store)
+        self.quota = RepoQuota(engine, settings.max_repo_size, settings.upload_url_ttl)
         # Called with the files a commit adds before it lands: what is derived from content (a rendered card)
         # is stored before any reader can see the commit. An error raised here refuses the commit.
         self.before_commit: list[Callable[[Sequence[AddFile]], None]] = []
@@ -654,9 +656,10 @@ class RepoService:
         entry = files.get(GITATTRIBUTES)
         return LfsRules.parse(self.head_bytes(entry, MAX_RULES_BYTES)) if entry else LfsRules()
 
-    def start_ingest(self) -> ContentIngest:
-        """A sink for file content of unknown length (a commit body); see `ContentIngest`."""
-        return ContentIngest(self._store, self._settings.lfs_threshold)
+    def start_ingest(self, budget: ByteBudget | None = None) -> ContentIngest:
+        """A sink for file content of unknown length (a commit body); see `ContentIngest`. Each byte is
+        taken from `budget` (the repo's quota) before it is stored."""
+        return ContentIngest(self._store, self._settings.lfs_threshold, budget)
 
     def record_content(self, principal: Principal, content: IngestedContent) -> AddFile:
         """Register ingested content and turn it into the `AddFile` operation of a path to be named later."""

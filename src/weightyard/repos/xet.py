@@ -26,6 +26,7 @@ from weightyard.auth import AccountService, Action, Principal
 from weightyard.config import Settings
 from weightyard.db import tables, utcnow
 from weightyard.errors import Forbidden, InvalidCredentials, InvalidSignature, NotFound, Unauthorized
+from weightyard.repos.quota import XORB, ByteBudget, RepoQuota
 from weightyard.repos.service import Commit, Repo, RepoService, _commit_from_row, _repo_from_row
 from weightyard.storage import BlobInfo, XetBlobStore, XetFile
 from weightyard.xet import (
@@ -129,16 +130,26 @@ def _unb64(text: str) -> bytes:
 
 
 class XorbUpload:
-    """One xorb body arriving: validated chunk by chunk while it is written to a temporary file."""
+    """One xorb body arriving: validated chunk by chunk while it is written to a temporary file, each byte
+    counted against the repo's quota (`budget`) before it is kept."""
 
-    def __init__(self, store: XetBlobStore, xorb_hash: bytes) -> None:
+    def __init__(
+        self, store: XetBlobStore, xorb_hash: bytes, repo: Repo, quota: RepoQuota, budget: ByteBudget | None
+    ) -> None:
         self._store = store
         self._hash = xorb_hash
+        self._repo = repo
+        self._quota = quota
+        self._budget = budget
+        self._size = 0
         self._parser = XorbParser()
         self._path = store.temporary_xorb()
         self._file = open(self._path, "wb")  # noqa: SIM115 - closed in finish/abort
 
     def feed(self, data: bytes) -> None:
+        if self._budget is not None:
+            self._budget.take(len(data))
+        self._size += len(data)
         self._parser.feed(data)
         self._file.write(data)
 
@@ -148,6 +159,10 @@ class XorbUpload:
         os.fsync(self._file.fileno())
         self._file.close()
         user = token.principal.user_id if token.principal is not None else None
+        # Counted (atomically, against uploads that raced this one) before the xorb becomes usable.
+        self._quota.reserve(
+            self._repo.id, self._repo.repo_id, XORB, [(hash_to_string(self._hash), self._size)]
+        )
         return self._store.add_xorb(self._path, info, user)
 
     def abort(self) -> None:
@@ -263,7 +278,9 @@ class XetService:
 
     def begin_xorb(self, token: XetToken, xorb_hash: bytes) -> XorbUpload:
         self._writer(token)
-        return XorbUpload(self._store, xorb_hash)
+        repo = self._repo(token, Action.WRITE)
+        quota = self._repos.quota
+        return XorbUpload(self._store, xorb_hash, repo, quota, quota.budget(repo.id, repo.repo_id))
 
     def register_shard(self, token: XetToken, body: bytes) -> int:
         """Verify an uploaded shard against stored xorbs and record its files; returns how many were new to

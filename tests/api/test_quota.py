@@ -1,0 +1,125 @@
+"""`WEIGHTYARD_MAX_REPO_SIZE` is a quota: LFS objects, inline commit content and Xet xorbs count against it
+before their bytes are accepted, committed or not, and the refusal is a 413 `RepoQuotaExceeded`."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import json
+import os
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from tests.support import Server, start_server, stop_server
+
+from weightyard.xet import hash_to_string, serialize_xorb
+
+QUOTA = 4096
+_repos = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def quota_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    instance = start_server(
+        tmp_path_factory.mktemp("quota") / "data", env={"WEIGHTYARD_MAX_REPO_SIZE": str(QUOTA)}
+    )
+    yield instance
+    stop_server(instance)
+
+
+def _client(server: Server) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"})
+
+
+def _new_repo(server: Server) -> str:
+    repo = f"admin/quota-{next(_repos)}"
+    with _client(server) as client:
+        assert client.post("/api/repos/create", json={"name": repo}).status_code == 200
+    return repo
+
+
+def _batch(server: Server, repo: str, data: bytes) -> httpx.Response:
+    with _client(server) as client:
+        return client.post(
+            f"/{repo}.git/info/lfs/objects/batch",
+            json={
+                "operation": "upload",
+                "objects": [{"oid": hashlib.sha256(data).hexdigest(), "size": len(data)}],
+            },
+        )
+
+
+def _upload(server: Server, repo: str, data: bytes) -> None:
+    """Upload `data` through the LFS batch API, without committing it."""
+    answer = _batch(server, repo, data)
+    assert answer.status_code == 200, answer.text
+    href = answer.json()["objects"][0]["actions"]["upload"]["href"]
+    assert httpx.put(href, content=data).status_code == 200
+
+
+def _commit(server: Server, repo: str, lines: list[dict[str, object]]) -> httpx.Response:
+    body = [{"key": "header", "value": {"summary": "quota"}}, *lines]
+    with _client(server) as client:
+        return client.post(
+            f"/api/models/{repo}/commit/main",
+            content=b"".join(json.dumps(line).encode() + b"\n" for line in body),
+            headers={"Content-Type": "application/x-ndjson"},
+        )
+
+
+def _refused(response: httpx.Response) -> bool:
+    return (response.status_code, response.headers.get("x-error-code")) == (413, "RepoQuotaExceeded")
+
+
+def test_uncommitted_lfs_uploads_count_against_the_quota(quota_hub: Server) -> None:
+    repo = _new_repo(quota_hub)
+    first = os.urandom(3000)
+    _upload(quota_hub, repo, first)
+    refused = _batch(quota_hub, repo, os.urandom(3000))
+    assert _refused(refused), refused.text
+    assert "limit of 4096 bytes" in refused.json()["error"]
+    # Asking again for the object already pending costs nothing; another repo has its own quota.
+    assert _batch(quota_hub, repo, first).status_code == 200
+    assert _batch(quota_hub, _new_repo(quota_hub), os.urandom(3000)).status_code == 200
+
+
+def test_committed_content_counts_once_and_pending_uploads_on_top(quota_hub: Server) -> None:
+    repo = _new_repo(quota_hub)
+    data = os.urandom(3000)
+    _upload(quota_hub, repo, data)
+    lfs_line = {"path": "w.bin", "algo": "sha256", "oid": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    assert _commit(quota_hub, repo, [{"key": "lfsFile", "value": lfs_line}]).status_code == 200
+    _upload(quota_hub, repo, os.urandom(1000))  # 3000 committed + 1000 pending: within 4096
+    assert _refused(_batch(quota_hub, repo, os.urandom(200)))
+
+
+def test_an_inline_commit_past_the_quota_is_refused(quota_hub: Server) -> None:
+    repo = _new_repo(quota_hub)
+    _upload(quota_hub, repo, os.urandom(3000))
+    content = base64.b64encode(os.urandom(2000)).decode()
+    response = _commit(quota_hub, repo, [{"key": "file", "value": {"path": "big.bin", "content": content}}])
+    assert _refused(response), response.text
+    small = base64.b64encode(b"fits").decode()
+    assert (
+        _commit(quota_hub, repo, [{"key": "file", "value": {"path": "a.txt", "content": small}}]).status_code
+        == 200
+    )
+
+
+def test_xorbs_count_against_the_quota_of_their_tokens_repo(quota_hub: Server) -> None:
+    repo = _new_repo(quota_hub)
+    with _client(quota_hub) as client:
+        token = client.get(f"/api/models/{repo}/xet-write-token/main").json()
+    cas = httpx.Client(headers={"Authorization": f"Bearer {token['accessToken']}"})
+
+    def upload_xorb(size: int) -> httpx.Response:
+        body, info = serialize_xorb([os.urandom(size)])
+        return cas.post(f"{token['casUrl']}/v1/xorbs/default/{hash_to_string(info.hash)}", content=body)
+
+    assert upload_xorb(2500).status_code == 200
+    refused = upload_xorb(2500)
+    assert _refused(refused), refused.text
+    # The refused xorb was not kept: the LFS path sees only the first xorb pending.
+    assert _batch(quota_hub, repo, os.urandom(1000)).status_code == 200
