@@ -16,7 +16,7 @@ from tests.support import Server, start_server, stop_server
 
 from weightyard.xet import hash_to_string, serialize_xorb
 
-QUOTA = 4096
+QUOTA = 8192
 _repos = itertools.count()
 
 
@@ -33,11 +33,13 @@ def _client(server: Server) -> httpx.Client:
     return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"})
 
 
-def _new_repo(server: Server) -> str:
+def _new_repo(server: Server) -> tuple[str, int]:
+    """A new repo and the room its quota leaves (a new repo already holds its default .gitattributes)."""
     repo = f"admin/quota-{next(_repos)}"
     with _client(server) as client:
         assert client.post("/api/repos/create", json={"name": repo}).status_code == 200
-    return repo
+        tree = client.get(f"/api/models/{repo}/tree/main", params={"recursive": "true"}).json()
+    return repo, QUOTA - sum(item.get("size", 0) for item in tree)
 
 
 def _batch(server: Server, repo: str, data: bytes) -> httpx.Response:
@@ -74,42 +76,40 @@ def _refused(response: httpx.Response) -> bool:
 
 
 def test_uncommitted_lfs_uploads_count_against_the_quota(quota_hub: Server) -> None:
-    repo = _new_repo(quota_hub)
-    first = os.urandom(3000)
+    repo, room = _new_repo(quota_hub)
+    first = os.urandom(room - 1000)
     _upload(quota_hub, repo, first)
-    refused = _batch(quota_hub, repo, os.urandom(3000))
+    refused = _batch(quota_hub, repo, os.urandom(QUOTA - len(first) + 1))
     assert _refused(refused), refused.text
-    assert "limit of 4096 bytes" in refused.json()["error"]
+    assert f"limit of {QUOTA} bytes" in refused.json()["error"]
     # Asking again for the object already pending costs nothing; another repo has its own quota.
     assert _batch(quota_hub, repo, first).status_code == 200
-    assert _batch(quota_hub, _new_repo(quota_hub), os.urandom(3000)).status_code == 200
+    assert _batch(quota_hub, _new_repo(quota_hub)[0], os.urandom(room - 1000)).status_code == 200
 
 
 def test_committed_content_counts_once_and_pending_uploads_on_top(quota_hub: Server) -> None:
-    repo = _new_repo(quota_hub)
-    data = os.urandom(3000)
+    repo, room = _new_repo(quota_hub)
+    data = os.urandom(room - 1000)
     _upload(quota_hub, repo, data)
     lfs_line = {"path": "w.bin", "algo": "sha256", "oid": hashlib.sha256(data).hexdigest(), "size": len(data)}
     assert _commit(quota_hub, repo, [{"key": "lfsFile", "value": lfs_line}]).status_code == 200
-    _upload(quota_hub, repo, os.urandom(1000))  # 3000 committed + 1000 pending: within 4096
-    assert _refused(_batch(quota_hub, repo, os.urandom(200)))
+    _upload(quota_hub, repo, os.urandom(1000))  # committed + pending: within the quota
+    assert _refused(_batch(quota_hub, repo, os.urandom(QUOTA - len(data) - 1000 + 1)))
 
 
 def test_an_inline_commit_past_the_quota_is_refused(quota_hub: Server) -> None:
-    repo = _new_repo(quota_hub)
-    _upload(quota_hub, repo, os.urandom(3000))
-    content = base64.b64encode(os.urandom(2000)).decode()
+    repo, room = _new_repo(quota_hub)
+    _upload(quota_hub, repo, os.urandom(room - 1000))
+    content = base64.b64encode(os.urandom(QUOTA - (room - 1000) + 1)).decode()
     response = _commit(quota_hub, repo, [{"key": "file", "value": {"path": "big.bin", "content": content}}])
     assert _refused(response), response.text
     small = base64.b64encode(b"fits").decode()
-    assert (
-        _commit(quota_hub, repo, [{"key": "file", "value": {"path": "a.txt", "content": small}}]).status_code
-        == 200
-    )
+    line = {"key": "file", "value": {"path": "a.txt", "content": small}}
+    assert _commit(quota_hub, repo, [line]).status_code == 200
 
 
 def test_xorbs_count_against_the_quota_of_their_tokens_repo(quota_hub: Server) -> None:
-    repo = _new_repo(quota_hub)
+    repo, room = _new_repo(quota_hub)
     with _client(quota_hub) as client:
         token = client.get(f"/api/models/{repo}/xet-write-token/main").json()
     cas = httpx.Client(headers={"Authorization": f"Bearer {token['accessToken']}"})
@@ -118,8 +118,8 @@ def test_xorbs_count_against_the_quota_of_their_tokens_repo(quota_hub: Server) -
         body, info = serialize_xorb([os.urandom(size)])
         return cas.post(f"{token['casUrl']}/v1/xorbs/default/{hash_to_string(info.hash)}", content=body)
 
-    assert upload_xorb(2500).status_code == 200
-    refused = upload_xorb(2500)
+    assert upload_xorb(room // 2).status_code == 200
+    refused = upload_xorb(QUOTA - room // 2 + 1)
     assert _refused(refused), refused.text
-    # The refused xorb was not kept: the LFS path sees only the first xorb pending.
-    assert _batch(quota_hub, repo, os.urandom(1000)).status_code == 200
+    # The refused xorb was not kept: only the first counts, and the rest of the room is still free.
+    assert _batch(quota_hub, repo, os.urandom(room // 4)).status_code == 200
