@@ -4,8 +4,8 @@ A repo's usage is the size of every distinct content any of its revisions names 
 index) plus its pending uploads: LFS objects a batch request let a client upload and xorbs stored with the
 repo's Xet token, which no commit names yet. Without counting those, a client could store any amount under
 a 1 MB limit by uploading and never committing. A pending upload stops counting once a commit names it, or
-once it is older than the upload grace period (the lifetime of the signed upload URLs), after which
-`weightyard gc --uploads-older-than` removes what was never committed.
+once it is older than the upload grace period (the lifetime of the signed upload URLs); removing what was
+never committed is the garbage collector's job.
 """
 
 from __future__ import annotations
