@@ -1876,6 +1876,20 @@ def build(root: Path) -> list[Sample]:
         "dunder name assembled from fragments",
     )
     put(
+        "config/diffusers_custom/model_index.json",
+        json.dumps(
+            {
+                "_class_name": "StableDiffusionPipeline",
+                "_diffusers_version": "0.30.0",
+                "unet": ["my_unet", "MyUNet"],
+                "vae": ["diffusers", "AutoencoderKL"],
+            }
+        ),
+        True,
+        "suspicious",
+        "diffusers component from a module of the repository",
+    )
+    put(
         "gguf/ssti_fragments.gguf",
         gguf({"general.architecture": "llama", "tokenizer.chat_template": FRAGMENT_TEMPLATE}),
         True,
@@ -2035,6 +2049,21 @@ def build(root: Path) -> list[Sample]:
         False,
         "safe",
         "tokenizer config with a chat template",
+    )
+    put(
+        "benign/config/model_index.json",
+        json.dumps(
+            {
+                "_class_name": "StableDiffusionPipeline",
+                "_diffusers_version": "0.30.0",
+                "text_encoder": ["transformers", "CLIPTextModel"],
+                "unet": ["diffusers", "UNet2DConditionModel"],
+                "safety_checker": [None, None],
+            }
+        ),
+        False,
+        "safe",
+        "diffusers pipeline index",
     )
     put(
         "benign/config/model.safetensors.index.json",

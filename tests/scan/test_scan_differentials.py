@@ -8,6 +8,7 @@ import gzip
 import json
 import pickle
 import shutil
+import struct
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from tests.scan.scan_corpus import (
     npy_with_descr,
     proto,
     s,
+    v7_tar_polyglot,
     zip_with_hidden_directory,
 )
 
@@ -227,3 +229,20 @@ def test_assembled_ordinary_strings_in_chat_templates_stay_safe() -> None:
     )
     report = scan_file(json.dumps({"chat_template": template}).encode(), "tokenizer_config.json")
     assert report.verdict is Verdict.SAFE
+
+
+def test_a_file_whose_first_bytes_merely_look_like_a_pickle_header_is_not_a_polyglot() -> None:
+    # A 640-byte safetensors header: its length field starts with 0x80 0x02, a protocol 2 pickle header.
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    header += b" " * (0x280 - len(header))
+    data = struct.pack("<Q", len(header)) + header + b"\x00" * 8
+    assert data[:2] == b"\x80\x02"
+    report = scan_file(data, "model.safetensors")
+    assert (report.format, report.verdict) == ("safetensors", Verdict.SAFE)
+
+
+def test_a_pickle_that_is_also_a_v7_tar_is_scanned_both_ways() -> None:
+    data = v7_tar_polyglot([("pickle", OS_SYSTEM)], pickle.dumps(1, protocol=2))
+    report = scan_file(data, "model.pt")
+    assert report.format == "tar"
+    assert {"format.polyglot", "pickle.dangerous-import"} <= rules(report)

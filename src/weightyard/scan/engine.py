@@ -280,8 +280,10 @@ def _other_readings(ctx: Context, data: Data, name: str, where: str, fmt: str) -
         other, found = archives.scan_tar(ctx, data, name, where)
         findings += [_polyglot(where, other), *found]
     if fmt not in _PICKLE_FORMATS and pickles.looks_like_pickle(head):
-        other, found = pickles.scan_pickles(ctx, data, where)
-        findings += [_polyglot(where, other), *found]
+        # Only a pickle that pickle.load would run counts: one that loads, or a payload before a break.
+        reading = pickles.scan_pickle_reading(ctx, data, where)
+        if reading is not None:
+            findings += [_polyglot(where, "pickle"), *reading]
     return findings
 
 

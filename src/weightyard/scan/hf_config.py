@@ -59,10 +59,11 @@ class _Duplicates:
         return out
 
 
-def json_readings(text: str) -> list[object] | None:
+def json_readings(text: str) -> tuple[list[object], bool] | None:
     """Every document a JSON loader may see in `text`, decoded as Python's json module decodes it (NaN,
     Infinity and escaped keys included): with repeated keys, both the last value (Python) and the first
-    (other parsers); JSON lines give one document per line. None when nothing decodes."""
+    (other parsers); JSON lines give one document per line. Also says whether keys repeat; None when
+    nothing decodes."""
     last = _Duplicates(keep_first=False)
     try:
         docs = [json.loads(text, object_pairs_hook=last)]
@@ -73,19 +74,18 @@ def json_readings(text: str) -> list[object] | None:
             docs = [json.loads(line, object_pairs_hook=last) for line in text.splitlines() if line.strip()]
         except ValueError:
             return None
-    if last.seen:
-        first = _Duplicates(keep_first=True)
-        docs += [json.loads(text, object_pairs_hook=first)] if len(docs) == 1 else []
-    return docs
+    if last.seen and len(docs) == 1:
+        docs.append(json.loads(text, object_pairs_hook=_Duplicates(keep_first=True)))
+    return docs, last.seen
 
 
 def scan_json(ctx: Context, data: Data, name: str, where: str) -> tuple[str, list[Finding]]:
     text = _text(data)
     try:
-        docs = json_readings(text)
+        readings = json_readings(text)
     except RecursionError:
-        docs = None
-    if docs is None:
+        readings = None
+    if readings is None:
         if not name.endswith(JSON_SUFFIXES):
             return scan_text(ctx, data, name, where)
         return "json", [
@@ -97,8 +97,9 @@ def scan_json(ctx: Context, data: Data, name: str, where: str) -> tuple[str, lis
                 "configuration file does not decode as JSON, so what a loader reads is unknown",
             )
         ]
+    docs, repeated = readings
     findings: list[Finding] = []
-    if len(docs) > 1 and name.endswith(".json"):
+    if repeated:
         findings.append(
             Finding(
                 "json.duplicate-key",
@@ -163,6 +164,8 @@ def _remote_code(ctx: Context, doc: dict[str, object], where: str) -> list[Findi
                     )
                 )
                 ctx.references.append(Reference("code", module.replace(".", "/") + ".py", loc))
+    if "_diffusers_version" in doc:
+        findings += _diffusers_components(ctx, doc, where)
     pipelines = doc.get("custom_pipelines")
     if isinstance(pipelines, dict):
         findings.append(
@@ -184,6 +187,37 @@ def _remote_code(ctx: Context, doc: dict[str, object], where: str) -> list[Findi
                 "asks loaders to run repository code",
             )
         )
+    return findings
+
+
+# Libraries diffusers imports components from; any other name is a module of the repository.
+_DIFFUSERS_LIBRARIES = frozenset({"diffusers", "transformers"})
+
+
+def _diffusers_components(ctx: Context, doc: dict[str, object], where: str) -> list[Finding]:
+    """diffusers' model_index.json: each component is [library, class]. A library that is not one diffusers
+    knows is a module file of the repository (in the component's folder), run under trust_remote_code,
+    and a `_class_name` given as [module, class] is a custom pipeline file."""
+    findings: list[Finding] = []
+    for key, value in doc.items():
+        if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
+            continue
+        library, cls = value
+        if library in _DIFFUSERS_LIBRARIES:
+            continue
+        loc = f"{where}:{key}"
+        findings.append(
+            Finding(
+                "config.remote-code",
+                Severity.WARNING,
+                loc,
+                f"{library}.{cls}",
+                "diffusers would run this Python module of the repository under trust_remote_code",
+            )
+        )
+        folder = "" if key == "_class_name" else f"{key}/"
+        if not unsafe_relative_path(f"{folder}{library}.py"):
+            ctx.references.append(Reference("code", f"{folder}{library.replace('.', '/')}.py", loc))
     return findings
 
 

@@ -155,6 +155,15 @@ def scan_pickle_file(ctx: Context, data: Data, name: str, where: str) -> tuple[s
     return scan_pickles(ctx, data, where)
 
 
+def scan_pickle_reading(ctx: Context, data: Data, where: str) -> list[Finding] | None:
+    """The pickle reading of a file that is first something else: None unless `pickle.load` would run
+    something there (the stream loads, or a critical import comes before it breaks)."""
+    first = _walk(ctx, data, where, 0, tolerant=True)
+    if first.error is not None and not first.findings:
+        return None
+    return scan_pickles(ctx, data, where)[1]
+
+
 def scan_headerless_pickle(ctx: Context, data: Data, where: str) -> list[Finding] | None:
     """Protocol 0/1 pickles have no header. Treat the bytes as a pickle when they unpickle to the end or
     when they spell out a dangerous import before breaking; otherwise they are something else."""
