@@ -191,6 +191,14 @@ def test_connections_that_never_finish_their_request_head_are_closed(small: Serv
     assert not open_ones, f"{len(open_ones)} slow connections were still open"
 
 
+def test_an_idle_connection_is_closed_after_its_response(small: Server) -> None:
+    with _connect(small) as sock:
+        sock.sendall(_head("GET", "/api/agent-harnesses", {}))
+        status, headers, _ = _read_response(sock)
+        assert (status, headers.get("connection")) == (200, None)  # kept alive at first
+        assert _closed_by_server(sock)
+
+
 def test_past_the_connection_cap_requests_get_503_until_idle_connections_are_closed(small: Server) -> None:
     idle = [_connect(small) for _ in range(45)]  # the cap is 40
     try:
