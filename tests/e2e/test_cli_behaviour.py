@@ -14,6 +14,9 @@ import pytest
 from huggingface_hub import HfApi
 from tests.support import Server, weightyard_cli
 
+# What a pull of make_model's push holds: its files and the .gitattributes every new repo starts with.
+PULLED = [".gitattributes", "config.json", "sub", "sub/vocab.txt"]
+
 
 def client_env(server: Server) -> dict[str, str]:
     return {"HF_TOKEN": server.token, "WEIGHTYARD_ENDPOINT": server.url}
@@ -212,11 +215,7 @@ def test_pull_refuses_a_non_empty_target_without_force(
     empty = tmp_path / "empty"
     empty.mkdir()
     assert weightyard_cli("pull", repo_name, "--to", str(empty), env=env).returncode == 0
-    assert sorted(p.relative_to(empty).as_posix() for p in empty.rglob("*")) == [
-        "config.json",
-        "sub",
-        "sub/vocab.txt",
-    ]
+    assert sorted(p.relative_to(empty).as_posix() for p in empty.rglob("*")) == PULLED
 
 
 def test_pull_with_force_replaces_the_target_and_leaves_no_unrelated_file(
@@ -229,11 +228,7 @@ def test_pull_with_force_replaces_the_target_and_leaves_no_unrelated_file(
     (folder / "config.json").write_text("{}")
     forced = weightyard_cli("pull", repo_name, "--to", str(folder), "--force", env=env)
     assert forced.returncode == 0, forced.stderr
-    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == [
-        "config.json",
-        "sub",
-        "sub/vocab.txt",
-    ]
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == PULLED
     assert json.loads((folder / "config.json").read_text()) == {"model_type": "bert"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no staging or replaced folder left behind
 
@@ -249,11 +244,7 @@ def test_pull_keeps_nothing_an_earlier_interrupted_pull_left_in_its_staging_fold
     pulled = weightyard_cli("pull", repo_name, "--to", str(tmp_path / "copy"), env=env)
     assert pulled.returncode == 0, pulled.stderr
     copy = tmp_path / "copy"
-    assert sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*")) == [
-        "config.json",
-        "sub",
-        "sub/vocab.txt",
-    ]
+    assert sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*")) == PULLED
     assert not leftover.exists()
 
 
