@@ -69,7 +69,7 @@ def _zip_kind(names: list[str]) -> str:
 def scan_zip(ctx: Context, data: Data, name: str, where: str) -> tuple[str, list[Finding]]:
     try:
         listing = list_members(data, where, ctx.budget)
-    except (ZipFormatError, struct.error, IndexError) as exc:
+    except (ZipFormatError, struct.error) as exc:
         return "zip", [Finding("zip.corrupt", Severity.ERROR, where, "", f"unreadable zip: {exc}")]
     names = [m.name for m in listing.members if not m.hidden]
     kind = _zip_kind(names)
@@ -200,7 +200,7 @@ def scan_polyglot_zip(ctx: Context, data: Data, name: str, where: str) -> list[F
         return []
     try:
         listing: ZipListing = list_members(data, where, ctx.budget)
-    except (ZipFormatError, LimitExceeded, IndexError, ValueError):
+    except (ZipFormatError, LimitExceeded, struct.error):
         return []
     if not listing.members:
         return []
