@@ -246,3 +246,20 @@ def test_a_pickle_that_is_also_a_v7_tar_is_scanned_both_ways() -> None:
     report = scan_file(data, "model.pt")
     assert report.format == "tar"
     assert {"format.polyglot", "pickle.dangerous-import"} <= rules(report)
+
+
+@pytest.mark.parametrize(
+    ("template", "verdict"),
+    [
+        ("{% set a = '" + "y" * 4000 + "' %}{{ m[[" + ", ".join(["a"] * 2000) + "]|join] }}", Verdict.SAFE),
+        ("{{ m['%99s%99s' % ('a', 'b')] }}", Verdict.SAFE),
+        # Jinja itself cannot read a 5000-digit number, nor nest 3000 additions.
+        ("{{ m['a' ~ 1" + "0" * 5000 + "] }}", Verdict.SUSPICIOUS),
+        ("{{ m[" + " + ".join(["'ab'"] * 3000) + "] }}", Verdict.UNSCANNABLE),
+    ],
+)
+def test_folding_chat_template_strings_stays_bounded_and_never_crashes(
+    template: str, verdict: Verdict
+) -> None:
+    report = scan_file(json.dumps({"chat_template": template}).encode(), "tokenizer_config.json")
+    assert report.verdict is verdict, [f.to_dict() for f in report.findings]

@@ -87,6 +87,17 @@ def check_template(source: str, where: str) -> list[Finding]:
                 f"chat template does not parse ({exc.message}); renderers may disagree on it",
             )
         ]
+    except ValueError as exc:
+        # Jinja's lexer converts number literals with int(), which refuses numbers of over 4300 digits.
+        return [
+            Finding(
+                "template.syntax-error",
+                Severity.WARNING,
+                where,
+                "",
+                f"chat template does not parse ({exc}); renderers may disagree on it",
+            )
+        ]
     findings: list[Finding] = []
     folder = _Folder()
     for assign in tree.find_all(nodes.Assign):
@@ -115,6 +126,7 @@ def _is_special(text: str) -> bool:
 
 
 _MAX_FOLDED = 4096
+_MAX_INT = 1 << 63
 # printf-style formats without large widths, which a constant-folded `%` may evaluate.
 _SMALL_FORMAT = re.compile(r"^(?:[^%]|%%|%[-+ #0]?\d{0,2}(?:\.\d{0,2})?[sdirxXc])*$")
 _CASE_FILTERS: dict[str, Callable[[str], str]] = {
@@ -134,13 +146,21 @@ class _Folder:
 
     def __init__(self) -> None:
         self.names: dict[str, object] = {}
+        # Folded values by node, so that nested expressions are folded once: long `a + b + c ...` chains
+        # stay linear. Names are looked up each time, since `set` may bind them again.
+        self._done: dict[int, object] = {}
 
     def fold(self, node: object, depth: int = 0) -> object:
         if depth > 64:
             return None
+        key = id(node)
+        if key in self._done:
+            return self._done[key]
         result = self._fold(node, depth)
         if isinstance(result, str) and len(result) > _MAX_FOLDED:
-            return None
+            result = None
+        if not _is_name(node):
+            self._done[key] = result
         return result
 
     def _fold(self, node: object, depth: int) -> object:
@@ -148,14 +168,14 @@ class _Folder:
 
         sub = functools.partial(self.fold, depth=depth + 1)
         if isinstance(node, n.Const):
-            return (
-                node.value if isinstance(node.value, str | int) and not isinstance(node.value, bool) else None
-            )
+            value = node.value
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                return None
+            return value if isinstance(value, str) or abs(value) < _MAX_INT else None
         if isinstance(node, n.Name):
             return self.names.get(node.name)
         if isinstance(node, n.Concat):
-            parts = [sub(x) for x in node.nodes]
-            return "".join(map(str, parts)) if all(isinstance(x, str | int) for x in parts) else None
+            return _join([sub(x) for x in node.nodes], "")
         if isinstance(node, n.List | n.Tuple):
             return [sub(x) for x in node.items]
         if isinstance(node, n.Add | n.Mul | n.Mod):
@@ -163,6 +183,22 @@ class _Folder:
         if isinstance(node, n.Filter) and node.node is not None:
             return _filter(node.name, sub(node.node), [sub(a) for a in node.args])
         return None
+
+
+def _is_name(node: object) -> bool:
+    from jinja2 import nodes
+
+    return isinstance(node, nodes.Name)
+
+
+def _join(parts: list[object], sep: str) -> str | None:
+    """`sep.join` of folded parts, or None when a part is unknown or the result would be too long."""
+    if not all(isinstance(p, str | int) for p in parts):
+        return None
+    texts = [str(p) for p in parts]
+    if sum(map(len, texts)) + len(sep) * len(texts) > _MAX_FOLDED:
+        return None
+    return sep.join(texts)
 
 
 def _binary(op: str, left: object, right: object) -> object:
@@ -181,6 +217,8 @@ def _printf(template: str, args: object) -> str | None:
     values = tuple(args) if isinstance(args, list) else (args,)
     if not all(isinstance(v, str | int) for v in values):
         return None
+    if len(template) + sum(len(v) if isinstance(v, str) else 24 for v in values) > _MAX_FOLDED:
+        return None
     try:
         return template % values
     except (TypeError, ValueError, OverflowError):
@@ -194,9 +232,8 @@ def _filter(name: str, value: object, args: list[object]) -> object:
         old, new = args[0], args[1]
         if isinstance(old, str) and isinstance(new, str) and old:
             return value.replace(old, new, max(0, _MAX_FOLDED // max(1, len(new))))
-    if name == "join" and isinstance(value, list) and all(isinstance(v, str | int) for v in value):
-        sep = args[0] if args and isinstance(args[0], str) else ""
-        return sep.join(map(str, value))
+    if name == "join" and isinstance(value, list):
+        return _join(value, args[0] if args and isinstance(args[0], str) else "")
     if name == "format" and isinstance(value, str):
         return _printf(value, args)
     return None
