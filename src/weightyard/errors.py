@@ -29,7 +29,9 @@ class InvalidRepoId(BadRequest):
 
 
 class InvalidPath(BadRequest):
+    # The Hub answers an invalid file path in a preupload or a commit with 422; so does every route here.
     code = "InvalidPath"
+    status = 422
 
 
 class InvalidRefName(BadRequest):

@@ -43,6 +43,19 @@ def check_repo_segment(segment: str, what: str = "name") -> str:
     return segment
 
 
+# `/api/models/gpt2/refs` is the refs of the one-segment id `gpt2` (which the Hub answers RepoNotFound), not
+# the info of a repo `gpt2/refs`: no repo may be named like a route that follows a repo id directly.
+RESERVED_REPO_NAMES = frozenset({"refs", "auth-check", "lfs-files"})
+
+
+def check_new_repo_name(name: str) -> str:
+    """A repo segment that may name a new repo (created or moved)."""
+    check_repo_segment(name)
+    if name.lower() in RESERVED_REPO_NAMES:
+        raise InvalidRepoId(f"{name!r} is reserved: it names a route after a repo id")
+    return name
+
+
 def check_repo_id(repo_id: str) -> tuple[str, str]:
     """Split `namespace/name` after checking both parts.
 

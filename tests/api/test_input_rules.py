@@ -31,7 +31,7 @@ def test_paths_and_ref_names_with_bidi_or_zero_width_characters_are_refused(
     api.create_repo(repo_name)
     for path in ("a/\u202etxt.exe", "model\u200b.safetensors", "README\u2066.md"):
         response = _commit(server, repo_name, path, b"x")
-        assert (response.status_code, response.headers["x-error-code"]) == (400, "InvalidPath"), path
+        assert (response.status_code, response.headers["x-error-code"]) == (422, "InvalidPath"), path
         assert "invisible or control character" in response.json()["error"]
     spoofing_branch = quote("release\u202e1", safe="")
     branch = httpx.post(

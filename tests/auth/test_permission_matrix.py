@@ -231,6 +231,12 @@ ENDPOINTS = [
     ),
     Endpoint("resolve_get", "download", (), lambda c, r, t: c.get(f"/{r}/resolve/main/file.txt")),
     Endpoint(
+        "auth_check",
+        "download",
+        ("GET /api/{plural}/{namespace}/{name}/auth-check",),
+        lambda c, r, t: c.get(f"/api/models/{r}/auth-check"),
+    ),
+    Endpoint(
         "xet_read_token",
         "download",
         ("GET /api/{plural}/{namespace}/{name}/xet-read-token/{rev:path}",),
@@ -349,6 +355,14 @@ ENDPOINTS = [
         "admin",
         ("DELETE /api/repos/delete",),
         lambda c, r, t: c.request("DELETE", "/api/repos/delete", json={"name": t}),
+        setup=_fresh_repo_like,
+    ),
+    # a move needs the admin right on the repo and the create right in the target namespace (acme here)
+    Endpoint(
+        "move_repo",
+        "admin",
+        ("POST /api/repos/move",),
+        lambda c, r, t: c.post("/api/repos/move", json={"fromRepo": t, "toRepo": f"{ORG}/{_fresh('moved')}"}),
         setup=_fresh_repo_like,
     ),
     Endpoint(

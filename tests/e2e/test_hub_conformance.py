@@ -9,7 +9,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, hf_hub_download
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from tests.support import Server
 
 pytestmark = pytest.mark.client
@@ -140,3 +146,166 @@ def test_gitignore_of_the_commit_or_of_the_revision_keeps_files_out(
     )
     assert "later.log" not in api.list_repo_files(repo_name)
     assert "later.txt" in api.list_repo_files(repo_name)
+
+
+# ------------------------------------------------------------------------------------ repo ids and revisions
+
+
+def test_a_one_segment_id_is_a_missing_repo_on_every_route(server: Server) -> None:
+    api = api_for(server)
+    assert api.repo_exists("gpt2") is False
+    assert api.revision_exists("gpt2", "main") is False
+    assert api.file_exists("gpt2", "config.json") is False
+    with pytest.raises(RepositoryNotFoundError):
+        api.list_repo_commits("gpt2")
+    with pytest.raises(RepositoryNotFoundError):
+        api.list_repo_refs("gpt2")
+    for method, path in [
+        ("GET", "/api/models/gpt2/refs"),
+        ("GET", "/api/datasets/gpt2/tree/main"),
+        ("POST", "/api/models/gpt2/preupload/main"),
+        ("HEAD", "/gpt2/resolve/main/config.json"),
+    ]:
+        response = httpx.request(method, f"{server.url}{path}", headers=auth(server))
+        assert (response.status_code, response.headers["x-error-code"]) == (404, "RepoNotFound"), path
+    # and no repo can be named like the route that follows a one-segment id
+    with pytest.raises(HfHubHTTPError) as reserved:
+        api.create_repo("admin/refs")
+    assert reserved.value.response.status_code == 400
+
+
+def test_repo_ids_resolve_whatever_their_case_and_are_unique_whatever_their_case(
+    server: Server, repo_name: str, tmp_path: Path
+) -> None:
+    api = api_for(server)
+    mixed = repo_name.replace("admin/", "admin/Mixed-")
+    api.create_repo(mixed)
+    api.upload_file(path_or_fileobj=b"hi", path_in_repo="a.txt", repo_id=mixed)
+    assert api.model_info(mixed.upper().replace("ADMIN/", "admin/")).id == mixed
+    assert api.repo_exists(mixed.lower())
+    path = hf_hub_download(mixed.lower(), "a.txt", endpoint=server.url, cache_dir=tmp_path)
+    assert Path(path).read_bytes() == b"hi"
+    with pytest.raises(HfHubHTTPError) as taken:
+        api.create_repo(mixed.lower())
+    assert taken.value.response.status_code == 409
+    assert api.create_repo(mixed.lower(), exist_ok=True).repo_id.lower() == mixed.lower()
+
+
+def test_short_commit_ids_are_revisions(server: Server, repo_name: str, tmp_path: Path) -> None:
+    api = api_for(server)
+    api.create_repo(repo_name)
+    first = api.upload_file(path_or_fileobj=b"v1", path_in_repo="a.txt", repo_id=repo_name).oid
+    api.upload_file(path_or_fileobj=b"v2", path_in_repo="a.txt", repo_id=repo_name)
+    short = first[:7]
+    path = hf_hub_download(repo_name, "a.txt", revision=short, endpoint=server.url, cache_dir=tmp_path)
+    assert Path(path).read_bytes() == b"v1"
+    api.create_tag(repo_name, tag="v1", revision=short)
+    api.create_branch(repo_name, branch="from-short", revision=first[:12])
+    refs = api.list_repo_refs(repo_name)
+    assert [tag.target_commit for tag in refs.tags] == [first]
+    assert {b.name: b.target_commit for b in refs.branches}["from-short"] == first
+    assert api.revision_exists(repo_name, short)
+    assert not api.revision_exists(repo_name, "0000000")
+
+
+def test_move_renames_and_transfers_and_the_old_id_keeps_answering(
+    server: Server, repo_name: str, tmp_path: Path
+) -> None:
+    api = api_for(server)
+    api.create_repo(repo_name)
+    api.upload_file(path_or_fileobj=b"weights", path_in_repo="w.txt", repo_id=repo_name)
+    moved = repo_name + "-moved"
+    api.move_repo(repo_name, moved)
+    assert api.model_info(moved).id == moved
+    assert api.model_info(repo_name).id == moved, "the old id still answers, with the new id"
+    path = hf_hub_download(repo_name, "w.txt", endpoint=server.url, cache_dir=tmp_path)
+    assert Path(path).read_bytes() == b"weights"
+    api.upload_file(path_or_fileobj=b"more", path_in_repo="x.txt", repo_id=repo_name)
+    assert "x.txt" in api.list_repo_files(moved)
+    other = repo_name + "-other"
+    api.create_repo(other)
+    with pytest.raises(HfHubHTTPError) as exists:
+        api.move_repo(other, moved)
+    assert exists.value.response.status_code == 409
+    # a new repo may take the old id; the moved repo keeps its files under the new one
+    api.create_repo(repo_name)
+    assert api.list_repo_files(repo_name) == [".gitattributes"]
+    assert "w.txt" in api.list_repo_files(moved)
+
+
+def test_auth_check_answers_ok_not_found_or_gated(server: Server, repo_name: str) -> None:
+    api = api_for(server)
+    api.create_repo(repo_name)
+    api.auth_check(repo_name)
+    with pytest.raises(RepositoryNotFoundError):
+        api.auth_check(repo_name + "-missing")
+    private = api.create_repo(repo_name + "-private", private=True).repo_id
+    anonymous = HfApi(endpoint=server.url, token=False)
+    with pytest.raises(RepositoryNotFoundError):
+        anonymous.auth_check(private)
+    api.update_repo_settings(repo_name, gated="manual")
+    with pytest.raises(GatedRepoError):
+        anonymous.auth_check(repo_name)
+    api.auth_check(repo_name)
+
+
+def test_a_deleted_file_operation_naming_a_folder_deletes_the_folder(server: Server, repo_name: str) -> None:
+    api = api_for(server)
+    api.create_repo(repo_name)
+    api.create_commit(
+        repo_name,
+        operations=[CommitOperationAdd("dir/a.txt", b"a"), CommitOperationAdd("dir/sub/b.txt", b"b")],
+        commit_message="add",
+    )
+    # `CommitOperationDelete("dir")` (no trailing slash) is sent as a `deletedFile`
+    api.create_commit(repo_name, operations=[CommitOperationDelete("dir")], commit_message="drop")
+    assert api.list_repo_files(repo_name) == [".gitattributes"]
+
+
+def test_a_tag_on_a_missing_revision_is_revision_not_found_whatever_its_name(
+    server: Server, repo_name: str
+) -> None:
+    api = api_for(server)
+    api.create_repo(repo_name)
+    with pytest.raises(RevisionNotFoundError):
+        api.create_tag(repo_name, tag="bad..name", revision="no-such-branch")
+
+
+def test_invalid_paths_are_422_at_preupload_and_commit(server: Server, repo_name: str) -> None:
+    api_for(server).create_repo(repo_name)
+    preupload = httpx.post(
+        f"{server.url}/api/models/{repo_name}/preupload/main",
+        headers=auth(server),
+        json={"files": [{"path": "../x", "size": 1, "sample": ""}]},
+    )
+    assert (preupload.status_code, preupload.headers["x-error-code"]) == (422, "InvalidPath")
+    body = (
+        b'{"key":"header","value":{"summary":"s"}}\n{"key":"file","value":{"path":"a\\\\b","content":""}}\n'
+    )
+    commit = httpx.post(
+        f"{server.url}/api/models/{repo_name}/commit/main",
+        headers={**auth(server), "Content-Type": "application/x-ndjson"},
+        content=body,
+    )
+    assert (commit.status_code, commit.headers["x-error-code"]) == (422, "InvalidPath")
+
+
+def test_commits_carry_formatted_fields_only_when_asked(server: Server, repo_name: str) -> None:
+    api = api_for(server)
+    api.create_repo(repo_name)
+    (plain,) = api.list_repo_commits(repo_name)
+    assert plain.formatted_title is None
+    (formatted,) = api.list_repo_commits(repo_name, formatted=True)
+    assert formatted.formatted_title == "initial commit"
+
+
+def test_unknown_expand_values_are_refused_on_info_and_listing_routes(server: Server, repo_name: str) -> None:
+    api = api_for(server)
+    api.create_repo(repo_name)
+    assert api.model_info(repo_name, expand=["sha", "private"]).sha  # type: ignore[list-item]
+    with pytest.raises(HfHubHTTPError) as info:
+        api.model_info(repo_name, expand=["nonsense"])  # type: ignore[list-item]
+    assert info.value.response.status_code == 400
+    with pytest.raises(HfHubHTTPError) as listing:
+        list(api.list_models(expand=["nonsense"]))  # type: ignore[list-item]
+    assert listing.value.response.status_code == 400

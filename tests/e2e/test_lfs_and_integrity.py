@@ -167,7 +167,7 @@ def test_malformed_paths_are_rejected_and_nothing_is_committed(
     response = _raw_commit(
         server, repo_name, [HEADER, _file_line("ok.txt", b"fine"), _file_line(path, b"bad")]
     )
-    assert (response.status_code, response.headers["x-error-code"]) == (400, "InvalidPath")
+    assert (response.status_code, response.headers["x-error-code"]) == (422, "InvalidPath")
     assert api.model_info(repo_name).sha == head
 
 

@@ -11,12 +11,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from weightyard import __version__
-from weightyard.api import access, admin, hf, lfs, provenance, web, xet
+from weightyard.api import access, admin, hf, lfs, provenance, repo_admin, web, xet
 from weightyard.api.body_limit import BodyLimitMiddleware
-from weightyard.api.common import error_response
+from weightyard.api.common import error_response, names_a_repo
 from weightyard.api.headers import NoSniffMiddleware
 from weightyard.api.limits import RateLimitMiddleware
-from weightyard.errors import BadRequest, NotFound, WeightyardError
+from weightyard.errors import BadRequest, NotFound, RepoNotFound, WeightyardError
 from weightyard.hub import Hub
 
 
@@ -60,6 +60,9 @@ def create_app(hub: Hub) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
+            if names_a_repo(request.url.path):
+                # e.g. a one-segment id (`gpt2`): the client then says "repository not found", as on the Hub
+                return answer(request, RepoNotFound("Repository not found: a repo id is 'namespace/name'"))
             return answer(request, NotFound("Not found"))
         error = WeightyardError(str(exc.detail))
         error.status = exc.status_code
@@ -85,6 +88,7 @@ def create_app(hub: Hub) -> FastAPI:
     app.include_router(access.router)
     app.include_router(lfs.router)
     app.include_router(xet.router)
+    app.include_router(repo_admin.router)
     app.include_router(hf.router)
     app.include_router(web.router)
     return app

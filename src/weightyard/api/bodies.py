@@ -44,6 +44,12 @@ class RepoTargetBody(Body):
     type: RepoType | None = None
 
 
+class MoveRepoBody(Body):
+    fromRepo: StrictStr
+    toRepo: StrictStr
+    type: RepoType = "model"
+
+
 class CreateRepoBody(RepoTargetBody):
     private: StrictBool | None = None
     visibility: StrictStr | None = None

@@ -90,6 +90,15 @@ async def principal_async(request: Request) -> Principal | None:
     return await run_in_threadpool(principal_of, request)
 
 
+def names_a_repo(path: str) -> bool:
+    """Whether an unrouted path is a Hub repo route (`/api/models/gpt2`, `/gpt2/resolve/main/x`): only a
+    repo id that is not `namespace/name` lands there unrouted, and the Hub answers those RepoNotFound."""
+    segments = path.strip("/").split("/")
+    if len(segments) >= 3 and segments[0] == "api" and segments[1] in PLURAL_TYPES:
+        return True
+    return "resolve" in segments[1:3]
+
+
 def raw_segments(request: Request) -> list[str]:
     """Path segments decoded one by one from the raw path, so `refs%2Fpr%2F1` stays one segment."""
     raw: bytes = request.scope.get("raw_path") or request.url.path.encode()

@@ -49,7 +49,14 @@ from weightyard.api.common import (
     split_revision,
 )
 from weightyard.auth import Action, Principal
-from weightyard.errors import BadRequest, NotFound, RangeNotSatisfiable, RepoExists, Unauthorized
+from weightyard.errors import (
+    BadRequest,
+    NotFound,
+    RangeNotSatisfiable,
+    RepoExists,
+    RepoNotFound,
+    Unauthorized,
+)
 from weightyard.repos import (
     AddFile,
     Commit,
@@ -65,9 +72,11 @@ from weightyard.repos import (
     check_repo_segment,
     lfs_pointer,
 )
+from weightyard.repos.expand import check_expand
 from weightyard.repos.scanning import scan_state, worst
 from weightyard.repos.upload_modes import UploadCandidate, upload_modes
 from weightyard.scan import SCANNER_VERSION, Report, Verdict
+from weightyard.validation import RESERVED_REPO_NAMES
 
 router = APIRouter()
 
@@ -91,6 +100,11 @@ def _load_repo(
     request: Request, plural: str, namespace: str, name: str, action: Action = Action.READ
 ) -> Repo:
     return hub_of(request).repos.get_repo(principal_of(request), _repo_type(plural), namespace, name, action)
+
+
+def _expand_values(request: Request) -> list[str]:
+    """`expand` of an info or listing route: repeated (`expand=a&expand=b`), as the client sends it."""
+    return request.query_params.getlist("expand") + request.query_params.getlist("expand[]")
 
 
 def _api_rest(request: Request) -> list[str]:
@@ -214,6 +228,9 @@ def get_repo_info(
     blobs: bool = False,
     securityStatus: bool = False,
 ) -> dict[str, Any]:
+    if name in RESERVED_REPO_NAMES:
+        raise RepoNotFound(f"Repository {namespace} not found: a repo id is 'namespace/name'")
+    check_expand(_repo_type(plural), _expand_values(request))
     repo = _load_repo(request, plural, namespace, name)
     commit = hub_of(request).repos.resolve(repo, "main")
     return repo_info(request, repo, commit, blobs, securityStatus)
@@ -229,6 +246,7 @@ def get_repo_info_at(
     blobs: bool = False,
     securityStatus: bool = False,
 ) -> dict[str, Any]:
+    check_expand(_repo_type(plural), _expand_values(request))
     repo = _load_repo(request, plural, namespace, name)
     revision, _ = split_revision(_api_rest(request))
     commit = hub_of(request).repos.resolve(repo, revision)
@@ -367,19 +385,24 @@ def get_refs(
 
 @router.get("/api/{plural}/{namespace}/{name}/commits/{rest:path}")
 def get_commits(request: Request, plural: str, namespace: str, name: str, rest: str) -> JSONResponse:
+    expand = _expand_values(request)
+    if any(value != "formatted" for value in expand):
+        raise BadRequest("the only expand value of a commit listing is 'formatted'")
+    formatted = "formatted" in expand
     repo = _load_repo(request, plural, namespace, name)
     revision, _ = split_revision(_api_rest(request))
-    items = [
-        {
+    items = []
+    for commit in hub_of(request).repos.history(repo, revision):
+        item: dict[str, Any] = {
             "id": commit.oid,
             "title": commit.title,
             "message": commit.message,
             "date": iso(commit.created_at),
             "authors": [{"user": commit.author}],
-            "formatted": {"title": commit.title, "message": commit.message},
         }
-        for commit in hub_of(request).repos.history(repo, revision)
-    ]
+        if formatted:  # as on the Hub, only when asked (`expand[]=formatted`, the client's `formatted=True`)
+            item["formatted"] = {"title": commit.title, "message": commit.message}
+        items.append(item)
     return _paginated(request, items, COMMITS_PAGE)
 
 
@@ -393,6 +416,7 @@ def list_repos(
     limit: Annotated[int | None, Query(ge=1, le=2**31)] = None,
 ) -> JSONResponse:
     repo_type = _repo_type(plural)
+    check_expand(repo_type, _expand_values(request))
     hub = hub_of(request)
     sort_key = {"trendingScore": "downloads", "likes": "downloads"}.get(sort or "", sort or "lastModified")
     repos = hub.repos.list_repos(

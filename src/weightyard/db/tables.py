@@ -51,6 +51,34 @@ repos = sa.Table(
     sa.Column("scan_policy", sa.String(16), nullable=True),
     sa.UniqueConstraint("type", "namespace", "name"),
 )
+# Repo ids are unique whatever their case: `Alice/Model` and `alice/model` are one repo.
+sa.Index(
+    "ux_repos_type_id_nocase",
+    repos.c.type,
+    sa.func.lower(repos.c.namespace),
+    sa.func.lower(repos.c.name),
+    unique=True,
+)
+
+# The ids a repo had before it was moved (`/api/repos/move`): they keep answering, as on the Hub, until a
+# new repo takes the name.
+repo_redirects = sa.Table(
+    "repo_redirects",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("namespace", sa.String(96), nullable=False),
+    sa.Column("name", sa.String(96), nullable=False),
+    sa.Column("repo_id", sa.Integer, sa.ForeignKey("repos.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+sa.Index(
+    "ux_repo_redirects_type_id_nocase",
+    repo_redirects.c.type,
+    sa.func.lower(repo_redirects.c.namespace),
+    sa.func.lower(repo_redirects.c.name),
+    unique=True,
+)
 
 blobs = sa.Table(
     "blobs",

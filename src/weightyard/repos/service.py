@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -48,6 +49,7 @@ from weightyard.storage import BlobInfo, BlobStore
 from weightyard.validation import (
     COMMIT_OID_RE,
     check_folder,
+    check_new_repo_name,
     check_path,
     check_ref_name,
     check_repo_segment,
@@ -60,6 +62,7 @@ INITIAL_COMMIT_TITLE = "initial commit"
 HEADS = "refs/heads/"
 TAGS = "refs/tags/"
 PULLS = "refs/pr/"
+SHORT_OID_RE = re.compile(r"^[0-9a-f]{7,39}$")
 _COMMIT_ATTEMPTS = 20
 _TREE_CACHE_SIZE = 4096
 
@@ -208,6 +211,21 @@ def _delete_repo_rows(conn: sa.Connection, repo_id: int) -> None:
     conn.execute(sa.delete(tables.repos).where(tables.repos.c.id == repo_id))
 
 
+def _id_is(table: sa.Table, repo_type: str, namespace: str, name: str) -> list[sa.ColumnElement[bool]]:
+    """The condition "this row names repo `namespace/name`", whatever the case (served by a unique index)."""
+    return [
+        table.c.type == repo_type,
+        sa.func.lower(table.c.namespace) == namespace.lower(),
+        sa.func.lower(table.c.name) == name.lower(),
+    ]
+
+
+def _delete_redirect(conn: sa.Connection, repo_type: str, namespace: str, name: str) -> None:
+    conn.execute(
+        sa.delete(tables.repo_redirects).where(*_id_is(tables.repo_redirects, repo_type, namespace, name))
+    )
+
+
 def _check_namespace_exists(conn: sa.Connection, namespace: str) -> None:
     """A repo lives under an existing user or organisation, spelt as they are: a repo in an unclaimed
     namespace would go to whoever later creates a user or organisation by that name."""
@@ -253,33 +271,30 @@ class RepoService:
     ) -> Repo:
         check_repo_type(repo_type)
         check_repo_segment(namespace, "namespace")
-        check_repo_segment(name)
+        check_new_repo_name(name)
         require_create_in(principal, namespace, f"{namespace}/{name}")
         assert principal is not None
         self._store_default_gitattributes()
         now = utcnow()
         with transaction(self._engine) as conn:
             _check_namespace_exists(conn, namespace)
-            exists = conn.execute(
-                sa.select(tables.repos.c.id).where(
-                    tables.repos.c.type == repo_type,
-                    sa.func.lower(tables.repos.c.namespace) == namespace.lower(),
-                    sa.func.lower(tables.repos.c.name) == name.lower(),
-                )
-            ).first()
-            if exists:
-                raise RepoExists(f"You already created this {repo_type} repo: {namespace}/{name}")
-            repo_id = conn.execute(
-                sa.insert(tables.repos).values(
-                    type=repo_type,
-                    namespace=namespace,
-                    name=name,
-                    private=private,
-                    created_at=now,
-                    updated_at=now,
-                    downloads=0,
-                )
-            ).inserted_primary_key[0]  # type: ignore[index]
+            try:
+                repo_id = conn.execute(
+                    sa.insert(tables.repos).values(
+                        type=repo_type,
+                        namespace=namespace,
+                        name=name,
+                        private=private,
+                        created_at=now,
+                        updated_at=now,
+                        downloads=0,
+                    )
+                ).inserted_primary_key[0]  # type: ignore[index]
+            except sa.exc.IntegrityError:
+                # the unique index on the lower-cased id decides, so two racing creations cannot both win
+                raise RepoExists(f"You already created this {repo_type} repo: {namespace}/{name}") from None
+            # a new repo takes the name from a moved repo's old id
+            _delete_redirect(conn, repo_type, namespace, name)
             attributes = self._default_gitattributes(conn)
             root, objects = build_trees({GITATTRIBUTES: attributes})
             self._store_trees(conn, objects)
@@ -342,21 +357,61 @@ class RepoService:
         name: str,
         action: Action = Action.READ,
     ) -> Repo:
-        """The repo, after checking `principal` may perform `action` on it (else the error to show)."""
+        """The repo, after checking `principal` may perform `action` on it (else the error to show).
+
+        Ids are compared case-insensitively, and the id a repo had before a move still finds it, as on the
+        Hub."""
         with self._engine.connect() as conn:
             row = conn.execute(
-                sa.select(tables.repos).where(
-                    tables.repos.c.type == repo_type,
-                    tables.repos.c.namespace == namespace,
-                    tables.repos.c.name == name,
-                )
+                sa.select(tables.repos).where(*_id_is(tables.repos, repo_type, namespace, name))
             ).first()
+            if row is None:
+                row = conn.execute(
+                    sa.select(tables.repos)
+                    .join(tables.repo_redirects, tables.repo_redirects.c.repo_id == tables.repos.c.id)
+                    .where(*_id_is(tables.repo_redirects, repo_type, namespace, name))
+                ).first()
         if row is None:
             raise RepoNotFound(f"Repository {namespace}/{name} not found")
         repo = _repo_from_row(row)
         gate_passed = action is Action.DOWNLOAD and self.gate.gate_passed(principal, repo)
         require(principal, action, repo.ref, gate_passed)
         return repo
+
+    def move_repo(
+        self, principal: Principal | None, repo_type: str, source: tuple[str, str], target: tuple[str, str]
+    ) -> Repo:
+        """Rename or transfer a repo (admin right on it, create right in the target namespace). The old id
+        keeps answering for downloads and API calls until a new repo takes it; 409 when the target exists."""
+        check_repo_type(repo_type)
+        namespace, name = check_repo_segment(target[0], "namespace"), check_new_repo_name(target[1])
+        repo = self.get_repo(principal, repo_type, *source, Action.ADMIN)
+        require_create_in(principal, namespace, f"{namespace}/{name}")
+        with transaction(self._engine) as conn:
+            _check_namespace_exists(conn, namespace)
+            _delete_redirect(conn, repo_type, namespace, name)
+            try:
+                conn.execute(
+                    sa.update(tables.repos)
+                    .where(tables.repos.c.id == repo.id)
+                    .values(namespace=namespace, name=name, updated_at=utcnow())
+                )
+            except sa.exc.IntegrityError:
+                raise RepoExists(f"a {repo_type} repo {namespace}/{name} already exists") from None
+            if (namespace.lower(), name.lower()) != (repo.namespace.lower(), repo.name.lower()):
+                _delete_redirect(conn, repo_type, repo.namespace, repo.name)
+                conn.execute(
+                    sa.insert(tables.repo_redirects).values(
+                        type=repo_type,
+                        namespace=repo.namespace,
+                        name=repo.name,
+                        repo_id=repo.id,
+                        created_at=utcnow(),
+                    )
+                )
+            row = conn.execute(sa.select(tables.repos).where(tables.repos.c.id == repo.id)).one()
+            audit.record(conn, principal, "repo.move", repo.repo_id, to=f"{namespace}/{name}")
+        return _repo_from_row(row)
 
     def repo_by_id(self, repo_id: int) -> Repo:
         """A repo by its database id, for grants that name one (signed URLs); the caller checks rights."""
@@ -495,6 +550,15 @@ class RepoService:
                 commit = self._commit(conn, repo, target)
                 if commit is not None:
                     return commit
+        if SHORT_OID_RE.match(revision):
+            # An abbreviated commit id, as git accepts one: 7 or more hex digits naming exactly one commit.
+            rows = conn.execute(
+                sa.select(tables.commits)
+                .where(tables.commits.c.repo_id == repo.id, tables.commits.c.oid.startswith(revision))
+                .limit(2)
+            ).all()
+            if len(rows) == 1:
+                return _commit_from_row(rows[0])
         raise RevisionNotFound(f"Invalid rev id: {revision}")
 
     def _commit(self, conn: sa.Connection, repo: Repo, oid: str) -> Commit | None:
@@ -599,6 +663,7 @@ class RepoService:
         self, principal: Principal | None, repo: Repo, tag: str, revision: str, message: str | None
     ) -> Ref:
         require(principal, Action.WRITE, repo.ref)
+        self.resolve(repo, revision)  # as on the Hub, a missing revision is reported before a bad tag name
         check_ref_name(tag)
         return self._create_ref(principal, repo, TAGS + tag, revision, message)
 
@@ -937,12 +1002,10 @@ class RepoService:
                         else lfs_file_entry(operation.sha256, operation.size)
                     )
                 files[operation.path] = entry
-            elif isinstance(operation, DeleteFile):
-                if files.pop(operation.path, None) is None:
-                    raise EntryNotFound(
-                        f"cannot delete {operation.path}: no such file at {base}", commit=base
-                    )
+            elif isinstance(operation, DeleteFile) and operation.path in files:
+                del files[operation.path]
             else:
+                # a `deletedFile` that names a folder deletes the folder, as on the Hub
                 prefix = operation.path.rstrip("/") + "/"
                 doomed = [path for path in files if path.startswith(prefix)]
                 if not doomed:
