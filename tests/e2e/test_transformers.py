@@ -27,6 +27,8 @@ print(json.dumps(embeddings.tolist()))
 
 def test_from_pretrained_through_the_hub_matches_local_files(server: Server, tmp_path: Path) -> None:
     env = {"HF_TOKEN": server.token, "WEIGHTYARD_ENDPOINT": server.url}
+    # Repos live under an existing user or organisation (another test may have created it already).
+    weightyard_cli("org", "create", DEMO_REPO.split("/")[0], "--data", str(server.data))
     pushed = weightyard_cli("push", str(demo_model_path()), DEMO_REPO, env=env)
     assert pushed.returncode == 0, pushed.stderr
     offline = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(tmp_path / "local-home")}
