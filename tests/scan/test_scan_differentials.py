@@ -197,6 +197,12 @@ def test_a_json_config_that_does_not_decode_is_unscannable() -> None:
     assert "config.undecodable" in rules(report)
 
 
+def test_a_json_number_pythons_decoder_refuses_makes_the_config_undecodable_not_a_crash() -> None:
+    huge = b'{"a": 1' + b"0" * 5000 + b"}"
+    assert rules(scan_file(huge, "config.json")) == {"config.undecodable"}
+    assert scan_file(huge, "notes.txt").verdict is Verdict.SAFE
+
+
 def test_markdown_that_starts_like_json_is_still_text() -> None:
     assert scan_file(b"[![build](x.svg)](https://example.invalid)\n", "README.md").verdict is Verdict.SAFE
 

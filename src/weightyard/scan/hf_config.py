@@ -67,8 +67,10 @@ def json_readings(text: str) -> tuple[list[object], bool] | None:
     last = _Duplicates(keep_first=False)
     try:
         docs = [json.loads(text, object_pairs_hook=last)]
-    except json.JSONDecodeError as exc:
-        if not exc.msg.startswith("Extra data"):
+    except ValueError as exc:
+        # (int() inside the decoder refuses numbers of over 4300 digits with a plain ValueError, as it
+        # does for the loaders, so such a config is undecodable for them too.)
+        if not isinstance(exc, json.JSONDecodeError) or not exc.msg.startswith("Extra data"):
             return None
         try:
             docs = [json.loads(line, object_pairs_hook=last) for line in text.splitlines() if line.strip()]
