@@ -313,6 +313,13 @@ ENDPOINTS = [
         setup=_fresh_branch,
     ),
     Endpoint(
+        "super_squash",
+        "write",
+        ("POST /api/{plural}/{namespace}/{name}/super-squash/{rest:path}",),
+        lambda c, r, t: c.post(f"/api/models/{r}/super-squash/{t}", json={"message": "squash"}),
+        setup=_fresh_branch,
+    ),
+    Endpoint(
         "create_tag",
         "write",
         ("POST /api/{plural}/{namespace}/{name}/tag/{rest:path}",),

@@ -309,3 +309,24 @@ def test_unknown_expand_values_are_refused_on_info_and_listing_routes(server: Se
     with pytest.raises(HfHubHTTPError) as listing:
         list(api.list_models(expand=["nonsense"]))  # type: ignore[list-item]
     assert listing.value.response.status_code == 400
+
+
+def test_super_squash_leaves_one_commit_with_the_same_files_and_spares_tags(
+    server: Server, repo_name: str, tmp_path: Path
+) -> None:
+    api = api_for(server)
+    api.create_repo(repo_name)
+    for index in range(3):
+        api.upload_file(path_or_fileobj=b"v%d" % index, path_in_repo="a.txt", repo_id=repo_name)
+    tagged = api.list_repo_commits(repo_name)[1].commit_id
+    api.create_tag(repo_name, tag="kept", revision=tagged)
+    files_before = sorted(api.list_repo_files(repo_name))
+    api.super_squash_history(repo_name, commit_message="one commit")
+    (squashed,) = api.list_repo_commits(repo_name)
+    assert squashed.title == "one commit"
+    assert sorted(api.list_repo_files(repo_name)) == files_before
+    path = hf_hub_download(repo_name, "a.txt", endpoint=server.url, cache_dir=tmp_path)
+    assert Path(path).read_bytes() == b"v2"
+    assert [tag.target_commit for tag in api.list_repo_refs(repo_name).tags] == [tagged]
+    with pytest.raises(RevisionNotFoundError):
+        api.super_squash_history(repo_name, branch="no-such-branch")

@@ -50,6 +50,10 @@ class MoveRepoBody(Body):
     type: RepoType = "model"
 
 
+class SquashBody(Body):
+    message: StrictStr = "Super-squash"
+
+
 class CreateRepoBody(RepoTargetBody):
     private: StrictBool | None = None
     visibility: StrictStr | None = None

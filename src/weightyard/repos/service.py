@@ -951,6 +951,62 @@ class RepoService:
             assert commit is not None
         return CommitResult(commit=commit, ref=ref_name, pull_request=pull_request)
 
+    def squash_branch(self, principal: Principal | None, repo: Repo, branch: str, message: str) -> Commit:
+        """Replace a branch's history with one commit holding its head's files (`super_squash_history`).
+        Tags and other branches keep the commits they name; the branch moves only if nobody moved it since."""
+        require(principal, Action.WRITE, repo.ref)
+        assert principal is not None
+        title, _, description = message.strip().partition("\n")
+        if not title.strip():
+            raise BadRequest("a squashed commit needs a message")
+        now = utcnow()
+        ref_name = HEADS + branch
+        with transaction(self._engine) as conn:
+            target = conn.execute(
+                sa.select(tables.refs.c.target_oid).where(
+                    tables.refs.c.repo_id == repo.id, tables.refs.c.name == ref_name
+                )
+            ).scalar()
+            head = self._commit(conn, repo, target) if target is not None else None
+            if head is None:
+                raise RevisionNotFound(f"Invalid rev id: {branch}")
+            oid = commit_object_id(
+                head.tree_oid, None, principal.name, int(now.timestamp()), title, description
+            )
+            if self._commit(conn, repo, oid) is None:
+                conn.execute(
+                    sa.insert(tables.commits).values(
+                        repo_id=repo.id,
+                        oid=oid,
+                        parent_oid=None,
+                        tree_oid=head.tree_oid,
+                        title=title,
+                        message=description,
+                        author=principal.name,
+                        created_at=now,
+                    )
+                )
+            moved = conn.execute(
+                sa.update(tables.refs)
+                .where(
+                    tables.refs.c.repo_id == repo.id,
+                    tables.refs.c.name == ref_name,
+                    tables.refs.c.target_oid == head.oid,
+                )
+                .values(target_oid=oid)
+            )
+            if moved.rowcount != 1:
+                raise ParentCommitMismatch(f"{branch} moved on while it was squashed; retry")
+            conn.execute(sa.update(tables.repos).where(tables.repos.c.id == repo.id).values(updated_at=now))
+            audit.record(
+                conn, principal, "repo.squash", repo.repo_id, ref=ref_name, commit=oid, replaced=head.oid
+            )
+            commit = self._commit(conn, repo, oid)
+            assert commit is not None
+        for hook in self.after_commit:
+            hook(repo, commit)
+        return commit
+
     def _index_contents(self, conn: sa.Connection, repo: Repo, operations: Sequence[Operation]) -> None:
         """Record in the gate's index that this repo now holds the content each added file names."""
         shas = sorted({op.sha256 for op in operations if isinstance(op, AddFile)})
