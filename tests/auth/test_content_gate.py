@@ -9,6 +9,7 @@ answers, shard references) can only reach it through that repo. Each caller's ow
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -235,3 +236,17 @@ def test_the_uploader_commits_its_own_fresh_upload(vault: Vault) -> None:
     assert token is not None
     fresh = store_through_cas(vault.server, token, vault.own("outsider"), "fresh.txt", random_text("fresh"))
     assert resolve(vault, "outsider", fresh)
+
+
+def test_the_first_commit_of_a_repo_is_in_the_content_index(vault: Vault) -> None:
+    # A new repo starts with a commit adding the default .gitattributes: anyone who may download it from a
+    # public repo may name its digest too.
+    attributes = httpx.get(f"{vault.server.url}/{ORG}/public/resolve/main/.gitattributes")
+    assert attributes.status_code == 200
+    token = vault.tokens["outsider"]
+    assert token is not None
+    sha = hashlib.sha256(attributes.content).hexdigest()
+    committed = commit_lfs_pointer(
+        vault.server, token, vault.own("outsider"), "a.txt", sha, len(attributes.content)
+    )
+    assert committed.status_code == 200, committed.text

@@ -7,7 +7,7 @@ import hashlib
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -298,6 +298,7 @@ class RepoService:
             attributes = self._default_gitattributes(conn)
             root, objects = build_trees({GITATTRIBUTES: attributes})
             self._store_trees(conn, objects)
+            self._index_contents(conn, repo_id, [attributes.sha256])
             oid = commit_object_id(root, None, principal.name, int(now.timestamp()), INITIAL_COMMIT_TITLE, "")
             conn.execute(
                 sa.insert(tables.commits).values(
@@ -899,7 +900,7 @@ class RepoService:
             self._check_sizes(files, operations)
             root, objects = build_trees(files)
             self._store_trees(conn, objects)
-            self._index_contents(conn, repo, operations)
+            self._index_contents(conn, repo.id, (op.sha256 for op in operations if isinstance(op, AddFile)))
             oid = commit_object_id(root, base.oid, principal.name, int(now.timestamp()), title, description)
             if self._commit(conn, repo, oid) is None:
                 conn.execute(
@@ -1007,18 +1008,19 @@ class RepoService:
             hook(repo, commit)
         return commit
 
-    def _index_contents(self, conn: sa.Connection, repo: Repo, operations: Sequence[Operation]) -> None:
-        """Record in the gate's index that this repo now holds the content each added file names."""
-        shas = sorted({op.sha256 for op in operations if isinstance(op, AddFile)})
+    def _index_contents(self, conn: sa.Connection, repo_id: int, added: Iterable[str]) -> None:
+        """Record in the gate's index that the repo now holds this content (the sha256 of each added file);
+        every commit that adds files calls it in its own transaction, the repo's first commit included."""
+        shas = sorted(set(added))
         if not shas:
             return
         rc = tables.repo_contents
         present = set(
             conn.execute(
-                sa.select(rc.c.sha256).where(rc.c.repo_id == repo.id, rc.c.sha256.in_(shas))
+                sa.select(rc.c.sha256).where(rc.c.repo_id == repo_id, rc.c.sha256.in_(shas))
             ).scalars()
         )
-        missing = [{"repo_id": repo.id, "sha256": sha} for sha in shas if sha not in present]
+        missing = [{"repo_id": repo_id, "sha256": sha} for sha in shas if sha not in present]
         if missing:
             conn.execute(sa.insert(rc), missing)
 
