@@ -237,6 +237,12 @@ ENDPOINTS = [
         lambda c, r, t: c.get(f"/api/models/{r}/auth-check"),
     ),
     Endpoint(
+        "lfs_files",
+        "download",
+        ("GET /api/{plural}/{namespace}/{name}/lfs-files",),
+        lambda c, r, t: c.get(f"/api/models/{r}/lfs-files"),
+    ),
+    Endpoint(
         "xet_read_token",
         "download",
         ("GET /api/{plural}/{namespace}/{name}/xet-read-token/{rev:path}",),
@@ -363,6 +369,16 @@ ENDPOINTS = [
         ("DELETE /api/repos/delete",),
         lambda c, r, t: c.request("DELETE", "/api/repos/delete", json={"name": t}),
         setup=_fresh_repo_like,
+    ),
+    # deleting content the repo does not hold is a no-op that still needs the admin right
+    Endpoint(
+        "delete_lfs_files",
+        "admin",
+        ("POST /api/{plural}/{namespace}/{name}/lfs-files/batch",),
+        lambda c, r, t: c.post(
+            f"/api/models/{r}/lfs-files/batch",
+            json={"deletions": {"sha": ["ab" * 32], "rewriteHistory": True}},
+        ),
     ),
     # a move needs the admin right on the repo and the create right in the target namespace (acme here)
     Endpoint(

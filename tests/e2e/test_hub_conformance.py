@@ -330,3 +330,26 @@ def test_super_squash_leaves_one_commit_with_the_same_files_and_spares_tags(
     assert [tag.target_commit for tag in api.list_repo_refs(repo_name).tags] == [tagged]
     with pytest.raises(RevisionNotFoundError):
         api.super_squash_history(repo_name, branch="no-such-branch")
+
+
+def test_lfs_files_are_listed_and_permanently_deleted_once_no_branch_holds_them(
+    server: Server, repo_name: str
+) -> None:
+    api = api_for(server)
+    api.create_repo(repo_name)
+    api.upload_file(path_or_fileobj=b"old weights", path_in_repo="w.bin", repo_id=repo_name)
+    api.upload_file(path_or_fileobj=b"new weights", path_in_repo="w.bin", repo_id=repo_name)
+    api.upload_file(path_or_fileobj=b"notes", path_in_repo="notes.txt", repo_id=repo_name)
+    listed = {item.file_oid: item for item in api.list_lfs_files(repo_name)}
+    old, new = hashlib.sha256(b"old weights").hexdigest(), hashlib.sha256(b"new weights").hexdigest()
+    assert set(listed) == {old, new}, "only LFS files, from every commit"
+    assert (listed[old].filename, listed[old].size) == ("w.bin", len(b"old weights"))
+    with pytest.raises(HfHubHTTPError) as held:
+        api.permanently_delete_lfs_files(repo_name, [listed[new]])
+    assert held.value.response.status_code == 409, "main still holds it"
+    api.permanently_delete_lfs_files(repo_name, [listed[old]])
+    assert [item.file_oid for item in api.list_lfs_files(repo_name)] == [new]
+    first = api.list_repo_commits(repo_name)[-2].commit_id
+    gone = httpx.get(f"{server.url}/{repo_name}/resolve/{first}/w.bin")
+    assert (gone.status_code, gone.headers["x-error-code"]) == (422, "BlobNotFound")
+    assert httpx.get(f"{server.url}/{repo_name}/resolve/main/w.bin").content == b"new weights"

@@ -50,6 +50,15 @@ class MoveRepoBody(Body):
     type: RepoType = "model"
 
 
+class LfsDeletions(Body):
+    sha: list[StrictStr] = Field(max_length=1000)
+    rewriteHistory: StrictBool = True
+
+
+class LfsDeletionsBody(Body):
+    deletions: LfsDeletions
+
+
 class SquashBody(Body):
     message: StrictStr = "Super-squash"
 

@@ -18,6 +18,7 @@ from weightyard.api import xet
 from weightyard.api.bodies import (
     BranchBody,
     CreateRepoBody,
+    LfsDeletionsBody,
     PathsInfoBody,
     PreuploadBody,
     RepoSettingsBody,
@@ -291,6 +292,35 @@ def get_tree(
     if expand:
         _add_security_status(repos, commit, tree, items)
     return _paginated(request, items, TREE_PAGE_EXPANDED if expand else TREE_PAGE)
+
+
+@router.get("/api/{plural}/{namespace}/{name}/lfs-files")
+def get_lfs_files(request: Request, plural: str, namespace: str, name: str) -> JSONResponse:
+    # Listing content is releasing what exists: the one read gate decides (download right, gate included).
+    repo = _load_repo(request, plural, namespace, name, Action.DOWNLOAD)
+    items = [
+        {
+            "fileOid": item.sha256,
+            "filename": item.filename,
+            "oid": item.git_oid,
+            "size": item.size,
+            "pushedAt": iso(item.pushed_at),
+        }
+        for item in hub_of(request).repos.lfs_files(repo)
+    ]
+    return _paginated(request, items, TREE_PAGE)
+
+
+@router.post("/api/{plural}/{namespace}/{name}/lfs-files/batch")
+async def delete_lfs_files(request: Request, plural: str, namespace: str, name: str) -> dict[str, Any]:
+    payload = await read_json(request, LfsDeletionsBody)
+
+    def delete() -> dict[str, Any]:
+        repo = _load_repo(request, plural, namespace, name, Action.ADMIN)
+        deleted = hub_of(request).repos.delete_lfs_files(principal_of(request), repo, payload.deletions.sha)
+        return {"success": True, "deleted": deleted}
+
+    return await run_in_threadpool(delete)
 
 
 def _security_status(report: Report) -> dict[str, Any]:

@@ -121,6 +121,18 @@ class TreeItem:
 
 
 @dataclass(frozen=True)
+class LfsFile:
+    """An LFS file some commit of a repo names (`list_lfs_files`): its content, one path it had, when the
+    content was first stored."""
+
+    sha256: str
+    filename: str
+    git_oid: str
+    size: int
+    pushed_at: datetime.datetime
+
+
+@dataclass(frozen=True)
 class AddFile:
     path: str
     sha256: str
@@ -951,6 +963,81 @@ class RepoService:
             commit = self._commit(conn, repo, oid)
             assert commit is not None
         return CommitResult(commit=commit, ref=ref_name, pull_request=pull_request)
+
+    def lfs_files(self, repo: Repo) -> list[LfsFile]:
+        """Every LFS file any commit of the repo names (and not deleted for good), once per content, with
+        its path in the newest commit that has it. Each tree object is read once, however many commits share
+        it."""
+        with self._engine.connect() as conn:
+            trees = conn.execute(
+                sa.select(tables.commits.c.tree_oid)
+                .where(tables.commits.c.repo_id == repo.id)
+                .order_by(tables.commits.c.created_at.desc(), tables.commits.c.id.desc())
+            ).scalars()
+            found: dict[str, tuple[str, FileEntry]] = {}
+            seen: set[str] = set()
+            for tree_oid in trees:
+                self._collect_lfs(conn, tree_oid, "", seen, found)
+            # content deleted for good (`delete_lfs_files`) has left the repo's content index
+            rc = tables.repo_contents
+            held = set(conn.execute(sa.select(rc.c.sha256).where(rc.c.repo_id == repo.id)).scalars())
+            found = {sha256: item for sha256, item in found.items() if sha256 in held}
+            pushed = dict(
+                conn.execute(
+                    sa.select(tables.blobs.c.sha256, tables.blobs.c.created_at).where(
+                        tables.blobs.c.sha256.in_(list(found))
+                    )
+                ).all()
+            )
+        return [
+            LfsFile(sha256, path, entry.git_oid, entry.size, pushed.get(sha256, repo.created_at))
+            for sha256, (path, entry) in found.items()
+        ]
+
+    def _collect_lfs(
+        self,
+        conn: sa.Connection,
+        oid: str,
+        prefix: str,
+        seen: set[str],
+        found: dict[str, tuple[str, FileEntry]],
+    ) -> None:
+        if oid in seen:
+            return
+        seen.add(oid)
+        for name, entry in sorted(self._children(conn, oid).items()):
+            if isinstance(entry, DirEntry):
+                self._collect_lfs(conn, entry.oid, f"{prefix}{name}/", seen, found)
+            elif entry.lfs and entry.sha256 not in found:
+                found[entry.sha256] = (prefix + name, entry)
+
+    def delete_lfs_files(self, principal: Principal | None, repo: Repo, shas: Sequence[str]) -> int:
+        """Permanently delete LFS content of a repo (admin right). Content a branch, tag or pull request
+        head still holds is refused (409: delete the file first); commits further back that named it answer
+        422 `BlobNotFound` for that file. The bytes go when no other repo holds them. Returns how many
+        went."""
+        require(principal, Action.ADMIN, repo.ref)
+        doomed = set(shas) & {item.sha256 for item in self.lfs_files(repo)}
+        if not doomed:
+            return 0
+        for ref in self.refs(repo):
+            for path, entry in self.files(self.resolve(repo, ref.target)).items():
+                if entry.sha256 in doomed:
+                    raise PathConflict(
+                        f"{path} at {ref.short_name} still holds {entry.sha256}; delete it first"
+                    )
+        rc = tables.repo_contents
+        with transaction(self._engine) as conn:
+            conn.execute(sa.delete(rc).where(rc.c.repo_id == repo.id, rc.c.sha256.in_(sorted(doomed))))
+            held = set(conn.execute(sa.select(rc.c.sha256).where(rc.c.sha256.in_(sorted(doomed)))).scalars())
+            unheld = sorted(doomed - held)
+            if unheld:
+                conn.execute(sa.delete(tables.blob_grants).where(tables.blob_grants.c.sha256.in_(unheld)))
+                conn.execute(sa.delete(tables.blobs).where(tables.blobs.c.sha256.in_(unheld)))
+            audit.record(conn, principal, "repo.lfs_delete", repo.repo_id, sha256=sorted(doomed))
+        for sha256 in unheld:
+            self._store.delete(sha256)  # after the rows: a crash in between leaves bytes for gc, never rows
+        return len(doomed)
 
     def squash_branch(self, principal: Principal | None, repo: Repo, branch: str, message: str) -> Commit:
         """Replace a branch's history with one commit holding its head's files (`super_squash_history`).
