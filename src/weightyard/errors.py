@@ -18,6 +18,10 @@ class WeightyardError(Exception):
         self.message = message
         self.details = details
 
+    def message_at(self, base_url: str) -> str:
+        """The message shown to the client of the hub at `base_url` (errors that name a page add its URL)."""
+        return self.message
+
 
 class BadRequest(WeightyardError):
     code = "BadRequest"
@@ -57,15 +61,33 @@ class Forbidden(WeightyardError):
 
 
 class GatedRepo(WeightyardError):
-    """The repo is gated and the caller has not been granted access to its files (401 when anonymous)."""
+    """The repo is gated and the caller has not been granted access to its files (401 when anonymous).
+
+    The message is the Hub's, which users and tools match on; it names the page where access is asked for.
+    """
 
     code = "GatedRepo"
     status = 403
 
-    def __init__(self, message: str, anonymous: bool = False) -> None:
-        super().__init__(message)
+    def __init__(self, repo_type: str, repo_id: str, page_path: str, anonymous: bool = False) -> None:
+        self.repo_type = repo_type
+        self.repo_id = repo_id
+        self.page_path = page_path
+        self.anonymous = anonymous
+        super().__init__(self.message_at(""))
         if anonymous:
             self.status = 401
+
+    def message_at(self, base_url: str) -> str:
+        if self.anonymous:
+            return (
+                f"Access to {self.repo_type} {self.repo_id} is restricted. You must have access to it and be "
+                "authenticated to access it. Please log in."
+            )
+        return (
+            f"Access to {self.repo_type} {self.repo_id} is restricted and you are not in the authorized "
+            f"list. Visit {base_url}{self.page_path} to ask for access."
+        )
 
 
 class RateLimited(WeightyardError):
@@ -127,16 +149,28 @@ class RefExists(WeightyardError):
     status = 409
 
 
+class AccessAlreadyGranted(WeightyardError):
+    """Accepting or granting access for a user who already has it."""
+
+    code = "AccessAlreadyGranted"
+    status = 409
+
+
 class PathConflict(WeightyardError):
     code = "PathConflict"
     status = 409
 
 
 class ParentCommitMismatch(WeightyardError):
-    """The commit named a parent that is no longer the head of the branch."""
+    """The commit named a parent that is no longer the head of the branch (the Hub's wording)."""
 
     code = "ParentCommitMismatch"
     status = 412
+
+    def __init__(self, **details: object) -> None:
+        super().__init__(
+            "The branch was updated since you opened this page. Please refresh and try again.", **details
+        )
 
 
 class PayloadTooLarge(WeightyardError):

@@ -13,7 +13,14 @@ from huggingface_hub import HfApi
 from tests.support import Server, start_server, stop_server, weightyard_cli
 
 ORG = "acme"
-REPOS = {"public": f"{ORG}/public", "private": f"{ORG}/private", "gated": f"{ORG}/gated"}
+REPOS = {
+    "public": f"{ORG}/public",
+    "private": f"{ORG}/private",
+    "gated": f"{ORG}/gated",
+    # private, created by the contributor member: the one org repo a contributor may write to
+    "contributed": f"{ORG}/contributed",
+}
+PRIVATE_KINDS = ("private", "contributed")
 OTHER_REPO = f"{ORG}/other"
 
 
@@ -46,14 +53,21 @@ def expire_token(data: Path, user: str, name: str) -> None:
 @pytest.fixture(scope="session")
 def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Team]:
     server = start_server(tmp_path_factory.mktemp("team") / "data")
-    cli(server, "org", "create", ORG)
-    for user in ("outsider", "reader", "writer", "orgadmin", "temp"):
+    cli(server, "org", "create", ORG, "--fullname", "Acme Corp")
+    for user in ("outsider", "reader", "contributor", "writer", "orgadmin", "temp"):
         cli(server, "user", "create", user)
     cli(server, "user", "create", "siteadmin", "--admin")
-    for user, role in (("reader", "read"), ("writer", "write"), ("orgadmin", "admin"), ("temp", "write")):
+    roles = (
+        ("reader", "read"),
+        ("contributor", "contributor"),
+        ("writer", "write"),
+        ("orgadmin", "admin"),
+        ("temp", "write"),
+    )
+    for user, role in roles:
         cli(server, "org", "add-member", ORG, user, "--role", role)
     tokens: dict[str, str | None] = {"anonymous": None}
-    for user in ("outsider", "reader", "writer", "orgadmin", "siteadmin"):
+    for user in ("outsider", "reader", "contributor", "writer", "orgadmin", "siteadmin"):
         tokens[user] = cli(server, "token", "create", "--user", user, "--name", "main", "--scope", "write")
     tokens["writer-read-token"] = cli(
         server, "token", "create", "--user", "writer", "--name", "ro", "--scope", "read"
@@ -88,8 +102,9 @@ def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Team]:
         )
     admin = HfApi(endpoint=server.url, token=server.token)
     for kind, repo in REPOS.items():
-        admin.create_repo(repo, private=kind == "private")
-        admin.upload_file(path_or_fileobj=b"content", path_in_repo="file.txt", repo_id=repo)
+        creator = HfApi(endpoint=server.url, token=tokens["contributor"]) if kind == "contributed" else admin
+        creator.create_repo(repo, private=kind in PRIVATE_KINDS)
+        creator.upload_file(path_or_fileobj=b"content", path_in_repo="file.txt", repo_id=repo)
     admin.update_repo_settings(REPOS["gated"], gated="manual")
     admin.create_repo(OTHER_REPO, private=True)
     yield Team(server=server, tokens=tokens)

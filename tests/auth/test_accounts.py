@@ -23,7 +23,7 @@ def api(team: Team, caller: str) -> HfApi:
 def test_whoami_reports_orgs_roles_and_fine_grained_scope(team: Team) -> None:
     me = api(team, "orgadmin").whoami()
     assert me["name"] == "orgadmin"
-    assert me["orgs"] == [{"name": "acme", "roleInOrg": "admin"}]
+    assert me["orgs"] == [{"type": "org", "name": "acme", "fullname": "Acme Corp", "roleInOrg": "admin"}]
     scoped = api(team, "scoped-to-other").whoami()
     assert scoped["auth"]["accessToken"]["role"] == "fineGrained"
     assert scoped["auth"]["accessToken"]["fineGrained"]["scoped"][0]["entity"]["name"] == OTHER_REPO
@@ -87,7 +87,7 @@ def test_gated_repo_flow_with_the_stock_client(
         patch.setattr(huggingface_hub.constants, "ENDPOINT", team.server.url)
         owner.grant_access(repo, "reader")
         with pytest.raises(HfHubHTTPError):
-            api(team, "writer").grant_access(repo, "outsider")
+            api(team, "reader").grant_access(repo, "outsider")
     with pytest.raises(GatedRepoError):
         hf_hub_download(repo, "w.bin", endpoint=team.server.url, token=False, cache_dir=tmp_path / "d")
 
@@ -153,7 +153,7 @@ def test_members_are_managed_by_org_admins_through_the_api(team: Team) -> None:
     users = httpx.get(
         f"{team.server.url}/api/admin/users", headers={"Authorization": f"Bearer {team.tokens['siteadmin']}"}
     ).json()
-    assert {"name": "outsider", "isAdmin": False, "orgs": {"acme": "read"}} in users
+    assert {"name": "outsider", "fullname": None, "isAdmin": False, "orgs": {"acme": "read"}} in users
     denied = httpx.get(
         f"{team.server.url}/api/admin/users", headers={"Authorization": f"Bearer {team.tokens['orgadmin']}"}
     )

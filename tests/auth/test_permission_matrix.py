@@ -21,7 +21,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from tests.auth.conftest import ORG, REPOS, Team
+from tests.auth.conftest import ORG, PRIVATE_KINDS, REPOS, Team
 
 # Access level of each caller on the acme repos: 0 none, 1 read, 2 write, 3 admin.
 # None means the token itself is refused (401 on every endpoint).
@@ -29,6 +29,8 @@ LEVELS: dict[str, int | None] = {
     "anonymous": 0,
     "outsider": 0,
     "reader": 1,
+    # read on the org's repos, write on the one it created ("contributed", see `level_of`)
+    "contributor": 1,
     "writer-read-token": 1,
     "writer": 2,
     "orgadmin": 3,
@@ -117,9 +119,14 @@ def _fresh_tag(team: Team, repo: str) -> str:
 
 
 def _fresh_repo_like(team: Team, repo: str) -> str:
-    """A new repo with the visibility and gating of `repo`, to be deleted."""
+    """A new repo with the visibility, gating and creator of `repo`, to be deleted."""
     fresh = f"{ORG}/{_fresh('del-r')}"
-    _admin_call(team, "POST", "/api/repos/create", json={"name": fresh, "private": repo == REPOS["private"]})
+    payload = {"name": fresh, "private": repo in (REPOS[kind] for kind in PRIVATE_KINDS)}
+    if repo == REPOS["contributed"]:
+        with _client(team, "contributor") as client:
+            assert client.post("/api/repos/create", json=payload).status_code == 200
+    else:
+        _admin_call(team, "POST", "/api/repos/create", json=payload)
     if repo == REPOS["gated"]:
         _admin_call(team, "PUT", f"/api/models/{fresh}/settings", json={"gated": "manual"})
     return fresh
@@ -443,12 +450,19 @@ ENDPOINTS = [
 ]
 
 
+def level_of(caller: str, repo_kind: str) -> int | None:
+    """The caller's level on a repo: its role's, except a contributor's write on the repo it created."""
+    if caller == "contributor" and repo_kind == "contributed":
+        return 2
+    return LEVELS[caller]
+
+
 def expected(kind: str, caller: str, repo_kind: str, anonymous: bool) -> tuple[int, str | None]:
     """The (status, X-Error-Code) the hub must answer."""
-    level = LEVELS[caller]
+    level = level_of(caller, repo_kind)
     if level is None:
         return 401, "InvalidCredentials"
-    readable = repo_kind != "private" or level >= 1
+    readable = repo_kind not in PRIVATE_KINDS or level >= 1
     if kind == "listing":
         return 200, None
     if kind == "read":
@@ -467,8 +481,10 @@ def expected(kind: str, caller: str, repo_kind: str, anonymous: bool) -> tuple[i
         if caller in LIMITED_ELSEWHERE:
             return 403, "Forbidden"
         return (200, None) if repo_kind == "gated" else (400, "BadRequest")
-    needed = {"write": 2, "create": 2, "admin": 3}[kind]
-    if level >= needed:
+    if kind == "create" and caller == "contributor":
+        return 200, None  # a contributor creates repos in the org, and then writes to those
+    # As on the Hub, an org's write role covers repo settings, access requests and deletion ("admin" rows).
+    if level >= 2:
         return 200, None
     if not readable:
         return 404, "RepoNotFound"
@@ -502,7 +518,7 @@ def test_permission_matrix(team: Team, endpoint: Endpoint, caller: str, repo_kin
         # Listings always answer; a private repo must simply not be in them for an outsider.
         assert response.status_code == 200
         listed = [item["id"] for item in response.json()]
-        visible = repo_kind != "private" or (LEVELS[caller] or 0) >= 1
+        visible = repo_kind not in PRIVATE_KINDS or (level_of(caller, repo_kind) or 0) >= 1
         assert (repo in listed) == visible
         return
     assert (response.status_code, response.headers.get("x-error-code")) == (status, code), response.text[:300]

@@ -13,9 +13,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from weightyard import __version__
 from weightyard.api import access, admin, hf, lfs, provenance, repo_admin, web, xet
 from weightyard.api.body_limit import BodyLimitMiddleware
-from weightyard.api.common import error_response, names_a_repo
+from weightyard.api.common import base_url, error_response, names_a_repo
 from weightyard.api.headers import NoSniffMiddleware
 from weightyard.api.limits import RateLimitMiddleware
+from weightyard.api.request_id import RequestIdMiddleware
 from weightyard.errors import BadRequest, NotFound, RepoNotFound, WeightyardError
 from weightyard.hub import Hub
 
@@ -47,7 +48,7 @@ def create_app(hub: Hub) -> FastAPI:
 
     def answer(request: Request, exc: WeightyardError) -> JSONResponse:
         xet.log_refusal(request, exc.status, exc.code, exc.message)
-        return error_response(exc)
+        return error_response(exc, base_url(request))
 
     @app.exception_handler(WeightyardError)
     async def _domain_error(request: Request, exc: WeightyardError) -> JSONResponse:
@@ -83,6 +84,8 @@ def create_app(hub: Hub) -> FastAPI:
         app.add_middleware(RateLimitMiddleware, limiter=hub.limiter)
     # Outermost, so refusals by the middlewares above carry it too.
     app.add_middleware(NoSniffMiddleware)
+    # Added last, so it is outermost: refusals by the middlewares above carry the id too.
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(provenance.router)
     app.include_router(admin.router)
     app.include_router(access.router)

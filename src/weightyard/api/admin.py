@@ -34,15 +34,17 @@ def _token_json(token: TokenInfo) -> dict[str, Any]:
 @router.get("/users")
 def list_users(request: Request) -> list[dict[str, Any]]:
     users = hub_of(request).accounts.list_users(principal_of(request))
-    return [{"name": u.name, "isAdmin": u.is_admin, "orgs": u.orgs} for u in users]
+    return [{"name": u.name, "fullname": u.fullname, "isAdmin": u.is_admin, "orgs": u.orgs} for u in users]
 
 
 @router.post("/users")
 async def create_user(request: Request) -> dict[str, Any]:
     payload = await read_json(request, CreateUserBody)
-    name, admin = payload.name, payload.admin
-    await run_in_threadpool(lambda: hub_of(request).accounts.create_user(principal_of(request), name, admin))
-    return {"name": name, "isAdmin": admin}
+    name, admin, fullname = payload.name, payload.admin, payload.fullname
+    await run_in_threadpool(
+        lambda: hub_of(request).accounts.create_user(principal_of(request), name, admin, fullname)
+    )
+    return {"name": name, "isAdmin": admin, "fullname": fullname}
 
 
 @router.delete("/users/{name}")

@@ -102,6 +102,7 @@ class PreuploadBody(Body):
 class CreateUserBody(Body):
     name: StrictStr
     admin: StrictBool = False
+    fullname: StrictStr | None = None
 
 
 class CreateOrgBody(Body):

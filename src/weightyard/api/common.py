@@ -32,13 +32,15 @@ TYPE_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 PLURAL_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 
 
-def error_response(exc: WeightyardError) -> JSONResponse:
-    """The one error mapper: JSON body plus the headers the Hugging Face client reads."""
-    body: dict[str, Any] = {"error": exc.message, "code": exc.code}
+def error_response(exc: WeightyardError, base: str = "") -> JSONResponse:
+    """The one error mapper: JSON body plus the headers the Hugging Face client reads. `base` is the hub's
+    URL, for messages that point at a page."""
+    message = exc.message_at(base)
+    body: dict[str, Any] = {"error": message, "code": exc.code}
     body.update({k: v for k, v in exc.details.items() if isinstance(v, str | int | bool | list | dict)})
     headers = {
         "X-Error-Code": exc.code,
-        "X-Error-Message": header_text(exc.message, 500),
+        "X-Error-Message": header_text(message, 500),
     }
     if isinstance(exc, EntryNotFound) and exc.commit:
         headers["X-Repo-Commit"] = exc.commit

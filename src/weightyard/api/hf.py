@@ -136,14 +136,18 @@ def whoami(request: Request) -> dict[str, Any]:
             ],
             "global": [],
         }
+    profile = hub_of(request).accounts.profile(principal)
     return {
         "type": "user",
         "id": str(principal.user_id),
         "name": principal.name,
-        "fullname": principal.name,
+        "fullname": profile.fullname or principal.name,
         "email": None,
         "isAdmin": principal.is_admin,
-        "orgs": [{"name": org, "roleInOrg": role} for org, role in sorted(principal.orgs.items())],
+        "orgs": [
+            {"type": "org", "name": m.org, "fullname": m.fullname or m.org, "roleInOrg": m.role}
+            for m in profile.orgs
+        ],
         "auth": {"type": "access_token", "accessToken": token},
     }
 

@@ -759,10 +759,13 @@ def _render(request: Request, page: Page, viewer: Principal | None, as_json: boo
 
 def _error(request: Request, exc: WeightyardError, viewer: Principal | None, as_json: bool) -> Response:
     if as_json:
-        return error_response(exc)
+        return error_response(exc, base_url(request))
     title = "Not found" if exc.status == 404 else "Something went wrong"
     page = Page(
-        "error.html", {"error": exc.message, "code": exc.code, "status": exc.status}, title, exc.status
+        "error.html",
+        {"error": exc.message_at(base_url(request)), "code": exc.code, "status": exc.status},
+        title,
+        exc.status,
     )
     return _render(request, page, viewer, as_json=False)
 

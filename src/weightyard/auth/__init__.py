@@ -1,6 +1,15 @@
 """Accounts, tokens, the audit log and the one permission check: `can(principal, action, repo)`."""
 
-from weightyard.auth.accounts import TOKEN_PREFIX, AccountService, TokenInfo, User, hash_secret, user_id_of
+from weightyard.auth.accounts import (
+    TOKEN_PREFIX,
+    AccountService,
+    Membership,
+    Profile,
+    TokenInfo,
+    User,
+    hash_secret,
+    user_id_of,
+)
 from weightyard.auth.audit import AuditEntry, AuditLog
 from weightyard.auth.limits import RateLimiter
 from weightyard.auth.permissions import (
@@ -28,7 +37,9 @@ __all__ = [
     "Action",
     "AuditEntry",
     "AuditLog",
+    "Membership",
     "Principal",
+    "Profile",
     "RateLimiter",
     "RepoRef",
     "TokenInfo",

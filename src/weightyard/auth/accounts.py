@@ -62,6 +62,39 @@ class User:
     name: str
     is_admin: bool
     orgs: dict[str, str]
+    fullname: str | None = None
+
+
+@dataclass(frozen=True)
+class Membership:
+    org: str
+    fullname: str | None
+    role: str
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What `whoami` tells a user about themself: display name and organisations."""
+
+    name: str
+    fullname: str | None
+    orgs: list[Membership]
+
+
+FULLNAME_LIMIT = 100
+
+
+def check_fullname(value: str | None) -> str | None:
+    """A display name: 1 to 100 characters, none of them invisible (see `invisible_character`)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or len(value) > FULLNAME_LIMIT:
+        raise BadRequest(f"a display name is 1 to {FULLNAME_LIMIT} characters")
+    hidden = invisible_character(value)
+    if hidden is not None:
+        raise BadRequest(f"a display name may not contain control or invisible characters ({hidden})")
+    return value
 
 
 def _check_targets(targets: list[str] | None) -> tuple[str, ...] | None:
@@ -125,13 +158,55 @@ class AccountService:
             raise NotFound(f"no organisation named {name!r}")
         return int(org_id)
 
-    def create_user(self, actor: Principal | None, name: str, is_admin: bool = False) -> None:
+    def create_user(
+        self, actor: Principal | None, name: str, is_admin: bool = False, fullname: str | None = None
+    ) -> None:
         require_site_admin(actor, "create users")
         check_repo_segment(name, "user name")
+        fullname = check_fullname(fullname)
         with transaction(self._engine) as conn:
             self._check_name_free(conn, name)
-            conn.execute(sa.insert(tables.users).values(name=name, is_admin=is_admin, created_at=utcnow()))
+            conn.execute(
+                sa.insert(tables.users).values(
+                    name=name, is_admin=is_admin, fullname=fullname, created_at=utcnow()
+                )
+            )
             audit.record(conn, actor, "user.create", user=name, admin=is_admin)
+
+    def update_user(self, actor: Principal | None, name: str, fullname: str) -> None:
+        """Set a user's display name (the user themself, or a site administrator)."""
+        require_self_or_site_admin(actor, name, "change a display name")
+        checked = check_fullname(fullname)
+        with transaction(self._engine) as conn:
+            user_id = user_id_of(conn, name)
+            conn.execute(
+                sa.update(tables.users).where(tables.users.c.id == user_id).values(fullname=checked)
+            )
+            audit.record(conn, actor, "user.update", user=name, fullname=checked)
+
+    def update_org(self, actor: Principal | None, name: str, fullname: str) -> None:
+        """Set an organisation's display name (its admins, or a site administrator)."""
+        require_org_admin(actor, name, f"change the settings of {name!r}")
+        checked = check_fullname(fullname)
+        with transaction(self._engine) as conn:
+            org_id = self._org_id(conn, name)
+            conn.execute(sa.update(tables.orgs).where(tables.orgs.c.id == org_id).values(fullname=checked))
+            audit.record(conn, actor, "org.update", org=name, fullname=checked)
+
+    def profile(self, principal: Principal) -> Profile:
+        with self._engine.connect() as conn:
+            fullname = conn.execute(
+                sa.select(tables.users.c.fullname).where(tables.users.c.id == principal.user_id)
+            ).scalar()
+            rows = conn.execute(
+                sa.select(tables.orgs.c.name, tables.orgs.c.fullname, tables.memberships.c.role)
+                .join(tables.orgs, tables.orgs.c.id == tables.memberships.c.org_id)
+                .where(tables.memberships.c.user_id == principal.user_id)
+                .order_by(tables.orgs.c.name)
+            ).all()
+        return Profile(
+            principal.name, fullname, [Membership(row.name, row.fullname, row.role) for row in rows]
+        )
 
     def ensure_admin_user(self) -> None:
         """Create the bootstrap `admin` user on a fresh hub."""
@@ -172,6 +247,10 @@ class AccountService:
                 tables.xet_xorb_grants,
             ):
                 conn.execute(sa.delete(table).where(table.c.user_id == user_id))
+            # A later user may get the same id; they must not inherit the contributor's rights on these repos.
+            conn.execute(
+                sa.update(tables.repos).where(tables.repos.c.created_by == user_id).values(created_by=None)
+            )
             conn.execute(sa.delete(tables.users).where(tables.users.c.id == user_id))
             conn.execute(
                 sa.insert(tables.retired_names).values(
@@ -193,16 +272,17 @@ class AccountService:
         orgs: dict[int, dict[str, str]] = {}
         for user_id, role, org in roles:
             orgs.setdefault(user_id, {})[org] = role
-        return [User(u.name, bool(u.is_admin), orgs.get(u.id, {})) for u in users]
+        return [User(u.name, bool(u.is_admin), orgs.get(u.id, {}), u.fullname) for u in users]
 
-    def create_org(self, actor: Principal | None, name: str) -> None:
+    def create_org(self, actor: Principal | None, name: str, fullname: str | None = None) -> None:
         """Create an organisation. A user (not the local operator) who creates one becomes its admin."""
         actor = require_unlimited_token(actor, "create an organisation")
         check_repo_segment(name, "organisation name")
+        fullname = check_fullname(fullname)
         with transaction(self._engine) as conn:
             self._check_name_free(conn, name)
             org_id = conn.execute(
-                sa.insert(tables.orgs).values(name=name, created_at=utcnow())
+                sa.insert(tables.orgs).values(name=name, fullname=fullname, created_at=utcnow())
             ).inserted_primary_key[0]  # type: ignore[index]
             if actor.user_id:
                 conn.execute(

@@ -9,6 +9,7 @@ from weightyard.auth.principal import Principal
 from weightyard.errors import Forbidden, GatedRepo, RepoNotFound, Unauthorized
 
 _LEVEL = {"read": 1, "write": 2, "admin": 3}
+_PAGE_PREFIX = {"dataset": "datasets/", "space": "spaces/"}
 
 
 class Action(enum.Enum):
@@ -30,10 +31,17 @@ class RepoRef:
     name: str
     private: bool
     gated: str | None = None
+    # the id of the user who created the repo: an org's contributors may write to the repos they created
+    created_by: int | None = None
 
     @property
     def id(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def page_path(self) -> str:
+        """The repo's page on the hub, as on the Hugging Face Hub (`/datasets/…` for datasets)."""
+        return f"/{_PAGE_PREFIX.get(self.type, '')}{self.id}"
 
 
 def _token_allows(principal: Principal, namespace: str, repo_id: str | None) -> bool:
@@ -42,17 +50,25 @@ def _token_allows(principal: Principal, namespace: str, repo_id: str | None) -> 
     return namespace in principal.targets or (repo_id is not None and repo_id in principal.targets)
 
 
-def _role_level(principal: Principal, namespace: str) -> int:
+def _role_level(principal: Principal, namespace: str, created_by: int | None = None) -> int:
     if principal.is_admin or principal.name == namespace:
         return _LEVEL["admin"]
-    return _LEVEL.get(principal.orgs.get(namespace, ""), 0)
+    role = principal.orgs.get(namespace, "")
+    if role == "contributor":
+        # As on the Hub: write rights on the repos the member created, read rights on the others.
+        mine = created_by is not None and created_by == principal.user_id
+        return _LEVEL["write"] if mine else _LEVEL["read"]
+    return _LEVEL.get(role, 0)
 
 
-def access_level(principal: Principal | None, namespace: str, repo_id: str | None = None) -> int:
-    """0 none, 1 read, 2 write, 3 admin: the user's role in the namespace, capped by the token."""
+def access_level(
+    principal: Principal | None, namespace: str, repo_id: str | None = None, created_by: int | None = None
+) -> int:
+    """0 none, 1 read, 2 write, 3 admin: the user's role in the namespace (for a repo created by the user
+    `created_by`), capped by the token."""
     if principal is None or not _token_allows(principal, namespace, repo_id):
         return 0
-    level = _role_level(principal, namespace)
+    level = _role_level(principal, namespace, created_by)
     return level if principal.can_write else min(level, _LEVEL["read"])
 
 
@@ -81,15 +97,15 @@ def can(principal: Principal | None, action: Action, repo: RepoRef, gate_passed:
         >>> can(None, Action.READ, RepoRef("model", "alice", "tiny", private=False))
         True
     """
-    level = access_level(principal, repo.namespace, repo.id)
+    level = access_level(principal, repo.namespace, repo.id, repo.created_by)
     if action is Action.READ:
         return not repo.private or level >= _LEVEL["read"]
     if action is Action.DOWNLOAD:
         readable = not repo.private or level >= _LEVEL["read"]
         return readable and (repo.gated is None or level >= _LEVEL["read"] or gate_passed)
-    if action is Action.WRITE:
-        return level >= _LEVEL["write"]
-    return level >= _LEVEL["admin"]
+    # As on the Hub, the write role covers a repo's settings (visibility, gating, access requests) and its
+    # deletion; the admin role adds the organisation's members and settings, which are not repo actions.
+    return level >= _LEVEL["write"]
 
 
 def require(principal: Principal | None, action: Action, repo: RepoRef, gate_passed: bool = False) -> None:
@@ -102,10 +118,7 @@ def require(principal: Principal | None, action: Action, repo: RepoRef, gate_pas
     if not can(principal, Action.READ, repo):
         raise RepoNotFound(f"Repository {repo.id} not found")
     if action is Action.DOWNLOAD:
-        raise GatedRepo(
-            f"Access to {repo.id} is restricted: request access and wait for it to be granted",
-            anonymous=principal is None,
-        )
+        raise GatedRepo(repo.type, repo.id, repo.page_path, anonymous=principal is None)
     if principal is None:
         raise Unauthorized(f"You must be authenticated to {action.value} {repo.id}")
     if not principal.can_write:
@@ -121,7 +134,10 @@ def require_token_covers(principal: Principal, repo: RepoRef, what: str) -> None
 
 
 def can_create_in(principal: Principal | None, namespace: str, repo_id: str) -> bool:
-    """Whether `principal` may create `repo_id` in `namespace` (its own, or an org where it can write)."""
+    """Whether `principal` may create `repo_id` in `namespace`: its own, or an org where it is a contributor
+    or can write."""
+    if principal is not None and principal.orgs.get(namespace) == "contributor":
+        return access_level(principal, namespace, repo_id, created_by=principal.user_id) >= _LEVEL["write"]
     return access_level(principal, namespace, repo_id) >= _LEVEL["write"]
 
 

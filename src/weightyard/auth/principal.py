@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-ROLES = ("read", "write", "admin")
+# Organisation roles, as on the Hub: a contributor writes to the repos they created only.
+ROLES = ("read", "contributor", "write", "admin")
 SCOPES = ("read", "write")
 
 

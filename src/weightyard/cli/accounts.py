@@ -27,6 +27,8 @@ DataOption = Annotated[
     Path | None, typer.Option(help="Data folder (default: $WEIGHTYARD_DATA or ./.weightyard).")
 ]
 
+FullnameOption = Annotated[str | None, typer.Option("--fullname", help="Display name (shown by whoami).")]
+
 user_app = typer.Typer(help="Manage users (on the data folder).", no_args_is_help=True)
 org_app = typer.Typer(
     help="Manage organisations and their members (on the data folder).", no_args_is_help=True
@@ -70,14 +72,29 @@ def _print(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> Non
 def user_create(
     name: Annotated[str, typer.Argument(help="User name (also their namespace).")],
     admin: Annotated[bool, typer.Option("--admin", help="Make a site administrator.")] = False,
+    fullname: FullnameOption = None,
     data: DataOption = None,
 ) -> None:
     """Create a user."""
     try:
-        _hub(data).accounts.create_user(_local_admin(), name, admin)
+        _hub(data).accounts.create_user(_local_admin(), name, admin, fullname)
     except WeightyardError as exc:
         raise fail(exc.message, 2) from None
     out.print(f"Created user {name}{' (admin)' if admin else ''}")
+
+
+@user_app.command("update")
+def user_update(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    fullname: Annotated[str, typer.Option("--fullname", help="Display name.")],
+    data: DataOption = None,
+) -> None:
+    """Change a user's display name."""
+    try:
+        _hub(data).accounts.update_user(_local_admin(), name, fullname)
+    except WeightyardError as exc:
+        raise fail(exc.message, 2) from None
+    console.print(f"Updated user {name}")
 
 
 @user_app.command("delete")
@@ -103,29 +120,45 @@ def user_delete(
 def user_list(as_json: JsonOption = False, data: DataOption = None) -> None:
     """List users and their organisations."""
     rows = [
-        {"name": u.name, "admin": u.is_admin, "orgs": u.orgs}
+        {"name": u.name, "fullname": u.fullname, "admin": u.is_admin, "orgs": u.orgs}
         for u in _hub(data).accounts.list_users(_local_admin())
     ]
-    _print(rows, ["name", "admin", "orgs"], as_json)
+    _print(rows, ["name", "fullname", "admin", "orgs"], as_json)
 
 
 @org_app.command("create")
 def org_create(
-    name: Annotated[str, typer.Argument(help="Organisation name.")], data: DataOption = None
+    name: Annotated[str, typer.Argument(help="Organisation name.")],
+    fullname: FullnameOption = None,
+    data: DataOption = None,
 ) -> None:
     """Create an organisation (add its members with `org add-member`)."""
     try:
-        _hub(data).accounts.create_org(_local_admin(), name)
+        _hub(data).accounts.create_org(_local_admin(), name, fullname)
     except WeightyardError as exc:
         raise fail(exc.message, 2) from None
     out.print(f"Created organisation {name}")
+
+
+@org_app.command("update")
+def org_update(
+    name: Annotated[str, typer.Argument(help="Organisation name.")],
+    fullname: Annotated[str, typer.Option("--fullname", help="Display name.")],
+    data: DataOption = None,
+) -> None:
+    """Change an organisation's display name."""
+    try:
+        _hub(data).accounts.update_org(_local_admin(), name, fullname)
+    except WeightyardError as exc:
+        raise fail(exc.message, 2) from None
+    console.print(f"Updated organisation {name}")
 
 
 @org_app.command("add-member")
 def org_add_member(
     org: Annotated[str, typer.Argument(help="Organisation.")],
     user: Annotated[str, typer.Argument(help="User.")],
-    role: Annotated[str, typer.Option(help="read, write or admin.")] = "read",
+    role: Annotated[str, typer.Option(help="read, contributor, write or admin.")] = "read",
     data: DataOption = None,
 ) -> None:
     """Add a member to an organisation, or change their role."""

@@ -13,6 +13,8 @@ users = sa.Table(
     sa.Column("name", sa.String(96), nullable=False, unique=True),
     sa.Column("is_admin", sa.Boolean, nullable=False, default=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
+    # display name, as `fullname` on the Hub (migration 0010_fullnames_creators)
+    sa.Column("fullname", sa.String(200), nullable=True),
 )
 
 tokens = sa.Table(
@@ -49,6 +51,8 @@ repos = sa.Table(
     sa.Column("gated", sa.String(16), nullable=True),
     # what happens to unsafe files; NULL follows the hub's setting
     sa.Column("scan_policy", sa.String(16), nullable=True),
+    # the user who created the repo: an org's `contributor` may write to the repos they created
+    sa.Column("created_by", sa.Integer, nullable=True),
     sa.UniqueConstraint("type", "namespace", "name"),
 )
 # Repo ids are unique whatever their case: `Alice/Model` and `alice/model` are one repo.
@@ -169,6 +173,7 @@ orgs = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("name", sa.String(96), nullable=False, unique=True),
     sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("fullname", sa.String(200), nullable=True),
 )
 
 memberships = sa.Table(

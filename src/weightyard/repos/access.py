@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from weightyard.auth import Action, Principal, audit, require, require_token_covers, user_id_of
 from weightyard.db import tables, transaction, utcnow
-from weightyard.errors import BadRequest, NotFound, RefExists, Unauthorized
+from weightyard.errors import AccessAlreadyGranted, BadRequest, NotFound, Unauthorized
 from weightyard.repos.service import Repo
 
 STATUSES = ("pending", "accepted", "rejected")
@@ -109,13 +109,17 @@ class AccessRequests:
                 where.append(tables.access_requests.c.id == request_id)
             else:
                 raise BadRequest("name the request by 'user' or 'requestId'")
-            updated = conn.execute(
+            current = conn.execute(sa.select(tables.access_requests.c.status).where(*where)).scalar()
+            if current is None:
+                raise NotFound("no such access request")
+            if current == "accepted" and status == "accepted":
+                # As on the Hub: accepting twice is a mistake worth telling, not a silent success.
+                raise AccessAlreadyGranted(f"{user or 'this user'} already has access to {repo.repo_id}")
+            conn.execute(
                 sa.update(tables.access_requests)
                 .where(*where)
                 .values(status=status, reason=reason, updated_at=utcnow())
             )
-            if updated.rowcount == 0:
-                raise NotFound("no such access request")
             audit.record(
                 conn, principal, "access.handle", repo.repo_id, user=user, request=request_id, status=status
             )
@@ -132,7 +136,7 @@ class AccessRequests:
                 )
             ).scalar()
             if existing == "accepted":
-                raise RefExists(f"{user} already has access to {repo.repo_id}")
+                raise AccessAlreadyGranted(f"{user} already has access to {repo.repo_id}")
             conn.execute(
                 sa.delete(tables.access_requests).where(
                     tables.access_requests.c.repo_id == repo.id, tables.access_requests.c.user_id == user_id

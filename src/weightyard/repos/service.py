@@ -79,6 +79,7 @@ class Repo:
     downloads: int
     gated: str | None = None
     scan_policy: str | None = None
+    created_by: int | None = None
 
     @property
     def repo_id(self) -> str:
@@ -86,7 +87,7 @@ class Repo:
 
     @property
     def ref(self) -> RepoRef:
-        return RepoRef(self.type, self.namespace, self.name, self.private, self.gated)
+        return RepoRef(self.type, self.namespace, self.name, self.private, self.gated, self.created_by)
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,7 @@ def _repo_from_row(row: sa.Row[tuple[object, ...]]) -> Repo:
         downloads=m["downloads"],
         gated=m["gated"],
         scan_policy=m["scan_policy"],
+        created_by=m["created_by"],
     )
 
 
@@ -300,6 +302,7 @@ class RepoService:
                         created_at=now,
                         updated_at=now,
                         downloads=0,
+                        created_by=principal.user_id or None,
                     )
                 ).inserted_primary_key[0]  # type: ignore[index]
             except sa.exc.IntegrityError:
@@ -703,7 +706,7 @@ class RepoService:
     def delete_branch(self, principal: Principal | None, repo: Repo, branch: str) -> None:
         require(principal, Action.WRITE, repo.ref)
         if branch == DEFAULT_BRANCH:
-            raise BadRequest("the default branch cannot be deleted")
+            raise BadRequest(f"Cannot delete {HEADS}{DEFAULT_BRANCH}")
         self._delete_ref(principal, repo, HEADS + branch)
 
     def delete_tag(self, principal: Principal | None, repo: Repo, tag: str) -> None:
@@ -829,9 +832,7 @@ class RepoService:
                 )
             except _HeadMoved:
                 if parent_commit is not None:
-                    raise ParentCommitMismatch(
-                        "The branch moved on since parentCommit; refresh and retry"
-                    ) from None
+                    raise ParentCommitMismatch() from None
                 continue
             for hook in self.after_commit:
                 hook(repo, result.commit)
@@ -903,9 +904,7 @@ class RepoService:
                 assert base_commit is not None
                 base = base_commit
             if parent_commit is not None and parent_commit != base.oid:
-                raise ParentCommitMismatch(
-                    f"parentCommit {parent_commit} is not the head of {revision} ({base.oid})"
-                )
+                raise ParentCommitMismatch(parentCommit=parent_commit, head=base.oid)
             files = self._files(conn, base.tree_oid)
             self._apply(conn, files, operations, base.oid)
             self._mark_lfs(files, operations)
