@@ -46,6 +46,19 @@ class MalformedCommit(BadRequest):
     code = "MalformedCommit"
 
 
+class InvalidCardMetadata(BadRequest):
+    """A README's metadata fails the Hub's checks; `errors` and `warnings` list them as the Hub does."""
+
+    code = "InvalidCardMetadata"
+
+    def __init__(self, errors: list[str], warnings: list[str]) -> None:
+        super().__init__(
+            "Invalid metadata in README.md: " + "; ".join(errors),
+            errors=[{"message": message} for message in errors],
+            warnings=[{"message": message} for message in warnings],
+        )
+
+
 class Unauthorized(WeightyardError):
     code = "Unauthorized"
     status = 401

@@ -10,6 +10,8 @@ from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
 from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
 from tests.auth.conftest import ORG, REPOS, Team, cli
 
+pytestmark = pytest.mark.client
+
 
 def api(team: Team, caller: str) -> HfApi:
     return HfApi(endpoint=team.server.url, token=team.tokens[caller] or False)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from huggingface_hub import HfApi
 from tests.support import Server
+
+pytestmark = pytest.mark.client
 
 
 def _stored_cards(server: Server, sha256: str) -> list[sa.Row[tuple[object, ...]]]:

@@ -11,6 +11,7 @@ import pytest
 from weightyard.api import web
 from weightyard.api.web import SESSION_COOKIE
 from weightyard.cards import render_markdown
+from weightyard.errors import InvalidCardMetadata
 
 from .conftest import LocalHub, card
 
@@ -242,16 +243,16 @@ def test_relative_card_links_point_into_the_repo_and_remote_images_are_dropped()
     assert 'href="#usage"' in html
 
 
-def test_card_yaml_is_data_only_and_bad_yaml_is_reported_not_fatal(local: LocalHub) -> None:
-    local.publish(
-        "acme/yaml-object", {"README.md": card("license: !!python/object/apply:os.system ['true']", "Hi")}
-    )
-    data = local.client.get("/acme/yaml-object.json").json()
-    assert data["card"]["facts"]["license"] == []
-    assert "not valid YAML" in data["card"]["metadataError"]
-    assert "<p>Hi</p>" in data["card"]["html"]
-    local.publish("acme/yaml-list", {"README.md": card("- just\n- a list", "Hi")})
-    assert "not a YAML mapping" in local.client.get("/acme/yaml-list.json").json()["card"]["metadataError"]
+def test_card_yaml_is_data_only_and_unreadable_metadata_refuses_the_commit(local: LocalHub) -> None:
+    repo = local.create("acme/yaml-object")
+    for front_matter, reason in (
+        ("license: !!python/object/apply:os.system ['true']", "not valid YAML"),
+        ("- just\n- a list", "not a YAML mapping"),
+    ):
+        with pytest.raises(InvalidCardMetadata) as refused:
+            local.commit(repo, {"README.md": card(front_matter, "Hi")})
+        assert reason in refused.value.message
+    assert local.client.get("/acme/yaml-object.json").json()["card"] is None
 
 
 HOSTILE_CARD = b"""---

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from weightyard import __version__
@@ -46,20 +46,21 @@ def create_app(hub: Hub) -> FastAPI:
     )
     app.state.hub = hub
 
-    def answer(request: Request, exc: WeightyardError) -> JSONResponse:
+    def answer(request: Request, exc: WeightyardError) -> Response:
         xet.log_refusal(request, exc.status, exc.code, exc.message)
-        return error_response(exc, base_url(request))
+        as_text = request.headers.get("accept", "").startswith("text/plain")
+        return error_response(exc, base_url(request), as_text)
 
     @app.exception_handler(WeightyardError)
-    async def _domain_error(request: Request, exc: WeightyardError) -> JSONResponse:
+    async def _domain_error(request: Request, exc: WeightyardError) -> Response:
         return answer(request, exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         return answer(request, BadRequest(f"invalid request: {exc.errors()[:3]}"))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404:
             if names_a_repo(request.url.path):
                 # e.g. a one-segment id (`gpt2`): the client then says "repository not found", as on the Hub
@@ -71,7 +72,7 @@ def create_app(hub: Hub) -> FastAPI:
         return answer(request, error)
 
     @app.exception_handler(ValueError)
-    async def _value_error(request: Request, exc: ValueError) -> JSONResponse:
+    async def _value_error(request: Request, exc: ValueError) -> Response:
         # json.JSONDecodeError from request.json() and unquote() on bad UTF-8 land here
         return answer(request, BadRequest(f"malformed request: {exc}"))
 

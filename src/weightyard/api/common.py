@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from fastapi import Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from weightyard.auth import Principal
@@ -32,9 +32,10 @@ TYPE_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 PLURAL_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 
 
-def error_response(exc: WeightyardError, base: str = "") -> JSONResponse:
+def error_response(exc: WeightyardError, base: str = "", as_text: bool = False) -> Response:
     """The one error mapper: JSON body plus the headers the Hugging Face client reads. `base` is the hub's
-    URL, for messages that point at a page."""
+    URL, for messages that point at a page; `as_text` answers the message as plain text, for callers that
+    ask for it (`RepoCard.validate` sends `Accept: text/plain` and shows the body as is)."""
     message = exc.message_at(base)
     body: dict[str, Any] = {"error": message, "code": exc.code}
     body.update({k: v for k, v in exc.details.items() if isinstance(v, str | int | bool | list | dict)})
@@ -49,6 +50,8 @@ def error_response(exc: WeightyardError, base: str = "") -> JSONResponse:
     if exc.status in (PayloadTooLarge.status, RequestTimeout.status):
         # The rest of the body may still be on its way: close rather than read it to keep the connection.
         headers["Connection"] = "close"
+    if as_text:
+        return PlainTextResponse(message, status_code=exc.status, headers=headers)
     return JSONResponse(body, status_code=exc.status, headers=headers)
 
 

@@ -50,8 +50,10 @@ from weightyard.api.common import (
     split_revision,
 )
 from weightyard.auth import Action, Principal
+from weightyard.cards import CARD_LIMIT, check_card
 from weightyard.errors import (
     BadRequest,
+    InvalidCardMetadata,
     NotFound,
     RangeNotSatisfiable,
     RepoExists,
@@ -87,6 +89,9 @@ COMMITS_PAGE = 100
 MODELS_PAGE = 1000
 DOWNLOAD_CHUNK = 4 * 1024 * 1024
 BODY_BATCH = 1024 * 1024
+# The client sends the whole README to /api/validate-yaml before committing one (JSON-escaped, so larger
+# than the file); the hub reads the first CARD_LIMIT bytes of a card.
+VALIDATE_YAML_BODY = 16 * 1024 * 1024
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -159,8 +164,15 @@ def agent_harnesses() -> dict[str, Any]:
 
 @router.post("/api/validate-yaml")
 async def validate_yaml(request: Request) -> dict[str, Any]:
-    await read_json(request, ValidateYamlBody)
-    return {"errors": [], "warnings": []}
+    """Card metadata checked as a commit of the README would be: 400 with `errors` when it would be refused,
+    200 with `warnings` otherwise (the client shows both)."""
+    allow_body(request, VALIDATE_YAML_BODY)
+    await run_in_threadpool(principal_of, request)  # a bad token is refused here as everywhere
+    body = await read_json(request, ValidateYamlBody)
+    check = await run_in_threadpool(check_card, body.content[:CARD_LIMIT])
+    if check.errors:
+        raise InvalidCardMetadata(check.errors, check.warnings)
+    return {"errors": [], "warnings": [{"message": message} for message in check.warnings]}
 
 
 # ---------------------------------------------------------------------------------------------- metadata

@@ -179,9 +179,7 @@ class AccountService:
         checked = check_fullname(fullname)
         with transaction(self._engine) as conn:
             user_id = user_id_of(conn, name)
-            conn.execute(
-                sa.update(tables.users).where(tables.users.c.id == user_id).values(fullname=checked)
-            )
+            conn.execute(sa.update(tables.users).where(tables.users.c.id == user_id).values(fullname=checked))
             audit.record(conn, actor, "user.update", user=name, fullname=checked)
 
     def update_org(self, actor: Principal | None, name: str, fullname: str) -> None:

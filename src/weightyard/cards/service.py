@@ -16,7 +16,9 @@ import sqlalchemy as sa
 
 from weightyard.cards.metadata import CardFacts, card_facts, load_metadata, split_front_matter
 from weightyard.cards.render import place_in_repo, render_card
+from weightyard.cards.validation import CardCheck, check_metadata
 from weightyard.db import tables, transaction, utcnow
+from weightyard.errors import InvalidCardMetadata
 from weightyard.storage import BlobStore
 
 CARD_PATH = "README.md"
@@ -40,6 +42,9 @@ class StoredCard:
     @property
     def facts(self) -> CardFacts:
         return card_facts(self.metadata)
+
+    def check(self) -> CardCheck:
+        return check_metadata(self.metadata, self.metadata_error)
 
     def html_in(self, repo_path: str) -> str:
         """The rendering with its file links pointing into the repo at `repo_path` (`/namespace/name`)."""
@@ -141,7 +146,10 @@ class CardService:
         return stored
 
     def before_commit(self, added: Sequence[AddedFile]) -> None:
-        """Prepare the card of a README a commit adds, so it is stored before the commit is visible."""
+        """Prepare the card of a README a commit adds, so it is stored before the commit is visible; refuse
+        the commit, as the Hub does, when the card's metadata has errors."""
         for item in added:
             if item.path == CARD_PATH:
-                self.prepare(item.sha256, item.size)
+                check = self.prepare(item.sha256, item.size).check()
+                if check.errors:
+                    raise InvalidCardMetadata(check.errors, check.warnings)

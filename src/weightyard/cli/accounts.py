@@ -94,7 +94,7 @@ def user_update(
         _hub(data).accounts.update_user(_local_admin(), name, fullname)
     except WeightyardError as exc:
         raise fail(exc.message, 2) from None
-    console.print(f"Updated user {name}")
+    out.print(f"Updated user {name}")
 
 
 @user_app.command("delete")
@@ -151,7 +151,7 @@ def org_update(
         _hub(data).accounts.update_org(_local_admin(), name, fullname)
     except WeightyardError as exc:
         raise fail(exc.message, 2) from None
-    console.print(f"Updated organisation {name}")
+    out.print(f"Updated organisation {name}")
 
 
 @org_app.command("add-member")
