@@ -14,6 +14,7 @@ from weightyard.cards import CardService
 from weightyard.config import ADMIN_USER, Settings
 from weightyard.db import create_engine, migrate, tables, transaction
 from weightyard.repos import AccessRequests, LfsService, RepoService
+from weightyard.repos.facts import FactsService
 from weightyard.repos.provenance import KeyRegistry, ProvenanceService, hub_signing_key
 from weightyard.repos.xet import XetService
 from weightyard.storage import XetBlobStore, open_blob_store
@@ -34,6 +35,7 @@ class Hub:
     provenance: ProvenanceService
     limiter: RateLimiter | None
     cards: CardService
+    facts: FactsService
     xet: XetService | None = None
 
     @classmethod
@@ -69,6 +71,9 @@ class Hub:
         repos.after_commit.append(provenance.after_commit)
         cards = CardService(engine, store)
         repos.before_commit.append(cards.before_commit)
+        facts = FactsService(engine, store, repos, cards)
+        repos.before_commit.append(facts.before_commit)
+        repos.after_commit.append(facts.after_commit)
         limiter = (
             RateLimiter(engine, settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
         )
@@ -84,6 +89,7 @@ class Hub:
             lfs=lfs,
             limiter=limiter,
             cards=cards,
+            facts=facts,
             xet=XetService(repos, store, secret, engine, accounts, settings)
             if isinstance(store, XetBlobStore)
             else None,

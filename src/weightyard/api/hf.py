@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from weightyard.api import xet
+from weightyard.api import repo_info, xet
 from weightyard.api.bodies import (
     BranchBody,
     CreateRepoBody,
@@ -76,6 +76,7 @@ from weightyard.repos import (
     lfs_pointer,
 )
 from weightyard.repos.expand import check_expand
+from weightyard.repos.listing import ListQuery, list_page
 from weightyard.repos.scanning import scan_state, worst
 from weightyard.repos.upload_modes import UploadCandidate, upload_modes
 from weightyard.scan import SCANNER_VERSION, Report, Verdict
@@ -87,6 +88,8 @@ TREE_PAGE = 1000
 TREE_PAGE_EXPANDED = 50
 COMMITS_PAGE = 100
 MODELS_PAGE = 1000
+# Listing pages whose entries walk each repo's files (siblings, config, safetensors) are smaller.
+MODELS_PAGE_HEAVY = 100
 DOWNLOAD_CHUNK = 4 * 1024 * 1024
 BODY_BATCH = 1024 * 1024
 # The client sends the whole README to /api/validate-yaml before committing one (JSON-escaped, so larger
@@ -198,42 +201,15 @@ def _signature_summary(request: Request, repo: Repo, commit: Commit) -> dict[str
     }
 
 
-def repo_info(
-    request: Request, repo: Repo, commit: Commit, blobs: bool = False, security: bool = False
+def _model_info(
+    request: Request, repo: Repo, commit: Commit, expand: list[str], blobs: bool, security: bool
 ) -> dict[str, Any]:
-    files = hub_of(request).repos.files(commit)
-    siblings = []
-    for path, entry in files.items():
-        sibling: dict[str, Any] = {"rfilename": path}
-        if blobs:
-            sibling["size"] = entry.size
-            sibling["blobId"] = entry.git_oid
-            if entry.lfs:
-                pointer = lfs_pointer(entry.sha256, entry.size)
-                sibling["lfs"] = {"size": entry.size, "sha256": entry.sha256, "pointerSize": len(pointer)}
-        siblings.append(sibling)
-    return {
-        "_id": repo.repo_id,
-        "id": repo.repo_id,
-        "modelId": repo.repo_id,
-        "author": repo.namespace,
-        "sha": commit.oid,
-        "lastModified": iso(repo.updated_at),
-        "createdAt": iso(repo.created_at),
-        "private": repo.private,
-        "gated": repo.gated or False,
-        "disabled": False,
-        "downloads": repo.downloads,
-        "likes": 0,
-        "tags": [],
-        "library_name": None,
-        "pipeline_tag": None,
-        "cardData": {},
-        "siblings": siblings,
-        "usedStorage": sum(entry.size for entry in files.values()),
-        **({"securityRepoStatus": security_repo_status(hub_of(request).repos, commit)} if security else {}),
-        "signatureStatus": _signature_summary(request, repo, commit),
-    }
+    info = repo_info.model_info(request, repo, commit, expand, blobs)
+    if security:
+        info["securityRepoStatus"] = security_repo_status(hub_of(request).repos, commit)
+    if not expand:
+        info["signatureStatus"] = _signature_summary(request, repo, commit)
+    return info
 
 
 @router.get("/api/{plural}/{namespace}/{name}")
@@ -247,10 +223,10 @@ def get_repo_info(
 ) -> dict[str, Any]:
     if name in RESERVED_REPO_NAMES:
         raise RepoNotFound(f"Repository {namespace} not found: a repo id is 'namespace/name'")
-    check_expand(_repo_type(plural), _expand_values(request))
+    expand = check_expand(_repo_type(plural), _expand_values(request))
     repo = _load_repo(request, plural, namespace, name)
     commit = hub_of(request).repos.resolve(repo, "main")
-    return repo_info(request, repo, commit, blobs, securityStatus)
+    return _model_info(request, repo, commit, expand, blobs, securityStatus)
 
 
 @router.get("/api/{plural}/{namespace}/{name}/revision/{rest:path}")
@@ -263,11 +239,19 @@ def get_repo_info_at(
     blobs: bool = False,
     securityStatus: bool = False,
 ) -> dict[str, Any]:
-    check_expand(_repo_type(plural), _expand_values(request))
+    expand = check_expand(_repo_type(plural), _expand_values(request))
     repo = _load_repo(request, plural, namespace, name)
     revision, _ = split_revision(_api_rest(request))
     commit = hub_of(request).repos.resolve(repo, revision)
-    return repo_info(request, repo, commit, blobs, securityStatus)
+    return _model_info(request, repo, commit, expand, blobs, securityStatus)
+
+
+def _link_next(request: Request, cursor: int) -> dict[str, str]:
+    """An absolute `Link: rel="next"` carrying every query parameter, with the next cursor."""
+    raw_path = (request.scope.get("raw_path") or request.url.path.encode()).decode("latin-1").split("?")[0]
+    params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
+    query = urlencode([*params, ("cursor", str(cursor))])
+    return {"Link": f'<{base_url(request)}{raw_path}?{query}>; rel="next"'}
 
 
 def _paginated(request: Request, items: list[dict[str, Any]], page_size: int) -> JSONResponse:
@@ -276,14 +260,7 @@ def _paginated(request: Request, items: list[dict[str, Any]], page_size: int) ->
     if not cursor.isdigit():
         raise BadRequest("invalid cursor")
     start = int(cursor)
-    headers = {}
-    if start + page_size < len(items):
-        raw_path = (
-            (request.scope.get("raw_path") or request.url.path.encode()).decode("latin-1").split("?")[0]
-        )
-        params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
-        query = urlencode([*params, ("cursor", str(start + page_size))])
-        headers["Link"] = f'<{base_url(request)}{raw_path}?{query}>; rel="next"'
+    headers = _link_next(request, start + page_size) if start + page_size < len(items) else {}
     return JSONResponse(items[start : start + page_size], headers=headers)
 
 
@@ -458,23 +435,51 @@ def list_repos(
     plural: str,
     search: str | None = None,
     author: str | None = None,
-    sort: str | None = None,
+    filter: Annotated[list[str], Query()] = [],  # noqa: B006 - the Hub's name; FastAPI copies defaults
+    library: str | None = None,
+    language: str | None = None,
+    license: str | None = None,
+    pipeline_tag: str | None = None,
+    gated: bool | None = None,
+    sort: str = "lastModified",
+    direction: str | None = None,
     limit: Annotated[int | None, Query(ge=1, le=2**31)] = None,
+    full: bool = False,
+    cardData: bool = False,
+    config: bool = False,
+    cursor: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> JSONResponse:
-    repo_type = _repo_type(plural)
-    check_expand(repo_type, _expand_values(request))
-    hub = hub_of(request)
-    sort_key = {"trendingScore": "downloads", "likes": "downloads"}.get(sort or "", sort or "lastModified")
-    repos = hub.repos.list_repos(
-        principal_of(request), repo_type, search=search, author=author, sort=sort_key, limit=limit or 10_000
+    """`list_models` as on the Hub, answered from the listing index (see repos/listing.py)."""
+    tags = [*filter]
+    tags += [value for value in (library, language) if value]
+    if license:
+        tags.append(f"license:{license}")
+    expand = check_expand(_repo_type(plural), _expand_values(request))
+    if expand:
+        fields: list[str] = expand
+    else:
+        fields = list(repo_info.FULL_FIELDS if full else repo_info.LIST_FIELDS)
+        fields += ["cardData"] if cardData or full else []
+        fields += ["config"] if config else []
+    heavy = {"siblings", "config", "safetensors", "usedStorage"} & set(fields)
+    page_size = min(limit or MODELS_PAGE, MODELS_PAGE_HEAVY if heavy else MODELS_PAGE)
+    query = ListQuery(
+        repo_type=_repo_type(plural),
+        search=search,
+        author=author,
+        tags=tuple(tags),
+        pipeline_tag=pipeline_tag,
+        gated=gated,
+        sort={"last_modified": "lastModified", "created_at": "createdAt"}.get(sort, sort),
+        descending=direction != "1",
+        offset=cursor,
+        limit=page_size,
     )
-    items = []
-    for repo in repos:
-        head = hub.repos.resolve(repo, "main")
-        info = repo_info(request, repo, head)
-        del info["siblings"]
-        items.append(info)
-    return _paginated(request, items, MODELS_PAGE)
+    page = list_page(hub_of(request).engine, principal_of(request), query)
+    items = [repo_info.listed_info(request, item, fields) for item in page.items]
+    more = page.has_more and (limit is None or cursor + page_size < limit)
+    headers = _link_next(request, cursor + page_size) if more else {}
+    return JSONResponse(items, headers=headers)
 
 
 # ---------------------------------------------------------------------------------------------- repos

@@ -1,4 +1,5 @@
-"""Storage commands on the data folder: `weightyard gc` (unreferenced xorbs), `weightyard stats` (dedup)."""
+"""Storage commands on the data folder: `weightyard gc` (unreferenced xorbs), `weightyard stats` (dedup),
+`weightyard reindex` (what commits derive, for repos committed before a hub version derived it)."""
 
 from __future__ import annotations
 
@@ -88,3 +89,19 @@ def stats(as_json: JsonOption = False, data: DataOption = None) -> None:
         str(ratio(hub_stats.logical_bytes, hub_stats.stored_bytes)),
     )
     out.print(table)
+
+
+@app.command()
+def reindex(data: DataOption = None) -> None:
+    """Render the cards and derive the model_info facts and listing index of every repo's main branch, for
+    repos committed before this hub version (commits derive them themselves)."""
+    from weightyard.auth import LOCAL_ADMIN
+    from weightyard.repos import REPO_TYPES
+
+    hub = _hub(data)
+    count = 0
+    for repo_type in REPO_TYPES:
+        for repo in hub.repos.list_repos(LOCAL_ADMIN, repo_type, limit=2**31):
+            hub.facts.reindex(repo)
+            count += 1
+    out.print(f"Reindexed {count} repos")

@@ -53,6 +53,11 @@ repos = sa.Table(
     sa.Column("scan_policy", sa.String(16), nullable=True),
     # the user who created the repo: an org's `contributor` may write to the repos they created
     sa.Column("created_by", sa.Integer, nullable=True),
+    # Listing columns of the `main` head, kept in step by every commit to it (migration 0011_listing).
+    sa.Column("likes", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("pipeline_tag", sa.String(64), nullable=True, index=True),
+    sa.Column("library_name", sa.String(64), nullable=True, index=True),
+    sa.Column("card_sha256", sa.String(64), nullable=True),
     sa.UniqueConstraint("type", "namespace", "name"),
 )
 # Repo ids are unique whatever their case: `Alice/Model` and `alice/model` are one repo.
@@ -356,4 +361,25 @@ upload_reservations = sa.Table(
     sa.Column("digest", sa.String(64), primary_key=True),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+# What the hub derives from a file's content at commit time (migration 0011_listing), by sha256 and kind:
+# "config" (the allowed subset of a config.json) and "safetensors" (parameter counts by dtype from the
+# header). `data` is JSON.
+file_facts = sa.Table(
+    "file_facts",
+    metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+# The tags of each repo's `main` head (card tags, library, license, datasets, base models, formats), kept in
+# step with the branch by every commit to it: `list_models(filter=…)` answers from this index.
+repo_tags = sa.Table(
+    "repo_tags",
+    metadata,
+    sa.Column("repo_id", sa.Integer, sa.ForeignKey("repos.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("tag", sa.String(200), primary_key=True, index=True),
 )

@@ -80,6 +80,7 @@ class Repo:
     gated: str | None = None
     scan_policy: str | None = None
     created_by: int | None = None
+    likes: int = 0
 
     @property
     def repo_id(self) -> str:
@@ -201,6 +202,7 @@ def _repo_from_row(row: sa.Row[tuple[object, ...]]) -> Repo:
         gated=m["gated"],
         scan_policy=m["scan_policy"],
         created_by=m["created_by"],
+        likes=m["likes"],
     )
 
 

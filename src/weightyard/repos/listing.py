@@ -1,0 +1,144 @@
+"""Repo listings answered from indexed columns: filters, sorts and pages as the Hub's `/api/models` has them.
+
+Everything a listing filters or sorts on is a column or the `repo_tags` index, kept in step with each repo's
+`main` head by `FactsService.after_commit`; a page costs one query plus one for the tags of its repos,
+however many repos the hub holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from weightyard.auth import Action, Principal, can
+from weightyard.db import tables
+from weightyard.errors import BadRequest
+from weightyard.repos.service import DEFAULT_BRANCH, HEADS, Repo, _repo_from_row
+
+# Sort keys as the Hub spells them; `trendingScore` has no separate measure here and follows downloads.
+SORTS = {
+    "lastModified": tables.repos.c.updated_at,
+    "createdAt": tables.repos.c.created_at,
+    "downloads": tables.repos.c.downloads,
+    "likes": tables.repos.c.likes,
+    "trendingScore": tables.repos.c.downloads,
+    "id": tables.repos.c.namespace + "/" + tables.repos.c.name,
+}
+MAX_FILTERS = 20
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    repo_type: str
+    search: str | None = None
+    author: str | None = None
+    # every one of these tags (card tags, library, `license:…`, `dataset:…`, languages, formats)
+    tags: tuple[str, ...] = ()
+    pipeline_tag: str | None = None
+    gated: bool | None = None
+    sort: str = "lastModified"
+    descending: bool = True
+    offset: int = 0
+    limit: int = 1000
+
+
+@dataclass(frozen=True)
+class ListedRepo:
+    repo: Repo
+    head: str | None
+    pipeline_tag: str | None
+    library_name: str | None
+    card_sha256: str | None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ListPage:
+    items: list[ListedRepo]
+    has_more: bool
+
+
+def _visible(principal: Principal | None) -> sa.ColumnElement[bool]:
+    """The SQL form of can(READ): public repos, and private ones the caller's role and token reach."""
+    repos = tables.repos
+    public = repos.c.private.is_(False)
+    if principal is None:
+        return public
+    reach: list[sa.ColumnElement[bool]] = []
+    if not principal.is_admin:
+        reach.append(repos.c.namespace.in_([principal.name, *principal.orgs]))
+    if principal.targets is not None:
+        targets = list(principal.targets)
+        reach.append(
+            sa.or_(repos.c.namespace.in_(targets), (repos.c.namespace + "/" + repos.c.name).in_(targets))
+        )
+    return sa.or_(public, sa.and_(sa.true(), *reach))
+
+
+def list_page(engine: sa.Engine, principal: Principal | None, query: ListQuery) -> ListPage:
+    """One page of the repos `principal` may read that match `query`."""
+    if query.sort not in SORTS:
+        raise BadRequest(f"cannot sort by {query.sort[:50]!r}; use {', '.join(SORTS)}")
+    if len(query.tags) > MAX_FILTERS:
+        raise BadRequest(f"at most {MAX_FILTERS} filters")
+    repos = tables.repos
+    head = (
+        sa.select(tables.refs.c.target_oid)
+        .where(tables.refs.c.repo_id == repos.c.id, tables.refs.c.name == HEADS + DEFAULT_BRANCH)
+        .scalar_subquery()
+        .label("head_oid")
+    )
+    statement = sa.select(repos, head).where(repos.c.type == query.repo_type, _visible(principal))
+    if query.search:
+        pattern = "%" + query.search.lower().replace("%", r"\%").replace("_", r"\_") + "%"
+        statement = statement.where(
+            sa.func.lower(repos.c.namespace + "/" + repos.c.name).like(pattern, escape="\\")
+        )
+    if query.author:
+        statement = statement.where(repos.c.namespace == query.author)
+    for tag in query.tags:
+        tagged = sa.select(tables.repo_tags.c.repo_id).where(tables.repo_tags.c.tag == tag)
+        statement = statement.where(repos.c.id.in_(tagged))
+    if query.pipeline_tag:
+        statement = statement.where(repos.c.pipeline_tag == query.pipeline_tag)
+    if query.gated is not None:
+        statement = statement.where(repos.c.gated.is_not(None) if query.gated else repos.c.gated.is_(None))
+    column = SORTS[query.sort]
+    # Ties (times have second resolution) fall back to creation order, in the same direction.
+    order = (column.desc(), repos.c.id.desc()) if query.descending else (column.asc(), repos.c.id.asc())
+    statement = statement.order_by(*order)
+    statement = statement.offset(query.offset).limit(query.limit + 1)
+    with engine.connect() as conn:
+        rows = conn.execute(statement).all()
+        page = rows[: query.limit]
+        ids = [row.id for row in page]
+        tag_rows = (
+            conn.execute(
+                sa.select(tables.repo_tags.c.repo_id, tables.repo_tags.c.tag).where(
+                    tables.repo_tags.c.repo_id.in_(ids)
+                )
+            ).all()
+            if ids
+            else []
+        )
+    tags: dict[int, list[str]] = {}
+    for repo_id, tag in tag_rows:
+        tags.setdefault(repo_id, []).append(tag)
+    items = []
+    for row in page:
+        repo = _repo_from_row(row)
+        # The SQL filter mirrors the permission check; the check itself still has the last word.
+        if not can(principal, Action.READ, repo.ref):
+            continue
+        items.append(
+            ListedRepo(
+                repo=repo,
+                head=row.head_oid,
+                pipeline_tag=row.pipeline_tag,
+                library_name=row.library_name,
+                card_sha256=row.card_sha256,
+                tags=sorted(tags.get(row.id, [])),
+            )
+        )
+    return ListPage(items=items, has_more=len(rows) > query.limit)
