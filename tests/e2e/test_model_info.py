@@ -177,7 +177,7 @@ def test_list_models_filters_and_sorts_from_the_index(server: Server, namespace:
     card = listed[f"{namespace}/alpha"].card_data
     assert card is not None and card.license == "mit"
     full = next(iter(api.list_models(author=namespace, search="gamma", full=True)))
-    assert [s.rfilename for s in full.siblings or []] == ["README.md"]
+    assert [s.rfilename for s in full.siblings or []] == [".gitattributes", "README.md"]
     expanded = next(iter(api.list_models(author=namespace, search="beta", expand=["tags", "likes"])))
     assert expanded.likes == 0 and expanded.tags is not None and "license:apache-2.0" in expanded.tags
     raw = httpx.get(
