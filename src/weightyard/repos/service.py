@@ -1085,7 +1085,7 @@ class RepoService:
                 .values(target_oid=oid)
             )
             if moved.rowcount != 1:
-                raise ParentCommitMismatch(f"{branch} moved on while it was squashed; retry")
+                raise ParentCommitMismatch(branch=branch)
             conn.execute(sa.update(tables.repos).where(tables.repos.c.id == repo.id).values(updated_at=now))
             audit.record(
                 conn, principal, "repo.squash", repo.repo_id, ref=ref_name, commit=oid, replaced=head.oid
