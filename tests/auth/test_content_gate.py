@@ -194,6 +194,17 @@ def web_file_page_html(vault: Vault, caller: str, stored: Stored) -> bool:
     return response.status_code == 200 and str(escape(stored.data.decode())) in response.text
 
 
+def web_listing_download_link(vault: Vault, caller: str, stored: Stored) -> bool:
+    """Not bytes, but the page must not offer a download the gate refuses."""
+    url = f"{vault.server.url}/{stored.repo}/tree/main"
+    response = httpx.get(url, headers={**auth(vault.tokens[caller]), "Accept": "application/json"})
+    if response.status_code != 200:
+        assert response.status_code == 404
+        return False
+    (row,) = [item for item in response.json()["files"] if item["path"] == stored.path]
+    return row["download"] is not None
+
+
 READ_PATHS: dict[str, Callable[[Vault, str, Stored], bool]] = {
     "xet_read_token": xet_read_token,
     "xet_write_token_reconstruction": xet_write_token_reconstruction,
@@ -203,6 +214,7 @@ READ_PATHS: dict[str, Callable[[Vault, str, Stored], bool]] = {
     "shard_reference": shard_reference,
     "web_file_page_json": web_file_page_json,
     "web_file_page_html": web_file_page_html,
+    "web_listing_download_link": web_listing_download_link,
 }
 
 

@@ -53,6 +53,7 @@ from weightyard.repos import Commit, DirEntry, FileEntry, Repo, RepoService, che
 from weightyard.repos.access import STATUSES as ACCESS_STATUSES
 from weightyard.repos.ingest import looks_binary
 from weightyard.repos.scanning import scan_state, shown_verdict, worst
+from weightyard.scan import Verdict
 
 router = APIRouter()
 
@@ -256,13 +257,30 @@ def _entry_json(
 
 
 def _listing(
-    request: Request, repo: Repo, revision: str, commit: Commit, path: str, granted: bool
+    request: Request,
+    viewer: Principal | None,
+    repo: Repo,
+    revision: str,
+    commit: Commit,
+    path: str,
+    granted: bool,
 ) -> dict[str, Any]:
-    """A folder's entries, folders first as file browsers do, at most `LIST_ROWS` of them."""
+    """A folder's entries, folders first as file browsers do, at most `LIST_ROWS` of them. A download link
+    is offered where the gate serves the file: `granted` (the repo-level answer) settles it for a file
+    scanned safe; any other (unsafe, not scanned yet, or suspicious) is asked about on its own."""
     items = hub_of(request).repos.tree(commit, path)
     items.sort(key=lambda item: (not isinstance(item.entry, DirEntry), item.path))
     shown = [_entry_json(repo, revision, item.path, item.entry, granted) for item in items[:LIST_ROWS]]
     _verdicts(request, repo, commit, shown)
+    gate = hub_of(request).repos.gate
+    for item, data in zip(items, shown, strict=False):
+        if (
+            data.get("download")
+            and data.get("scan") != Verdict.SAFE.value
+            and isinstance(item.entry, FileEntry)
+            and not gate.may_serve_file(viewer, repo, item.path, item.entry)
+        ):
+            data["download"] = None
     return {"files": shown, "fileCount": len(items)}
 
 
@@ -591,7 +609,7 @@ def model_page(request: Request, viewer: Principal | None, segments: list[str]) 
         "checks": _commit_checks(request, repo, commit),
         "card": _card_json(card, repo) if card else None,
         "baseModels": _base_models(repos, viewer, card.facts.base_model) if card else [],
-        **_listing(request, repo, revision, commit, "", granted),
+        **_listing(request, viewer, repo, revision, commit, "", granted),
         "size": sum(entry.size for entry in repos.files(commit).values()),
         "refs": _refs_json(repos, repo, "tree"),
         "commitCount": len(history),
@@ -622,7 +640,7 @@ def tree_page(request: Request, viewer: Principal | None, segments: list[str]) -
         "path": path,
         "commit": _commit_json(repo, commit),
         "breadcrumbs": _breadcrumbs(repo, revision, path),
-        **_listing(request, repo, revision, commit, path, _may_download(repos, viewer, repo)),
+        **_listing(request, viewer, repo, revision, commit, path, _may_download(repos, viewer, repo)),
         "refs": _refs_json(repos, repo, "tree"),
     }
     return Page("tree.html", data, f"{repo.repo_id} · {path or 'files'} at {revision}")

@@ -122,12 +122,17 @@ class ContentGate:
             rc.c.sha256.in_(shas) if isinstance(shas, sa.Select) else rc.c.sha256 == shas,
             sa.or_(r.c.private.is_(False), self._level(principal, Action.READ)),
             sa.or_(r.c.gated.is_(None), self._level(principal, Action.READ), self._accepted(principal)),
+            # Not held back, as `require_file` decides per path: some verdict exists (a never-scanned file is
+            # held back) and none says unsafe, under any file name or scanner version (the stricter reading).
             sa.or_(
                 sa.func.coalesce(r.c.scan_policy, self._default_policy) == "warn",
                 self._level(principal, Action.ADMIN),
-                ~sa.exists().where(
-                    tables.scan_reports.c.sha256 == rc.c.sha256,
-                    tables.scan_reports.c.verdict == Verdict.UNSAFE.value,
+                sa.and_(
+                    sa.exists().where(tables.scan_reports.c.sha256 == rc.c.sha256),
+                    ~sa.exists().where(
+                        tables.scan_reports.c.sha256 == rc.c.sha256,
+                        tables.scan_reports.c.verdict == Verdict.UNSAFE.value,
+                    ),
                 ),
             ),
         )
