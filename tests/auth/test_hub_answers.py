@@ -69,7 +69,11 @@ def test_a_gated_file_names_the_page_to_ask_for_access(team: Team, tmp_path: Pat
     ) in str(gated.value)
 
 
-def test_accepting_an_access_request_twice_is_an_error(team: Team) -> None:
+def test_accepting_an_access_request_twice_is_an_error(team: Team, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    # huggingface_hub 1.x manages access requests at the module-wide endpoint, not at the HfApi's own.
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", team.server.url)
     owner = api(team, "orgadmin")
     repo = f"{ORG}/gated-twice"
     owner.create_repo(repo)
