@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
 import pytest
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, hf_hub_download
+from huggingface_hub import (
+    CommitOperationAdd,
+    CommitOperationDelete,
+    HfApi,
+    RepoFile,
+    RepoFolder,
+    hf_hub_download,
+)
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
@@ -353,3 +361,38 @@ def test_lfs_files_are_listed_and_permanently_deleted_once_no_branch_holds_them(
     gone = httpx.get(f"{server.url}/{repo_name}/resolve/{first}/w.bin")
     assert (gone.status_code, gone.headers["x-error-code"]) == (422, "BlobNotFound")
     assert httpx.get(f"{server.url}/{repo_name}/resolve/main/w.bin").content == b"new weights"
+
+
+def test_expanded_tree_and_paths_info_carry_each_entrys_last_commit(server: Server, repo_name: str) -> None:
+    api = api_for(server)
+    api.create_repo(repo_name)
+    first = api.create_commit(
+        repo_name,
+        operations=[CommitOperationAdd("a.txt", b"a"), CommitOperationAdd("dir/b.txt", b"b")],
+        commit_message="first",
+    ).oid
+    second = api.create_commit(
+        repo_name, operations=[CommitOperationAdd("dir/c.txt", b"c")], commit_message="second"
+    ).oid
+    api.create_branch(repo_name, branch="side", revision=first)
+    api.create_commit(
+        repo_name, operations=[CommitOperationAdd("a.txt", b"a2")], commit_message="side", revision="side"
+    )
+    initial = api.list_repo_commits(repo_name)[-1].commit_id
+
+    def lasts(entries: Iterable[RepoFile | RepoFolder], field: str = "oid") -> dict[str, str]:
+        return {e.path: getattr(e.last_commit, field) for e in entries if e.last_commit is not None}
+
+    entries = list(api.list_repo_tree(repo_name, expand=True))
+    assert lasts(entries) == {".gitattributes": initial, "a.txt": first, "dir": second}
+    assert lasts(entries, "title")["dir"] == "second"
+    inside = lasts(api.list_repo_tree(repo_name, "dir", expand=True))
+    assert inside == {"dir/b.txt": first, "dir/c.txt": second}
+    at_first = api.get_paths_info(repo_name, ["a.txt", "dir/c.txt"], expand=True, revision=first)
+    assert lasts(at_first) == {"a.txt": first}
+    assert lasts(api.get_paths_info(repo_name, ["a.txt", "dir"], expand=True)) == {
+        "a.txt": first,
+        "dir": second,
+    }
+    side = lasts(api.list_repo_tree(repo_name, revision="side", expand=True), "title")
+    assert side == {".gitattributes": "initial commit", "a.txt": "side", "dir": "first"}

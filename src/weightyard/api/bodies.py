@@ -36,6 +36,7 @@ class ValidateYamlBody(Body):
 
 class PathsInfoBody(Body):
     paths: list[StrictStr] = []
+    expand: StrictBool = False
 
 
 class RepoTargetBody(Body):

@@ -284,7 +284,16 @@ def get_tree(
     xet.add_xet_hashes(request, items)
     if expand:
         _add_security_status(repos, commit, tree, items)
+        _add_last_commits(repos, repo, commit, items)
     return _paginated(request, items, TREE_PAGE_EXPANDED if expand else TREE_PAGE)
+
+
+def _add_last_commits(repos: RepoService, repo: Repo, commit: Commit, items: list[dict[str, Any]]) -> None:
+    lasts = repos.last_commits(repo, commit, [item["path"] for item in items])
+    for item in items:
+        last = lasts.get(item["path"])
+        if last is not None:
+            item["lastCommit"] = {"id": last.oid, "title": last.title, "date": iso(last.created_at)}
 
 
 @router.get("/api/{plural}/{namespace}/{name}/lfs-files")
@@ -369,9 +378,12 @@ async def post_paths_info(
 ) -> JSONResponse:
     raw = await request.body()
     if request.headers.get("content-type", "").startswith("application/json"):
-        paths = parse_body(raw, PathsInfoBody).paths
+        body = parse_body(raw, PathsInfoBody)
+        paths, expand = body.paths, body.expand
     else:  # the stock client sends a form
-        paths = parse_qs(raw.decode("utf-8", "replace")).get("paths", [])
+        form = parse_qs(raw.decode("utf-8", "replace"))
+        paths = form.get("paths", [])
+        expand = form.get("expand", ["false"])[-1].lower() in ("true", "1")
 
     def answer() -> list[dict[str, Any]]:
         repo = _load_repo(request, plural, namespace, name)
@@ -381,6 +393,8 @@ async def post_paths_info(
         everything = {item.path: item for item in repos.tree(commit, "", recursive=True)}
         items = [_file_json(everything[path]) for path in paths if path in everything]
         xet.add_xet_hashes(request, items)
+        if expand:
+            _add_last_commits(repos, repo, commit, items)
         return items
 
     return JSONResponse(await run_in_threadpool(answer))

@@ -383,3 +383,19 @@ repo_tags = sa.Table(
     sa.Column("repo_id", sa.Integer, sa.ForeignKey("repos.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("tag", sa.String(200), primary_key=True, index=True),
 )
+
+# The last-commit index (repos/last_commits.py): content-addressed index trees, and each commit's root.
+last_commit_trees = sa.Table(
+    "last_commit_trees",
+    metadata,
+    sa.Column("oid", sa.String(40), primary_key=True),
+    sa.Column("body", sa.Text, nullable=False),
+)
+
+commit_last_commits = sa.Table(
+    "commit_last_commits",
+    metadata,
+    sa.Column("repo_id", sa.Integer, sa.ForeignKey("repos.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("commit_oid", sa.String(40), primary_key=True),
+    sa.Column("root", sa.String(40), nullable=False),
+)

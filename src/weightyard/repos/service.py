@@ -29,6 +29,7 @@ from weightyard.errors import (
     RevisionNotFound,
     UnsafeFile,
 )
+from weightyard.repos import last_commits as last_commit_index
 from weightyard.repos.gate import ContentGate
 from weightyard.repos.gitattributes import DEFAULT_GITATTRIBUTES, GITATTRIBUTES, MAX_RULES_BYTES, LfsRules
 from weightyard.repos.ingest import ContentIngest, IngestedContent, looks_binary
@@ -224,6 +225,9 @@ def _delete_repo_rows(conn: sa.Connection, repo_id: int) -> None:
     conn.execute(sa.delete(tables.commits).where(tables.commits.c.repo_id == repo_id))
     conn.execute(sa.delete(tables.access_requests).where(tables.access_requests.c.repo_id == repo_id))
     conn.execute(sa.delete(tables.repo_contents).where(tables.repo_contents.c.repo_id == repo_id))
+    conn.execute(sa.delete(tables.repo_redirects).where(tables.repo_redirects.c.repo_id == repo_id))
+    clc = tables.commit_last_commits
+    conn.execute(sa.delete(clc).where(clc.c.repo_id == repo_id))
     conn.execute(sa.delete(tables.repos).where(tables.repos.c.id == repo_id))
 
 
@@ -329,6 +333,7 @@ class RepoService:
                     created_at=now,
                 )
             )
+            last_commit_index.record(conn, repo_id, oid, None, {}, {GITATTRIBUTES: attributes})
             conn.execute(
                 sa.insert(tables.refs).values(
                     repo_id=repo_id, name=HEADS + DEFAULT_BRANCH, target_oid=oid, created_at=now
@@ -908,6 +913,7 @@ class RepoService:
             if parent_commit is not None and parent_commit != base.oid:
                 raise ParentCommitMismatch(parentCommit=parent_commit, head=base.oid)
             files = self._files(conn, base.tree_oid)
+            before = dict(files)
             self._apply(conn, files, operations, base.oid)
             self._mark_lfs(files, operations)
             self._check_sizes(files, operations)
@@ -928,6 +934,7 @@ class RepoService:
                         created_at=now,
                     )
                 )
+            last_commit_index.record(conn, repo.id, oid, base.oid, before, files)
             pull_request = None
             if ref_name is None:
                 pull_request = self._next_pull_request(conn, repo)
@@ -964,6 +971,19 @@ class RepoService:
             commit = self._commit(conn, repo, oid)
             assert commit is not None
         return CommitResult(commit=commit, ref=ref_name, pull_request=pull_request)
+
+    def last_commits(self, repo: Repo, commit: Commit, paths: Sequence[str]) -> dict[str, Commit]:
+        """The newest commit that changed each path (for a folder: anything under it) up to `commit`, from
+        the index kept at commit time; paths the index does not know are left out."""
+        with self._engine.connect() as conn:
+            lasts = last_commit_index.lookup(conn, repo.id, commit.oid, paths)
+            rows = conn.execute(
+                sa.select(tables.commits).where(
+                    tables.commits.c.repo_id == repo.id, tables.commits.c.oid.in_(sorted(set(lasts.values())))
+                )
+            )
+            by_oid = {row.oid: _commit_from_row(row) for row in rows}
+        return {path: by_oid[oid] for path, oid in lasts.items() if oid in by_oid}
 
     def lfs_files(self, repo: Repo) -> list[LfsFile]:
         """Every LFS file any commit of the repo names (and not deleted for good), once per content, with
@@ -1075,6 +1095,7 @@ class RepoService:
                         created_at=now,
                     )
                 )
+            last_commit_index.record(conn, repo.id, oid, None, {}, self._files(conn, head.tree_oid))
             moved = conn.execute(
                 sa.update(tables.refs)
                 .where(
