@@ -30,6 +30,8 @@ SESSION_COOKIE = "weightyard_token"
 # URL prefix of file routes per repo type, as on the Hugging Face Hub.
 TYPE_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 PLURAL_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
+# Where a request's principal is kept once found.
+_PRINCIPAL_KEY = "weightyard.principal"
 
 
 def error_response(exc: WeightyardError, base: str = "", as_text: bool = False) -> Response:
@@ -67,6 +69,18 @@ def hub_of(request: Request) -> Hub:
 
 
 def principal_of(request: Request) -> Principal | None:
+    """The caller, from `Authorization: Bearer <token>`; None when anonymous (see `_authenticate`).
+
+    Found once per request and kept in its scope: the rate limiter and every route that asks share one
+    answer (and one token lookup).
+    """
+    if _PRINCIPAL_KEY not in request.scope:
+        request.scope[_PRINCIPAL_KEY] = _authenticate(request)
+    principal: Principal | None = request.scope[_PRINCIPAL_KEY]
+    return principal
+
+
+def _authenticate(request: Request) -> Principal | None:
     """The caller, from `Authorization: Bearer <token>`; None when anonymous.
 
     A browser signed in to the web pages carries its token in the session cookie instead. The cookie is
