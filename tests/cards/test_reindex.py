@@ -35,12 +35,12 @@ def test_reindex_restores_cards_facts_and_the_listing_index(tmp_path: Path) -> N
             conn.execute(sa.delete(table))
         conn.execute(sa.update(tables.repos).values(card_sha256=None, library_name=None))
     query = ListQuery("model", tags=("license:mit",))
-    assert list_page(hub.engine, None, query).items == []
+    assert list_page(hub.engine, None, query, lambda repo: True).items == []
 
     result = weightyard_cli("reindex", "--data", str(data))
     assert result.returncode == 0, result.stderr
     assert "Reindexed 1 repos" in result.stdout
-    [listed] = list_page(hub.engine, None, query).items
+    [listed] = list_page(hub.engine, None, query, lambda repo: True).items
     assert listed.repo.repo_id == "admin/old"
     assert listed.library_name == "transformers"
     facts = hub.facts.describe(hub.repos.files(hub.repos.resolve(repo, "main")))

@@ -212,3 +212,35 @@ def test_a_private_repo_is_listed_only_for_those_who_may_read_it(server: Server,
     anonymous = HfApi(endpoint=server.url, token=False)
     assert [m.id for m in anonymous.list_models(author=namespace, filter="license:mit")] == []
     assert [m.id for m in api.list_models(author=namespace, filter="license:mit")] == [f"{namespace}/hidden"]
+
+
+def test_past_a_gate_only_what_anyone_may_see_is_reported(server: Server, namespace: str) -> None:
+    # A card and a config are file content: behind a gate the caller has not passed, model_info and
+    # listings keep them back (and a filter on them does not match), as /resolve keeps the files back.
+    api = HfApi(endpoint=server.url, token=server.token)
+    repo = f"{namespace}/gated"
+    api.create_repo(repo)
+    api.create_commit(
+        repo,
+        [
+            CommitOperationAdd("README.md", README),
+            CommitOperationAdd("config.json", CONFIG),
+            CommitOperationAdd("model.safetensors", safetensors({"w": ("F32", [3])})),
+        ],
+        commit_message="gated model",
+    )
+    api.update_repo_settings(repo, gated="manual")
+    token = weightyard_cli("token", "create", "--user", namespace, "--name", "t", "--data", str(server.data))
+    assert token.returncode == 0, token.stderr
+    owner = HfApi(endpoint=server.url, token=token.stdout.strip().splitlines()[-1])
+    anonymous = HfApi(endpoint=server.url, token=False)
+    info = anonymous.model_info(repo)
+    assert (info.card_data, info.config, info.safetensors, info.pipeline_tag) == (None, None, None, None)
+    assert info.tags == ["safetensors"]
+    assert [m.id for m in anonymous.list_models(author=namespace, filter="license:mit")] == []
+    [listed] = list(anonymous.list_models(author=namespace, cardData=True))
+    assert listed.card_data is None and listed.tags == ["safetensors"]
+    # The user whose namespace holds the repo is past the gate.
+    info = owner.model_info(repo)
+    assert info.card_data is not None and info.safetensors is not None and info.safetensors.total == 3
+    assert [m.id for m in owner.list_models(author=namespace, filter="license:mit")] == [repo]

@@ -489,7 +489,9 @@ def list_repos(
         offset=cursor,
         limit=page_size,
     )
-    page = list_page(hub_of(request).engine, principal_of(request), query)
+    hub = hub_of(request)
+    principal = principal_of(request)
+    page = list_page(hub.engine, principal, query, lambda repo: hub.repos.gate.may_download(principal, repo))
     items = [repo_info.listed_info(request, item, fields) for item in page.items]
     more = page.has_more and (limit is None or cursor + page_size < limit)
     headers = _link_next(request, cursor + page_size) if more else {}

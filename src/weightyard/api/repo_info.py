@@ -11,9 +11,9 @@ from typing import Any
 
 from fastapi import Request
 
-from weightyard.api.common import hub_of, iso
+from weightyard.api.common import hub_of, iso, principal_of
 from weightyard.repos import Commit, FileEntry, Repo, lfs_pointer
-from weightyard.repos.facts import RepoFacts
+from weightyard.repos.facts import RepoFacts, public_tags
 from weightyard.repos.listing import ListedRepo
 
 # `expand` values (see repos/expand.py) this hub has no data for answer null, as the Hub does for a model
@@ -120,19 +120,17 @@ def model_info(
     request: Request, repo: Repo, commit: Commit, expand: list[str], blobs: bool
 ) -> dict[str, Any]:
     hub = hub_of(request)
+    principal = principal_of(request)
     fields = expand or INFO_FIELDS
 
     def files() -> dict[str, FileEntry]:
         return hub.repos.files(commit)
 
+    def released(path: str, entry: FileEntry) -> bool:
+        return hub.repos.gate.may_serve_file(principal, repo, path, entry)
+
     return describe(
-        request,
-        repo,
-        commit.oid,
-        fields,
-        files,
-        lambda: hub.facts.describe(files()),
-        blobs,
+        request, repo, commit.oid, fields, files, lambda: hub.facts.describe(files(), released), blobs
     )
 
 
@@ -140,15 +138,22 @@ def listed_info(request: Request, item: ListedRepo, fields: Iterable[str]) -> di
     """A listing entry: columns and indexed tags; the commit's files only for `siblings` and the fields
     that need them (`config`, `safetensors`, `usedStorage`)."""
     hub = hub_of(request)
+    principal = principal_of(request)
     repo = item.repo
 
     def files() -> dict[str, FileEntry]:
         return hub.repos.files(hub.repos.resolve(repo, item.head)) if item.head else {}
 
+    def released(path: str, entry: FileEntry) -> bool:
+        return hub.repos.gate.may_serve_file(principal, repo, path, entry)
+
     def facts() -> RepoFacts:
-        return hub.facts.describe(files())
+        return hub.facts.describe(files(), released)
 
     def indexed() -> RepoFacts:
+        # The index says what the files say: past a gate the caller has not passed, only file names show.
+        if not item.content_visible:
+            return RepoFacts(None, public_tags(item.tags), None, None, None, None, None)
         card = hub.cards.get(item.card_sha256) if item.card_sha256 else None
         return RepoFacts(
             card_data=card.metadata if card else None,

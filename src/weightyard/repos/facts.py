@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import posixpath
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,6 +140,12 @@ def _base_model_relation(metadata: Mapping[str, Any], bases: list[str], paths: I
     if any(path.endswith(".gguf") for path in names):
         return "quantized"
     return "finetune"
+
+
+def public_tags(tags: Iterable[str]) -> list[str]:
+    """The tags that come from file names alone (weight formats), which anyone who sees the repo may see."""
+    formats = set(FORMAT_TAGS.values())
+    return [tag for tag in tags if tag in formats]
 
 
 def derive(
@@ -278,12 +284,26 @@ class FactsService:
 
     # ------------------------------------------------------------------ per commit, from what is stored
 
-    def describe(self, files: Mapping[str, FileEntry]) -> RepoFacts:
-        """The facts of a commit's files, from the stored card and file facts; nothing is parsed here."""
-        card_entry = files.get(CARD_PATH)
+    def describe(
+        self, files: Mapping[str, FileEntry], released: Callable[[str, FileEntry], bool] | None = None
+    ) -> RepoFacts:
+        """The facts of a commit's files, from the stored card and file facts; nothing is parsed here.
+
+        What comes from a file's content is used only for the files `released` says the one gate lets the
+        caller receive (a card or a config is content like any other); names and sizes are public."""
+
+        def usable(path: str) -> FileEntry | None:
+            entry = files.get(path)
+            return entry if entry is not None and (released is None or released(path, entry)) else None
+
+        card_entry = usable(CARD_PATH)
         card = self._cards.get(card_entry.sha256) if card_entry is not None else None
-        config_entry = files.get(CONFIG_PATH)
-        weights = [entry.sha256 for path, entry in files.items() if path.endswith(SAFETENSORS_SUFFIX)]
+        config_entry = usable(CONFIG_PATH)
+        weights = [
+            entry.sha256
+            for path, entry in files.items()
+            if path.endswith(SAFETENSORS_SUFFIX) and usable(path) is not None
+        ]
         pairs = [(sha, "safetensors") for sha in weights]
         if config_entry is not None:
             pairs.append((config_entry.sha256, "config"))
@@ -293,7 +313,8 @@ class FactsService:
         return derive(files, card, config, safetensors)
 
     def after_commit(self, repo: Repo, commit: Commit) -> None:
-        """Bring the listing index up to date when `commit` is the head of `main`."""
+        """Bring the listing index up to date when `commit` is the head of `main`. The index holds what the
+        files say; listings show it only to callers the gate lets read the files (see listing.py)."""
         facts = self.describe(self._repos.files(commit))
         with transaction(self._engine) as conn:
             # Checked in the write transaction, which commits also take: a later commit's index is never

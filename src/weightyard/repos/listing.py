@@ -7,6 +7,7 @@ however many repos the hub holds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -51,6 +52,9 @@ class ListedRepo:
     library_name: str | None
     card_sha256: str | None
     tags: list[str] = field(default_factory=list)
+    # Whether the caller may see what the files say (the tags, task, library and card of a gated repo are
+    # its files' content): False past a gate the caller has not passed.
+    content_visible: bool = True
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,12 @@ def _visible(principal: Principal | None) -> sa.ColumnElement[bool]:
     return sa.or_(public, sa.and_(sa.true(), *reach))
 
 
-def list_page(engine: sa.Engine, principal: Principal | None, query: ListQuery) -> ListPage:
-    """One page of the repos `principal` may read that match `query`."""
+def list_page(
+    engine: sa.Engine, principal: Principal | None, query: ListQuery, may_download: Callable[[Repo], bool]
+) -> ListPage:
+    """One page of the repos `principal` may read that match `query`. `may_download` is the gate's
+    repo-level answer: a gated repo the caller has not passed shows only what anyone may see, and never
+    matches a filter on what its files say (that would tell its tags)."""
     if query.sort not in SORTS:
         raise BadRequest(f"cannot sort by {query.sort[:50]!r}; use {', '.join(SORTS)}")
     if len(query.tags) > MAX_FILTERS:
@@ -131,6 +139,9 @@ def list_page(engine: sa.Engine, principal: Principal | None, query: ListQuery) 
         # The SQL filter mirrors the permission check; the check itself still has the last word.
         if not can(principal, Action.READ, repo.ref):
             continue
+        visible = repo.gated is None or may_download(repo)
+        if not visible and (query.tags or query.pipeline_tag):
+            continue
         items.append(
             ListedRepo(
                 repo=repo,
@@ -139,6 +150,7 @@ def list_page(engine: sa.Engine, principal: Principal | None, query: ListQuery) 
                 library_name=row.library_name,
                 card_sha256=row.card_sha256,
                 tags=sorted(tags.get(row.id, [])),
+                content_visible=visible,
             )
         )
     return ListPage(items=items, has_more=len(rows) > query.limit)
