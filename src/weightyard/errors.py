@@ -248,3 +248,17 @@ class BlobNotFound(WeightyardError):
 class InvalidSignature(WeightyardError):
     code = "InvalidUploadSignature"
     status = 403
+
+
+class StoredContentDamaged(WeightyardError):
+    """Content the hub recorded is not whole in its storage (a file shorter than its record): a server-side
+    loss, answered with a 5xx before any byte is sent, and logged. `weightyard fsck` finds every such case."""
+
+    code = "StoredContentDamaged"
+    status = 500
+
+
+class StoredContentMissing(StoredContentDamaged):
+    """Content the hub recorded is missing from its storage."""
+
+    code = "StoredContentMissing"

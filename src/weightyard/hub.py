@@ -12,12 +12,18 @@ import sqlalchemy as sa
 from weightyard.auth import LOCAL_ADMIN, AccountService, AuditLog, RateLimiter
 from weightyard.cards import CardService
 from weightyard.config import ADMIN_USER, Settings
-from weightyard.db import create_engine, migrate, tables, transaction
+from weightyard.db import create_engine, tables, transaction
+from weightyard.maintenance.startup import (
+    check_data_folder,
+    check_database,
+    folder_lock,
+    upgrade_schema,
+)
 from weightyard.repos import AccessRequests, LfsService, RepoService
 from weightyard.repos.facts import FactsService
 from weightyard.repos.provenance import KeyRegistry, ProvenanceService, hub_signing_key
 from weightyard.repos.xet import XetService
-from weightyard.storage import XetBlobStore, open_blob_store
+from weightyard.storage import LocalBlobStore, XetBlobStore, open_blob_store
 
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name
 
@@ -36,20 +42,31 @@ class Hub:
     limiter: RateLimiter | None
     cards: CardService
     facts: FactsService
+    # The blob store itself, for maintenance (gc, fsck, backup); the services reach content through it.
+    store: LocalBlobStore | XetBlobStore
     xet: XetService | None = None
 
     @classmethod
-    def open(cls, settings: Settings) -> Hub:
-        """Open (and on first use, initialise) the hub described by `settings`.
+    def open(cls, settings: Settings, create: bool = True) -> Hub:
+        """Open the hub described by `settings`, after the start-up checks (`StartupError` says what is
+        wrong); with `create`, a missing data folder is created and initialised.
 
         Example:
             >>> hub = Hub.open(Settings(data=Path("/tmp/weightyard-doc")))  # doctest: +SKIP
         """
-        settings.data.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(settings.database_url_or_default())
-        migrate(engine)
+        check_data_folder(settings, create)
+        url = settings.database_url_or_default()
+        engine = create_engine(url)
+        where = sa.make_url(url).render_as_string(hide_password=True)
+        with folder_lock(settings):
+            check_database(engine, where)
+            upgrade_schema(engine, where, automatic=engine.dialect.name == "sqlite")
+            return cls._assemble(settings, engine)
+
+    @classmethod
+    def _assemble(cls, settings: Settings, engine: sa.Engine) -> Hub:
         xorbs = settings.data.resolve() / "xorbs" if settings.xet else None
-        store = open_blob_store(settings.blob_url_or_default(), engine if settings.xet else None, xorbs)
+        store = open_blob_store(settings.blob_url_or_default(), engine, xorbs)
         store.sweep_temporary()
         repos = RepoService(engine, store, settings)
         secret = _url_secret(engine)
@@ -68,7 +85,7 @@ class Hub:
         accounts.ensure_admin_user()
         keys = KeyRegistry(engine)
         provenance = ProvenanceService(engine, repos, keys, hub_signing_key(engine))
-        repos.after_commit.append(provenance.after_commit)
+        repos.in_commit.append(provenance.in_commit)
         cards = CardService(engine, store)
         repos.before_commit.append(cards.before_commit)
         facts = FactsService(engine, store, repos, cards)
@@ -90,6 +107,7 @@ class Hub:
             limiter=limiter,
             cards=cards,
             facts=facts,
+            store=store,
             xet=XetService(repos, store, secret, engine, accounts, settings)
             if isinstance(store, XetBlobStore)
             else None,
@@ -99,13 +117,31 @@ class Hub:
         """The bootstrap admin token, created with the `admin` user on first use and kept in the data folder
         (mode 0600) so `make run` can print it; other tokens are only ever shown once."""
         path = Path(self.settings.data) / ADMIN_TOKEN_FILE
-        if path.is_file():
-            return path.read_text().strip()
-        secret = self.accounts.create_token(LOCAL_ADMIN, ADMIN_USER, "admin", scope="write")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secret + "\n")
+        with folder_lock(self.settings):
+            if path.is_file():
+                return path.read_text().strip()
+            secret = self._new_admin_token()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secret + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
         return secret
+
+    def _new_admin_token(self) -> str:
+        # A token named "admin" whose file was deleted keeps working for whoever copied it; the new one
+        # takes the next free name instead of failing the start.
+        names = {token.name for token in self.accounts.list_tokens(LOCAL_ADMIN, ADMIN_USER)}
+        name = next(n for n in ("admin", *(f"admin-{i}" for i in range(2, len(names) + 3))) if n not in names)
+        return self.accounts.create_token(LOCAL_ADMIN, ADMIN_USER, name, scope="write")
+
+    def close(self) -> None:
+        """Release the database; on SQLite, first fold the write-ahead log into the database file, so that
+        after a clean stop the file alone holds everything (and a plain file copy is a full copy)."""
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.engine.dispose()
 
 
 def _url_secret(engine: sa.Engine) -> bytes:

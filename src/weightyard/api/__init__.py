@@ -36,6 +36,7 @@ def create_app(hub: Hub) -> FastAPI:
             yield
         finally:
             hub.repos.scans.stop_background()
+            hub.close()  # a clean stop leaves the database file complete (see Hub.close)
 
     app = FastAPI(
         title="Weightyard",

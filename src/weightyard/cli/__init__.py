@@ -6,6 +6,7 @@ import os
 
 from weightyard.cli import accounts as _accounts  # noqa: F401
 from weightyard.cli import hub as _hub  # noqa: F401
+from weightyard.cli import maintenance as _maintenance  # noqa: F401
 from weightyard.cli import provenance as _provenance  # noqa: F401
 from weightyard.cli import scan as _scan  # noqa: F401
 from weightyard.cli import storage as _storage  # noqa: F401

@@ -51,11 +51,14 @@ def _local_admin() -> Any:
 
 
 def _hub(data: Path | None) -> Any:
+    """The hub in an existing data folder; a folder that holds none is refused (never created here)."""
     from weightyard.hub import Hub
+    from weightyard.maintenance.startup import StartupError
 
-    hub = Hub.open(Settings.for_data(data))
-    hub.admin_token()  # a fresh data folder gets its admin user and bootstrap token
-    return hub
+    try:
+        return Hub.open(Settings.for_data(data), create=False)
+    except StartupError as exc:
+        raise fail(str(exc), exc.exit_code) from None
 
 
 def _print(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:

@@ -104,16 +104,22 @@ def serve(
 
     from weightyard.api import create_app
     from weightyard.hub import Hub
+    from weightyard.maintenance.startup import StartupError
     from weightyard.server import uvicorn_config
 
     settings = Settings.for_data(data).model_copy(update={"host": host, "port": port})
-    hub = Hub.open(settings)
+    try:
+        hub = Hub.open(settings)
+    except StartupError as exc:
+        raise fail(str(exc), exc.exit_code) from None
+    # Commits a version that attested after the commit's transaction may have left unattested by a crash.
+    hub.provenance.repair_attestations()
     admin_token = hub.admin_token()
     config = uvicorn_config(create_app(hub), settings, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     url = f"http://{host}:{port}"
     threading.Thread(target=_announce, args=(server, url, admin_token, demo), daemon=True).start()
-    server.run()
+    server.run()  # exits with status 3 when it cannot listen (the port is taken)
 
 
 def _announce(server: Any, url: str, admin_token: str, demo: bool) -> None:

@@ -1,13 +1,12 @@
-"""Storage commands on the data folder: `weightyard gc` (unreferenced xorbs), `weightyard stats` (dedup),
-`weightyard reindex` (what commits derive, for repos committed before a hub version derived it)."""
+"""Storage commands on the data folder: `weightyard stats` (dedup), `weightyard reindex` (what commits
+derive, for repos committed before a hub version derived it); `gc` lives in `cli/maintenance.py`."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from rich.table import Table
 
 from weightyard.cli.accounts import DataOption, _hub
@@ -31,23 +30,6 @@ def _size(value: int) -> str:
             return f"{amount:.1f} {unit}" if unit != "B" else f"{value} B"
         amount /= 1024
     raise AssertionError("unreachable")
-
-
-@app.command()
-def gc(
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Report what would be removed; remove nothing.")
-    ] = False,
-    as_json: JsonOption = False,
-    data: DataOption = None,
-) -> None:
-    """Remove xorbs that no commit reaches and no upload used in the last 28 days; report the bytes freed."""
-    report = _xet(data).gc(dry_run=dry_run)
-    if as_json:
-        print(json.dumps(dataclasses.asdict(report)))
-        return
-    verb = "would free" if dry_run else "freed"
-    out.print(f"{report.xorbs} xorbs, {report.files} files: {verb} {_size(report.bytes_freed)}")
 
 
 @app.command()

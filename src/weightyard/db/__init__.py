@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,16 @@ import sqlalchemy as sa
 
 from weightyard.db import tables
 
-__all__ = ["create_engine", "migrate", "tables", "transaction", "utcnow"]
+__all__ = [
+    "SchemaState",
+    "create_engine",
+    "insert_ignore",
+    "migrate",
+    "schema_state",
+    "tables",
+    "transaction",
+    "utcnow",
+]
 
 _IMMEDIATE = "weightyard_immediate"
 
@@ -48,22 +58,78 @@ def create_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-def migrate(engine: sa.Engine) -> None:
-    """Bring the schema to the latest migration."""
+def _alembic_config() -> Any:
     # Imported here: alembic is only needed at start-up, and every CLI command would pay for it.
-    from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
-    with engine.begin() as connection:
+    return config
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """Where a database's schema stands against the migrations this version of Weightyard ships."""
+
+    current: str | None
+    head: str
+    known: bool  # False: written by a newer Weightyard, whose migrations this one does not have
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.head
+
+
+def schema_state(engine: sa.Engine) -> SchemaState:
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(_alembic_config())
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    known = current is None or any(script.revision == current for script in scripts.walk_revisions())
+    head = scripts.get_current_head()
+    assert head is not None
+    return SchemaState(current, head, known)
+
+
+def migrate(engine: sa.Engine, revision: str = "head") -> None:
+    """Bring the schema to the latest migration (or to `revision`), in one write transaction.
+
+    On SQLite the transaction is `BEGIN IMMEDIATE`: a second process migrating at the same time waits for the
+    first and then finds nothing left to do, instead of failing with "database is locked".
+    """
+    from alembic import command
+
+    config = _alembic_config()
+    with transaction(engine) as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)
 
 
 def utcnow() -> datetime.datetime:
     """The current UTC time as a naive datetime, the form every table stores."""
     return datetime.datetime.now(datetime.UTC).replace(tzinfo=None, microsecond=0)
+
+
+def insert_ignore(conn: sa.Connection, table: sa.Table, rows: list[dict[str, object]]) -> None:
+    """Insert rows, skipping those whose primary key exists (another writer stored the same thing)."""
+    if not rows:
+        return
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        conn.execute(sqlite_insert(table).on_conflict_do_nothing(), rows)
+    elif conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        conn.execute(pg_insert(table).on_conflict_do_nothing(), rows)
+    else:
+        key = [c.name for c in table.primary_key.columns]
+        for row in rows:
+            where = [table.c[name] == row[name] for name in key]
+            if conn.execute(sa.select(table.c[key[0]]).where(*where)).first() is None:
+                conn.execute(sa.insert(table).values(**row))
 
 
 @contextmanager

@@ -96,6 +96,8 @@ blobs = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
     # git blob id of the content; known only for content small enough to be hashed in memory at ingest.
     sa.Column("git_sha1", sa.String(40), nullable=True),
+    # when the content was last uploaded: `weightyard gc` removes unreferenced content only once this is older
+    # than its `--uploads-older-than`, so an upload about to be committed is never collected.
     sa.Column("created_at", sa.DateTime, nullable=False),
 )
 

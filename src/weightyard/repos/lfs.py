@@ -73,7 +73,7 @@ class LfsService:
         self._accounts = accounts
         self._store = store
         self._secret = secret
-        self._staging = staging
+        self.staging = staging
         self._part_size = part_size
         self._ttl = ttl
         self._max_file_size = max_file_size
@@ -209,7 +209,7 @@ class LfsService:
         if not 1 <= number <= parts:
             raise BadRequest(f"part {number} is out of range 1..{parts}")
         expected = m["part_size"] if number < parts else m["size"] - m["part_size"] * (parts - 1)
-        folder = self._staging / upload_id
+        folder = self.staging / upload_id
         folder.mkdir(parents=True, exist_ok=True)
         return folder / str(number), int(expected)
 
@@ -220,7 +220,7 @@ class LfsService:
         principal = self._grant_holder(m["token_id"], m["repo_id"])
         if sha256 != m["sha256"]:
             raise BadRequest("completion names another object than the upload")
-        folder = self._staging / upload_id
+        folder = self.staging / upload_id
         parts = math.ceil(m["size"] / m["part_size"])
         writer = self._store.writer()
         try:

@@ -34,7 +34,7 @@ from weightyard.provenance import (
     verify_signature,
 )
 from weightyard.repos.objects import FileEntry
-from weightyard.repos.service import Commit, Repo, RepoService
+from weightyard.repos.service import Commit, Repo, RepoService, _commit_from_row, _repo_from_row
 
 SIGNATURE_SUFFIX = ".sig"
 _MAX_SIGNATURE_BYTES = 1024 * 1024
@@ -158,16 +158,75 @@ class ProvenanceService:
         self._hub_key = load_private_key(hub_key_pem)
         self.hub_public_key = public_key_pem(self._hub_key)
 
-    def after_commit(self, repo: Repo, commit: Commit) -> None:
-        files = self._repos.files(commit)
+    def in_commit(self, conn: sa.Connection, repo: Repo, commit: Commit, files: dict[str, FileEntry]) -> None:
+        """Attest and verify a commit inside its own transaction (a `RepoService.in_commit` hook): the commit
+        and its attestation land together or not at all."""
+        self.attest(conn, repo, commit, files)
+
+    def attest(self, conn: sa.Connection, repo: Repo, commit: Commit, files: dict[str, FileEntry]) -> bool:
+        """Record the hub's attestation and the publisher signatures' verdicts of a commit, unless they are
+        there already; True when they were recorded now."""
+        signatures = tables.commit_signatures
+        attested = conn.execute(
+            sa.select(signatures.c.id).where(
+                signatures.c.repo_id == repo.id,
+                signatures.c.commit_oid == commit.oid,
+                signatures.c.kind == "hub",
+            )
+        ).first()
+        if attested is not None:
+            return False  # the same commit id again (identical content, same second): attested already
         rows = [self._attest(repo, commit, files)]
         rows += [self._verify(repo, files, path) for path in signature_paths(files)]
         now = utcnow()
-        with transaction(self._engine) as conn:
-            conn.execute(
-                sa.insert(tables.commit_signatures),
-                [{**row, "repo_id": repo.id, "commit_oid": commit.oid, "created_at": now} for row in rows],
+        conn.execute(
+            sa.insert(signatures),
+            [{**row, "repo_id": repo.id, "commit_oid": commit.oid, "created_at": now} for row in rows],
+        )
+        return True
+
+    def unattested(self) -> list[tuple[Repo, Commit]]:
+        """Commits without the hub's attestation: left by versions that attested after the commit's
+        transaction, when a crash fell in between."""
+        signatures = tables.commit_signatures
+        hub_rows = (
+            sa.select(signatures.c.repo_id, signatures.c.commit_oid)
+            .where(signatures.c.kind == "hub")
+            .subquery()
+        )
+        query = (
+            sa.select(tables.commits)
+            .outerjoin(
+                hub_rows,
+                sa.and_(
+                    hub_rows.c.repo_id == tables.commits.c.repo_id,
+                    hub_rows.c.commit_oid == tables.commits.c.oid,
+                ),
             )
+            .where(hub_rows.c.commit_oid.is_(None))
+            .order_by(tables.commits.c.id)
+        )
+        with self._engine.connect() as conn:
+            commits = conn.execute(query).all()
+            repo_ids = {row.repo_id for row in commits}
+            repos = {
+                row.id: _repo_from_row(row)
+                for row in conn.execute(sa.select(tables.repos).where(tables.repos.c.id.in_(repo_ids)))
+            }
+        return [(repos[row.repo_id], _commit_from_row(row)) for row in commits if row.repo_id in repos]
+
+    def repair_attestations(self) -> int:
+        """Attest every commit that lacks the hub's attestation; returns how many were repaired.
+
+        Run at start-up and by `weightyard fsck --repair`. Each commit is attested in its own transaction
+        that checks again, so several processes starting at once attest a commit once.
+        """
+        repaired = 0
+        for repo, commit in self.unattested():
+            files = self._repos.files(commit)
+            with transaction(self._engine) as conn:
+                repaired += self.attest(conn, repo, commit, files)
+        return repaired
 
     def _attest(self, repo: Repo, commit: Commit, files: dict[str, FileEntry]) -> dict[str, Any]:
         digests = {path: entry.sha256 for path, entry in files.items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import logging
 import re
 import threading
 from collections import OrderedDict
@@ -27,8 +28,10 @@ from weightyard.errors import (
     RepoExists,
     RepoNotFound,
     RevisionNotFound,
+    StoredContentDamaged,
     UnsafeFile,
 )
+from weightyard.faults import crash_point
 from weightyard.repos import last_commits as last_commit_index
 from weightyard.repos.gate import ContentGate
 from weightyard.repos.gitattributes import DEFAULT_GITATTRIBUTES, GITATTRIBUTES, MAX_RULES_BYTES, LfsRules
@@ -56,6 +59,8 @@ from weightyard.validation import (
     check_repo_segment,
     check_repo_type,
 )
+
+_log = logging.getLogger("weightyard.storage")
 
 DEFAULT_BRANCH = "main"
 # As on the Hub, a new repo's history starts with one commit that adds the default `.gitattributes`.
@@ -281,7 +286,10 @@ class RepoService:
         # is stored before any reader can see the commit. An error raised here refuses the commit.
         self.before_commit: list[Callable[[Sequence[AddFile]], None]] = []
         self.gate = ContentGate(engine, self.scans, settings.scan_policy)
-        # Called with (repo, commit) once a commit has landed, outside its transaction (e.g. attestation).
+        # Called inside a commit's transaction, with its files, once the ref has moved: what must land with
+        # the commit or not at all (the hub's attestation), so no crash can leave a commit without it.
+        self.in_commit: list[Callable[[sa.Connection, Repo, Commit, dict[str, FileEntry]], None]] = []
+        # Called with (repo, commit) once a commit has landed, outside its transaction.
         self.after_commit: list[Callable[[Repo, Commit], None]] = []
 
     # ------------------------------------------------------------------ repos
@@ -317,7 +325,8 @@ class RepoService:
             # a new repo takes the name from a moved repo's old id
             _delete_redirect(conn, repo_type, namespace, name)
             attributes = self._default_gitattributes(conn)
-            root, objects = build_trees({GITATTRIBUTES: attributes})
+            initial_files = {GITATTRIBUTES: attributes}
+            root, objects = build_trees(initial_files)
             self._store_trees(conn, objects)
             self._index_contents(conn, repo_id, [attributes.sha256])
             oid = commit_object_id(root, None, principal.name, int(now.timestamp()), INITIAL_COMMIT_TITLE, "")
@@ -340,6 +349,10 @@ class RepoService:
                 )
             )
             row = conn.execute(sa.select(tables.repos).where(tables.repos.c.id == repo_id)).one()
+            initial = self._commit(conn, _repo_from_row(row), oid)
+            assert initial is not None
+            for hook in self.in_commit:
+                hook(conn, _repo_from_row(row), initial, initial_files)
             audit.record(
                 conn, principal, "repo.create", f"{namespace}/{name}", type=repo_type, private=private
             )
@@ -768,11 +781,13 @@ class RepoService:
                         sha256=blob.sha256, size=blob.size, git_sha1=git_sha1, created_at=now
                     )
                 )
-            elif row.git_sha1 is None and git_sha1 is not None:
+            else:
+                # `created_at` counts from the latest upload: gc spares content uploaded recently.
+                values: dict[str, object] = {"created_at": now}
+                if row.git_sha1 is None and git_sha1 is not None:
+                    values["git_sha1"] = git_sha1
                 conn.execute(
-                    sa.update(tables.blobs)
-                    .where(tables.blobs.c.sha256 == blob.sha256)
-                    .values(git_sha1=git_sha1)
+                    sa.update(tables.blobs).where(tables.blobs.c.sha256 == blob.sha256).values(**values)
                 )
             granted = conn.execute(
                 sa.select(tables.blob_grants.c.sha256).where(
@@ -786,6 +801,36 @@ class RepoService:
                         user_id=principal.user_id, sha256=blob.sha256, created_at=now
                     )
                 )
+
+    def referenced_content(self, after: int = 0, heads_only: bool = False) -> tuple[set[str], int]:
+        """The sha256 of every file of every commit whose row id is above `after` (with `heads_only`, of the
+        commits a branch, tag or pull request names), and the highest commit row id seen: the content
+        garbage collection keeps. Each tree is read once, however many commits (and repos) share it."""
+        commits = tables.commits
+        query = sa.select(commits.c.id, commits.c.tree_oid).where(commits.c.id > after)
+        if heads_only:
+            query = query.join(
+                tables.refs,
+                sa.and_(
+                    tables.refs.c.repo_id == commits.c.repo_id, tables.refs.c.target_oid == commits.c.oid
+                ),
+            )
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+            digests: set[str] = set()
+            seen: set[str] = set()
+            pending = [row.tree_oid for row in rows]
+            while pending:
+                oid = pending.pop()
+                if oid in seen:
+                    continue
+                seen.add(oid)
+                for entry in self._children(conn, oid).values():
+                    if isinstance(entry, DirEntry):
+                        pending.append(entry.oid)
+                    else:
+                        digests.add(entry.sha256)
+        return digests, max((int(row.id) for row in rows), default=after)
 
     def blob_git_sha1(self, sha256: str) -> str | None:
         with self._engine.connect() as conn:
@@ -841,6 +886,7 @@ class RepoService:
                 if parent_commit is not None:
                     raise ParentCommitMismatch() from None
                 continue
+            crash_point("commit.landed")
             for hook in self.after_commit:
                 hook(repo, result.commit)
             return result
@@ -914,6 +960,7 @@ class RepoService:
                 raise ParentCommitMismatch(parentCommit=parent_commit, head=base.oid)
             files = self._files(conn, base.tree_oid)
             before = dict(files)
+            self._check_content_recorded(conn, operations)
             self._apply(conn, files, operations, base.oid)
             self._mark_lfs(files, operations)
             self._check_sizes(files, operations)
@@ -970,6 +1017,8 @@ class RepoService:
             )
             commit = self._commit(conn, repo, oid)
             assert commit is not None
+            for hook in self.in_commit:
+                hook(conn, repo, commit, files)
         return CommitResult(commit=commit, ref=ref_name, pull_request=pull_request)
 
     def last_commits(self, repo: Repo, commit: Commit, paths: Sequence[str]) -> dict[str, Commit]:
@@ -1113,6 +1162,8 @@ class RepoService:
             )
             commit = self._commit(conn, repo, oid)
             assert commit is not None
+            for record in self.in_commit:
+                record(conn, repo, commit, self._files(conn, head.tree_oid))
         for hook in self.after_commit:
             hook(repo, commit)
         return commit
@@ -1132,6 +1183,22 @@ class RepoService:
         missing = [{"repo_id": repo_id, "sha256": sha} for sha in shas if sha not in present]
         if missing:
             conn.execute(sa.insert(rc), missing)
+
+    @staticmethod
+    def _check_content_recorded(conn: sa.Connection, operations: Sequence[Operation]) -> None:
+        # Checked again inside the commit's transaction: `weightyard gc` may have collected content that was
+        # uploaded long ago and never committed, between the client's upload check and this commit.
+        added = {op.sha256 for op in operations if isinstance(op, AddFile)}
+        if not added:
+            return
+        recorded = set(
+            conn.execute(
+                sa.select(tables.blobs.c.sha256).where(tables.blobs.c.sha256.in_(sorted(added)))
+            ).scalars()
+        )
+        missing = sorted(added - recorded)
+        if missing:
+            raise BlobNotFound(f"content {missing[0]} was not uploaded; upload it before committing")
 
     def _check_sizes(self, files: dict[str, FileEntry], operations: Sequence[Operation]) -> None:
         limit = self._settings.max_file_size
@@ -1221,7 +1288,16 @@ class RepoService:
         return actual
 
     def read(self, entry: FileEntry, start: int, end: int, chunk_size: int) -> Iterator[bytes]:
-        """The bytes [start, end) of a file, streamed from the blob store."""
+        """The bytes [start, end) of a file, streamed from the blob store.
+
+        The stored object is checked first, so a file lost or cut short on the server's side is a
+        `StoredContentDamaged` error (5xx) before a download sends any header, never a short 200.
+        """
+        try:
+            self._store.check_stored(entry.sha256, entry.size)
+        except StoredContentDamaged as exc:
+            _log.error("serving refused: %s; run `weightyard fsck`", exc.message)
+            raise
         return self._store.iter_range(entry.sha256, start, end, chunk_size)
 
     def is_readable(self, principal: Principal | None, repo: Repo) -> bool:

@@ -13,6 +13,7 @@ import datetime
 import hashlib
 import hmac
 import json
+import logging
 import os
 import time
 from collections.abc import Iterable
@@ -25,7 +26,14 @@ import sqlalchemy as sa
 from weightyard.auth import AccountService, Action, Principal
 from weightyard.config import Settings
 from weightyard.db import tables, utcnow
-from weightyard.errors import Forbidden, InvalidCredentials, InvalidSignature, NotFound, Unauthorized
+from weightyard.errors import (
+    Forbidden,
+    InvalidCredentials,
+    InvalidSignature,
+    NotFound,
+    StoredContentDamaged,
+    Unauthorized,
+)
 from weightyard.repos.quota import XORB, ByteBudget, RepoQuota
 from weightyard.repos.service import Commit, Repo, RepoService, _commit_from_row, _repo_from_row
 from weightyard.storage import BlobInfo, XetBlobStore, XetFile
@@ -45,6 +53,8 @@ from weightyard.xet import (
     string_to_hash,
     verify_shard,
 )
+
+_log = logging.getLogger("weightyard.storage")
 
 TOKEN_TTL = 3600
 FETCH_URL_TTL = 3600
@@ -481,6 +491,11 @@ class XetService:
             last = end - 1
         if not any(first <= start and last <= final for first, final in allowed):
             raise InvalidSignature("this fetch URL does not cover the requested range")
+        try:
+            self._store.check_xorb(xorb_hash)
+        except StoredContentDamaged as exc:
+            _log.error("serving refused: %s; run `weightyard fsck`", exc.message)
+            raise
         return self._store.xorb_path(xorb_hash), start, last + 1
 
     def xet_hash(self, sha256: str) -> str | None:
@@ -497,16 +512,17 @@ class XetService:
         repos = {row.id: _repo_from_row(row) for row in repo_rows}
         return [(repos[row.repo_id], _commit_from_row(row)) for row in commit_rows if row.repo_id in repos]
 
-    def gc(self, dry_run: bool = False, grace: datetime.timedelta = GC_GRACE) -> GcReport:
+    def gc(
+        self, dry_run: bool = False, grace: datetime.timedelta = GC_GRACE, reachable: set[str] | None = None
+    ) -> GcReport:
         """Remove xorbs no commit reaches and no upload touched within `grace`; report the bytes freed.
 
         Files uploaded but never committed count as unreachable once their xorbs are past the grace period.
         An upload in flight always touches the xorbs it names (xorb upload, dedup answer, shard), and the
         deletion re-checks `last_used_at` in the same transaction, so it never removes what an upload uses.
         """
-        reachable = {
-            entry.sha256 for _, commit in self._all_commits() for entry in self._repos.files(commit).values()
-        }
+        if reachable is None:
+            reachable = self._repos.referenced_content()[0]
         cutoff = utcnow() - grace
         xx, xf, xfx = tables.xet_xorbs, tables.xet_files, tables.xet_file_xorbs
         with self._store.connect() as conn:
@@ -541,9 +557,9 @@ class XetService:
                     )
                 )
                 conn.execute(sa.delete(xx).where(xx.c.hash.in_(doomed_names), xx.c.last_used_at < cutoff))
-        if not dry_run:
-            for name, _ in doomed:
-                self._store.xorb_path(string_to_hash(name)).unlink(missing_ok=True)
+                # Under the write lock: an upload of the same xorb cannot place its file in between.
+                for name, _ in doomed:
+                    self._store.xorb_path(string_to_hash(name)).unlink(missing_ok=True)
         return GcReport(len(doomed), sum(size for _, size in doomed), len(dead_files), dry_run)
 
     def stats(self) -> HubStats:

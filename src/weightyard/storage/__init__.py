@@ -38,7 +38,7 @@ def open_blob_store(
     parsed = urlparse(url)
     if parsed.scheme not in ("file", "xet"):
         raise BadRequest(f"unsupported blob store URL scheme {parsed.scheme!r} (supported: file://, xet://)")
-    base = LocalBlobStore(Path(parsed.path))
+    base = LocalBlobStore(Path(parsed.path), engine)
     if engine is None or xorb_root is None:
         if parsed.scheme == "xet":
             raise BadRequest("a xet:// blob store needs the hub's database")

@@ -53,6 +53,10 @@ class BlobStore(Protocol):
 
     def delete(self, sha256: str) -> None: ...
 
+    def check_stored(self, sha256: str, size: int) -> None:
+        """Raise `StoredContentMissing` or `StoredContentDamaged` unless all `size` bytes are stored."""
+        ...
+
 
 def check_sha256(sha256: str) -> str:
     from weightyard.errors import BadRequest

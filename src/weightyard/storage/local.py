@@ -13,7 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from weightyard.errors import BlobNotFound, ContentMismatch
+import sqlalchemy as sa
+
+from weightyard.db import insert_ignore, tables, transaction, utcnow
+from weightyard.errors import BlobNotFound, ContentMismatch, StoredContentDamaged, StoredContentMissing
+from weightyard.faults import crash_point
 from weightyard.storage.base import BlobInfo, check_sha256
 
 # Bytes handed to the disk thread at once; a few of these in flight bound the writer's memory.
@@ -85,11 +89,9 @@ class LocalBlobWriter:
             os.fsync(self._file.fileno())
             self._file.close()
             self._closed = True
-            final = self._store.path_for(sha256)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self._tmp_path, final)
-            _fsync_dir(final.parent)
-            return BlobInfo(sha256=sha256, size=self._size)
+            blob = BlobInfo(sha256=sha256, size=self._size)
+            self._store.place(self._tmp_path, blob)
+            return blob
         except BaseException:
             self.abort()
             raise
@@ -105,12 +107,59 @@ class LocalBlobWriter:
 
 
 class LocalBlobStore:
-    """Content-addressed blobs in a folder. Temporary files live in `ROOT/.tmp` and are swept at start."""
+    """Content-addressed blobs in a folder. Temporary files live in `ROOT/.tmp` and are swept at start.
 
-    def __init__(self, root: Path) -> None:
+    With the hub's database, a blob file is moved into place inside the write transaction that records its
+    `blobs` row, and removed again if that transaction fails: outside a write transaction, every file in
+    place has its row. A `kill -9` between the move and the commit leaves a file without a row, which
+    `weightyard gc` (holding the same write lock, so never racing a placement) removes.
+    """
+
+    def __init__(self, root: Path, engine: sa.Engine | None = None) -> None:
         self.root = root
         self.tmp_dir = root / _TMP_DIR
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._engine = engine
+
+    def place(self, written: Path, blob: BlobInfo) -> None:
+        """Move a complete, fsynced file into place as `blob` and record its row (see the class docstring)."""
+        final = self.path_for(blob.sha256)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if self._engine is None:
+            os.replace(written, final)
+            _fsync_dir(final.parent)
+            return
+        placed = False
+        try:
+            with transaction(self._engine) as conn:
+                now = utcnow()
+                insert_ignore(
+                    conn, tables.blobs, [{"sha256": blob.sha256, "size": blob.size, "created_at": now}]
+                )
+                # Stored again: gc's age of unreferenced content counts from the latest upload.
+                conn.execute(
+                    sa.update(tables.blobs).where(tables.blobs.c.sha256 == blob.sha256).values(created_at=now)
+                )
+                placed = not final.is_file()
+                os.replace(written, final)
+                _fsync_dir(final.parent)
+                crash_point("blob.placed")
+        except BaseException:
+            if placed:
+                final.unlink(missing_ok=True)
+            raise
+
+    def check_stored(self, sha256: str, size: int) -> None:
+        """Raise unless the blob is stored whole: `StoredContentMissing`, or `StoredContentDamaged` when the
+        file is shorter or longer than recorded. Checked before a download sends its headers."""
+        try:
+            actual = self.path_for(sha256).stat().st_size
+        except FileNotFoundError:
+            raise StoredContentMissing(f"blob {sha256} is missing from storage") from None
+        if actual != size:
+            raise StoredContentDamaged(
+                f"blob {sha256} has {actual} bytes in storage, not the {size} recorded"
+            )
 
     def sweep_temporary(self, older_than: float = _SWEEP_AGE) -> int:
         """Remove leftovers of writers that died mid-upload; returns how many were removed.

@@ -25,8 +25,9 @@ from typing import BinaryIO
 
 import sqlalchemy as sa
 
-from weightyard.db import tables, transaction, utcnow
-from weightyard.errors import BlobNotFound, ContentMismatch
+from weightyard.db import insert_ignore, tables, transaction, utcnow
+from weightyard.errors import BlobNotFound, ContentMismatch, StoredContentDamaged, StoredContentMissing
+from weightyard.faults import crash_point
 from weightyard.storage.base import BlobInfo
 from weightyard.storage.local import LocalBlobStore, LocalBlobWriter
 from weightyard.xet import (
@@ -68,26 +69,6 @@ class XetFile:
 
 
 _QUERY_BATCH = 500
-
-
-def _insert_ignore(conn: sa.Connection, table: sa.Table, rows: list[dict[str, object]]) -> None:
-    """Insert rows, skipping those whose primary key exists (another upload stored the same thing)."""
-    if not rows:
-        return
-    if conn.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        conn.execute(sqlite_insert(table).on_conflict_do_nothing(), rows)
-    elif conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        conn.execute(pg_insert(table).on_conflict_do_nothing(), rows)
-    else:
-        key = [c.name for c in table.primary_key.columns]
-        for row in rows:
-            where = [table.c[name] == row[name] for name in key]
-            if conn.execute(sa.select(table.c[key[0]]).where(*where)).first() is None:
-                conn.execute(sa.insert(table).values(**row))
 
 
 class XetBlobStore:
@@ -148,6 +129,31 @@ class XetBlobStore:
             )
             conn.execute(sa.delete(tables.xet_files).where(tables.xet_files.c.sha256 == sha256))
 
+    def check_stored(self, sha256: str, size: int) -> None:
+        if self.base.exists(sha256):
+            self.base.check_stored(sha256, size)
+            return
+        file = self.file_by_sha256(sha256)
+        if file is None:
+            raise StoredContentMissing(f"blob {sha256} is missing from storage")
+        for xorb in sorted({term.xorb_hash for term in file.terms}):
+            self.check_xorb(xorb, f" (part of blob {sha256})")
+
+    def check_xorb(self, xorb_hash: bytes, context: str = "") -> None:
+        """Raise unless the xorb's file is in place with the length its row records."""
+        name = hash_to_string(xorb_hash)
+        info = self.xorb_info(xorb_hash)
+        try:
+            actual = self.xorb_path(xorb_hash).stat().st_size
+        except FileNotFoundError:
+            actual = None
+        if info is None or actual is None:
+            raise StoredContentMissing(f"xorb {name}{context} is missing from storage")
+        if actual != info.serialized_len:
+            raise StoredContentDamaged(
+                f"xorb {name}{context} has {actual} bytes in storage, not the {info.serialized_len} recorded"
+            )
+
     def _file_or_missing(self, sha256: str) -> XetFile:
         file = self.file_by_sha256(sha256)
         if file is None:
@@ -203,51 +209,66 @@ class XetBlobStore:
         name = hash_to_string(info.hash)
         final = self.xorb_path(info.hash)
         now = utcnow()
-        with transaction(self._engine) as conn:
-            exists = conn.execute(
-                sa.select(tables.xet_xorbs.c.hash).where(tables.xet_xorbs.c.hash == name)
-            ).first()
-            known = exists is not None and (user_id is None or self._granted(conn, name, user_id))
-            if exists is None or not final.is_file():
-                final.parent.mkdir(parents=True, exist_ok=True)
-                if isinstance(body, Path):
-                    os.replace(body, final)
-                else:
-                    tmp = self.temporary_xorb()
-                    with open(tmp, "wb") as handle:
-                        handle.write(body)
-                        handle.flush()
-                        os.fsync(handle.fileno())
-                    os.replace(tmp, final)
-            if exists is None:
-                conn.execute(
-                    sa.insert(tables.xet_xorbs).values(
-                        hash=name,
-                        wire_len=info.serialized_len,
-                        raw_len=info.raw_len,
-                        n_chunks=len(info.chunks),
-                        chunk_table=pack_chunk_table(info),
-                        created_at=now,
-                        last_used_at=now,
+        placed = False
+        try:
+            with transaction(self._engine) as conn:
+                exists = conn.execute(
+                    sa.select(tables.xet_xorbs.c.hash).where(tables.xet_xorbs.c.hash == name)
+                ).first()
+                known = exists is not None and (user_id is None or self._granted(conn, name, user_id))
+                if exists is None or not final.is_file():
+                    self._place_xorb(body, final)
+                    placed = True
+                if exists is None:
+                    conn.execute(
+                        sa.insert(tables.xet_xorbs).values(
+                            hash=name,
+                            wire_len=info.serialized_len,
+                            raw_len=info.raw_len,
+                            n_chunks=len(info.chunks),
+                            chunk_table=pack_chunk_table(info),
+                            created_at=now,
+                            last_used_at=now,
+                        )
                     )
-                )
-                _insert_ignore(
-                    conn,
-                    tables.xet_chunks,
-                    [
-                        {"chunk_hash": hash_to_string(c.hash), "xorb_hash": name, "chunk_index": i}
-                        for i, c in enumerate(info.chunks)
-                    ],
-                )
-            else:
-                self.touch_xorbs(conn, [info.hash])
-            if user_id is not None:
-                _insert_ignore(
-                    conn, tables.xet_xorb_grants, [{"xorb_hash": name, "user_id": user_id, "created_at": now}]
-                )
+                    insert_ignore(
+                        conn,
+                        tables.xet_chunks,
+                        [
+                            {"chunk_hash": hash_to_string(c.hash), "xorb_hash": name, "chunk_index": i}
+                            for i, c in enumerate(info.chunks)
+                        ],
+                    )
+                else:
+                    self.touch_xorbs(conn, [info.hash])
+                if user_id is not None:
+                    insert_ignore(
+                        conn,
+                        tables.xet_xorb_grants,
+                        [{"xorb_hash": name, "user_id": user_id, "created_at": now}],
+                    )
+                crash_point("xorb.placed")
+        except BaseException:
+            # The file moves into place inside the transaction that records its row (so `gc`, holding the
+            # same write lock, never mistakes it for an orphan); if that transaction fails, it moves out.
+            if placed:
+                final.unlink(missing_ok=True)
+            raise
         if isinstance(body, Path):
             body.unlink(missing_ok=True)
         return not known
+
+    def _place_xorb(self, body: Path | bytes, final: Path) -> None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(body, Path):
+            os.replace(body, final)
+            return
+        tmp = self.temporary_xorb()
+        with open(tmp, "wb") as handle:
+            handle.write(body)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
 
     def grant_xorbs(self, conn: sa.Connection, xorbs: Iterable[bytes], user_id: int) -> None:
         """Let `user_id` name these stored xorbs in its shards from now on."""
@@ -256,7 +277,7 @@ class XetBlobStore:
             {"xorb_hash": name, "user_id": user_id, "created_at": now}
             for name in sorted({hash_to_string(x) for x in xorbs})
         ]
-        _insert_ignore(conn, tables.xet_xorb_grants, rows)
+        insert_ignore(conn, tables.xet_xorb_grants, rows)
 
     @staticmethod
     def _granted(conn: sa.Connection, xorb: str, user_id: int) -> bool:
@@ -336,7 +357,7 @@ class XetBlobStore:
             )
         )
         xorbs = sorted({hash_to_string(t.xorb_hash) for t in entry.terms})
-        _insert_ignore(conn, tables.xet_file_xorbs, [{"file_hash": name, "xorb_hash": x} for x in xorbs])
+        insert_ignore(conn, tables.xet_file_xorbs, [{"file_hash": name, "xorb_hash": x} for x in xorbs])
 
     def iter_file(
         self, terms: tuple[FileTerm, ...], start: int = 0, end: int | None = None
