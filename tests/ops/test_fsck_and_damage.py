@@ -130,3 +130,19 @@ def test_fsck_reports_content_a_branch_names_without_a_record(hub: Hub) -> None:
     hub.sql("DELETE FROM blobs WHERE sha256 = ?", sha)
     problems = {(p["kind"], p["subject"]) for p in hub.cli_json("fsck", expect=1)["problems"]}
     assert problems == {("content-missing", sha), ("file-without-row", sha)}
+
+
+def test_every_way_of_making_a_commit_attests_it(hub: Hub) -> None:
+    hub.create_repo("m")
+    hub.commit("admin/m", {"w.bin": binary(MIB, 9)})
+    squashed = httpx.post(
+        f"{hub.url}/api/models/admin/m/super-squash/main", headers=hub.headers, json={"message": "squash"}
+    )
+    assert squashed.status_code == 200, squashed.text
+    commits = httpx.get(f"{hub.url}/api/models/admin/m/commits/main", headers=hub.headers).json()
+    assert len(commits) == 1
+    for oid in (commits[0]["id"], *(row[0] for row in hub.sql("SELECT oid FROM commits"))):
+        status = httpx.get(f"{hub.url}/api/models/admin/m/signatures/{oid}", headers=hub.headers).json()
+        assert status["hub"] is not None, oid
+    code, output = hub.cli("fsck")
+    assert code == 0, output
