@@ -37,7 +37,7 @@ from weightyard.api.common import (
     split_revision,
 )
 from weightyard.auth import Principal
-from weightyard.cards import CARD_PATH, StoredCard, card_facts
+from weightyard.cards import CARD_PATH, StoredCard
 from weightyard.errors import (
     BadRequest,
     EntryNotFound,
@@ -51,7 +51,9 @@ from weightyard.formatting import human_size
 from weightyard.provenance import REVOKED_KEY
 from weightyard.repos import Commit, DirEntry, FileEntry, Repo, RepoService, check_repo_id, check_repo_segment
 from weightyard.repos.access import STATUSES as ACCESS_STATUSES
+from weightyard.repos.facts import public_tags
 from weightyard.repos.ingest import looks_binary
+from weightyard.repos.listing import ListedRepo, ListQuery, list_page
 from weightyard.repos.scanning import scan_state, shown_verdict, worst
 from weightyard.scan import Verdict
 
@@ -64,9 +66,6 @@ JSON_SUFFIX = ".json"
 MODELS_PAGE = 20
 COMMITS_PAGE = 50
 RECENT_COMMITS = 5
-# Listing filters on card metadata, which lives in each repo's README; past this many repos a search index
-# (the later cards/ service) is the way, not more reading.
-MAX_LISTED = 10_000
 SEARCH_LIMIT = 200
 
 # Bounds on what a page reads from an uploaded file: these bytes come from anyone who can push.
@@ -450,28 +449,15 @@ def _may_download(repos: RepoService, viewer: Principal | None, repo: Repo) -> b
     return repos.gate.may_download(viewer, repo)
 
 
-def _summary(request: Request, viewer: Principal | None, repo: Repo) -> dict[str, Any]:
-    repos = hub_of(request).repos
-    head = repos.resolve(repo, "main")
-    allowed = _may_download(repos, viewer, repo) and _may_read_card(repos, viewer, repo, head)
-    card = _stored_card(request, head) if allowed else None
-    facts = card.facts if card is not None else card_facts({})
-    return {**_repo_json(repo), "license": facts.license, "task": facts.task, "tags": facts.tags}
-
-
-def _matches(summary: dict[str, Any], terms: list[str], filters: dict[str, str]) -> bool:
-    words = [summary["id"].lower(), *(tag.lower() for tag in summary["tags"])]
-    words += [value.lower() for value in summary["license"]]
-    if summary["task"]:
-        words.append(summary["task"].lower())
-    if not all(any(term in word for word in words) for term in terms):
-        return False
-    wanted = {
-        "tag": [tag.lower() for tag in summary["tags"]],
-        "license": [value.lower() for value in summary["license"]],
-        "task": [summary["task"].lower()] if summary["task"] else [],
+def _summary(item: ListedRepo) -> dict[str, Any]:
+    """A listing entry from the listing index; past a gate the viewer has not passed, no card facts."""
+    tags = item.tags if item.content_visible else public_tags(item.tags)
+    return {
+        **_repo_json(item.repo),
+        "license": [tag.removeprefix("license:") for tag in tags if tag.startswith("license:")],
+        "task": item.pipeline_tag if item.content_visible else None,
+        "tags": [tag for tag in tags if ":" not in tag and tag != item.pipeline_tag],
     }
-    return all(not value or value.lower() in wanted[key] for key, value in filters.items())
 
 
 def _page_number(request: Request) -> int:
@@ -504,22 +490,30 @@ def models_page(request: Request, viewer: Principal | None, segments: list[str])
     filters = {key: query.get(key, "").strip() for key in CARD_FILTERS}
     number = _page_number(request)
     sort_key, descending = SORTS[sort]
-    found = repos.list_repos(
-        viewer, "model", author=author, sort=sort_key, descending=descending, limit=MAX_LISTED
-    )
     start = (number - 1) * MODELS_PAGE
-    terms = search.lower().split()
-    if terms or any(filters.values()):
-        matches = [
-            s for s in (_summary(request, viewer, repo) for repo in found) if _matches(s, terms, filters)
-        ]
-        total, models = len(matches), matches[start : start + MODELS_PAGE]
-    else:
-        # Without a card filter only the shown page needs its README read.
-        total, models = (
-            len(found),
-            [_summary(request, viewer, repo) for repo in found[start : start + MODELS_PAGE]],
-        )
+    listing = ListQuery(
+        repo_type="model",
+        author=author,
+        tags=tuple(
+            tag
+            for tag in (filters["tag"], f"license:{filters['license']}" if filters["license"] else "")
+            if tag
+        ),
+        pipeline_tag=filters["task"] or None,
+        words=tuple(search.split()),
+        sort=sort_key,
+        descending=descending,
+        offset=start,
+        limit=MODELS_PAGE,
+    )
+    found = list_page(
+        hub_of(request).engine,
+        viewer,
+        listing,
+        lambda repo: repos.gate.may_download(viewer, repo),
+        with_total=True,
+    )
+    total, models = found.total or 0, [_summary(item) for item in found.items]
     data = {
         "search": search,
         "sort": sort,

@@ -37,6 +37,8 @@ class ListQuery:
     # every one of these tags (card tags, library, `license:…`, `dataset:…`, languages, formats)
     tags: tuple[str, ...] = ()
     pipeline_tag: str | None = None
+    # words each found in the repo id or in one of its tags (the web search box)
+    words: tuple[str, ...] = ()
     gated: bool | None = None
     sort: str = "lastModified"
     descending: bool = True
@@ -61,6 +63,8 @@ class ListedRepo:
 class ListPage:
     items: list[ListedRepo]
     has_more: bool
+    # how many repos match in all, when asked for
+    total: int | None = None
 
 
 def _visible(principal: Principal | None) -> sa.ColumnElement[bool]:
@@ -80,8 +84,16 @@ def _visible(principal: Principal | None) -> sa.ColumnElement[bool]:
     return sa.or_(public, sa.and_(sa.true(), *reach))
 
 
+def _like(word: str) -> str:
+    return "%" + word.lower().replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
+
+
 def list_page(
-    engine: sa.Engine, principal: Principal | None, query: ListQuery, may_download: Callable[[Repo], bool]
+    engine: sa.Engine,
+    principal: Principal | None,
+    query: ListQuery,
+    may_download: Callable[[Repo], bool],
+    with_total: bool = False,
 ) -> ListPage:
     """One page of the repos `principal` may read that match `query`. `may_download` is the gate's
     repo-level answer: a gated repo the caller has not passed shows only what anyone may see, and never
@@ -98,11 +110,14 @@ def list_page(
         .label("head_oid")
     )
     statement = sa.select(repos, head).where(repos.c.type == query.repo_type, _visible(principal))
+    full_id = sa.func.lower(repos.c.namespace + "/" + repos.c.name)
     if query.search:
-        pattern = "%" + query.search.lower().replace("%", r"\%").replace("_", r"\_") + "%"
-        statement = statement.where(
-            sa.func.lower(repos.c.namespace + "/" + repos.c.name).like(pattern, escape="\\")
+        statement = statement.where(full_id.like(_like(query.search), escape="\\"))
+    for word in query.words:
+        tagged = sa.select(tables.repo_tags.c.repo_id).where(
+            sa.func.lower(tables.repo_tags.c.tag).like(_like(word), escape="\\")
         )
+        statement = statement.where(sa.or_(full_id.like(_like(word), escape="\\"), repos.c.id.in_(tagged)))
     if query.author:
         statement = statement.where(repos.c.namespace == query.author)
     for tag in query.tags:
@@ -112,12 +127,14 @@ def list_page(
         statement = statement.where(repos.c.pipeline_tag == query.pipeline_tag)
     if query.gated is not None:
         statement = statement.where(repos.c.gated.is_not(None) if query.gated else repos.c.gated.is_(None))
+    counted = sa.select(sa.func.count()).select_from(statement.subquery())
     column = SORTS[query.sort]
     # Ties (times have second resolution) fall back to creation order, in the same direction.
     order = (column.desc(), repos.c.id.desc()) if query.descending else (column.asc(), repos.c.id.asc())
     statement = statement.order_by(*order)
     statement = statement.offset(query.offset).limit(query.limit + 1)
     with engine.connect() as conn:
+        total = int(conn.execute(counted).scalar() or 0) if with_total else None
         rows = conn.execute(statement).all()
         page = rows[: query.limit]
         ids = [row.id for row in page]
@@ -142,6 +159,8 @@ def list_page(
         visible = repo.gated is None or may_download(repo)
         if not visible and (query.tags or query.pipeline_tag):
             continue
+        if not visible and not all(word.lower() in repo.repo_id.lower() for word in query.words):
+            continue  # it matched on a tag the caller may not see
         items.append(
             ListedRepo(
                 repo=repo,
@@ -153,4 +172,4 @@ def list_page(
                 content_visible=visible,
             )
         )
-    return ListPage(items=items, has_more=len(rows) > query.limit)
+    return ListPage(items=items, has_more=len(rows) > query.limit, total=total)
