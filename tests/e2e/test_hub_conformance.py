@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from huggingface_hub import (
     CommitOperationAdd,
     CommitOperationDelete,
@@ -197,6 +198,18 @@ def test_repo_ids_resolve_whatever_their_case_and_are_unique_whatever_their_case
         api.create_repo(mixed.lower())
     assert taken.value.response.status_code == 409
     assert api.create_repo(mixed.lower(), exist_ok=True).repo_id.lower() == mixed.lower()
+    # the database itself refuses the other spelling: a unique index, not a check before the insert
+    engine = sa.create_engine(f"sqlite:///{server.data / 'weightyard.db'}")
+    namespace, name = mixed.lower().split("/")
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO repos (type, namespace, name, private, created_at, updated_at, downloads) "
+                "VALUES ('model', :namespace, :name, 0, '2026-01-01', '2026-01-01', 0)"
+            ),
+            {"namespace": namespace, "name": name},
+        )
+    engine.dispose()
 
 
 def test_short_commit_ids_are_revisions(server: Server, repo_name: str, tmp_path: Path) -> None:
