@@ -96,6 +96,9 @@ def test_whoami_shows_display_names_set_from_the_cli(team: Team) -> None:
     assert me["fullname"] == "Rita Reader"
     assert me["orgs"][0]["fullname"] == "Acme Corp"
     assert api(team, "outsider").whoami()["fullname"] == "outsider"  # none set: the name, as on the Hub
+    cli(team.server, "user", "create", "named", "--fullname", "Nadia Named")
+    token = cli(team.server, "token", "create", "--user", "named", "--name", "t")
+    assert HfApi(endpoint=team.server.url, token=token).whoami()["fullname"] == "Nadia Named"
     cli(team.server, "org", "update", ORG, "--fullname", "Acme Corporation")
     assert api(team, "reader").whoami()["orgs"][0]["fullname"] == "Acme Corporation"
     cli(team.server, "org", "update", ORG, "--fullname", "Acme Corp")

@@ -57,7 +57,6 @@ def _base_models(facts: RepoFacts) -> dict[str, Any] | None:
 
 
 def describe(
-    request: Request,
     repo: Repo,
     sha: str | None,
     fields: Iterable[str],
@@ -129,9 +128,7 @@ def model_info(
     def released(path: str, entry: FileEntry) -> bool:
         return hub.repos.gate.may_serve_file(principal, repo, path, entry)
 
-    return describe(
-        request, repo, commit.oid, fields, files, lambda: hub.facts.describe(files(), released), blobs
-    )
+    return describe(repo, commit.oid, fields, files, lambda: hub.facts.describe(files(), released), blobs)
 
 
 def listed_info(request: Request, item: ListedRepo, fields: Iterable[str]) -> dict[str, Any]:
@@ -167,4 +164,4 @@ def listed_info(request: Request, item: ListedRepo, fields: Iterable[str]) -> di
 
     fields = list(fields)
     needs_files = {"config", "safetensors"} & set(fields)
-    return describe(request, repo, item.head, fields, files, facts if needs_files else indexed)
+    return describe(repo, item.head, fields, files, facts if needs_files else indexed)
