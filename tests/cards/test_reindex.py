@@ -13,6 +13,9 @@ from weightyard.hub import Hub
 from weightyard.repos import AddFile
 from weightyard.repos.listing import ListQuery, list_page
 
+HEADER = b'{"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}}'
+WEIGHTS = len(HEADER).to_bytes(8, "little") + HEADER + b"\0" * 24
+
 
 def test_reindex_restores_cards_facts_and_the_listing_index(tmp_path: Path) -> None:
     data = tmp_path / "data"
@@ -23,12 +26,15 @@ def test_reindex_restores_cards_facts_and_the_listing_index(tmp_path: Path) -> N
     for path, content in {
         "README.md": b"---\nlicense: mit\n---\n# Old\n",
         "config.json": b'{"model_type": "bert"}',
+        "model.safetensors": WEIGHTS,
     }.items():
         ingest = hub.repos.start_ingest()
         ingest.write(content)
         add = hub.repos.record_content(admin, ingest.finish())
         operations.append(AddFile(path, add.sha256, add.size, add.lfs))
     hub.repos.commit(admin, repo, "main", operations, "before facts were derived")
+    weights = hub.repos.files(hub.repos.resolve(repo, "main"))["model.safetensors"]
+    assert hub.facts.tensor_summary(weights.sha256) is not None
     # Test set-up: forget everything derived, as a hub from before these tables would have it.
     with hub.engine.begin() as conn:
         for table in (tables.cards, tables.file_facts, tables.repo_tags):
@@ -46,3 +52,12 @@ def test_reindex_restores_cards_facts_and_the_listing_index(tmp_path: Path) -> N
     facts = hub.facts.describe(hub.repos.files(hub.repos.resolve(repo, "main")))
     assert facts.config == {"model_type": "bert"}
     assert facts.card_data == {"license": "mit"}
+    assert facts.safetensors == {"parameters": {"F32": 6}, "total": 6}
+    weights = hub.repos.files(hub.repos.resolve(repo, "main"))["model.safetensors"]
+    assert hub.facts.tensor_summary(weights.sha256) == {
+        "tensorCount": 1,
+        "parameters": 6,
+        "tensors": [{"name": "w", "dtype": "F32", "shape": [2, 3], "parameters": 6}],
+        "truncated": False,
+        "metadata": {},
+    }

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
 
 import pytest
+import sqlalchemy as sa
 
 from weightyard.api import web
 from weightyard.api.web import SESSION_COOKIE
 from weightyard.cards import render_markdown
+from weightyard.db import tables
 from weightyard.errors import InvalidCardMetadata
 
 from .conftest import LocalHub, card
@@ -379,6 +382,65 @@ def test_malformed_safetensors_header_is_described_not_fatal(
     assert response.status_code == 200
     assert error in response.json()["view"]["safetensors"]["error"]
     assert local.client.get("/acme/broken/blob/main/model.safetensors").status_code == 200
+
+
+def _tensor_rows(local: LocalHub, content: bytes) -> list[dict[str, object]]:
+    sha256 = hashlib.sha256(content).hexdigest()
+    with local.hub.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(tables.file_facts.c.data).where(
+                tables.file_facts.c.sha256 == sha256, tables.file_facts.c.kind == "tensors"
+            )
+        ).scalars()
+        return [json.loads(row) for row in rows]
+
+
+def test_safetensors_page_shows_the_summary_stored_at_commit_and_parses_nothing(demo: LocalHub) -> None:
+    marker = {
+        "tensorCount": 7,
+        "parameters": 123456789,
+        "tensors": [{"name": "stored.at.commit", "dtype": "BF16", "shape": [3], "parameters": 3}],
+        "truncated": True,
+        "metadata": {"origin": "the stored row"},
+    }
+    # Test set-up: overwrite the stored summary; the page can show it only if it reads the stored row.
+    with demo.hub.engine.begin() as conn:
+        updated = conn.execute(
+            sa.update(tables.file_facts)
+            .where(tables.file_facts.c.kind == "tensors")
+            .values(data=json.dumps(marker))
+        )
+        assert updated.rowcount == 1
+    data = demo.client.get("/acme/tiny-minilm/blob/main/model.safetensors.json").json()
+    assert data["view"]["safetensors"] == marker
+    html = demo.client.get("/acme/tiny-minilm/blob/main/model.safetensors").text
+    assert "stored.at.commit" in html
+    assert "123,456,789 parameters" in html
+    assert "embeddings.weight" not in html
+
+
+def test_malformed_safetensors_header_error_is_stored_at_commit_and_shown(local: LocalHub) -> None:
+    content = (29).to_bytes(8, "little") + b'{"t": {"shape": [-1, "big"]}}'
+    local.publish("acme/broken", {"model.safetensors": content})
+    error = {"error": "tensor 't' has no valid shape"}
+    assert _tensor_rows(local, content) == [error]
+    assert (
+        local.client.get("/acme/broken/blob/main/model.safetensors.json").json()["view"]["safetensors"]
+        == error
+    )
+    html = local.client.get("/acme/broken/blob/main/model.safetensors").text
+    assert "The safetensors header could not be read: tensor &#39;t&#39; has no valid shape" in html
+
+
+def test_safetensors_committed_before_summaries_were_stored_says_not_available_yet(demo: LocalHub) -> None:
+    # Test set-up: forget the stored summary, as a hub from before tensor summaries would have it.
+    with demo.hub.engine.begin() as conn:
+        conn.execute(sa.delete(tables.file_facts).where(tables.file_facts.c.kind == "tensors"))
+    data = demo.client.get("/acme/tiny-minilm/blob/main/model.safetensors.json").json()
+    assert data["view"] == {"kind": "binary", "format": "Safetensors", "safetensors": None}
+    html = demo.client.get("/acme/tiny-minilm/blob/main/model.safetensors").text
+    assert "The tensor summary is not available yet" in html
+    assert "embeddings.weight" not in html
 
 
 def test_other_binary_files_are_described_by_format(local: LocalHub) -> None:

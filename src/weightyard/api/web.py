@@ -10,9 +10,6 @@ repo the caller cannot read is a 404 page, exactly as it is a 404 in the API.
 
 from __future__ import annotations
 
-import functools
-import json
-import math
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,7 +48,7 @@ from weightyard.formatting import human_size
 from weightyard.provenance import REVOKED_KEY
 from weightyard.repos import Commit, DirEntry, FileEntry, Repo, RepoService, check_repo_id, check_repo_segment
 from weightyard.repos.access import STATUSES as ACCESS_STATUSES
-from weightyard.repos.facts import public_tags
+from weightyard.repos.facts import FactsService, public_tags
 from weightyard.repos.ingest import looks_binary
 from weightyard.repos.listing import ListedRepo, ListQuery, list_page
 from weightyard.repos.scanning import scan_state, shown_verdict, worst
@@ -70,14 +67,8 @@ SEARCH_LIMIT = 200
 
 # Bounds on what a page reads from an uploaded file: these bytes come from anyone who can push.
 TEXT_LIMIT = 512 * 1024
-SAFETENSORS_HEADER_LIMIT = 16 * 1024 * 1024
-TENSOR_ROWS = 2000
 # Rows of a folder listing or a commit's changed files on one page; the JSON keeps the totals.
 LIST_ROWS = 1000
-TENSOR_DIMS = 32
-TEXT_FIELD = 1000
-FACT_ITEMS = 100
-FACT_CHARS = 200
 SNIFF_BYTES = 512
 READ_CHUNK = 1024 * 1024
 FORM_LIMIT = 16 * 1024
@@ -306,51 +297,7 @@ def _decode_text(data: bytes, truncated: bool) -> str | None:
         return None
 
 
-@functools.lru_cache(maxsize=64)
-def _safetensors(repos: RepoService, entry: FileEntry) -> dict[str, Any]:
-    """The tensor list of a safetensors file, read from its header only (an 8-byte little-endian length,
-    then JSON), never from the weights. Content never changes for a sha256, hence the cache."""
-    if entry.size < 8:
-        return {"error": "the file is too short to be safetensors"}
-    length = int.from_bytes(b"".join(repos.read(entry, 0, 8, 8)), "little")
-    if length > SAFETENSORS_HEADER_LIMIT:
-        limit = human_size(SAFETENSORS_HEADER_LIMIT)
-        return {"error": f"the header is {human_size(length)}, over the {limit} a page reads"}
-    if 8 + length > entry.size:
-        return {"error": "the header length runs past the end of the file"}
-    try:
-        header = json.loads(b"".join(repos.read(entry, 8, 8 + length, READ_CHUNK)))
-    except (ValueError, RecursionError):
-        return {"error": "the header is not valid JSON"}
-    if not isinstance(header, dict):
-        return {"error": "the header is not a JSON object"}
-    metadata = header.pop("__metadata__", None)
-    tensors: list[dict[str, Any]] = []
-    total = 0
-    for name, info in sorted(header.items()):
-        shape = info.get("shape") if isinstance(info, dict) else None
-        if (
-            not isinstance(shape, list)
-            or len(shape) > TENSOR_DIMS
-            or not all(isinstance(dim, int) and dim >= 0 for dim in shape)
-        ):
-            return {"error": f"tensor {name[:FACT_CHARS]!r} has no valid shape"}
-        count = math.prod(shape)
-        total += count
-        if len(tensors) < TENSOR_ROWS:
-            dtype = str(info.get("dtype"))[:FACT_CHARS]
-            tensors.append({"name": name[:TEXT_FIELD], "dtype": dtype, "shape": shape, "parameters": count})
-    entries = list(metadata.items())[:FACT_ITEMS] if isinstance(metadata, dict) else []
-    return {
-        "tensorCount": len(header),
-        "parameters": total,
-        "tensors": tensors,
-        "truncated": len(header) > len(tensors),
-        "metadata": {key[:FACT_CHARS]: str(value)[:TEXT_FIELD] for key, value in entries},
-    }
-
-
-def _file_view(repos: RepoService, path: str, entry: FileEntry) -> dict[str, Any]:
+def _file_view(repos: RepoService, facts: FactsService, path: str, entry: FileEntry) -> dict[str, Any]:
     limit = min(entry.size, TEXT_LIMIT)
     data = b"".join(repos.read(entry, 0, limit, READ_CHUNK)) if limit else b""
     truncated = entry.size > limit
@@ -359,7 +306,9 @@ def _file_view(repos: RepoService, path: str, entry: FileEntry) -> dict[str, Any
         return {"kind": "text", "text": text, "truncated": truncated}
     view: dict[str, Any] = {"kind": "binary", "format": _file_format(path, data[:16])}
     if view["format"] == "Safetensors":
-        view["safetensors"] = _safetensors(repos, entry)
+        # Stored when the content was committed: the header is never parsed while a page answers. None
+        # (shown as "not available yet") for content committed before the hub stored tensor summaries.
+        view["safetensors"] = facts.tensor_summary(entry.sha256)
     return view
 
 
@@ -661,7 +610,7 @@ def blob_page(request: Request, viewer: Principal | None, segments: list[str]) -
         "breadcrumbs": _breadcrumbs(repo, revision, parent),
         "file": file_json,
         "access": _access_json(request, repo, granted),
-        "view": _file_view(repos, path, entry) if served else _withheld(granted),
+        "view": _file_view(repos, hub_of(request).facts, path, entry) if served else _withheld(granted),
     }
     return Page("blob.html", data, f"{repo.repo_id} · {path} at {revision}")
 

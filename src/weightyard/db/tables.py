@@ -366,8 +366,8 @@ upload_reservations = sa.Table(
 )
 
 # What the hub derives from a file's content at commit time (migration 0011_listing), by sha256 and kind:
-# "config" (the allowed subset of a config.json) and "safetensors" (parameter counts by dtype from the
-# header). `data` is JSON.
+# "config" (the allowed subset of a config.json), "safetensors" (parameter counts by dtype from the
+# header) and "tensors" (the file page's tensor summary, repos/tensors.py). `data` is JSON.
 file_facts = sa.Table(
     "file_facts",
     metadata,

@@ -1,7 +1,8 @@
 """What the Hub derives from a repo's files, derived here once at commit time and stored.
 
 Per content (by sha256, before the commit lands): the allowed subset of a `config.json`, and the parameter
-counts of a `.safetensors` file read from its header only. Per commit: `describe` composes those stored facts
+counts and the file page's tensor summary (repos/tensors.py) of a `.safetensors` file, read from its header
+only. Per commit: `describe` composes those stored facts
 with the stored card into `model_info`'s `cardData`, `tags`, `pipeline_tag`, `library_name`, `config` and
 `safetensors`, reading no file. When a commit moves `main`, the listing columns and tags of the repo are
 updated, so `list_models` filters and sorts with indexes instead of opening repos.
@@ -23,14 +24,20 @@ from weightyard.cards.service import AddedFile
 from weightyard.db import tables, transaction, utcnow
 from weightyard.repos.objects import FileEntry
 from weightyard.repos.service import DEFAULT_BRANCH, HEADS, Commit, Repo, RepoService
+from weightyard.repos.tensors import (
+    SAFETENSORS_HEADER_LIMIT,
+    TENSOR_DIMS,
+    HeaderProblem,
+    summary_error,
+    tensor_summary,
+)
 from weightyard.storage import BlobStore
 
 CONFIG_PATH = "config.json"
 CONFIG_LIMIT = 1024 * 1024
 SAFETENSORS_SUFFIX = ".safetensors"
-# A header larger than this is not read (the format allows 100 MB; real ones are a few MB at most).
-SAFETENSORS_HEADER_LIMIT = 16 * 1024 * 1024
-TENSOR_DIMS = 32
+# The file_facts kind of a safetensors file's tensor summary for its file page.
+TENSORS_KIND = "tensors"
 TAG_CHARS = 200
 MAX_TAGS = 200
 # config.json keys model_info reports, as the Hub does; the rest of the file is not repeated.
@@ -122,6 +129,30 @@ def parameter_counts(header: object) -> dict[str, Any]:
         key = dtype[:16]
         by_dtype[key] = by_dtype.get(key, 0) + math.prod(shape)
     return {"parameters": by_dtype, "total": sum(by_dtype.values())}
+
+
+def _fact_kinds(path: str) -> list[str]:
+    """The file_facts kinds derived from a file at `path`. The page names a file Safetensors by its suffix
+    in any case; model_info counts the files the Hub counts, `*.safetensors`."""
+    kinds = []
+    if path == CONFIG_PATH:
+        kinds.append("config")
+    if path.endswith(SAFETENSORS_SUFFIX):
+        kinds.append("safetensors")
+    if path.lower().endswith(SAFETENSORS_SUFFIX):
+        kinds.append(TENSORS_KIND)
+    return kinds
+
+
+def _header_fact(kind: str, header: object | HeaderProblem) -> dict[str, Any]:
+    """The `kind` fact of a safetensors header, or of the problem that kept it from being parsed."""
+    if kind == TENSORS_KIND:
+        return summary_error(header) if isinstance(header, HeaderProblem) else tensor_summary(header)
+    if not isinstance(header, HeaderProblem):
+        return parameter_counts(header)
+    if header.kind == "too_large":
+        return {"error": f"the header is over {SAFETENSORS_HEADER_LIMIT} bytes and was not read"}
+    return summary_error(header)
 
 
 def _tag(value: str) -> str:
@@ -249,38 +280,44 @@ class FactsService:
     def _read(self, sha256: str, start: int, end: int) -> bytes:
         return b"".join(self._store.iter_range(sha256, start, end, _READ_CHUNK))
 
-    def _safetensors_facts(self, sha256: str, size: int) -> dict[str, Any]:
+    def _safetensors_header(self, sha256: str, size: int) -> object | HeaderProblem:
+        """The parsed JSON header of a safetensors file, read from the header only, never the weights."""
         if size < 8:
-            return {"error": "the file is too short to be safetensors"}
+            return HeaderProblem("short")
         length = int.from_bytes(self._read(sha256, 0, 8), "little")
         if length > SAFETENSORS_HEADER_LIMIT:
-            return {"error": f"the header is over {SAFETENSORS_HEADER_LIMIT} bytes and was not read"}
+            return HeaderProblem("too_large", length)
         if 8 + length > size:
-            return {"error": "the header length runs past the end of the file"}
+            return HeaderProblem("past_end")
         try:
-            header = json.loads(self._read(sha256, 8, 8 + length))
+            header: object = json.loads(self._read(sha256, 8, 8 + length))
         except (ValueError, RecursionError):
-            return {"error": "the header is not valid JSON"}
-        return parameter_counts(header)
+            return HeaderProblem("not_json")
+        return header
 
     def before_commit(self, added: Sequence[AddedFile]) -> None:
-        """Derive the facts of the config and weights a commit adds, once per content."""
+        """Derive the facts of the config and weights a commit adds, once per content: the config subset,
+        and for a safetensors file its parameter counts (model_info) and tensor summary (the file page)."""
         for item in added:
-            kind = (
-                "config"
-                if item.path == CONFIG_PATH
-                else "safetensors"
-                if item.path.endswith(SAFETENSORS_SUFFIX)
-                else None
-            )
-            if kind is None or self._stored([(item.sha256, kind)]):
+            kinds = _fact_kinds(item.path)
+            stored = self._stored((item.sha256, kind) for kind in kinds)
+            missing = [kind for kind in kinds if (item.sha256, kind) not in stored]
+            if not missing:
                 continue
-            if kind == "config":
+            if missing == ["config"]:
                 raw = self._read(item.sha256, 0, min(item.size, CONFIG_LIMIT))
-                data = _config_subset(raw) if item.size <= CONFIG_LIMIT else {}
-            else:
-                data = self._safetensors_facts(item.sha256, item.size)
-            self._store_fact(item.sha256, kind, data)
+                self._store_fact(
+                    item.sha256, "config", _config_subset(raw) if item.size <= CONFIG_LIMIT else {}
+                )
+                continue
+            header = self._safetensors_header(item.sha256, item.size)
+            for kind in missing:
+                self._store_fact(item.sha256, kind, _header_fact(kind, header))
+
+    def tensor_summary(self, sha256: str) -> dict[str, Any] | None:
+        """The tensor summary stored for a safetensors content at commit time (see repos/tensors.py), or None
+        for content committed before this hub version stored one (`weightyard reindex` derives it)."""
+        return self._stored([(sha256, TENSORS_KIND)]).get((sha256, TENSORS_KIND))
 
     # ------------------------------------------------------------------ per commit, from what is stored
 
