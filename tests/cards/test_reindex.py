@@ -15,9 +15,10 @@ from weightyard.repos.listing import ListQuery, list_page
 
 HEADER = b'{"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}}'
 WEIGHTS = len(HEADER).to_bytes(8, "little") + HEADER + b"\0" * 24
+BRANCH_WEIGHTS = (4).to_bytes(8, "little") + b"[1 ]"
 
 
-def test_reindex_restores_cards_facts_and_the_listing_index(tmp_path: Path) -> None:
+def test_reindex_restores_cards_facts_tensor_summaries_and_the_listing_index(tmp_path: Path) -> None:
     data = tmp_path / "data"
     hub = Hub.open(Settings(data=data))
     admin = hub.accounts.authenticate(hub.admin_token())
@@ -33,8 +34,14 @@ def test_reindex_restores_cards_facts_and_the_listing_index(tmp_path: Path) -> N
         add = hub.repos.record_content(admin, ingest.finish())
         operations.append(AddFile(path, add.sha256, add.size, add.lfs))
     hub.repos.commit(admin, repo, "main", operations, "before facts were derived")
+    hub.repos.create_branch(admin, repo, "dev", None)
+    ingest = hub.repos.start_ingest()
+    ingest.write(BRANCH_WEIGHTS)
+    add = hub.repos.record_content(admin, ingest.finish())
+    hub.repos.commit(admin, repo, "dev", [AddFile("dev.safetensors", add.sha256, add.size, add.lfs)], "dev")
     weights = hub.repos.files(hub.repos.resolve(repo, "main"))["model.safetensors"]
     assert hub.facts.tensor_summary(weights.sha256) is not None
+    assert hub.facts.tensor_summary(add.sha256) is not None
     # Test set-up: forget everything derived, as a hub from before these tables would have it.
     with hub.engine.begin() as conn:
         for table in (tables.cards, tables.file_facts, tables.repo_tags):
@@ -61,3 +68,5 @@ def test_reindex_restores_cards_facts_and_the_listing_index(tmp_path: Path) -> N
         "truncated": False,
         "metadata": {},
     }
+    # Other branches' files get their file facts too: their file pages show the tensor summary.
+    assert hub.facts.tensor_summary(add.sha256) == {"error": "the header is not a JSON object"}

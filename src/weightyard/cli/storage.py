@@ -75,9 +75,9 @@ def stats(as_json: JsonOption = False, data: DataOption = None) -> None:
 
 @app.command()
 def reindex(data: DataOption = None) -> None:
-    """Render the cards and derive the model_info facts, file-page tensor summaries and listing index of
-    every repo's main branch, for repos committed before this hub version (commits derive them
-    themselves)."""
+    """Render the cards and derive the model_info facts and listing index of every repo's main branch, and
+    the file facts (file-page tensor summaries) of its other branches and tags, for repos committed before
+    this hub version (commits derive them themselves)."""
     from weightyard.auth import LOCAL_ADMIN
     from weightyard.repos import REPO_TYPES
 

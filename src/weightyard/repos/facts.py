@@ -380,10 +380,14 @@ class FactsService:
 
     def reindex(self, repo: Repo) -> None:
         """Store what a commit to `main` would have stored (card, file facts, listing index), for a repo
-        committed before this hub version derived them. Cards are stored as they are, errors included."""
+        committed before this hub version derived them. Cards are stored as they are, errors included. The
+        files of the other branches and tags get their file facts too, which their file pages show."""
         head = self._repos.resolve(repo, DEFAULT_BRANCH)
         files = self._repos.files(head)
         if CARD_PATH in files:
             self._cards.prepare(files[CARD_PATH].sha256, files[CARD_PATH].size)
         self.before_commit([_StoredFile(path, entry.sha256, entry.size) for path, entry in files.items()])
+        for target in sorted({ref.target for ref in self._repos.refs(repo)} - {head.oid}):
+            other = self._repos.files(self._repos.resolve(repo, target))
+            self.before_commit([_StoredFile(path, entry.sha256, entry.size) for path, entry in other.items()])
         self.after_commit(repo, head)
