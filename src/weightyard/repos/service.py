@@ -1291,8 +1291,11 @@ class RepoService:
         """The bytes [start, end) of a file, streamed from the blob store.
 
         The stored object is checked first, so a file lost or cut short on the server's side is a
-        `StoredContentDamaged` error (5xx) before a download sends any header, never a short 200.
+        `StoredContentDamaged` error (5xx) before a download sends any header, never a short 200. Content
+        with no blob record was removed on purpose (`permanently_delete_lfs_files`): `BlobNotFound` (422).
         """
+        if self.blob_size(entry.sha256) is None:
+            raise BlobNotFound(f"content {entry.sha256} of this file was permanently deleted")
         try:
             self._store.check_stored(entry.sha256, entry.size)
         except StoredContentDamaged as exc:
