@@ -132,6 +132,9 @@ class LocalBlobStore:
         placed = False
         try:
             with transaction(self._engine) as conn:
+                placed = not final.is_file()
+                os.replace(written, final)
+                _fsync_dir(final.parent)
                 now = utcnow()
                 insert_ignore(
                     conn, tables.blobs, [{"sha256": blob.sha256, "size": blob.size, "created_at": now}]
@@ -140,9 +143,6 @@ class LocalBlobStore:
                 conn.execute(
                     sa.update(tables.blobs).where(tables.blobs.c.sha256 == blob.sha256).values(created_at=now)
                 )
-                placed = not final.is_file()
-                os.replace(written, final)
-                _fsync_dir(final.parent)
                 crash_point("blob.placed")
         except BaseException:
             if placed:
