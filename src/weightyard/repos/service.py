@@ -266,6 +266,20 @@ def _check_namespace_exists(conn: sa.Connection, namespace: str) -> None:
     raise NamespaceNotFound(f"no user or organisation named {namespace!r}; create that organisation first")
 
 
+def _move_ref(conn: sa.Connection, repo_id: int, ref_name: str, expected: str, target: str) -> bool:
+    """Point a ref at `target` only if it still names `expected` (compare-and-swap); False if it moved."""
+    moved = conn.execute(
+        sa.update(tables.refs)
+        .where(
+            tables.refs.c.repo_id == repo_id,
+            tables.refs.c.name == ref_name,
+            tables.refs.c.target_oid == expected,
+        )
+        .values(target_oid=target)
+    )
+    return moved.rowcount == 1
+
+
 class RepoService:
     """Everything about repositories that the API and the CLI may ask for.
 
@@ -991,18 +1005,8 @@ class RepoService:
                         repo_id=repo.id, name=ref_name, target_oid=oid, created_at=now
                     )
                 )
-            else:
-                moved = conn.execute(
-                    sa.update(tables.refs)
-                    .where(
-                        tables.refs.c.repo_id == repo.id,
-                        tables.refs.c.name == ref_name,
-                        tables.refs.c.target_oid == base.oid,
-                    )
-                    .values(target_oid=oid)
-                )
-                if moved.rowcount != 1:
-                    raise _HeadMoved
+            elif not _move_ref(conn, repo.id, ref_name, base.oid, oid):
+                raise _HeadMoved
             conn.execute(sa.update(tables.repos).where(tables.repos.c.id == repo.id).values(updated_at=now))
             audit.record(
                 conn,
@@ -1145,16 +1149,7 @@ class RepoService:
                     )
                 )
             last_commit_index.record(conn, repo.id, oid, None, {}, self._files(conn, head.tree_oid))
-            moved = conn.execute(
-                sa.update(tables.refs)
-                .where(
-                    tables.refs.c.repo_id == repo.id,
-                    tables.refs.c.name == ref_name,
-                    tables.refs.c.target_oid == head.oid,
-                )
-                .values(target_oid=oid)
-            )
-            if moved.rowcount != 1:
+            if not _move_ref(conn, repo.id, ref_name, head.oid, oid):
                 raise ParentCommitMismatch(branch=branch)
             conn.execute(sa.update(tables.repos).where(tables.repos.c.id == repo.id).values(updated_at=now))
             audit.record(
