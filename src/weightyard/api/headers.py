@@ -7,6 +7,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 
+def with_header(message: Message, name: bytes, value: bytes) -> Message:
+    """`message` with the header `name` (lower-case) set to `value` if it starts a response, else as it is."""
+    if message["type"] != "http.response.start":
+        return message
+    headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != name]
+    return {**message, "headers": [*headers, (name, value)]}
+
+
 class NoSniffMiddleware:
     """`X-Content-Type-Options: nosniff` on every response.
 
@@ -24,9 +32,6 @@ class NoSniffMiddleware:
             return
 
         async def send_with_nosniff(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != _NOSNIFF[0]]
-                message = {**message, "headers": [*headers, _NOSNIFF]}
-            await send(message)
+            await send(with_header(message, *_NOSNIFF))
 
         await self._app(scope, receive, send_with_nosniff)

@@ -12,6 +12,8 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from weightyard.api.headers import with_header
+
 HEADER = b"x-request-id"
 _ACCEPTED = re.compile(rb"^[A-Za-z0-9._:=+/-]{1,128}$")
 
@@ -44,9 +46,6 @@ class RequestIdMiddleware:
         value = request_id(given)
 
         async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER]
-                message = {**message, "headers": [*headers, (HEADER, value)]}
-            await send(message)
+            await send(with_header(message, HEADER, value))
 
         await self._app(scope, receive, send_with_id)
