@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -12,6 +15,15 @@ from tests.support import Server, start_server, stop_server
 # `make test` runs the `client`-marked tests a second time with the 1.x client first on PYTHONPATH and this
 # variable naming the generation: a run that silently imported another client must fail, not pass.
 GENERATION_VARIABLE = "WEIGHTYARD_TEST_HF_GENERATION"
+
+# Hermetic client caches: the stock client (and hf_xet) read HF_HOME when they are imported, so it is set
+# here, before any test module imports them, and every server and client subprocess inherits it. Without
+# this, the suite filled the real ~/.cache/huggingface of whoever ran it.
+_CLIENT_HOME = tempfile.mkdtemp(prefix="weightyard-test-hf-home-")
+os.environ["HF_HOME"] = _CLIENT_HOME
+for _variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_XET_CACHE", "HF_TOKEN_PATH"):
+    os.environ.pop(_variable, None)
+atexit.register(shutil.rmtree, _CLIENT_HOME, True)
 
 
 @pytest.fixture(scope="session", autouse=True)
