@@ -1,16 +1,27 @@
-"""Transfer benchmark of the hub core: download, upload and server memory against static anchors.
+"""Transfer benchmark: Xet uploads, downloads and `weightyard push` against the machine's own limits.
 
-One random file (1 GiB by default) is generated into a temporary folder and moved, on 127.0.0.1 only:
+For each size (`--size 512M,1G`, the default), random files are generated in a temporary folder and moved on
+127.0.0.1 only; every row is timed `--repeat` times (3) alternately with its anchor, so both see the same
+load, and reported as best and median, with the ratio to the anchor and the goal of issue 13:
 
-* download: `hf_hub_download` and `curl` through `weightyard serve`, against the same file served by
-  Debian's nginx (sendfile on) and fetched by `curl`;
-* upload: `weightyard push` (the CLI, in a subprocess) against `cp` of the same file on the same disk,
-  and against `cp` followed by an fsync of the copy (`sync FILE`), since the hub fsyncs every blob;
-* server memory: the peak resident set (VmHWM) of the `weightyard serve` process.
+| row | anchor (same run) | goal |
+|---|---|---|
+| `upload_file`, new content, Xet (stock client) | `cp` + `sync FILE` | ≥ 0.30× |
+| `hf_hub_download` of a Xet-uploaded file | nginx → `curl -o FILE` | ≥ 0.60× |
+| `curl -o /dev/null` of a Xet-uploaded file (rebuilt from xorbs) | nginx → `curl -o /dev/null` | ≥ 0.80× |
+| `curl -o /dev/null` of an LFS-uploaded file (whole blob) | nginx → `curl -o /dev/null` | ≥ 1.0× |
+| `weightyard push` (LFS multipart) | `cp` + `sync FILE` | ≥ 0.50× |
+| server peak memory (VmHWM of `weightyard serve`) | | < 300 MB |
 
-Every figure is the median of `--repeat` repetitions with a warm page cache (the source file was just
-written, each blob was just pushed). Run as `make bench`, or e.g.
-`python bench/transfer.py --size 256M --repeat 5`.
+Each upload row is also timed against `bench/sink.py`, a server that speaks the same routes and discards every
+byte: the client's time there is the client-side limit, and hub time / sink time says how close the hub is.
+Every upload sends content the hub has never seen (the file is regenerated), from a fresh client cache
+(`HF_HOME`), in a subprocess; `upload_file` and `hf_hub_download` are timed around the call (imports
+excluded), `weightyard push` and `curl` as whole commands. Page caches are warm, dirty pages are flushed
+(`sync`, untimed) before each timing.
+
+    python bench/transfer.py                         # both sizes, best and median of 3 (make bench)
+    python bench/transfer.py --size 512M --rows push --repeat 5 --json
 """
 
 from __future__ import annotations
@@ -38,28 +49,36 @@ from types import FrameType
 
 GIB = 1024**3
 MIB = 1024**2
-REPO = "admin/bench"
 FILE_NAME = "file.bin"
 NGINX = Path("/usr/sbin/nginx")
-# Targets from issue 2: "download ≥ 0.5× nginx, upload ≥ 0.5× cp, server RSS bounded"; the bound on memory
-# is the issue's "may not raise the server's peak memory above ~300 MB" for a 1 GiB commit.
-TARGET_RATIO = 0.5
-RSS_BOUND_BYTES = 300 * 1000**2
+SINK = Path(__file__).resolve().parent / "sink.py"
+RSS_BOUND_BYTES = 300 * 1000**2  # issue 13: "server peak under 300 MB during any transfer"
 GENERATE_CHUNK = 16 * MIB
 READY_TIMEOUT_S = 60.0
 # Slowest transfer rate before a step is declared hung, plus a fixed allowance for process start-up.
 MIN_RATE_BYTES_S = 5 * MIB
 STARTUP_ALLOWANCE_S = 120.0
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+ROW_GROUPS = ("xet-upload", "push", "download")
 
-# The hf_hub_download child times only the call itself, so that importing huggingface_hub (a fixed cost of a
-# fresh interpreter, not of the transfer) stays out of the figure; it then checks what it downloaded.
-_HF_CHILD = """
+# Stock-client children time only the call itself, so that importing huggingface_hub (a fixed cost of a fresh
+# interpreter, not of the transfer) stays out of the figure; the download child then checks what it got.
+_UPLOAD_CHILD = """
+import json, sys, time
+from huggingface_hub import HfApi
+endpoint, token, repo, path = sys.argv[1:5]
+api = HfApi(endpoint=endpoint, token=token)
+api.create_repo(repo, exist_ok=True)
+start = time.perf_counter()
+api.upload_file(path_or_fileobj=path, path_in_repo="{name}", repo_id=repo)
+print(json.dumps({{"seconds": time.perf_counter() - start}}))
+"""
+_DOWNLOAD_CHILD = """
 import hashlib, json, os, sys, time
 from huggingface_hub import hf_hub_download
-endpoint, token, cache_dir, expected_sha256 = sys.argv[1:5]
+endpoint, token, repo, cache_dir = sys.argv[1:5]
 start = time.perf_counter()
-path = hf_hub_download("{repo}", "{name}", endpoint=endpoint, token=token, cache_dir=cache_dir)
+path = hf_hub_download(repo, "{name}", endpoint=endpoint, token=token, cache_dir=cache_dir)
 seconds = time.perf_counter() - start
 digest = hashlib.sha256()
 with open(path, "rb") as handle:
@@ -83,6 +102,18 @@ def parse_size(text: str) -> int:
     if size < MIB:
         raise argparse.ArgumentTypeError("the file must be at least 1 MiB for the timings to mean anything")
     return size
+
+
+def parse_sizes(text: str) -> list[int]:
+    return [parse_size(part) for part in text.split(",") if part.strip()]
+
+
+def parse_rows(text: str) -> list[str]:
+    rows = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [row for row in rows if row not in ROW_GROUPS]
+    if unknown or not rows:
+        raise argparse.ArgumentTypeError(f"rows are a comma-separated subset of {', '.join(ROW_GROUPS)}")
+    return rows
 
 
 def human_size(size: float) -> str:
@@ -115,6 +146,13 @@ def timed(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> 
     start = time.perf_counter()
     run(cmd, timeout, env)
     return time.perf_counter() - start
+
+
+def child_result(cmd: list[str], timeout: float, env: dict[str, str]) -> dict[str, object]:
+    """Run a Python child that prints one JSON line last; returns it."""
+    answer = json.loads(run(cmd, timeout, env).strip().splitlines()[-1])
+    assert isinstance(answer, dict)
+    return answer
 
 
 def flush_disk() -> None:
@@ -181,16 +219,6 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def make_unique(path: Path) -> None:
-    # The hub stores blobs by sha256 and skips uploads it already has, so every push needs new content; a
-    # fresh 16-byte head keeps the rest of the file (and its page-cache state) as it was.
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.pwrite(fd, os.urandom(16), 0)
-    finally:
-        os.close(fd)
-
-
 # ---------------------------------------------------------------------------------------------- servers
 
 
@@ -235,8 +263,9 @@ def ensure_nginx() -> None:
         raise BenchError(f"apt-get installed nginx but {NGINX} is still missing")
 
 
-def start_nginx(processes: Processes, root: Path, work: Path) -> str:
-    """Serve `root` on a free loopback port with a private configuration; returns the base URL."""
+def start_nginx(processes: Processes, root: Path, work: Path, probe: str) -> str:
+    """Serve `root` (which holds the file `probe`) on a free loopback port with a private configuration;
+    returns the base URL."""
     ensure_nginx()
     port = free_port()
     prefix = work / "nginx"
@@ -274,7 +303,7 @@ http {{
         [str(NGINX), "-p", str(prefix), "-c", str(config), "-e", str(prefix / "error.log")], log
     )
     url = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{url}/{FILE_NAME}", child, "nginx", prefix / "error.log")
+    wait_for_http(f"{url}/{probe}", child, "nginx", prefix / "error.log")
     return url
 
 
@@ -296,6 +325,7 @@ def weightyard_cli() -> str:
 
 
 def start_hub(processes: Processes, work: Path, env: dict[str, str]) -> Hub:
+    """`weightyard serve` in its default configuration (Xet on, `file://` blobs) on a fresh data folder."""
     port = free_port()
     data = work / "hub-data"
     log = work / "hub.log"
@@ -310,17 +340,152 @@ def start_hub(processes: Processes, work: Path, env: dict[str, str]) -> Hub:
     return Hub(url=url, token=token_file.read_text().strip(), process=child, log=log)
 
 
+def start_sink(processes: Processes, work: Path, env: dict[str, str]) -> Hub:
+    """bench/sink.py on a free port: the same upload routes as the hub, every byte discarded."""
+    log = work / "sink.log"
+    port = free_port()
+    child = processes.start([sys.executable, str(SINK), "--port", str(port)], log, env)
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{url}/_sink/stats", child, "the sink server", log)
+    return Hub(url=url, token="sink", process=child, log=log)  # noqa: S106 - the sink checks no token
+
+
+def sink_received(sink: Hub) -> int:
+    with urllib.request.urlopen(f"{sink.url}/_sink/stats", timeout=10) as answer:  # noqa: S310 - loopback
+        return int(json.loads(answer.read())["received"])
+
+
 # ---------------------------------------------------------------------------------------------- measurements
 
 
 @dataclass
-class Series:
-    label: str
-    seconds: list[float] = field(default_factory=list)
+class Row:
+    """One row of the table: the subject, its anchor timed alternately with it, and the sink bound if any."""
 
-    @property
-    def median(self) -> float:
-        return statistics.median(self.seconds)
+    label: str
+    anchor_label: str
+    goal: float
+    subject: list[float] = field(default_factory=list)
+    anchor: list[float] = field(default_factory=list)
+    sink: list[float] = field(default_factory=list)
+
+    def ratio(self, pick: Callable[[list[float]], float]) -> float:
+        """Throughput ratio to the anchor: anchor time / subject time."""
+        return pick(self.anchor) / pick(self.subject)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+@dataclass
+class Bench:
+    """Everything one size's measurements share: the file size, the folder, the servers, the client set-up."""
+
+    size: int
+    work: Path
+    env: dict[str, str]
+    hub: Hub
+    sink: Hub | None
+    nginx_url: str | None
+    clients: int = 0
+    memory: dict[str, int] = field(default_factory=dict)
+    once: dict[str, float] = field(default_factory=dict)
+
+    def client_env(self, **extra: str) -> dict[str, str]:
+        """The stock client's environment with a fresh HF_HOME (and so a fresh Xet cache): nothing dedups
+        against an earlier run of the client on this machine."""
+        self.clients += 1
+        home = self.work / "clients" / str(self.clients)
+        home.mkdir(parents=True)
+        return {**self.env, "HF_HOME": str(home), **extra}
+
+    def note_memory(self, phase: str) -> None:
+        self.memory[phase] = vm_hwm(self.hub.process.pid)
+
+    def fail(self, what: str, exc: BenchError, server: Hub) -> BenchError:
+        return BenchError(f"{what}: {exc}\nlog of {server.url}:\n{read_tail(server.log)}")
+
+
+def alternate(index: int, first: Callable[[], None], second: Callable[[], None]) -> None:
+    # The order flips every repetition, so that neither side always runs right after the other's writes.
+    for step in (first, second) if index % 2 == 0 else (second, first):
+        step()
+        flush_disk()
+
+
+def cp_sync(bench: Bench, source: Path) -> float:
+    copy = bench.work / "copy.bin"
+    start = time.perf_counter()
+    run(["cp", str(source), str(copy)], step_timeout(bench.size))
+    run(["sync", str(copy)], step_timeout(bench.size))
+    seconds = time.perf_counter() - start
+    copy.unlink()
+    return seconds
+
+
+def upload_file(bench: Bench, server: Hub, repo: str, path: Path, **env: str) -> float:
+    """`HfApi.upload_file` by the stock client in a fresh interpreter; the seconds of the call."""
+    cmd = [
+        sys.executable,
+        "-c",
+        _UPLOAD_CHILD.format(name=FILE_NAME),
+        server.url,
+        server.token,
+        repo,
+        str(path),
+    ]
+    try:
+        answer = child_result(cmd, step_timeout(bench.size), bench.client_env(**env))
+    except BenchError as exc:
+        raise bench.fail(f"upload_file to {repo}", exc, server) from None
+    return float(answer["seconds"])  # type: ignore[arg-type]
+
+
+def push(bench: Bench, server: Hub, repo: str, folder: Path) -> float:
+    """`weightyard push FOLDER REPO`, the whole command (start-up and imports included)."""
+    cmd = [weightyard_cli(), "push", str(folder), repo, "--endpoint", server.url, "--token", server.token]
+    try:
+        return timed(cmd, step_timeout(bench.size), bench.client_env())
+    except BenchError as exc:
+        raise bench.fail(f"weightyard push to {repo}", exc, server) from None
+
+
+def checked_sink(bench: Bench, upload: Callable[[], float]) -> float:
+    """Time an upload to the sink and check that the whole file reached it (random data does not compress)."""
+    assert bench.sink is not None
+    before = sink_received(bench.sink)
+    seconds = upload()
+    received = sink_received(bench.sink) - before
+    if received < bench.size:
+        raise BenchError(f"the sink received {received} bytes of a {bench.size}-byte upload")
+    return seconds
+
+
+def measure_upload(
+    bench: Bench, row: Row, repeat: int, name: str, upload: Callable[[Hub, int], float]
+) -> None:
+    """`repeat` rounds of: a new file, then the anchor, the sink and the hub in alternating order."""
+    source = bench.work / "upload" / FILE_NAME
+    assert bench.sink is not None
+    sink = bench.sink
+    for index in range(repeat):
+        generate(source, bench.size)  # content the hub has never seen, not even chunk by chunk
+        flush_disk()
+        steps = [
+            lambda: row.anchor.append(cp_sync(bench, source)),
+            lambda: row.sink.append(checked_sink(bench, lambda: upload(sink, index))),  # noqa: B023 - called at once
+            lambda: row.subject.append(upload(bench.hub, index)),  # noqa: B023 - called at once
+        ]
+        # The order turns every repetition, so that no side always runs right after another's writes.
+        for step in steps[index % 3 :] + steps[: index % 3]:
+            step()
+            flush_disk()
+        print(
+            f"  {name} {index + 1}/{repeat}: cp + sync {row.anchor[-1]:.2f} s, sink {row.sink[-1]:.2f} s, "
+            f"hub {row.subject[-1]:.2f} s",
+            flush=True,
+        )
 
 
 def curl(url: str, output: str, size: int) -> float:
@@ -346,106 +511,141 @@ def curl(url: str, output: str, size: int) -> float:
     return float(seconds)
 
 
-def hf_download(hub: Hub, cache_dir: Path, size: int, sha256: str, env: dict[str, str]) -> float:
-    script = _HF_CHILD.format(repo=REPO, name=FILE_NAME)
-    out = run(
-        [sys.executable, "-c", script, hub.url, hub.token, str(cache_dir), sha256], step_timeout(size), env
-    )
-    answer = json.loads(out.strip().splitlines()[-1])
-    if answer["size"] != size or answer["sha256"] != sha256:
+def hf_download(bench: Bench, repo: str, sha256: str) -> float:
+    cache = bench.work / "hf-download"
+    script = _DOWNLOAD_CHILD.format(name=FILE_NAME)
+    cmd = [sys.executable, "-c", script, bench.hub.url, bench.hub.token, repo, str(cache)]
+    try:
+        answer = child_result(cmd, step_timeout(bench.size), bench.client_env())
+    except BenchError as exc:
+        raise bench.fail(f"hf_hub_download from {repo}", exc, bench.hub) from None
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    if answer["size"] != bench.size or answer["sha256"] != sha256:
         raise BenchError(f"hf_hub_download returned {answer['size']} bytes with sha256 {answer['sha256']}")
-    return float(answer["seconds"])
+    return float(answer["seconds"])  # type: ignore[arg-type]
 
 
-def measure_uploads(
-    source: Path, work: Path, hub: Hub, repeat: int, size: int, env: dict[str, str]
-) -> list[Series]:
-    cp, cp_sync, push = Series("cp"), Series("cp + sync FILE"), Series("weightyard push")
-    copy = work / "copy.bin"
-    cli = weightyard_cli()
-    for index in range(repeat):
-        make_unique(source)
-        flush_disk()
-        cp.seconds.append(timed(["cp", str(source), str(copy)], step_timeout(size)))
-        copy.unlink()
-        flush_disk()
-        start = time.perf_counter()
-        run(["cp", str(source), str(copy)], step_timeout(size))
-        run(["sync", str(copy)], step_timeout(size))
-        cp_sync.seconds.append(time.perf_counter() - start)
-        copy.unlink()
-        flush_disk()
-        push_cmd = [cli, "push", str(source.parent), REPO, "--endpoint", hub.url, "--token", hub.token]
-        try:
-            push.seconds.append(timed([*push_cmd, "--message", f"bench {index}"], step_timeout(size), env))
-        except BenchError as exc:
-            raise BenchError(f"{exc}\nserver log:\n{read_tail(hub.log)}") from None
-        print(
-            f"  upload {index + 1}/{repeat}: cp {cp.seconds[-1]:.2f} s, push {push.seconds[-1]:.2f} s",
-            flush=True,
+def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
+    """Upload one file through Xet and another through LFS (distinct content: the hub would otherwise keep
+    one copy), serve both from nginx too, and time each download path against nginx alternately."""
+    assert bench.nginx_url is not None
+    served = bench.work / "served"
+    hashes = {}
+    for kind, env in (("xet", {}), ("lfs", {"HF_HUB_DISABLE_XET": "1"})):
+        path = served / f"{kind}.bin"
+        hashes[kind] = sha256_of(path)
+        bench.once[f"upload_file ({kind}, untimed repo set-up)"] = upload_file(
+            bench, bench.hub, f"admin/{kind}-download", path, **env
         )
-    return [cp, cp_sync, push]
-
-
-def measure_downloads(
-    nginx_url: str, hub: Hub, work: Path, repeat: int, size: int, sha256: str, env: dict[str, str]
-) -> list[Series]:
-    nginx_null, nginx_file = Series("nginx → curl -o /dev/null"), Series("nginx → curl -o FILE")
-    hub_null, hub_hf = Series("hub → curl -o /dev/null"), Series("hub → hf_hub_download")
-    target = work / "download.bin"
-    hub_file_url = f"{hub.url}/{REPO}/resolve/main/{FILE_NAME}"
-    for index in range(repeat):
         flush_disk()
-        nginx_null.seconds.append(curl(f"{nginx_url}/{FILE_NAME}", "/dev/null", size))
-        nginx_file.seconds.append(curl(f"{nginx_url}/{FILE_NAME}", str(target), size))
+    bench.note_memory("after the download set-up uploads")
+    target = bench.work / "download.bin"
+    hf, curl_xet, curl_lfs = rows["hf_download"], rows["curl_xet"], rows["curl_lfs"]
+
+    def resolve(kind: str) -> str:
+        return f"{bench.hub.url}/admin/{kind}-download/resolve/main/{FILE_NAME}"
+
+    def nginx_to_file() -> float:
+        seconds = curl(f"{bench.nginx_url}/xet.bin", str(target), bench.size)
         target.unlink()
-        flush_disk()
-        hub_null.seconds.append(curl(hub_file_url, "/dev/null", size))
-        cache_dir = work / f"hf-cache-{index}"
-        hub_hf.seconds.append(hf_download(hub, cache_dir, size, sha256, env))
-        shutil.rmtree(cache_dir)
+        return seconds
+
+    for index in range(repeat):
+        alternate(
+            index,
+            lambda: hf.anchor.append(nginx_to_file()),
+            lambda: hf.subject.append(hf_download(bench, "admin/xet-download", hashes["xet"])),
+        )
+        alternate(
+            index,
+            lambda: curl_xet.anchor.append(curl(f"{bench.nginx_url}/xet.bin", "/dev/null", bench.size)),
+            lambda: curl_xet.subject.append(curl(resolve("xet"), "/dev/null", bench.size)),
+        )
+        alternate(
+            index,
+            lambda: curl_lfs.anchor.append(curl(f"{bench.nginx_url}/lfs.bin", "/dev/null", bench.size)),
+            lambda: curl_lfs.subject.append(curl(resolve("lfs"), "/dev/null", bench.size)),
+        )
         print(
-            f"  download {index + 1}/{repeat}: nginx {nginx_null.seconds[-1]:.2f} s, hub curl "
-            f"{hub_null.seconds[-1]:.2f} s, hf_hub_download {hub_hf.seconds[-1]:.2f} s",
+            f"  download {index + 1}/{repeat}: hf_hub_download {hf.subject[-1]:.2f} s "
+            f"(nginx → FILE {hf.anchor[-1]:.2f} s), curl Xet file {curl_xet.subject[-1]:.2f} s "
+            f"(nginx {curl_xet.anchor[-1]:.2f} s), curl LFS file {curl_lfs.subject[-1]:.2f} s "
+            f"(nginx {curl_lfs.anchor[-1]:.2f} s)",
             flush=True,
         )
-    return [nginx_null, nginx_file, hub_null, hub_hf]
 
 
 # ---------------------------------------------------------------------------------------------- report
 
 
-def print_table(title: str, rows: list[Series], size: int) -> None:
-    print(f"\n{title:<34} {'median s':>9} {'min–max s':>14} {'MiB/s':>8}")
-    for row in rows:
-        spread = f"{min(row.seconds):.3f}–{max(row.seconds):.3f}"
-        print(f"  {row.label:<32} {row.median:>9.3f} {spread:>14} {size / MIB / row.median:>8.0f}")
+def rate(size: int, seconds: float) -> str:
+    return f"{size / 1e6 / seconds:.0f} MB/s"
 
 
-def ratio_line(subject: Series, anchor: Series, target: bool) -> str:
-    ratio = anchor.median / subject.median  # throughput ratio: time of the anchor over time of the subject
-    verdict = ("ok" if ratio >= TARGET_RATIO else "BELOW TARGET") if target else "(like-for-like)"
-    return f"  {subject.label:<26} / {anchor.label:<26} {ratio:>5.2f}×  {verdict}"
+def verdict(met: bool) -> str:
+    return "met" if met else "NOT MET"
 
 
-def report(
-    size: int, repeat: int, uploads: list[Series], downloads: list[Series], rss: dict[str, int]
-) -> None:
-    cp, cp_sync, push = uploads
-    nginx_null, nginx_file, hub_null, hub_hf = downloads
-    print(f"\nWeightyard transfer benchmark: {human_size(size)} random file, median of {repeat}, 127.0.0.1")
-    print_table("download (warm page cache)", downloads, size)
-    print_table("upload (same disk)", uploads, size)
-    print(f"\nthroughput ratios (target ≥ {TARGET_RATIO:.2f}× the anchor)")
-    print(ratio_line(hub_null, nginx_null, target=True))
-    print(ratio_line(hub_hf, nginx_null, target=True))
-    print(ratio_line(hub_hf, nginx_file, target=False))
-    print(ratio_line(push, cp, target=True))
-    print(ratio_line(push, cp_sync, target=False))
-    peak = max(rss.values())
-    phases = ", ".join(f"{human_size(value)} {phase}" for phase, value in rss.items())
-    verdict = "ok" if peak <= RSS_BOUND_BYTES else "ABOVE BOUND"
-    print(f"\nserver peak RSS (VmHWM): {phases}; bound {RSS_BOUND_BYTES / 1000**2:.0f} MB  {verdict}")
+def report(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
+    size = bench.size
+    print(f"\n{human_size(size)} random file, best and median of {repeat}, 127.0.0.1")
+    print("| transfer | best | median | anchor (same run): best, median | ratio best (median) | goal | |")
+    print("|---|---:|---:|---|---:|---:|---|")
+    for row in rows.values():
+        best, mid = min(row.subject), median(row.subject)
+        print(
+            f"| {row.label} | {best:.3f} s ({rate(size, best)}) | {mid:.3f} s | {row.anchor_label}: "
+            f"{min(row.anchor):.3f} s, {median(row.anchor):.3f} s | {row.ratio(min):.2f}× "
+            f"({row.ratio(median):.2f}×) | ≥ {row.goal:.2f}× | {verdict(row.ratio(min) >= row.goal)} |"
+        )
+    peak = max(bench.memory.values())
+    print(
+        f"| server peak memory (VmHWM) | {peak / 1e6:.0f} MB | | | | < {RSS_BOUND_BYTES / 1e6:.0f} MB "
+        f"| {verdict(peak < RSS_BOUND_BYTES)} |"
+    )
+    bounded = [row for row in rows.values() if row.sink]
+    if bounded:
+        print("\nclient-side bound: the same upload against bench/sink.py (accepts and discards every byte)")
+        print(
+            "| upload | sink best | sink median | hub / sink, best (median) | anchor / sink: the best ratio "
+            "reachable |"
+        )
+        print("|---|---:|---:|---:|---:|")
+        for row in bounded:
+            closeness = min(row.subject) / min(row.sink), median(row.subject) / median(row.sink)
+            reachable = min(row.anchor) / min(row.sink)
+            print(
+                f"| {row.label} | {min(row.sink):.3f} s ({rate(size, min(row.sink))}) | "
+                f"{median(row.sink):.3f} s | {closeness[0]:.2f}× ({closeness[1]:.2f}×) | {reachable:.2f}× |"
+            )
+    print(
+        "\nserver VmHWM: "
+        + ", ".join(f"{value / 1e6:.0f} MB {phase}" for phase, value in bench.memory.items())
+    )
+    for label, seconds in bench.once.items():
+        print(f"once: {label} {seconds:.2f} s ({rate(size, seconds)})")
+
+
+def as_json(bench: Bench, rows: dict[str, Row]) -> dict[str, object]:
+    return {
+        "size": bench.size,
+        "rows": {
+            key: {
+                "label": row.label,
+                "anchor": row.anchor_label,
+                "goal": row.goal,
+                "seconds": row.subject,
+                "anchor_seconds": row.anchor,
+                "sink_seconds": row.sink,
+                "ratio_best": row.ratio(min),
+                "ratio_median": row.ratio(median),
+            }
+            for key, row in rows.items()
+        },
+        "server_vmhwm_bytes": bench.memory,
+        "once_seconds": bench.once,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -471,11 +671,10 @@ def workspace(parent: str | None) -> Iterator[tuple[Path, Processes]]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def child_env(work: Path) -> dict[str, str]:
+def child_env() -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "WEIGHTYARD_"))}
     # Keep the user's Hugging Face cache and token out of it; no progress bars or telemetry in the timings.
     env.update(
-        HF_HOME=str(work / "hf-home"),
         HF_HUB_DISABLE_TELEMETRY="1",
         HF_HUB_DISABLE_PROGRESS_BARS="1",
         NO_PROXY="127.0.0.1,localhost",
@@ -484,41 +683,103 @@ def child_env(work: Path) -> dict[str, str]:
     return env
 
 
+def tree() -> str:
+    """The commit the benchmark runs on, `-dirty` when the working tree has changes."""
+    with contextlib.suppress(OSError, BenchError):
+        root = Path(__file__).resolve().parents[1]
+        return run(["git", "-C", str(root), "describe", "--always", "--dirty"], timeout=30).strip()
+    return "unknown"
+
+
+def bench_size(size: int, groups: list[str], repeat: int, workdir: str | None) -> dict[str, object]:
+    rows: dict[str, Row] = {}
+    if "xet-upload" in groups:
+        rows["xet_upload"] = Row("upload_file, new content (Xet)", "cp + sync", 0.30)
+    if "download" in groups:
+        rows["hf_download"] = Row("hf_hub_download (Xet)", "nginx → curl -o FILE", 0.60)
+        rows["curl_xet"] = Row(
+            "curl -o /dev/null, Xet-uploaded (rebuilt from xorbs)", "nginx → /dev/null", 0.80
+        )
+        rows["curl_lfs"] = Row("curl -o /dev/null, LFS-uploaded (whole blob)", "nginx → /dev/null", 1.00)
+    if "push" in groups:
+        rows["push"] = Row("weightyard push (LFS multipart)", "cp + sync", 0.50)
+    with workspace(workdir) as (work, processes):
+        env = child_env()
+        print(f"\n== {human_size(size)}: generating the files in {work} …", flush=True)
+        served = work / "served"
+        served.mkdir()
+        (work / "upload").mkdir()
+        if "download" in groups:
+            for kind in ("xet", "lfs"):
+                generate(served / f"{kind}.bin", size)
+        flush_disk()
+        hub = start_hub(processes, work, env)
+        sink = start_sink(processes, work, env) if {"xet-upload", "push"} & set(groups) else None
+        nginx_url = start_nginx(processes, served, work, "xet.bin") if "download" in groups else None
+        bench = Bench(size, work, env, hub, sink, nginx_url)
+        bench.note_memory("after start")
+        print(
+            f"hub {hub.url} (pid {hub.process.pid}), sink {sink and sink.url}, nginx {nginx_url}", flush=True
+        )
+        if "xet-upload" in groups:
+            measure_upload(
+                bench,
+                rows["xet_upload"],
+                repeat,
+                "upload_file (Xet)",
+                lambda server, index: upload_file(
+                    bench, server, f"admin/xet-{index}", work / "upload" / FILE_NAME
+                ),
+            )
+            bench.note_memory("after the Xet uploads")
+        if "push" in groups:
+            measure_upload(
+                bench,
+                rows["push"],
+                repeat,
+                "weightyard push",
+                lambda server, index: push(bench, server, f"admin/push-{index}", work / "upload"),
+            )
+            bench.note_memory("after the pushes")
+        if "download" in groups:
+            measure_downloads(bench, rows, repeat)
+            bench.note_memory("after the downloads")
+        report(bench, rows, repeat)
+        return as_json(bench, rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--size", type=parse_size, default=GIB, help="file size, e.g. 1G (default), 256M")
-    parser.add_argument("--repeat", type=int, default=3, help="repetitions per measurement (default 3)")
+    parser.add_argument(
+        "--size", type=parse_sizes, default=[512 * MIB, GIB], help="file sizes, e.g. 512M,1G (default), 256M"
+    )
+    parser.add_argument(
+        "--rows",
+        type=parse_rows,
+        default=list(ROW_GROUPS),
+        help=f"a subset of {','.join(ROW_GROUPS)} (default all)",
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions per row (default 3)")
+    parser.add_argument("--json", action="store_true", help="print every timing as JSON at the end")
     parser.add_argument(
         "--workdir", default=None, help="folder for the temporary files (default: system temp)"
     )
     args = parser.parse_args(argv)
     if not 1 <= args.repeat <= 50:
         parser.error("--repeat must be between 1 and 50")
-    size: int = args.size
+    load = os.getloadavg()[0]
+    print(f"Weightyard transfer benchmark, tree {tree()}, {os.cpu_count()} CPUs, load average {load:.2f}")
     try:
-        with workspace(args.workdir) as (work, processes):
-            source_dir = work / "source"
-            source_dir.mkdir()
-            source = source_dir / FILE_NAME
-            print(f"generating {human_size(size)} of random data in {source} …", flush=True)
-            generate(source, size)
-            env = child_env(work)
-            hub = start_hub(processes, work, env)
-            nginx_url = start_nginx(processes, source_dir, work)
-            rss = {"after start": vm_hwm(hub.process.pid)}
-            print(f"hub {hub.url} (pid {hub.process.pid}), nginx {nginx_url}", flush=True)
-            uploads = measure_uploads(source, work, hub, args.repeat, size, env)
-            rss["after uploads"] = vm_hwm(hub.process.pid)
-            sha256 = sha256_of(source)  # the content of the last push, which main now serves
-            downloads = measure_downloads(nginx_url, hub, work, args.repeat, size, sha256, env)
-            rss["after downloads"] = vm_hwm(hub.process.pid)
-            report(size, args.repeat, uploads, downloads, rss)
+        figures = [bench_size(size, args.rows, args.repeat, args.workdir) for size in args.size]
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; servers stopped and temporary files removed", file=sys.stderr)
         return 130
+    print(f"\nload average {load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
+    if args.json:
+        print(json.dumps({"tree": tree(), "sizes": figures}, indent=2))
     return 0
 
 
