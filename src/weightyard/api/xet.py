@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from weightyard.api.body_limit import allow_body
-from weightyard.api.common import PLURAL_TYPES, base_url, hub_of, principal_async
+from weightyard.api.common import PLURAL_TYPES, base_url, hub_of, principal_async, pump_body
 from weightyard.auth import Action
 from weightyard.errors import NotFound, PayloadTooLarge
 from weightyard.repos import Commit, FileEntry, Repo
@@ -129,30 +129,16 @@ async def upload_xorb(request: Request, prefix: str, xorb: str) -> dict[str, boo
     xet = _xet(request)
     token = await run_in_threadpool(xet.authenticate, request.headers.get("authorization"))
     upload = await run_in_threadpool(xet.begin_xorb, token, string_to_hash(xorb))
-    failure: Exception | None = None
-    batch = bytearray()
     try:
-        async for piece in request.stream():
-            if failure is not None:
-                continue  # keep reading, so the client gets our error rather than a reset connection
-            batch += piece
-            if len(batch) >= _BODY_BATCH:
-                data, batch = bytes(batch), bytearray()
-                try:
-                    await run_in_threadpool(upload.feed, data)
-                except Exception as exc:
-                    failure = exc
-        if failure is None:
-            await run_in_threadpool(upload.feed, bytes(batch))
-            return {"was_inserted": await run_in_threadpool(upload.finish, token)}
+        # A refused body is still read to its end, so the client gets our error rather than a reset.
+        await pump_body(request, upload.feed, _BODY_BATCH, drain_on_error=True)
+        return {"was_inserted": await run_in_threadpool(upload.finish, token)}
     except PayloadTooLarge:
         upload.abort()
         raise XorbTooLarge(f"xorb body exceeds {MAX_XORB_LEN} bytes") from None
     except BaseException:
         upload.abort()
         raise
-    upload.abort()
-    raise failure
 
 
 @router.post(CAS_PREFIX + "/v1/shards")

@@ -18,7 +18,7 @@ import struct
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -36,10 +36,13 @@ from weightyard.xet import (
     FileTerm,
     PackedXorb,
     ShardFile,
+    XorbChunk,
     XorbInfo,
     hash_to_string,
     iter_file_bytes,
+    iter_stored_chunks,
     pack_chunk_table,
+    plan_reconstruction,
     string_to_hash,
     unpack_chunk_table,
 )
@@ -47,6 +50,8 @@ from weightyard.xet import (
 _TERM = struct.Struct("<32sIII")
 # Parsed chunk tables kept in memory (up to ~1.6 MB each for 8192 chunks): the xorbs of a file of several GB.
 _INFO_CACHE_SIZE = 128
+# Serialized xorb bytes read at once when hashing a stored file: large reads, bounded memory.
+_HASH_WINDOW = 4 * 1024 * 1024
 
 
 def pack_terms(terms: Iterable[FileTerm]) -> bytes:
@@ -368,10 +373,26 @@ class XetBlobStore:
         return iter_file_bytes(terms, self.xorb_info, self.read_xorb, start, end)
 
     def sha256_of(self, terms: tuple[FileTerm, ...]) -> str:
-        """The sha256 of a file rebuilt from its terms: what a shard's claim is checked against."""
+        """The sha256 of a file rebuilt from its terms: what a shard's claim is checked against.
+
+        The bytes are read from the stored xorbs in windows of `_HASH_WINDOW` and hashed in place: chunk
+        hashes are not recomputed (each was when its xorb arrived, and a byte changed in storage since then
+        changes this sha256 too), and only compressed chunks are decompressed.
+        """
         digest = hashlib.sha256()
-        for piece in self.iter_file(terms):
-            digest.update(piece)
+        if not terms:
+            return digest.hexdigest()
+        plan = plan_reconstruction(terms, self.xorb_info)
+        buffer = bytearray(_HASH_WINDOW)
+        for term in plan.terms:
+            stored = plan.tables[term.xorb_hash]
+            with open(self.xorb_path(stored.hash), "rb") as handle:
+                for chunks in _windows(stored.chunks[term.chunk_start : term.chunk_end], _HASH_WINDOW):
+                    start, end = chunks[0].start, chunks[-1].end
+                    with memoryview(buffer)[: end - start] as window:
+                        _read_exactly(handle, start, window, stored.hash)
+                        for data in iter_stored_chunks(window, chunks, start):
+                            digest.update(data)
         return digest.hexdigest()
 
     @contextlib.contextmanager
@@ -424,6 +445,27 @@ class XetBlobWriter:
 
     def abort(self) -> None:
         self._done = True
+
+
+def _windows(chunks: Sequence[XorbChunk], limit: int) -> Iterator[Sequence[XorbChunk]]:
+    """Runs of consecutive chunks spanning at most `limit` serialized bytes each (a chunk is far smaller)."""
+    first = 0
+    while first < len(chunks):
+        last = first + 1
+        while last < len(chunks) and chunks[last].end - chunks[first].start <= limit:
+            last += 1
+        yield chunks[first:last]
+        first = last
+
+
+def _read_exactly(handle: BinaryIO, offset: int, into: memoryview, xorb_hash: bytes) -> None:
+    """Fill `into` from `offset` of a stored xorb; one shorter than its record is `StoredContentDamaged`."""
+    filled = 0
+    while filled < len(into):
+        count = os.preadv(handle.fileno(), [into[filled:]], offset + filled)
+        if count == 0:
+            raise StoredContentDamaged(f"xorb {hash_to_string(xorb_hash)} is shorter than its chunk table")
+        filled += count
 
 
 def _resliced(pieces: Iterator[bytes], size: int) -> Iterator[bytes]:

@@ -12,6 +12,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import overload
 
 import lz4.frame  # type: ignore[import-untyped]
 import numpy as np
@@ -108,7 +109,7 @@ def byte_ungroup(grouped: bytes) -> bytes:
     return out.tobytes()
 
 
-def _lz4_decompress(payload: bytes, length: int) -> bytes:
+def _lz4_decompress(payload: bytes | memoryview, length: int) -> bytes:
     decompressor = lz4.frame.LZ4FrameDecompressor()
     try:
         # One byte more than declared is enough to tell "too long" without inflating a bomb.
@@ -122,8 +123,17 @@ def _lz4_decompress(payload: bytes, length: int) -> bytes:
     return data
 
 
-def decode_chunk_payload(scheme: CompressionScheme, payload: bytes, length: int) -> bytes:
-    """Uncompressed bytes of a chunk payload, checked to be exactly `length` long."""
+@overload
+def decode_chunk_payload(scheme: CompressionScheme, payload: bytes, length: int) -> bytes: ...
+@overload
+def decode_chunk_payload(
+    scheme: CompressionScheme, payload: memoryview, length: int
+) -> bytes | memoryview: ...
+def decode_chunk_payload(
+    scheme: CompressionScheme, payload: bytes | memoryview, length: int
+) -> bytes | memoryview:
+    """Uncompressed bytes of a chunk payload, checked to be exactly `length` long (an uncompressed payload
+    is returned as it was given, a view included: no copy)."""
     if scheme is CompressionScheme.NONE:
         if len(payload) != length:
             raise ChunkDecompressionError(
@@ -174,7 +184,7 @@ class _Header:
     length: int
 
 
-def _parse_header(raw: bytes | bytearray, offset: int) -> _Header:
+def _parse_header(raw: bytes | bytearray | memoryview, offset: int) -> _Header:
     version = raw[0]
     payload_len = int.from_bytes(raw[1:4], "little")
     scheme_byte = raw[4]
@@ -199,6 +209,9 @@ class XorbParser:
     Memory stays at about one chunk whatever the body size (only an incomplete chunk is kept between feeds); a
     body over `max_len` fails as soon as it passes the limit, whatever Content-Length said. `on_chunk`, when
     given, receives each chunk's uncompressed bytes, in order.
+
+    Chunks are read in place from what is fed: only a chunk split between two feeds is copied (to join its
+    parts), and an uncompressed chunk is hashed without a copy.
     """
 
     def __init__(
@@ -211,7 +224,7 @@ class XorbParser:
         self._max_len = max_len
         self._max_chunks = max_chunks
         self._on_chunk = on_chunk
-        self._pending = b""
+        self._pending = bytearray()
         self._consumed = 0
         self._raw_offset = 0
         self._chunks: list[XorbChunk] = []
@@ -220,11 +233,34 @@ class XorbParser:
         """Add the next bytes of the body; every chunk they complete is decompressed and hashed now."""
         if self._consumed + len(self._pending) + len(data) > self._max_len:
             raise XorbTooLarge(f"xorb body exceeds {self._max_len} bytes")
-        source = memoryview(self._pending + data if self._pending else data).cast("B")
-        position = 0
-        while (end := self._take_chunk(source, position)) is not None:
-            position = end
-        self._pending = bytes(source[position:])
+        with memoryview(data) as raw, raw.cast("B") as source:
+            position = self._complete_pending(source)
+            while (end := self._take_chunk(source, position)) is not None:
+                position = end
+            self._pending += source[position:]
+
+    def _complete_pending(self, source: memoryview) -> int:
+        """Move into the pending chunk the bytes of `source` it lacks, process it when whole; return how many
+        bytes of `source` it took."""
+        if not self._pending:
+            return 0
+        taken = 0
+        while True:
+            # The header first, then (knowing the payload length) the rest of the chunk, copied as needed.
+            if len(self._pending) < CHUNK_HEADER_LEN:
+                wanted = CHUNK_HEADER_LEN
+            else:
+                wanted = CHUNK_HEADER_LEN + _parse_header(self._pending, self._consumed).payload_len
+            step = source[taken : taken + wanted - len(self._pending)]
+            self._pending += step
+            taken += len(step)
+            if len(self._pending) < wanted:
+                return taken
+            if wanted > CHUNK_HEADER_LEN:
+                with memoryview(self._pending) as whole:
+                    self._take_chunk(whole, 0)
+                self._pending.clear()
+                return taken
 
     def finish(self, expected_hash: bytes | None = None) -> XorbInfo:
         """Check the body ended on a chunk boundary and, when given, that the xorb hash is `expected_hash`."""
@@ -246,13 +282,14 @@ class XorbParser:
             return None
         if len(self._chunks) >= self._max_chunks:
             raise InvalidXorb(f"xorb holds more than {self._max_chunks} chunks")
-        header = _parse_header(bytes(source[position : position + CHUNK_HEADER_LEN]), self._consumed)
+        header = _parse_header(source[position : position + CHUNK_HEADER_LEN], self._consumed)
         end = position + CHUNK_HEADER_LEN + header.payload_len
         if len(source) < end:
             return None
-        payload = bytes(source[position + CHUNK_HEADER_LEN : end])
         try:
-            data = decode_chunk_payload(header.scheme, payload, header.length)
+            data = decode_chunk_payload(
+                header.scheme, source[position + CHUNK_HEADER_LEN : end], header.length
+            )
         except ChunkDecompressionError as exc:
             raise ChunkDecompressionError(f"chunk at offset {self._consumed}: {exc.message}") from None
         start = self._consumed
@@ -262,7 +299,7 @@ class XorbParser:
         )
         self._raw_offset += header.length
         if self._on_chunk is not None:
-            self._on_chunk(data)
+            self._on_chunk(bytes(data))
         return end
 
 
@@ -362,6 +399,33 @@ def iter_chunk_data(serialized: bytes | memoryview, first_offset: int = 0) -> It
             raise InvalidXorb(f"chunk at offset {first_offset + position} is truncated")
         yield decode_chunk_payload(header.scheme, bytes(view[payload_start:payload_end]), header.length)
         position = payload_end
+
+
+def iter_stored_chunks(
+    serialized: memoryview, chunks: Iterable[XorbChunk], offset: int
+) -> Iterator[bytes | memoryview]:
+    """The uncompressed data of consecutive `chunks` of a stored xorb, whose serialized bytes from `offset` on
+    are `serialized`; an uncompressed chunk comes as a view into `serialized` (no copy).
+
+    Each header is checked against the server's own record (a mismatch is `CorruptXorb`), but the chunk's
+    hash is not recomputed: it was when the xorb arrived. For callers that hash the data anyway (the sha256
+    of a file), a byte changed in storage since then still shows.
+    """
+    for chunk in chunks:
+        start, end = chunk.start - offset, chunk.end - offset
+        try:
+            header = _parse_header(serialized[start : start + CHUNK_HEADER_LEN], chunk.start)
+            if (header.scheme, header.length, CHUNK_HEADER_LEN + header.payload_len) != (
+                chunk.scheme,
+                chunk.length,
+                end - start,
+            ):
+                raise CorruptXorb(f"chunk header at offset {chunk.start} disagrees with the chunk table")
+            yield decode_chunk_payload(
+                header.scheme, serialized[start + CHUNK_HEADER_LEN : end], chunk.length
+            )
+        except (InvalidXorb, ChunkDecompressionError) as exc:
+            raise CorruptXorb(f"chunk at offset {chunk.start}: {exc.message}") from None
 
 
 # A compact chunk table for the server's index, 41 bytes a chunk: hash, length, serialized end and scheme;
