@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import json
 import queue
-import shutil
-import tempfile
 import threading
 from collections.abc import Mapping
-from typing import BinaryIO
 
 import sqlalchemy as sa
 
@@ -38,22 +34,6 @@ from weightyard.scan.names import name_for_key
 from weightyard.storage import BlobStore
 
 POLICIES = ("refuse", "quarantine", "warn")
-
-
-_SPOOL_CHUNK = 4 * 1024 * 1024
-
-
-def _scan_handle(handle: BinaryIO, path: str) -> Report:
-    """Scan a stored blob. The scanner maps real files into memory; content reassembled from chunks (Xet
-    storage) is spooled to a temporary file first, so memory stays bounded whatever the file size."""
-    try:
-        handle.fileno()
-    except (OSError, AttributeError, io.UnsupportedOperation):
-        with tempfile.TemporaryFile() as spool:
-            shutil.copyfileobj(handle, spool, _SPOOL_CHUNK)
-            spool.seek(0)
-            return scan_file(spool, path)
-    return scan_file(handle, path)
 
 
 PENDING = "scan.pending"
@@ -155,8 +135,10 @@ class ScanService:
         stored = self._stored([(sha256, key)]).get((sha256, key))
         if stored is not None and stored.scanner_version == SCANNER_VERSION:
             return dataclasses.replace(stored, name=path)
+        # Read in place: a whole blob is mapped, content rebuilt from xorbs is read by the ranges the
+        # parsers touch (every chunk re-hashed as it is read), never spooled to disk.
         with self._store.open(sha256) as handle:
-            report = _scan_handle(handle, path)
+            report = scan_file(handle, path)
         with transaction(self._engine) as conn:
             exists = conn.execute(
                 sa.select(tables.scan_reports.c.sha256).where(

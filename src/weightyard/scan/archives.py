@@ -12,7 +12,7 @@ import zlib
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from weightyard.scan.buffer import Data
+from weightyard.scan.buffer import Data, RangeView
 from weightyard.scan.limits import LimitExceeded, OutputLimitExceeded
 from weightyard.scan.names import unsafe_relative_path
 from weightyard.scan.pickle_scan import looks_like_pickle, walk
@@ -215,10 +215,10 @@ def scan_polyglot_zip(ctx: Context, data: Data, name: str, where: str) -> list[F
     return [polyglot, *findings]
 
 
-class _MmapFile(io.RawIOBase):
-    """A seekable read-only view of an mmap, so tarfile can read members without copying the file."""
+class _DataFile(io.RawIOBase):
+    """A seekable read-only file over an mmap or a range view, so tarfile reads members in place."""
 
-    def __init__(self, data: mmap.mmap) -> None:
+    def __init__(self, data: mmap.mmap | RangeView) -> None:
         self._data = data
         self._pos = 0
 
@@ -271,7 +271,7 @@ def scan_tar(ctx: Context, data: Data, name: str, where: str) -> tuple[str, list
     # tarfile pulls in shutil and more; a command scanning one safetensors file should not load it.
     import tarfile
 
-    fileobj: io.RawIOBase | io.BytesIO = _MmapFile(data) if isinstance(data, mmap.mmap) else io.BytesIO(data)
+    fileobj: io.RawIOBase | io.BytesIO = io.BytesIO(data) if isinstance(data, bytes) else _DataFile(data)
     findings: list[Finding] = []
     try:
         with tarfile.open(fileobj=fileobj, mode="r:") as tar:

@@ -1,7 +1,179 @@
-"""The byte container every parser reads: an in-memory bytes object or a read-only mmap of the file."""
+"""The byte containers every parser reads: an in-memory bytes object, a read-only mmap of a file, or a
+`RangeView` of content that is no file (chunked storage), read in place by random access.
+
+Python 3.11 has no `__buffer__`, so a `RangeView` cannot be handed to code that wants the buffer protocol
+(`struct.unpack_from`, `re`, `memoryview`, decompressors): parsers slice it (slices are `bytes`) or use
+`unpack_at`, which keeps the zero-copy `unpack_from` for bytes and mmaps.
+"""
 
 from __future__ import annotations
 
 import mmap
+import struct
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, overload
 
-Data = bytes | mmap.mmap
+# Content is cached in aligned blocks: parsers read forwards in small steps (opcodes, varints, headers),
+# so a few recent blocks serve almost every read. The cache never holds more than BLOCK * BLOCKS bytes.
+BLOCK = 1 << 20
+BLOCKS = 16
+# Searches go through the content in windows of this many blocks.
+_SEARCH_BLOCKS = 4
+
+ReadAt = Callable[[int, int], bytes]
+"""Reads `length` bytes at `offset` (fewer only at the end of the content)."""
+
+
+class SourceReadError(Exception):
+    """Reading the scanned content itself failed (storage damaged or gone; the cause is chained): that is
+    no property of the content, so no parser turns it into a finding, and `scan_file` raises the cause."""
+
+
+class RangeView:
+    """Read-only random access to `size` bytes that `read_at` fetches on demand; what parsers use of
+    bytes: `len`, indexing, slicing (with step 1; slices are `bytes`), `find` and `rfind`.
+
+    Memory is bounded whatever the size: at most BLOCKS cached blocks, plus the slices callers ask for.
+    """
+
+    def __init__(self, read_at: ReadAt, size: int) -> None:
+        self._read_at = read_at
+        self._size = size
+        self._block = BLOCK
+        self._blocks = BLOCKS
+        self._window = _SEARCH_BLOCKS * BLOCK
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        # The block of the last index, kept apart so that byte-at-a-time parsing skips the LRU bookkeeping.
+        self._last_start = -1
+        self._last: bytes = b""
+
+    def __len__(self) -> int:
+        return self._size
+
+    def _fetch(self, index: int) -> bytes:
+        """Block `index` (the bytes from `index * block`), from the cache or read and cached."""
+        cached = self._cache.get(index)
+        if cached is not None:
+            self._cache.move_to_end(index)
+            return cached
+        start = index * self._block
+        data = self._read_exactly(start, min(self._block, self._size - start))
+        self._cache[index] = data
+        if len(self._cache) > self._blocks:
+            self._cache.popitem(last=False)
+        return data
+
+    def _read_exactly(self, offset: int, length: int) -> bytes:
+        try:
+            data = self._read_at(offset, length)
+        except Exception as exc:
+            raise SourceReadError(f"cannot read {length} bytes at {offset}: {exc}") from exc
+        if len(data) != length:
+            short = OSError(f"content ends at {offset + len(data)}, before its size of {self._size}")
+            raise SourceReadError(str(short)) from short
+        return data
+
+    @overload
+    def __getitem__(self, key: int) -> int: ...
+
+    @overload
+    def __getitem__(self, key: slice) -> bytes: ...
+
+    def __getitem__(self, key: int | slice) -> int | bytes:
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self._size)
+            if step != 1:
+                raise ValueError("RangeView slices take no step")
+            return self._range(start, stop)
+        index = key + self._size if key < 0 else key
+        if not 0 <= index < self._size:
+            raise IndexError("RangeView index out of range")
+        offset = index - self._last_start
+        if 0 <= offset < len(self._last):
+            return self._last[offset]
+        block = index // self._block
+        self._last = self._fetch(block)
+        self._last_start = block * self._block
+        return self._last[index - self._last_start]
+
+    def _range(self, start: int, stop: int) -> bytes:
+        if stop <= start:
+            return b""
+        first, last = start // self._block, (stop - 1) // self._block
+        if last - first >= self._blocks // 2:
+            # A large slice is read straight through: caching it would only evict what parsers reuse.
+            return self._read_exactly(start, stop - start)
+        if first == last:
+            base = first * self._block
+            return self._fetch(first)[start - base : stop - base]
+        pieces = [self._fetch(index) for index in range(first, last + 1)]
+        base = first * self._block
+        return b"".join(pieces)[start - base : stop - base]
+
+    def _bounds(self, start: int | None, end: int | None) -> tuple[int, int]:
+        """`start` and `end` adjusted as bytes.find adjusts them."""
+        start = 0 if start is None else start
+        end = self._size if end is None else end
+        if end > self._size:
+            end = self._size
+        elif end < 0:
+            end = max(0, end + self._size)
+        if start < 0:
+            start = max(0, start + self._size)
+        return start, end
+
+    def find(self, sub: bytes, start: int | None = None, end: int | None = None) -> int:
+        start, end = self._bounds(start, end)
+        n = len(sub)
+        if end - start < n:
+            return -1
+        if n == 0:
+            return start
+        # Windows of candidate start positions [lo, hi), each read with the n - 1 bytes a match needs.
+        lo, last = start, end - n + 1
+        while lo < last:
+            hi = min(lo + self._window, last)
+            found = self._range(lo, hi + n - 1).find(sub)
+            if found >= 0:
+                return lo + found
+            lo = hi
+        return -1
+
+    def rfind(self, sub: bytes, start: int | None = None, end: int | None = None) -> int:
+        start, end = self._bounds(start, end)
+        n = len(sub)
+        if end - start < n:
+            return -1
+        if n == 0:
+            return end
+        hi = end - n + 1
+        while hi > start:
+            lo = max(start, hi - self._window)
+            found = self._range(lo, hi + n - 1).rfind(sub)
+            if found >= 0:
+                return lo + found
+            hi = lo
+        return -1
+
+
+Data = bytes | mmap.mmap | RangeView
+
+
+def unpack_at(fmt: str, data: Data, offset: int) -> tuple[Any, ...]:
+    """`struct.unpack_from(fmt, data, offset)` for every kind of `Data`, with the same errors."""
+    if not isinstance(data, RangeView):
+        return struct.unpack_from(fmt, data, offset)
+    size, length = struct.calcsize(fmt), len(data)
+    if offset < 0:
+        if offset + size > 0:
+            raise struct.error(f"not enough data to unpack {size} bytes at offset {offset}")
+        if offset + length < 0:
+            raise struct.error(f"offset {offset} out of range for {length}-byte buffer")
+        offset += length
+    if length - offset < size:
+        raise struct.error(
+            f"unpack_from requires a buffer of at least {size + offset} bytes for unpacking {size} bytes "
+            f"at offset {offset} (actual buffer size is {length})"
+        )
+    return struct.unpack(fmt, data[offset : offset + size])

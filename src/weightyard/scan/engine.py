@@ -7,7 +7,6 @@ import lzma
 import mmap
 import os
 import posixpath
-import struct
 import traceback
 import zlib
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from weightyard.scan import archives, formats, hf_config, keras_scan, pickles, protobuf
-from weightyard.scan.buffer import Data
+from weightyard.scan.buffer import Data, RangeView, ReadAt, SourceReadError, unpack_at
 from weightyard.scan.limits import (
     DEFAULT_LIMITS,
     Budget,
@@ -111,21 +110,21 @@ def _decompressor(kind: str) -> Decompressor:
 
 
 def _scan_compressed(ctx: Context, data: Data, name: str, where: str, kind: str) -> tuple[str, list[Finding]]:
-    raw: Data = data
+    start = 0
     if kind == "joblib-zlib":
         # joblib < 0.10 wrote "ZF0x" plus a hex length before the zlib stream.
         start = data.find(b"\x78", 4, 64)
-        raw = bytes(data[start:]) if start >= 0 else b""
+        start = start if start >= 0 else len(data)
     cap = ctx.budget.limits.member_bytes
     ratio = ctx.budget.limits.compression_ratio
     if kind == "gzip" and len(data) >= 18:
         # The trailer states the size (mod 4 GiB). Whether honest or a lie, a bomb-sized claim is a bomb.
-        (claimed,) = struct.unpack_from("<I", data, len(data) - 4)
+        (claimed,) = unpack_at("<I", data, len(data) - 4)
         if claimed > cap and claimed > len(data) * ratio:
             return kind, [archives.bomb_finding(where, claimed, len(data))]
     extra: list[Finding] = []
     try:
-        content = _decompress_streams(ctx, kind, raw, where, extra)
+        content = _decompress_streams(ctx, kind, data, start, where, extra)
     except OutputLimitExceeded as exc:
         if cap > exc.consumed * ratio:
             return kind, [archives.bomb_finding(where, cap, exc.consumed)]
@@ -137,12 +136,15 @@ def _scan_compressed(ctx: Context, data: Data, name: str, where: str, kind: str)
     return f"{fmt}+{kind}", extra + findings
 
 
-def _decompress_streams(ctx: Context, kind: str, raw: Data, where: str, findings: list[Finding]) -> bytes:
-    """Every stream of the file, concatenated, as gzip.open, bz2.open, lzma.open and joblib read it:
-    a payload can sit in the second stream of a file whose first stream is benign."""
+def _decompress_streams(
+    ctx: Context, kind: str, raw: Data, start: int, where: str, findings: list[Finding]
+) -> bytes:
+    """Every stream of the file from `start` on, concatenated, as gzip.open, bz2.open, lzma.open and joblib
+    read it: a payload can sit in the second stream of a file whose first stream is benign. Locations in
+    findings count from `start`."""
     cap = ctx.budget.limits.member_bytes
     out = bytearray()
-    pos = 0
+    pos = start
     while True:
         decomp = _decompressor(kind)
         content, pos = decompress_stream(decomp, raw, ctx.budget, cap - len(out), start=pos)
@@ -161,7 +163,7 @@ def _decompress_streams(ctx: Context, kind: str, raw: Data, where: str, findings
                 Finding(
                     "compressed.trailing-data",
                     Severity.WARNING,
-                    f"{where}@{pos}",
+                    f"{where}@{pos - start}",
                     f"{len(raw) - pos} bytes",
                     "bytes after the compressed stream, which other readers may treat differently",
                 )
@@ -229,6 +231,8 @@ def dispatch(ctx: Context, data: Data, name: str, where: str) -> tuple[str, list
         return fmt, [Finding("limit.recursion", Severity.ERROR, where, "", "structure nested too deeply")]
     except FormatError as exc:
         return fmt, [Finding("format.corrupt", Severity.ERROR, where, fmt, f"cannot parse: {exc}")]
+    except SourceReadError:
+        raise
     except Exception as exc:
         # A parser bug reached by hostile input ends as `unscannable`, never as a crash or as `safe`; the
         # rule is its own so that tests (the fuzz tests above all) fail on it instead of passing.
@@ -342,10 +346,16 @@ def _open(source: str | os.PathLike[str] | BinaryIO | bytes, limits: Limits) -> 
 
 
 def _map(fh: BinaryIO, limits: Limits) -> tuple[Data, int]:
+    """A file is mapped; a seekable stream that is no file (content rebuilt from chunked storage) is read
+    in place through a `RangeView`, which fetches only the ranges parsers touch, so nothing is spooled to
+    disk or read whole into memory; a stream that cannot seek is read up to the member limit."""
     try:
         fileno = fh.fileno()
         size = os.fstat(fileno).st_size
     except (OSError, AttributeError, ValueError):
+        if _seekable(fh):
+            size = fh.seek(0, os.SEEK_END)
+            return (RangeView(_reader(fh), size), size) if size else (b"", 0)
         content = fh.read(limits.member_bytes + 1)
         if len(content) > limits.member_bytes:
             raise LimitExceeded(
@@ -357,6 +367,28 @@ def _map(fh: BinaryIO, limits: Limits) -> tuple[Data, int]:
     return mmap.mmap(fileno, 0, access=mmap.ACCESS_READ), size
 
 
+def _seekable(fh: BinaryIO) -> bool:
+    try:
+        return bool(fh.seekable())
+    except (OSError, AttributeError, ValueError):
+        return False
+
+
+def _reader(fh: BinaryIO) -> ReadAt:
+    def read_at(offset: int, length: int) -> bytes:
+        fh.seek(offset)
+        pieces: list[bytes] = []
+        while length > 0:
+            piece = fh.read(length)
+            if not piece:
+                break
+            pieces.append(piece)
+            length -= len(piece)
+        return b"".join(pieces)
+
+    return read_at
+
+
 def scan_file(
     source: str | os.PathLike[str] | BinaryIO | bytes,
     name: str | None = None,
@@ -365,9 +397,10 @@ def scan_file(
 ) -> Report:
     """Scan one file statically and return its `Report`.
 
-    `source` is a path, an open binary file (a blob in the hub's store) or bytes; `name` is the file's
-    name in its repository, used for the location of findings and to recognise `config.json`, `*.py`
-    and other files whose meaning depends on the name.
+    `source` is a path, an open binary file (a blob in the hub's store: a file is mapped, another seekable
+    stream is read in place by range) or bytes; `name` is the file's name in its repository, used for the
+    location of findings and to recognise `config.json`, `*.py` and other files whose meaning depends on
+    the name.
 
         >>> report = scan_file("pytorch_model.bin")
         >>> report.verdict
@@ -383,6 +416,9 @@ def scan_file(
         return Report(name=name, format="unknown", findings=(finding,))
     try:
         fmt, findings = dispatch(ctx, data, posixpath.basename(name), name)
+    except SourceReadError as exc:
+        # The storage's own error (damaged or missing content), as reading the file whole would raise it.
+        raise (exc.__cause__ or exc) from None
     finally:
         if isinstance(data, mmap.mmap):
             data.close()

@@ -9,7 +9,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from weightyard.scan import jinja_check, pickles
-from weightyard.scan.buffer import Data
+from weightyard.scan.buffer import Data, unpack_at
 from weightyard.scan.dtypes import Holds, descr_holds
 from weightyard.scan.limits import FormatError, LimitExceeded
 from weightyard.scan.report import Finding, Severity
@@ -68,7 +68,7 @@ def strict_json(text: str | bytes) -> object:
 
 
 def scan_safetensors(ctx: Context, data: Data, name: str, where: str) -> list[Finding]:
-    (header_len,) = struct.unpack_from("<Q", data, 0)
+    (header_len,) = unpack_at("<Q", data, 0)
 
     def bad(rule: str, subject: str, message: str, severity: Severity = Severity.CRITICAL) -> Finding:
         return Finding(rule, severity, f"{where}:header", subject, message)
@@ -212,9 +212,9 @@ def scan_npy(ctx: Context, data: Data, name: str, where: str) -> list[Finding]:
         return [Finding("npy.bad-header", Severity.ERROR, where, "", "file ends inside the .npy header")]
     major = data[6]
     if major == 1:
-        (hlen,), start = struct.unpack_from("<H", data, 8), 10
+        (hlen,), start = unpack_at("<H", data, 8), 10
     elif major in (2, 3):
-        (hlen,), start = struct.unpack_from("<I", data, 8), 12
+        (hlen,), start = unpack_at("<I", data, 8), 12
     else:
         return [Finding("npy.bad-header", Severity.ERROR, where, str(major), "unknown .npy version")]
     if hlen > 1 << 20 or start + hlen > len(data):
@@ -337,7 +337,7 @@ class _GGUFReader:
             raise _GGUFError(
                 "gguf.truncated", self.pos, "header runs past the end of the file", Severity.ERROR
             )
-        value: int | float | bool = struct.unpack_from(fmt, self.data, self.pos)[0]
+        value: int | float | bool = unpack_at(fmt, self.data, self.pos)[0]
         self.pos += size
         return value
 
@@ -378,7 +378,7 @@ class _GGUFReader:
 
 
 def scan_gguf(ctx: Context, data: Data, name: str, where: str) -> list[Finding]:
-    version = struct.unpack_from("<I", data, 4)[0] if len(data) >= 8 else 0
+    version = unpack_at("<I", data, 4)[0] if len(data) >= 8 else 0
     if version not in (1, 2, 3):
         return [Finding("gguf.bad-version", Severity.ERROR, where, str(version), "unknown GGUF version")]
     reader = _GGUFReader(ctx, data, version)

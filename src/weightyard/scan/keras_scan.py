@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import re
-import struct
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from weightyard.scan.buffer import Data
+from weightyard.scan.buffer import Data, RangeView, unpack_at
 from weightyard.scan.policy import Kind, classify
 from weightyard.scan.report import Finding, Severity
 
@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from weightyard.scan.engine import Context
 
 _CANDIDATE = re.compile(rb'\{\s*"')
+# The same, or a brace whose whitespace runs to the end of a window (the match may go on in the next one).
+_WINDOWED_CANDIDATE = re.compile(rb'\{\s*(?:"|\Z)')
+_WINDOW = 4 << 20
+_WHITESPACE = frozenset(b" \t\n\r\x0b\x0c")
 _CLASS_NAME = b'"class_name"'
 _ESCAPE = b"\\u"
 _FRACTAL_HEAP = b"FRHP"
@@ -131,12 +135,31 @@ def _check_module(module: str, name: str, where: str) -> list[Finding]:
     ]
 
 
+def _candidates(data: Data) -> Iterator[int]:
+    """Offsets where a JSON object with a key may start: a brace, optional whitespace, a quote."""
+    if not isinstance(data, RangeView):
+        yield from (match.start() for match in _CANDIDATE.finditer(data))
+        return
+    # `re` needs the buffer protocol, so content read in place is searched window by window. A match holds
+    # no other brace, so matches never straddle one another and each window's are exactly the file's.
+    for base in range(0, len(data), _WINDOW):
+        for match in _WINDOWED_CANDIDATE.finditer(data[base : base + _WINDOW]):
+            if match.group().endswith(b'"'):
+                yield base + match.start()
+                continue
+            pos = base + match.end()
+            while pos < len(data) and data[pos] in _WHITESPACE:
+                pos += 1
+            if pos < len(data) and data[pos] == ord('"'):
+                yield base + match.start()
+
+
 def scan_hdf5(ctx: Context, data: Data, name: str, where: str) -> list[Finding]:
     findings: list[Finding] = []
     pos = data.find(_FRACTAL_HEAP)
     while pos >= 0:
         if pos + 9 <= len(data):
-            (filter_len,) = struct.unpack_from("<H", data, pos + 7)
+            (filter_len,) = unpack_at("<H", data, pos + 7)
             if filter_len:
                 findings.append(
                     Finding(
@@ -151,12 +174,11 @@ def scan_hdf5(ctx: Context, data: Data, name: str, where: str) -> list[Finding]:
         pos = data.find(_FRACTAL_HEAP, pos + 4)
     configs = 0
     end = 0
-    for count, match in enumerate(_CANDIDATE.finditer(data)):
+    for count, start in enumerate(_candidates(data)):
         if count % 4096 == 0:
             ctx.budget.check_time()
         if count > _MAX_CANDIDATES:
             break
-        start = match.start()
         if start < end:
             continue
         stop = data.find(b"\x00", start)

@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from weightyard.scan.buffer import Data
+from weightyard.scan.buffer import Data, unpack_at
 from weightyard.scan.limits import Budget, FormatError, LimitExceeded, OutputLimitExceeded
 from weightyard.scan.report import Finding, Severity
 
@@ -78,7 +78,7 @@ def _end_records(data: Data) -> list[int]:
     pos = data.rfind(_EOCD, start)
     while pos >= 0:
         if pos + 22 <= len(data):
-            entries, cd_size = struct.unpack_from("<HI", data, pos + 10)
+            entries, cd_size = unpack_at("<HI", data, pos + 10)
             first = pos - cd_size
             if first >= 0 and (data[first : first + 4] == _CENTRAL or entries == cd_size == 0):
                 found.append(pos)
@@ -147,11 +147,11 @@ def list_members(data: Data, where: str, budget: Budget) -> ZipListing:
 
 
 def _read_directory(data: Data, eocd: int, where: str, budget: Budget) -> tuple[list[Member], list[Finding]]:
-    _, _, _, entries, cd_size, cd_offset, _ = struct.unpack_from("<HHHHIIH", data, eocd + 4)
+    _, _, _, entries, cd_size, cd_offset, _ = unpack_at("<HHHHIIH", data, eocd + 4)
     if eocd >= 20 and data[eocd - 20 : eocd - 16] == _EOCD64_LOCATOR:
-        (eocd64,) = struct.unpack_from("<Q", data, eocd - 12)
+        (eocd64,) = unpack_at("<Q", data, eocd - 12)
         if eocd64 + 56 <= len(data) and data[eocd64 : eocd64 + 4] == _EOCD64:
-            entries, cd_size, cd_offset = struct.unpack_from("<Q8xQQ", data, eocd64 + 24)
+            entries, cd_size, cd_offset = unpack_at("<Q8xQQ", data, eocd64 + 24)
             eocd = eocd64
     if entries > budget.limits.archive_members:
         raise LimitExceeded("limit.archive-members", f"archive declares {entries} members")
@@ -171,7 +171,7 @@ def _read_directory(data: Data, eocd: int, where: str, budget: Budget) -> tuple[
             raise ZipFormatError(f"bad central directory entry at {pos}")
         if len(members) >= budget.limits.archive_members:
             raise LimitExceeded("limit.archive-members", "archive has too many members")
-        fields = struct.unpack_from("<HHHHHHIIIHHHHHII", data, pos + 4)
+        fields = unpack_at("<HHHHHHIIIHHHHHII", data, pos + 4)
         flags, method = fields[2], fields[3]
         csize, size, name_len, extra_len, comment_len = (
             fields[7],
@@ -226,8 +226,8 @@ def _read_local_headers(data: Data, members: list[Member], where: str, findings:
                 )
             )
             continue
-        local_flags = struct.unpack_from("<H", data, off + 6)[0]
-        name_len, extra_len = struct.unpack_from("<HH", data, off + 26)
+        local_flags = unpack_at("<H", data, off + 6)[0]
+        name_len, extra_len = unpack_at("<HH", data, off + 26)
         m.local_name = _decode_name(bytes(data[off + 30 : off + 30 + name_len]), local_flags)
         m.data_offset = off + 30 + name_len + extra_len
         if m.local_name != m.name:
@@ -249,8 +249,8 @@ def _find_hidden_members(data: Data, members: list[Member], where: str, findings
     seen = 0
     while pos + 30 <= len(data) and data[pos : pos + 4] == LOCAL and seen < len(members) + 1000:
         seen += 1
-        flags, method = struct.unpack_from("<HH", data, pos + 6)
-        csize, size, name_len, extra_len = struct.unpack_from("<IIHH", data, pos + 18)
+        flags, method = unpack_at("<HH", data, pos + 6)
+        csize, size, name_len, extra_len = unpack_at("<IIHH", data, pos + 18)
         data_offset = pos + 30 + name_len + extra_len
         if pos not in known:
             name = _decode_name(bytes(data[pos + 30 : pos + 30 + name_len]), flags)
@@ -323,7 +323,7 @@ def read_member(
     if m.method == STORED:
         return bytes(data[m.data_offset : min(end, m.data_offset + cap)])
     decomp: Decompressor = zlib.decompressobj(-15) if m.method == DEFLATED else bz2.BZ2Decompressor()
-    return bounded_decompress(decomp, data[m.data_offset : end], budget, cap, peek=peek)
+    return decompress_stream(decomp, data, budget, cap, start=m.data_offset, end=end, peek=peek)[0]
 
 
 if TYPE_CHECKING:
@@ -331,28 +331,31 @@ if TYPE_CHECKING:
 _ZLIB_DECOMPRESS = type(zlib.decompressobj())
 
 
-def bounded_decompress(
-    decomp: Decompressor, raw: Data, budget: Budget, cap: int, *, peek: bool = False
-) -> bytes:
-    """Decompress one stream in chunks, stopping at `cap` bytes of output and charging the shared budget."""
-    return decompress_stream(decomp, raw, budget, cap, peek=peek)[0]
-
-
 def decompress_stream(
-    decomp: Decompressor, raw: Data, budget: Budget, cap: int, *, start: int = 0, peek: bool = False
+    decomp: Decompressor,
+    raw: Data,
+    budget: Budget,
+    cap: int,
+    *,
+    start: int = 0,
+    end: int | None = None,
+    peek: bool = False,
 ) -> tuple[bytes, int]:
-    """`bounded_decompress` of the stream at `start`, also returning the offset where it ended (the end of
-    `raw` when it did not), so that a caller can go on to the next stream of a multi-stream file."""
+    """Decompress the stream in `raw[start:end]` a chunk at a time (the input is never copied whole),
+    stopping at `cap` bytes of output and charging the shared budget. Also returns the offset where the
+    stream ended (`end` when it did not), so that a caller can go on to the next stream of a multi-stream
+    file. With `peek`, output past `cap` is cut off instead of raising."""
+    end = len(raw) if end is None else end
     out = bytearray()
-    for pos in range(start, len(raw), _CHUNK):
-        piece = feed = bytes(raw[pos : pos + _CHUNK])
+    for pos in range(start, end, _CHUNK):
+        piece = feed = bytes(raw[pos : min(pos + _CHUNK, end)])
         while True:
             budget.check_time()
             chunk = decomp.decompress(feed, _CHUNK)
             out += chunk
             budget.spend_decompressed(len(chunk))
             if len(out) > cap and peek:
-                return bytes(out[:cap]), len(raw)
+                return bytes(out[:cap]), end
             if len(out) > cap:
                 tail = len(decomp.unconsumed_tail) if isinstance(decomp, _ZLIB_DECOMPRESS) else 0
                 raise OutputLimitExceeded(cap, pos - start + len(piece) - tail)
@@ -366,4 +369,4 @@ def decompress_stream(
                 feed = b""
                 if decomp.needs_input:
                     break
-    return bytes(out), len(raw)
+    return bytes(out), end
