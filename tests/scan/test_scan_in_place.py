@@ -127,22 +127,28 @@ def _view(data: bytes) -> RangeView:
     return RangeView(read_at, len(data))
 
 
-_OFFSETS = st.one_of(st.none(), st.integers(min_value=-80, max_value=80))
+_OFFSETS = st.one_of(st.none(), st.integers(min_value=-450, max_value=450))
 
 
-@settings(max_examples=300, derandomize=True)
-@given(data=st.binary(max_size=300), sub=st.binary(max_size=4), start=_OFFSETS, end=_OFFSETS)
+@settings(max_examples=400, derandomize=True)
+@given(
+    data=st.binary(max_size=400),
+    sub=st.one_of(st.binary(max_size=3), st.tuples(st.integers(0, 400), st.integers(0, 150))),
+    start=_OFFSETS,
+    end=_OFFSETS,
+)
 def test_range_view_searches_and_slices_as_bytes_do(
-    data: bytes, sub: bytes, start: int | None, end: int | None
+    data: bytes, sub: bytes | tuple[int, int], start: int | None, end: int | None
 ) -> None:
+    if isinstance(sub, tuple):  # a piece of the data itself, often longer than a block
+        sub = data[sub[0] : sub[0] + sub[1]]
     with _tiny_blocks():
         view = _view(data)
         assert view.find(sub, start, end) == data.find(sub, start, end)
         assert view.rfind(sub, start, end) == data.rfind(sub, start, end)
         assert view[start:end] == data[start:end]
-        assert [view[i] for i in range(-len(data), len(data))] == [
-            data[i] for i in range(-len(data), len(data))
-        ]
+        every = range(-len(data), len(data))
+        assert [view[i] for i in every] == [data[i] for i in every]
 
 
 @settings(max_examples=200, derandomize=True)

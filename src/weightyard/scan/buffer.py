@@ -18,8 +18,6 @@ from typing import Any, overload
 # so a few recent blocks serve almost every read. The cache never holds more than BLOCK * BLOCKS bytes.
 BLOCK = 1 << 20
 BLOCKS = 16
-# Searches go through the content in windows of this many blocks.
-_SEARCH_BLOCKS = 4
 
 ReadAt = Callable[[int, int], bytes]
 """Reads `length` bytes at `offset` (fewer only at the end of the content)."""
@@ -42,7 +40,6 @@ class RangeView:
         self._size = size
         self._block = BLOCK
         self._blocks = BLOCKS
-        self._window = _SEARCH_BLOCKS * BLOCK
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         # The block of the last index, kept apart so that byte-at-a-time parsing skips the LRU bookkeeping.
         self._last_start = -1
@@ -85,6 +82,9 @@ class RangeView:
             start, stop, step = key.indices(self._size)
             if step != 1:
                 raise ValueError("RangeView slices take no step")
+            offset = start - self._last_start
+            if offset >= 0 and stop - self._last_start <= len(self._last):
+                return self._last[offset : stop - self._last_start]
             return self._range(start, stop)
         index = key + self._size if key < 0 else key
         if not 0 <= index < self._size:
@@ -92,10 +92,14 @@ class RangeView:
         offset = index - self._last_start
         if 0 <= offset < len(self._last):
             return self._last[offset]
-        block = index // self._block
-        self._last = self._fetch(block)
-        self._last_start = block * self._block
+        self._use(index // self._block)
         return self._last[index - self._last_start]
+
+    def _use(self, index: int) -> bytes:
+        """Block `index`, kept as the last one used."""
+        self._last = self._fetch(index)
+        self._last_start = index * self._block
+        return self._last
 
     def _range(self, start: int, stop: int) -> bytes:
         if stop <= start:
@@ -104,12 +108,14 @@ class RangeView:
         if last - first >= self._blocks // 2:
             # A large slice is read straight through: caching it would only evict what parsers reuse.
             return self._read_exactly(start, stop - start)
-        if first == last:
-            base = first * self._block
-            return self._fetch(first)[start - base : stop - base]
-        pieces = [self._fetch(index) for index in range(first, last + 1)]
         base = first * self._block
-        return b"".join(pieces)[start - base : stop - base]
+        if first == last:
+            return self._use(first)[start - base : stop - base]
+        # Only the wanted part of each end block is copied: a slice across a seam costs its own length.
+        pieces = [self._fetch(first)[start - base :]]
+        pieces += [self._fetch(index) for index in range(first + 1, last)]
+        pieces.append(self._fetch(last)[: stop - last * self._block])
+        return b"".join(pieces)
 
     def _bounds(self, start: int | None, end: int | None) -> tuple[int, int]:
         """`start` and `end` adjusted as bytes.find adjusts them."""
@@ -123,6 +129,8 @@ class RangeView:
             start = max(0, start + self._size)
         return start, end
 
+    # Searches go block by block, from where they start (a parser looking for the next newline reads only
+    # the block it is in), searching each cached block in place and the few bytes across each seam apart.
     def find(self, sub: bytes, start: int | None = None, end: int | None = None) -> int:
         start, end = self._bounds(start, end)
         n = len(sub)
@@ -130,14 +138,23 @@ class RangeView:
             return -1
         if n == 0:
             return start
-        # Windows of candidate start positions [lo, hi), each read with the n - 1 bytes a match needs.
-        lo, last = start, end - n + 1
-        while lo < last:
-            hi = min(lo + self._window, last)
-            found = self._range(lo, hi + n - 1).find(sub)
+        pos = start
+        while pos <= end - n:
+            if not 0 <= pos - self._last_start < len(self._last):
+                self._use(pos // self._block)
+            block, base = self._last, self._last_start
+            found = block.find(sub, pos - base, min(len(block), end - base))
             if found >= 0:
-                return lo + found
-            lo = hi
+                return base + found
+            block_end = base + len(block)
+            if block_end >= end:
+                return -1
+            # Matches that start in this block and end in the next.
+            seam_start = max(pos, block_end - n + 1)
+            found = self._range(seam_start, min(block_end + n - 1, end)).find(sub)
+            if found >= 0:
+                return seam_start + found
+            pos = block_end
         return -1
 
     def rfind(self, sub: bytes, start: int | None = None, end: int | None = None) -> int:
@@ -147,13 +164,21 @@ class RangeView:
             return -1
         if n == 0:
             return end
-        hi = end - n + 1
-        while hi > start:
-            lo = max(start, hi - self._window)
-            found = self._range(lo, hi + n - 1).rfind(sub)
+        stop = end
+        while stop - start >= n:
+            index = (stop - 1) // self._block
+            base = index * self._block
+            found = self._fetch(index).rfind(sub, max(start, base) - base, stop - base)
             if found >= 0:
-                return lo + found
-            hi = lo
+                return base + found
+            if base <= start:
+                return -1
+            # Matches that start in the previous block and end in this one.
+            seam_start = max(start, base - n + 1)
+            found = self._range(seam_start, min(base + n - 1, stop)).rfind(sub)
+            if found >= 0:
+                return seam_start + found
+            stop = base
         return -1
 
 
