@@ -26,6 +26,7 @@ from weightyard.db import create_engine, migrate
 from weightyard.repos.scanning import ScanService
 from weightyard.scan import Report, buffer, keras_scan, scan_file
 from weightyard.scan.buffer import RangeView, unpack_at
+from weightyard.scan.limits import Budget, LimitExceeded, Limits
 from weightyard.storage import LocalBlobStore, XetBlobStore
 from weightyard.xet import CorruptXorb, FileTerm, file_entry, serialize_xorb
 
@@ -167,6 +168,14 @@ def test_unpack_at_answers_and_fails_as_unpack_from_does(data: bytes, fmt: str, 
     except struct.error as exc:
         actual = str(exc)
     assert actual == expected
+
+
+def test_a_search_through_content_read_in_place_stops_at_the_scan_time_budget() -> None:
+    spent = Budget(Limits(seconds=-1))
+    view = RangeView(lambda offset, length: bytes(length), 64 << 20, before_read=spent.check_time)
+    with pytest.raises(LimitExceeded) as raised:
+        view.find(b"FRHP")
+    assert raised.value.rule == "limit.time"
 
 
 # -- the attack: a huge file of repeated chunks ---------------------------------------------------------

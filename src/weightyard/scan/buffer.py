@@ -35,9 +35,12 @@ class RangeView:
     Memory is bounded whatever the size: at most BLOCKS cached blocks, plus the slices callers ask for.
     """
 
-    def __init__(self, read_at: ReadAt, size: int) -> None:
+    def __init__(self, read_at: ReadAt, size: int, *, before_read: Callable[[], None] | None = None) -> None:
         self._read_at = read_at
         self._size = size
+        # Called before each read from the source (the scan's time budget, which may raise): a parser
+        # that searches a huge file in one call still stops at the budget.
+        self._before_read = before_read
         self._block = BLOCK
         self._blocks = BLOCKS
         self._cache: OrderedDict[int, bytes] = OrderedDict()
@@ -62,6 +65,8 @@ class RangeView:
         return data
 
     def _read_exactly(self, offset: int, length: int) -> bytes:
+        if self._before_read is not None:
+            self._before_read()
         try:
             data = self._read_at(offset, length)
         except Exception as exc:

@@ -336,16 +336,16 @@ _HANDLERS: dict[str, Handler] = {
 }
 
 
-def _open(source: str | os.PathLike[str] | BinaryIO | bytes, limits: Limits) -> tuple[Data, int]:
+def _open(source: str | os.PathLike[str] | BinaryIO | bytes, budget: Budget) -> tuple[Data, int]:
     if isinstance(source, bytes):
         return source, len(source)
     if isinstance(source, str | os.PathLike):
         with open(source, "rb") as fh:
-            return _map(fh, limits)
-    return _map(source, limits)
+            return _map(fh, budget)
+    return _map(source, budget)
 
 
-def _map(fh: BinaryIO, limits: Limits) -> tuple[Data, int]:
+def _map(fh: BinaryIO, budget: Budget) -> tuple[Data, int]:
     """A file is mapped; a seekable stream that is no file (content rebuilt from chunked storage) is read
     in place through a `RangeView`, which fetches only the ranges parsers touch, so nothing is spooled to
     disk or read whole into memory; a stream that cannot seek is read up to the member limit."""
@@ -355,9 +355,10 @@ def _map(fh: BinaryIO, limits: Limits) -> tuple[Data, int]:
     except (OSError, AttributeError, ValueError):
         if _seekable(fh):
             size = fh.seek(0, os.SEEK_END)
-            return (RangeView(_reader(fh), size), size) if size else (b"", 0)
-        content = fh.read(limits.member_bytes + 1)
-        if len(content) > limits.member_bytes:
+            return (RangeView(_reader(fh), size, before_read=budget.check_time), size) if size else (b"", 0)
+        limit = budget.limits.member_bytes
+        content = fh.read(limit + 1)
+        if len(content) > limit:
             raise LimitExceeded(
                 "limit.stream-size", "a non-file stream larger than the member limit"
             ) from None
@@ -410,7 +411,7 @@ def scan_file(
         name = Path(source).name if isinstance(source, str | os.PathLike) else "<stream>"
     ctx = Context(Budget(limits))
     try:
-        data, size = _open(source, limits)
+        data, size = _open(source, ctx.budget)
     except (OSError, LimitExceeded) as exc:
         finding = Finding("format.unreadable", Severity.ERROR, name, "", f"cannot read the file: {exc}")
         return Report(name=name, format="unknown", findings=(finding,))
