@@ -11,6 +11,7 @@ import hf_xet
 import numpy as np
 import pytest
 from xet_cas_stub import CasStub
+from xorb_memory import reader_over
 
 from weightyard.xet import (
     CompressionScheme,
@@ -127,9 +128,7 @@ def test_server_streams_client_uploaded_file_from_its_xorbs(
     file_hash = upload(session, cas, CONTENT)
     bodies = cas.state.xorb_bodies
 
-    def read(xorb: bytes, first: int, last: int) -> bytes:
-        return bodies[xorb][first:last]
-
+    read = reader_over(bodies)
     terms = cas.state.terms(file_hash)
     streamed = b"".join(iter_file_bytes(terms, cas.state.xorbs.get, read, start, end))
     assert streamed == CONTENT[start:end]

@@ -8,6 +8,7 @@ from pathlib import Path
 import hf_xet
 import pytest
 from xet_cas_stub import CasStub
+from xorb_memory import reader_over
 
 from weightyard.xet import (
     ChunkLocation,
@@ -47,15 +48,12 @@ class Store:
                 self.chunks.setdefault(chunk.hash, ChunkLocation(xorb.info.hash, index))
         return sum(x.info.raw_len for x in packed)
 
-    def read(self, xorb: bytes, start: int, end: int) -> bytes:
-        return self.bodies[xorb][start:end]
-
     def pack(self, data: bytes) -> tuple[int, ShardFile]:
         packed, entry = pack_file(pieces(data), hashlib.sha256(data).digest(), self.chunks.get)
         return self.add(packed), entry
 
     def rebuild(self, entry: ShardFile) -> bytes:
-        return b"".join(iter_file_bytes(entry.terms, self.tables.get, self.read))
+        return b"".join(iter_file_bytes(entry.terms, self.tables.get, reader_over(self.bodies)))
 
 
 def pieces(data: bytes, size: int = 300_000) -> Iterator[bytes]:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from xorb_memory import reader_over
 
 from weightyard.xet import (
     CorruptXorb,
@@ -20,6 +21,7 @@ from weightyard.xet import (
     iter_file_bytes,
     parse_range_header,
     plan_reconstruction,
+    reconstruction,
     serialize_xorb,
     string_to_hash,
 )
@@ -206,9 +208,7 @@ def _stored_file() -> tuple[bytes, list[FileTerm], dict[bytes, XorbInfo], dict[b
 def test_streamed_bytes_equal_the_file_for_every_range() -> None:
     data, terms, tables, bodies = _stored_file()
 
-    def read(xorb: bytes, start: int, end: int) -> bytes:
-        return bodies[xorb][start:end]
-
+    read = reader_over(bodies)
     rng = random.Random(9)
     cases = [(0, len(data)), (0, 1), (len(data) - 1, len(data))]
     cases += [tuple(sorted(rng.sample(range(len(data) + 1), 2))) for _ in range(30)]  # type: ignore[misc]
@@ -222,12 +222,45 @@ def test_streaming_a_damaged_xorb_fails_instead_of_serving_wrong_bytes() -> None
     damaged = bytearray(bodies[xorb])
     damaged[-1] ^= 0xFF
 
-    def read(xorb_hash: bytes, start: int, end: int) -> bytes:
-        return bytes(damaged[start:end])
-
+    read = reader_over({xorb: damaged})
     with pytest.raises(CorruptXorb) as caught:
         b"".join(iter_file_bytes(terms, tables.get, read))
     assert caught.value.status == 500
+
+
+def test_streaming_a_xorb_with_a_damaged_chunk_header_fails() -> None:
+    # The payloads are intact; only the second chunk's header claims another compression scheme.
+    _, terms, tables, bodies = _stored_file()
+    (xorb,) = bodies
+    damaged = bytearray(bodies[xorb])
+    damaged[tables[xorb].chunks[1].start + 4] ^= 0x01
+    with pytest.raises(CorruptXorb, match="chunk headers"):
+        b"".join(iter_file_bytes(terms, tables.get, reader_over({xorb: damaged})))
+
+
+def test_streaming_a_truncated_xorb_fails() -> None:
+    _, terms, tables, bodies = _stored_file()
+    (xorb,) = bodies
+    with pytest.raises(CorruptXorb, match="shorter"):
+        b"".join(iter_file_bytes(terms, tables.get, reader_over({xorb: bodies[xorb][:-10]})))
+
+
+def test_streamed_bytes_mix_compressed_and_plain_chunks_across_read_windows(monkeypatch: Any) -> None:
+    # Repetitive chunks are stored LZ4-compressed, random ones as they are; a small window makes every term
+    # span several reads, so pieces start and end at window edges as well as mid-chunk.
+    monkeypatch.setattr(reconstruction, "READ_WINDOW", 5000)
+    rng = random.Random(11)
+    chunks = [rng.randbytes(1500) if i % 2 else bytes([i]) * 2000 for i in range(30)]
+    body, info = serialize_xorb(chunks)
+    assert {c.scheme for c in info.chunks} == {CompressionScheme.NONE, CompressionScheme.LZ4}
+    terms = [FileTerm(info.hash, sum(map(len, chunks[3:27])), 3, 27)]
+    data = b"".join(chunks[3:27])
+    read = reader_over({info.hash: body})
+    for start, end in [(0, len(data)), (1, len(data) - 1), (4999, 5001), (1999, 12_345)]:
+        pieces = list(iter_file_bytes(terms, {info.hash: info}.get, read, start, end))
+        assert b"".join(pieces) == data[start:end]
+        assert max(map(len, pieces)) <= 5000
+    assert len(list(iter_file_bytes(terms, {info.hash: info}.get, read))) > len(data) // 5000
 
 
 def test_every_range_of_a_small_file_gets_the_minimal_covering_chunks() -> None:
@@ -237,9 +270,7 @@ def test_every_range_of_a_small_file_gets_the_minimal_covering_chunks() -> None:
     data = b"".join(chunks[1:4] + chunks[0:2])
     lengths = {index: len(chunk) for index, chunk in enumerate(chunks)}
 
-    def read(xorb: bytes, start: int, end: int) -> bytes:
-        return body[start:end]
-
+    read = reader_over({table.hash: body})
     for start in range(len(data)):
         for end in range(start + 1, len(data) + 1):
             plan = plan_reconstruction(terms, {table.hash: table}.get, start, end)

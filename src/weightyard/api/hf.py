@@ -90,7 +90,7 @@ COMMITS_PAGE = 100
 MODELS_PAGE = 1000
 # Listing pages whose entries walk each repo's files (siblings, config, safetensors) are smaller.
 MODELS_PAGE_HEAVY = 100
-DOWNLOAD_CHUNK = 4 * 1024 * 1024
+DOWNLOAD_CHUNK = 16 * 1024 * 1024
 BODY_BATCH = 1024 * 1024
 # The client sends the whole README to /api/validate-yaml before committing one (JSON-escaped, so larger
 # than the file); the hub reads the first CARD_LIMIT bytes of a card.

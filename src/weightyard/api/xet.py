@@ -29,7 +29,6 @@ CAS_PREFIX = "/xet-cas"
 # Every refusal on the CAS routes is logged with its reason: a client's failed upload is explained in the log.
 _log = logging.getLogger("weightyard.cas")
 _BODY_BATCH = 1024 * 1024
-_FETCH_PIECE = 4 * 1024 * 1024
 _TYPE_PLURAL = {singular: plural for plural, singular in PLURAL_TYPES.items()}
 
 
@@ -204,21 +203,11 @@ def fetch_xorb_range(
 ) -> StreamingResponse:
     """Serialized bytes of a xorb through a signed URL (the client sends no Authorization here)."""
     grant = FetchGrant(xorb, r, exp, f, t)
-    path, start, end = _xet(request).open_fetch(grant, sig, request.headers.get("range"))
-
-    def pieces() -> Any:
-        with open(path, "rb") as handle:
-            handle.seek(start)
-            remaining = end - start
-            while remaining > 0:
-                data = handle.read(min(_FETCH_PIECE, remaining))
-                if not data:
-                    return
-                remaining -= len(data)
-                yield data
-
-    size = path.stat().st_size
-    headers = {"Content-Range": f"bytes {start}-{end - 1}/{size}", "Content-Length": str(end - start)}
+    fetched = _xet(request).open_fetch(grant, sig, request.headers.get("range"))
+    headers = {
+        "Content-Range": f"bytes {fetched.start}-{fetched.end - 1}/{fetched.size}",
+        "Content-Length": str(fetched.end - fetched.start),
+    }
     return StreamingResponse(
-        pieces(), status_code=206, headers=headers, media_type="application/octet-stream"
+        fetched.pieces, status_code=206, headers=headers, media_type="application/octet-stream"
     )

@@ -1282,7 +1282,7 @@ class RepoService:
             raise BadRequest(f"content {sha256} has {actual} bytes, not {size}")
         return actual
 
-    def read(self, entry: FileEntry, start: int, end: int, chunk_size: int) -> Iterator[bytes]:
+    def read(self, entry: FileEntry, start: int, end: int, chunk_size: int) -> Iterator[memoryview]:
         """The bytes [start, end) of a file, streamed from the blob store.
 
         The stored object is checked first, so a file lost or cut short on the server's side is a

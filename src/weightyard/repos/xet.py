@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,8 @@ _log = logging.getLogger("weightyard.storage")
 
 TOKEN_TTL = 3600
 FETCH_URL_TTL = 3600
+# A fetch streams in pieces of this many bytes: large, so per-piece costs stay small against the bytes sent.
+_FETCH_PIECE = 16 * 1024 * 1024
 # Dedup answers stay usable this long in the client's cache; gc must not delete a xorb they name before then.
 DEDUP_SHARD_TTL = 7 * 24 * 3600
 # Bounds of one dedup answer: files looked at, and chunks described (48 bytes each in the shard, ~3 MiB).
@@ -82,6 +84,16 @@ class XetToken:
     revision: str
     scope: str
     expires: int
+
+
+@dataclass(frozen=True)
+class XorbBytes:
+    """Serialized bytes `[start, end)` of a stored xorb of `size` bytes, ready to stream."""
+
+    start: int
+    end: int
+    size: int
+    pieces: Iterator[memoryview]
 
 
 @dataclass(frozen=True)
@@ -464,10 +476,8 @@ class XetService:
         ).encode()
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
-    def open_fetch(
-        self, grant: FetchGrant, signature: str, range_header: str | None
-    ) -> tuple[Path, int, int]:
-        """Check a signed fetch URL and its Range; the xorb object and the `[start, end)` to send.
+    def open_fetch(self, grant: FetchGrant, signature: str, range_header: str | None) -> XorbBytes:
+        """Check a signed fetch URL and its Range; the bytes of the xorb object to send.
 
         The URL carries no Authorization, so it names the hub token it was issued for and the file it serves:
         each fetch looks the principal up again and asks the gate, so a revoked token, a removed member or a
@@ -496,7 +506,9 @@ class XetService:
         except StoredContentDamaged as exc:
             _log.error("serving refused: %s; run `weightyard fsck`", exc.message)
             raise
-        return self._store.xorb_path(xorb_hash), start, last + 1
+        size = self._store.xorb_path(xorb_hash).stat().st_size
+        pieces = self._store.iter_xorb(xorb_hash, start, last + 1, _FETCH_PIECE)
+        return XorbBytes(start, last + 1, size, pieces)
 
     def xet_hash(self, sha256: str) -> str | None:
         """The Xet hash of content stored as xorbs (None for a whole blob), which `/resolve` advertises."""

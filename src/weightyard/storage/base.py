@@ -47,7 +47,7 @@ class BlobStore(Protocol):
         """A seekable binary stream of the blob; raises `BlobNotFound` when absent."""
         ...
 
-    def iter_range(self, sha256: str, start: int, end: int, chunk_size: int) -> Iterator[bytes]:
+    def iter_range(self, sha256: str, start: int, end: int, chunk_size: int) -> Iterator[memoryview]:
         """The bytes [start, end) of the blob, in chunks of at most `chunk_size`."""
         ...
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import struct
 import threading
@@ -29,7 +30,7 @@ from weightyard.db import insert_ignore, tables, transaction, utcnow
 from weightyard.errors import BlobNotFound, ContentMismatch, StoredContentDamaged, StoredContentMissing
 from weightyard.faults import crash_point
 from weightyard.storage.base import BlobInfo
-from weightyard.storage.local import LocalBlobStore, LocalBlobWriter
+from weightyard.storage.local import LocalBlobStore, LocalBlobWriter, mapped_pieces
 from weightyard.xet import (
     ChunkLocation,
     FilePacker,
@@ -48,6 +49,8 @@ from weightyard.xet import (
 )
 
 _TERM = struct.Struct("<32sIII")
+# Buffers one `os.preadv` call takes at most (IOV_MAX on Linux).
+_IOV_MAX = 1024
 # Parsed chunk tables kept in memory (up to ~1.6 MB each for 8192 chunks): the xorbs of a file of several GB.
 _INFO_CACHE_SIZE = 128
 # Serialized xorb bytes read at once when hashing a stored file: large reads, bounded memory.
@@ -114,7 +117,7 @@ class XetBlobStore:
         file = self._file_or_missing(sha256)
         return _ReconstructedFile(self, file)  # type: ignore[return-value]
 
-    def iter_range(self, sha256: str, start: int, end: int, chunk_size: int) -> Iterator[bytes]:
+    def iter_range(self, sha256: str, start: int, end: int, chunk_size: int) -> Iterator[memoryview]:
         if self.base.exists(sha256):
             return self.base.iter_range(sha256, start, end, chunk_size)
         file = self._file_or_missing(sha256)
@@ -196,11 +199,19 @@ class XetBlobStore:
                 self._infos.popitem(last=False)
         return info
 
-    def read_xorb(self, xorb_hash: bytes, start: int, end: int) -> bytes:
-        """Serialized bytes `[start, end)` of a stored xorb."""
-        with open(self.xorb_path(xorb_hash), "rb") as handle:
-            handle.seek(start)
-            return handle.read(end - start)
+    def read_xorb(self, xorb_hash: bytes, start: int, buffers: Sequence[memoryview]) -> int:
+        """Fill `buffers` with serialized bytes of a stored xorb from `start` on (`XorbReader`).
+
+        Scatter reads copy each byte once, from the page cache into place."""
+        fd = os.open(self.xorb_path(xorb_hash), os.O_RDONLY)
+        try:
+            return _scatter_read(fd, start, buffers)
+        finally:
+            os.close(fd)
+
+    def iter_xorb(self, xorb_hash: bytes, start: int, end: int, piece_size: int) -> Iterator[memoryview]:
+        """Serialized bytes `[start, end)` of a stored xorb as it is kept, in pieces of up to `piece_size`."""
+        return mapped_pieces(io.FileIO(self.xorb_path(xorb_hash), "rb"), start, end, piece_size)
 
     def temporary_xorb(self) -> Path:
         return self.base.tmp_dir / f"xorb-{uuid.uuid4().hex}"
@@ -366,7 +377,7 @@ class XetBlobStore:
 
     def iter_file(
         self, terms: tuple[FileTerm, ...], start: int = 0, end: int | None = None
-    ) -> Iterator[bytes]:
+    ) -> Iterator[memoryview]:
         """Bytes `[start, end)` of the file made of `terms`, every chunk re-hashed on the way."""
         if not terms:
             return iter(())
@@ -468,7 +479,23 @@ def _read_exactly(handle: BinaryIO, offset: int, into: memoryview, xorb_hash: by
         filled += count
 
 
-def _resliced(pieces: Iterator[bytes], size: int) -> Iterator[bytes]:
+def _scatter_read(fd: int, start: int, buffers: Sequence[memoryview]) -> int:
+    """`os.preadv` until `buffers` are full or the file ends; returns the bytes read."""
+    done, index, pending = 0, 0, list(buffers)
+    while index < len(pending):
+        count = os.preadv(fd, pending[index : index + _IOV_MAX], start + done)
+        if count == 0:
+            break
+        done += count
+        while index < len(pending) and count >= len(pending[index]):
+            count -= len(pending[index])
+            index += 1
+        if count:
+            pending[index] = pending[index][count:]
+    return done
+
+
+def _resliced(pieces: Iterator[memoryview], size: int) -> Iterator[memoryview]:
     for piece in pieces:
         for offset in range(0, len(piece), size):
             yield piece[offset : offset + size]
