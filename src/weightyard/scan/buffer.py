@@ -51,6 +51,11 @@ class RangeView:
     def __len__(self) -> int:
         return self._size
 
+    @property
+    def cache_bytes(self) -> int:
+        """The most content the view caches."""
+        return self._block * self._blocks
+
     def _fetch(self, index: int) -> bytes:
         """Block `index` (the bytes from `index * block`), from the cache or read and cached."""
         cached = self._cache.get(index)

@@ -348,14 +348,18 @@ def _open(source: str | os.PathLike[str] | BinaryIO | bytes, budget: Budget) -> 
 def _map(fh: BinaryIO, budget: Budget) -> tuple[Data, int]:
     """A file is mapped; a seekable stream that is no file (content rebuilt from chunked storage) is read
     in place through a `RangeView`, which fetches only the ranges parsers touch, so nothing is spooled to
-    disk or read whole into memory; a stream that cannot seek is read up to the member limit."""
+    disk and memory stays bounded whatever the size; a stream that cannot seek is read up to the member
+    limit."""
     try:
         fileno = fh.fileno()
         size = os.fstat(fileno).st_size
     except (OSError, AttributeError, ValueError):
         if _seekable(fh):
             size = fh.seek(0, os.SEEK_END)
-            return (RangeView(_reader(fh), size, before_read=budget.check_time), size) if size else (b"", 0)
+            view = RangeView(_reader(fh), size, before_read=budget.check_time)
+            # Content no larger than what the view would cache anyway is read whole: parsers index bytes
+            # several times faster than a view, and memory stays within the same bound.
+            return (view[:] if size <= view.cache_bytes else view), size
         limit = budget.limits.member_bytes
         content = fh.read(limit + 1)
         if len(content) > limit:
@@ -412,6 +416,8 @@ def scan_file(
     ctx = Context(Budget(limits))
     try:
         data, size = _open(source, ctx.budget)
+    except SourceReadError as exc:
+        raise (exc.__cause__ or exc) from None
     except (OSError, LimitExceeded) as exc:
         finding = Finding("format.unreadable", Severity.ERROR, name, "", f"cannot read the file: {exc}")
         return Report(name=name, format="unknown", findings=(finding,))
