@@ -6,9 +6,11 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from weightyard.names import ADMIN_USER
+
+__all__ = ["ADMIN_USER", "MIB", "Settings"]
+
 MIB = 1024 * 1024
-# The bootstrap administrator every hub starts with (its token is kept in DATA/admin-token).
-ADMIN_USER = "admin"
 
 
 class Settings(BaseSettings):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -14,7 +12,7 @@ from starlette.requests import ClientDisconnect
 from weightyard.api.bodies import LfsBatchBody, LfsCompleteBody, LfsVerifyBody, read_json
 from weightyard.api.body_limit import allow_body
 from weightyard.api.common import PLURAL_TYPES, base_url, hub_of, principal_async, principal_of, pump_body
-from weightyard.errors import BadRequest, ContentMismatch, NotFound
+from weightyard.errors import BadRequest, NotFound
 
 router = APIRouter()
 LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
@@ -100,23 +98,17 @@ async def upload_object(request: Request, oid: str) -> Response:
 @router.put("/api/lfs/uploads/{upload_id}/parts/{number}")
 async def upload_part(request: Request, upload_id: str, number: int) -> Response:
     lfs = hub_of(request).lfs
-    target, expected = await run_in_threadpool(
+    writer = await run_in_threadpool(
         lfs.open_part, upload_id, number, _int_param(request, "exp"), request.query_params.get("sig", "")
     )
     allow_body(request, None)  # pump_body holds it to the part's size
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
-    handle = open(temporary, "wb")  # noqa: SIM115 - closed below on every path
     try:
-        received = await pump_body(request, handle.write, UPLOAD_BATCH, limit=expected)
-        if received != expected:
-            raise ContentMismatch(f"part {number} must have {expected} bytes, received {received}")
-        handle.close()
-        os.replace(temporary, target)
-    except BaseException:
-        handle.close()
-        temporary.unlink(missing_ok=True)
+        await pump_body(request, writer.write, UPLOAD_BATCH, limit=writer.expected)
+        await run_in_threadpool(writer.finish)
+    except (Exception, ClientDisconnect):
+        await run_in_threadpool(writer.abort)
         raise
-    return Response(status_code=200, headers={"ETag": f'"{upload_id}-{number}-{expected}"'})
+    return Response(status_code=200, headers={"ETag": f'"{upload_id}-{number}-{writer.expected}"'})
 
 
 @router.post("/api/lfs/uploads/{upload_id}/complete")

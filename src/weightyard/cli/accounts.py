@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from weightyard.cli.app import app
 from weightyard.cli.hub import (
@@ -20,8 +19,8 @@ from weightyard.cli.hub import (
     hub_request,
 )
 from weightyard.cli.progress import out
-from weightyard.config import ADMIN_USER, Settings
 from weightyard.errors import WeightyardError
+from weightyard.names import ADMIN_USER
 
 DataOption = Annotated[
     Path | None, typer.Option(help="Data folder (default: $WEIGHTYARD_DATA or ./.weightyard).")
@@ -52,6 +51,7 @@ def _local_admin() -> Any:
 
 def _hub(data: Path | None) -> Any:
     """The hub in an existing data folder; a folder that holds none is refused (never created here)."""
+    from weightyard.config import Settings
     from weightyard.hub import Hub
     from weightyard.maintenance.startup import StartupError
 
@@ -65,6 +65,8 @@ def _print(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> Non
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return
+    from rich.table import Table
+
     table = Table(*columns)
     for row in rows:
         table.add_row(*["" if row.get(c) is None else str(row.get(c)) for c in columns])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shlex
@@ -10,11 +11,11 @@ import stat
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, cast
+from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from weightyard import __version__
 from weightyard.cli.app import app
@@ -27,14 +28,16 @@ from weightyard.cli.known_hubs import (
     remember,
     trusted_hub_key,
 )
-from weightyard.cli.progress import ProgressFile, RichBar, console, out, transfer_progress
-from weightyard.config import Settings
+from weightyard.cli.progress import RichBar, console, out, transfer_progress
 from weightyard.demo import DEMO_REPO, demo_model_path
 from weightyard.errors import WeightyardError
 from weightyard.formatting import human_size
 from weightyard.validation import check_path, check_repo_id
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
+# Files this size and larger are sent by `push` itself through the LFS batch API (the hub's default LFS
+# threshold, `Settings.lfs_threshold`); smaller ones go inline with the commit or through the stock client.
+LFS_THRESHOLD = 10 * 1024 * 1024
 # Files that describe a local download, not the model.
 _SKIPPED_DIRS = {".git", ".cache"}
 
@@ -103,6 +106,7 @@ def serve(
     import uvicorn
 
     from weightyard.api import create_app
+    from weightyard.config import Settings
     from weightyard.hub import Hub
     from weightyard.maintenance.startup import StartupError
     from weightyard.server import uvicorn_config
@@ -211,8 +215,15 @@ def _ensure_repo(api: Any, repo: str, private: bool) -> str | None:
 
 
 def push_folder(api: Any, folder: Path, repo: str, revision: str, message: str, private: bool) -> str:
-    """Upload every file of `folder` as one commit on `revision`; returns the commit id."""
+    """Upload every file of `folder` as one commit on `revision`; returns the commit id.
+
+    Each file is read twice: once to hash it, once to send it. Files from the hub's LFS threshold up are
+    sent by `transfer.upload_lfs_object` (parts in parallel) while the next file is being hashed; the stock
+    client then commits them without sending them again, and sends the small files itself.
+    """
     from huggingface_hub import CommitOperationAdd
+
+    from weightyard.cli.transfer import sha256_of_file, upload_lfs_object
 
     files = _local_files(folder)
     if not files:
@@ -222,26 +233,35 @@ def push_folder(api: Any, folder: Path, repo: str, revision: str, message: str, 
         console.print(note)
     if revision != "main":
         api.create_branch(repo, branch=revision, exist_ok=True)
+    headers = {"User-Agent": f"weightyard/{__version__}"}
+    if api.token:
+        headers["Authorization"] = f"Bearer {api.token}"
     progress = transfer_progress()
-    with progress:
+    with progress, ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash") as hasher:
+        sizes = [path.stat().st_size for path, _ in files]
+        tasks = [
+            progress.add_task(f"hashing {path_in_repo}", total=size)
+            for (_, path_in_repo), size in zip(files, sizes, strict=True)
+        ]
+        digests = [
+            hasher.submit(sha256_of_file, path, functools.partial(progress.advance, task))
+            for (path, _), task in zip(files, tasks, strict=True)
+        ]
         operations = []
-        handles = []
-        for path, path_in_repo in files:
-            # The client reads each file twice: once to hash it (now), once to upload it (in create_commit).
-            task = progress.add_task(f"hashing {path_in_repo}", total=path.stat().st_size)
-            handle = ProgressFile(str(path), progress, task)
-            handles.append((handle, task))
-            operations.append(
-                CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=cast(BinaryIO, handle))
-            )
-            handle.seek(0)
-            progress.update(task, description=path_in_repo)
+        for (path, path_in_repo), size, task, digest in zip(files, sizes, tasks, digests, strict=True):
+            sha256 = digest.result()
+            operation = CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=str(path))
+            operation.upload_info.sha256 = bytes.fromhex(sha256)  # known: the client need not hash again
+            operations.append(operation)
+            progress.reset(task, description=path_in_repo, total=size)
+            if size >= LFS_THRESHOLD:
+                advance = functools.partial(progress.advance, task)
+                upload_lfs_object(_endpoint(api.endpoint), headers, repo, path, sha256, advance)
         try:
             info = api.create_commit(repo, operations=operations, commit_message=message, revision=revision)
         finally:
-            for handle, task in handles:
+            for task in tasks:
                 progress.update(task, completed=progress.tasks[task].total)
-                handle.close()
     return str(info.oid)
 
 
@@ -601,6 +621,8 @@ def ls(
     if as_json:
         print(json.dumps(rows, indent=2))
         return
+    from rich.table import Table
+
     table = Table(*columns)
     for row in rows:
         cells = [
@@ -634,6 +656,8 @@ def log(
     if as_json:
         print(json.dumps(commits, indent=2))
         return
+    from rich.table import Table
+
     table = Table("commit", "date", "author", "title")
     for c in commits:
         table.add_row(c["id"][:12], c["date"][:19], ", ".join(c["authors"]), c["title"])

@@ -15,7 +15,6 @@ from weightyard.cli.accounts import DataOption
 from weightyard.cli.app import app
 from weightyard.cli.hub import JsonOption, fail
 from weightyard.cli.progress import console
-from weightyard.config import Settings
 from weightyard.formatting import human_size
 
 db_app = typer.Typer(help="The hub's database schema.", no_args_is_help=True)
@@ -23,6 +22,7 @@ app.add_typer(db_app, name="db")
 
 
 def _open(data: Path | None, create: bool) -> Any:
+    from weightyard.config import Settings
     from weightyard.hub import Hub
     from weightyard.maintenance.startup import StartupError
 
@@ -45,6 +45,7 @@ def init(data: DataOption = None) -> None:
 @db_app.command("upgrade")
 def db_upgrade(data: DataOption = None) -> None:
     """Bring the database schema up to date (SQLite hubs also do it themselves at start-up)."""
+    from weightyard.config import Settings
     from weightyard.db import create_engine, migrate, schema_state
     from weightyard.maintenance.startup import StartupError, check_data_folder, folder_lock
 

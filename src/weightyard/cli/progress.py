@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import sys
 import threading
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
-    TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
@@ -67,41 +65,3 @@ class RichBar:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-class ProgressFile(io.BufferedIOBase):
-    """A read-only file that advances a progress task as it is read (seeks move the task back)."""
-
-    def __init__(self, path: str, progress: Progress, task: TaskID) -> None:
-        super().__init__()
-        self._handle: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by close()
-        self._progress = progress
-        self._task = task
-        self.name = path
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        data = self._handle.read(-1 if size is None else size)
-        self._progress.update(self._task, advance=len(data))
-        return data
-
-    def read1(self, size: int = -1) -> bytes:
-        return self.read(size)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        before = self._handle.tell()
-        after = self._handle.seek(offset, whence)
-        self._progress.update(self._task, advance=after - before)
-        return after
-
-    def tell(self) -> int:
-        return self._handle.tell()
-
-    def close(self) -> None:
-        self._handle.close()
-        super().close()

@@ -10,24 +10,24 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from weightyard.cli.app import app
-from weightyard.scan import SCANNER_VERSION, Report, Severity, Verdict, scan_path, worst_verdict
+
+if TYPE_CHECKING:  # the scanners load only when `scan` runs, not at every start of the CLI
+    from weightyard.scan import Report
 
 EXIT_FINDINGS = 1
 EXIT_USAGE = 2
-_STYLE = {
-    Verdict.SAFE: "green",
-    Verdict.SUSPICIOUS: "yellow",
-    Verdict.UNSAFE: "red",
-    Verdict.UNSCANNABLE: "magenta",
-}
+# by verdict (`Verdict` values)
+_STYLE = {"safe": "green", "suspicious": "yellow", "unsafe": "red", "unscannable": "magenta"}
 
 
 def _entries(paths: list[Path], recursive: bool) -> list[tuple[str, Report]]:
+    from weightyard.scan import scan_path
+
     entries: list[tuple[str, Report]] = []
     for given in paths:
         reports = scan_path(given, recursive=recursive)
@@ -38,6 +38,8 @@ def _entries(paths: list[Path], recursive: bool) -> list[tuple[str, Report]]:
 
 
 def _summary(entries: list[tuple[str, Report]]) -> dict[str, Any]:
+    from weightyard.scan import SCANNER_VERSION, Verdict, worst_verdict
+
     counts = {v.value: 0 for v in Verdict}
     for _, report in entries:
         counts[report.verdict.value] += 1
@@ -46,8 +48,10 @@ def _summary(entries: list[tuple[str, Report]]) -> dict[str, Any]:
 
 
 def _print_text(entries: list[tuple[str, Report]], summary: dict[str, Any]) -> None:
+    from weightyard.scan import Severity, Verdict
+
     for path, report in entries:
-        verdict = typer.style(f"{report.verdict.value:<11}", fg=_STYLE[report.verdict], bold=True)
+        verdict = typer.style(f"{report.verdict.value:<11}", fg=_STYLE[report.verdict.value], bold=True)
         typer.echo(f"{verdict} {path}  [{report.format}]")
         for f in report.findings:
             if f.severity is not Severity.INFO:
@@ -84,5 +88,5 @@ def scan(
         typer.echo(json.dumps({"files": files, "summary": summary}, indent=2))
     else:
         _print_text(entries, summary)
-    if summary["verdict"] != Verdict.SAFE.value:
+    if summary["verdict"] != "safe":
         raise typer.Exit(EXIT_FINDINGS)

@@ -7,8 +7,6 @@ import dataclasses
 import json
 from typing import Any
 
-from rich.table import Table
-
 from weightyard.cli.accounts import DataOption, _hub
 from weightyard.cli.app import app
 from weightyard.cli.hub import JsonOption, fail
@@ -54,6 +52,8 @@ def stats(as_json: JsonOption = False, data: DataOption = None) -> None:
         }
         print(json.dumps(result, indent=2))
         return
+    from rich.table import Table
+
     table = Table("repo", "type", "logical", "stored", "ratio")
     for r in hub_stats.repos:
         table.add_row(

@@ -12,8 +12,10 @@ import hashlib
 import hmac
 import math
 import shutil
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +34,11 @@ from weightyard.errors import (
 )
 from weightyard.repos.quota import LFS
 from weightyard.repos.service import Repo, RepoService
-from weightyard.storage import BlobStore, BlobWriter, check_sha256
+from weightyard.storage import BlobInfo, BlobStore, BlobWriter, StagedBlob, StagedPartWriter, check_sha256
 
 MAX_PARTS = 10_000
+# Multipart uploads whose in-order hash this process keeps; one forgotten is hashed from disk at completion.
+_STAGED_IN_MEMORY = 256
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,8 @@ class LfsService:
         self._ttl = ttl
         self._max_file_size = max_file_size
         self._max_batch_objects = max_batch_objects
+        self._staged: OrderedDict[str, StagedBlob] = OrderedDict()
+        self._staged_lock = threading.Lock()
         staging.mkdir(parents=True, exist_ok=True)
 
     def batch(
@@ -199,44 +205,52 @@ class LfsService:
             raise NotFound(f"no upload {upload_id}")
         return row
 
-    def open_part(self, upload_id: str, number: int, expires: int, signature: str) -> tuple[Path, int]:
-        """Check a signed part URL; returns where the part goes and the exact size it must have."""
+    def _staged_blob(self, upload_id: str, size: int, part_size: int) -> StagedBlob:
+        with self._staged_lock:
+            staged = self._staged.get(upload_id)
+            if staged is None:
+                staged = StagedBlob(self.staging / upload_id, size, part_size)
+                self._staged[upload_id] = staged
+                if len(self._staged) > _STAGED_IN_MEMORY:
+                    self._staged.popitem(last=False)
+            return staged
+
+    def _forget_staged(self, upload_id: str) -> None:
+        with self._staged_lock:
+            self._staged.pop(upload_id, None)
+
+    def open_part(self, upload_id: str, number: int, expires: int, signature: str) -> StagedPartWriter:
+        """Check a signed part URL; returns the writer that puts the part's bytes where they belong."""
         self._check(signature, expires, "part", upload_id, number)
-        row = self._upload_row(upload_id)
-        m = row._mapping
+        m = self._upload_row(upload_id)._mapping
         self._grant_holder(m["token_id"], m["repo_id"])
-        parts = math.ceil(m["size"] / m["part_size"])
-        if not 1 <= number <= parts:
-            raise BadRequest(f"part {number} is out of range 1..{parts}")
-        expected = m["part_size"] if number < parts else m["size"] - m["part_size"] * (parts - 1)
-        folder = self.staging / upload_id
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder / str(number), int(expected)
+        staged = self._staged_blob(upload_id, int(m["size"]), int(m["part_size"]))
+        if not 1 <= number <= staged.parts:
+            raise BadRequest(f"part {number} is out of range 1..{staged.parts}")
+        return staged.part_writer(number)
 
     def complete(self, upload_id: str, expires: int, signature: str, sha256: str) -> None:
-        """Assemble the parts in order into one blob, checking size and sha256 while copying."""
+        """Check that every part is there and that the whole hashes to the upload's sha256, then make the
+        staged file the blob (fsync and rename: the parts were written in place, nothing is copied)."""
         self._check(signature, expires, "complete", upload_id)
         m = self._upload_row(upload_id)._mapping
         principal = self._grant_holder(m["token_id"], m["repo_id"])
         if sha256 != m["sha256"]:
             raise BadRequest("completion names another object than the upload")
-        folder = self.staging / upload_id
-        parts = math.ceil(m["size"] / m["part_size"])
-        writer = self._store.writer()
+        staged = self._staged_blob(upload_id, int(m["size"]), int(m["part_size"]))
+        blob = BlobInfo(sha256=m["sha256"], size=int(m["size"]))
         try:
-            for number in range(1, parts + 1):
-                part = folder / str(number)
-                if not part.is_file():
-                    raise ContentMismatch(f"part {number} of {parts} was not uploaded")
-                with open(part, "rb") as handle:
-                    while chunk := handle.read(4 * 1024 * 1024):
-                        writer.write(chunk)
-            blob = writer.commit(expected_sha256=m["sha256"], expected_size=m["size"])
-        except BaseException:
-            writer.abort()
-            raise
+            staged.seal()
+            missing = staged.missing_parts()
+            if missing:
+                raise ContentMismatch(f"part {missing[0]} of {staged.parts} was not uploaded")
+            actual = staged.digest()
+            if actual != blob.sha256:
+                raise ContentMismatch(f"content sha256 is {actual}, not the announced {blob.sha256}")
+            self._store.adopt(staged.path, blob)
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            self._forget_staged(upload_id)
+            shutil.rmtree(staged.folder, ignore_errors=True)
             with transaction(self._repos_engine) as conn:
                 conn.execute(sa.delete(tables.lfs_uploads).where(tables.lfs_uploads.c.id == upload_id))
         self._repos.record_blob(principal, blob)

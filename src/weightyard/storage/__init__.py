@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from weightyard.errors import BadRequest
 from weightyard.storage.base import SHA256_RE, BlobInfo, BlobStore, BlobWriter, check_sha256
-from weightyard.storage.local import LocalBlobStore
+from weightyard.storage.local import LocalBlobStore, StagedBlob, StagedPartWriter
 from weightyard.storage.xet import XetBlobStore, XetFile
 
 __all__ = [
@@ -18,6 +18,8 @@ __all__ = [
     "BlobStore",
     "BlobWriter",
     "LocalBlobStore",
+    "StagedBlob",
+    "StagedPartWriter",
     "XetBlobStore",
     "XetFile",
     "check_sha256",

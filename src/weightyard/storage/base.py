@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, Protocol
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -52,6 +53,11 @@ class BlobStore(Protocol):
         ...
 
     def delete(self, sha256: str) -> None: ...
+
+    def adopt(self, written: Path, blob: BlobInfo) -> None:
+        """Make `written`, a complete file in the store's temporary folder whose content the caller has
+        checked is `blob`, visible under its sha256 (after an fsync), taking the file over."""
+        ...
 
     def check_stored(self, sha256: str, size: int) -> None:
         """Raise `StoredContentMissing` or `StoredContentDamaged` unless all `size` bytes are stored."""

@@ -18,7 +18,13 @@ from typing import BinaryIO
 import sqlalchemy as sa
 
 from weightyard.db import insert_ignore, tables, transaction, utcnow
-from weightyard.errors import BlobNotFound, ContentMismatch, StoredContentDamaged, StoredContentMissing
+from weightyard.errors import (
+    BlobNotFound,
+    ContentMismatch,
+    NotFound,
+    StoredContentDamaged,
+    StoredContentMissing,
+)
 from weightyard.faults import crash_point
 from weightyard.storage.base import BlobInfo, check_sha256
 
@@ -26,6 +32,9 @@ from weightyard.storage.base import BlobInfo, check_sha256
 _WRITE_QUEUE_DEPTH = 4
 _TMP_DIR = ".tmp"
 _SWEEP_AGE = 24 * 3600.0
+# Reads of a staged file that is hashed from disk: large, so hashing runs at the speed of sha256.
+_HASH_READ = 8 * 1024 * 1024
+_STAGED_DATA = "data"
 
 
 class LocalBlobWriter:
@@ -151,6 +160,15 @@ class LocalBlobStore:
                 final.unlink(missing_ok=True)
             raise
 
+    def adopt(self, written: Path, blob: BlobInfo) -> None:
+        """Make a complete file whose content the caller has checked is `blob` visible: fsync, then place."""
+        fd = os.open(written, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.place(written, blob)
+
     def check_stored(self, sha256: str, size: int) -> None:
         """Raise unless the blob is stored whole: `StoredContentMissing`, or `StoredContentDamaged` when the
         file is shorter or longer than recorded. Checked before a download sends its headers."""
@@ -234,6 +252,196 @@ def mapped_pieces(handle: io.FileIO, start: int, end: int, piece_size: int) -> I
             )
             yield memoryview(window)[position - window_start :]
             position = window_start + length
+
+
+class StagedBlob:
+    """A blob that arrives as numbered parts of `part_size` bytes, in any order and possibly more than once,
+    written where they belong in one staging file (`FOLDER/data`), so completing it copies nothing.
+
+    The sha256 is computed once, in order: the part that starts where the hashed prefix ends is hashed while
+    it is written, and parts that arrived ahead of it are read back (from the page cache) as soon as the
+    prefix reaches them. A part sent again after its bytes were hashed makes that hash worthless; `digest`
+    then hashes the file from disk instead. Every finished part leaves an empty marker file `FOLDER/<number>`:
+    markers, not this object's memory, say which parts are there, so a staged blob survives a restart of
+    the server (its in-memory hash does not, and is recomputed from disk).
+    """
+
+    def __init__(self, folder: Path, size: int, part_size: int) -> None:
+        self.folder = folder
+        self.path = folder / _STAGED_DATA
+        self.size = size
+        self.part_size = part_size
+        self.parts = -(-size // part_size)
+        self._lock = threading.Lock()
+        self._hash = hashlib.sha256()
+        self._hashed = 0  # the prefix [0, _hashed) is in _hash
+        self._hashing = False  # one thread at a time extends the hash
+        self._stale = False  # bytes already hashed were written again
+        self._sealed = False  # being completed: no more part writers
+        self._writing: set[int] = set()
+        # marker identities of the parts this object saw finish; another writer's marker differs
+        self._finished: dict[int, tuple[int, int]] = {}
+
+    def span(self, number: int) -> tuple[int, int]:
+        """The byte range [start, end) of part `number` (1-based)."""
+        start = (number - 1) * self.part_size
+        return start, min(start + self.part_size, self.size)
+
+    def part_writer(self, number: int) -> StagedPartWriter:
+        """A writer for part `number`; its bytes count once `finish` has checked their size."""
+        start, _ = self.span(number)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            if self._sealed:
+                raise NotFound("this upload is being completed; it takes no more parts")
+            # The marker goes first: until this part is finished again, it is not there.
+            (self.folder / str(number)).unlink(missing_ok=True)
+            if number in self._finished or number in self._writing or start < self._hashed:
+                self._stale = True
+            self._finished.pop(number, None)
+            self._writing.add(number)
+            owns_hash = not self._hashing and not self._stale and start == self._hashed
+            if owns_hash:
+                self._hashing = True
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size != self.size:
+                os.ftruncate(fd, self.size)
+        except BaseException:
+            os.close(fd)
+            raise
+        return StagedPartWriter(self, number, fd, owns_hash)
+
+    def _finished_part(self, number: int, owned_hash: bool) -> None:
+        marker = self.folder / str(number)
+        try:
+            with open(marker, "wb"):
+                pass
+        except FileNotFoundError:
+            raise NotFound("this upload was completed or abandoned meanwhile") from None
+        info = marker.stat()
+        with self._lock:
+            self._writing.discard(number)
+            self._finished[number] = (info.st_ino, info.st_mtime_ns)
+            if owned_hash:
+                self._hashed = self.span(number)[1]
+            elif self._hashing:
+                return
+            self._hashing = True
+        self._catch_up()
+
+    def _catch_up(self) -> None:
+        """Extend the hash over finished parts that follow the prefix; the caller owns the hash."""
+        while True:
+            with self._lock:
+                number = self._hashed // self.part_size + 1
+                if self._stale or self._hashed >= self.size or number not in self._finished:
+                    self._hashing = False
+                    return
+            start, end = self.span(number)
+            _hash_range(self.path, start, end, self._hash)
+            with self._lock:
+                self._hashed = end
+
+    def _released_hash(self, number: int, restore: hashlib._Hash) -> None:
+        with self._lock:
+            self._writing.discard(number)
+            self._hash = restore
+            self._hashing = False
+
+    def seal(self) -> None:
+        """Take no more parts (before completing). Raises `ContentMismatch` while a part is being written."""
+        with self._lock:
+            if self._writing:
+                raise ContentMismatch(f"part {min(self._writing)} is still being written")
+            self._sealed = True
+
+    def missing_parts(self) -> list[int]:
+        return [n for n in range(1, self.parts + 1) if not (self.folder / str(n)).is_file()]
+
+    def digest(self) -> str:
+        """The sha256 of the staged file once every part is there (see `missing_parts`): the in-order hash
+        when this object saw every part written and nothing since, else a fresh pass over the file."""
+        with self._lock:
+            trusted = not self._stale and not self._writing and self._hashed == self.size
+            hash_copy = self._hash.copy()
+            seen = dict(self._finished)
+        if trusted:
+            for number in range(1, self.parts + 1):
+                info = (self.folder / str(number)).stat()
+                if seen.get(number) != (info.st_ino, info.st_mtime_ns):
+                    trusted = False
+                    break
+        if trusted:
+            return hash_copy.hexdigest()
+        fresh = hashlib.sha256()
+        _hash_range(self.path, 0, self.size, fresh)
+        return fresh.hexdigest()
+
+
+class StagedPartWriter:
+    """Writes one part of a `StagedBlob` at its offset (see there); `finish` or `abort` ends it."""
+
+    def __init__(self, staged: StagedBlob, number: int, fd: int, owns_hash: bool) -> None:
+        self._staged = staged
+        self._number = number
+        self._fd = fd
+        self._offset, self._end = staged.span(number)
+        self.expected = self._end - self._offset
+        self._owns_hash = owns_hash
+        # the hash as it was before this part, restored if the part fails half way
+        self._restore = staged._hash.copy() if owns_hash else None
+        self.received = 0
+
+    def write(self, data: bytes) -> None:
+        if self.received + len(data) > self.expected:
+            raise ContentMismatch(f"part {self._number} must have {self.expected} bytes, received more")
+        if self._owns_hash:
+            self._staged._hash.update(data)
+        view = memoryview(data)
+        position = self._offset + self.received
+        while view:
+            written = os.pwrite(self._fd, view, position)
+            view, position = view[written:], position + written
+        self.received += len(data)
+
+    def finish(self) -> None:
+        """Count the part: it must have exactly its size. Raises `ContentMismatch` (and aborts) otherwise."""
+        if self.received != self.expected:
+            self.abort()
+            raise ContentMismatch(
+                f"part {self._number} must have {self.expected} bytes, received {self.received}"
+            )
+        os.close(self._fd)
+        self._fd = -1
+        self._staged._finished_part(self._number, self._owns_hash)
+
+    def abort(self) -> None:
+        if self._fd < 0:
+            return
+        os.close(self._fd)
+        self._fd = -1
+        if self._restore is not None:
+            self._staged._released_hash(self._number, self._restore)
+        else:
+            with self._staged._lock:
+                self._staged._writing.discard(self._number)
+
+
+def _hash_range(path: Path, start: int, end: int, into: hashlib._Hash) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError, AttributeError):
+            os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_SEQUENTIAL)
+        position = start
+        while position < end:
+            data = os.pread(fd, min(_HASH_READ, end - position), position)
+            if not data:
+                raise ContentMismatch(f"the staged file ends at {position}, before {end}")
+            into.update(data)
+            position += len(data)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

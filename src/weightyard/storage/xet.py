@@ -55,6 +55,8 @@ _IOV_MAX = 1024
 _INFO_CACHE_SIZE = 128
 # Serialized xorb bytes read at once when hashing a stored file: large reads, bounded memory.
 _HASH_WINDOW = 4 * 1024 * 1024
+# Reads of a complete file that is packed into xorbs after the fact (a multipart upload).
+_ADOPT_READ = 8 * 1024 * 1024
 
 
 def pack_terms(terms: Iterable[FileTerm]) -> bytes:
@@ -102,6 +104,23 @@ class XetBlobStore:
 
     def writer(self) -> XetBlobWriter | LocalBlobWriter:
         return XetBlobWriter(self) if self.pack else self.base.writer()
+
+    def adopt(self, written: Path, blob: BlobInfo) -> None:
+        if not self.pack:
+            self.base.adopt(written, blob)
+            return
+        # Packing chunks the file into xorbs: one read of the file, which is then no longer needed.
+        writer = XetBlobWriter(self)
+        try:
+            with open(written, "rb") as handle:
+                while data := handle.read(_ADOPT_READ):
+                    writer.write(data)
+            writer.commit(expected_sha256=blob.sha256, expected_size=blob.size)
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            written.unlink(missing_ok=True)
 
     def exists(self, sha256: str) -> bool:
         return self.base.exists(sha256) or self.file_by_sha256(sha256) is not None
