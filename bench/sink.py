@@ -2,8 +2,9 @@
 
 The stock client's Xet upload (`upload_file` with hf_xet) and `weightyard push` (LFS batch, multipart
 parts) run against it unchanged; it answers like Weightyard does (the same routes, the same 404s that make
-hf_xet fall back to `/v1/shards`, the same multipart part size) but stores, hashes and checks nothing. A
-client's time against it is the client-side limit of an upload on this machine: what no server can improve.
+hf_xet fall back to `/v1/shards`, the same multipart part size) but stores, hashes and checks nothing. It only
+remembers which objects a client verified, so that a later batch for one answers "stored" as the hub does.
+A client's time against it is the client-side limit of an upload on this machine: what no server can improve.
 
     python bench/sink.py [--port 0]      # prints `listening on http://127.0.0.1:PORT`, serves until killed
 
@@ -50,6 +51,8 @@ class Sink(ThreadingHTTPServer):
         self.counts: dict[str, int] = {"xorbs": 0, "shards": 0, "parts": 0, "commits": 0, "unknown": 0}
         self.lock = threading.Lock()
         self.part_size = part_size()
+        # objects a client has verified: a later batch for one answers "stored", as the hub does
+        self.stored: set[str] = set()
 
     @property
     def url(self) -> str:
@@ -187,8 +190,13 @@ class Handler(BaseHTTPRequestHandler):
             )
         elif path.endswith(".git/info/lfs/objects/batch"):
             self._answer(200, self._lfs_batch(self._json_body()))
-        elif path.startswith(("/_sink/complete/", "/_sink/verify")):
+        elif path.startswith("/_sink/complete/"):
             self._json_body()
+            self._answer(200)
+        elif path.startswith("/_sink/verify"):
+            oid = str(self._json_body().get("oid"))
+            with self.server.lock:
+                self.server.stored.add(oid)
             self._answer(200)
         elif path.startswith("/cas/v1/xorbs/"):
             self._discard_body()
@@ -210,6 +218,11 @@ class Handler(BaseHTTPRequestHandler):
         transfer, objects = "basic", []
         for item in payload.get("objects", []):
             oid, size = str(item["oid"]), int(item["size"])
+            with self.server.lock:
+                stored = oid in self.server.stored
+            if stored:
+                objects.append({"oid": oid, "size": size, "authenticated": True})
+                continue
             verify = {"href": f"{base}/_sink/verify", "header": {}}
             if size > chunk:
                 transfer = "multipart"

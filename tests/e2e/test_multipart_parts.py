@@ -29,7 +29,11 @@ def _start(server: Server, repo: str, data: bytes, oid: str | None = None) -> di
     response = httpx.post(
         f"{server.url}/{repo}.git/info/lfs/objects/batch",
         headers={"Authorization": f"Bearer {server.token}", "Content-Type": "application/vnd.git-lfs+json"},
-        json={"operation": "upload", "transfers": ["multipart"], "objects": [{"oid": oid, "size": len(data)}]},
+        json={
+            "operation": "upload",
+            "transfers": ["multipart"],
+            "objects": [{"oid": oid, "size": len(data)}],
+        },
     )
     response.raise_for_status()
     (obj,) = response.json()["objects"]
@@ -56,7 +60,7 @@ def _stored(server: Server, sha256: str) -> bytes | None:
 
 
 def _staging(server: Server) -> list[Path]:
-    return [p for p in (server.data / "blobs" / ".tmp" / "parts").rglob("*")]
+    return list((server.data / "blobs" / ".tmp" / "parts").rglob("*"))
 
 
 @pytest.fixture

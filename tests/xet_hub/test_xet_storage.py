@@ -87,6 +87,32 @@ api.upload_file(path_or_fileobj=b"hello", path_in_repo="README.md", repo_id="adm
     assert stats["blob_bytes"] == 0 and stats["logical_bytes"] > stats["stored_bytes"]  # type: ignore[operator]
 
 
+def test_with_xet_store_a_multipart_lfs_upload_is_packed_into_xorbs_once_complete(tmp_path: Path) -> None:
+    hub = fresh_hub(
+        tmp_path,
+        WEIGHTYARD_BLOB_URL=f"xet://{tmp_path / 'data' / 'blobs'}",
+        WEIGHTYARD_MULTIPART_CHUNK_SIZE=str(MIB),
+    )
+    try:
+        data = payload(3 * MIB + 5, seed=9)
+        (tmp_path / "w.bin").write_bytes(data)
+        result = run_python(
+            f"""
+from huggingface_hub import HfApi
+api = HfApi(endpoint={hub.url!r}, token={hub.server.token!r})
+api.create_repo("admin/parts")
+api.upload_file(path_or_fileobj={str(tmp_path / "w.bin")!r}, path_in_repo="w.bin", repo_id="admin/parts")
+""",
+            {"HF_HUB_DISABLE_XET": "1", "HF_HOME": str(tmp_path / "lfs-client")},
+        )
+        assert result.returncode == 0, result.stderr
+        assert hub.blob_files() == set(), "the staged parts became xorbs, not a whole blob"
+        assert list((tmp_path / "data" / "blobs" / ".tmp" / "parts").rglob("*")) == []
+        assert httpx.get(f"{hub.url}/admin/parts/resolve/main/w.bin").content == data
+    finally:
+        stop_server(hub.server)
+
+
 def _age_everything(hub: XetHub) -> None:
     # Test set-up: move the hub's Xet records past the 28-day grace period, which no command can do.
     engine = sa.create_engine(f"sqlite:///{hub.server.data / 'weightyard.db'}")
