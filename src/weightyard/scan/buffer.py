@@ -32,7 +32,8 @@ class RangeView:
     """Read-only random access to `size` bytes that `read_at` fetches on demand; what parsers use of
     bytes: `len`, indexing, slicing (with step 1; slices are `bytes`), `find` and `rfind`.
 
-    Memory is bounded whatever the size: at most BLOCKS cached blocks, plus the slices callers ask for.
+    Memory is bounded whatever the size: at most BLOCKS cached blocks (and the last block used), plus the
+    slices callers ask for.
     """
 
     def __init__(self, read_at: ReadAt, size: int, *, before_read: Callable[[], None] | None = None) -> None:
