@@ -70,6 +70,8 @@ DEDUP_ANSWER_CHUNKS = 1 << 16
 GC_GRACE = datetime.timedelta(days=28)
 # Hashing one chunk reference into a file's Merkle tree costs about as much as rebuilding and hashing 8 KiB.
 CHUNK_REF_COST = 8 * 1024
+# A xorb being received is flushed to disk every this many bytes (the answer waits for the last fsync only).
+XORB_SYNC_STEP = 16 * 1024 * 1024
 READ, WRITE = "read", "write"
 
 
@@ -164,6 +166,7 @@ class XorbUpload:
         self._quota = quota
         self._budget = budget
         self._size = 0
+        self._synced = 0
         self._parser = XorbParser()
         self._path = store.temporary_xorb()
         self._file = open(self._path, "wb")  # noqa: SIM115 - closed in finish/abort
@@ -174,6 +177,11 @@ class XorbUpload:
         self._size += len(data)
         self._parser.feed(data)
         self._file.write(data)
+        if self._size - self._synced >= XORB_SYNC_STEP:
+            # Written back while the rest arrives, so the fsync before the answer waits only for the tail.
+            self._file.flush()
+            os.fdatasync(self._file.fileno())
+            self._synced = self._size
 
     def finish(self, token: XetToken) -> bool:
         info = self._parser.finish(self._hash)
