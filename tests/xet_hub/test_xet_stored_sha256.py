@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from weightyard.db import create_engine, migrate
-from weightyard.errors import StoredContentDamaged
 from weightyard.storage import LocalBlobStore, XetBlobStore
 from weightyard.xet import CompressionScheme, FileTerm, XorbInfo, serialize_xorb
 from weightyard.xet.errors import CorruptXorb
@@ -78,5 +77,5 @@ def test_a_damaged_compressed_chunk_header_or_a_truncated_xorb_is_refused_as_dam
         store.sha256_of(terms)
     path = store.xorb_path(info.hash)
     path.write_bytes(path.read_bytes()[:-10])
-    with pytest.raises(StoredContentDamaged):
+    with pytest.raises(CorruptXorb):
         store.sha256_of(terms)

@@ -37,13 +37,10 @@ from weightyard.xet import (
     FileTerm,
     PackedXorb,
     ShardFile,
-    XorbChunk,
     XorbInfo,
     hash_to_string,
     iter_file_bytes,
-    iter_stored_chunks,
     pack_chunk_table,
-    plan_reconstruction,
     string_to_hash,
     unpack_chunk_table,
 )
@@ -53,8 +50,6 @@ _TERM = struct.Struct("<32sIII")
 _IOV_MAX = 1024
 # Parsed chunk tables kept in memory (up to ~1.6 MB each for 8192 chunks): the xorbs of a file of several GB.
 _INFO_CACHE_SIZE = 128
-# Serialized xorb bytes read at once when hashing a stored file: large reads, bounded memory.
-_HASH_WINDOW = 4 * 1024 * 1024
 # Reads of a complete file that is packed into xorbs after the fact (a multipart upload).
 _ADOPT_READ = 8 * 1024 * 1024
 
@@ -405,24 +400,13 @@ class XetBlobStore:
     def sha256_of(self, terms: tuple[FileTerm, ...]) -> str:
         """The sha256 of a file rebuilt from its terms: what a shard's claim is checked against.
 
-        The bytes are read from the stored xorbs in windows of `_HASH_WINDOW` and hashed in place: chunk
-        hashes are not recomputed (each was when its xorb arrived, and a byte changed in storage since then
-        changes this sha256 too), and only compressed chunks are decompressed.
+        Chunk hashes are not recomputed: each was when its xorb arrived, and a byte changed in storage since
+        then changes this sha256 too, so a false claim fails either way.
         """
         digest = hashlib.sha256()
-        if not terms:
-            return digest.hexdigest()
-        plan = plan_reconstruction(terms, self.xorb_info)
-        buffer = bytearray(_HASH_WINDOW)
-        for term in plan.terms:
-            stored = plan.tables[term.xorb_hash]
-            with open(self.xorb_path(stored.hash), "rb") as handle:
-                for chunks in _windows(stored.chunks[term.chunk_start : term.chunk_end], _HASH_WINDOW):
-                    start, end = chunks[0].start, chunks[-1].end
-                    with memoryview(buffer)[: end - start] as window:
-                        _read_exactly(handle, start, window, stored.hash)
-                        for data in iter_stored_chunks(window, chunks, start):
-                            digest.update(data)
+        if terms:
+            for piece in iter_file_bytes(terms, self.xorb_info, self.read_xorb, rehash=False):
+                digest.update(piece)
         return digest.hexdigest()
 
     @contextlib.contextmanager
@@ -475,27 +459,6 @@ class XetBlobWriter:
 
     def abort(self) -> None:
         self._done = True
-
-
-def _windows(chunks: Sequence[XorbChunk], limit: int) -> Iterator[Sequence[XorbChunk]]:
-    """Runs of consecutive chunks spanning at most `limit` serialized bytes each (a chunk is far smaller)."""
-    first = 0
-    while first < len(chunks):
-        last = first + 1
-        while last < len(chunks) and chunks[last].end - chunks[first].start <= limit:
-            last += 1
-        yield chunks[first:last]
-        first = last
-
-
-def _read_exactly(handle: BinaryIO, offset: int, into: memoryview, xorb_hash: bytes) -> None:
-    """Fill `into` from `offset` of a stored xorb; one shorter than its record is `StoredContentDamaged`."""
-    filled = 0
-    while filled < len(into):
-        count = os.preadv(handle.fileno(), [into[filled:]], offset + filled)
-        if count == 0:
-            raise StoredContentDamaged(f"xorb {hash_to_string(xorb_hash)} is shorter than its chunk table")
-        filled += count
 
 
 def _scatter_read(fd: int, start: int, buffers: Sequence[memoryview]) -> int:

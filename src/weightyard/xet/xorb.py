@@ -401,33 +401,6 @@ def iter_chunk_data(serialized: bytes | memoryview, first_offset: int = 0) -> It
         position = payload_end
 
 
-def iter_stored_chunks(
-    serialized: memoryview, chunks: Iterable[XorbChunk], offset: int
-) -> Iterator[bytes | memoryview]:
-    """The uncompressed data of consecutive `chunks` of a stored xorb, whose serialized bytes from `offset` on
-    are `serialized`; an uncompressed chunk comes as a view into `serialized` (no copy).
-
-    Each header is checked against the server's own record (a mismatch is `CorruptXorb`), but the chunk's
-    hash is not recomputed: it was when the xorb arrived. For callers that hash the data anyway (the sha256
-    of a file), a byte changed in storage since then still shows.
-    """
-    for chunk in chunks:
-        start, end = chunk.start - offset, chunk.end - offset
-        try:
-            header = _parse_header(serialized[start : start + CHUNK_HEADER_LEN], chunk.start)
-            if (header.scheme, header.length, CHUNK_HEADER_LEN + header.payload_len) != (
-                chunk.scheme,
-                chunk.length,
-                end - start,
-            ):
-                raise CorruptXorb(f"chunk header at offset {chunk.start} disagrees with the chunk table")
-            yield decode_chunk_payload(
-                header.scheme, serialized[start + CHUNK_HEADER_LEN : end], chunk.length
-            )
-        except (InvalidXorb, ChunkDecompressionError) as exc:
-            raise CorruptXorb(f"chunk at offset {chunk.start}: {exc.message}") from None
-
-
 # A compact chunk table for the server's index, 41 bytes a chunk: hash, length, serialized end and scheme;
 # the offsets follow from running sums.
 _TABLE_ENTRY = struct.Struct("<32sIIB")
