@@ -58,6 +58,15 @@ def test_sha256_of_a_stored_file_covers_every_scheme_and_partial_chunk_ranges(tm
     assert store.sha256_of(()) == hashlib.sha256(b"").hexdigest()
 
 
+def test_sha256_of_a_file_spanning_several_read_windows_of_one_reused_buffer(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    # More chunks than one read window takes, in two xorbs: every window lands in the same buffer.
+    chunks = [RNG.randbytes(1000) + TEXT[: i % 3000] for i in range(1500)]
+    first, second = _stored(store, chunks[:1200]), _stored(store, chunks[1200:])
+    terms = (_term(first, 0, 1200), _term(second, 0, 300))
+    assert store.sha256_of(terms) == hashlib.sha256(b"".join(chunks)).hexdigest()
+
+
 def test_a_payload_byte_changed_in_storage_after_the_upload_changes_the_sha256(tmp_path: Path) -> None:
     store = _store(tmp_path)
     info = _stored(store, [RANDOM, TEXT])

@@ -32,6 +32,7 @@ from weightyard.faults import crash_point
 from weightyard.storage.base import BlobInfo
 from weightyard.storage.local import LocalBlobStore, LocalBlobWriter, mapped_pieces
 from weightyard.xet import (
+    READ_WINDOW,
     ChunkLocation,
     FilePacker,
     FileTerm,
@@ -405,7 +406,8 @@ class XetBlobStore:
         """
         digest = hashlib.sha256()
         if terms:
-            for piece in iter_file_bytes(terms, self.xorb_info, self.read_xorb, rehash=False):
+            window = bytearray(READ_WINDOW)
+            for piece in iter_file_bytes(terms, self.xorb_info, self.read_xorb, rehash=False, reuse=window):
                 digest.update(piece)
         return digest.hexdigest()
 

@@ -52,6 +52,7 @@ from weightyard.xet.hashes import (
 )
 from weightyard.xet.packing import ChunkIndex, ChunkLocation, FilePacker, PackedXorb, pack_file
 from weightyard.xet.reconstruction import (
+    READ_WINDOW,
     FetchRange,
     PlannedTerm,
     Reconstruction,
@@ -98,6 +99,7 @@ __all__ = [
     "MAX_CHUNK_SIZE",
     "MAX_XORB_LEN",
     "MIN_CHUNK_SIZE",
+    "READ_WINDOW",
     "TARGET_CHUNK_SIZE",
     "ChunkDecompressionError",
     "ChunkIndex",

@@ -235,6 +235,7 @@ def iter_file_bytes(
     end: int | None = None,
     *,
     rehash: bool = True,
+    reuse: bytearray | None = None,
 ) -> Iterator[memoryview]:
     """Stream bytes `[start, end)` of a file from its xorbs, in pieces of up to `READ_WINDOW` bytes.
 
@@ -243,13 +244,15 @@ def iter_file_bytes(
     never written again, so it may be handed to a socket that sends it later.
 
     `rehash=False` skips the chunk hashes, for a caller that hashes every byte itself against a digest it
-    was given (a shard's sha256 claim): a byte changed in storage then fails that comparison instead.
+    was given (a shard's sha256 claim): a byte changed in storage then fails that comparison instead. A
+    caller that is done with each piece before it asks for the next may pass a `reuse` buffer of
+    `READ_WINDOW` bytes: every piece is then a view into it (no fresh allocation per window).
     """
     plan = plan_reconstruction(terms, lookup, start, end)
     skip = plan.offset_into_first_range
     remaining = plan.end - plan.start
     for term in plan.terms:
-        for piece in _read_term(plan.tables[term.xorb_hash], term, read, rehash):
+        for piece in _read_term(plan.tables[term.xorb_hash], term, read, rehash, reuse):
             piece = piece[skip : skip + remaining]
             skip = 0
             if piece:
@@ -259,7 +262,9 @@ def iter_file_bytes(
                 return
 
 
-def _read_term(stored: XorbInfo, term: PlannedTerm, read: XorbReader, rehash: bool) -> Iterator[memoryview]:
+def _read_term(
+    stored: XorbInfo, term: PlannedTerm, read: XorbReader, rehash: bool, reuse: bytearray | None
+) -> Iterator[memoryview]:
     first = term.chunk_start
     while first < term.chunk_end:
         last, raw = first + 1, stored.chunks[first].length
@@ -270,12 +275,17 @@ def _read_term(stored: XorbInfo, term: PlannedTerm, read: XorbReader, rehash: bo
         ):
             raw += stored.chunks[last].length
             last += 1
-        yield _read_window(stored, stored.chunks[first:last], raw, read, rehash)
+        yield _read_window(stored, stored.chunks[first:last], raw, read, rehash, reuse)
         first = last
 
 
 def _read_window(
-    stored: XorbInfo, chunks: Sequence[XorbChunk], raw: int, read: XorbReader, rehash: bool
+    stored: XorbInfo,
+    chunks: Sequence[XorbChunk],
+    raw: int,
+    read: XorbReader,
+    rehash: bool,
+    reuse: bytearray | None,
 ) -> memoryview:
     """Chunks of one xorb, read with one scatter read, checked, decompressed where needed, as one buffer.
 
@@ -283,7 +293,7 @@ def _read_window(
     and compressed payloads go elsewhere.
     """
     name = hash_to_string(stored.hash)
-    out = memoryview(bytearray(raw))
+    out = memoryview(bytearray(raw) if reuse is None else reuse)[:raw]
     headers = memoryview(bytearray(CHUNK_HEADER_LEN * len(chunks)))
     buffers: list[memoryview] = []
     compressed: list[tuple[XorbChunk, memoryview, memoryview]] = []
