@@ -11,11 +11,12 @@ import stat
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.progress import Progress, TaskID
 
 from weightyard import __version__
 from weightyard.cli.app import app
@@ -177,7 +178,8 @@ def _publish_demo(url: str, token: str) -> None:
     except HfHubHTTPError as exc:
         if exc.response.status_code != 409:  # 409: it exists already
             raise
-    push_folder(api, demo_model_path(), DEMO_REPO, "main", "Add all-MiniLM-L6-v2 (demo)", private=False)
+    message = "Add all-MiniLM-L6-v2 (demo)"
+    push_folder(url, token, demo_model_path(), DEMO_REPO, "main", message, private=False)
 
 
 # ---------------------------------------------------------------------------------------------- push / pull
@@ -214,20 +216,65 @@ def _ensure_repo(api: Any, repo: str, private: bool) -> str | None:
     return None
 
 
-def push_folder(api: Any, folder: Path, repo: str, revision: str, message: str, private: bool) -> str:
+class _PushStopped(Exception):
+    """Raised inside the hashing thread once the push it hashes for has failed."""
+
+
+def push_folder(
+    endpoint: str | None,
+    token: str | None,
+    folder: Path,
+    repo: str,
+    revision: str,
+    message: str,
+    private: bool,
+) -> str:
     """Upload every file of `folder` as one commit on `revision`; returns the commit id.
 
-    Each file is read twice: once to hash it, once to send it. Files from the hub's LFS threshold up are
-    sent by `transfer.upload_lfs_object` (parts in parallel) while the next file is being hashed; the stock
-    client then commits them without sending them again, and sends the small files itself.
+    Each file is read twice: once to hash it, once to send it. Hashing starts first, so that it runs while
+    the client library loads and the repo is checked. Files from the hub's LFS threshold up are sent by
+    `transfer.upload_lfs_object` (parts in parallel) while the next file is being hashed; the stock client
+    then commits them without sending them again, and sends the small files itself.
     """
-    from huggingface_hub import CommitOperationAdd
-
-    from weightyard.cli.transfer import sha256_of_file, upload_lfs_object
+    from weightyard.cli.transfer import sha256_of_file
 
     files = _local_files(folder)
     if not files:
         raise fail(f"{folder} has no files to push", 2)
+    progress = transfer_progress()
+    stop = threading.Event()
+
+    def hashed(task: TaskID, count: int) -> None:
+        if stop.is_set():
+            raise _PushStopped  # ends a hash nobody waits for any more
+        progress.advance(task, count)
+
+    # The bars show only once the hub has answered: a push that cannot reach it prints one error line.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash") as hasher:
+        try:
+            pending = []
+            for path, path_in_repo in files:
+                task = progress.add_task(f"hashing {path_in_repo}", total=path.stat().st_size)
+                digest = hasher.submit(sha256_of_file, path, functools.partial(hashed, task))
+                pending.append((path, path_in_repo, task, digest))
+            return _commit_files(endpoint, token, repo, revision, message, private, progress, pending)
+        finally:
+            stop.set()
+            hasher.shutdown(cancel_futures=True)
+
+
+def _commit_files(
+    endpoint: str | None,
+    token: str | None,
+    repo: str,
+    revision: str,
+    message: str,
+    private: bool,
+    progress: Progress,
+    pending: list[tuple[Path, str, TaskID, Future[str]]],
+) -> str:
+    """Commit files being hashed (`pending`: path, path in the repo, progress task, future sha256)."""
+    api = _api(endpoint, token)
     note = _ensure_repo(api, repo, private)
     if note:
         console.print(note)
@@ -236,32 +283,39 @@ def push_folder(api: Any, folder: Path, repo: str, revision: str, message: str, 
     headers = {"User-Agent": f"weightyard/{__version__}"}
     if api.token:
         headers["Authorization"] = f"Bearer {api.token}"
-    progress = transfer_progress()
-    with progress, ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash") as hasher:
-        sizes = [path.stat().st_size for path, _ in files]
-        tasks = [
-            progress.add_task(f"hashing {path_in_repo}", total=size)
-            for (_, path_in_repo), size in zip(files, sizes, strict=True)
-        ]
-        digests = [
-            hasher.submit(sha256_of_file, path, functools.partial(progress.advance, task))
-            for (path, _), task in zip(files, tasks, strict=True)
-        ]
-        operations = []
-        for (path, path_in_repo), size, task, digest in zip(files, sizes, tasks, digests, strict=True):
-            sha256 = digest.result()
-            operation = CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=str(path))
-            operation.upload_info.sha256 = bytes.fromhex(sha256)  # known: the client need not hash again
-            operations.append(operation)
-            progress.reset(task, description=path_in_repo, total=size)
-            if size >= LFS_THRESHOLD:
-                advance = functools.partial(progress.advance, task)
-                upload_lfs_object(_endpoint(api.endpoint), headers, repo, path, sha256, advance)
-        try:
-            info = api.create_commit(repo, operations=operations, commit_message=message, revision=revision)
-        finally:
-            for task in tasks:
-                progress.update(task, completed=progress.tasks[task].total)
+    with progress:
+        return _upload_and_commit(api, headers, repo, revision, message, progress, pending)
+
+
+def _upload_and_commit(
+    api: Any,
+    headers: dict[str, str],
+    repo: str,
+    revision: str,
+    message: str,
+    progress: Progress,
+    pending: list[tuple[Path, str, TaskID, Future[str]]],
+) -> str:
+    from huggingface_hub import CommitOperationAdd
+
+    from weightyard.cli.transfer import upload_lfs_object
+
+    operations = []
+    for path, path_in_repo, task, digest in pending:
+        sha256 = digest.result()
+        operation = CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=str(path))
+        operation.upload_info.sha256 = bytes.fromhex(sha256)  # known: the client need not hash again
+        operations.append(operation)
+        size = operation.upload_info.size
+        progress.reset(task, description=path_in_repo, total=size)
+        if size >= LFS_THRESHOLD:
+            advance = functools.partial(progress.advance, task)
+            upload_lfs_object(_endpoint(api.endpoint), headers, repo, path, sha256, advance)
+    try:
+        info = api.create_commit(repo, operations=operations, commit_message=message, revision=revision)
+    finally:
+        for shown in progress.tasks:
+            progress.update(shown.id, completed=shown.total)
     return str(info.oid)
 
 
@@ -281,9 +335,8 @@ def push(
     _check_repo(repo)
     if not folder.is_dir():
         raise fail(f"{folder} is not a folder", 2)
-    api = _api(endpoint, token)
     oid = push_folder(
-        api, folder, repo, revision, message or f"Upload {folder.name} with weightyard", private
+        endpoint, token, folder, repo, revision, message or f"Upload {folder.name} with weightyard", private
     )
     out.print(f"Pushed {folder} to {repo}@{revision}: commit {oid}", soft_wrap=True)
 
