@@ -58,8 +58,9 @@ _log = logging.getLogger("weightyard.storage")
 
 TOKEN_TTL = 3600
 FETCH_URL_TTL = 3600
-# A fetch streams in pieces of this many bytes: large, so per-piece costs stay small against the bytes sent.
-_FETCH_PIECE = 16 * 1024 * 1024
+# A fetch streams in pieces of this many bytes. The Xet client fetches many ranges at once, so larger pieces
+# raise the server's peak memory (mapped pages count) faster than they lower the per-piece costs.
+_FETCH_PIECE = 4 * 1024 * 1024
 # Dedup answers stay usable this long in the client's cache; gc must not delete a xorb they name before then.
 DEDUP_SHARD_TTL = 7 * 24 * 3600
 # Bounds of one dedup answer: files looked at, and chunks described (48 bytes each in the shard, ~3 MiB).

@@ -33,7 +33,7 @@ from weightyard.xet.xorb import (
 
 # A file is rebuilt in pieces of up to this many bytes: few, large pieces keep the per-piece costs (a read, a
 # thread hop, a socket write) small against the bytes moved, while a few in flight still bound memory.
-READ_WINDOW = 16 * 1024 * 1024
+READ_WINDOW = 8 * 1024 * 1024
 # Chunks read at once: two buffers each (header and payload), and a scatter read takes at most 1024 (IOV_MAX).
 _WINDOW_CHUNKS = 512
 
