@@ -159,3 +159,26 @@ def test_xorbs_of_an_abandoned_xet_upload_wait_28_days_unless_an_age_is_given(hu
 def test_a_malformed_age_is_a_usage_error(hub: Hub) -> None:
     code, output = hub.cli("gc", "--uploads-older-than", "soon")
     assert code == 2 and "duration" in output
+
+
+def test_a_multipart_upload_interrupted_by_a_kill_completes_after_the_restart(hub: Hub) -> None:
+    hub.create_repo("m")
+    data = binary(3 * MIB + 11, seed=5)
+    oid = hashlib.sha256(data).hexdigest()
+    upload = hub.lfs_batch("admin/m", data)["actions"]["upload"]
+    urls = {int(key): url for key, url in upload["header"].items() if key.isdigit()}
+    assert sorted(urls) == [1, 2, 3, 4]
+    for number in (2, 1):
+        httpx.put(urls[number], content=data[(number - 1) * MIB : number * MIB]).raise_for_status()
+    # The hash of parts 1 and 2 dies with the process; their bytes and markers are on disk.
+    before = hub.url
+    hub.kill()
+    hub.restart()  # on another port: the signed path and query of each URL stay valid
+    for number in (4, 3):
+        url = urls[number].replace(before, hub.url)
+        httpx.put(url, content=data[(number - 1) * MIB : number * MIB]).raise_for_status()
+    complete = upload["href"].replace(before, hub.url)
+    httpx.post(complete, json={"oid": oid, "parts": []}).raise_for_status()
+    blob = hub.data / "blobs" / oid[:2] / oid[2:4] / oid
+    assert blob.read_bytes() == data
+    assert hub.files_under("blobs/.tmp/parts") == set()
