@@ -412,6 +412,8 @@ class StagedPartWriter:
             raise ContentMismatch(
                 f"part {self._number} must have {self.expected} bytes, received {self.received}"
             )
+        # Written back now, while later parts arrive: the fsync at completion then has little left to do.
+        os.fdatasync(self._fd)
         os.close(self._fd)
         self._fd = -1
         self._staged._finished_part(self._number, self._owns_hash)
