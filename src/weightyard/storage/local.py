@@ -32,6 +32,8 @@ from weightyard.storage.base import BlobInfo, check_sha256
 _WRITE_QUEUE_DEPTH = 4
 _TMP_DIR = ".tmp"
 _SWEEP_AGE = 24 * 3600.0
+# Linux maps a window's pages in one call instead of a fault per page; elsewhere the pages fault in as sent.
+_MAP_POPULATE: int = getattr(mmap, "MAP_POPULATE", 0)
 # Reads of a staged file that is hashed from disk: large, so hashing runs at the speed of sha256.
 _HASH_READ = 8 * 1024 * 1024
 _STAGED_DATA = "data"
@@ -223,7 +225,8 @@ class LocalBlobStore:
         return handle
 
     def iter_range(self, sha256: str, start: int, end: int, chunk_size: int) -> Iterator[memoryview]:
-        return mapped_pieces(self._open_raw(sha256), start, end, chunk_size)
+        # A generator: the file opens when the bytes are wanted, so a response never sent holds no file.
+        yield from mapped_pieces(self._open_raw(sha256), start, end, chunk_size)
 
     def delete(self, sha256: str) -> None:
         self.path_for(sha256).unlink(missing_ok=True)
@@ -246,7 +249,7 @@ def mapped_pieces(handle: io.FileIO, start: int, end: int, piece_size: int) -> I
             window = mmap.mmap(
                 handle.fileno(),
                 length,
-                flags=mmap.MAP_SHARED | mmap.MAP_POPULATE,
+                flags=mmap.MAP_SHARED | _MAP_POPULATE,
                 prot=mmap.PROT_READ,
                 offset=window_start,
             )

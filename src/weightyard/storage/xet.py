@@ -226,7 +226,7 @@ class XetBlobStore:
 
     def iter_xorb(self, xorb_hash: bytes, start: int, end: int, piece_size: int) -> Iterator[memoryview]:
         """Serialized bytes `[start, end)` of a stored xorb as it is kept, in pieces of up to `piece_size`."""
-        return mapped_pieces(io.FileIO(self.xorb_path(xorb_hash), "rb"), start, end, piece_size)
+        yield from mapped_pieces(io.FileIO(self.xorb_path(xorb_hash), "rb"), start, end, piece_size)
 
     def temporary_xorb(self) -> Path:
         return self.base.tmp_dir / f"xorb-{uuid.uuid4().hex}"
