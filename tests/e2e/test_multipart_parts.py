@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from huggingface_hub import HfApi
-from tests.support import Server, weightyard_cli
+from tests.support import Server, start_server, stop_server, weightyard_cli
 
 pytestmark = pytest.mark.client
 
@@ -153,3 +153,20 @@ def test_push_sends_a_many_part_file_in_parallel_and_it_arrives_whole(
     downloaded = httpx.get(f"{lfs_server.url}/{repo_name}/resolve/main/weights.bin")
     assert downloaded.content == data
     assert _staging(lfs_server) == []
+
+
+def test_push_of_a_file_over_the_hubs_size_limit_is_one_error_line(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "data", env={"WEIGHTYARD_MAX_FILE_SIZE": str(5 * PART)})
+    try:
+        folder = tmp_path / "model"
+        folder.mkdir()
+        (folder / "weights.bin").write_bytes(os.urandom(10 * PART))
+        env = {"HF_TOKEN": server.token, "WEIGHTYARD_ENDPOINT": server.url}
+        pushed = weightyard_cli("push", str(folder), "admin/too-big", env=env)
+        assert pushed.returncode == 1, pushed.stderr
+        lines = [line for line in pushed.stderr.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and "the hub refused weights.bin" in lines[0], pushed.stderr
+        assert "exceed the file size limit" in lines[0]
+        assert "Traceback" not in pushed.stderr
+    finally:
+        stop_server(server)

@@ -298,7 +298,7 @@ def _upload_and_commit(
 ) -> str:
     from huggingface_hub import CommitOperationAdd
 
-    from weightyard.cli.transfer import upload_lfs_object
+    from weightyard.cli.transfer import TransferRefused, upload_lfs_object
 
     operations = []
     for path, path_in_repo, task, digest in pending:
@@ -310,7 +310,10 @@ def _upload_and_commit(
         progress.reset(task, description=path_in_repo, total=size)
         if size >= LFS_THRESHOLD:
             advance = functools.partial(progress.advance, task)
-            upload_lfs_object(_endpoint(api.endpoint), headers, repo, path, sha256, advance)
+            try:
+                upload_lfs_object(_endpoint(api.endpoint), headers, repo, path, sha256, advance)
+            except TransferRefused as exc:
+                raise fail(str(exc)) from None
     try:
         info = api.create_commit(repo, operations=operations, commit_message=message, revision=revision)
     finally:

@@ -17,8 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from weightyard.errors import ContentMismatch
-
 # Reads for hashing and for sending: large enough that per-call overhead vanishes, small enough that the
 # buffers in flight (two for hashing, one per part in flight) stay a few tens of MB.
 READ_SIZE = 8 * 1024 * 1024
@@ -28,6 +26,10 @@ PARTS_IN_FLIGHT = 3
 _LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
 
 Advance = Callable[[int], object]
+
+
+class TransferRefused(Exception):
+    """The hub refused an object, or the local file changed while it was sent: one line for the user."""
 
 
 def sha256_of_file(path: Path, advance: Advance) -> str:
@@ -60,7 +62,7 @@ def _read_range(path: Path, start: int, end: int, advance: Advance) -> Iterator[
         while position < end:
             data = os.pread(fd, min(READ_SIZE, end - position), position)
             if not data:
-                raise ContentMismatch(f"{path} became shorter while it was being pushed")
+                raise TransferRefused(f"{path} became shorter while it was being pushed")
             position += len(data)
             advance(len(data))
             yield data
@@ -108,7 +110,7 @@ def upload_lfs_object(
     hf_raise_for_status(batch)
     (answer,) = batch.json()["objects"]
     if "error" in answer:
-        raise ContentMismatch(f"the hub refused {path.name}: {answer['error'].get('message', '')}")
+        raise TransferRefused(f"the hub refused {path.name}: {answer['error'].get('message', '')}")
     actions = answer.get("actions")
     if not actions:
         advance(size)
