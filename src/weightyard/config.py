@@ -77,9 +77,10 @@ class Settings(BaseSettings):
     # the most bytes outside the file content it inlines.
     max_commit_line_depth: int = 4
     max_commit_line_bytes: int = MIB
-    # Verifying a Xet shard rebuilds each new file to check its sha256 and hashes every chunk it names. That
-    # work may reach this many bytes, plus `xet_verify_ratio` times the bytes of fresh xorbs the uploader
-    # sent for it; each chunk reference counts as 8 KiB.
+    # Verifying a Xet shard rebuilds each new file to check its sha256 and hashes every chunk it names. The
+    # bytes named beyond the distinct stored content they cover (repetition) may reach this many, plus
+    # `xet_verify_ratio` times the bytes of fresh xorbs the uploader sent for it; each chunk reference
+    # counts as 8 KiB.
     xet_verify_allowance: int = 256 * MIB
     xet_verify_ratio: int = 32
 

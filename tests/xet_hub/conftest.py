@@ -95,9 +95,9 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@pytest.fixture(scope="session")
-def xet_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XetHub]:
-    server = start_server(tmp_path_factory.mktemp("xet-hub") / "data")
+def start_xet_hub(data: Path, env: dict[str, str] | None = None) -> XetHub:
+    """A hub on `data` (settings from `env`) with the users of `USERS`, each holding a write token."""
+    server = start_server(data, env=env)
     admin = {"Authorization": f"Bearer {server.token}"}
     tokens = {"admin": server.token}
     for user in USERS:
@@ -109,8 +109,14 @@ def xet_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XetHub]:
         )
         response.raise_for_status()
         tokens[user] = response.json()["token"]
-    yield XetHub(server, tokens)
-    stop_server(server)
+    return XetHub(server, tokens)
+
+
+@pytest.fixture(scope="session")
+def xet_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XetHub]:
+    hub = start_xet_hub(tmp_path_factory.mktemp("xet-hub") / "data")
+    yield hub
+    stop_server(hub.server)
 
 
 def cli_json(hub: XetHub, *args: str) -> dict[str, object]:

@@ -358,11 +358,18 @@ class XetService:
         return new
 
     def _afford(self, principal: Principal, shard: Shard, work: ShardWork) -> None:
-        """Refuse a shard whose verification would cost more than the uploader paid for: a small shard can
-        name terabytes of repeated chunks, and rebuilding a file to check its sha256 reads every byte it
-        names. Files the hub already holds are not rebuilt, so they cost only their chunk references."""
-        rebuilt = sum(size for file, size in work.file_bytes.items() if self._store.file(file) is None)
-        cost = rebuilt + work.chunk_refs * CHUNK_REF_COST
+        """Refuse a shard whose verification would cost more than the uploader paid for.
+
+        Rebuilding a new file to check its sha256 reads every byte it names. Bytes of distinct stored content
+        are free: the uploader may only name xorbs it uploaded or was shown (content it may read), each is
+        hashed once per shard, and an honest derived model (a fine-tune, an edited header) is mostly such
+        bytes. What is charged is repetition, the bytes beyond that distinct content (a 31 kB shard can
+        name terabytes of one chunk), plus every chunk reference. Files the hub already holds are not rebuilt.
+        """
+        new_files = [file for file in work.file_bytes if self._store.file(file) is None]
+        rebuilt = sum(work.file_bytes[file] for file in new_files)
+        repeated = rebuilt - work.distinct_bytes(new_files)
+        cost = repeated + work.chunk_refs * CHUNK_REF_COST
         if cost <= self._verify_allowance:
             return
         xorbs = {t.xorb_hash for entry in shard.files for t in entry.terms} | {x.hash for x in shard.xorbs}
@@ -370,8 +377,10 @@ class XetService:
         budget = self._verify_allowance + self._verify_ratio * sent
         if cost > budget:
             raise ShardOverBudget(
-                f"verifying this shard means rebuilding and hashing {cost} bytes, more than the {budget} "
-                f"this upload pays for ({sent} bytes of new xorbs)"
+                f"verifying this shard means hashing {repeated} bytes of repeated content and"
+                f" {work.chunk_refs} chunk references (counted as {cost} bytes), more than the {budget} this"
+                f" upload pays for"
+                f" ({sent} bytes of new xorbs)"
             )
 
     def dedup_answer(self, token: XetToken, chunk: bytes) -> bytes | None:

@@ -361,6 +361,28 @@ class ShardWork:
     """Chunk references in all file terms: each is hashed into the file's Merkle tree."""
     file_bytes: dict[bytes, int]
     """Bytes of content each file names, by file hash: what rebuilding it to check its sha256 reads."""
+    file_spans: dict[bytes, list[tuple[bytes, int, int]]]
+    """Each file's content as raw byte spans `(xorb, start, end)` of stored xorbs, in term order."""
+
+    def distinct_bytes(self, files: Iterable[bytes]) -> int:
+        """Bytes of distinct stored content the given files name together: the union of their spans.
+
+        What rebuilding them reads beyond this is repetition (one chunk named over and over), which costs
+        hashing without standing for any content the uploader could hold."""
+        spans: dict[bytes, list[tuple[int, int]]] = {}
+        for file in files:
+            for xorb, start, end in self.file_spans.get(file, ()):
+                spans.setdefault(xorb, []).append((start, end))
+        total = 0
+        for ranges in spans.values():
+            ranges.sort()
+            reach = -1
+            for start, end in ranges:
+                if end <= reach:
+                    continue
+                total += end - max(start, reach)
+                reach = end
+        return total
 
 
 def check_shard_sizes(shard: Shard, lookup: XorbLookup) -> ShardWork:
@@ -370,6 +392,7 @@ def check_shard_sizes(shard: Shard, lookup: XorbLookup) -> ShardWork:
     boundaries: dict[bytes, list[int]] = {}  # per xorb, the raw offset where each chunk ends
     refs = 0
     file_bytes: dict[bytes, int] = {}
+    file_spans: dict[bytes, list[tuple[bytes, int, int]]] = {}
     for entry in shard.files:
         name = hash_to_string(entry.file_hash)
         if entry.verification is None or entry.sha256 is None:
@@ -389,8 +412,10 @@ def check_shard_sizes(shard: Shard, lookup: XorbLookup) -> ShardWork:
             if term.unpacked_len != ends[term.chunk_end] - ends[term.chunk_start]:
                 raise ShardVerificationError(f"{where}: unpacked length does not match the stored chunks")
             refs += term.chunk_end - term.chunk_start
+            spans = file_spans.setdefault(entry.file_hash, [])
+            spans.append((term.xorb_hash, ends[term.chunk_start], ends[term.chunk_end]))
         file_bytes[entry.file_hash] = entry.size
-    return ShardWork(refs, file_bytes)
+    return ShardWork(refs, file_bytes, file_spans)
 
 
 def _verify_file(entry: ShardFile, lookup: XorbLookup) -> None:
