@@ -44,7 +44,14 @@ lint: $(VENV)/.test
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy --strict src/
 
-test: lint /usr/bin/chromium $(HF1)/.installed
+# The PostgreSQL tests start their own cluster from Debian's server binaries; install them once when missing.
+.PHONY: postgres-server
+postgres-server:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null \
+		|| (command -v apt-get >/dev/null && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql) \
+		|| (echo "install the PostgreSQL server (initdb, pg_ctl) to run the PostgreSQL tests" && false)
+
+test: lint /usr/bin/chromium postgres-server $(HF1)/.installed
 	WEIGHTYARD_TEST_HF_GENERATION=2 $(VENV)/bin/pytest -q -ra tests
 	PYTHONPATH=$(abspath $(HF1)) WEIGHTYARD_TEST_HF_GENERATION=1 $(VENV)/bin/pytest -q -ra -m "client and not slow" tests
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from tests.postgres import TEMPLATE, PostgresCluster
 from tests.support import Server, start_server, stop_server
 
 # `make test` runs the `client`-marked tests a second time with the 1.x client first on PYTHONPATH and this
@@ -63,6 +64,35 @@ def lfs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     )
     yield instance
     stop_server(instance)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster for the session, holding a template database migrated once to the head."""
+    from weightyard.db import create_engine, migrate
+
+    cluster = PostgresCluster()
+    try:
+        cluster.start()
+        engine = create_engine(cluster.create_database(TEMPLATE))
+        try:
+            migrate(engine)
+        finally:
+            engine.dispose()  # a template with a connection open cannot be copied
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+_databases = 0
+
+
+@pytest.fixture(scope="module")
+def postgres_url(postgres_cluster: PostgresCluster) -> str:
+    """A fresh migrated PostgreSQL database for the test module: the URL `WEIGHTYARD_DATABASE_URL` takes."""
+    global _databases
+    _databases += 1
+    return postgres_cluster.create_database(f"weightyard_{_databases}", template=TEMPLATE)
 
 
 _counter = 0

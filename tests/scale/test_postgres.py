@@ -1,0 +1,142 @@
+"""A hub on PostgreSQL: the migrations build the same schema as on SQLite, a real `weightyard serve` on a
+PostgreSQL database serves the stock client, and the database alone keeps repo ids unique whatever their case.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub.errors import HfHubHTTPError
+from tests.postgres import PostgresCluster
+from tests.support import Server, start_server, stop_server, weightyard_cli
+
+from weightyard.db import create_engine, migrate, schema_state
+
+_INDEXES = {
+    "sqlite": "SELECT tbl_name, name, sql LIKE 'CREATE UNIQUE%' FROM sqlite_master "
+    "WHERE type = 'index' AND sql IS NOT NULL",
+    "postgresql": "SELECT tablename, indexname, indexdef LIKE 'CREATE UNIQUE%' FROM pg_indexes "
+    "WHERE schemaname = 'public' AND indexname NOT IN (SELECT conname FROM pg_constraint)",
+}
+
+
+def _schema(url: str) -> dict[str, Any]:
+    """Each table's columns, primary key, unique constraints (by columns: SQLite leaves them unnamed) and
+    indexes (as (name, unique) pairs, less those PostgreSQL creates behind a unique constraint)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            # From the catalogs: SQLAlchemy's reflection skips expression indexes (the lower-cased repo ids).
+            indexes = list(conn.execute(sa.text(_INDEXES[engine.dialect.name])))
+        inspector = sa.inspect(engine)
+        return {
+            table: {
+                "columns": sorted(column["name"] for column in inspector.get_columns(table)),
+                "indexes": sorted((name, unique) for owner, name, unique in indexes if owner == table),
+                "unique": sorted(
+                    sorted(constraint["column_names"])
+                    for constraint in inspector.get_unique_constraints(table)
+                ),
+                "primary key": inspector.get_pk_constraint(table)["constrained_columns"],
+            }
+            for table in inspector.get_table_names()
+        }
+    finally:
+        engine.dispose()
+
+
+# Reflecting unique constraints on PostgreSQL passes over the expression indexes, which `_INDEXES` covers.
+@pytest.mark.filterwarnings("ignore:Skipped unsupported reflection of expression-based index")
+def test_migrated_schema_on_postgresql_matches_sqlite(postgres_url: str, tmp_path: Path) -> None:
+    sqlite_url = f"sqlite:///{tmp_path / 'weightyard.db'}"
+    engine = create_engine(sqlite_url)
+    migrate(engine)
+    engine.dispose()
+
+    on_sqlite, on_postgres = _schema(sqlite_url), _schema(postgres_url)
+
+    assert "ux_repos_type_id_nocase" in dict(on_postgres["repos"]["indexes"])
+    assert sorted(on_postgres) == sorted(on_sqlite)
+    for table in on_sqlite:
+        assert on_postgres[table] == on_sqlite[table], table
+
+
+def test_db_upgrade_migrates_an_empty_postgresql_database(
+    postgres_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    url = postgres_cluster.create_database("weightyard_empty")
+    env = {"WEIGHTYARD_DATABASE_URL": url}
+
+    refused = weightyard_cli("serve", "--data", str(tmp_path / "data"), "--port", "9", env=env, timeout=60)
+    upgraded = weightyard_cli("db", "upgrade", "--data", str(tmp_path / "data"), env=env, timeout=120)
+
+    assert refused.returncode == 3
+    assert "weightyard db upgrade" in refused.stdout + refused.stderr
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    engine = create_engine(url)
+    try:
+        assert schema_state(engine).up_to_date
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def pg_server(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    instance = start_server(
+        tmp_path_factory.mktemp("pg-hub") / "data", env={"WEIGHTYARD_DATABASE_URL": postgres_url}
+    )
+    yield instance
+    stop_server(instance)
+
+
+@pytest.mark.client
+def test_stock_client_round_trip_on_postgresql(pg_server: Server, tmp_path: Path) -> None:
+    api = HfApi(endpoint=pg_server.url, token=pg_server.token)
+    repo = api.create_repo("admin/pg-round-trip").repo_id
+    api.upload_file(path_or_fileobj=b"weights on postgres\n", path_in_repo="notes.txt", repo_id=repo)
+
+    path = hf_hub_download(
+        repo, "notes.txt", endpoint=pg_server.url, token=pg_server.token, cache_dir=tmp_path
+    )
+
+    assert Path(path).read_bytes() == b"weights on postgres\n"
+    assert sorted(api.list_repo_files(repo)) == [".gitattributes", "notes.txt"]
+
+
+def _create_at_once(api: HfApi, names: list[str]) -> dict[str, int]:
+    """Create the repos `names` from one thread each, released together; each name's HTTP status."""
+    barrier = threading.Barrier(len(names))
+    outcomes: dict[str, int] = {}
+
+    def create(name: str) -> None:
+        barrier.wait(timeout=30)
+        try:
+            api.create_repo(name)
+            outcomes[name] = 200
+        except HfHubHTTPError as exc:
+            outcomes[name] = exc.response.status_code
+
+    threads = [threading.Thread(target=create, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return outcomes
+
+
+def test_case_variants_created_concurrently_give_one_repo(pg_server: Server) -> None:
+    api = HfApi(endpoint=pg_server.url, token=pg_server.token)
+    for round_ in range(5):
+        names = [f"admin/Race-{round_}", f"admin/race-{round_}"]
+
+        outcomes = _create_at_once(api, names)
+
+        assert sorted(outcomes.values()) == [200, 409], outcomes
+        stored = [model.id for model in api.list_models(author="admin") if model.id.lower() == names[1]]
+        assert len(stored) == 1, stored
