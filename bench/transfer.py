@@ -15,6 +15,8 @@ load, and reported as best and median, with the ratio to the anchor and the goal
 
 Each upload row is also timed against `bench/sink.py`, a server that speaks the same routes and discards every
 byte: the client's time there is the client-side limit, and hub time / sink time says how close the hub is.
+The `hf_hub_download` row is also timed through `bench/download_bound.py`, a proxy that hands the client
+nginx URLs for the xorb bytes: the same client-side limit for the download.
 Every upload sends content the hub has never seen (the file is regenerated), from a fresh client cache
 (`HF_HOME`), in a subprocess; `upload_file` and `hf_hub_download` are timed around the call (imports
 excluded), `weightyard push` and `curl` as whole commands. Page caches are warm, dirty pages are flushed
@@ -44,8 +46,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import FrameType
+
+from download_bound import BoundProxy, expose
 
 GIB = 1024**3
 MIB = 1024**2
@@ -368,6 +373,7 @@ class Row:
     subject: list[float] = field(default_factory=list)
     anchor: list[float] = field(default_factory=list)
     sink: list[float] = field(default_factory=list)
+    bound: list[float] = field(default_factory=list)
 
     def ratio(self, pick: Callable[[list[float]], float]) -> float:
         """Throughput ratio to the anchor: anchor time / subject time."""
@@ -525,10 +531,10 @@ def curl(url: str, output: str, size: int) -> float:
     return float(seconds)
 
 
-def hf_download(bench: Bench, repo: str, sha256: str) -> float:
+def hf_download(bench: Bench, repo: str, sha256: str, endpoint: str | None = None) -> float:
     cache = bench.work / "hf-download"
     script = _DOWNLOAD_CHILD.format(name=FILE_NAME)
-    cmd = [sys.executable, "-c", script, bench.hub.url, bench.hub.token, repo, str(cache)]
+    cmd = [sys.executable, "-c", script, endpoint or bench.hub.url, bench.hub.token, repo, str(cache)]
     try:
         answer = child_result(cmd, step_timeout(bench.size), bench.client_env())
     except BenchError as exc:
@@ -566,12 +572,27 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
         target.unlink()
         return seconds
 
+    # The client-side bound (bench/download_bound.py): the same download with the xorb bytes from nginx.
+    expose(bench.work / "hub-data" / "xorbs")
+    (served / "xorbs").symlink_to(bench.work / "hub-data" / "xorbs")
+    xet_download = partial(hf_download, bench, "admin/xet-download", hashes["xet"])
+    with BoundProxy(bench.hub.url, f"{bench.nginx_url}/xorbs") as proxy:
+        for index in range(repeat):
+            steps = [
+                lambda: hf.anchor.append(nginx_to_file()),
+                lambda: hf.subject.append(xet_download()),
+                lambda: hf.bound.append(proxy.checked(partial(xet_download, proxy.url))),
+            ]
+            for step in steps[index % 3 :] + steps[: index % 3]:
+                step()
+                flush_disk()
+            print(
+                f"  download {index + 1}/{repeat}: hf_hub_download {hf.subject[-1]:.2f} s (nginx → FILE "
+                f"{hf.anchor[-1]:.2f} s, bound {hf.bound[-1]:.2f} s, {proxy.last_hub_seconds:.3f} s of it "
+                "waiting on the hub)",
+                flush=True,
+            )
     for index in range(repeat):
-        alternate(
-            index,
-            lambda: hf.anchor.append(nginx_to_file()),
-            lambda: hf.subject.append(hf_download(bench, "admin/xet-download", hashes["xet"])),
-        )
         alternate(
             index,
             lambda: curl_xet.anchor.append(curl(f"{bench.nginx_url}/xet.bin", "/dev/null", bench.size)),
@@ -583,8 +604,7 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
             lambda: curl_lfs.subject.append(curl(resolve("lfs"), "/dev/null", bench.size)),
         )
         print(
-            f"  download {index + 1}/{repeat}: hf_hub_download {hf.subject[-1]:.2f} s "
-            f"(nginx → FILE {hf.anchor[-1]:.2f} s), curl Xet file {curl_xet.subject[-1]:.2f} s "
+            f"  download {index + 1}/{repeat}: curl Xet file {curl_xet.subject[-1]:.2f} s "
             f"(nginx {curl_xet.anchor[-1]:.2f} s), curl LFS file {curl_lfs.subject[-1]:.2f} s "
             f"(nginx {curl_lfs.anchor[-1]:.2f} s)",
             flush=True,
@@ -634,6 +654,16 @@ def report(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
                 f"| {row.label} | {min(row.sink):.3f} s ({rate(size, min(row.sink))}) | "
                 f"{median(row.sink):.3f} s | {closeness[0]:.2f}× ({closeness[1]:.2f}×) | {reachable:.2f}× |"
             )
+    for row in rows.values():
+        if row.bound:
+            print(
+                f"\nclient-side bound of {row.label}: the same download with every xorb byte from nginx "
+                "(bench/download_bound.py)\n| bound best | bound median | hub / bound, best (median) | "
+                f"anchor / bound: the best ratio reachable |\n|---:|---:|---:|---:|\n"
+                f"| {min(row.bound):.3f} s ({rate(size, min(row.bound))}) | {median(row.bound):.3f} s | "
+                f"{min(row.subject) / min(row.bound):.2f}× ({median(row.subject) / median(row.bound):.2f}×) "
+                f"| {min(row.anchor) / min(row.bound):.2f}× |"
+            )
     print(
         "\nserver VmHWM: "
         + ", ".join(f"{value / 1e6:.0f} MB {phase}" for phase, value in bench.memory.items())
@@ -653,6 +683,7 @@ def as_json(bench: Bench, rows: dict[str, Row]) -> dict[str, object]:
                 "seconds": row.subject,
                 "anchor_seconds": row.anchor,
                 "sink_seconds": row.sink,
+                "bound_seconds": row.bound,
                 "ratio_best": row.ratio(min),
                 "ratio_median": row.ratio(median),
             }
