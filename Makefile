@@ -64,9 +64,9 @@ $(VENV)/.bench: pyproject.toml $(VENV)/.test
 
 # Each benchmark prints its figures as ratios against the anchors it measures in the same run; bench/sink.py is
 # the upload sink that bench/transfer.py starts, bench/download_bound.py the proxy of its download bound: not
-# benchmarks.
+# benchmarks. bench/push_ab.py compares two source trees named on its command line: run by hand.
 bench: $(VENV)/.bench
-	@for script in $(filter-out bench/sink.py bench/download_bound.py,$(wildcard bench/*.py)); do echo "== $$script"; $(PY) $$script || exit 1; done
+	@for script in $(filter-out bench/sink.py bench/download_bound.py bench/push_ab.py,$(wildcard bench/*.py)); do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache
