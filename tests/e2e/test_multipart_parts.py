@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from huggingface_hub import HfApi
+from tests.proxy import RewritingProxy
 from tests.support import Server, start_server, stop_server, weightyard_cli
 
 pytestmark = pytest.mark.client
@@ -150,6 +151,39 @@ def test_push_sends_a_many_part_file_in_parallel_and_it_arrives_whole(
     env = {"HF_TOKEN": lfs_server.token, "WEIGHTYARD_ENDPOINT": lfs_server.url}
     pushed = weightyard_cli("push", str(folder), repo_name, env=env)
     assert pushed.returncode == 0, pushed.stderr
+    downloaded = httpx.get(f"{lfs_server.url}/{repo_name}/resolve/main/weights.bin")
+    assert downloaded.content == data
+    assert _staging(lfs_server) == []
+
+
+def test_push_sends_again_each_part_the_hub_failed_to_take_and_the_file_arrives_whole(
+    lfs_server: Server, repo_name: str, tmp_path: Path
+) -> None:
+    # An unreliable network in front of the hub: the first PUT of every part answers 503, and part 2 also
+    # fails a second time. The stock client retried its parts; push's own sender must too.
+    proxy = RewritingProxy(lfs_server.url)
+    failures: dict[str, int] = {}
+
+    def fail(method: str, path: str) -> int | None:
+        if method != "PUT" or "/api/lfs/uploads/" not in path:
+            return None
+        failures[path] = failures.get(path, 0) + 1
+        allowed = 2 if "/parts/2?" in path else 1
+        return 503 if failures[path] <= allowed else None
+
+    proxy.fail = fail
+    try:
+        folder = tmp_path / "model"
+        folder.mkdir()
+        data = os.urandom(12 * PART + 5)
+        (folder / "weights.bin").write_bytes(data)
+        env = {"HF_TOKEN": lfs_server.token, "WEIGHTYARD_ENDPOINT": proxy.url}
+        pushed = weightyard_cli("push", str(folder), repo_name, env=env)
+        assert pushed.returncode == 0, pushed.stderr
+    finally:
+        proxy.close()
+    assert len(failures) == 13, failures  # every part was refused once, and then sent again
+    assert sum(failures.values()) == 2 * 13 + 1, failures  # part 2 was refused twice
     downloaded = httpx.get(f"{lfs_server.url}/{repo_name}/resolve/main/weights.bin")
     assert downloaded.content == data
     assert _staging(lfs_server) == []

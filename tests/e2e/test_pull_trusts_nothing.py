@@ -6,13 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from tests.proxy import Rewrite, RewritingProxy
 from tests.support import Server, weightyard_cli
 
 from weightyard.provenance import (
@@ -22,55 +21,6 @@ from weightyard.provenance import (
     public_key_pem,
     sign_manifest,
 )
-
-# (method, path, body) -> body: how the proxy rewrites an answer of the hub.
-Rewrite = Callable[[str, str, bytes], bytes]
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-encoding", "content-length"}
-
-
-class RewritingProxy:
-    """A small HTTP server on 127.0.0.1 that forwards every request to the hub and passes each answer
-    through `rewrite`: a hostile mirror, or a tampering network in front of an honest hub."""
-
-    def __init__(self, hub_url: str) -> None:
-        self.rewrite: Rewrite = lambda method, path, body: body
-        proxy = self
-        client = httpx.Client(base_url=hub_url, timeout=60)
-
-        class Handler(BaseHTTPRequestHandler):
-            def _forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-                upstream = client.request(
-                    self.command, self.path, headers=headers, content=self.rfile.read(length)
-                )
-                body = proxy.rewrite(self.command, self.path, upstream.content)
-                self.send_response(upstream.status_code)
-                for name, value in upstream.headers.multi_items():
-                    if name.lower() not in _HOP_BY_HOP:
-                        self.send_header(name, value)
-                if self.command == "HEAD":
-                    self.send_header("Content-Length", upstream.headers.get("content-length", "0"))
-                    self.end_headers()
-                    return
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_HEAD = do_POST = _forward
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        self._client = client
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._client.close()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +25,11 @@ READ_SIZE = 8 * 1024 * 1024
 # gap of each request's round trip). More would only add memory and contention on a few cores.
 PARTS_IN_FLIGHT = 3
 _LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
+# A send that fails on the way (connection dropped or timed out, hub restarting or overloaded) is sent again
+# after a pause that doubles, as the stock client does with its parts; a refusal (any other status) is final.
+RETRIES = 4
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+FIRST_PAUSE_S = 0.5
 
 Advance = Callable[[int], object]
 
@@ -71,15 +77,36 @@ def _read_range(path: Path, start: int, end: int, advance: Advance) -> Iterator[
 
 
 def _put(session: Any, url: str, path: Path, start: int, end: int, advance: Advance) -> Any:
+    """PUT bytes [start, end) of the file, sent again on a transient failure (the progress shown goes back
+    by what the failed attempt had counted)."""
+    import httpx
     from huggingface_hub import hf_raise_for_status
 
-    response = session.put(
-        url,
-        content=_read_range(path, start, end, advance),
-        headers={"Content-Length": str(end - start), "Content-Type": "application/octet-stream"},
-    )
-    hf_raise_for_status(response)
-    return response
+    for attempt in range(RETRIES + 1):
+        counted = 0
+
+        def count(n: int) -> None:
+            nonlocal counted
+            counted += n
+            advance(n)
+
+        last = attempt == RETRIES
+        try:
+            response = session.put(
+                url,
+                content=_read_range(path, start, end, count),
+                headers={"Content-Length": str(end - start), "Content-Type": "application/octet-stream"},
+            )
+        except httpx.TransportError:
+            if last:
+                raise
+        else:
+            if last or response.status_code not in RETRY_STATUSES:
+                hf_raise_for_status(response)
+                return response
+        advance(-counted)
+        time.sleep(FIRST_PAUSE_S * 2**attempt)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def upload_lfs_object(
