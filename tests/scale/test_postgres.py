@@ -16,7 +16,8 @@ from huggingface_hub.errors import HfHubHTTPError
 from tests.postgres import PostgresCluster
 from tests.support import Server, start_server, stop_server, weightyard_cli
 
-from weightyard.db import create_engine, migrate, schema_state
+import weightyard.db
+from weightyard.db import create_engine, migrate, schema_state, tables, transaction, utcnow
 
 _INDEXES = {
     "sqlite": "SELECT tbl_name, name, sql LIKE 'CREATE UNIQUE%' FROM sqlite_master "
@@ -24,16 +25,21 @@ _INDEXES = {
     "postgresql": "SELECT tablename, indexname, indexdef LIKE 'CREATE UNIQUE%' FROM pg_indexes "
     "WHERE schemaname = 'public' AND indexname NOT IN (SELECT conname FROM pg_constraint)",
 }
+_TRIGGERS = {
+    "sqlite": "SELECT tbl_name, name FROM sqlite_master WHERE type = 'trigger'",
+    "postgresql": "SELECT tgrelid::regclass::text, tgname FROM pg_trigger WHERE NOT tgisinternal",
+}
 
 
 def _schema(url: str) -> dict[str, Any]:
-    """Each table's columns, primary key, unique constraints (by columns: SQLite leaves them unnamed) and
-    indexes (as (name, unique) pairs, less those PostgreSQL creates behind a unique constraint)."""
+    """Each table's columns, primary key, unique constraints (by columns: SQLite leaves them unnamed),
+    indexes ((name, unique) pairs, less those PostgreSQL creates behind a unique constraint), triggers."""
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
             # From the catalogs: SQLAlchemy's reflection skips expression indexes (the lower-cased repo ids).
             indexes = list(conn.execute(sa.text(_INDEXES[engine.dialect.name])))
+            triggers = list(conn.execute(sa.text(_TRIGGERS[engine.dialect.name])))
         inspector = sa.inspect(engine)
         return {
             table: {
@@ -44,6 +50,7 @@ def _schema(url: str) -> dict[str, Any]:
                     for constraint in inspector.get_unique_constraints(table)
                 ),
                 "primary key": inspector.get_pk_constraint(table)["constrained_columns"],
+                "triggers": sorted(name for owner, name in triggers if owner == table),
             }
             for table in inspector.get_table_names()
         }
@@ -62,9 +69,21 @@ def test_migrated_schema_on_postgresql_matches_sqlite(postgres_url: str, tmp_pat
     on_sqlite, on_postgres = _schema(sqlite_url), _schema(postgres_url)
 
     assert "ux_repos_type_id_nocase" in dict(on_postgres["repos"]["indexes"])
+    assert on_postgres["audit_log"]["triggers"] == ["audit_log_no_delete", "audit_log_no_update"]
     assert sorted(on_postgres) == sorted(on_sqlite)
     for table in on_sqlite:
         assert on_postgres[table] == on_sqlite[table], table
+
+
+def test_every_revision_id_fits_the_alembic_version_column() -> None:
+    # Alembic's version table holds VARCHAR(32): SQLite ignores the length, PostgreSQL refuses a longer id.
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory(str(Path(weightyard.db.__file__).parent / "migrations"))
+    revisions = [script.revision for script in scripts.walk_revisions()]
+
+    assert len(revisions) > 10
+    assert [revision for revision in revisions if len(revision) > 32] == []
 
 
 def test_db_upgrade_migrates_an_empty_postgresql_database(
@@ -82,6 +101,25 @@ def test_db_upgrade_migrates_an_empty_postgresql_database(
     engine = create_engine(url)
     try:
         assert schema_state(engine).up_to_date
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("statement", ["UPDATE audit_log SET action = 'forged'", "DELETE FROM audit_log"])
+def test_postgresql_refuses_to_rewrite_the_audit_log(postgres_url: str, statement: str) -> None:
+    engine = create_engine(postgres_url)
+    try:
+        with transaction(engine) as conn:
+            conn.execute(
+                sa.insert(tables.audit_log).values(
+                    at=utcnow(), actor="admin", action="repo.create", repo="admin/x", details="{}"
+                )
+            )
+            before = conn.execute(sa.select(tables.audit_log)).all()
+        with pytest.raises(sa.exc.DBAPIError, match="append-only"), transaction(engine) as conn:
+            conn.exec_driver_sql(statement)
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(tables.audit_log)).all() == before
     finally:
         engine.dispose()
 
