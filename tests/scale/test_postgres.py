@@ -5,13 +5,14 @@ PostgreSQL database serves the stock client, and the database alone keeps repo i
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError
 from tests.postgres import PostgresCluster
 from tests.support import Server, start_server, stop_server, weightyard_cli
@@ -147,25 +148,25 @@ def test_stock_client_round_trip_on_postgresql(pg_server: Server, tmp_path: Path
     assert sorted(api.list_repo_files(repo)) == [".gitattributes", "notes.txt"]
 
 
-def _create_at_once(api: HfApi, names: list[str]) -> dict[str, int]:
-    """Create the repos `names` from one thread each, released together; each name's HTTP status."""
-    barrier = threading.Barrier(len(names))
-    outcomes: dict[str, int] = {}
+def _at_once(actions: list[Callable[[], object]]) -> list[int]:
+    """Run each action on its own thread, released together; each one's HTTP status (200 when it returned)."""
+    barrier = threading.Barrier(len(actions))
+    statuses = [0] * len(actions)
 
-    def create(name: str) -> None:
+    def run(index: int) -> None:
         barrier.wait(timeout=30)
         try:
-            api.create_repo(name)
-            outcomes[name] = 200
+            actions[index]()
+            statuses[index] = 200
         except HfHubHTTPError as exc:
-            outcomes[name] = exc.response.status_code
+            statuses[index] = exc.response.status_code
 
-    threads = [threading.Thread(target=create, args=(name,)) for name in names]
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(actions))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    return outcomes
+    return statuses
 
 
 def test_case_variants_created_concurrently_give_one_repo(pg_server: Server) -> None:
@@ -173,8 +174,44 @@ def test_case_variants_created_concurrently_give_one_repo(pg_server: Server) -> 
     for round_ in range(5):
         names = [f"admin/Race-{round_}", f"admin/race-{round_}"]
 
-        outcomes = _create_at_once(api, names)
+        statuses = _at_once([partial(api.create_repo, name) for name in names])
 
-        assert sorted(outcomes.values()) == [200, 409], outcomes
+        assert sorted(statuses) == [200, 409], statuses
         stored = [model.id for model in api.list_models(author="admin") if model.id.lower() == names[1]]
         assert len(stored) == 1, stored
+
+
+def test_concurrent_commits_on_one_parent_on_postgresql_one_wins(pg_server: Server) -> None:
+    api = HfApi(endpoint=pg_server.url, token=pg_server.token)
+    repo = api.create_repo("admin/pg-one-parent").repo_id
+    parent = api.model_info(repo).sha
+    commits = [
+        partial(
+            api.create_commit,
+            repo,
+            operations=[CommitOperationAdd(f"f{index}.txt", str(index).encode())],
+            commit_message=f"commit {index}",
+            parent_commit=parent,
+        )
+        for index in range(4)
+    ]
+
+    statuses = _at_once(commits)
+
+    assert sorted(statuses) == [200, 412, 412, 412]
+    assert len(api.list_repo_files(repo)) == 2, "the .gitattributes and the one winner's file"
+
+
+def test_concurrent_commits_without_parent_on_postgresql_all_apply(pg_server: Server) -> None:
+    api = HfApi(endpoint=pg_server.url, token=pg_server.token)
+    repo = api.create_repo("admin/pg-no-parent").repo_id
+    uploads = [
+        partial(api.upload_file, path_or_fileobj=str(i).encode(), path_in_repo=f"f{i}.txt", repo_id=repo)
+        for i in range(6)
+    ]
+
+    statuses = _at_once(uploads)
+
+    assert statuses == [200] * 6
+    assert sorted(api.list_repo_files(repo)) == [".gitattributes"] + [f"f{i}.txt" for i in range(6)]
+    assert len(api.list_repo_commits(repo)) == 7
