@@ -5,6 +5,7 @@ PostgreSQL database serves the stock client, and the database alone keeps repo i
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -121,6 +122,38 @@ def test_postgresql_refuses_to_rewrite_the_audit_log(postgres_url: str, statemen
             conn.exec_driver_sql(statement)
         with engine.connect() as conn:
             assert conn.execute(sa.select(tables.audit_log)).all() == before
+    finally:
+        engine.dispose()
+
+
+def test_write_transactions_on_postgresql_run_one_at_a_time(postgres_url: str) -> None:
+    # The read-decide-write transactions (create the URL secret if missing, ...) rely on this, as on SQLite.
+    engine = create_engine(postgres_url)
+    seen: list[str | None] = []
+
+    def read_then_write() -> None:
+        with transaction(engine) as conn:
+            query = sa.select(tables.settings.c.value).where(tables.settings.c.key == "k")
+            seen.append(conn.execute(query).scalar())
+
+    try:
+        with transaction(engine) as first:
+            second = threading.Thread(target=read_then_write)
+            second.start()
+            with engine.connect() as observer:
+                waiting = 0
+                for _ in range(300):  # bounded: the second transaction queues up within moments
+                    waiting = observer.exec_driver_sql(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    ).scalar_one()
+                    if waiting:
+                        break
+                    time.sleep(0.1)
+            assert waiting == 1
+            first.execute(sa.insert(tables.settings).values(key="k", value="first"))
+        second.join(timeout=60)
+
+        assert seen == ["first"]
     finally:
         engine.dispose()
 

@@ -28,6 +28,9 @@ _IMMEDIATE = "weightyard_immediate"
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
+# The PostgreSQL advisory lock key that `transaction()` takes (any constant; "wyard" in ASCII).
+_WRITE_LOCK = 0x7779617264
+
 
 def create_engine(url: str) -> sa.Engine:
     """An engine for `url`; SQLite gets WAL, a busy timeout, and `BEGIN IMMEDIATE` for `transaction()`.
@@ -134,8 +137,17 @@ def insert_ignore(conn: sa.Connection, table: sa.Table, rows: list[dict[str, obj
 
 @contextmanager
 def transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
-    """A write transaction: committed when the block ends, rolled back when it raises."""
+    """A write transaction: committed when the block ends, rolled back when it raises.
+
+    Write transactions run one at a time on every database, as `BEGIN IMMEDIATE` makes them on SQLite: the
+    code reads, decides and writes in one transaction (create-if-missing, compare-and-swap) and relies on no
+    other writer slipping in between. On PostgreSQL a transaction-level advisory lock does it, waiting at most
+    as long as SQLite's busy timeout.
+    """
     with engine.connect() as connection:
         connection.execution_options(**{_IMMEDIATE: True})
         with connection.begin():
+            if connection.dialect.name == "postgresql":
+                connection.exec_driver_sql("SET LOCAL lock_timeout = '30s'")
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_WRITE_LOCK})")
             yield connection
