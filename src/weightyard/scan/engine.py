@@ -213,10 +213,12 @@ def detect(data: Data, name: str) -> str:
     proto = protobuf.detect(data, name)
     if proto is not None:
         return proto
+    if not formats.looks_like_text(data):
+        # Binary content that merely starts with "[" or "{" (one random file in 128) is no JSON: decoding
+        # and parsing it as text would cost memory in proportion to its size and prove nothing.
+        return "binary"
     stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if stripped[:1] in (b"{", b"["):
-        return "json"
-    return "text" if formats.looks_like_text(data) else "binary"
+    return "json" if stripped[:1] in (b"{", b"[") else "text"
 
 
 def dispatch(ctx: Context, data: Data, name: str, where: str) -> tuple[str, list[Finding]]:
