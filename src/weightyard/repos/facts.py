@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from weightyard.cards import CARD_PATH, CardService, StoredCard, strings
 from weightyard.cards.service import AddedFile
-from weightyard.db import tables, transaction, utcnow
+from weightyard.db import insert_ignore, tables, transaction, utcnow
 from weightyard.repos.objects import FileEntry
 from weightyard.repos.service import DEFAULT_BRANCH, HEADS, Commit, Repo, RepoService
 from weightyard.repos.tensors import (
@@ -264,18 +264,14 @@ class FactsService:
         }
 
     def _store_fact(self, sha256: str, kind: str, data: dict[str, Any]) -> None:
+        row: dict[str, object] = {
+            "sha256": sha256,
+            "kind": kind,
+            "data": json.dumps(data),
+            "created_at": utcnow(),
+        }
         with transaction(self._engine) as conn:
-            exists = conn.execute(
-                sa.select(tables.file_facts.c.sha256).where(
-                    tables.file_facts.c.sha256 == sha256, tables.file_facts.c.kind == kind
-                )
-            ).first()
-            if exists is None:
-                conn.execute(
-                    sa.insert(tables.file_facts).values(
-                        sha256=sha256, kind=kind, data=json.dumps(data), created_at=utcnow()
-                    )
-                )
+            insert_ignore(conn, tables.file_facts, [row])
 
     def _read(self, sha256: str, start: int, end: int) -> bytes:
         return b"".join(self._store.iter_range(sha256, start, end, _READ_CHUNK))

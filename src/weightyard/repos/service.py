@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from weightyard.auth import Action, Principal, RepoRef, audit, can, require, require_create_in
 from weightyard.config import Settings
-from weightyard.db import tables, transaction, utcnow
+from weightyard.db import insert_ignore, tables, transaction, utcnow
 from weightyard.errors import (
     BadRequest,
     BlobNotFound,
@@ -1166,18 +1166,8 @@ class RepoService:
     def _index_contents(self, conn: sa.Connection, repo_id: int, added: Iterable[str]) -> None:
         """Record in the gate's index that the repo now holds this content (the sha256 of each added file);
         every commit that adds files calls it in its own transaction, the repo's first commit included."""
-        shas = sorted(set(added))
-        if not shas:
-            return
-        rc = tables.repo_contents
-        present = set(
-            conn.execute(
-                sa.select(rc.c.sha256).where(rc.c.repo_id == repo_id, rc.c.sha256.in_(shas))
-            ).scalars()
-        )
-        missing = [{"repo_id": repo_id, "sha256": sha} for sha in shas if sha not in present]
-        if missing:
-            conn.execute(sa.insert(rc), missing)
+        rows: list[dict[str, object]] = [{"repo_id": repo_id, "sha256": sha} for sha in sorted(set(added))]
+        insert_ignore(conn, tables.repo_contents, rows)
 
     @staticmethod
     def _check_content_recorded(conn: sa.Connection, operations: Sequence[Operation]) -> None:
@@ -1259,16 +1249,9 @@ class RepoService:
                 files[operation.path] = lfs_file_entry(entry.sha256, entry.size)
 
     def _store_trees(self, conn: sa.Connection, objects: dict[str, str]) -> None:
-        if not objects:
-            return
-        present = set(
-            conn.execute(
-                sa.select(tables.tree_objects.c.oid).where(tables.tree_objects.c.oid.in_(list(objects)))
-            ).scalars()
+        insert_ignore(
+            conn, tables.tree_objects, [{"oid": oid, "body": body} for oid, body in objects.items()]
         )
-        missing = [{"oid": oid, "body": body} for oid, body in objects.items() if oid not in present]
-        if missing:
-            conn.execute(sa.insert(tables.tree_objects), missing)
 
     def check_blob(self, principal: Principal, sha256: str, size: int | None) -> int:
         """The size of content a commit names by sha256, after checking the committer may use it."""
