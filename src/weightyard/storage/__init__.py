@@ -8,23 +8,62 @@ from urllib.parse import urlparse
 import sqlalchemy as sa
 
 from weightyard.errors import BadRequest
-from weightyard.storage.base import SHA256_RE, BlobInfo, BlobStore, BlobWriter, check_sha256
-from weightyard.storage.local import LocalBlobStore, StagedBlob, StagedPartWriter
+from weightyard.storage.base import (
+    BLOBS,
+    SHA256_RE,
+    XORBS,
+    BlobInfo,
+    BlobStore,
+    BlobWriter,
+    Namespace,
+    ObjectStore,
+    ObjectWriter,
+    PartWriter,
+    ScratchFile,
+    StagedUpload,
+    StoredObject,
+    check_sha256,
+)
+from weightyard.storage.local import LocalBlobStore, LocalObjectStore, StagedBlob, StagedPartWriter
 from weightyard.storage.xet import XetBlobStore, XetFile
 
 __all__ = [
+    "BLOBS",
     "SHA256_RE",
+    "XORBS",
     "BlobInfo",
     "BlobStore",
     "BlobWriter",
     "LocalBlobStore",
+    "LocalObjectStore",
+    "Namespace",
+    "ObjectStore",
+    "ObjectWriter",
+    "PartWriter",
+    "ScratchFile",
     "StagedBlob",
     "StagedPartWriter",
+    "StagedUpload",
+    "StoredObject",
     "XetBlobStore",
     "XetFile",
     "check_sha256",
     "open_blob_store",
+    "open_object_store",
 ]
+
+
+def open_object_store(url: str, xorb_root: Path) -> ObjectStore:
+    """The object store named by `url`: `file://PATH` (or `xet://PATH`) keeps blobs in PATH and xorbs in
+    `xorb_root`.
+
+    Example:
+        >>> store = open_object_store("file:///tmp/weightyard-doc/blobs", Path("/tmp/weightyard-doc/xorbs"))
+    """
+    parsed = urlparse(url)
+    if parsed.scheme in ("file", "xet"):
+        return LocalObjectStore(Path(parsed.path), xorb_root)
+    raise BadRequest(f"unsupported blob store URL scheme {parsed.scheme!r} (supported: file://, xet://)")
 
 
 def open_blob_store(

@@ -8,10 +8,11 @@ import io
 import mmap
 import os
 import queue
+import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,7 +27,7 @@ from weightyard.errors import (
     StoredContentMissing,
 )
 from weightyard.faults import crash_point
-from weightyard.storage.base import BlobInfo, check_sha256
+from weightyard.storage.base import BlobInfo, ScratchFile, StoredObject, check_sha256
 
 # Bytes handed to the disk thread at once; a few of these in flight bound the writer's memory.
 _WRITE_QUEUE_DEPTH = 4
@@ -455,3 +456,394 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------- object store
+
+_UPLOADS = "parts"
+_SCRATCH_PREFIX = "scratch-"
+# Multipart uploads whose in-order hash this process keeps; one forgotten is hashed from disk at completion.
+_STAGED_IN_MEMORY = 256
+_IOV_MAX = 1024  # buffers one `os.preadv` call takes at most (IOV_MAX on Linux)
+
+
+def _hex_key(key: str, length: int) -> str:
+    if len(key) != length or any(c not in "0123456789abcdef" for c in key):
+        raise BlobNotFound(f"no object {key[:80]!r}")
+    return key
+
+
+class LocalObjectStore:
+    """The `ObjectStore` over local folders: blobs at `ROOT/ab/cd/<sha256>`, xorbs at `XORBS/ab/<hash>`,
+    scratch files in `ROOT/.tmp`, staged uploads in `ROOT/.tmp/parts/<id>/` (see `StagedBlob`).
+
+    Every object is a file moved into place with a hard link (create-if-absent, atomic) after an fsync. An
+    object found with another length than the one being stored is damage, and is replaced.
+    """
+
+    def __init__(self, root: Path, xorb_root: Path | None = None) -> None:
+        self.root = root
+        self.xorb_root = xorb_root if xorb_root is not None else root / ".xorbs"
+        self._tmp = root / _TMP_DIR
+        self._uploads = self._tmp / _UPLOADS
+        self._uploads.mkdir(parents=True, exist_ok=True)
+        self._staged: dict[str, StagedBlob] = {}
+        self._staged_lock = threading.Lock()
+
+    def _path(self, namespace: str, key: str) -> Path:
+        if namespace == "blobs":
+            return self.root / key[:2] / key[2:4] / _hex_key(key, 64)
+        return self.xorb_root / key[:2] / _hex_key(key, 64)
+
+    def _scratch_path(self) -> Path:
+        return self._tmp / f"{_SCRATCH_PREFIX}{uuid.uuid4().hex}"
+
+    # -- writing
+
+    def blob_writer(self, sha256: str | None = None) -> LocalObjectWriter:
+        return LocalObjectWriter(self)
+
+    def scratch(self) -> LocalScratchFile:
+        return LocalScratchFile(self._scratch_path())
+
+    def put_xorb(self, key: str, body: ScratchFile | bytes) -> bool:
+        final = self._path("xorbs", key)
+        if not isinstance(body, bytes):
+            if not isinstance(body, LocalScratchFile):
+                raise TypeError("a scratch file of another store")
+            body.close_synced()
+            return self._install(body.path, final)
+        written = self._scratch_path()
+        try:
+            with open(written, "wb") as handle:
+                handle.write(body)
+                handle.flush()
+                os.fsync(handle.fileno())
+            return self._install(written, final)
+        finally:
+            written.unlink(missing_ok=True)
+
+    def _install(self, written: Path, final: Path) -> bool:
+        """Put a complete, fsynced file in place unless an intact copy is there; removes `written`."""
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            try:
+                os.link(written, final)
+            except FileExistsError:
+                if final.stat().st_size == written.stat().st_size:
+                    return False
+                os.replace(written, final)  # damaged in storage: the verified bytes take its place
+            _fsync_dir(final.parent)
+            return True
+        finally:
+            written.unlink(missing_ok=True)
+
+    # -- reading
+
+    def size(self, namespace: str, key: str) -> int | None:
+        try:
+            return self._path(namespace, key).stat().st_size
+        except (FileNotFoundError, BlobNotFound):
+            return None
+
+    def _open_raw(self, namespace: str, key: str) -> io.FileIO:
+        try:
+            handle = io.FileIO(self._path(namespace, key), "rb")
+        except FileNotFoundError:
+            raise BlobNotFound(f"{namespace[:-1]} {key} is not stored") from None
+        with contextlib.suppress(OSError, AttributeError):
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        return handle
+
+    def open(self, namespace: str, key: str) -> BinaryIO:
+        return io.BufferedReader(self._open_raw(namespace, key))
+
+    def read(self, namespace: str, key: str, start: int, end: int, piece_size: int) -> Iterator[memoryview]:
+        # A generator: the file opens when the bytes are wanted, so a response never sent holds no file.
+        yield from mapped_pieces(self._open_raw(namespace, key), start, end, piece_size)
+
+    def read_into(self, namespace: str, key: str, start: int, buffers: Sequence[memoryview]) -> int:
+        # Scatter reads copy each byte once, from the page cache into place.
+        with self._open_raw(namespace, key) as handle:
+            return _scatter_read(handle.fileno(), start, buffers)
+
+    # -- removing and listing
+
+    def delete(self, namespace: str, key: str) -> None:
+        with contextlib.suppress(BlobNotFound):
+            self._path(namespace, key).unlink(missing_ok=True)
+
+    def list(self, namespace: str, prefix: str = "") -> Iterator[StoredObject]:
+        root, depth = (self.root, 2) if namespace == "blobs" else (self.xorb_root, 1)
+        yield from _walk(root, depth, prefix)
+
+    def list_scratch(self) -> Iterator[StoredObject]:
+        for path in sorted(self._tmp.iterdir()):
+            with contextlib.suppress(FileNotFoundError):
+                if path.is_file():
+                    info = path.stat()
+                    yield StoredObject(path.name, info.st_size, info.st_mtime)
+
+    def delete_scratch(self, key: str) -> None:
+        if "/" not in key and key not in ("", ".", ".."):
+            (self._tmp / key).unlink(missing_ok=True)
+
+    # -- staged uploads
+
+    def open_upload(self, upload_id: str, sha256: str, size: int, part_size: int) -> LocalStagedUpload:
+        folder = self._uploads / _upload_name(upload_id)
+        # The in-order hash is a cache: `StagedBlob` checks it against the part markers before trusting it.
+        with self._staged_lock:
+            staged = self._staged.pop(upload_id, None)
+            if staged is None or staged.folder != folder:
+                staged = StagedBlob(folder, size, part_size)
+            self._staged[upload_id] = staged
+            if len(self._staged) > _STAGED_IN_MEMORY:
+                del self._staged[next(iter(self._staged))]
+        return LocalStagedUpload(self, upload_id, staged)
+
+    def list_uploads(self) -> Iterator[StoredObject]:
+        for folder in sorted(self._uploads.iterdir()):
+            if folder.is_dir():
+                size, mtime = _folder_usage(folder)
+                yield StoredObject(folder.name, size, mtime)
+
+    def delete_upload(self, upload_id: str) -> None:
+        with self._staged_lock:
+            self._staged.pop(upload_id, None)
+        shutil.rmtree(self._uploads / _upload_name(upload_id), ignore_errors=True)
+
+    def _publish_staged(self, staged: StagedBlob, blob: BlobInfo) -> bool:
+        fd = os.open(staged.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return self._install(staged.path, self._path("blobs", blob.sha256))
+
+    # -- presigning: a folder has no URLs of its own; the hub streams
+
+    def presign(self, namespace: str, key: str, expires_in: int) -> str | None:
+        return None
+
+    def presign_part(self, upload_id: str, number: int, expires_in: int) -> str | None:
+        return None
+
+
+class LocalObjectWriter:
+    """`BlobWriter` of a `LocalObjectStore`: hashes in the caller's thread while a second thread writes to a
+    scratch file, so the two overlap (hashlib and file writes release the GIL for large buffers)."""
+
+    def __init__(self, store: LocalObjectStore) -> None:
+        self._store = store
+        self._tmp_path = store._scratch_path()
+        self._file = open(self._tmp_path, "wb", buffering=0)  # noqa: SIM115 - closed in seal/abort
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_WRITE_QUEUE_DEPTH)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="blob-writer", daemon=True)
+        self._thread.start()
+        self._closed = False
+        self._sealed: BlobInfo | None = None
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def _drain(self) -> None:
+        while True:
+            data = self._queue.get()
+            if data is None:
+                return
+            if self._error is not None:
+                continue
+            try:
+                view = memoryview(data)
+                while view:
+                    written = self._file.write(view)
+                    view = view[written:]
+            except BaseException as exc:  # re-raised in the caller's thread
+                self._error = exc
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if self._error is not None:
+            raise self._error
+        self._hash.update(data)
+        self._size += len(data)
+        self._queue.put(bytes(data) if not isinstance(data, bytes) else data)
+
+    def _finish_writes(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def seal(self, expected_sha256: str | None = None, expected_size: int | None = None) -> BlobInfo:
+        try:
+            self._finish_writes()
+            sha256 = self._hash.hexdigest()
+            if expected_size is not None and expected_size != self._size:
+                raise ContentMismatch(f"expected {expected_size} bytes, received {self._size}")
+            if expected_sha256 is not None and expected_sha256 != sha256:
+                raise ContentMismatch(f"content sha256 is {sha256}, not the announced {expected_sha256}")
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._closed = True
+        except BaseException:
+            self.abort()
+            raise
+        self._sealed = BlobInfo(sha256=sha256, size=self._size)
+        return self._sealed
+
+    def publish(self) -> bool:
+        if self._sealed is None:
+            raise ContentMismatch("a blob is sealed before it is published")
+        return self._store._install(self._tmp_path, self._store._path("blobs", self._sealed.sha256))
+
+    def abort(self) -> None:
+        if self._thread.is_alive():
+            with contextlib.suppress(BaseException):
+                self._finish_writes()
+        if not self._closed:
+            self._file.close()
+            self._closed = True
+        self._tmp_path.unlink(missing_ok=True)
+
+
+class LocalScratchFile:
+    """A `ScratchFile` in the store's temporary folder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = open(path, "wb")  # noqa: SIM115 - closed by close_synced/discard
+        self._size = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._size += len(data)
+
+    def sync(self) -> None:
+        self._file.flush()
+        os.fdatasync(self._file.fileno())
+
+    def close_synced(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    def discard(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
+class LocalStagedUpload:
+    """A `StagedUpload` of a `LocalObjectStore`: a `StagedBlob` in `ROOT/.tmp/parts/<id>/`."""
+
+    def __init__(self, store: LocalObjectStore, upload_id: str, staged: StagedBlob) -> None:
+        self._store = store
+        self._id = upload_id
+        self._staged = staged
+
+    @property
+    def size(self) -> int:
+        return self._staged.size
+
+    @property
+    def part_size(self) -> int:
+        return self._staged.part_size
+
+    @property
+    def parts(self) -> int:
+        return self._staged.parts
+
+    def part_writer(self, number: int) -> StagedPartWriter:
+        return self._staged.part_writer(number)
+
+    def seal(self) -> None:
+        self._staged.seal()
+
+    def missing_parts(self) -> list[int]:
+        return self._staged.missing_parts()
+
+    def digest(self) -> str:
+        return self._staged.digest()
+
+    def pieces(self, piece_size: int) -> Iterator[memoryview]:
+        try:
+            handle = io.FileIO(self._staged.path, "rb")
+        except FileNotFoundError:
+            raise NotFound("this upload was completed or abandoned meanwhile") from None
+        yield from mapped_pieces(handle, 0, self._staged.size, piece_size)
+
+    def publish(self, blob: BlobInfo) -> bool:
+        try:
+            return self._store._publish_staged(self._staged, blob)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        self._store.delete_upload(self._id)
+
+
+def _upload_name(upload_id: str) -> str:
+    if not upload_id or not upload_id.isalnum() or not upload_id.isascii():
+        raise NotFound(f"no upload {upload_id[:80]!r}")
+    return upload_id
+
+
+def _walk(root: Path, depth: int, prefix: str) -> Iterator[StoredObject]:
+    """Objects under `root` at `depth` two-character folders, keys starting with `prefix`, in key order."""
+    if not root.is_dir():
+        return
+    folders = [root]
+    for level in range(depth):
+        part = prefix[2 * level : 2 * level + 2]
+        folders = [
+            child
+            for folder in folders
+            for child in sorted(folder.iterdir())
+            if len(child.name) == 2 and child.name.startswith(part) and child.is_dir()
+        ]
+    for folder in folders:
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith(prefix) and len(path.name) == 64:
+                with contextlib.suppress(FileNotFoundError):
+                    info = path.stat()
+                    yield StoredObject(path.name, info.st_size, info.st_mtime)
+
+
+def _folder_usage(folder: Path) -> tuple[int, float]:
+    size, newest = 0, 0.0
+    with contextlib.suppress(FileNotFoundError):
+        newest = folder.stat().st_mtime
+        for path in folder.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                info = path.stat()
+                size += info.st_size
+                newest = max(newest, info.st_mtime)
+    return size, newest
+
+
+def _scatter_read(fd: int, start: int, buffers: Sequence[memoryview]) -> int:
+    """`os.preadv` until `buffers` are full or the file ends; returns the bytes read."""
+    done, index, pending = 0, 0, list(buffers)
+    while index < len(pending):
+        count = os.preadv(fd, pending[index : index + _IOV_MAX], start + done)
+        if count == 0:
+            break
+        done += count
+        while index < len(pending) and count >= len(pending[index]):
+            count -= len(pending[index])
+            index += 1
+        if count:
+            pending[index] = pending[index][count:]
+    return done
