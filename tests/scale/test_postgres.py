@@ -71,6 +71,22 @@ def test_migrated_schema_on_postgresql_matches_sqlite(postgres_url: str, tmp_pat
     on_sqlite, on_postgres = _schema(sqlite_url), _schema(postgres_url)
 
     assert "ux_repos_type_id_nocase" in dict(on_postgres["repos"]["indexes"])
+    # The substring search index is each database's own (migration 0014_listing_search): an FTS5 table and
+    # the triggers that keep it in step on SQLite, GIN trigram indexes on PostgreSQL.
+    assert sorted(table for table in on_sqlite if table.startswith("repo_search")) == [
+        "repo_search",
+        *(f"repo_search_{shadow}" for shadow in ("config", "content", "data", "docsize", "idx")),
+    ]
+    assert on_sqlite["repos"]["triggers"] == ["repo_search_delete", "repo_search_insert", "repo_search_move"]
+    assert on_sqlite["repo_tags"]["triggers"] == ["repo_search_tag_delete", "repo_search_tag_insert"]
+    assert ("ix_repos_full_id_trgm", False) in on_postgres["repos"]["indexes"]
+    assert ("ix_repo_tags_tag_trgm", False) in on_postgres["repo_tags"]["indexes"]
+    on_sqlite = {table: facts for table, facts in on_sqlite.items() if not table.startswith("repo_search")}
+    for table in ("repos", "repo_tags"):
+        on_sqlite[table]["triggers"] = []
+        on_postgres[table]["indexes"] = [
+            index for index in on_postgres[table]["indexes"] if "_trgm" not in index[0]
+        ]
     assert on_postgres["audit_log"]["triggers"] == ["audit_log_no_delete", "audit_log_no_update"]
     assert sorted(on_postgres) == sorted(on_sqlite)
     for table in on_sqlite:

@@ -60,6 +60,12 @@ repos = sa.Table(
     sa.Column("card_sha256", sa.String(64), nullable=True),
     sa.UniqueConstraint("type", "namespace", "name"),
 )
+# A listing page walks one of these in order and stops (migration 0014_listing_search).
+for _column in ("updated_at", "created_at", "downloads", "likes"):
+    sa.Index(f"ix_repos_type_{_column}", repos.c.type, repos.c[_column], repos.c.id)
+# The repo id, spelled with a literal separator so that queries and the expression index below agree.
+full_repo_id = repos.c.namespace + sa.literal_column("'/'", sa.String) + repos.c.name
+sa.Index("ix_repos_type_full_id", repos.c.type, full_repo_id)
 # Repo ids are unique whatever their case: `Alice/Model` and `alice/model` are one repo.
 sa.Index(
     "ux_repos_type_id_nocase",
@@ -385,6 +391,12 @@ repo_tags = sa.Table(
     sa.Column("repo_id", sa.Integer, sa.ForeignKey("repos.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("tag", sa.String(200), primary_key=True, index=True),
 )
+
+# The substring index of repo ids and tags on SQLite (migration 0014_listing_search): an FTS5 table with the
+# trigram tokenizer, rowid = repos.id, `name` the repo id, `body` the id and then each tag, one per line, kept
+# in step by triggers on `repos` and `repo_tags`. A virtual table, so not part of `metadata`; on PostgreSQL
+# GIN trigram indexes over `repos` and `repo_tags` serve the same queries.
+repo_search = sa.table("repo_search", sa.column("rowid", sa.Integer), sa.column("name"), sa.column("body"))
 
 # The last-commit index (repos/last_commits.py): content-addressed index trees, and each commit's root.
 last_commit_trees = sa.Table(

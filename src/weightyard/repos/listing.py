@@ -1,8 +1,10 @@
 """Repo listings answered from indexed columns: filters, sorts and pages as the Hub's `/api/models` has them.
 
 Everything a listing filters or sorts on is a column or the `repo_tags` index, kept in step with each repo's
-`main` head by `FactsService.after_commit`; a page costs one query plus one for the tags of its repos,
-however many repos the hub holds.
+`main` head by `FactsService.after_commit`; a page costs one query plus one for the tags of its repos. Each
+sort key has an index the page walks in order, and searches (any part of a repo id or tag, as the Hub
+matches them) go through a trigram index: FTS5 `repo_search` on SQLite, GIN `pg_trgm` on PostgreSQL (migration
+0014_listing_search). A search word shorter than a trigram cannot use it and scans the repos instead.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ SORTS = {
     "downloads": tables.repos.c.downloads,
     "likes": tables.repos.c.likes,
     "trendingScore": tables.repos.c.downloads,
-    "id": tables.repos.c.namespace + "/" + tables.repos.c.name,
+    "id": tables.full_repo_id,
 }
 MAX_FILTERS = 20
 
@@ -78,14 +80,34 @@ def _visible(principal: Principal | None) -> sa.ColumnElement[bool]:
         reach.append(repos.c.namespace.in_([principal.name, *principal.orgs]))
     if principal.targets is not None:
         targets = list(principal.targets)
-        reach.append(
-            sa.or_(repos.c.namespace.in_(targets), (repos.c.namespace + "/" + repos.c.name).in_(targets))
-        )
+        reach.append(sa.or_(repos.c.namespace.in_(targets), tables.full_repo_id.in_(targets)))
     return sa.or_(public, sa.and_(sa.true(), *reach))
 
 
 def _like(word: str) -> str:
     return "%" + word.lower().replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
+
+
+# The shortest word a trigram index can answer.
+_TRIGRAM = 3
+
+
+def _contains(dialect: str, word: str, with_tags: bool) -> sa.ColumnElement[bool]:
+    """Repos whose id (and, `with_tags`, one of whose tags) contains `word`, ignoring case."""
+    repos = tables.repos
+    if dialect == "sqlite" and len(word) >= _TRIGRAM:
+        # An FTS5 phrase of the word's trigrams: exactly the texts that contain it.
+        column = tables.repo_search.c.body if with_tags else tables.repo_search.c.name
+        phrase = '"' + word.replace('"', '""') + '"'
+        return repos.c.id.in_(sa.select(tables.repo_search.c.rowid).where(column.match(phrase)))
+    pattern = _like(word)
+    in_id = sa.func.lower(tables.full_repo_id).like(pattern, escape="\\")
+    if not with_tags:
+        return in_id
+    tagged = sa.select(tables.repo_tags.c.repo_id).where(
+        sa.func.lower(tables.repo_tags.c.tag).like(pattern, escape="\\")
+    )
+    return sa.or_(in_id, repos.c.id.in_(tagged))
 
 
 def list_page(
@@ -110,14 +132,11 @@ def list_page(
         .label("head_oid")
     )
     statement = sa.select(repos, head).where(repos.c.type == query.repo_type, _visible(principal))
-    full_id = sa.func.lower(repos.c.namespace + "/" + repos.c.name)
+    dialect = engine.dialect.name
     if query.search:
-        statement = statement.where(full_id.like(_like(query.search), escape="\\"))
+        statement = statement.where(_contains(dialect, query.search, with_tags=False))
     for word in query.words:
-        tagged = sa.select(tables.repo_tags.c.repo_id).where(
-            sa.func.lower(tables.repo_tags.c.tag).like(_like(word), escape="\\")
-        )
-        statement = statement.where(sa.or_(full_id.like(_like(word), escape="\\"), repos.c.id.in_(tagged)))
+        statement = statement.where(_contains(dialect, word, with_tags=True))
     if query.author:
         statement = statement.where(repos.c.namespace == query.author)
     for tag in query.tags:
