@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from tests.postgres import TEMPLATE, PostgresCluster
+from tests.s3 import SeaweedServer, credentials_env, fresh_prefix, start_seaweed
 from tests.support import Server, start_server, stop_server
 
 # `make test` runs the `client`-marked tests a second time with the 1.x client first on PYTHONPATH and this
@@ -104,3 +105,35 @@ def repo_name() -> str:
     global _counter
     _counter += 1
     return f"admin/t{os.getpid()}-{_counter}-{time.time_ns() % 1_000_000}"
+
+
+@pytest.fixture(scope="session")
+def seaweed() -> Iterator[SeaweedServer]:
+    """SeaweedFS (`weed mini`) for the session, on loopback, with one bucket; tests use their own prefixes."""
+    instance = start_seaweed()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.fixture
+def s3_url(seaweed: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A `WEIGHTYARD_BLOB_URL` of a prefix of its own in the session's SeaweedFS bucket, with credentials."""
+    for name, value in credentials_env().items():
+        monkeypatch.setenv(name, value)
+    return seaweed.url(fresh_prefix())
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's S3 emulator on loopback (it does not validate checksums: for error paths only)."""
+    from moto.server import ThreadedMotoServer
+
+    instance = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    instance.start()
+    try:
+        host, port = instance.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        instance.stop()

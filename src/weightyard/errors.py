@@ -262,3 +262,11 @@ class StoredContentMissing(StoredContentDamaged):
     """Content the hub recorded is missing from its storage."""
 
     code = "StoredContentMissing"
+
+
+class StorageUnavailable(WeightyardError):
+    """The object store did not answer, or refused the hub's request (down, unreachable, misconfigured):
+    retryable from the client's side, logged on the server's."""
+
+    code = "StorageUnavailable"
+    status = 503
