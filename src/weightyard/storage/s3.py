@@ -1,8 +1,9 @@
 """Content in an S3-compatible bucket: `s3://BUCKET/PREFIX?endpoint_url=http://HOST:PORT&region=REGION`.
 
-Layout under PREFIX: `blobs/<sha256[:2]>/<sha256>` (whole blobs), `xorbs/<hash>` (Xet xorbs) and
-`uploads/<id>` (objects being assembled: written, verified, then copied into place; never read as content).
-Credentials come from the standard `AWS_*` variables.
+Layout under PREFIX: `blobs/<sha256[:2]>/<sha256>` (whole blobs), `xorbs/<hash>` (Xet xorbs),
+`uploads/<id>/<number>` (the parts of staged LFS uploads) and `staging/<id>` (a blob whose sha256 was not
+known in advance, verified there before it is copied into place). Credentials come from the standard `AWS_*`
+variables. Scratch files are local (`scratch_dir`).
 
 A blob appears at its content address only once its sha256 and size have been checked, and only once: every
 write completes with `If-None-Match: *`, so of several writers of the same content exactly one creates the
@@ -28,9 +29,10 @@ import io
 import queue
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import parse_qs, urlparse
 
@@ -41,13 +43,24 @@ from weightyard.errors import (
     BadRequest,
     BlobNotFound,
     ContentMismatch,
+    NotFound,
     StorageUnavailable,
     StoredContentDamaged,
-    StoredContentMissing,
 )
-from weightyard.storage.base import SHA256_RE, BlobInfo, check_sha256
+from weightyard.storage.base import (
+    BLOBS,
+    SHA256_RE,
+    XORBS,
+    BlobInfo,
+    Namespace,
+    ScratchFile,
+    StoredObject,
+    check_sha256,
+)
+from weightyard.storage.local import LocalScratchFile
 
 if TYPE_CHECKING:
+    from obstore import GetOptions
     from obstore.store import ClientConfig, RetryConfig
 
 MIB = 1024 * 1024
@@ -64,6 +77,9 @@ READ_PIECE = MIB
 # Parts handed to the upload thread at once; with the one being filled, this bounds a writer's memory.
 _UPLOAD_QUEUE_DEPTH = 2
 _URL_OPTIONS = {"endpoint_url", "region"}
+_UPLOADS = "uploads"
+_STAGING = "staging"
+_SCRATCH_PREFIX = "scratch-"
 _MISMATCH_CODES = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "InvalidChecksum"}
 _TOO_SMALL = "EntityTooSmall"
 _EXISTS_CODES = {"PreconditionFailed", "412"}
@@ -102,94 +118,71 @@ class S3Location:
 
 
 @dataclass(frozen=True)
-class StagedUpload:
-    """A multipart upload being assembled at a staging key, by the hub or by a client through presigned part
-    URLs; `complete_upload` verifies it and copies it into place."""
+class _Multipart:
+    """An S3 multipart upload the hub drives (a blob writer's, or a server-side copy's)."""
 
     key: str
     upload_id: str
-    # Whether every part carries its sha256 (uploads written by the hub); parts PUT by clients through
-    # presigned URLs carry none, so an upload that takes them cannot ask for one.
-    checksummed: bool = False
 
 
-class S3BlobStore:
-    """Blobs and xorbs in a bucket (see the module docstring)."""
+class S3ObjectStore:
+    """The `ObjectStore` over a bucket (see the module docstring); scratch files live in `scratch_dir`."""
 
-    def __init__(self, location: S3Location, part_size: int = DEFAULT_PART_SIZE) -> None:
+    def __init__(self, location: S3Location, scratch_dir: Path, part_size: int = DEFAULT_PART_SIZE) -> None:
         self.location = location
         self.part_size = max(part_size, MIN_PART_SIZE)
+        self._scratch_dir = scratch_dir
+        scratch_dir.mkdir(parents=True, exist_ok=True)
         self._reader = _obstore_client(location)
         self._client = _botocore_client(location)
 
-    # keys
+    # -- keys
 
-    def blob_key(self, sha256: str) -> str:
-        check_sha256(sha256)
-        return self.location.key("blobs", sha256[:2], sha256)
+    def object_key(self, namespace: Namespace, key: str) -> str:
+        """The bucket key of an object; raises `BlobNotFound` for a key no object can have."""
+        if not SHA256_RE.match(key):
+            raise BlobNotFound(f"no object {key[:80]!r}")
+        if namespace == BLOBS:
+            return self.location.key(BLOBS, key[:2], key)
+        return self.location.key(XORBS, key)
 
-    def xorb_key(self, xorb_hash: str) -> str:
-        if not SHA256_RE.match(xorb_hash):
-            raise BadRequest(f"not a xorb hash: {xorb_hash[:80]!r}")
-        return self.location.key("xorbs", xorb_hash)
+    def _upload_prefix(self, upload_id: str) -> str:
+        if not upload_id or not upload_id.isalnum() or not upload_id.isascii():
+            raise NotFound(f"no upload {upload_id[:80]!r}")
+        return self.location.key(_UPLOADS, upload_id) + "/"
 
-    def _staging_key(self) -> str:
-        return self.location.key("uploads", uuid.uuid4().hex)
+    def _part_key(self, upload_id: str, number: int) -> str:
+        return f"{self._upload_prefix(upload_id)}{number:05d}"
 
     def part_size_for(self, size: int | None) -> int:
-        """The part size of an upload of `size` bytes: the store's, or more when 10,000 would not hold it."""
+        """The part size of a multipart upload of `size` bytes: the store's, or more when 10,000 parts of
+        it would not hold them."""
         if size is None:
             return self.part_size
         return max(self.part_size, -(-size // MAX_PARTS))
 
-    # whole blobs
+    # -- writing
 
-    def writer(self, expected_sha256: str | None = None, expected_size: int | None = None) -> S3BlobWriter:
-        """A writer that streams into place; with the sha256 known in advance, straight to its final key."""
-        return S3BlobWriter(self, expected_sha256, expected_size)
+    def blob_writer(self, sha256: str | None = None) -> S3ObjectWriter:
+        if sha256 is not None:
+            check_sha256(sha256)
+        return S3ObjectWriter(self, sha256)
 
-    def exists(self, sha256: str) -> bool:
-        return self.object_size(self.blob_key(sha256)) is not None
+    def scratch(self) -> LocalScratchFile:
+        return LocalScratchFile(self._scratch_dir / f"{_SCRATCH_PREFIX}{uuid.uuid4().hex}")
 
-    def size(self, sha256: str) -> int:
-        size = self.object_size(self.blob_key(sha256))
-        if size is None:
-            raise BlobNotFound(f"blob {sha256} is not stored")
-        return size
-
-    def check_stored(self, sha256: str, size: int) -> None:
-        actual = self.object_size(self.blob_key(sha256))
-        if actual is None:
-            raise StoredContentMissing(f"blob {sha256} is missing from storage")
-        if actual != size:
-            raise StoredContentDamaged(
-                f"blob {sha256} has {actual} bytes in storage, not the {size} recorded"
-            )
-
-    def iter_range(self, sha256: str, start: int, end: int, chunk_size: int) -> Iterator[memoryview]:
-        """The bytes [start, end) of the blob, streamed in pieces of at most `chunk_size` (and 1 MiB)."""
-        return self.read_object(self.blob_key(sha256), start, end, chunk_size)
-
-    def open(self, sha256: str) -> BinaryIO:
-        """A seekable stream of the blob that reads by ranged GETs."""
-        key = self.blob_key(sha256)
-        size = self.size(sha256)
-        return io.BufferedReader(_RangedReader(self, key, size), buffer_size=READ_PIECE)
-
-    def delete(self, sha256: str) -> None:
-        self.delete_object(self.blob_key(sha256))
-
-    def list_blobs(self) -> Iterator[BlobInfo]:
-        for key, size in self.list_objects(self.location.key("blobs") + "/"):
-            name = key.rsplit("/", 1)[-1]
-            if SHA256_RE.match(name):
-                yield BlobInfo(name, size)
-
-    def presign_get(self, sha256: str, expires: timedelta) -> str:
-        """A URL that GETs the blob (Range honoured) without credentials, until `expires` from now."""
-        return self.presign_get_object(self.blob_key(sha256), expires)
-
-    # objects by key
+    def put_xorb(self, key: str, body: ScratchFile | bytes) -> bool:
+        final = self.object_key(XORBS, key)
+        if isinstance(body, bytes):
+            return self.put_object(final, body)
+        if not isinstance(body, LocalScratchFile):
+            raise TypeError("a scratch file of another store")
+        # A xorb is at most 64 MiB: it is sent in one PUT, with its sha256.
+        body.close_synced()
+        try:
+            return self.put_object(final, body.path.read_bytes())
+        finally:
+            body.discard()
 
     def put_object(self, key: str, data: bytes, sha256: str | None = None) -> bool:
         """Create `key` holding `data` unless it exists; returns whether this call created it. `sha256`, the
@@ -211,8 +204,16 @@ class S3BlobStore:
             return False
         return True
 
+    # -- reading
+
+    def size(self, namespace: Namespace, key: str) -> int | None:
+        try:
+            return self.object_size(self.object_key(namespace, key))
+        except BlobNotFound:
+            return None
+
     def object_size(self, key: str) -> int | None:
-        """The size of the object at `key` (a HEAD), or None when there is none."""
+        """The size of the object at bucket key `key` (a HEAD), or None when there is none."""
         try:
             with _obstore_errors(f"HEAD {key}"):
                 meta = obstore.head(self._reader, key)
@@ -220,126 +221,146 @@ class S3BlobStore:
             return None
         return int(meta["size"])
 
-    def read_object(self, key: str, start: int, end: int, chunk_size: int) -> Iterator[memoryview]:
-        """Bytes [start, end) of `key` in pieces of at most `chunk_size` (and 1 MiB); a generator, so the GET
-        starts when the first piece is wanted. Raises `BlobNotFound` when the object is absent."""
-        piece = max(1, min(chunk_size, READ_PIECE))
+    def open(self, namespace: Namespace, key: str) -> BinaryIO:
+        """A seekable stream of the object that reads by ranged GETs."""
+        bucket_key = self.object_key(namespace, key)
+        size = self.object_size(bucket_key)
+        if size is None:
+            raise BlobNotFound(f"{namespace[:-1]} {key} is not stored")
+        return io.BufferedReader(_RangedReader(self, bucket_key, size), buffer_size=READ_PIECE)
+
+    def read(
+        self, namespace: Namespace, key: str, start: int, end: int, piece_size: int
+    ) -> Iterator[memoryview]:
+        return self.read_object(self.object_key(namespace, key), start, end, piece_size)
+
+    def read_object(
+        self, key: str, start: int, end: int, piece_size: int, if_match: str | None = None
+    ) -> Iterator[memoryview]:
+        """Bytes [start, end) of bucket key `key` in pieces of at most `piece_size` (and 1 MiB), ending early
+        where the object does; a generator, so the GET starts when the first piece is wanted. Raises
+        `BlobNotFound` when the object is absent, `ContentMismatch` when it is not the version `if_match`."""
+        piece = max(1, min(piece_size, READ_PIECE))
         if end <= start:
             return
+        options: GetOptions = {"range": (start, end)}
+        if if_match is not None:
+            options["if_match"] = if_match
         try:
             with _obstore_errors(f"GET {key}"):
-                result = obstore.get(self._reader, key, options={"range": (start, end)})
+                result = obstore.get(self._reader, key, options=options)
                 for chunk in result.stream(min_chunk_size=piece):
                     view = memoryview(chunk)
                     for offset in range(0, len(view), piece):
                         yield view[offset : offset + piece]
         except FileNotFoundError:
             raise BlobNotFound(f"{key} is not stored") from None
+        except _RangePastEnd:
+            if self.object_size(key) is None:
+                raise BlobNotFound(f"{key} is not stored") from None
+        except _VersionChanged:
+            raise ContentMismatch(f"{key} changed while it was being read") from None
+
+    def read_into(self, namespace: Namespace, key: str, start: int, buffers: Sequence[memoryview]) -> int:
+        wanted = sum(len(buffer) for buffer in buffers)
+        targets = iter(buffers)
+        target, filled, total = next(targets, None), 0, 0
+        for piece in self.read(namespace, key, start, start + wanted, READ_PIECE):
+            while piece and target is not None:
+                count = min(len(piece), len(target) - filled)
+                target[filled : filled + count] = piece[:count]
+                piece, filled, total = piece[count:], filled + count, total + count
+                if filled == len(target):
+                    target, filled = next(targets, None), 0
+        return total
+
+    # -- removing and listing
+
+    def delete(self, namespace: Namespace, key: str) -> None:
+        with contextlib.suppress(BlobNotFound):
+            self.delete_object(self.object_key(namespace, key))
 
     def delete_object(self, key: str) -> None:
-        """Remove `key`; removing what is not there succeeds."""
+        """Remove bucket key `key`; removing what is not there succeeds."""
         with _obstore_errors(f"DELETE {key}"):
             obstore.delete(self._reader, key)
 
-    def list_objects(self, prefix: str) -> Iterator[tuple[str, int]]:
-        """(key, size) of every object whose key starts with `prefix`."""
+    def list(self, namespace: Namespace, prefix: str = "") -> Iterator[StoredObject]:
+        # A listing names a folder (obstore lists whole path segments): blob keys sit under their first two
+        # characters, so a prefix of two or more narrows it to one folder; the names are filtered here.
+        if namespace == BLOBS and len(prefix) >= 2:
+            folder = self.location.key(BLOBS, prefix[:2]) + "/"
+        else:
+            folder = self.location.key(namespace) + "/"
+        for key, size, mtime in self.list_objects(folder):
+            name = key.rsplit("/", 1)[-1]
+            if SHA256_RE.match(name) and name.startswith(prefix):
+                yield StoredObject(name, size, mtime)
+
+    def list_objects(self, prefix: str) -> Iterator[tuple[str, int, float]]:
+        """(key, size, modification time) of every object whose bucket key starts with `prefix`, in key
+        order."""
         with _obstore_errors(f"LIST {prefix}"):
             for batch in obstore.list(self._reader, prefix=prefix):
                 for meta in batch:
-                    yield meta["path"], int(meta["size"])
+                    yield meta["path"], int(meta["size"]), meta["last_modified"].timestamp()
 
-    def presign_get_object(self, key: str, expires: timedelta) -> str:
-        with _obstore_errors(f"sign GET {key}"):
-            return obstore.sign(self._reader, "GET", key, expires)
+    def list_scratch(self) -> Iterator[StoredObject]:
+        for path in sorted(self._scratch_dir.iterdir()):
+            with contextlib.suppress(FileNotFoundError):
+                if path.is_file():
+                    info = path.stat()
+                    yield StoredObject(path.name, info.st_size, info.st_mtime)
 
-    # multipart uploads
+    def delete_scratch(self, key: str) -> None:
+        if "/" not in key and key not in ("", ".", ".."):
+            (self._scratch_dir / key).unlink(missing_ok=True)
 
-    def start_upload(self, key: str | None = None, *, checksummed: bool = False) -> StagedUpload:
-        """Open a multipart upload at `key` (by default a fresh staging key); `checksummed`: every part is
-        sent by the hub with its sha256, which the server checks."""
-        key = key or self._staging_key()
-        checksum = {"ChecksumAlgorithm": "SHA256"} if checksummed else {}
-        with _s3_errors(f"start an upload at {key}"):
-            answer = self._client.create_multipart_upload(Bucket=self.location.bucket, Key=key, **checksum)
-        return StagedUpload(key, str(answer["UploadId"]), checksummed)
+    # -- staged uploads: each part an object `uploads/<id>/<number>`, so any process sees which are there
 
-    def put_part(self, upload: StagedUpload, number: int, data: bytes) -> dict[str, Any]:
-        """Send part `number` (1-based), with its sha256 when the upload is checksummed; returns what
-        completing the upload names it by."""
-        reference: dict[str, Any] = {"PartNumber": number}
-        if upload.checksummed:
-            reference["ChecksumSHA256"] = _b64(hashlib.sha256(data).digest())
-        with _s3_errors(f"part {number} of {upload.key}"):
-            answer = self._client.upload_part(
-                Bucket=self.location.bucket,
-                Key=upload.key,
-                UploadId=upload.upload_id,
-                PartNumber=number,
-                Body=data,
-                **{name: value for name, value in reference.items() if name != "PartNumber"},
-            )
-        reference["ETag"] = answer["ETag"]
-        return reference
+    def open_upload(self, upload_id: str, sha256: str, size: int, part_size: int) -> S3StagedUpload:
+        self._upload_prefix(upload_id)
+        check_sha256(sha256)
+        return S3StagedUpload(self, upload_id, sha256, size, part_size)
 
-    def presign_part(self, upload: StagedUpload, number: int, expires: timedelta) -> str:
-        """A URL that PUTs part `number` of `upload` without credentials, until `expires` from now."""
-        with _s3_errors(f"sign part {number} of {upload.key}"):
-            return str(
-                self._client.generate_presigned_url(
-                    "upload_part",
-                    Params={
-                        "Bucket": self.location.bucket,
-                        "Key": upload.key,
-                        "UploadId": upload.upload_id,
-                        "PartNumber": number,
-                    },
-                    ExpiresIn=int(expires.total_seconds()),
-                )
-            )
+    def list_uploads(self) -> Iterator[StoredObject]:
+        current: str | None = None
+        size, newest = 0, 0.0
+        for key, part_size, mtime in self.list_objects(self.location.key(_UPLOADS) + "/"):
+            upload_id = key.rsplit("/", 2)[-2]
+            if upload_id != current:
+                if current is not None:
+                    yield StoredObject(current, size, newest)
+                current, size, newest = upload_id, 0, 0.0
+            size, newest = size + part_size, max(newest, mtime)
+        if current is not None:
+            yield StoredObject(current, size, newest)
 
-    def uploaded_parts(self, upload: StagedUpload) -> list[tuple[int, int]]:
-        """(number, size) of the parts the server holds for `upload`, in order."""
-        return [(int(part["PartNumber"]), int(part["Size"])) for part in self._list_parts(upload)]
+    def delete_upload(self, upload_id: str) -> None:
+        keys = [key for key, _, _ in self.list_objects(self._upload_prefix(upload_id))]
+        if keys:
+            with _obstore_errors(f"DELETE the parts of upload {upload_id}"):
+                obstore.delete(self._reader, keys)
 
-    def abort_upload(self, upload: StagedUpload) -> None:
-        """Discard `upload` and its parts; aborting one that is gone succeeds."""
-        with contextlib.suppress(_NoSuchUpload), _s3_errors(f"abort the upload at {upload.key}"):
-            self._client.abort_multipart_upload(
-                Bucket=self.location.bucket, Key=upload.key, UploadId=upload.upload_id
-            )
+    # -- presigning
 
-    def complete_upload(self, upload: StagedUpload, expected_sha256: str, expected_size: int) -> BlobInfo:
-        """Verify a staged upload and make it the blob `expected_sha256`; raises `ContentMismatch` (leaving
-        nothing behind) when its parts are not `expected_size` bytes of that content.
+    def presign(self, namespace: Namespace, key: str, expires_in: int) -> str | None:
+        bucket_key = self.object_key(namespace, key)
+        with _obstore_errors(f"sign GET {bucket_key}"):
+            return obstore.sign(self._reader, "GET", bucket_key, timedelta(seconds=expires_in))
 
-        The parts are assembled at the staging key, read back and hashed there, and only then copied into
-        place (server-side) with `If-None-Match: *`: S3 offers no way to check the sha256 of a multipart
-        upload's whole content before it becomes visible where it is completed, so it is completed where
-        nobody reads.
-        """
-        check_sha256(expected_sha256)
-        try:
-            parts = self._list_parts(upload)
-            numbers = [int(part["PartNumber"]) for part in parts]
-            if numbers != list(range(1, len(parts) + 1)):
-                raise ContentMismatch(f"the upload's parts are {numbers[:20]}, not 1 to {len(parts)}")
-            received = sum(int(part["Size"]) for part in parts)
-            if received != expected_size:
-                raise ContentMismatch(f"expected {expected_size} bytes, received {received}")
-            self._complete(upload, [_part_reference(part) for part in parts], conditional=False)
-            self._verify_staged(upload.key, expected_sha256, expected_size)
-            blob = BlobInfo(expected_sha256, expected_size)
-            self._copy_into_place(upload.key, blob)
-            return blob
-        except BaseException:
-            self.abort_upload(upload)
-            raise
-        finally:
-            self.delete_object(upload.key)
+    def presign_part(self, upload_id: str, number: int, expires_in: int) -> str | None:
+        """A URL that PUTs part `number` of the staged upload; it counts once it has exactly its size."""
+        key = self._part_key(upload_id, number)
+        with _obstore_errors(f"sign PUT {key}"):
+            return obstore.sign(self._reader, "PUT", key, timedelta(seconds=expires_in))
+
+    # -- housekeeping
 
     def abort_stale_uploads(self, older_than: timedelta) -> int:
-        """Abort the multipart uploads under the prefix started more than `older_than` ago (a writer that
-        died, a client that never completed); returns how many. Recent ones may still be written."""
+        """Abort the S3 multipart uploads under the prefix started more than `older_than` ago (a writer
+        that died mid-blob leaves one, invisible but stored); returns how many. Recent ones may still be
+        written."""
         cutoff = datetime.now(UTC) - older_than
         aborted = 0
         paginator = self._client.get_paginator("list_multipart_uploads")
@@ -349,23 +370,38 @@ class S3BlobStore:
         for page in pages:
             for upload in page.get("Uploads", []):
                 if upload["Initiated"] < cutoff:
-                    self.abort_upload(StagedUpload(upload["Key"], upload["UploadId"]))
+                    self._abort(_Multipart(upload["Key"], upload["UploadId"]))
                     aborted += 1
         return aborted
 
-    # the steps
+    # -- S3 multipart uploads the hub drives
 
-    def _list_parts(self, upload: StagedUpload) -> list[dict[str, Any]]:
-        parts: list[dict[str, Any]] = []
-        paginator = self._client.get_paginator("list_parts")
-        with _s3_errors(f"list the parts of {upload.key}"):
-            for page in paginator.paginate(
+    def _start(self, key: str, *, checksummed: bool) -> _Multipart:
+        checksum = {"ChecksumAlgorithm": "SHA256"} if checksummed else {}
+        with _s3_errors(f"start an upload at {key}"):
+            answer = self._client.create_multipart_upload(Bucket=self.location.bucket, Key=key, **checksum)
+        return _Multipart(key, str(answer["UploadId"]))
+
+    def _put_part(self, upload: _Multipart, number: int, data: bytes) -> dict[str, Any]:
+        digest = _b64(hashlib.sha256(data).digest())
+        with _s3_errors(f"part {number} of {upload.key}"):
+            answer = self._client.upload_part(
+                Bucket=self.location.bucket,
+                Key=upload.key,
+                UploadId=upload.upload_id,
+                PartNumber=number,
+                Body=data,
+                ChecksumSHA256=digest,
+            )
+        return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": digest}
+
+    def _abort(self, upload: _Multipart) -> None:
+        with contextlib.suppress(_NoSuchUpload), _s3_errors(f"abort the upload at {upload.key}"):
+            self._client.abort_multipart_upload(
                 Bucket=self.location.bucket, Key=upload.key, UploadId=upload.upload_id
-            ):
-                parts.extend(page.get("Parts", []))
-        return sorted(parts, key=lambda part: int(part["PartNumber"]))
+            )
 
-    def _complete(self, upload: StagedUpload, parts: list[dict[str, Any]], *, conditional: bool) -> None:
+    def _complete(self, upload: _Multipart, parts: Sequence[dict[str, Any]], *, conditional: bool) -> None:
         """Complete `upload`; with `conditional`, only where no object is (`_AlreadyExists` otherwise)."""
         extra = {"IfNoneMatch": "*"} if conditional else {}
         try:
@@ -374,7 +410,7 @@ class S3BlobStore:
                     Bucket=self.location.bucket,
                     Key=upload.key,
                     UploadId=upload.upload_id,
-                    MultipartUpload={"Parts": parts},
+                    MultipartUpload={"Parts": sorted(parts, key=lambda part: int(part["PartNumber"]))},
                     **extra,
                 )
         except _PartTooSmall:
@@ -382,50 +418,39 @@ class S3BlobStore:
                 f"every part but the last must have at least {MIN_PART_SIZE} bytes"
             ) from None
 
-    def _verify_staged(self, key: str, expected_sha256: str, expected_size: int) -> None:
-        digest = hashlib.sha256()
-        received = 0
-        for piece in self.read_object(key, 0, expected_size + 1, READ_PIECE):
-            digest.update(piece)
-            received += len(piece)
-        if received != expected_size:
-            raise ContentMismatch(f"expected {expected_size} bytes, received {received}")
-        if digest.hexdigest() != expected_sha256:
-            raise ContentMismatch(
-                f"content sha256 is {digest.hexdigest()}, not the announced {expected_sha256}"
-            )
-
-    def _copy_into_place(self, source: str, blob: BlobInfo) -> bool:
-        """Copy the verified object at `source` to the blob's key (server-side, in parts), unless it is
-        there already; returns whether this call created it."""
-        final = self.blob_key(blob.sha256)
+    def _copy_into_place(self, sources: Sequence[tuple[str, str | None]], blob: BlobInfo) -> bool:
+        """Assemble the verified objects `sources` ((key, ETag the caller read), in order, each but the last
+        at least 5 MiB) into the blob's key, server-side, unless the blob is there already; returns whether
+        this call created it. A source that changed since it was read fails the copy (`ContentMismatch`)."""
+        final = self.object_key(BLOBS, blob.sha256)
         if self.object_size(final) is not None:
             self._check_existing(final, blob.size)
             return False
-        upload = self.start_upload(final)
+        upload = self._start(final, checksummed=False)
         try:
-            part = min(MAX_COPY_PART, max(_COPY_PART, -(-blob.size // MAX_PARTS)))
             parts = []
-            for number, offset in enumerate(range(0, max(blob.size, 1), part), 1):
-                last = min(offset + part, blob.size) - 1
-                copy_range = {"CopySourceRange": f"bytes={offset}-{last}"} if blob.size else {}
-                with _s3_errors(f"copy part {number} into {final}"):
-                    answer = self._client.upload_part_copy(
-                        Bucket=self.location.bucket,
-                        Key=final,
-                        UploadId=upload.upload_id,
-                        PartNumber=number,
-                        CopySource={"Bucket": self.location.bucket, "Key": source},
-                        **copy_range,
-                    )
+            for number, (source, etag) in enumerate(sources, 1):
+                condition = {"CopySourceIfMatch": etag} if etag else {}
+                try:
+                    with _s3_errors(f"copy part {number} into {final}"):
+                        answer = self._client.upload_part_copy(
+                            Bucket=self.location.bucket,
+                            Key=final,
+                            UploadId=upload.upload_id,
+                            PartNumber=number,
+                            CopySource={"Bucket": self.location.bucket, "Key": source},
+                            **condition,
+                        )
+                except _AlreadyExists:
+                    raise ContentMismatch(f"{source} changed after it was verified") from None
                 parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
             self._complete(upload, parts, conditional=True)
         except _AlreadyExists:
-            self.abort_upload(upload)
+            self._abort(upload)
             self._check_existing(final, blob.size)
             return False
         except BaseException:
-            self.abort_upload(upload)
+            self._abort(upload)
             raise
         return True
 
@@ -438,34 +463,32 @@ class S3BlobStore:
             raise StoredContentDamaged(f"{key} has {actual} bytes in storage, not the {size} of its content")
 
 
-class S3BlobWriter:
-    """Streams a blob into the bucket while hashing it, so completing it sends nothing more.
+class S3ObjectWriter:
+    """Streams a blob into the bucket while hashing it, so publishing it sends (almost) nothing more.
 
-    Up to one part it is held in memory and sent in one PUT once its sha256 is known (the server checks that
-    sha256). Past one part it becomes a multipart upload: straight to the final key when the sha256 was
-    announced, else to a staging key copied into place at `commit`. A second thread sends the parts, so
-    hashing and sending overlap. Nothing is visible before `commit` has checked the content.
+    Up to one part it is held in memory and sent in one PUT by `publish`, with its sha256 (which the server
+    checks). Past one part it becomes a multipart upload whose parts carry their sha256: straight to the
+    final key when the sha256 was announced (completed by `publish` with `If-None-Match: *`), else to a
+    staging key, completed by `seal` and copied into place by `publish`. A second thread sends the parts,
+    so hashing and sending overlap. Nothing is visible at the blob's key before `publish`.
     """
 
-    def __init__(self, store: S3BlobStore, expected_sha256: str | None, expected_size: int | None) -> None:
-        if expected_sha256 is not None:
-            check_sha256(expected_sha256)
+    def __init__(self, store: S3ObjectStore, announced: str | None) -> None:
         self._store = store
-        self._expected_sha256 = expected_sha256
-        self._expected_size = expected_size
-        self._part_size = store.part_size_for(expected_size)
+        self._announced = announced
+        self._part_size = store.part_size
         self._hash = hashlib.sha256()
         self._size = 0
         self._buffer = bytearray()
-        self._upload: StagedUpload | None = None
+        self._upload: _Multipart | None = None
+        self._staged_at: str | None = None  # a completed staging object, copied into place by publish
         self._parts: list[dict[str, Any]] = []
         self._sent = 0
         self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=_UPLOAD_QUEUE_DEPTH)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self._done = False
-        # Whether this writer's commit created the object (False: another writer had stored the content).
-        self.created = False
+        self._sealed: BlobInfo | None = None
+        self._finished = False
 
     @property
     def size(self) -> int:
@@ -476,8 +499,6 @@ class S3BlobWriter:
             return
         if self._error is not None:
             raise self._error
-        if self._expected_size is not None and self._size + len(data) > self._expected_size:
-            raise ContentMismatch(f"expected {self._expected_size} bytes, received more")
         self._hash.update(data)
         self._size += len(data)
         self._buffer += data
@@ -488,8 +509,11 @@ class S3BlobWriter:
 
     def _send(self, part: bytes) -> None:
         if self._upload is None:
-            key = self._store.blob_key(self._expected_sha256) if self._expected_sha256 else None
-            self._upload = self._store.start_upload(key, checksummed=True)
+            if self._announced is not None:
+                key = self._store.object_key(BLOBS, self._announced)
+            else:
+                key = self._store.location.key(_STAGING, uuid.uuid4().hex)
+            self._upload = self._store._start(key, checksummed=True)
             self._thread = threading.Thread(target=self._drain, name="s3-parts", daemon=True)
             self._thread.start()
         self._sent += 1
@@ -505,7 +529,7 @@ class S3BlobWriter:
                 continue
             number, data = item
             try:
-                self._parts.append(self._store.put_part(self._upload, number, data))
+                self._parts.append(self._store._put_part(self._upload, number, data))
             except BaseException as exc:  # re-raised in the writer's thread
                 self._error = exc
 
@@ -517,70 +541,253 @@ class S3BlobWriter:
         if self._error is not None:
             raise self._error
 
-    def commit(self, expected_sha256: str | None = None, expected_size: int | None = None) -> BlobInfo:
-        """Check the content against the expectations (given here or when the writer was made) and make it
-        visible; raises `ContentMismatch`, leaving nothing behind, when one does not hold."""
+    def seal(self, expected_sha256: str | None = None, expected_size: int | None = None) -> BlobInfo:
         try:
-            if self._done:
-                raise RuntimeError("this writer was committed or aborted")
-            expected_sha256 = expected_sha256 or self._expected_sha256
-            expected_size = expected_size if expected_size is not None else self._expected_size
             if self._upload is not None and self._buffer:
                 self._send(bytes(self._buffer))
-                self._buffer.clear()
+                self._buffer = bytearray()
             self._finish_parts()
             sha256 = self._hash.hexdigest()
             if expected_size is not None and expected_size != self._size:
                 raise ContentMismatch(f"expected {expected_size} bytes, received {self._size}")
-            if expected_sha256 is not None and expected_sha256 != sha256:
-                raise ContentMismatch(f"content sha256 is {sha256}, not the announced {expected_sha256}")
-            blob = BlobInfo(sha256, self._size)
-            if self._upload is None:
-                self.created = self._store.put_object(
-                    self._store.blob_key(sha256), bytes(self._buffer), sha256
-                )
-            elif self._upload.key == self._store.blob_key(sha256):
-                self._complete_in_place(blob)
-            else:
-                self._store._complete(self._upload, self._parts_in_order(), conditional=False)
-                try:
-                    self.created = self._store._copy_into_place(self._upload.key, blob)
-                finally:
-                    self._store.delete_object(self._upload.key)
-            self._done = True
-            self._buffer = bytearray()
-            return blob
+            for announced in (expected_sha256, self._announced):
+                if announced is not None and announced != sha256:
+                    raise ContentMismatch(f"content sha256 is {sha256}, not the announced {announced}")
+            if self._upload is not None and self._announced is None:
+                self._store._complete(self._upload, self._parts, conditional=False)
+                self._staged_at, self._upload = self._upload.key, None
         except BaseException:
             self.abort()
             raise
+        self._sealed = BlobInfo(sha256, self._size)
+        return self._sealed
 
-    def _complete_in_place(self, blob: BlobInfo) -> None:
-        assert self._upload is not None
+    def publish(self) -> bool:
+        blob = self._sealed
+        if blob is None or self._finished:
+            raise ContentMismatch("a blob is sealed, once, before it is published")
+        final = self._store.object_key(BLOBS, blob.sha256)
         try:
-            self._store._complete(self._upload, self._parts_in_order(), conditional=True)
-            self.created = True
-        except _AlreadyExists:
-            self._store.abort_upload(self._upload)
-            self._store._check_existing(self._upload.key, blob.size)
-
-    def _parts_in_order(self) -> list[dict[str, Any]]:
-        return sorted(self._parts, key=lambda part: int(part["PartNumber"]))
+            if self._staged_at is not None:
+                created = self._store._copy_into_place([(self._staged_at, None)], blob)
+            elif self._upload is None:
+                created = self._store.put_object(final, bytes(self._buffer), blob.sha256)
+            else:
+                try:
+                    self._store._complete(self._upload, self._parts, conditional=True)
+                    created = True
+                except _AlreadyExists:
+                    self._store._abort(self._upload)
+                    self._store._check_existing(final, blob.size)
+                    created = False
+                self._upload = None
+        finally:
+            self.abort()  # removes what is left: a failed upload, the staging object
+        return created
 
     def abort(self) -> None:
-        """Discard everything written so far. Safe to call more than once, and after `commit`."""
         with contextlib.suppress(BaseException):
             self._finish_parts()
-        if not self._done and self._upload is not None:
-            with contextlib.suppress(StorageUnavailable):
-                self._store.abort_upload(self._upload)
-        self._done = True
+        with contextlib.suppress(StorageUnavailable):
+            if self._upload is not None:
+                self._store._abort(self._upload)
+            if self._staged_at is not None:
+                self._store.delete_object(self._staged_at)
+        self._upload = self._staged_at = None
         self._buffer = bytearray()
+        self._finished = True
+
+
+class S3StagedUpload:
+    """A `StagedUpload` whose parts are objects `uploads/<id>/<number>`, PUT by the hub or by a client through
+    a presigned URL; a part is there when its object has exactly its size.
+
+    Completing it: `digest` reads the parts in order and hashes them (noting each part's ETag), and `publish`
+    assembles them at the blob's key with `If-None-Match: *` only after the caller checked that digest, so
+    nothing unverified is ever visible. Parts of at least 5 MiB are copied server-side (a part replaced since
+    it was hashed fails the copy); smaller ones cannot be (S3 refuses such parts), and their bytes pass
+    through the hub once more.
+    """
+
+    def __init__(self, store: S3ObjectStore, upload_id: str, sha256: str, size: int, part_size: int) -> None:
+        self._store = store
+        self._id = upload_id
+        self._sha256 = sha256
+        self._size = size
+        self._part_size = part_size
+        self._lock = threading.Lock()
+        self._writing: set[int] = set()
+        self._sealed = False
+        self._discarded = False
+        self._read_versions: dict[int, str] = {}
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def part_size(self) -> int:
+        return self._part_size
+
+    @property
+    def parts(self) -> int:
+        return max(1, -(-self._size // self._part_size))
+
+    def span(self, number: int) -> tuple[int, int]:
+        start = (number - 1) * self._part_size
+        return start, min(start + self._part_size, self._size)
+
+    def part_writer(self, number: int) -> S3PartWriter:
+        if not 1 <= number <= self.parts:
+            raise NotFound(f"this upload has no part {number}")
+        with self._lock:
+            if self._sealed or self._discarded:
+                raise NotFound("this upload is being completed; it takes no more parts")
+            self._writing.add(number)
+        start, end = self.span(number)
+        return S3PartWriter(self, number, end - start)
+
+    def _finished_part(self, number: int, path: Path, sha256: bytes) -> None:
+        with self._lock:
+            self._writing.discard(number)
+            if self._discarded:
+                raise NotFound("this upload was completed or abandoned meanwhile")
+        key = self._store._part_key(self._id, number)
+        with _s3_errors(f"PUT {key}"), open(path, "rb") as body:
+            self._store._client.put_object(
+                Bucket=self._store.location.bucket, Key=key, Body=body, ChecksumSHA256=_b64(sha256)
+            )
+
+    def _released(self, number: int) -> None:
+        with self._lock:
+            self._writing.discard(number)
+
+    def seal(self) -> None:
+        with self._lock:
+            if self._writing:
+                raise ContentMismatch(f"part {min(self._writing)} is still being written")
+            self._sealed = True
+
+    def _stored_parts(self) -> dict[int, tuple[str, int]]:
+        """number -> (bucket key, size) of the part objects there are."""
+        found: dict[int, tuple[str, int]] = {}
+        for key, size, _ in self._store.list_objects(self._store._upload_prefix(self._id)):
+            name = key.rsplit("/", 1)[-1]
+            if name.isdigit():
+                found[int(name)] = (key, size)
+        return found
+
+    def missing_parts(self) -> list[int]:
+        stored = self._stored_parts()
+        missing = []
+        for number in range(1, self.parts + 1):
+            start, end = self.span(number)
+            if stored.get(number, ("", -1))[1] != end - start:
+                missing.append(number)
+        return missing
+
+    def digest(self) -> str:
+        digest = hashlib.sha256()
+        self._read_versions = {}
+        for number in range(1, self.parts + 1):
+            key = self._store._part_key(self._id, number)
+            with _obstore_errors(f"HEAD {key}"):
+                try:
+                    version = obstore.head(self._store._reader, key)["e_tag"]
+                except FileNotFoundError:
+                    raise ContentMismatch(f"part {number} is missing") from None
+            start, end = self.span(number)
+            received = 0
+            for piece in self._store.read_object(key, 0, end - start + 1, READ_PIECE, if_match=version):
+                digest.update(piece)
+                received += len(piece)
+            if received != end - start:
+                raise ContentMismatch(f"part {number} has {received} bytes, not {end - start}")
+            if version is not None:
+                self._read_versions[number] = version
+        return digest.hexdigest()
+
+    def pieces(self, piece_size: int) -> Iterator[memoryview]:
+        for number in range(1, self.parts + 1):
+            start, end = self.span(number)
+            key = self._store._part_key(self._id, number)
+            version = self._read_versions.get(number)
+            try:
+                yield from self._store.read_object(key, 0, end - start, piece_size, if_match=version)
+            except BlobNotFound:
+                raise NotFound("this upload was completed or abandoned meanwhile") from None
+
+    def publish(self, blob: BlobInfo) -> bool:
+        try:
+            spans = [self.span(number) for number in range(1, self.parts + 1)]
+            if all(end - start >= MIN_PART_SIZE for start, end in spans[:-1]):
+                sources = [
+                    (self._store._part_key(self._id, number), self._read_versions.get(number))
+                    for number in range(1, self.parts + 1)
+                ]
+                return self._store._copy_into_place(sources, blob)
+            writer = self._store.blob_writer(blob.sha256)
+            try:
+                for piece in self.pieces(READ_PIECE):
+                    writer.write(bytes(piece))
+                writer.seal(blob.sha256, blob.size)
+                return writer.publish()
+            finally:
+                writer.abort()
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        with self._lock:
+            self._discarded = True
+        self._store.delete_upload(self._id)
+
+
+class S3PartWriter:
+    """One part of an `S3StagedUpload`, spooled to a local scratch file while hashed, then sent in one PUT
+    (with its sha256) by `finish`."""
+
+    def __init__(self, upload: S3StagedUpload, number: int, expected: int) -> None:
+        self._upload = upload
+        self._number = number
+        self._expected = expected
+        self._scratch = upload._store.scratch()
+        self._hash = hashlib.sha256()
+        self._done = False
+
+    @property
+    def expected(self) -> int:
+        return self._expected
+
+    def write(self, data: bytes) -> None:
+        if self._scratch.size + len(data) > self._expected:
+            raise ContentMismatch(f"part {self._number} must have {self._expected} bytes, received more")
+        self._hash.update(data)
+        self._scratch.write(data)
+
+    def finish(self) -> None:
+        try:
+            if self._scratch.size != self._expected:
+                raise ContentMismatch(
+                    f"part {self._number} must have {self._expected} bytes, received {self._scratch.size}"
+                )
+            self._scratch.close_synced()
+            self._upload._finished_part(self._number, self._scratch.path, self._hash.digest())
+            self._done = True
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        self._scratch.discard()
+        if not self._done:
+            self._upload._released(self._number)
+        self._done = True
 
 
 class _RangedReader(io.RawIOBase):
     """A seekable raw stream over one object, each read a ranged GET."""
 
-    def __init__(self, store: S3BlobStore, key: str, size: int) -> None:
+    def __init__(self, store: S3ObjectStore, key: str, size: int) -> None:
         self._store = store
         self._key = key
         self._size = size
@@ -623,6 +830,14 @@ class _NoSuchUpload(Exception):
     """The multipart upload was completed or aborted already."""
 
 
+class _RangePastEnd(Exception):
+    """A ranged GET that starts at or after the object's end."""
+
+
+class _VersionChanged(Exception):
+    """A GET conditional on `If-Match` found another version of the object."""
+
+
 @contextlib.contextmanager
 def _s3_errors(action: str) -> Iterator[None]:
     """Translate botocore's errors into the hub's: a checksum the server refused is `ContentMismatch`,
@@ -653,20 +868,18 @@ def _s3_errors(action: str) -> Iterator[None]:
 @contextlib.contextmanager
 def _obstore_errors(action: str) -> Iterator[None]:
     """obstore raises `FileNotFoundError` for a missing object (left to the caller), its own errors else."""
-    from obstore.exceptions import BaseError
+    from obstore.exceptions import BaseError, PreconditionError
 
     try:
         yield
+    except PreconditionError as exc:
+        raise _VersionChanged(action) from exc
     except BaseError as exc:
         first_line = str(exc).split("\n", 1)[0][:300]
+        # obstore reports a range that starts past the end (416) as a generic error, by its status
+        if "416 Range Not Satisfiable" in first_line:
+            raise _RangePastEnd(action) from exc
         raise StorageUnavailable(f"the object store failed to {action}: {first_line}") from exc
-
-
-def _part_reference(part: dict[str, Any]) -> dict[str, Any]:
-    reference = {"PartNumber": int(part["PartNumber"]), "ETag": part["ETag"]}
-    if part.get("ChecksumSHA256"):
-        reference["ChecksumSHA256"] = part["ChecksumSHA256"]
-    return reference
 
 
 def _b64(digest: bytes) -> str:
