@@ -15,7 +15,7 @@ import pytest
 from tests.s3 import REGION, credentials_env, fresh_prefix
 
 from weightyard.errors import BadRequest, ContentMismatch, StorageUnavailable, StoredContentDamaged
-from weightyard.storage import BLOBS, BlobInfo
+from weightyard.storage import BLOBS, BlobInfo, open_object_store
 from weightyard.storage.s3 import MIN_PART_SIZE, S3Location, S3ObjectStore
 
 PART = MIN_PART_SIZE
@@ -301,3 +301,15 @@ def test_a_store_that_does_not_answer_is_storage_unavailable(
     store = S3ObjectStore(S3Location("bucket", "p", f"http://127.0.0.1:{port}", REGION), tmp_path)
     with pytest.raises(StorageUnavailable):
         _write(store, b"data")
+
+
+def test_the_blob_url_opens_an_s3_store(s3_url: str, tmp_path: Path) -> None:
+    store = open_object_store(s3_url, tmp_path / "xorbs")
+    assert isinstance(store, S3ObjectStore)
+    writer = store.blob_writer()
+    writer.write(b"through the URL")
+    blob = writer.seal()
+    assert writer.publish() is True
+    assert store.size(BLOBS, blob.sha256) == len(b"through the URL")
+    with pytest.raises(BadRequest, match="s3://"):
+        open_object_store("gs://bucket/prefix", tmp_path / "xorbs")

@@ -55,7 +55,8 @@ __all__ = [
 
 def open_object_store(url: str, xorb_root: Path) -> ObjectStore:
     """The object store named by `url`: `file://PATH` (or `xet://PATH`) keeps blobs in PATH and xorbs in
-    `xorb_root`.
+    `xorb_root`; `s3://BUCKET/PREFIX?endpoint_url=…&region=…` keeps both in the bucket (credentials from the
+    `AWS_*` variables), its scratch files beside `xorb_root`.
 
     Example:
         >>> store = open_object_store("file:///tmp/weightyard-doc/blobs", Path("/tmp/weightyard-doc/xorbs"))
@@ -63,7 +64,21 @@ def open_object_store(url: str, xorb_root: Path) -> ObjectStore:
     parsed = urlparse(url)
     if parsed.scheme in ("file", "xet"):
         return LocalObjectStore(Path(parsed.path), xorb_root)
-    raise BadRequest(f"unsupported blob store URL scheme {parsed.scheme!r} (supported: file://, xet://)")
+    if parsed.scheme == "s3":
+        return _open_s3(url, xorb_root.parent / "s3-scratch")
+    raise BadRequest(
+        f"unsupported blob store URL scheme {parsed.scheme!r} (supported: file://, xet://, s3://)"
+    )
+
+
+def _open_s3(url: str, scratch_dir: Path) -> ObjectStore:
+    """`s3://BUCKET/PREFIX?endpoint_url=…&region=…`: blobs and xorbs in the bucket, scratch files (requests
+    spooled before they are verified) in `scratch_dir`. Its clients come with the `scale` extra."""
+    try:
+        from weightyard.storage.s3 import S3Location, S3ObjectStore
+    except ImportError as exc:
+        raise BadRequest(f"an s3:// blob store needs `pip install 'weightyard[scale]'` ({exc})") from None
+    return S3ObjectStore(S3Location.parse(url), scratch_dir)
 
 
 def open_blob_store(
