@@ -53,6 +53,15 @@ class Settings(BaseSettings):
     # What happens to a file the scanner finds unsafe: "refuse" the commit (default), "quarantine" it (kept,
     # served only to the repo's admins), or "warn" (served with a warning header). Repos may override it.
     scan_policy: str = "refuse"
+    # Scanning runs in every server process, off the requests (docs/scanning.md, "On the hub"): this many
+    # scan threads per process, each bounded by the scanner's own budgets.
+    scan_workers: int = 1
+    # Seconds a commit waits for the scans of the files it adds; past it, the commit is answered 503
+    # ScanPending with Retry-After (nothing committed; the scans go on).
+    scan_wait: float = 5.0
+    # Seconds a process holds a scan job without renewing its claim (renewed while the scan runs): the job of
+    # a process that died is taken over by another after at most this long.
+    scan_lease: int = 30
     # Requests per clock minute per token (per client address for anonymous requests and invalid tokens),
     # counted in the database so the limit holds across every server process on it.
     rate_limit_per_minute: int = 0

@@ -231,6 +231,18 @@ class UnsafeFile(WeightyardError):
     status = 422
 
 
+class ScanPending(WeightyardError):
+    """A commit names content whose scan is still queued or running after the commit waited for it
+    (`WEIGHTYARD_SCAN_WAIT`): retryable, with `Retry-After`; nothing was committed."""
+
+    code = "ScanPending"
+    status = 503
+
+    def __init__(self, message: str, retry_after: int, **details: object) -> None:
+        super().__init__(message, **details)
+        self.retry_after = retry_after
+
+
 class Quarantined(WeightyardError):
     """A file the scanner found unsafe is kept but served only to the repo's admins."""
 

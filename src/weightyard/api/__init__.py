@@ -30,7 +30,7 @@ def create_app(hub: Hub) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        # Stale and pending scan reports are redone here, in the background, never inside a request.
+        # Scans run here, in this process's runner threads, never inside a request (docs/scanning.md).
         hub.repos.scans.start_background()
         try:
             yield

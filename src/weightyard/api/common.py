@@ -21,6 +21,7 @@ from weightyard.errors import (
     PayloadTooLarge,
     RateLimited,
     RequestTimeout,
+    ScanPending,
     WeightyardError,
 )
 from weightyard.hub import Hub
@@ -47,7 +48,7 @@ def error_response(exc: WeightyardError, base: str = "", as_text: bool = False) 
     }
     if isinstance(exc, EntryNotFound) and exc.commit:
         headers["X-Repo-Commit"] = exc.commit
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, RateLimited | ScanPending):
         headers["Retry-After"] = str(exc.retry_after)
     if exc.status in (PayloadTooLarge.status, RequestTimeout.status):
         # The rest of the body may still be on its way: close rather than read it to keep the connection.

@@ -290,6 +290,27 @@ scan_reports = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False),
 )
 
+# Scans still to run (migration 0014_scan_jobs, repos/scan_jobs.py): one job per content, name key and scanner
+# version; `state` "queued", "running" (claimed by `claimed_by` until `lease_until`, renewed while it runs) or
+# "failed" (`error`, JSON: what a commit naming the content is answered). Deleted once the report is stored.
+scan_jobs = sa.Table(
+    "scan_jobs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("name_key", sa.String(64), nullable=False),
+    sa.Column("scanner_version", sa.String(64), nullable=False),
+    sa.Column("path", sa.String(1024), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("lease_until", sa.DateTime, nullable=True),
+    sa.Column("claimed_by", sa.String(64), nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("sha256", "name_key", "scanner_version", name="uq_scan_jobs_content"),
+    sa.Index("ix_scan_jobs_claim", "scanner_version", "state", "id"),
+)
+
 # Publishers' public keys (ECDSA, OMS); `fingerprint` is the key hint model_signing writes in a bundle.
 signing_keys = sa.Table(
     "signing_keys",

@@ -184,6 +184,7 @@ class LfsService:
         """Commit an uploaded body: its bytes must hash to the oid and have the announced size."""
         blob = writer.commit(expected_sha256=sha256, expected_size=size)
         self._repos.record_blob(principal, blob)
+        self._repos.scans.enqueue_uploads([blob.sha256])
 
     def _grant_holder(self, token_id: int | None, repo_id: int | None) -> Principal:
         """The principal an upload URL was issued for, as it stands now: its token still valid, its user
@@ -254,6 +255,7 @@ class LfsService:
             with transaction(self._repos_engine) as conn:
                 conn.execute(sa.delete(tables.lfs_uploads).where(tables.lfs_uploads.c.id == upload_id))
         self._repos.record_blob(principal, blob)
+        self._repos.scans.enqueue_uploads([blob.sha256])
 
     def verify(self, principal: Principal | None, sha256: str, size: int | None) -> None:
         if principal is None:

@@ -6,19 +6,22 @@ from the stored reports, without reading blobs again.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import queue
+import logging
+import math
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 
 import sqlalchemy as sa
 
-from weightyard.db import tables, transaction, utcnow
-from weightyard.errors import BlobNotFound
+from weightyard.db import insert_ignore, tables, transaction, utcnow
+from weightyard.errors import BlobNotFound, ScanPending, WeightyardError
 from weightyard.repos.objects import FileEntry
+from weightyard.repos.scan_jobs import Failure, Job, Key, ScanQueue, worker_id
 from weightyard.scan import (
+    DEFAULT_LIMITS,
     SCANNER_VERSION,
     Finding,
     Report,
@@ -35,12 +38,22 @@ from weightyard.storage import BlobStore
 
 POLICIES = ("refuse", "quarantine", "warn")
 
+_log = logging.getLogger(__name__)
+
 
 PENDING = "scan.pending"
-# A report being redone in the background is shown meanwhile; this many pairs wait at most.
-_QUEUE_LIMIT = 10_000
+# Content that reads found without a current report waits here (in memory: a hint, not a record) until a
+# runner thread queues it in the database; past this many, more are dropped until the next sweep.
+_HINT_LIMIT = 10_000
 _SWEEP_BATCH = 100
 _SWEEP_INTERVAL_S = 60.0
+# How often an idle runner looks for jobs other processes queued (its own process wakes it at once).
+_POLL_S = 1.0
+# How often a waiting commit looks at its scans' progress when another process runs them.
+_WAIT_POLL_S = 0.2
+# A scan is bounded by its own budget (`weightyard.scan.Limits.seconds`); a lease is no longer renewed past
+# this, so a scan stuck beyond every budget is taken over (and counted as an attempt).
+_MAX_SCAN_S = 2 * DEFAULT_LIMITS.seconds + 60
 
 
 def scan_state(report: Report) -> str:
@@ -66,17 +79,29 @@ def _pending(path: str) -> Report:
 
 
 class ScanService:
-    """Scans run at commit time (`scan`) and in a background thread (`rescan_pending`); reads (`report`,
-    `reports`) only look up stored reports, so no GET or HEAD ever scans. A read that finds only an older
-    scanner's report shows it, flagged stale, and queues the content for a rescan."""
+    """Scans run as jobs of the database's scan queue (repos/scan_jobs.py), taken by runner threads that
+    every server process starts (`start_background`): content is queued when its upload completes, and a
+    commit waits (`await_scans`) for the reports of the files it adds. Reads (`report`, `reports`) only look
+    up stored reports, so no GET or HEAD ever scans. A read that finds only an older scanner's report shows
+    it, flagged stale, and hints the content to the runners, which also sweep the reports of older rules.
 
-    def __init__(self, engine: sa.Engine, store: BlobStore) -> None:
+    Without runners in the process (the CLI, a hub opened by a script), a commit runs its own jobs, still
+    claimed through the queue, so no content is ever scanned twice at once."""
+
+    def __init__(self, engine: sa.Engine, store: BlobStore, *, workers: int = 1, lease_s: int = 30) -> None:
         self._engine = engine
         self._store = store
-        self._queue: queue.Queue[tuple[str, str]] = queue.Queue(maxsize=_QUEUE_LIMIT)
+        self._queue = ScanQueue(engine, lease_s)
+        self._workers = max(1, workers)
+        self._lease_s = lease_s
+        self._me = worker_id()
+        self._hints: dict[Key, str] = {}
+        self._lock = threading.Lock()
+        self._done = threading.Condition(self._lock)
+        self._running: dict[int, float] = {}  # job id -> monotonic start, for lease renewal
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._worker: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     # -- reads -----------------------------------------------------------------------------------------
     def _stored(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], Report]:
@@ -111,7 +136,7 @@ class ScanService:
         return self.reports_of({path: sha256})[path]
 
     def reports_of(self, blobs: Mapping[str, str]) -> dict[str, Report]:
-        """Stored reports by path, for paths mapped to their blob's sha256; never scans."""
+        """Stored reports by path, for paths mapped to their blob's sha256; never scans, never writes."""
         pairs = {path: (sha, name_key(path)) for path, sha in blobs.items()}
         stored = self._stored(list(pairs.values()))
         reports: dict[str, Report] = {}
@@ -119,7 +144,7 @@ class ScanService:
             found = stored.get(pair)
             reports[path] = _pending(path) if found is None else dataclasses.replace(found, name=path)
             if found is None or found.scanner_version != SCANNER_VERSION:
-                self._enqueue(pair[0], path)
+                self._hint(pair, path)
         return reports
 
     def reports(self, files: Mapping[str, FileEntry]) -> dict[str, Report]:
@@ -127,10 +152,86 @@ class ScanService:
         reports = self.reports_of({path: entry.sha256 for path, entry in files.items()})
         return apply_context(reports, check_references(reports, list(files)))
 
+    def _hint(self, key: Key, path: str) -> None:
+        with self._lock:
+            if len(self._hints) < _HINT_LIMIT:
+                self._hints.setdefault(key, path)
+        self._wake.set()
+
+    # -- the queue -------------------------------------------------------------------------------------
+    def enqueue_uploads(self, sha256s: Iterable[str]) -> None:
+        """Queue the scans of content whose upload just completed, before any commit names it. Its file name
+        is not known yet: it is scanned under the empty name key, the one most content has (a commit naming
+        it `config.json` or `*.py` queues that scan too). A failed scan is tried again: the content may have
+        been uploaded anew. This process's runners start at once."""
+        work = {(sha256, ""): name_for_key("") for sha256 in sha256s}
+        self._queue.enqueue(work, retry_failed=True)
+        self._wake.set()
+
+    def await_scans(self, blobs: Mapping[str, str], wait_s: float) -> None:
+        """Return once every blob (path → sha256) has a report of the current scanner, queueing what is
+        missing. Raise the error of a scan that failed, or `ScanPending` when scans are still running after
+        `wait_s` seconds (the client retries; the scans go on)."""
+        work = {(sha, name_key(path)): path for path, sha in blobs.items()}
+        self._queue.enqueue(work, retry_failed=True)
+        self._wake.set()
+        deadline = time.monotonic() + wait_s
+        while True:
+            left, failed = self._queue.outcome(work)
+            if failed:
+                raise next(iter(failed.values())).error()
+            if not left:
+                return
+            if not self._threads:
+                # No runner in this process: run the jobs here, claimed like any other.
+                ran = [job for job in map(self._claim_key, sorted(left)) if job is not None]
+                for job in ran:
+                    self._execute(job)
+                if ran:
+                    continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                paths = sorted(work[key] for key in left)
+                raise ScanPending(
+                    f"the scan of {', '.join(paths[:5])}{' …' if len(paths) > 5 else ''} is still running; "
+                    "nothing was committed, retry shortly",
+                    retry_after=max(1, math.ceil(wait_s)),
+                    pending=paths[:100],
+                )
+            with self._done:
+                self._done.wait(min(remaining, _WAIT_POLL_S))
+
+    def _claim_key(self, key: Key) -> Job | None:
+        return self._queue.claim(self._me, key)
+
+    def _execute(self, job: Job) -> None:
+        """Run a claimed job: store its report, or record why it could not be made."""
+        with self._lock:
+            self._running[job.id] = time.monotonic()
+        try:
+            try:
+                self.scan(job.sha256, job.path)
+            except BlobNotFound as exc:
+                self._forget(job.sha256)
+                self._queue.fail(self._me, job, Failure(exc.code, exc.status, exc.message), final=True)
+            except WeightyardError as exc:
+                _log.error("scan of %s failed: %s", job.sha256, exc.message)
+                self._queue.fail(self._me, job, Failure(exc.code, exc.status, exc.message), final=False)
+            except Exception as exc:  # damaged storage of any kind: never a verdict
+                _log.exception("scan of %s failed", job.sha256)
+                failure = Failure("ScanFailed", 500, f"the scan could not read the content: {exc}")
+                self._queue.fail(self._me, job, failure, final=False)
+            else:
+                self._queue.finish(job)
+        finally:
+            with self._done:
+                self._running.pop(job.id, None)
+                self._done.notify_all()
+
     # -- scans -----------------------------------------------------------------------------------------
     def scan(self, sha256: str, path: str) -> Report:
         """The current scanner's report of the blob at `path`, scanning it now (and storing the report) if
-        there is none. For commits and the background worker, never for a read."""
+        there is none. For the queue's jobs, never for a request."""
         key = name_key(path)
         stored = self._stored([(sha256, key)]).get((sha256, key))
         if stored is not None and stored.scanner_version == SCANNER_VERSION:
@@ -140,25 +241,22 @@ class ScanService:
         with self._store.open(sha256) as handle:
             report = scan_file(handle, path)
         with transaction(self._engine) as conn:
-            exists = conn.execute(
-                sa.select(tables.scan_reports.c.sha256).where(
-                    tables.scan_reports.c.sha256 == sha256,
-                    tables.scan_reports.c.name_key == key,
-                    tables.scan_reports.c.scanner_version == SCANNER_VERSION,
-                )
-            ).first()
-            if exists is None:
-                conn.execute(
-                    sa.insert(tables.scan_reports).values(
-                        sha256=sha256,
-                        name_key=key,
-                        scanner_version=SCANNER_VERSION,
-                        verdict=report.verdict.value,
-                        format=report.format,
-                        report=json.dumps(report.to_dict()),
-                        created_at=utcnow(),
-                    )
-                )
+            # Two workers may finish the same content (a lease taken over): the first report stays.
+            insert_ignore(
+                conn,
+                tables.scan_reports,
+                [
+                    {
+                        "sha256": sha256,
+                        "name_key": key,
+                        "scanner_version": SCANNER_VERSION,
+                        "verdict": report.verdict.value,
+                        "format": report.format,
+                        "report": json.dumps(report.to_dict()),
+                        "created_at": utcnow(),
+                    }
+                ],
+            )
             # Reports of older rules are never shown again once the current one exists.
             conn.execute(
                 sa.delete(tables.scan_reports).where(
@@ -169,13 +267,9 @@ class ScanService:
             )
         return report
 
-    def _enqueue(self, sha256: str, path: str) -> None:
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait((sha256, path))
-        self._wake.set()
-
     def stale_pairs(self, limit: int) -> list[tuple[str, str]]:
-        """Up to `limit` stored (sha256, name key) pairs that have no report of the current scanner."""
+        """Up to `limit` stored (sha256, name key) pairs that have no report of the current scanner, nor a job
+        to make one."""
         old, newer = tables.scan_reports.alias("old"), tables.scan_reports.alias("newer")
         current = (
             sa.select(newer.c.sha256)
@@ -186,38 +280,24 @@ class ScanService:
             )
             .exists()
         )
+        jobs = tables.scan_jobs
+        queued = (
+            sa.select(jobs.c.id)
+            .where(
+                jobs.c.sha256 == old.c.sha256,
+                jobs.c.name_key == old.c.name_key,
+                jobs.c.scanner_version == SCANNER_VERSION,
+            )
+            .exists()
+        )
         with self._engine.connect() as conn:
             rows = conn.execute(
                 sa.select(old.c.sha256, old.c.name_key)
-                .where(old.c.scanner_version != SCANNER_VERSION, ~current)
+                .where(old.c.scanner_version != SCANNER_VERSION, ~current, ~queued)
                 .distinct()
                 .limit(limit)
             ).all()
         return [(row.sha256, row.name_key) for row in rows]
-
-    def rescan_pending(self, limit: int = _SWEEP_BATCH) -> int:
-        """Redo up to `limit` reports: content queued by reads first, then stored reports of older rules.
-        Content whose blob is gone is skipped. Returns how many scans ran."""
-        work: dict[tuple[str, str], str] = {}
-        while len(work) < limit:
-            try:
-                sha256, path = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            work.setdefault((sha256, name_key(path)), path)
-        for sha256, key in self.stale_pairs(max(0, limit - len(work))):
-            work.setdefault((sha256, key), name_for_key(key))
-        done = 0
-        for (sha256, _), path in work.items():
-            if self._stop.is_set():
-                break
-            try:
-                self.scan(sha256, path)
-            except BlobNotFound:
-                self._forget(sha256)
-                continue
-            done += 1
-        return done
 
     def _forget(self, sha256: str) -> None:
         """Reports of content that is no longer stored: nothing can be served from them or redone."""
@@ -229,27 +309,56 @@ class ScanService:
                 )
             )
 
+    # -- runners ---------------------------------------------------------------------------------------
     def start_background(self) -> None:
-        """Start the thread that redoes stale and pending reports (one per process)."""
-        if self._worker is not None:
+        """Start this process's runners: `workers` threads that claim and run jobs, and one that renews
+        their leases, queues the reads' hints and sweeps reports of older rules."""
+        if self._threads:
             return
         self._stop.clear()
-        self._worker = threading.Thread(target=self._run, name="scan-rescans", daemon=True)
-        self._worker.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"scan-runner-{n}", daemon=True)
+            for n in range(self._workers)
+        ]
+        self._threads.append(threading.Thread(target=self._keep, name="scan-keeper", daemon=True))
+        for thread in self._threads:
+            thread.start()
 
     def stop_background(self) -> None:
         self._stop.set()
         self._wake.set()
-        if self._worker is not None:
-            self._worker.join(timeout=30)
-            self._worker = None
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self._threads = []
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
-            if self.rescan_pending() == 0:
-                # Nothing left: wait for a read to queue more work, or for the next sweep of old reports.
-                self._wake.wait(timeout=_SWEEP_INTERVAL_S)
+            job = self._queue.claim(self._me) if self._queue.has_work() else None
+            if job is None:
+                self._wake.wait(timeout=_POLL_S)
+                continue
+            self._execute(job)
+            # Another runner of this process may sleep while jobs are left.
+            self._wake.set()
+
+    def _keep(self) -> None:
+        next_sweep = 0.0
+        while not self._stop.wait(timeout=min(_POLL_S, self._lease_s / 3)):
+            now = time.monotonic()
+            with self._lock:
+                hints, self._hints = self._hints, {}
+                held = [job for job, started in self._running.items() if now - started < _MAX_SCAN_S]
+            self._queue.renew(self._me, held)
+            if hints:
+                self._queue.enqueue(hints)
+                self._wake.set()
+            if now >= next_sweep:
+                stale = self.stale_pairs(_SWEEP_BATCH)
+                self._queue.enqueue({pair: name_for_key(pair[1]) for pair in stale})
+                next_sweep = now + (0 if len(stale) == _SWEEP_BATCH else _SWEEP_INTERVAL_S)
+                if stale:
+                    self._wake.set()
 
 
 def _parse(text: str) -> Report | None:

@@ -294,7 +294,7 @@ class RepoService:
         self._store = store
         self._settings = settings
         self._trees = _TreeCache(_TREE_CACHE_SIZE)
-        self.scans = ScanService(engine, store)
+        self.scans = ScanService(engine, store, workers=settings.scan_workers, lease_s=settings.scan_lease)
         self.quota = RepoQuota(engine, settings.max_repo_size, settings.upload_url_ttl)
         # Called with the files a commit adds before it lands: what is derived from content (a rendered card)
         # is stored before any reader can see the commit. An error raised here refuses the commit.
@@ -373,9 +373,9 @@ class RepoService:
         return _repo_from_row(row)
 
     def _store_default_gitattributes(self) -> None:
-        """Store the default `.gitattributes` (again, should gc have freed it) and scan it, as every file a
-        commit adds is scanned (reads never scan). Outside any transaction: a Xet store records what it
-        packs in the database."""
+        """Store the default `.gitattributes` (again, should gc have freed it) and have it scanned, as every
+        file a commit adds is (reads never scan). Outside any transaction: a Xet store records what it packs
+        in the database."""
         sha256 = hashlib.sha256(DEFAULT_GITATTRIBUTES).hexdigest()
         if not self._store.exists(sha256):
             writer = self._store.writer()
@@ -384,7 +384,7 @@ class RepoService:
                 writer.commit()
             finally:
                 writer.abort()
-        self.scans.scan(sha256, GITATTRIBUTES)
+        self.scans.await_scans({GITATTRIBUTES: sha256}, self._settings.scan_wait)
 
     def _default_gitattributes(self, conn: sa.Connection) -> FileEntry:
         """The entry of the default `.gitattributes`, its blob row added when missing."""
@@ -910,11 +910,11 @@ class RepoService:
         return self.gate.policy(repo)
 
     def _scan_gate(self, repo: Repo, revision: str, operations: Sequence[Operation]) -> None:
-        """Scan every added file before the commit (outside its transaction: scans take time), and refuse the
-        commit when the policy is "refuse" and a file it adds is unsafe, alone or in its folder's context."""
+        """Wait for the scans of every added file (outside the commit's transaction: scans take time; a scan
+        still running after `scan_wait` seconds is a retryable `ScanPending`), and refuse the commit when the
+        policy is "refuse" and a file it adds is unsafe, alone or in its folder's context."""
         added = {op.path: op for op in operations if isinstance(op, AddFile)}
-        for path, add in added.items():
-            self.scans.scan(add.sha256, path)
+        self.scans.await_scans({path: add.sha256 for path, add in added.items()}, self._settings.scan_wait)
         if not added or self.scan_policy(repo) != "refuse":
             return
         try:

@@ -355,6 +355,7 @@ class XetService:
         for entry, sha256 in checked:
             # The uploader proved it holds this content, as an LFS upload would: it may now commit it.
             self._repos.record_blob(principal, BlobInfo(sha256=sha256, size=entry.size))
+        self._repos.scans.enqueue_uploads(sha256 for _, sha256 in checked)
         return new
 
     def _afford(self, principal: Principal, shard: Shard, work: ShardWork) -> None:

@@ -1,0 +1,231 @@
+"""The scan queue (repos/scan_jobs.py): a job per content, claimed by one worker at a time on SQLite and on
+PostgreSQL, taken over when its worker's lease runs out, failed after bounded attempts; on a real hub, an
+upload queues its scan before any commit, and a commit whose scan is still running is answered a retryable
+503 ScanPending."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from huggingface_hub import CommitOperationAdd, HfApi
+from huggingface_hub.errors import HfHubHTTPError
+from tests.support import Server, start_server, stop_server
+
+from weightyard.db import create_engine, migrate, tables, transaction, utcnow
+from weightyard.repos.scan_jobs import FAILED, MAX_ATTEMPTS, ScanQueue
+from weightyard.scan import SCANNER_VERSION
+
+JOBS = 40
+THREADS = 8
+# Polls of the database for a background scan's report (each 50 ms apart) before a test gives up.
+POLLS = 400
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
+    if request.param == "sqlite":
+        engine = create_engine(f"sqlite:///{tmp_path / 'queue.db'}")
+        migrate(engine)
+    else:
+        engine = create_engine(request.getfixturevalue("postgres_url"))
+    with transaction(engine) as conn:  # the PostgreSQL database is shared by the module's tests
+        conn.execute(sa.delete(tables.scan_jobs))
+        conn.execute(sa.delete(tables.scan_reports))
+    yield engine
+    engine.dispose()
+
+
+def _digest(n: int) -> str:
+    return hashlib.sha256(f"content {n}".encode()).hexdigest()
+
+
+def _expire_leases(engine: sa.Engine) -> None:
+    """What time does to the claim of a worker that died (kill -9): its lease runs out."""
+    past = utcnow() - datetime.timedelta(seconds=1)
+    with transaction(engine) as conn:
+        conn.execute(sa.update(tables.scan_jobs).values(lease_until=past))
+
+
+def test_enqueue_is_idempotent_and_skips_content_already_scanned(engine: sa.Engine) -> None:
+    queue = ScanQueue(engine, lease_s=30)
+    queue.enqueue({(_digest(1), ""): "a.bin", (_digest(2), ".json"): "config.json"})
+    queue.enqueue({(_digest(1), ""): "b.bin"})
+    with transaction(engine) as conn:
+        conn.execute(
+            sa.insert(tables.scan_reports).values(
+                sha256=_digest(3),
+                name_key="",
+                scanner_version=SCANNER_VERSION,
+                verdict="safe",
+                format="text",
+                report="{}",
+                created_at=utcnow(),
+            )
+        )
+    queue.enqueue({(_digest(3), ""): "c.txt"})
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(tables.scan_jobs.c.sha256, tables.scan_jobs.c.path)).all()
+    assert sorted(map(tuple, rows)) == sorted([(_digest(1), "a.bin"), (_digest(2), "config.json")])
+
+
+def test_concurrent_claims_hand_each_job_to_exactly_one_worker(engine: sa.Engine) -> None:
+    queue = ScanQueue(engine, lease_s=30)
+    queue.enqueue({(_digest(n), ""): f"f{n}.bin" for n in range(JOBS)})
+    claimed: list[tuple[str, int]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(THREADS)
+
+    def work(worker: str) -> None:
+        try:
+            start.wait()
+            for _ in range(JOBS + 1):  # bounded: never more claims than there are jobs
+                job = queue.claim(worker)
+                if job is None:
+                    return
+                claimed.append((worker, job.id))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(f"worker-{n}",)) for n in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    ids = [job_id for _, job_id in claimed]
+    assert len(ids) == JOBS and len(set(ids)) == JOBS, "a job was claimed twice, or one was never claimed"
+    with engine.connect() as conn:
+        holders = dict(conn.execute(sa.select(tables.scan_jobs.c.id, tables.scan_jobs.c.claimed_by)).all())
+    assert holders == {job_id: worker for worker, job_id in claimed}
+
+
+def test_a_job_whose_worker_died_is_claimed_again_and_failed_after_bounded_attempts(
+    engine: sa.Engine,
+) -> None:
+    queue = ScanQueue(engine, lease_s=30)
+    queue.enqueue({(_digest(7), ""): "model.bin"})
+    first = queue.claim("dead-worker")
+    assert first is not None and first.attempts == 1
+    assert queue.claim("other") is None, "a held lease keeps the job from everyone else"
+    _expire_leases(engine)
+    again = queue.claim("other")
+    assert again is not None and (again.id, again.attempts) == (first.id, 2)
+    # The dead worker's late renewal does not take the job back from the one that holds it now.
+    queue.renew("dead-worker", [first.id])
+    with engine.connect() as conn:
+        holder = conn.execute(sa.select(tables.scan_jobs.c.claimed_by)).scalar_one()
+    assert holder == "other"
+    for attempt in range(3, MAX_ATTEMPTS + 1):
+        _expire_leases(engine)
+        job = queue.claim(f"worker-{attempt}")
+        assert job is not None and job.attempts == attempt
+    _expire_leases(engine)
+    assert queue.claim("last") is None
+    left, failed = queue.outcome([(_digest(7), "")])
+    assert not left
+    failure = failed[(_digest(7), "")]
+    assert (failure.code, failure.status) == ("ScanFailed", 500)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(tables.scan_jobs.c.state)).scalar_one() == FAILED
+    # Content uploaded (or committed) again is tried again.
+    queue.enqueue({(_digest(7), ""): "model.bin"}, retry_failed=True)
+    assert queue.claim("fresh") is not None
+
+
+# -- on a hub ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # A short wait keeps the ScanPending test fast; the scans themselves take milliseconds here.
+    instance = start_server(
+        tmp_path_factory.mktemp("scan-queue") / "data", env={"WEIGHTYARD_SCAN_WAIT": "0.3"}
+    )
+    yield instance
+    stop_server(instance)
+
+
+def _db(server: Server) -> sa.Engine:
+    return sa.create_engine(f"sqlite:///{server.data / 'weightyard.db'}")
+
+
+def _await_report(server: Server, sha256: str, key: str) -> str:
+    engine = _db(server)
+    try:
+        for _ in range(POLLS):
+            with engine.connect() as conn:
+                verdict = conn.execute(
+                    sa.select(tables.scan_reports.c.verdict).where(
+                        tables.scan_reports.c.sha256 == sha256, tables.scan_reports.c.name_key == key
+                    )
+                ).scalar()
+            if verdict is not None:
+                return str(verdict)
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
+    raise AssertionError(f"{sha256} was not scanned in the background")
+
+
+def test_an_upload_is_scanned_in_the_background_before_any_commit_names_it(
+    hub: Server, repo_name: str
+) -> None:
+    api = HfApi(endpoint=hub.url, token=hub.token)
+    api.create_repo(repo_name)
+    content = b"\x00\x01weights" * 4096
+    api.preupload_lfs_files(repo_name, additions=[CommitOperationAdd("weights.bin", content)])
+    assert _await_report(hub, hashlib.sha256(content).hexdigest(), "") == "unscannable"
+
+
+def test_a_commit_whose_scan_is_still_running_is_a_retryable_503_and_lands_once_it_is_done(
+    hub: Server, repo_name: str
+) -> None:
+    api = HfApi(endpoint=hub.url, token=hub.token)
+    api.create_repo(repo_name)
+    content = b'{"model_type": "slow"}'
+    sha = hashlib.sha256(content).hexdigest()
+    engine = _db(hub)
+    # Another process holds the scan of this content (a long lease).
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(tables.scan_jobs).values(
+                sha256=sha,
+                name_key=".json",
+                scanner_version=SCANNER_VERSION,
+                path="config.json",
+                state="running",
+                attempts=1,
+                lease_until=utcnow() + datetime.timedelta(hours=1),
+                claimed_by="elsewhere",
+                created_at=utcnow(),
+            )
+        )
+    head = api.model_info(repo_name).sha
+    with pytest.raises(HfHubHTTPError) as pending:
+        api.create_commit(
+            repo_name, operations=[CommitOperationAdd("config.json", content)], commit_message="x"
+        )
+    response = pending.value.response
+    assert (response.status_code, response.headers["x-error-code"]) == (503, "ScanPending")
+    assert int(response.headers["retry-after"]) >= 1
+    assert response.json()["pending"] == ["config.json"]
+    assert api.model_info(repo_name).sha == head, "nothing was committed"
+    # The other process dies: once its lease runs out, this hub's runner takes the job over.
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(tables.scan_jobs)
+            .where(tables.scan_jobs.c.sha256 == sha)
+            .values(lease_until=utcnow() - datetime.timedelta(seconds=1))
+        )
+    engine.dispose()
+    assert _await_report(hub, sha, ".json") == "safe"
+    api.create_commit(repo_name, operations=[CommitOperationAdd("config.json", content)], commit_message="x")
+    assert httpx.get(f"{hub.url}/{repo_name}/resolve/main/config.json").content == content
