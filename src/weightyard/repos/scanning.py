@@ -315,6 +315,7 @@ class ScanService:
         their leases, queues the reads' hints and sweeps reports of older rules."""
         if self._threads:
             return
+        self._me = worker_id()  # this process's own: a hub built before a fork is shared by its children
         self._stop.clear()
         self._threads = [
             threading.Thread(target=self._run, name=f"scan-runner-{n}", daemon=True)
@@ -343,13 +344,15 @@ class ScanService:
             self._wake.set()
 
     def _keep(self) -> None:
-        next_sweep = 0.0
-        while not self._stop.wait(timeout=min(_POLL_S, self._lease_s / 3)):
+        next_sweep = next_renewal = 0.0
+        while not self._stop.wait(timeout=_POLL_S):
             now = time.monotonic()
             with self._lock:
                 hints, self._hints = self._hints, {}
                 held = [job for job, started in self._running.items() if now - started < _MAX_SCAN_S]
-            self._queue.renew(self._me, held)
+            if now >= next_renewal:
+                self._queue.renew(self._me, held)
+                next_renewal = now + self._lease_s / 3
             if hints:
                 self._queue.enqueue(hints)
                 self._wake.set()
