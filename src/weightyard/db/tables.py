@@ -290,7 +290,7 @@ scan_reports = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False),
 )
 
-# Scans still to run (migration 0014_scan_jobs, repos/scan_jobs.py): one job per content, name key and scanner
+# Scans still to run (migration 0015_scan_jobs, repos/scan_jobs.py): one job per content, name key and scanner
 # version; `state` "queued", "running" (claimed by `claimed_by` until `lease_until`, renewed while it runs) or
 # "failed" (`error`, JSON: what a commit naming the content is answered). Deleted once the report is stored.
 scan_jobs = sa.Table(

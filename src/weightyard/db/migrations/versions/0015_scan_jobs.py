@@ -1,15 +1,15 @@
 """Scan jobs: the scans still to run, kept in the database so that every server process can take one
 (repos/scan_jobs.py). A job is done when its report is stored, and then deleted.
 
-Revision ID: 0014_scan_jobs
-Revises: 0013_audit_append_only_pg
+Revision ID: 0015_scan_jobs
+Revises: 0014_listing_search
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014_scan_jobs"
-down_revision = "0013_audit_append_only_pg"
+revision = "0015_scan_jobs"
+down_revision = "0014_listing_search"
 
 
 def upgrade() -> None:
