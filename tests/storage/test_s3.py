@@ -7,7 +7,7 @@ import hashlib
 import os
 import socket
 import threading
-from datetime import timedelta
+import time
 from pathlib import Path
 
 import httpx
@@ -243,13 +243,24 @@ def test_parts_under_five_mib_are_refused_at_completion(server: str, request: py
     assert _uploads(store) == []
 
 
-def test_stale_uploads_are_aborted_and_recent_ones_kept(store: S3ObjectStore) -> None:
-    writer = store.blob_writer()
-    writer.write(os.urandom(PART + 1))  # a writer that dies here leaves its upload behind
-    assert len(_uploads(store)) == 1
-    assert store.abort_stale_uploads(timedelta(hours=1)) == 0
-    assert store.abort_stale_uploads(timedelta(seconds=-60)) == 1
+def test_what_a_dead_writer_leaves_in_the_bucket_is_listed_as_scratch_and_removed(
+    store: S3ObjectStore,
+) -> None:
+    data = os.urandom(PART + 1)
+    dead = store.blob_writer()
+    dead.write(data)  # a writer that dies here leaves its multipart upload behind
+    sealed = store.blob_writer()
+    sealed.write(data)
+    sealed.seal()  # and one that dies here its verified staging object
+    leftovers = list(store.list_scratch())
+    assert sorted(item.key.split("/")[0] for item in leftovers) == ["multipart", "staging"]
+    assert all(abs(item.mtime - time.time()) < 3600 for item in leftovers)
+    for item in leftovers:
+        store.delete_scratch(item.key)
+    assert list(store.list_scratch()) == []
     assert _uploads(store) == []
+    assert _objects(store) == []
+    store.delete_scratch("multipart/some-id/another-prefix/blobs/x")  # outside the prefix: left alone
 
 
 def test_presigned_get_serves_ranges_and_the_bucket_refuses_anonymous_reads(store: S3ObjectStore) -> None:

@@ -31,7 +31,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import parse_qs, urlparse
@@ -79,6 +79,7 @@ _UPLOAD_QUEUE_DEPTH = 2
 _URL_OPTIONS = {"endpoint_url", "region"}
 _UPLOADS = "uploads"
 _STAGING = "staging"
+_MULTIPART = "multipart"
 _SCRATCH_PREFIX = "scratch-"
 _MISMATCH_CODES = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "InvalidChecksum"}
 _TOO_SMALL = "EntityTooSmall"
@@ -306,14 +307,34 @@ class S3ObjectStore:
                     yield meta["path"], int(meta["size"]), meta["last_modified"].timestamp()
 
     def list_scratch(self) -> Iterator[StoredObject]:
+        """Local scratch files, and what a writer that died leaves in the bucket: its multipart upload
+        (`multipart/<upload id>/<bucket key>`, invisible but stored until aborted) or its verified staging
+        object (`staging/<id>`); gc removes the old ones with `delete_scratch`."""
         for path in sorted(self._scratch_dir.iterdir()):
             with contextlib.suppress(FileNotFoundError):
                 if path.is_file():
                     info = path.stat()
                     yield StoredObject(path.name, info.st_size, info.st_mtime)
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        with _s3_errors("list multipart uploads"):
+            pages = list(paginator.paginate(Bucket=self.location.bucket, Prefix=self.location.key() + "/"))
+        for page in pages:
+            for upload in page.get("Uploads", []):
+                name = f"{_MULTIPART}/{upload['UploadId']}/{upload['Key']}"
+                yield StoredObject(name, 0, upload["Initiated"].timestamp())
+        for key, size, mtime in self.list_objects(self.location.key(_STAGING) + "/"):
+            yield StoredObject(f"{_STAGING}/{key.rsplit('/', 1)[-1]}", size, mtime)
 
     def delete_scratch(self, key: str) -> None:
-        if "/" not in key and key not in ("", ".", ".."):
+        kind, _, rest = key.partition("/")
+        if kind == _MULTIPART:
+            upload_id, _, bucket_key = rest.partition("/")
+            if upload_id and bucket_key.startswith(self.location.key() + "/"):
+                self._abort(_Multipart(bucket_key, upload_id))
+        elif kind == _STAGING:
+            if rest.isalnum():
+                self.delete_object(self.location.key(_STAGING, rest))
+        elif not rest and key not in ("", ".", ".."):
             (self._scratch_dir / key).unlink(missing_ok=True)
 
     # -- staged uploads: each part an object `uploads/<id>/<number>`, so any process sees which are there
@@ -354,25 +375,6 @@ class S3ObjectStore:
         key = self._part_key(upload_id, number)
         with _obstore_errors(f"sign PUT {key}"):
             return obstore.sign(self._reader, "PUT", key, timedelta(seconds=expires_in))
-
-    # -- housekeeping
-
-    def abort_stale_uploads(self, older_than: timedelta) -> int:
-        """Abort the S3 multipart uploads under the prefix started more than `older_than` ago (a writer
-        that died mid-blob leaves one, invisible but stored); returns how many. Recent ones may still be
-        written."""
-        cutoff = datetime.now(UTC) - older_than
-        aborted = 0
-        paginator = self._client.get_paginator("list_multipart_uploads")
-        prefix = self.location.key() + "/" if self.location.prefix else ""
-        with _s3_errors("list multipart uploads"):
-            pages = list(paginator.paginate(Bucket=self.location.bucket, Prefix=prefix))
-        for page in pages:
-            for upload in page.get("Uploads", []):
-                if upload["Initiated"] < cutoff:
-                    self._abort(_Multipart(upload["Key"], upload["UploadId"]))
-                    aborted += 1
-        return aborted
 
     # -- S3 multipart uploads the hub drives
 
