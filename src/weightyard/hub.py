@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from weightyard.auth import LOCAL_ADMIN, AccountService, AuditLog, RateLimiter
 from weightyard.cards import CardService
 from weightyard.config import ADMIN_USER, Settings
-from weightyard.db import create_engine, tables, transaction
+from weightyard.db import create_engine, stored_setting
 from weightyard.maintenance.startup import (
     check_data_folder,
     check_database,
@@ -136,8 +136,10 @@ class Hub:
         return self.accounts.create_token(LOCAL_ADMIN, ADMIN_USER, name, scope="write")
 
     def close(self) -> None:
-        """Release the database; on SQLite, first fold the write-ahead log into the database file, so that
-        after a clean stop the file alone holds everything (and a plain file copy is a full copy)."""
+        """Save the downloads counted since the last flush and release the database; on SQLite, first fold
+        the write-ahead log into the database file, so that after a clean stop the file alone holds everything
+        (and a plain file copy is a full copy)."""
+        self.repos.downloads.flush()
         if self.engine.dialect.name == "sqlite":
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -146,11 +148,4 @@ class Hub:
 
 def _url_secret(engine: sa.Engine) -> bytes:
     """The HMAC key of signed upload URLs, shared by every server process through the database."""
-    with transaction(engine) as conn:
-        value = conn.execute(
-            sa.select(tables.settings.c.value).where(tables.settings.c.key == "url_secret")
-        ).scalar()
-        if value is None:
-            value = secrets.token_hex(32)
-            conn.execute(sa.insert(tables.settings).values(key="url_secret", value=value))
-    return bytes.fromhex(str(value))
+    return bytes.fromhex(stored_setting(engine, "url_secret", lambda: secrets.token_hex(32)))

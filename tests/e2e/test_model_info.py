@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import threading
+import time
 import uuid
 
 import httpx
@@ -25,6 +27,19 @@ base_model: acme/base
 ---
 # Tiny
 """
+
+
+def downloads_once_saved(api: HfApi, repo: str, expected: int) -> int | None:
+    """The repo's download count once it reaches `expected`, or as it stands after 30 s: each server process
+    saves the downloads it counted every second (repos/downloads.py)."""
+    deadline = time.monotonic() + 30
+    while True:
+        count = api.model_info(repo).downloads
+        if count == expected or time.monotonic() > deadline:
+            return count
+        time.sleep(0.1)
+
+
 CONFIG = b'{"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_layer": 2, "_name_or_path": "/x"}'
 
 
@@ -171,8 +186,8 @@ def test_list_models_filters_and_sorts_from_the_index(server: Server, namespace:
     api.upload_file(path_or_fileobj=b"{}", path_in_repo="config.json", repo_id=f"{namespace}/beta")
     for _ in range(2):  # as on the Hub, a fetch of config.json counts as a download of the model
         assert httpx.get(f"{server.url}/{namespace}/beta/resolve/main/config.json").status_code == 200
+    assert downloads_once_saved(api, f"{namespace}/beta", 2) == 2
     assert ids(sort="downloads")[0] == "beta"
-    assert api.model_info(f"{namespace}/beta").downloads == 2
     listed = {m.id: m for m in api.list_models(author=namespace, cardData=True)}
     card = listed[f"{namespace}/alpha"].card_data
     assert card is not None and card.license == "mit"
@@ -244,3 +259,24 @@ def test_past_a_gate_only_what_anyone_may_see_is_reported(server: Server, namesp
     info = owner.model_info(repo)
     assert info.card_data is not None and info.safetensors is not None and info.safetensors.total == 3
     assert [m.id for m in owner.list_models(author=namespace, filter="license:mit")] == [repo]
+
+
+def test_concurrent_downloads_are_all_counted(server: Server, repo_name: str) -> None:
+    api = HfApi(endpoint=server.url, token=server.token)
+    api.create_repo(repo_name)
+    api.upload_file(path_or_fileobj=b"{}", path_in_repo="config.json", repo_id=repo_name)
+    url = f"{server.url}/{repo_name}/resolve/main/config.json"
+    statuses: list[int] = []
+
+    def fetch() -> None:
+        for _ in range(4):
+            statuses.append(httpx.get(url).status_code)
+
+    threads = [threading.Thread(target=fetch) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert statuses == [200] * 24
+    assert downloads_once_saved(api, repo_name, 24) == 24

@@ -4,6 +4,7 @@ anything a commit still reaches."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import random
@@ -12,7 +13,9 @@ import time
 from urllib.parse import urlparse
 
 import httpx
+import pytest
 from tests.ops.conftest import MIB, Hub, binary
+from tests.support import weightyard_cli
 
 from weightyard.xet import hash_to_string, serialize_xorb
 
@@ -182,3 +185,89 @@ def test_a_multipart_upload_interrupted_by_a_kill_completes_after_the_restart(hu
     blob = hub.data / "blobs" / oid[:2] / oid[2:4] / oid
     assert blob.read_bytes() == data
     assert hub.files_under("blobs/.tmp/parts") == set()
+
+
+def _age_blob(hub: Hub, sha256: str) -> None:
+    # Test set-up: make an upload two days old, which no command can do in the past.
+    hub.sql("UPDATE blobs SET created_at = '2000-01-01 00:00:00' WHERE sha256 = ?", sha256)
+
+
+def _commit_lfs(hub: Hub, repo: str, path: str, sha256: str, size: int) -> httpx.Response:
+    line = {"key": "lfsFile", "value": {"path": path, "algo": "sha256", "oid": sha256, "size": size}}
+    return httpx.post(
+        f"{hub.url}/api/models/{repo}/commit/main",
+        headers={**hub.headers, "Content-Type": "application/x-ndjson"},
+        content=b'{"key":"header","value":{"summary":"add"}}\n' + json.dumps(line).encode(),
+    )
+
+
+def test_content_a_batch_answered_as_already_stored_survives_gc_until_committed(hub: Hub) -> None:
+    hub.create_repo("m")
+    data = binary(MIB, seed=8)
+    sha = hub.lfs_upload("admin/m", data)
+    _age_blob(hub, sha)
+
+    answer = hub.lfs_batch("admin/m", data)
+    collected = hub.cli_json("gc", "--uploads-older-than", "1h")
+
+    assert "actions" not in answer, "the client is told to upload nothing"
+    assert collected["blobs"] == 0
+    assert _commit_lfs(hub, "admin/m", "late.bin", sha, MIB).status_code == 200
+    assert httpx.get(f"{hub.url}/admin/m/resolve/main/late.bin").content == data
+
+
+def test_a_gc_killed_after_removing_rows_leaves_files_without_rows_for_the_next_gc(hub: Hub) -> None:
+    hub.create_repo("m")
+    sha = hub.lfs_upload("admin/m", binary(MIB, seed=9))
+    _age_blob(hub, sha)
+
+    killed = weightyard_cli(
+        "gc",
+        "--uploads-older-than",
+        "1h",
+        "--data",
+        str(hub.data),
+        env={"WEIGHTYARD_CRASH_AT": "gc.rows_deleted"},
+    )
+
+    assert killed.returncode == -9
+    assert hub.sql("SELECT sha256 FROM blobs WHERE sha256 = ?", sha) == []
+    assert hub.blob_path(sha).exists(), "never a row without its file: the file goes after the row"
+    code, output = hub.cli("fsck")
+    assert code == 1 and output.count("file-without-row") == 1, output
+    assert hub.cli_json("gc")["orphans"] == 1
+    assert not hub.blob_path(sha).exists()
+
+
+def test_an_upload_of_the_same_content_while_gc_removes_it_keeps_file_and_row(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from weightyard.config import Settings
+    from weightyard.hub import Hub as LocalHub
+    from weightyard.maintenance import gc
+
+    hub.create_repo("m")
+    data = binary(MIB, seed=10)
+    sha = hub.lfs_upload("admin/m", data)
+    _age_blob(hub, sha)
+    uploaded: list[str] = []
+
+    def upload_again_after_the_rows_went(name: str) -> None:
+        # The moment gc has removed the rows, before it removes the files: a client uploads the same content.
+        if name == "gc.rows_deleted":
+            assert hub.sql("SELECT sha256 FROM blobs WHERE sha256 = ?", sha) == []
+            uploaded.append(hub.lfs_upload("admin/m", data))
+
+    monkeypatch.setattr(gc, "crash_point", upload_again_after_the_rows_went)
+    local = LocalHub.open(Settings(data=hub.data))
+    try:
+        report = gc.collect(local, datetime.timedelta(hours=1))
+    finally:
+        local.close()
+
+    assert uploaded == [sha] and report.blobs == 0
+    assert hub.blob_path(sha).read_bytes() == data
+    assert _commit_lfs(hub, "admin/m", "again.bin", sha, MIB).status_code == 200
+    assert httpx.get(f"{hub.url}/admin/m/resolve/main/again.bin").content == data
+    code, output = hub.cli("fsck")
+    assert code == 0, output

@@ -135,6 +135,7 @@ def test_models_sort_by_name_downloads_and_recent(demo: LocalHub) -> None:
     popular = demo.publish("zeta/popular", {"config.json": b"{}"})
     for _ in range(3):
         demo.hub.repos.count_download(popular)
+    demo.hub.repos.downloads.flush()  # what the server's background thread does every second
     demo.publish("beta/fresh", {"config.json": b"{}"})
 
     def ids(sort: str) -> list[str]:

@@ -32,11 +32,13 @@ def create_app(hub: Hub) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Scans run here, in this process's runner threads, never inside a request (docs/scanning.md).
         hub.repos.scans.start_background()
+        hub.repos.downloads.start_background()
         try:
             yield
         finally:
             hub.repos.scans.stop_background()
-            hub.close()  # a clean stop leaves the database file complete (see Hub.close)
+            hub.repos.downloads.stop_background()
+            hub.close()  # saves the last downloads counted; a clean stop leaves the database file complete
 
     app = FastAPI(
         title="Weightyard",

@@ -21,7 +21,7 @@ from weightyard.auth.permissions import (
 )
 from weightyard.auth.principal import ROLES, SCOPES, Principal
 from weightyard.config import ADMIN_USER
-from weightyard.db import tables, transaction, utcnow
+from weightyard.db import insert_ignore, tables, transaction, utcnow
 from weightyard.errors import BadRequest, InvalidCredentials, NamespaceInUse, NotFound, RefExists
 from weightyard.validation import check_repo_id, check_repo_segment, invisible_character
 
@@ -44,6 +44,10 @@ def user_id_of(conn: sa.Connection, name: str) -> int:
     if user_id is None:
         raise NotFound(f"no user named {name!r}")
     return int(user_id)
+
+
+def _name_taken(name: str) -> NamespaceInUse:
+    return NamespaceInUse(f"the name {name!r} is already taken by a user or an organisation")
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,7 @@ class AccountService:
         lowered = name.lower()
         for table in (tables.users, tables.orgs):
             if conn.execute(sa.select(table.c.id).where(sa.func.lower(table.c.name) == lowered)).first():
-                raise NamespaceInUse(f"the name {name!r} is already taken by a user or an organisation")
+                raise _name_taken(name)
         owner_of = conn.execute(
             sa.select(tables.repos.c.namespace, tables.repos.c.name)
             .where(sa.func.lower(tables.repos.c.namespace) == lowered)
@@ -164,13 +168,16 @@ class AccountService:
         require_site_admin(actor, "create users")
         check_repo_segment(name, "user name")
         fullname = check_fullname(fullname)
+        row: dict[str, object] = {
+            "name": name,
+            "is_admin": is_admin,
+            "fullname": fullname,
+            "created_at": utcnow(),
+        }
         with transaction(self._engine) as conn:
             self._check_name_free(conn, name)
-            conn.execute(
-                sa.insert(tables.users).values(
-                    name=name, is_admin=is_admin, fullname=fullname, created_at=utcnow()
-                )
-            )
+            if not insert_ignore(conn, tables.users, [row]):
+                raise _name_taken(name)
             audit.record(conn, actor, "user.create", user=name, admin=is_admin)
 
     def update_user(self, actor: Principal | None, name: str, fullname: str) -> None:
@@ -209,13 +216,8 @@ class AccountService:
     def ensure_admin_user(self) -> None:
         """Create the bootstrap `admin` user on a fresh hub."""
         with transaction(self._engine) as conn:
-            exists = conn.execute(
-                sa.select(tables.users.c.id).where(tables.users.c.name == ADMIN_USER)
-            ).first()
-            if exists is None:
-                conn.execute(
-                    sa.insert(tables.users).values(name=ADMIN_USER, is_admin=True, created_at=utcnow())
-                )
+            row: dict[str, object] = {"name": ADMIN_USER, "is_admin": True, "created_at": utcnow()}
+            if insert_ignore(conn, tables.users, [row]):
                 audit.record(conn, None, "user.create", user=ADMIN_USER, admin=True, bootstrap=True)
 
     def delete_user(self, actor: Principal | None, name: str, delete_repos: bool = False) -> list[str]:
@@ -277,11 +279,12 @@ class AccountService:
         actor = require_unlimited_token(actor, "create an organisation")
         check_repo_segment(name, "organisation name")
         fullname = check_fullname(fullname)
+        row: dict[str, object] = {"name": name, "fullname": fullname, "created_at": utcnow()}
         with transaction(self._engine) as conn:
             self._check_name_free(conn, name)
-            org_id = conn.execute(
-                sa.insert(tables.orgs).values(name=name, fullname=fullname, created_at=utcnow())
-            ).inserted_primary_key[0]  # type: ignore[index]
+            if not insert_ignore(conn, tables.orgs, [row]):
+                raise _name_taken(name)
+            org_id = self._org_id(conn, name)
             if actor.user_id:
                 conn.execute(
                     sa.insert(tables.memberships).values(
@@ -361,24 +364,17 @@ class AccountService:
         expires = utcnow() + datetime.timedelta(days=expires_in_days) if expires_in_days else None
         with transaction(self._engine) as conn:
             user_id = user_id_of(conn, user)
-            exists = conn.execute(
-                sa.select(tables.tokens.c.id).where(
-                    tables.tokens.c.user_id == user_id, tables.tokens.c.name == name
-                )
-            ).first()
-            if exists:
+            row: dict[str, object] = {
+                "user_id": user_id,
+                "name": name,
+                "secret_hash": hash_secret(secret),
+                "scope": scope,
+                "targets": json.dumps(list(checked_targets)) if checked_targets else None,
+                "created_at": utcnow(),
+                "expires_at": expires,
+            }
+            if not insert_ignore(conn, tables.tokens, [row]):  # the (user, name) constraint decides
                 raise RefExists(f"user {user!r} already has a token named {name!r}")
-            conn.execute(
-                sa.insert(tables.tokens).values(
-                    user_id=user_id,
-                    name=name,
-                    secret_hash=hash_secret(secret),
-                    scope=scope,
-                    targets=json.dumps(list(checked_targets)) if checked_targets else None,
-                    created_at=utcnow(),
-                    expires_at=expires,
-                )
-            )
             audit.record(
                 conn,
                 actor,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,7 @@ __all__ = [
     "insert_ignore",
     "migrate",
     "schema_state",
+    "stored_setting",
     "tables",
     "transaction",
     "utcnow",
@@ -27,6 +28,9 @@ __all__ = [
 _IMMEDIATE = "weightyard_immediate"
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+
+# Rows per multi-row INSERT of `insert_ignore`: a few thousand bound parameters at most.
+_INSERT_BATCH = 200
 
 # The PostgreSQL advisory lock key that `transaction()` takes (any constant; "wyard" in ASCII).
 _WRITE_LOCK = 0x7779617264
@@ -115,24 +119,52 @@ def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC).replace(tzinfo=None, microsecond=0)
 
 
-def insert_ignore(conn: sa.Connection, table: sa.Table, rows: list[dict[str, object]]) -> None:
-    """Insert rows, skipping those whose primary key exists (another writer stored the same thing)."""
+def insert_ignore(conn: sa.Connection, table: sa.Table, rows: list[dict[str, object]]) -> int:
+    """Insert rows, skipping those that a primary key or unique constraint already holds (another writer
+    stored the same thing); returns how many were inserted. This, not a look before inserting, is how a
+    writer learns that the row exists: the constraint decides, however many writers race."""
     if not rows:
-        return
+        return 0
     if conn.dialect.name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        conn.execute(sqlite_insert(table).on_conflict_do_nothing(), rows)
-    elif conn.dialect.name == "postgresql":
+        return _inserted(conn, sqlite_insert(table).on_conflict_do_nothing(), rows)
+    if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        conn.execute(pg_insert(table).on_conflict_do_nothing(), rows)
-    else:
-        key = [c.name for c in table.primary_key.columns]
-        for row in rows:
-            where = [table.c[name] == row[name] for name in key]
-            if conn.execute(sa.select(table.c[key[0]]).where(*where)).first() is None:
-                conn.execute(sa.insert(table).values(**row))
+        return _inserted(conn, pg_insert(table).on_conflict_do_nothing(), rows)
+    key = [c.name for c in table.primary_key.columns]
+    inserted = 0
+    for row in rows:
+        where = [table.c[name] == row[name] for name in key]
+        if conn.execute(sa.select(table.c[key[0]]).where(*where)).first() is None:
+            conn.execute(sa.insert(table).values(**row))
+            inserted += 1
+    return inserted
+
+
+def stored_setting(engine: sa.Engine, key: str, make: Callable[[], str]) -> str:
+    """A hub-wide value kept in the `settings` table (a secret, a key), made by `make` on first use. The first
+    writer's value wins, and every process reads that one, however many start at once."""
+    query = sa.select(tables.settings.c.value).where(tables.settings.c.key == key)
+    with engine.connect() as conn:
+        value = conn.execute(query).scalar()
+    if value is None:
+        with transaction(engine) as conn:
+            insert_ignore(conn, tables.settings, [{"key": key, "value": make()}])
+            value = conn.execute(query).scalar_one()
+    return str(value)
+
+
+def _inserted(conn: sa.Connection, statement: sa.Insert, rows: list[dict[str, object]]) -> int:
+    # One multi-row INSERT per batch: its row count is exact on every driver (an executemany's is not on
+    # psycopg), and a batch stays under both databases' limits on bound parameters. SQLAlchemy reads the row
+    # count of an INSERT only when asked to preserve it.
+    statement = statement.execution_options(preserve_rowcount=True)
+    inserted = 0
+    for start in range(0, len(rows), _INSERT_BATCH):
+        inserted += conn.execute(statement.values(rows[start : start + _INSERT_BATCH])).rowcount
+    return inserted
 
 
 @contextmanager

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from weightyard.db import tables, transaction, utcnow
+from weightyard.faults import crash_point
 from weightyard.maintenance.storage import (
     DEFAULT_UPLOAD_AGE,
     local_store,
@@ -92,44 +92,52 @@ def _unreferenced_blobs(hub: Hub, age: datetime.timedelta, dry_run: bool) -> tup
     """Remove blobs no commit references and nobody uploaded within `age`; returns the referenced content,
     and how many blobs and bytes went.
 
-    Trees are walked outside any lock; then, holding the write lock (no commit can land meanwhile), only
-    the commits that landed during the walk are read, ages are checked again, and rows and files go together.
+    Marked outside any lock: the trees are walked and the candidates listed. Then, under the write lock (no
+    commit and no upload can land meanwhile), the commits that landed during the walk are read, ages are
+    checked again, and the rows go. The files go after that transaction, in a second one that skips any
+    content whose row came back meanwhile (an upload of the same content stored it again): a crash in
+    between leaves files without rows, which the next collection removes, never a row without its file.
     """
     referenced, last = hub.repos.referenced_content()
     cutoff = utcnow() - age
     blobs = tables.blobs
     with hub.engine.connect() as conn:
-        old = {
-            row.sha256 for row in conn.execute(sa.select(blobs.c.sha256).where(blobs.c.created_at < cutoff))
-        }
-    candidates = sorted(old - referenced)
-    base = local_store(hub.store)
+        old = dict(
+            conn.execute(sa.select(blobs.c.sha256, blobs.c.size).where(blobs.c.created_at < cutoff)).all()
+        )
+    candidates = sorted(set(old) - referenced)
     if dry_run:
-        return referenced, len(candidates), sum(_file_size(base.path_for(sha)) for sha in candidates)
-    freed = removed = 0
+        return referenced, len(candidates), sum(int(old[sha]) for sha in candidates)
+    doomed: dict[str, int] = {}
     with transaction(hub.engine) as conn:
         newer, _ = hub.repos.referenced_content(after=last)
         referenced |= newer
         for start in range(0, len(candidates), _BATCH):
             batch = [sha for sha in candidates[start : start + _BATCH] if sha not in referenced]
-            doomed = list(
-                conn.execute(
-                    sa.select(blobs.c.sha256).where(blobs.c.sha256.in_(batch), blobs.c.created_at < cutoff)
-                ).scalars()
+            rows = conn.execute(
+                sa.select(blobs.c.sha256, blobs.c.size).where(
+                    blobs.c.sha256.in_(batch), blobs.c.created_at < cutoff
+                )
+            ).all()
+            names = [row.sha256 for row in rows]
+            conn.execute(sa.delete(tables.blob_grants).where(tables.blob_grants.c.sha256.in_(names)))
+            conn.execute(sa.delete(blobs).where(blobs.c.sha256.in_(names)))
+            doomed.update((row.sha256, int(row.size)) for row in rows)
+    crash_point("gc.rows_deleted")
+    store = local_store(hub.store)
+    names = sorted(doomed)
+    removed = 0
+    freed = 0
+    with transaction(hub.engine) as conn:
+        for start in range(0, len(names), _BATCH):
+            batch = names[start : start + _BATCH]
+            stored_again = set(
+                conn.execute(sa.select(blobs.c.sha256).where(blobs.c.sha256.in_(batch))).scalars()
             )
-            conn.execute(sa.delete(tables.blob_grants).where(tables.blob_grants.c.sha256.in_(doomed)))
-            conn.execute(sa.delete(blobs).where(blobs.c.sha256.in_(doomed)))
-            for sha in doomed:
-                # Under the write lock, as placements are: a new upload of this content cannot slip in.
-                path = base.path_for(sha)
-                freed += _file_size(path)
-                path.unlink(missing_ok=True)
-            removed += len(doomed)
+            for sha in batch:
+                # Under the write lock, as placements are: an upload of this content cannot slip in.
+                if sha not in stored_again:
+                    store.delete(sha)
+                    removed += 1
+                    freed += doomed[sha]
     return referenced, removed, freed
-
-
-def _file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0

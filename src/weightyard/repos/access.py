@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from weightyard.auth import Action, Principal, audit, require, require_token_covers, user_id_of
-from weightyard.db import tables, transaction, utcnow
+from weightyard.db import insert_ignore, tables, transaction, utcnow
 from weightyard.errors import AccessAlreadyGranted, BadRequest, NotFound, Unauthorized
 from weightyard.repos.service import Repo
 
@@ -42,25 +42,24 @@ class AccessRequests:
             raise BadRequest(f"{repo.repo_id} is not gated")
         status = "accepted" if repo.gated == "auto" else "pending"
         now = utcnow()
+        row: dict[str, object] = {
+            "repo_id": repo.id,
+            "user_id": principal.user_id,
+            "status": status,
+            "fields": json.dumps(fields) if fields else None,
+            "created_at": now,
+            "updated_at": now,
+        }
         with transaction(self._engine) as conn:
-            existing = conn.execute(
-                sa.select(tables.access_requests.c.status).where(
-                    tables.access_requests.c.repo_id == repo.id,
-                    tables.access_requests.c.user_id == principal.user_id,
-                )
-            ).scalar()
-            if existing is not None:
+            # One request per user and repo (a unique constraint): asking again answers with its status
+            if not insert_ignore(conn, tables.access_requests, [row]):
+                existing = conn.execute(
+                    sa.select(tables.access_requests.c.status).where(
+                        tables.access_requests.c.repo_id == repo.id,
+                        tables.access_requests.c.user_id == principal.user_id,
+                    )
+                ).scalar_one()
                 return str(existing)
-            conn.execute(
-                sa.insert(tables.access_requests).values(
-                    repo_id=repo.id,
-                    user_id=principal.user_id,
-                    status=status,
-                    fields=json.dumps(fields) if fields else None,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
             audit.record(conn, principal, "access.request", repo.repo_id, status=status)
         return status
 

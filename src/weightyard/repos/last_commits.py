@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 
 import sqlalchemy as sa
 
-from weightyard.db import tables
+from weightyard.db import insert_ignore, tables
 from weightyard.repos.objects import FileEntry
 
 # name -> (last commit id or None when unknown, index tree of the folder or None for a file)
@@ -103,14 +103,11 @@ def record(
 
     base_root = _root_of(conn, repo_id, parent_oid) if parent_oid else None
     root = build("", base_root)
-    lct = tables.last_commit_trees
-    if objects:
-        present = set(conn.execute(sa.select(lct.c.oid).where(lct.c.oid.in_(list(objects)))).scalars())
-        missing = [{"oid": oid, "body": body} for oid, body in objects.items() if oid not in present]
-        if missing:
-            conn.execute(sa.insert(lct), missing)
-    conn.execute(
-        sa.insert(tables.commit_last_commits).values(repo_id=repo_id, commit_oid=commit_oid, root=root)
+    insert_ignore(
+        conn, tables.last_commit_trees, [{"oid": oid, "body": body} for oid, body in objects.items()]
+    )
+    insert_ignore(
+        conn, tables.commit_last_commits, [{"repo_id": repo_id, "commit_oid": commit_oid, "root": root}]
     )
 
 

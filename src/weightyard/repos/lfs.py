@@ -101,6 +101,7 @@ class LfsService:
         expires = int(time.time()) + self._ttl
         actions = []
         uploads: list[tuple[str, int]] = []
+        stored: list[str] = []
         for sha256, size in objects:
             check_sha256(sha256)
             if size < 0:
@@ -116,8 +117,10 @@ class LfsService:
             allowed = self._repos.gate.may_receive(principal, sha256)
             if self._repos.blob_size(sha256) == size and allowed:
                 actions.append(UploadAction(sha256, size))
+                stored.append(sha256)
                 continue
             uploads.append((sha256, size))
+        self._repos.renew_uploads(stored)
         # Every byte this batch lets the client send counts against the repo's quota before any arrives.
         self._repos.quota.reserve(repo.id, repo.repo_id, LFS, uploads)
         for sha256, size in uploads:

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from weightyard.auth import Principal, audit, require_self_or_site_admin, user_id_of
-from weightyard.db import tables, transaction, utcnow
+from weightyard.db import insert_ignore, stored_setting, tables, transaction, utcnow
 from weightyard.errors import BadRequest, NotFound, RefExists
 from weightyard.provenance import (
     REVOKED_KEY,
@@ -83,16 +83,15 @@ class KeyRegistry:
         canonical = public_key_pem(key).decode()
         with transaction(self._engine) as conn:
             user_id = user_id_of(conn, user)
-            taken = conn.execute(
-                sa.select(tables.signing_keys.c.id).where(tables.signing_keys.c.fingerprint == fingerprint)
-            ).first()
-            if taken:
+            row: dict[str, object] = {
+                "user_id": user_id,
+                "fingerprint": fingerprint,
+                "pem": canonical,
+                "curve": curve,
+                "created_at": utcnow(),
+            }
+            if not insert_ignore(conn, tables.signing_keys, [row]):  # the fingerprint is unique
                 raise RefExists(f"the key {fingerprint} is already registered")
-            conn.execute(
-                sa.insert(tables.signing_keys).values(
-                    user_id=user_id, fingerprint=fingerprint, pem=canonical, curve=curve, created_at=utcnow()
-                )
-            )
             audit.record(conn, actor, "key.add", user=user, fingerprint=fingerprint, curve=curve)
         return self.get(fingerprint)
 
@@ -364,11 +363,4 @@ def _row(
 def hub_signing_key(engine: sa.Engine) -> bytes:
     """The hub's private signing key (P-256), created on first use and shared by every server process through
     the database."""
-    with transaction(engine) as conn:
-        value = conn.execute(
-            sa.select(tables.settings.c.value).where(tables.settings.c.key == "hub_signing_key")
-        ).scalar()
-        if value is None:
-            value = generate_private_key().decode()
-            conn.execute(sa.insert(tables.settings).values(key="hub_signing_key", value=value))
-    return str(value).encode()
+    return stored_setting(engine, "hub_signing_key", lambda: generate_private_key().decode()).encode()

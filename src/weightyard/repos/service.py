@@ -30,9 +30,11 @@ from weightyard.errors import (
     RevisionNotFound,
     StoredContentDamaged,
     UnsafeFile,
+    WeightyardError,
 )
 from weightyard.faults import crash_point
 from weightyard.repos import last_commits as last_commit_index
+from weightyard.repos.downloads import DownloadCounter
 from weightyard.repos.gate import ContentGate
 from weightyard.repos.gitattributes import DEFAULT_GITATTRIBUTES, GITATTRIBUTES, MAX_RULES_BYTES, LfsRules
 from weightyard.repos.ingest import ContentIngest, IngestedContent, looks_binary
@@ -172,6 +174,18 @@ class _HeadMoved(Exception):
     """Another commit moved the branch between reading its head and updating it."""
 
 
+@dataclass(frozen=True)
+class _NewTree:
+    """A commit's files and tree built on top of `base`: the files before and after, the root tree id and
+    the tree objects (by oid) the commit adds."""
+
+    base: Commit
+    before: dict[str, FileEntry]
+    files: dict[str, FileEntry]
+    root: str
+    objects: dict[str, str]
+
+
 class _TreeCache:
     """Parsed tree objects by oid. Tree objects never change, so caching them is always correct."""
 
@@ -300,6 +314,7 @@ class RepoService:
         # is stored before any reader can see the commit. An error raised here refuses the commit.
         self.before_commit: list[Callable[[Sequence[AddFile]], None]] = []
         self.gate = ContentGate(engine, self.scans, settings.scan_policy)
+        self.downloads = DownloadCounter(engine)
         # Called inside a commit's transaction, with its files, once the ref has moved: what must land with
         # the commit or not at all (the hub's attestation), so no crash can leave a commit without it.
         self.in_commit: list[Callable[[sa.Connection, Repo, Commit, dict[str, FileEntry]], None]] = []
@@ -570,12 +585,8 @@ class RepoService:
         return readable[offset : offset + limit]
 
     def count_download(self, repo: Repo) -> None:
-        with transaction(self._engine) as conn:
-            conn.execute(
-                sa.update(tables.repos)
-                .where(tables.repos.c.id == repo.id)
-                .values(downloads=tables.repos.c.downloads + 1)
-            )
+        """Count one download of the repo; it reaches the repo's total within a second (`DownloadCounter`)."""
+        self.downloads.count(repo.id)
 
     # ------------------------------------------------------------------ revisions
 
@@ -722,18 +733,15 @@ class RepoService:
     ) -> Ref:
         with transaction(self._engine) as conn:
             target = self._resolve(conn, repo, revision)
-            exists = conn.execute(
-                sa.select(tables.refs.c.name).where(
-                    tables.refs.c.repo_id == repo.id, tables.refs.c.name == name
-                )
-            ).first()
-            if exists:
+            row: dict[str, object] = {
+                "repo_id": repo.id,
+                "name": name,
+                "target_oid": target.oid,
+                "message": message,
+                "created_at": utcnow(),
+            }
+            if not insert_ignore(conn, tables.refs, [row]):
                 raise RefExists(f"Reference {name} already exists")
-            conn.execute(
-                sa.insert(tables.refs).values(
-                    repo_id=repo.id, name=name, target_oid=target.oid, message=message, created_at=utcnow()
-                )
-            )
             audit.record(conn, principal, "ref.create", repo.repo_id, ref=name, target=target.oid)
         return Ref(name, target.oid, message)
 
@@ -782,6 +790,18 @@ class RepoService:
         lfs = content.blob.size >= self._settings.lfs_threshold or looks_binary(content.sample)
         return AddFile(path="", sha256=content.blob.sha256, size=content.blob.size, lfs=lfs)
 
+    def renew_uploads(self, shas: Sequence[str]) -> None:
+        """Count content that a client was told is stored already (so it uploads nothing) as uploaded now:
+        `weightyard gc` then spares it as it spares a fresh upload, until the client's commit names it."""
+        if not shas:
+            return
+        with transaction(self._engine) as conn:
+            conn.execute(
+                sa.update(tables.blobs)
+                .where(tables.blobs.c.sha256.in_(sorted(set(shas))))
+                .values(created_at=utcnow())
+            )
+
     def record_blob(self, principal: Principal, blob: BlobInfo, git_sha1: str | None = None) -> None:
         """Note that a blob is stored and that `principal` proved possession of it by uploading it."""
         now = utcnow()
@@ -803,18 +823,12 @@ class RepoService:
                 conn.execute(
                     sa.update(tables.blobs).where(tables.blobs.c.sha256 == blob.sha256).values(**values)
                 )
-            granted = conn.execute(
-                sa.select(tables.blob_grants.c.sha256).where(
-                    tables.blob_grants.c.user_id == principal.user_id,
-                    tables.blob_grants.c.sha256 == blob.sha256,
-                )
-            ).first()
-            if granted is None:
-                conn.execute(
-                    sa.insert(tables.blob_grants).values(
-                        user_id=principal.user_id, sha256=blob.sha256, created_at=now
-                    )
-                )
+            grant: dict[str, object] = {
+                "user_id": principal.user_id,
+                "sha256": blob.sha256,
+                "created_at": now,
+            }
+            insert_ignore(conn, tables.blob_grants, [grant])
 
     def referenced_content(self, after: int = 0, heads_only: bool = False) -> tuple[set[str], int]:
         """The sha256 of every file of every commit whose row id is above `after` (with `heads_only`, of the
@@ -892,9 +906,18 @@ class RepoService:
         for prepare in self.before_commit:
             prepare(added)
         for _ in range(_COMMIT_ATTEMPTS):
+            prebuilt = self._prebuild(repo, revision, operations, create_pr)
             try:
                 result = self._try_commit(
-                    principal, repo, revision, operations, title, description, parent_commit, create_pr
+                    principal,
+                    repo,
+                    revision,
+                    operations,
+                    title,
+                    description,
+                    parent_commit,
+                    create_pr,
+                    prebuilt,
                 )
             except _HeadMoved:
                 if parent_commit is not None:
@@ -942,6 +965,47 @@ class RepoService:
                 ],
             )
 
+    def _prebuild(
+        self, repo: Repo, revision: str, operations: Sequence[Operation], create_pr: bool
+    ) -> _NewTree | None:
+        """The commit's tree built on the head as it stands now, before the write transaction: reading every
+        tree of a large repo and hashing the new ones is work no other writer should wait for. None when the
+        head cannot take the operations: the transaction builds again on the head it holds and reports the
+        error against that head, which may have moved on since."""
+        try:
+            with self._engine.connect() as conn:
+                base, _ = self._commit_base(conn, repo, revision, create_pr)
+                return self._build_tree(conn, base, operations)
+        except WeightyardError:
+            return None
+
+    def _commit_base(
+        self, conn: sa.Connection, repo: Repo, revision: str, create_pr: bool
+    ) -> tuple[Commit, str | None]:
+        """The commit a new commit goes on top of, and the ref it moves (None for a new pull request)."""
+        if create_pr:
+            return self._resolve(conn, repo, revision), None
+        ref_name = revision if revision.startswith(PULLS) else HEADS + revision
+        target = conn.execute(
+            sa.select(tables.refs.c.target_oid).where(
+                tables.refs.c.repo_id == repo.id, tables.refs.c.name == ref_name
+            )
+        ).scalar()
+        if target is None:
+            raise RevisionNotFound(f"Invalid rev id: {revision}")
+        base = self._commit(conn, repo, target)
+        assert base is not None
+        return base, ref_name
+
+    def _build_tree(self, conn: sa.Connection, base: Commit, operations: Sequence[Operation]) -> _NewTree:
+        files = self._files(conn, base.tree_oid)
+        before = dict(files)
+        self._apply(conn, files, operations, base.oid)
+        self._mark_lfs(files, operations)
+        self._check_sizes(files, operations)
+        root, objects = build_trees(files)
+        return _NewTree(base, before, files, root, objects)
+
     def _try_commit(
         self,
         principal: Principal,
@@ -952,59 +1016,46 @@ class RepoService:
         description: str,
         parent_commit: str | None,
         create_pr: bool,
+        prebuilt: _NewTree | None,
     ) -> CommitResult:
         now = utcnow()
         with transaction(self._engine) as conn:
-            if create_pr:
-                base = self._resolve(conn, repo, revision)
-                ref_name = None
-            else:
-                ref_name = revision if revision.startswith(PULLS) else HEADS + revision
-                target = conn.execute(
-                    sa.select(tables.refs.c.target_oid).where(
-                        tables.refs.c.repo_id == repo.id, tables.refs.c.name == ref_name
-                    )
-                ).scalar()
-                if target is None:
-                    raise RevisionNotFound(f"Invalid rev id: {revision}")
-                base_commit = self._commit(conn, repo, target)
-                assert base_commit is not None
-                base = base_commit
+            # The head, the parentCommit check and the content check are read under the write lock; the tree
+            # built beforehand is used only if it was built on this very head.
+            base, ref_name = self._commit_base(conn, repo, revision, create_pr)
             if parent_commit is not None and parent_commit != base.oid:
                 raise ParentCommitMismatch(parentCommit=parent_commit, head=base.oid)
-            files = self._files(conn, base.tree_oid)
-            before = dict(files)
             self._check_content_recorded(conn, operations)
-            self._apply(conn, files, operations, base.oid)
-            self._mark_lfs(files, operations)
-            self._check_sizes(files, operations)
-            root, objects = build_trees(files)
-            self._store_trees(conn, objects)
+            if prebuilt is not None and prebuilt.base.oid == base.oid:
+                tree = prebuilt
+            else:
+                tree = self._build_tree(conn, base, operations)
+            files, root = tree.files, tree.root
+            self._store_trees(conn, tree.objects)
             self._index_contents(conn, repo.id, (op.sha256 for op in operations if isinstance(op, AddFile)))
             oid = commit_object_id(root, base.oid, principal.name, int(now.timestamp()), title, description)
-            if self._commit(conn, repo, oid) is None:
-                conn.execute(
-                    sa.insert(tables.commits).values(
-                        repo_id=repo.id,
-                        oid=oid,
-                        parent_oid=base.oid,
-                        tree_oid=root,
-                        title=title,
-                        message=description,
-                        author=principal.name,
-                        created_at=now,
-                    )
-                )
-            last_commit_index.record(conn, repo.id, oid, base.oid, before, files)
+            # the same commit object may exist already (same tree, parent, author, second and message)
+            insert_ignore(
+                conn,
+                tables.commits,
+                [
+                    {
+                        "repo_id": repo.id,
+                        "oid": oid,
+                        "parent_oid": base.oid,
+                        "tree_oid": root,
+                        "title": title,
+                        "message": description,
+                        "author": principal.name,
+                        "created_at": now,
+                    }
+                ],
+            )
+            last_commit_index.record(conn, repo.id, oid, base.oid, tree.before, files)
             pull_request = None
             if ref_name is None:
-                pull_request = self._next_pull_request(conn, repo)
+                pull_request = self._open_pull_request(conn, repo, oid, now)
                 ref_name = f"{PULLS}{pull_request}"
-                conn.execute(
-                    sa.insert(tables.refs).values(
-                        repo_id=repo.id, name=ref_name, target_oid=oid, created_at=now
-                    )
-                )
             elif not _move_ref(conn, repo.id, ref_name, base.oid, oid):
                 raise _HeadMoved
             conn.execute(sa.update(tables.repos).where(tables.repos.c.id == repo.id).values(updated_at=now))
@@ -1135,19 +1186,22 @@ class RepoService:
             oid = commit_object_id(
                 head.tree_oid, None, principal.name, int(now.timestamp()), title, description
             )
-            if self._commit(conn, repo, oid) is None:
-                conn.execute(
-                    sa.insert(tables.commits).values(
-                        repo_id=repo.id,
-                        oid=oid,
-                        parent_oid=None,
-                        tree_oid=head.tree_oid,
-                        title=title,
-                        message=description,
-                        author=principal.name,
-                        created_at=now,
-                    )
-                )
+            insert_ignore(
+                conn,
+                tables.commits,
+                [
+                    {
+                        "repo_id": repo.id,
+                        "oid": oid,
+                        "parent_oid": None,
+                        "tree_oid": head.tree_oid,
+                        "title": title,
+                        "message": description,
+                        "author": principal.name,
+                        "created_at": now,
+                    }
+                ],
+            )
             last_commit_index.record(conn, repo.id, oid, None, {}, self._files(conn, head.tree_oid))
             if not _move_ref(conn, repo.id, ref_name, head.oid, oid):
                 raise ParentCommitMismatch(branch=branch)
@@ -1195,14 +1249,20 @@ class RepoService:
         if repo_limit and total > repo_limit:
             raise PayloadTooLarge(f"the repo would hold {total} bytes; the limit is {repo_limit}")
 
-    def _next_pull_request(self, conn: sa.Connection, repo: Repo) -> int:
+    def _open_pull_request(self, conn: sa.Connection, repo: Repo, oid: str, now: datetime.datetime) -> int:
+        """Create the ref of a new pull request at `oid`; returns its number, the next free one. The refs'
+        primary key decides: a number another writer took meanwhile is skipped, never given twice."""
         names = conn.execute(
             sa.select(tables.refs.c.name).where(
                 tables.refs.c.repo_id == repo.id, tables.refs.c.name.like("refs/pr/%")
             )
         ).scalars()
         numbers = [int(name[len(PULLS) :]) for name in names if name[len(PULLS) :].isdigit()]
-        return max(numbers, default=0) + 1
+        number = max(numbers, default=0) + 1
+        row: dict[str, object] = {"repo_id": repo.id, "target_oid": oid, "created_at": now}
+        while not insert_ignore(conn, tables.refs, [{**row, "name": f"{PULLS}{number}"}]):
+            number += 1
+        return number
 
     def _apply(
         self, conn: sa.Connection, files: dict[str, FileEntry], operations: Sequence[Operation], base: str
