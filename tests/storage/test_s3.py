@@ -95,6 +95,18 @@ def test_a_large_blob_streams_in_parts_and_leaves_only_the_blob(
     assert _read(store, sha, PART - 3, PART + 3) == data[PART - 3 : PART + 3]
 
 
+def test_a_large_staging_object_is_copied_into_place_in_ranges(
+    store: S3ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # S3 copies at most 5 GiB at once: a blob copied from its staging object goes in ranges.
+    monkeypatch.setattr("weightyard.storage.s3._COPY_PART", 8 * 1024 * 1024)
+    data = os.urandom(2 * PART + 12345)
+    sha = hashlib.sha256(data).hexdigest()
+    assert _write(store, data) == (BlobInfo(sha, len(data)), True)
+    assert _read(store, sha) == data
+    assert _objects(store) == [store.object_key(BLOBS, sha)]
+
+
 @pytest.mark.parametrize("size", [1000, 2 * PART + 1], ids=["one-put", "multipart"])
 @pytest.mark.parametrize("announced", [True, False], ids=["sha-announced", "sha-unknown"])
 def test_mismatched_content_leaves_no_object_and_no_upload(

@@ -64,13 +64,11 @@ if TYPE_CHECKING:
     from obstore.store import ClientConfig, RetryConfig
 
 MIB = 1024 * 1024
-GIB = 1024 * MIB
-# S3's limits: every part but the last at least 5 MiB, at most 10,000 parts, a copied part at most 5 GiB.
+# S3's limits: every part but the last at least 5 MiB, at most 10,000 parts (so the 16 MiB parts a writer
+# sends hold blobs up to 156 GiB), a copied part at most 5 GiB.
 MIN_PART_SIZE = 5 * MIB
-MAX_PARTS = 10_000
-MAX_COPY_PART = 5 * GIB
 DEFAULT_PART_SIZE = 16 * MIB
-# A copied part: large, so a server-side copy of a big blob takes few requests.
+# A copied part: large, so a server-side copy of a big blob takes few requests, and under 5 GiB.
 _COPY_PART = 512 * MIB
 # Pieces of a streamed read: what a response holds at once.
 READ_PIECE = MIB
@@ -154,13 +152,6 @@ class S3ObjectStore:
 
     def _part_key(self, upload_id: str, number: int) -> str:
         return f"{self._upload_prefix(upload_id)}{number:05d}"
-
-    def part_size_for(self, size: int | None) -> int:
-        """The part size of a multipart upload of `size` bytes: the store's, or more when 10,000 parts of
-        it would not hold them."""
-        if size is None:
-            return self.part_size
-        return max(self.part_size, -(-size // MAX_PARTS))
 
     # -- writing
 
@@ -420,32 +411,40 @@ class S3ObjectStore:
                 f"every part but the last must have at least {MIN_PART_SIZE} bytes"
             ) from None
 
-    def _copy_into_place(self, sources: Sequence[tuple[str, str | None]], blob: BlobInfo) -> bool:
-        """Assemble the verified objects `sources` ((key, ETag the caller read), in order, each but the last
-        at least 5 MiB) into the blob's key, server-side, unless the blob is there already; returns whether
-        this call created it. A source that changed since it was read fails the copy (`ContentMismatch`)."""
+    def _copy_into_place(self, sources: Sequence[tuple[str, str | None, int]], blob: BlobInfo) -> bool:
+        """Assemble the verified objects `sources` ((key, ETag the caller read, size), in order, each but the
+        last at least 5 MiB) into the blob's key, server-side, unless the blob is there already; returns
+        whether this call created it. A source that changed since it was read fails the copy
+        (`ContentMismatch`). A large source is copied in ranges of about `_COPY_PART` (S3 copies at most 5 GiB
+        at once), all of them well over 5 MiB."""
         final = self.object_key(BLOBS, blob.sha256)
         if self.object_size(final) is not None:
             self._check_existing(final, blob.size)
             return False
         upload = self._start(final, checksummed=False)
         try:
-            parts = []
-            for number, (source, etag) in enumerate(sources, 1):
-                condition = {"CopySourceIfMatch": etag} if etag else {}
-                try:
-                    with _s3_errors(f"copy part {number} into {final}"):
-                        answer = self._client.upload_part_copy(
-                            Bucket=self.location.bucket,
-                            Key=final,
-                            UploadId=upload.upload_id,
-                            PartNumber=number,
-                            CopySource={"Bucket": self.location.bucket, "Key": source},
-                            **condition,
-                        )
-                except _AlreadyExists:
-                    raise ContentMismatch(f"{source} changed after it was verified") from None
-                parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
+            parts: list[dict[str, Any]] = []
+            for source, etag, size in sources:
+                pieces = max(1, -(-size // _COPY_PART))
+                step = -(-size // pieces)
+                for offset in range(0, size, step):
+                    number = len(parts) + 1
+                    condition = {"CopySourceIfMatch": etag} if etag else {}
+                    last = min(offset + step, size) - 1
+                    try:
+                        with _s3_errors(f"copy part {number} into {final}"):
+                            answer = self._client.upload_part_copy(
+                                Bucket=self.location.bucket,
+                                Key=final,
+                                UploadId=upload.upload_id,
+                                PartNumber=number,
+                                CopySource={"Bucket": self.location.bucket, "Key": source},
+                                CopySourceRange=f"bytes={offset}-{last}",
+                                **condition,
+                            )
+                    except _AlreadyExists:
+                        raise ContentMismatch(f"{source} changed after it was verified") from None
+                    parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
             self._complete(upload, parts, conditional=True)
         except _AlreadyExists:
             self._abort(upload)
@@ -571,7 +570,7 @@ class S3ObjectWriter:
         final = self._store.object_key(BLOBS, blob.sha256)
         try:
             if self._staged_at is not None:
-                created = self._store._copy_into_place([(self._staged_at, None)], blob)
+                created = self._store._copy_into_place([(self._staged_at, None, blob.size)], blob)
             elif self._upload is None:
                 created = self._store.put_object(final, bytes(self._buffer), blob.sha256)
             else:
@@ -724,8 +723,8 @@ class S3StagedUpload:
             spans = [self.span(number) for number in range(1, self.parts + 1)]
             if all(end - start >= MIN_PART_SIZE for start, end in spans[:-1]):
                 sources = [
-                    (self._store._part_key(self._id, number), self._read_versions.get(number))
-                    for number in range(1, self.parts + 1)
+                    (self._store._part_key(self._id, number), self._read_versions.get(number), end - start)
+                    for number, (start, end) in enumerate(spans, 1)
                 ]
                 return self._store._copy_into_place(sources, blob)
             writer = self._store.blob_writer(blob.sha256)
