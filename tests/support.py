@@ -68,7 +68,8 @@ def weightyard_environment(extra: dict[str, str] | None = None) -> dict[str, str
     return environment
 
 
-def start_server(data: Path, env: dict[str, str] | None = None) -> Server:
+def start_server(data: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> Server:
+    """`weightyard serve` on a free loopback port, with `args` added to its command line (`--workers 2`)."""
     port = free_port()
     log = open(data.parent / f"{data.name}-server.log", "wb")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(
@@ -83,6 +84,7 @@ def start_server(data: Path, env: dict[str, str] | None = None) -> Server:
             str(port),
             "--data",
             str(data),
+            *args,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -126,7 +128,7 @@ def run_python(code: str, env: dict[str, str], timeout: float = 600) -> subproce
 
 
 def weightyard_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 600
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run the CLI; unless `env` names an XDG_CONFIG_HOME, each call gets an empty one, so the hub keys that
     `pull` trusts on first use never carry over to another test's server that reuses a port."""
@@ -134,6 +136,7 @@ def weightyard_cli(
         return subprocess.run(
             [sys.executable, "-m", "weightyard", *args],
             env=weightyard_environment({"COLUMNS": "200", "XDG_CONFIG_HOME": config, **(env or {})}),
+            cwd=cwd,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -259,3 +262,36 @@ class TamperingProxy(_LoopbackRelay):
         with self._lock:
             self.tampered += 1
         return data[:start] + bytes([data[start] ^ 0xFF]) + data[start + 1 :], False
+
+
+def worker_pids(server: Server) -> list[int]:
+    """The worker processes of a `serve --workers N` (multiprocessing's resource tracker left out)."""
+    pid = server.pid
+    found = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(int(child))
+        except OSError:
+            continue  # exited meanwhile
+    return found
+
+
+def worker_of(server: Server, client_port: int) -> int:
+    """The worker process holding the server end of the connection from `client_port` (after an answer on
+    it): the connection's socket inode from /proc/net/tcp, found among each worker's open files."""
+    port = int(server.url.rsplit(":", 1)[1])
+    inodes = [
+        fields[9]
+        for fields in (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
+        if int(fields[1].split(":")[1], 16) == port and int(fields[2].split(":")[1], 16) == client_port
+    ]
+    assert len(inodes) == 1, f"no connection from port {client_port} to port {port}"
+    for pid in worker_pids(server):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if os.readlink(fd) == f"socket:[{inodes[0]}]":
+                    return pid
+            except OSError:
+                continue
+    raise AssertionError(f"no worker holds the connection from port {client_port}")

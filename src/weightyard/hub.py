@@ -18,8 +18,9 @@ from weightyard.maintenance.startup import (
     check_database,
     folder_lock,
     upgrade_schema,
+    uses_default_database,
 )
-from weightyard.repos import AccessRequests, LfsService, RepoService
+from weightyard.repos import AccessRequests, LfsService, RepoService, delete_namespace_repos
 from weightyard.repos.facts import FactsService
 from weightyard.repos.provenance import KeyRegistry, ProvenanceService, hub_signing_key
 from weightyard.repos.xet import XetService
@@ -55,13 +56,8 @@ class Hub:
             >>> hub = Hub.open(Settings(data=Path("/tmp/weightyard-doc")))  # doctest: +SKIP
         """
         check_data_folder(settings, create)
-        url = settings.database_url_or_default()
-        engine = create_engine(url)
-        where = sa.make_url(url).render_as_string(hide_password=True)
         with folder_lock(settings):
-            check_database(engine, where)
-            upgrade_schema(engine, where, automatic=engine.dialect.name == "sqlite")
-            return cls._assemble(settings, engine)
+            return cls._assemble(settings, _open_database(settings))
 
     @classmethod
     def _assemble(cls, settings: Settings, engine: sa.Engine) -> Hub:
@@ -70,7 +66,7 @@ class Hub:
         store.sweep_temporary()
         repos = RepoService(engine, store, settings)
         secret = _url_secret(engine)
-        accounts = AccountService(engine, repos.delete_namespace_repos)
+        accounts = AccountService(engine, delete_namespace_repos)
         lfs = LfsService(
             repos,
             accounts,
@@ -144,6 +140,52 @@ class Hub:
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         self.engine.dispose()
+
+
+@dataclass
+class Administration:
+    """What the administration commands (`weightyard user|org|token|audit|key …`) work on: the accounts, the
+    audit log and the publishers' keys in the configured database. No blob store is opened, and with
+    `WEIGHTYARD_DATABASE_URL` no data folder is needed: an operator runs them from any machine that has the
+    hub's settings.
+    """
+
+    engine: sa.Engine
+    accounts: AccountService
+    audit: AuditLog
+    keys: KeyRegistry
+
+    @classmethod
+    def open(cls, settings: Settings) -> Administration:
+        """The configured database after the start-up checks (`StartupError` says what is wrong); an embedded
+        hub's data folder must exist, as for `Hub.open(settings, create=False)`."""
+        if uses_default_database(settings):
+            check_data_folder(settings, create=False)
+            with folder_lock(settings):
+                engine = _open_database(settings)
+        else:
+            engine = _open_database(settings)
+        accounts = AccountService(engine, delete_namespace_repos)
+        accounts.ensure_admin_user()
+        return cls(engine=engine, accounts=accounts, audit=AuditLog(engine), keys=KeyRegistry(engine))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _open_database(settings: Settings) -> sa.Engine:
+    """The configured database, checked, its schema current: SQLite upgrades itself (under the folder lock
+    when it is the data folder's); another database must have been upgraded with `weightyard db upgrade`."""
+    url = settings.database_url_or_default()
+    engine = create_engine(url)
+    where = sa.make_url(url).render_as_string(hide_password=True)
+    try:
+        check_database(engine, where)
+        upgrade_schema(engine, where, automatic=engine.dialect.name == "sqlite")
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
 
 
 def _url_secret(engine: sa.Engine) -> bytes:

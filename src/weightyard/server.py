@@ -5,24 +5,88 @@ timer only runs between requests and stops at the first byte), so a few hundred 
 hub. Here every connection must deliver a complete request head within `header_timeout` seconds of opening
 and of each response; a head larger than `max_header_bytes` is refused; past `max_connections` connections or
 requests in progress, requests are answered 503 at once. Bodies are bounded by the app (`api.body_limit`).
+
+Several processes (`weightyard serve --workers N`, docs/scale.md) are uvicorn's own supervisor: the parent
+binds the one listening socket and starts N processes that each build the app with `HubApp` and accept on
+that socket, and it starts a new process when one dies. Any process may answer any request because none
+keeps anything that matters in its memory ("What is shared between workers" in docs/scale.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import logging
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from weightyard.config import Settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+
+@dataclass(frozen=True)
+class HubApp:
+    """The app factory: opens the hub described by `settings` and returns its ASGI app. It is a picklable
+    value, so uvicorn's supervisor can hand it to each worker process, which calls it once at start-up.
+
+    Example:
+        >>> config = uvicorn_config(HubApp(Settings()), Settings(), factory=True, workers=4)  # doctest: +SKIP
+    """
+
+    settings: Settings
+
+    def __call__(self) -> FastAPI:
+        from weightyard.api import create_app
+        from weightyard.hub import Hub
+        from weightyard.maintenance.startup import StartupError
+
+        try:
+            # Never creates: the process that started the workers checked and initialised the hub.
+            hub = Hub.open(self.settings, create=False)
+        except StartupError as exc:
+            # The supervisor stops, instead of restarting a worker that would fail the same way forever.
+            logging.getLogger("uvicorn.error").error("%s", exc)
+            sys.exit(STARTUP_FAILURE)
+        return create_app(hub)
+
+
+def app_factory() -> FastAPI:
+    """The hub configured by the `WEIGHTYARD_*` environment, for ASGI servers that import an app factory:
+    `uvicorn --factory weightyard.server:app_factory` (docs/scale.md)."""
+    return HubApp(Settings())()
+
+
+class BoundedConfig(uvicorn.Config):
+    """uvicorn's configuration plus the request head limits `_BoundedProtocol` reads (a plain value that
+    travels to worker processes with the rest of the configuration)."""
+
+    def __init__(self, app: Any, *, head_timeout: float, max_head_bytes: int, **options: Any) -> None:
+        super().__init__(app, **options)
+        self.head_timeout = head_timeout
+        self.max_head_bytes = max_head_bytes
 
 
 class _BoundedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a size limit and a deadline for each request head."""
 
-    head_timeout = 30.0
-    max_head_bytes = 64 * 1024
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        assert isinstance(config, BoundedConfig)
+        self.head_timeout = config.head_timeout
+        self.max_head_bytes = config.max_head_bytes
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._head_timer: asyncio.TimerHandle | None = None
@@ -69,14 +133,16 @@ class _BoundedProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-def uvicorn_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Config:
-    """uvicorn's configuration for serving `app` with the limits in `settings`."""
-    limits = {"head_timeout": settings.header_timeout, "max_head_bytes": settings.max_header_bytes}
-    return uvicorn.Config(
+def uvicorn_config(app: Any, settings: Settings, **options: Any) -> BoundedConfig:
+    """uvicorn's configuration for serving `app` (an app, or with `factory=True` a `HubApp`) with the limits
+    in `settings`."""
+    return BoundedConfig(
         app,
+        head_timeout=settings.header_timeout,
+        max_head_bytes=settings.max_header_bytes,
         host=settings.host,
         port=settings.port,
-        http=type("BoundedProtocol", (_BoundedProtocol,), limits),
+        http=_BoundedProtocol,
         timeout_keep_alive=settings.keep_alive_timeout,
         limit_concurrency=settings.max_connections,
         **options,

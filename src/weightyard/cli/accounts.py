@@ -1,5 +1,6 @@
-"""Team administration: users, organisations, tokens, the audit log (on the data folder, no server needed),
-and access requests to gated repos (through a running hub)."""
+"""Team administration: users, organisations, tokens, the audit log, publishers' keys (on the configured
+database: `WEIGHTYARD_DATABASE_URL`, else the data folder's; no server needed), and access requests to gated
+repos (through a running hub)."""
 
 from __future__ import annotations
 
@@ -25,16 +26,25 @@ from weightyard.names import ADMIN_USER
 DataOption = Annotated[
     Path | None, typer.Option(help="Data folder (default: $WEIGHTYARD_DATA or ./.weightyard).")
 ]
+# The administration commands need the data folder only for the embedded database.
+AdminDataOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        help="Data folder of a hub on its embedded database (default: $WEIGHTYARD_DATA or ./.weightyard); "
+        "not used with WEIGHTYARD_DATABASE_URL.",
+    ),
+]
 
 FullnameOption = Annotated[str | None, typer.Option("--fullname", help="Display name (shown by whoami).")]
 
-user_app = typer.Typer(help="Manage users (on the data folder).", no_args_is_help=True)
+user_app = typer.Typer(help="Manage users (on the configured database).", no_args_is_help=True)
 org_app = typer.Typer(
-    help="Manage organisations and their members (on the data folder).", no_args_is_help=True
+    help="Manage organisations and their members (on the configured database).", no_args_is_help=True
 )
-token_app = typer.Typer(help="Manage access tokens (on the data folder).", no_args_is_help=True)
+token_app = typer.Typer(help="Manage access tokens (on the configured database).", no_args_is_help=True)
 access_app = typer.Typer(help="Access requests to gated repos (through a running hub).", no_args_is_help=True)
-key_app = typer.Typer(help="Publishers' signing keys (on the data folder).", no_args_is_help=True)
+key_app = typer.Typer(help="Publishers' signing keys (on the configured database).", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(org_app, name="org")
 app.add_typer(token_app, name="token")
@@ -50,13 +60,14 @@ def _local_admin() -> Any:
 
 
 def _hub(data: Path | None) -> Any:
-    """The hub in an existing data folder; a folder that holds none is refused (never created here)."""
+    """The configured database's accounts, audit log and keys (`Administration`); an embedded hub's data
+    folder that holds none is refused (never created here)."""
     from weightyard.config import Settings
-    from weightyard.hub import Hub
+    from weightyard.hub import Administration
     from weightyard.maintenance.startup import StartupError
 
     try:
-        return Hub.open(Settings.for_data(data), create=False)
+        return Administration.open(Settings.for_data(data))
     except StartupError as exc:
         raise fail(str(exc), exc.exit_code) from None
 
@@ -78,7 +89,7 @@ def user_create(
     name: Annotated[str, typer.Argument(help="User name (also their namespace).")],
     admin: Annotated[bool, typer.Option("--admin", help="Make a site administrator.")] = False,
     fullname: FullnameOption = None,
-    data: DataOption = None,
+    data: AdminDataOption = None,
 ) -> None:
     """Create a user."""
     try:
@@ -92,7 +103,7 @@ def user_create(
 def user_update(
     name: Annotated[str, typer.Argument(help="User name.")],
     fullname: Annotated[str, typer.Option("--fullname", help="Display name.")],
-    data: DataOption = None,
+    data: AdminDataOption = None,
 ) -> None:
     """Change a user's display name."""
     try:
@@ -108,7 +119,7 @@ def user_delete(
     delete_repos: Annotated[
         bool, typer.Option("--delete-repos", help="Also delete every repo in the user's namespace.")
     ] = False,
-    data: DataOption = None,
+    data: AdminDataOption = None,
 ) -> None:
     """Delete a user; their tokens stop working at once and their name is retired for good. A user who owns
     repos is refused unless --delete-repos says to delete those too."""
@@ -122,7 +133,7 @@ def user_delete(
 
 
 @user_app.command("list")
-def user_list(as_json: JsonOption = False, data: DataOption = None) -> None:
+def user_list(as_json: JsonOption = False, data: AdminDataOption = None) -> None:
     """List users and their organisations."""
     rows = [
         {"name": u.name, "fullname": u.fullname, "admin": u.is_admin, "orgs": u.orgs}
@@ -135,7 +146,7 @@ def user_list(as_json: JsonOption = False, data: DataOption = None) -> None:
 def org_create(
     name: Annotated[str, typer.Argument(help="Organisation name.")],
     fullname: FullnameOption = None,
-    data: DataOption = None,
+    data: AdminDataOption = None,
 ) -> None:
     """Create an organisation (add its members with `org add-member`)."""
     try:
@@ -149,7 +160,7 @@ def org_create(
 def org_update(
     name: Annotated[str, typer.Argument(help="Organisation name.")],
     fullname: Annotated[str, typer.Option("--fullname", help="Display name.")],
-    data: DataOption = None,
+    data: AdminDataOption = None,
 ) -> None:
     """Change an organisation's display name."""
     try:
@@ -164,7 +175,7 @@ def org_add_member(
     org: Annotated[str, typer.Argument(help="Organisation.")],
     user: Annotated[str, typer.Argument(help="User.")],
     role: Annotated[str, typer.Option(help="read, contributor, write or admin.")] = "read",
-    data: DataOption = None,
+    data: AdminDataOption = None,
 ) -> None:
     """Add a member to an organisation, or change their role."""
     from weightyard.auth import ROLES
@@ -182,7 +193,7 @@ def org_add_member(
 def org_remove_member(
     org: Annotated[str, typer.Argument(help="Organisation.")],
     user: Annotated[str, typer.Argument(help="User.")],
-    data: DataOption = None,
+    data: AdminDataOption = None,
 ) -> None:
     """Remove a member from an organisation."""
     try:
@@ -202,7 +213,7 @@ def token_create(
         typer.Option("--repo", help="Limit the token to this repo or namespace (repeatable)."),
     ] = None,
     expires_in: Annotated[int | None, typer.Option("--expires-in", help="Days until it expires.")] = None,
-    data: DataOption = None,
+    data: AdminDataOption = None,
 ) -> None:
     """Create a token and print its secret (shown once; only a hash is stored)."""
     try:
@@ -216,7 +227,7 @@ def token_create(
 def token_revoke(
     name: Annotated[str, typer.Argument(help="The token's name.")],
     user: Annotated[str, typer.Option(help="Its user.")] = ADMIN_USER,
-    data: DataOption = None,
+    data: AdminDataOption = None,
 ) -> None:
     """Revoke a token; it stops working at once."""
     try:
@@ -230,7 +241,7 @@ def token_revoke(
 def token_list(
     user: Annotated[str, typer.Option(help="Whose tokens.")] = ADMIN_USER,
     as_json: JsonOption = False,
-    data: DataOption = None,
+    data: AdminDataOption = None,
 ) -> None:
     """List a user's tokens (names and scopes; secrets are never stored)."""
     try:
@@ -255,7 +266,7 @@ def audit_log(
     repo: Annotated[str | None, typer.Option(help="Only entries about this repo.")] = None,
     limit: Annotated[int, typer.Option(help="How many entries, newest first.")] = 100,
     as_json: JsonOption = False,
-    data: DataOption = None,
+    data: AdminDataOption = None,
 ) -> None:
     """Every write the hub recorded: who, when, what and from where."""
     rows = [entry.to_dict() for entry in _hub(data).audit.entries(repo, limit)]
@@ -327,7 +338,7 @@ def access_reject(
 def key_add(
     user: Annotated[str, typer.Argument(help="The publisher.")],
     public_key: Annotated[Path, typer.Argument(help="PEM public key (ECDSA P-256, P-384 or P-521).")],
-    data: DataOption = None,
+    data: AdminDataOption = None,
 ) -> None:
     """Register a publisher's public key; signatures it makes are verified when pushed."""
     if not public_key.is_file():
@@ -344,7 +355,7 @@ def key_revoke(
     user: Annotated[str, typer.Argument(help="The publisher.")],
     fingerprint: Annotated[str, typer.Argument(help="The key's fingerprint (see `key list`).")],
     reason: Annotated[str, typer.Option(help="Why (kept with the key and in the audit log).")],
-    data: DataOption = None,
+    data: AdminDataOption = None,
 ) -> None:
     """Revoke a key: signatures arriving from now on are invalid; earlier ones are "revoked later"."""
     try:
@@ -358,7 +369,7 @@ def key_revoke(
 def key_list(
     user: Annotated[str | None, typer.Argument(help="Only this publisher's keys.")] = None,
     as_json: JsonOption = False,
-    data: DataOption = None,
+    data: AdminDataOption = None,
 ) -> None:
     """List registered keys and their revocation state."""
     rows = [key.to_dict() for key in _hub(data).keys.list_keys(user)]

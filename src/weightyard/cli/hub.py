@@ -11,6 +11,7 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any
@@ -102,6 +103,12 @@ def serve(
     demo: Annotated[
         bool, typer.Option(help="Publish the demo model (all-MiniLM-L6-v2) if it is missing.")
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Server processes answering on the port; one that dies is replaced (docs/scale.md)."
+        ),
+    ] = 1,
 ) -> None:
     """Run the hub: the Hugging Face Hub protocol on http://HOST:PORT."""
     import uvicorn
@@ -110,7 +117,7 @@ def serve(
     from weightyard.config import Settings
     from weightyard.hub import Hub
     from weightyard.maintenance.startup import StartupError
-    from weightyard.server import uvicorn_config
+    from weightyard.server import HubApp, uvicorn_config
 
     settings = Settings.for_data(data).model_copy(update={"host": host, "port": port})
     try:
@@ -120,16 +127,58 @@ def serve(
     # Commits a version that attested after the commit's transaction may have left unattested by a crash.
     hub.provenance.repair_attestations()
     admin_token = hub.admin_token()
-    config = uvicorn_config(create_app(hub), settings, log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
     url = f"http://{host}:{port}"
-    threading.Thread(target=_announce, args=(server, url, admin_token, demo), daemon=True).start()
-    server.run()  # exits with status 3 when it cannot listen (the port is taken)
+    if workers == 1:
+        config = uvicorn_config(create_app(hub), settings, log_level="warning", access_log=False)
+        server = uvicorn.Server(config)
+        threading.Thread(
+            target=_announce,
+            args=(lambda: server.started, lambda: server.should_exit, url, admin_token, demo),
+            daemon=True,
+        ).start()
+        server.run()  # exits with status 3 when it cannot listen (the port is taken)
+        return
+    hub.close()  # each worker opens its own; this process only supervises them
+    _serve_workers(HubApp(settings), settings, workers, url, admin_token, demo)
 
 
-def _announce(server: Any, url: str, admin_token: str, demo: bool) -> None:
-    while not server.started:
-        if server.should_exit:
+def _serve_workers(app: Any, settings: Any, workers: int, url: str, admin_token: str, demo: bool) -> None:
+    """uvicorn's supervisor: one listening socket, `workers` processes accepting on it (see server.py)."""
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    from weightyard.server import uvicorn_config
+
+    config = uvicorn_config(
+        app, settings, factory=True, workers=workers, log_level="warning", access_log=False
+    )
+    socket = config.bind_socket()  # exits with status 3 when it cannot listen (the port is taken)
+    supervisor = Multiprocess(config, sockets=[socket])
+    threading.Thread(
+        target=_announce,
+        args=(functools.partial(_answers, url), supervisor.should_exit.is_set, url, admin_token, demo),
+        daemon=True,
+    ).start()
+    supervisor.run()
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        raise typer.Exit(STARTUP_FAILURE)
+
+
+def _answers(url: str) -> bool:
+    """Whether some worker answers at `url` yet (the socket accepts from the start; a worker answers)."""
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/api/whoami-v2", timeout=5).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+def _announce(
+    started: Callable[[], bool], stopping: Callable[[], bool], url: str, admin_token: str, demo: bool
+) -> None:
+    while not started():
+        if stopping():
             return
         time.sleep(0.05)
     if demo:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -44,18 +45,27 @@ def init(data: DataOption = None) -> None:
 
 @db_app.command("upgrade")
 def db_upgrade(data: DataOption = None) -> None:
-    """Bring the database schema up to date (SQLite hubs also do it themselves at start-up)."""
+    """Bring the database schema up to date (SQLite hubs also do it themselves at start-up). Safe to run from
+    several places at once: the migration is one write transaction, and a second one waits, then finds
+    nothing left to do. With WEIGHTYARD_DATABASE_URL no data folder is needed."""
     from weightyard.config import Settings
     from weightyard.db import create_engine, migrate, schema_state
-    from weightyard.maintenance.startup import StartupError, check_data_folder, folder_lock
+    from weightyard.maintenance.startup import (
+        StartupError,
+        check_data_folder,
+        folder_lock,
+        uses_default_database,
+    )
 
     settings = Settings.for_data(data)
+    embedded = uses_default_database(settings)
     try:
-        check_data_folder(settings, create=False)
+        if embedded:
+            check_data_folder(settings, create=False)
     except StartupError as exc:
         raise fail(str(exc), exc.exit_code) from None
     engine = create_engine(settings.database_url_or_default())
-    with folder_lock(settings):
+    with folder_lock(settings) if embedded else contextlib.nullcontext():
         state = schema_state(engine)
         if not state.known:
             raise fail(f"the database has schema {state.current}, newer than this Weightyard knows", 3)

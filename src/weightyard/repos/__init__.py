@@ -17,6 +17,7 @@ from weightyard.repos.service import (
     Repo,
     RepoService,
     TreeItem,
+    delete_namespace_repos,
 )
 from weightyard.validation import (
     COMMIT_OID_RE,
@@ -56,5 +57,6 @@ __all__ = [
     "check_repo_id",
     "check_repo_segment",
     "check_repo_type",
+    "delete_namespace_repos",
     "lfs_pointer",
 ]

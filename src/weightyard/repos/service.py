@@ -239,6 +239,21 @@ def _commit_from_row(row: sa.Row[tuple[object, ...]]) -> Commit:
     )
 
 
+def delete_namespace_repos(conn: sa.Connection, principal: Principal | None, namespace: str) -> list[str]:
+    """Delete every repo of `namespace` (compared case-insensitively) inside the caller's transaction;
+    used when a user is deleted together with their repos. Returns the deleted repos' ids. Rows only, as
+    for any deleted repo (`weightyard gc` removes the content no repo reaches), so it needs no blob store."""
+    rows = conn.execute(
+        sa.select(tables.repos.c.id, tables.repos.c.namespace, tables.repos.c.name).where(
+            sa.func.lower(tables.repos.c.namespace) == namespace.lower()
+        )
+    ).all()
+    for row in rows:
+        _delete_repo_rows(conn, row.id)
+        audit.record(conn, principal, "repo.delete", f"{row.namespace}/{row.name}", with_user=True)
+    return sorted(f"{row.namespace}/{row.name}" for row in rows)
+
+
 def _delete_repo_rows(conn: sa.Connection, repo_id: int) -> None:
     conn.execute(sa.delete(tables.refs).where(tables.refs.c.repo_id == repo_id))
     conn.execute(sa.delete(tables.commits).where(tables.commits.c.repo_id == repo_id))
@@ -491,21 +506,6 @@ class RepoService:
         with transaction(self._engine) as conn:
             _delete_repo_rows(conn, repo.id)
             audit.record(conn, principal, "repo.delete", repo.repo_id)
-
-    def delete_namespace_repos(
-        self, conn: sa.Connection, principal: Principal | None, namespace: str
-    ) -> list[str]:
-        """Delete every repo of `namespace` (compared case-insensitively) inside the caller's transaction;
-        used when a user is deleted together with their repos. Returns the deleted repos' ids."""
-        rows = conn.execute(
-            sa.select(tables.repos.c.id, tables.repos.c.namespace, tables.repos.c.name).where(
-                sa.func.lower(tables.repos.c.namespace) == namespace.lower()
-            )
-        ).all()
-        for row in rows:
-            _delete_repo_rows(conn, row.id)
-            audit.record(conn, principal, "repo.delete", f"{row.namespace}/{row.name}", with_user=True)
-        return sorted(f"{row.namespace}/{row.name}" for row in rows)
 
     def update_settings(
         self,
