@@ -281,12 +281,11 @@ def worker_of(server: Server, client_port: int) -> int:
     """The worker process holding the server end of the connection from `client_port` (after an answer on
     it): the connection's socket inode from /proc/net/tcp, found among each worker's open files."""
     port = int(server.url.rsplit(":", 1)[1])
-    inodes = [
-        fields[9]
-        for fields in (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
-        if int(fields[1].split(":")[1], 16) == port and int(fields[2].split(":")[1], 16) == client_port
-    ]
-    assert len(inodes) == 1, f"no connection from port {client_port} to port {port}"
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    ours = [row for row in rows if row[1].endswith(f":{port:04X}") and row[2].endswith(f":{client_port:04X}")]
+    # An earlier connection from the same client port may linger in TIME_WAIT (state 06, no inode).
+    inodes = [row[9] for row in ours if row[3] == "01"]  # ESTABLISHED
+    assert len(inodes) == 1, f"connections from port {client_port} to port {port}: {ours}"
     for pid in worker_pids(server):
         for fd in Path(f"/proc/{pid}/fd").iterdir():
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import mmap
@@ -38,6 +39,8 @@ _MAP_POPULATE: int = getattr(mmap, "MAP_POPULATE", 0)
 # Reads of a staged file that is hashed from disk: large, so hashing runs at the speed of sha256.
 _HASH_READ = 8 * 1024 * 1024
 _STAGED_DATA = "data"
+# Left in a staged upload's folder by `StagedBlob.seal`: no part writer writes after it is there.
+_STAGED_SEALED = "sealed"
 
 
 class LocalBlobWriter:
@@ -267,7 +270,9 @@ class StagedBlob:
     prefix reaches them. A part sent again after its bytes were hashed makes that hash worthless; `digest`
     then hashes the file from disk instead. Every finished part leaves an empty marker file `FOLDER/<number>`:
     markers, not this object's memory, say which parts are there, so a staged blob survives a restart of
-    the server (its in-memory hash does not, and is recomputed from disk).
+    the server (its in-memory hash does not, and is recomputed from disk), and any server process may take
+    any part or complete the upload; a lock on the file, not this object's memory, says when parts are still
+    being written (see `_open_unsealed`).
     """
 
     def __init__(self, folder: Path, size: int, part_size: int) -> None:
@@ -281,7 +286,6 @@ class StagedBlob:
         self._hashed = 0  # the prefix [0, _hashed) is in _hash
         self._hashing = False  # one thread at a time extends the hash
         self._stale = False  # bytes already hashed were written again
-        self._sealed = False  # being completed: no more part writers
         self._writing: set[int] = set()
         # marker identities of the parts this object saw finish; another writer's marker differs
         self._finished: dict[int, tuple[int, int]] = {}
@@ -295,26 +299,42 @@ class StagedBlob:
         """A writer for part `number`; its bytes count once `finish` has checked their size."""
         start, _ = self.span(number)
         self.folder.mkdir(parents=True, exist_ok=True)
-        with self._lock:
-            if self._sealed:
-                raise NotFound("this upload is being completed; it takes no more parts")
-            # The marker goes first: until this part is finished again, it is not there.
-            (self.folder / str(number)).unlink(missing_ok=True)
-            if number in self._finished or number in self._writing or start < self._hashed:
-                self._stale = True
-            self._finished.pop(number, None)
-            self._writing.add(number)
-            owns_hash = not self._hashing and not self._stale and start == self._hashed
-            if owns_hash:
-                self._hashing = True
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+        fd = self._open_unsealed()
         try:
+            with self._lock:
+                # The marker goes first: until this part is finished again, it is not there.
+                (self.folder / str(number)).unlink(missing_ok=True)
+                if number in self._finished or number in self._writing or start < self._hashed:
+                    self._stale = True
+                self._finished.pop(number, None)
+                self._writing.add(number)
+                owns_hash = not self._hashing and not self._stale and start == self._hashed
+                if owns_hash:
+                    self._hashing = True
             if os.fstat(fd).st_size != self.size:
                 os.ftruncate(fd, self.size)
         except BaseException:
             os.close(fd)
             raise
         return StagedPartWriter(self, number, fd, owns_hash)
+
+    def _open_unsealed(self) -> int:
+        """The staging file, open for a part writer, under a shared lock that it holds until it finishes.
+
+        The lock (flock: per open file, so it also separates the objects of one process) is what stops a
+        part writer of any server process from writing once `seal` began: `seal` takes it exclusively and
+        leaves the `sealed` marker, which every writer checks after taking its shared lock. Without it, a part
+        written through another process after the digest was checked would change the published blob.
+        """
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            if (self.folder / _STAGED_SEALED).exists():
+                raise NotFound("this upload is being completed; it takes no more parts")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def _finished_part(self, number: int, owned_hash: bool) -> None:
         marker = self.folder / str(number)
@@ -354,11 +374,19 @@ class StagedBlob:
             self._hashing = False
 
     def seal(self) -> None:
-        """Take no more parts (before completing). Raises `ContentMismatch` while a part is being written."""
-        with self._lock:
-            if self._writing:
-                raise ContentMismatch(f"part {min(self._writing)} is still being written")
-            self._sealed = True
+        """Take no more parts (before completing), whichever process writes them (see `_open_unsealed`).
+        Raises `ContentMismatch` while a part is being written."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ContentMismatch("a part of this upload is still being written") from None
+            with open(self.folder / _STAGED_SEALED, "wb"):
+                pass
+        finally:
+            os.close(fd)
 
     def missing_parts(self) -> list[int]:
         return [n for n in range(1, self.parts + 1) if not (self.folder / str(n)).is_file()]
