@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from huggingface_hub import HfApi, snapshot_download
 from tests.support import (
     Server,
     start_server,
@@ -340,3 +341,20 @@ def test_migrations_started_together_run_once(
         assert schema_state(engine).up_to_date
     finally:
         engine.dispose()
+
+
+def test_stock_client_uploads_and_downloads_through_the_workers(workers: Workers, tmp_path: Path) -> None:
+    # The client's connections (its own pool, and hf_xet's for the Xet transfers) land on either worker.
+    api = HfApi(endpoint=workers.server.url, token=workers.server.token)
+    repo = api.create_repo("admin/stock-client").repo_id
+    weights = os.urandom(3 * 1024 * 1024)
+    api.upload_file(path_or_fileobj=weights, path_in_repo="model.safetensors", repo_id=repo)
+    api.upload_file(path_or_fileobj=b'{"model_type": "bert"}', path_in_repo="config.json", repo_id=repo)
+
+    folder = Path(
+        snapshot_download(repo, endpoint=workers.server.url, token=workers.server.token, cache_dir=tmp_path)
+    )
+
+    assert (folder / "model.safetensors").read_bytes() == weights
+    assert (folder / "config.json").read_bytes() == b'{"model_type": "bert"}'
+    assert len(api.list_repo_commits(repo)) == 3
