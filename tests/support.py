@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -192,8 +193,12 @@ class _LoopbackRelay:
         except OSError:
             pass
         finally:
-            client.close()
-            upstream.close()
+            # shutdown, not only close: the thread blocked reading the client holds the socket open, and
+            # the client would see the cut only when its read timed out.
+            for end in (client, upstream):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+                end.close()
 
     def _on_request(self, data: bytes, state: dict[str, Any]) -> None:
         raise NotImplementedError
