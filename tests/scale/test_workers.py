@@ -358,3 +358,23 @@ def test_stock_client_uploads_and_downloads_through_the_workers(workers: Workers
     assert (folder / "model.safetensors").read_bytes() == weights
     assert (folder / "config.json").read_bytes() == b'{"model_type": "bert"}'
     assert len(api.list_repo_commits(repo)) == 3
+
+
+def test_a_worker_on_an_outdated_schema_refuses_to_start_and_names_the_command(
+    postgres_cluster: Any, tmp_path: Path
+) -> None:
+    # The app factory as any ASGI server would run it, on a database no `weightyard db upgrade` has migrated.
+    url = postgres_cluster.create_database(f"weightyard_unmigrated_{os.getpid()}")
+    env = weightyard_environment({"WEIGHTYARD_DATABASE_URL": url, "WEIGHTYARD_DATA": str(tmp_path / "data")})
+
+    result = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "--factory", "weightyard.server:app_factory", "--port", "9"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "run `weightyard db upgrade` first" in result.stderr
