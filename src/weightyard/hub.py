@@ -21,10 +21,10 @@ from weightyard.maintenance.startup import (
     uses_default_database,
 )
 from weightyard.repos import AccessRequests, LfsService, RepoService, delete_namespace_repos
+from weightyard.repos.content import ContentStore, open_content_store
 from weightyard.repos.facts import FactsService
 from weightyard.repos.provenance import KeyRegistry, ProvenanceService, hub_signing_key
 from weightyard.repos.xet import XetService
-from weightyard.storage import LocalBlobStore, XetBlobStore, open_blob_store
 
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name
 
@@ -43,8 +43,8 @@ class Hub:
     limiter: RateLimiter | None
     cards: CardService
     facts: FactsService
-    # The blob store itself, for maintenance (gc, fsck, backup); the services reach content through it.
-    store: LocalBlobStore | XetBlobStore
+    # All stored content, for maintenance (gc, fsck, backup); the services reach content through it.
+    store: ContentStore
     xet: XetService | None = None
 
     @classmethod
@@ -61,9 +61,9 @@ class Hub:
 
     @classmethod
     def _assemble(cls, settings: Settings, engine: sa.Engine) -> Hub:
-        xorbs = settings.data.resolve() / "xorbs" if settings.xet else None
-        store = open_blob_store(settings.blob_url_or_default(), engine, xorbs)
-        store.sweep_temporary()
+        xorbs = settings.data.resolve() / "xorbs"
+        store = open_content_store(settings.blob_url_or_default(), engine, xorbs, xet=settings.xet)
+        store.sweep_scratch()
         repos = RepoService(engine, store, settings)
         secret = _url_secret(engine)
         accounts = AccountService(engine, delete_namespace_repos)
@@ -72,7 +72,6 @@ class Hub:
             accounts,
             store,
             secret,
-            store.tmp_dir / "parts",
             settings.multipart_chunk_size,
             settings.upload_url_ttl,
             settings.max_file_size,
@@ -104,9 +103,7 @@ class Hub:
             cards=cards,
             facts=facts,
             store=store,
-            xet=XetService(repos, store, secret, engine, accounts, settings)
-            if isinstance(store, XetBlobStore)
-            else None,
+            xet=XetService(repos, store, secret, engine, accounts, settings) if settings.xet else None,
         )
 
     def admin_token(self) -> str:

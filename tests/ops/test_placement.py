@@ -11,7 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from weightyard.db import create_engine, migrate
-from weightyard.storage import LocalBlobStore, XetBlobStore
+from weightyard.repos.content import ContentStore
+from weightyard.storage import BLOBS, XORBS, LocalObjectStore
 from weightyard.xet import serialize_xorb
 
 
@@ -23,7 +24,7 @@ def _engine(tmp_path: Path) -> sa.Engine:
 
 def test_a_blob_whose_row_cannot_be_written_is_not_left_in_place(tmp_path: Path) -> None:
     engine = _engine(tmp_path)
-    store = LocalBlobStore(tmp_path / "blobs", engine)
+    store = ContentStore(LocalObjectStore(tmp_path / "blobs"), engine)
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE blob_grants")
         conn.exec_driver_sql("ALTER TABLE blobs RENAME TO blobs_gone")
@@ -32,17 +33,17 @@ def test_a_blob_whose_row_cannot_be_written_is_not_left_in_place(tmp_path: Path)
     writer.write(data)
     with pytest.raises(sa.exc.OperationalError):
         writer.commit()
-    assert not store.path_for(hashlib.sha256(data).hexdigest()).exists()
-    assert [p for p in store.tmp_dir.iterdir() if p.is_file()] == [], "the written bytes are discarded too"
+    assert store.objects.size(BLOBS, hashlib.sha256(data).hexdigest()) is None
+    assert list(store.objects.list_scratch()) == [], "the written bytes are discarded too"
 
 
 def test_a_xorb_whose_row_cannot_be_written_is_not_left_in_place(tmp_path: Path) -> None:
     engine = _engine(tmp_path)
-    store = XetBlobStore(LocalBlobStore(tmp_path / "blobs", engine), tmp_path / "xorbs", engine, pack=False)
+    store = ContentStore(LocalObjectStore(tmp_path / "blobs", tmp_path / "xorbs"), engine, xet=True)
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE xet_chunks")
     body, info = serialize_xorb([random.Random(1).randbytes(50_000)])
     with pytest.raises(sa.exc.OperationalError):
         store.add_xorb(body, info, None)
-    assert not store.xorb_path(info.hash).exists()
+    assert list(store.objects.list(XORBS)) == []
     assert [p for p in (tmp_path / "xorbs").rglob("*") if p.is_file()] == []

@@ -23,11 +23,12 @@ from tests.scan.corpus_reports import ScannedCorpus
 from tests.scan.test_scan_fuzz import LIMITS, MUTATED_SEEDS
 
 from weightyard.db import create_engine, migrate
+from weightyard.repos.content import ContentStore
 from weightyard.repos.scanning import ScanService
 from weightyard.scan import Report, buffer, keras_scan, scan_file
 from weightyard.scan.buffer import RangeView, unpack_at
 from weightyard.scan.limits import Budget, LimitExceeded, Limits
-from weightyard.storage import LocalBlobStore, XetBlobStore
+from weightyard.storage import LocalObjectStore
 from weightyard.xet import CorruptXorb, FileTerm, file_entry, serialize_xorb
 
 CHUNK = 128 * 1024
@@ -39,9 +40,11 @@ def _engine(tmp_path: Path) -> sa.Engine:
     return engine
 
 
-def _xet_store(tmp_path: Path, *, pack: bool) -> tuple[XetBlobStore, ScanService]:
+def _xet_store(tmp_path: Path, *, pack: bool) -> tuple[ContentStore, ScanService]:
     engine = _engine(tmp_path)
-    store = XetBlobStore(LocalBlobStore(tmp_path / "blobs", engine), tmp_path / "xorbs", engine, pack=pack)
+    store = ContentStore(
+        LocalObjectStore(tmp_path / "blobs", tmp_path / "xorbs"), engine, xet=True, pack=pack
+    )
     return store, ScanService(engine, store)
 
 
@@ -76,7 +79,7 @@ def test_every_corpus_sample_reports_the_same_from_bytes_and_from_xet_storage(
         stored.append((name, data, writer.commit().sha256))
     differing = []
     for name, data, sha256 in stored:
-        assert not store.base.exists(sha256), "no whole blob: the content is rebuilt from xorbs"
+        assert not store.has_whole_blob(sha256), "no whole blob: the content is rebuilt from xorbs"
         with _tiny_blocks(), store.open(sha256) as handle:  # a view even of small files
             in_place = scan_file(handle, name)
         if _report(in_place) != _report(scan_file(data, name)):
@@ -199,7 +202,7 @@ def test_a_huge_xet_file_of_repeated_chunks_is_scanned_without_spooling_or_readi
         store.register_file(conn, entry, digest.hexdigest())
     size = REPEATS * CHUNK
     temporary = Path(tempfile.gettempdir())
-    before = _entries(temporary), _entries(store.tmp_dir)
+    before = _entries(temporary), list(store.objects.list_scratch())
     written = _written_bytes()
     tracemalloc.start()
     try:
@@ -208,7 +211,7 @@ def test_a_huge_xet_file_of_repeated_chunks_is_scanned_without_spooling_or_readi
     finally:
         tracemalloc.stop()
     assert _written_bytes() - written < 4 << 20, "the content was copied somewhere"
-    assert (_entries(temporary), _entries(store.tmp_dir)) == before
+    assert (_entries(temporary), list(store.objects.list_scratch())) == before
     assert peak < 48 << 20, f"{peak} bytes held while scanning {size}"
     assert report.size == size
     assert report.verdict.value == "unscannable"  # zeros are no model format

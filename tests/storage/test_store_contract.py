@@ -243,3 +243,19 @@ def test_presigned_urls_are_optional_and_read_the_object_when_given(object_store
     assert object_store.presign_part("u1", 1, 60) is None or isinstance(
         object_store.presign_part("u1", 1, 60), str
     )
+
+
+def test_completion_waits_for_no_part_and_takes_no_part_once_sealed(object_store: ObjectStore) -> None:
+    _stage(object_store, DATA, 100_000, "u4")
+    upload = object_store.open_upload("u4", SHA, len(DATA), 100_000)
+    writer = upload.part_writer(2)
+    writer.write(DATA[100_000:150_000])
+    with pytest.raises(ContentMismatch):
+        upload.seal()
+    writer.write(DATA[150_000:200_000])
+    writer.finish()
+    upload.seal()
+    with pytest.raises(NotFound):
+        upload.part_writer(3)
+    assert upload.digest() == SHA
+    assert upload.publish(BlobInfo(SHA, len(DATA))) is True

@@ -1,17 +1,10 @@
-"""The one validator, and the blob store's atomicity."""
+"""The one validator."""
 
 from __future__ import annotations
 
-import hashlib
-import mmap
-import os
-import random
-from pathlib import Path
-
 import pytest
 
-from weightyard.errors import ContentMismatch, InvalidPath, InvalidRefName, InvalidRepoId
-from weightyard.storage import LocalBlobStore
+from weightyard.errors import InvalidPath, InvalidRefName, InvalidRepoId
 from weightyard.validation import check_path, check_ref_name, check_repo_id, check_repo_segment
 
 # One of each class of character that shows as something other than itself (or as nothing): bidirectional
@@ -122,64 +115,3 @@ def test_valid_ref_names_pass(name: str) -> None:
 def test_invalid_ref_names_are_rejected(name: str) -> None:
     with pytest.raises(InvalidRefName):
         check_ref_name(name)
-
-
-def test_blob_becomes_visible_only_after_commit(tmp_path: Path) -> None:
-    store = LocalBlobStore(tmp_path)
-    data = b"weights" * 100_000
-    sha = hashlib.sha256(data).hexdigest()
-    writer = store.writer()
-    writer.write(data[:1000])
-    writer.write(data[1000:])
-    assert not store.exists(sha)
-    info = writer.commit(expected_sha256=sha, expected_size=len(data))
-    assert (info.sha256, info.size) == (sha, len(data))
-    assert store.exists(sha)
-    assert b"".join(store.iter_range(sha, 5, 25, 7)) == data[5:25]
-    assert list((tmp_path / ".tmp").iterdir()) == []
-
-
-def test_blob_with_wrong_digest_or_size_is_discarded(tmp_path: Path) -> None:
-    store = LocalBlobStore(tmp_path)
-    for expectation in ({"expected_sha256": "0" * 64}, {"expected_size": 3}):
-        writer = store.writer()
-        writer.write(b"data")
-        with pytest.raises(ContentMismatch):
-            writer.commit(**expectation)  # type: ignore[arg-type]
-    assert not store.exists(hashlib.sha256(b"data").hexdigest())
-    assert list((tmp_path / ".tmp").iterdir()) == []
-
-
-def test_aborted_writer_leaves_nothing(tmp_path: Path) -> None:
-    store = LocalBlobStore(tmp_path)
-    writer = store.writer()
-    writer.write(b"partial")
-    writer.abort()
-    writer.abort()
-    assert list((tmp_path / ".tmp").iterdir()) == []
-    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
-
-
-def test_every_range_of_a_blob_reads_back_across_map_windows(tmp_path: Path) -> None:
-    # Pieces are memory maps whose windows start on allocation boundaries: ranges starting and ending
-    # anywhere, in pieces smaller and larger than a boundary, must give exactly the stored bytes.
-    store = LocalBlobStore(tmp_path / "blobs")
-    data = random.Random(3).randbytes(3 * mmap.ALLOCATIONGRANULARITY + 123)
-    writer = store.writer()
-    writer.write(data)
-    sha = writer.commit().sha256
-    boundary, size = mmap.ALLOCATIONGRANULARITY, len(data)
-    for start, end in [(0, size), (1, boundary + 1), (boundary - 1, size), (size - 1, size)]:
-        for piece_size in (1000, boundary, 2 * boundary + 7):
-            pieces = list(store.iter_range(sha, start, end, piece_size))
-            assert b"".join(pieces) == data[start:end], (start, end, piece_size)
-            assert all(0 < len(piece) <= piece_size for piece in pieces)
-
-
-def test_a_blob_cut_short_ends_its_stream_early_instead_of_faulting(tmp_path: Path) -> None:
-    store = LocalBlobStore(tmp_path / "blobs")
-    writer = store.writer()
-    writer.write(b"x" * 10_000)
-    sha = writer.commit().sha256
-    os.truncate(store.path_for(sha), 4000)
-    assert b"".join(store.iter_range(sha, 0, 10_000, 3000)) == b"x" * 4000

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from weightyard.db import create_engine, migrate
-from weightyard.storage import LocalBlobStore, XetBlobStore
-from weightyard.xet import CompressionScheme, FileTerm, XorbInfo, serialize_xorb
+from weightyard.repos.content import ContentStore
+from weightyard.storage import LocalObjectStore
+from weightyard.xet import CompressionScheme, FileTerm, XorbInfo, hash_to_string, serialize_xorb
 from weightyard.xet.errors import CorruptXorb
 
 RNG = random.Random(5)
@@ -23,13 +24,13 @@ TEXT = b"".join(b"config line %d\n" % i for i in range(3000))
 FLOATS = np.linspace(0, 1, 20_000, dtype=np.float32).tobytes()
 
 
-def _store(tmp_path: Path) -> XetBlobStore:
+def _store(tmp_path: Path) -> ContentStore:
     engine = create_engine(f"sqlite:///{tmp_path / 'weightyard.db'}")
     migrate(engine)
-    return XetBlobStore(LocalBlobStore(tmp_path / "blobs", engine), tmp_path / "xorbs", engine, pack=False)
+    return ContentStore(LocalObjectStore(tmp_path / "blobs", tmp_path / "xorbs"), engine, xet=True)
 
 
-def _stored(store: XetBlobStore, chunks: list[bytes]) -> XorbInfo:
+def _stored(store: ContentStore, chunks: list[bytes]) -> XorbInfo:
     body, info = serialize_xorb(chunks)
     store.add_xorb(body, info, None)
     return info
@@ -39,8 +40,12 @@ def _term(info: XorbInfo, start: int, end: int) -> FileTerm:
     return FileTerm(info.hash, sum(c.length for c in info.chunks[start:end]), start, end)
 
 
-def _flip(store: XetBlobStore, info: XorbInfo, offset: int) -> None:
-    path = store.xorb_path(info.hash)
+def _xorb_file(tmp_path: Path, info: XorbInfo) -> Path:
+    name = hash_to_string(info.hash)
+    return tmp_path / "xorbs" / name[:2] / name
+
+
+def _flip(path: Path, offset: int) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 1
     path.write_bytes(bytes(data))
@@ -73,7 +78,7 @@ def test_a_payload_byte_changed_in_storage_after_the_upload_changes_the_sha256(t
     terms = (_term(info, 0, 2),)
     honest = store.sha256_of(terms)
     assert honest == hashlib.sha256(RANDOM + TEXT).hexdigest()
-    _flip(store, info, info.chunks[0].start + 8 + 1234)  # inside the uncompressed chunk
+    _flip(_xorb_file(tmp_path, info), info.chunks[0].start + 8 + 1234)  # inside the uncompressed chunk
     assert store.sha256_of(terms) != honest
 
 
@@ -81,10 +86,10 @@ def test_a_damaged_compressed_chunk_header_or_a_truncated_xorb_is_refused_as_dam
     store = _store(tmp_path)
     info = _stored(store, [RANDOM, TEXT])
     terms = (_term(info, 0, 2),)
-    _flip(store, info, info.chunks[1].start + 4)  # the scheme byte of the LZ4 chunk
+    _flip(_xorb_file(tmp_path, info), info.chunks[1].start + 4)  # the scheme byte of the LZ4 chunk
     with pytest.raises(CorruptXorb):
         store.sha256_of(terms)
-    path = store.xorb_path(info.hash)
+    path = _xorb_file(tmp_path, info)
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(CorruptXorb):
         store.sha256_of(terms)

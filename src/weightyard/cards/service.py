@@ -19,7 +19,7 @@ from weightyard.cards.render import place_in_repo, render_card
 from weightyard.cards.validation import CardCheck, check_metadata
 from weightyard.db import tables, transaction, utcnow
 from weightyard.errors import InvalidCardMetadata
-from weightyard.storage import BlobStore
+from weightyard.repos.content import ContentStore
 
 CARD_PATH = "README.md"
 # The most of a README the hub reads; the rest of a larger file is not part of its card.
@@ -102,7 +102,7 @@ class CardService:
         ['mit']
     """
 
-    def __init__(self, engine: sa.Engine, store: BlobStore) -> None:
+    def __init__(self, engine: sa.Engine, store: ContentStore) -> None:
         self._engine = engine
         self._store = store
 

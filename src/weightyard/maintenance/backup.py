@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from weightyard.maintenance.startup import DATABASE_FILE
-from weightyard.maintenance.storage import StoredObject, blob_files, local_store, xorb_files
-from weightyard.storage import XetBlobStore
+from weightyard.storage import BLOBS, XORBS, Namespace, ObjectStore, open_object_store
 
 if TYPE_CHECKING:
     from weightyard.hub import Hub
 
 _ADMIN_TOKEN = "admin-token"  # noqa: S105 - a file name
+_COPY_PIECE = 8 * 1024 * 1024
 
 
 class BackupError(Exception):
@@ -60,19 +60,17 @@ def backup(hub: Hub, target: Path) -> BackupReport:
     target.mkdir(parents=True, exist_ok=True)
     _copy_database(hub, target / DATABASE_FILE)
     copied = present = size = 0
-    stored: list[tuple[StoredObject, Path]] = []
-    base = local_store(hub.store)
-    stored += [(item, target / "blobs" / item.path.relative_to(base.root)) for item in blob_files(base)]
-    if isinstance(hub.store, XetBlobStore):
-        root = hub.store.xorb_root
-        stored += [(item, target / "xorbs" / item.path.relative_to(root)) for item in xorb_files(hub.store)]
-    for item, destination in stored:
-        if destination.is_file() and destination.stat().st_size == item.size:
-            present += 1
-            continue
-        _copy_file(item.path, destination)
-        copied += 1
-        size += item.size
+    # The copy is a data folder: its blobs and xorbs in the layout of a local store.
+    destination = open_object_store((target / "blobs").as_uri(), target / "xorbs")
+    source = hub.store.objects
+    for namespace in (BLOBS, XORBS) if hub.store.xet else (BLOBS,):
+        for item in source.list(namespace):
+            if destination.size(namespace, item.key) == item.size:
+                present += 1
+                continue
+            _copy_object(source, destination, namespace, item.key, item.size)
+            copied += 1
+            size += item.size
     token = hub.settings.data.resolve() / _ADMIN_TOKEN
     if token.is_file():
         _copy_file(token, target / _ADMIN_TOKEN)
@@ -97,6 +95,30 @@ def _copy_database(hub: Hub, destination: Path) -> None:
         # The WAL and shared memory of a hub once started on this folder belong to the old file.
         stale.unlink()
     os.replace(partial, destination)
+
+
+def _copy_object(
+    source: ObjectStore, destination: ObjectStore, namespace: Namespace, key: str, size: int
+) -> None:
+    """Copy one object; a blob is hashed on the way, so the copy is checked against its name."""
+    pieces = source.read(namespace, key, 0, size, _COPY_PIECE)
+    if namespace == BLOBS:
+        writer = destination.blob_writer(key)
+        try:
+            for piece in pieces:
+                writer.write(piece)  # type: ignore[arg-type]
+            writer.seal(expected_sha256=key, expected_size=size)
+            writer.publish()
+        finally:
+            writer.abort()
+        return
+    scratch = destination.scratch()
+    try:
+        for piece in pieces:
+            scratch.write(piece)  # type: ignore[arg-type]
+        destination.put_xorb(key, scratch)
+    finally:
+        scratch.discard()
 
 
 def _copy_file(source: Path, destination: Path) -> None:

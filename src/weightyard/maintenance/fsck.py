@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -26,12 +25,11 @@ import sqlalchemy as sa
 from weightyard.db import tables, transaction
 from weightyard.maintenance.storage import (
     DEFAULT_UPLOAD_AGE,
-    local_store,
     orphans,
     remove_uploads,
     stale_uploads,
 )
-from weightyard.storage import XetBlobStore
+from weightyard.storage import BLOBS, XORBS, Namespace, ObjectStore
 from weightyard.xet import XetError, XorbParser, string_to_hash
 
 if TYPE_CHECKING:
@@ -72,7 +70,7 @@ def check(hub: Hub, rehash: bool = False, repair: bool = False) -> FsckReport:
     """
     referenced, _ = hub.repos.referenced_content()
     blob_problems, blobs = _check_blobs(hub, referenced, rehash)
-    xorb_problems, xorbs = _check_xorbs(hub, rehash) if isinstance(hub.store, XetBlobStore) else ([], 0)
+    xorb_problems, xorbs = _check_xorbs(hub, rehash) if hub.store.xet else ([], 0)
     if repair:
         _forget_lost_unreferenced(hub, [p for p in blob_problems if p.repairable])
     problems = [_done(p, repair and p.repairable) for p in blob_problems + xorb_problems]
@@ -107,18 +105,18 @@ def check(hub: Hub, rehash: bool = False, repair: bool = False) -> FsckReport:
     ]
     problems += [
         _done(
-            Problem("file-without-row", item.name, f"{item.kind} file {item.path} has no database row", True),
+            Problem("file-without-row", item.name, f"{item.kind} {item.name} has no database row", True),
             repair,
         )
         for item in orphans(hub.engine, hub.store, remove=repair)
     ]
-    uploads = stale_uploads(hub.engine, hub.store, hub.lfs.staging, DEFAULT_UPLOAD_AGE)
+    uploads = stale_uploads(hub.engine, hub.store, DEFAULT_UPLOAD_AGE)
     if repair:
-        remove_uploads(hub.engine, uploads)
+        remove_uploads(hub.engine, hub.store, uploads)
     problems += [
         _done(
             Problem(
-                "stale-upload", item.name, f"abandoned {item.kind} {item.path} ({item.size} bytes)", True
+                "stale-upload", item.name, f"abandoned {item.kind} {item.name} ({item.size} bytes)", True
             ),
             repair,
         )
@@ -132,80 +130,75 @@ def _done(problem: Problem, repaired: bool) -> Problem:
 
 
 def _check_blobs(hub: Hub, referenced: set[str], rehash: bool) -> tuple[list[Problem], int]:
-    base = local_store(hub.store)
+    objects = hub.store.objects
     with hub.engine.connect() as conn:
         rows = conn.execute(sa.select(tables.blobs.c.sha256, tables.blobs.c.size)).all()
         in_xorbs = set(conn.execute(sa.select(tables.xet_files.c.sha256)).scalars())
     problems = []
     for row in rows:
         sha, size = str(row.sha256), int(row.size)
-        path = base.path_for(sha)
-        if not path.is_file():
+        actual = objects.size(BLOBS, sha)
+        if actual is None:
             if sha not in in_xorbs:
                 used = sha in referenced
                 problems.append(
                     Problem(
                         "blob-missing",
                         sha,
-                        f"blob {sha} ({size} bytes) is missing from {path.parent.parent.parent}"
+                        f"blob {sha} ({size} bytes) is missing from storage"
                         + ("" if used else "; no commit names it, so its record can go"),
                         not used,
                     )
                 )
             continue
-        actual = path.stat().st_size
         if actual != size:
             problems.append(
                 Problem(
-                    "blob-truncated", sha, f"blob {path} has {actual} bytes, not the {size} recorded", False
+                    "blob-truncated", sha, f"blob {sha} has {actual} bytes, not the {size} recorded", False
                 )
             )
-        elif rehash and _sha256(path) != sha:
-            problems.append(Problem("blob-corrupt", sha, f"blob {path} does not hash to its name", False))
+        elif rehash and _sha256(objects, BLOBS, sha, size) != sha:
+            problems.append(Problem("blob-corrupt", sha, f"blob {sha} does not hash to its name", False))
     return problems, len(rows)
 
 
-def _sha256(path: Path) -> str:
+def _sha256(objects: ObjectStore, namespace: Namespace, key: str, size: int) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while data := handle.read(_READ):
-            digest.update(data)
+    for piece in objects.read(namespace, key, 0, size, _READ):
+        digest.update(piece)
     return digest.hexdigest()
 
 
 def _check_xorbs(hub: Hub, rehash: bool) -> tuple[list[Problem], int]:
-    store = hub.store
-    assert isinstance(store, XetBlobStore)
+    objects = hub.store.objects
     with hub.engine.connect() as conn:
         rows = conn.execute(sa.select(tables.xet_xorbs.c.hash, tables.xet_xorbs.c.wire_len)).all()
     problems = []
     for row in rows:
         name, size = str(row.hash), int(row.wire_len)
-        path = store.xorb_path(string_to_hash(name))
-        if not path.is_file():
+        actual = objects.size(XORBS, name)
+        if actual is None:
             problems.append(
-                Problem("xorb-missing", name, f"xorb {name} ({size} bytes) is missing: {path}", False)
+                Problem("xorb-missing", name, f"xorb {name} ({size} bytes) is missing from storage", False)
             )
             continue
-        actual = path.stat().st_size
         if actual != size:
             problems.append(
                 Problem(
-                    "xorb-truncated", name, f"xorb {path} has {actual} bytes, not the {size} recorded", False
+                    "xorb-truncated", name, f"xorb {name} has {actual} bytes, not the {size} recorded", False
                 )
             )
-        elif rehash and not _xorb_intact(path, string_to_hash(name)):
-            problems.append(Problem("xorb-corrupt", name, f"xorb {path} does not hash to its name", False))
+        elif rehash and not _xorb_intact(objects, name, size):
+            problems.append(Problem("xorb-corrupt", name, f"xorb {name} does not hash to its name", False))
     return problems, len(rows)
 
 
-def _xorb_intact(path: Path, expected: bytes) -> bool:
+def _xorb_intact(objects: ObjectStore, name: str, size: int) -> bool:
     parser = XorbParser()
     try:
-        with open(path, "rb") as handle:
-            while data := handle.read(_READ):
-                parser.feed(data)
-        parser.finish(expected)
+        for piece in objects.read(XORBS, name, 0, size, _READ):
+            parser.feed(bytes(piece))
+        parser.finish(string_to_hash(name))
     except XetError:
         return False
     return True

@@ -21,12 +21,12 @@ from weightyard.db import tables, transaction, utcnow
 from weightyard.faults import crash_point
 from weightyard.maintenance.storage import (
     DEFAULT_UPLOAD_AGE,
-    local_store,
     orphans,
     remove_uploads,
     stale_uploads,
 )
 from weightyard.repos.xet import GC_GRACE
+from weightyard.storage import BLOBS
 
 if TYPE_CHECKING:
     from weightyard.hub import Hub
@@ -61,9 +61,9 @@ def collect(
         5532108800
     """
     age = uploads_older_than if uploads_older_than is not None else DEFAULT_UPLOAD_AGE
-    uploads = stale_uploads(hub.engine, hub.store, hub.lfs.staging, age)
+    uploads = stale_uploads(hub.engine, hub.store, age)
     if not dry_run:
-        remove_uploads(hub.engine, uploads)
+        remove_uploads(hub.engine, hub.store, uploads)
     lost = orphans(hub.engine, hub.store, remove=not dry_run)
     referenced, blobs, blob_bytes = _unreferenced_blobs(hub, age, dry_run)
     xorbs = xorb_bytes = files = 0
@@ -124,7 +124,7 @@ def _unreferenced_blobs(hub: Hub, age: datetime.timedelta, dry_run: bool) -> tup
             conn.execute(sa.delete(blobs).where(blobs.c.sha256.in_(names)))
             doomed.update((row.sha256, int(row.size)) for row in rows)
     crash_point("gc.rows_deleted")
-    store = local_store(hub.store)
+    objects = hub.store.objects
     names = sorted(doomed)
     removed = 0
     freed = 0
@@ -137,7 +137,7 @@ def _unreferenced_blobs(hub: Hub, age: datetime.timedelta, dry_run: bool) -> tup
             for sha in batch:
                 # Under the write lock, as placements are: an upload of this content cannot slip in.
                 if sha not in stored_again:
-                    store.delete(sha)
+                    objects.delete(BLOBS, sha)
                     removed += 1
                     freed += doomed[sha]
     return referenced, removed, freed

@@ -1,178 +1,122 @@
-"""What gc and fsck share: walking stored objects, finding files without rows, and abandoned uploads.
+"""What gc and fsck share: finding stored objects without rows, and abandoned uploads.
 
-Blob files live at `blobs/ab/cd/<sha256>`, xorbs at `xorbs/ab/<hash>`, temporary files in `blobs/.tmp`
-(LFS multipart parts in `blobs/.tmp/parts/<upload id>/`). A file moves into place inside the write
-transaction that records its row (see `LocalBlobStore.place` and `XetBlobStore.add_xorb`), so a file
-found without its row while this module holds the same write lock is an orphan: left by a process killed
-between the move and the commit. Nothing here ever removes a file whose row exists.
+An object is made visible inside the write transaction that records its row (see `ContentStore.place` and
+`ContentStore.add_xorb`), so an object found without its row while this module holds the same write lock is
+an orphan: left by a process killed between the two. Nothing here ever removes an object whose row exists.
 """
 
 from __future__ import annotations
 
 import datetime
-import functools
-import shutil
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import sqlalchemy as sa
 
 from weightyard.db import tables, transaction, utcnow
-from weightyard.storage import LocalBlobStore, XetBlobStore
+from weightyard.repos.content import ContentStore
+from weightyard.storage import BLOBS, XORBS, Namespace
 
 # Default age past which an unfinished upload counts as abandoned. Signed upload URLs live as long by
 # default (WEIGHTYARD_UPLOAD_URL_TTL), so a younger upload may still be completed.
 DEFAULT_UPLOAD_AGE = datetime.timedelta(days=1)
+_BATCH = 500
 
 
 @dataclass(frozen=True)
 class StoredObject:
     kind: str  # "blob" or "xorb"
     name: str  # sha256, or the xorb hash as a string
-    path: Path
     size: int
 
 
 @dataclass(frozen=True)
 class StaleUpload:
-    kind: (
-        str  # "lfs-upload" (a multipart upload row and its parts), "parts" (parts without a row), "temporary"
-    )
+    # "lfs-upload" (a multipart upload row and its parts), "parts" (parts without a row), "temporary"
+    kind: str
     name: str
-    path: Path
     size: int
 
 
-def local_store(store: LocalBlobStore | XetBlobStore) -> LocalBlobStore:
-    return store.base if isinstance(store, XetBlobStore) else store
-
-
-def _size(path: Path) -> int:
-    try:
-        if path.is_dir():
-            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _newest_mtime(path: Path) -> float:
-    try:
-        times = [path.stat().st_mtime] + [p.stat().st_mtime for p in path.rglob("*")]
-    except FileNotFoundError:
-        return time.time()
-    return max(times)
-
-
-def blob_files(store: LocalBlobStore, prefix: str | None = None) -> Iterator[StoredObject]:
-    """Every whole-blob file (under one two-character prefix folder when given)."""
-    roots = [store.root / prefix] if prefix else sorted(p for p in store.root.iterdir() if p.is_dir())
-    for top in roots:
-        if top.name.startswith(".") or not top.is_dir():
-            continue
-        for path in sorted(top.glob("*/*")):
-            if path.is_file():
-                yield StoredObject("blob", path.name, path, path.stat().st_size)
-
-
-def xorb_files(store: XetBlobStore, prefix: str | None = None) -> Iterator[StoredObject]:
-    roots = (
-        [store.xorb_root / prefix] if prefix else sorted(p for p in store.xorb_root.iterdir() if p.is_dir())
-    )
-    for top in roots:
-        if not top.is_dir():
-            continue
-        for path in sorted(top.iterdir()):
-            if path.is_file():
-                yield StoredObject("xorb", path.name, path, path.stat().st_size)
-
-
-def _prefixes(root: Path) -> list[str]:
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+_KINDS: dict[Namespace, str] = {BLOBS: "blob", XORBS: "xorb"}
 
 
 def _recorded(conn: sa.Connection, column: sa.Column[str], names: list[str]) -> set[str]:
     found: set[str] = set()
-    for start in range(0, len(names), 500):
-        found |= set(conn.execute(sa.select(column).where(column.in_(names[start : start + 500]))).scalars())
-    return found
-
-
-def orphans(engine: sa.Engine, store: LocalBlobStore | XetBlobStore, remove: bool) -> list[StoredObject]:
-    """Blob and xorb files without a row; removed when `remove`.
-
-    Each prefix folder is listed and compared inside one write transaction, which no placement can be in
-    the middle of (placements happen inside theirs), so a file being stored right now is never taken.
-    """
-    base = local_store(store)
-    found = [
-        item
-        for prefix in _prefixes(base.root)
-        for item in _orphans_in(
-            engine, functools.partial(blob_files, base, prefix), tables.blobs.c.sha256, remove
+    for start in range(0, len(names), _BATCH):
+        found |= set(
+            conn.execute(sa.select(column).where(column.in_(names[start : start + _BATCH]))).scalars()
         )
-    ]
-    if isinstance(store, XetBlobStore):
-        found += [
-            item
-            for prefix in _prefixes(store.xorb_root)
-            for item in _orphans_in(
-                engine, functools.partial(xorb_files, store, prefix), tables.xet_xorbs.c.hash, remove
-            )
-        ]
     return found
 
 
-def _orphans_in(
-    engine: sa.Engine, listing: Callable[[], Iterator[StoredObject]], column: sa.Column[str], remove: bool
-) -> list[StoredObject]:
-    with transaction(engine) as conn:
-        files = list(listing())
-        recorded = _recorded(conn, column, [f.name for f in files])
-        lost = [f for f in files if f.name not in recorded]
-        if remove:
-            for item in lost:
-                item.path.unlink(missing_ok=True)
-    return lost
+def orphans(engine: sa.Engine, content: ContentStore, remove: bool) -> list[StoredObject]:
+    """Blob and xorb objects without a row; removed when `remove`.
+
+    Objects are listed without a lock; those without a row are checked again inside one write transaction,
+    which no placement can be in the middle of (placements happen inside theirs), so an object being stored
+    right now is never taken.
+    """
+    spaces: list[tuple[Namespace, sa.Column[str]]] = [(BLOBS, tables.blobs.c.sha256)]
+    if content.xet:
+        spaces.append((XORBS, tables.xet_xorbs.c.hash))
+    found: list[StoredObject] = []
+    for namespace, column in spaces:
+        listed = {item.key: item.size for item in content.objects.list(namespace)}
+        with engine.connect() as conn:
+            suspects = sorted(set(listed) - _recorded(conn, column, sorted(listed)))
+        if not suspects:
+            continue
+        with transaction(engine) as conn:
+            lost = sorted(set(suspects) - _recorded(conn, column, suspects))
+            for name in lost:
+                size = content.objects.size(namespace, name)
+                if size is None:
+                    continue
+                found.append(StoredObject(_KINDS[namespace], name, size))
+                if remove:
+                    content.objects.delete(namespace, name)
+    return found
 
 
 def stale_uploads(
-    engine: sa.Engine, store: LocalBlobStore | XetBlobStore, staging: Path, older_than: datetime.timedelta
+    engine: sa.Engine, content: ContentStore, older_than: datetime.timedelta
 ) -> list[StaleUpload]:
-    """Unfinished uploads older than `older_than`: multipart upload rows and their parts, parts folders
-    without a row, and temporary files of interrupted writes."""
+    """Unfinished uploads older than `older_than`: multipart upload rows and their parts, parts without a
+    row, and scratch files of interrupted writes."""
     cutoff = utcnow() - older_than
     cutoff_seconds = time.time() - older_than.total_seconds()
     with engine.connect() as conn:
         rows = conn.execute(sa.select(tables.lfs_uploads.c.id, tables.lfs_uploads.c.created_at)).all()
+    staged = {item.key: item for item in content.objects.list_uploads()}
     known = {row.id for row in rows}
     found = [
-        StaleUpload("lfs-upload", row.id, staging / row.id, _size(staging / row.id))
+        StaleUpload("lfs-upload", row.id, staged[row.id].size if row.id in staged else 0)
         for row in rows
         if row.created_at < cutoff
     ]
-    if staging.is_dir():
-        for folder in sorted(staging.iterdir()):
-            if folder.name not in known and _newest_mtime(folder) < cutoff_seconds:
-                found.append(StaleUpload("parts", folder.name, folder, _size(folder)))
-    tmp = local_store(store).tmp_dir
-    for path in sorted(tmp.iterdir()):
-        if path.is_file() and path.stat().st_mtime < cutoff_seconds:
-            found.append(StaleUpload("temporary", path.name, path, path.stat().st_size))
+    found += [
+        StaleUpload("parts", item.key, item.size)
+        for item in staged.values()
+        if item.key not in known and item.mtime < cutoff_seconds
+    ]
+    found += [
+        StaleUpload("temporary", item.key, item.size)
+        for item in content.objects.list_scratch()
+        if item.mtime < cutoff_seconds
+    ]
     return found
 
 
-def remove_uploads(engine: sa.Engine, uploads: list[StaleUpload]) -> None:
-    """Forget the rows first, then delete the files: a crash in between leaves files without rows, which
+def remove_uploads(engine: sa.Engine, content: ContentStore, uploads: list[StaleUpload]) -> None:
+    """Forget the rows first, then delete the bytes: a crash in between leaves parts without rows, which
     the next run finds again."""
     rows = [item.name for item in uploads if item.kind == "lfs-upload"]
     if rows:
         with transaction(engine) as conn:
             conn.execute(sa.delete(tables.lfs_uploads).where(tables.lfs_uploads.c.id.in_(rows)))
     for item in uploads:
-        if item.path.is_dir():
-            shutil.rmtree(item.path, ignore_errors=True)
+        if item.kind == "temporary":
+            content.objects.delete_scratch(item.name)
         else:
-            item.path.unlink(missing_ok=True)
+            content.objects.delete_upload(item.name)

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from weightyard.cards import CARD_PATH, CardService, StoredCard, strings
 from weightyard.cards.service import AddedFile
 from weightyard.db import insert_ignore, tables, transaction, utcnow
+from weightyard.repos.content import ContentStore
 from weightyard.repos.objects import FileEntry
 from weightyard.repos.service import DEFAULT_BRANCH, HEADS, Commit, Repo, RepoService
 from weightyard.repos.tensors import (
@@ -31,7 +32,6 @@ from weightyard.repos.tensors import (
     summary_error,
     tensor_summary,
 )
-from weightyard.storage import BlobStore
 
 CONFIG_PATH = "config.json"
 CONFIG_LIMIT = 1024 * 1024
@@ -242,7 +242,9 @@ class FactsService:
         ['transformers', 'safetensors', 'bert', 'license:mit']
     """
 
-    def __init__(self, engine: sa.Engine, store: BlobStore, repos: RepoService, cards: CardService) -> None:
+    def __init__(
+        self, engine: sa.Engine, store: ContentStore, repos: RepoService, cards: CardService
+    ) -> None:
         self._engine = engine
         self._store = store
         self._repos = repos

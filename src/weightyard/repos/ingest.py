@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 
+from weightyard.repos.content import BlobWriter, ContentStore
 from weightyard.repos.objects import git_blob_oid
 from weightyard.repos.quota import ByteBudget
-from weightyard.storage import BlobInfo, BlobStore, BlobWriter
+from weightyard.storage import BlobInfo
 
 _BINARY_SAMPLE = 512
 
@@ -36,7 +37,7 @@ class ContentIngest:
     second pass), then spills to a streaming blob writer. Memory stays bounded for any size. With a
     `budget` (the repo's quota), content past it is refused before it is kept."""
 
-    def __init__(self, store: BlobStore, memory_limit: int, budget: ByteBudget | None = None) -> None:
+    def __init__(self, store: ContentStore, memory_limit: int, budget: ByteBudget | None = None) -> None:
         self._store = store
         self._budget = budget
         self._limit = memory_limit

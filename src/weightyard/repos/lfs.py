@@ -11,13 +11,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-import shutil
-import threading
 import time
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -32,13 +28,12 @@ from weightyard.errors import (
     TooManyObjects,
     Unauthorized,
 )
+from weightyard.repos.content import BlobWriter, ContentStore
 from weightyard.repos.quota import LFS
 from weightyard.repos.service import Repo, RepoService
-from weightyard.storage import BlobInfo, BlobStore, BlobWriter, StagedBlob, StagedPartWriter, check_sha256
+from weightyard.storage import BlobInfo, PartWriter, StagedUpload, check_sha256
 
 MAX_PARTS = 10_000
-# Multipart uploads whose in-order hash this process keeps; one forgotten is hashed from disk at completion.
-_STAGED_IN_MEMORY = 256
 
 
 @dataclass(frozen=True)
@@ -65,9 +60,8 @@ class LfsService:
         self,
         repos: RepoService,
         accounts: AccountService,
-        store: BlobStore,
+        store: ContentStore,
         secret: bytes,
-        staging: Path,
         part_size: int,
         ttl: int,
         max_file_size: int = 0,
@@ -77,14 +71,10 @@ class LfsService:
         self._accounts = accounts
         self._store = store
         self._secret = secret
-        self.staging = staging
         self._part_size = part_size
         self._ttl = ttl
         self._max_file_size = max_file_size
         self._max_batch_objects = max_batch_objects
-        self._staged: OrderedDict[str, StagedBlob] = OrderedDict()
-        self._staged_lock = threading.Lock()
-        staging.mkdir(parents=True, exist_ok=True)
 
     def batch(
         self, principal: Principal | None, repo: Repo, objects: list[tuple[str, int]], base_url: str
@@ -181,7 +171,7 @@ class LfsService:
     ) -> tuple[BlobWriter, Principal]:
         """Check a signed basic-upload URL; the writer for its body and the principal it uploads for."""
         self._check(signature, expires, "put", sha256, size, token_id, repo_id)
-        return self._store.writer(), self._grant_holder(token_id, repo_id)
+        return self._store.writer(sha256), self._grant_holder(token_id, repo_id)
 
     def finish_upload(self, writer: BlobWriter, sha256: str, size: int, principal: Principal) -> None:
         """Commit an uploaded body: its bytes must hash to the oid and have the announced size."""
@@ -209,39 +199,31 @@ class LfsService:
             raise NotFound(f"no upload {upload_id}")
         return row
 
-    def _staged_blob(self, upload_id: str, size: int, part_size: int) -> StagedBlob:
-        with self._staged_lock:
-            staged = self._staged.get(upload_id)
-            if staged is None:
-                staged = StagedBlob(self.staging / upload_id, size, part_size)
-                self._staged[upload_id] = staged
-                if len(self._staged) > _STAGED_IN_MEMORY:
-                    self._staged.popitem(last=False)
-            return staged
+    def _staged(self, upload_id: str, row: sa.Row[tuple[object, ...]]) -> StagedUpload:
+        """The upload's parts, as the store holds them (any server process may have received some)."""
+        m = row._mapping
+        return self._store.upload(upload_id, str(m["sha256"]), int(m["size"]), int(m["part_size"]))
 
-    def _forget_staged(self, upload_id: str) -> None:
-        with self._staged_lock:
-            self._staged.pop(upload_id, None)
-
-    def open_part(self, upload_id: str, number: int, expires: int, signature: str) -> StagedPartWriter:
+    def open_part(self, upload_id: str, number: int, expires: int, signature: str) -> PartWriter:
         """Check a signed part URL; returns the writer that puts the part's bytes where they belong."""
         self._check(signature, expires, "part", upload_id, number)
-        m = self._upload_row(upload_id)._mapping
-        self._grant_holder(m["token_id"], m["repo_id"])
-        staged = self._staged_blob(upload_id, int(m["size"]), int(m["part_size"]))
+        row = self._upload_row(upload_id)
+        self._grant_holder(row.token_id, row.repo_id)
+        staged = self._staged(upload_id, row)
         if not 1 <= number <= staged.parts:
             raise BadRequest(f"part {number} is out of range 1..{staged.parts}")
         return staged.part_writer(number)
 
     def complete(self, upload_id: str, expires: int, signature: str, sha256: str) -> None:
         """Check that every part is there and that the whole hashes to the upload's sha256, then make the
-        staged file the blob (fsync and rename: the parts were written in place, nothing is copied)."""
+        staged bytes the blob (on a local store the parts were written in place: nothing is copied)."""
         self._check(signature, expires, "complete", upload_id)
-        m = self._upload_row(upload_id)._mapping
+        row = self._upload_row(upload_id)
+        m = row._mapping
         principal = self._grant_holder(m["token_id"], m["repo_id"])
         if sha256 != m["sha256"]:
             raise BadRequest("completion names another object than the upload")
-        staged = self._staged_blob(upload_id, int(m["size"]), int(m["part_size"]))
+        staged = self._staged(upload_id, row)
         blob = BlobInfo(sha256=m["sha256"], size=int(m["size"]))
         try:
             staged.seal()
@@ -251,10 +233,9 @@ class LfsService:
             actual = staged.digest()
             if actual != blob.sha256:
                 raise ContentMismatch(f"content sha256 is {actual}, not the announced {blob.sha256}")
-            self._store.adopt(staged.path, blob)
+            self._store.adopt(staged, blob)
         finally:
-            self._forget_staged(upload_id)
-            shutil.rmtree(staged.folder, ignore_errors=True)
+            staged.discard()
             with transaction(self._repos_engine) as conn:
                 conn.execute(sa.delete(tables.lfs_uploads).where(tables.lfs_uploads.c.id == upload_id))
         self._repos.record_blob(principal, blob)

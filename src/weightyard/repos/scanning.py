@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from weightyard.db import insert_ignore, tables, transaction, utcnow
 from weightyard.errors import BlobNotFound, ScanPending, WeightyardError
+from weightyard.repos.content import ContentStore
 from weightyard.repos.objects import FileEntry
 from weightyard.repos.scan_jobs import Failure, Job, Key, ScanQueue, worker_id
 from weightyard.scan import (
@@ -34,7 +35,6 @@ from weightyard.scan import (
     worst_verdict,
 )
 from weightyard.scan.names import name_for_key
-from weightyard.storage import BlobStore
 
 POLICIES = ("refuse", "quarantine", "warn")
 
@@ -88,7 +88,9 @@ class ScanService:
     Without runners in the process (the CLI, a hub opened by a script), a commit runs its own jobs, still
     claimed through the queue, so no content is ever scanned twice at once."""
 
-    def __init__(self, engine: sa.Engine, store: BlobStore, *, workers: int = 1, lease_s: int = 30) -> None:
+    def __init__(
+        self, engine: sa.Engine, store: ContentStore, *, workers: int = 1, lease_s: int = 30
+    ) -> None:
         self._engine = engine
         self._store = store
         self._queue = ScanQueue(engine, lease_s)

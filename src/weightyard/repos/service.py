@@ -34,6 +34,7 @@ from weightyard.errors import (
 )
 from weightyard.faults import crash_point
 from weightyard.repos import last_commits as last_commit_index
+from weightyard.repos.content import ContentStore
 from weightyard.repos.downloads import DownloadCounter
 from weightyard.repos.gate import ContentGate
 from weightyard.repos.gitattributes import DEFAULT_GITATTRIBUTES, GITATTRIBUTES, MAX_RULES_BYTES, LfsRules
@@ -51,7 +52,7 @@ from weightyard.repos.objects import (
 from weightyard.repos.quota import ByteBudget, RepoQuota
 from weightyard.repos.scanning import POLICIES, ScanService
 from weightyard.scan import Verdict
-from weightyard.storage import BlobInfo, BlobStore
+from weightyard.storage import BlobInfo
 from weightyard.validation import (
     COMMIT_OID_RE,
     check_folder,
@@ -318,7 +319,7 @@ class RepoService:
         'f0c4…'
     """
 
-    def __init__(self, engine: sa.Engine, store: BlobStore, settings: Settings) -> None:
+    def __init__(self, engine: sa.Engine, store: ContentStore, settings: Settings) -> None:
         self._engine = engine
         self._store = store
         self._settings = settings

@@ -18,7 +18,6 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,9 +33,10 @@ from weightyard.errors import (
     StoredContentDamaged,
     Unauthorized,
 )
+from weightyard.repos.content import ContentStore, XetFile
 from weightyard.repos.quota import XORB, ByteBudget, RepoQuota
 from weightyard.repos.service import Commit, Repo, RepoService, _commit_from_row, _repo_from_row
-from weightyard.storage import BlobInfo, XetBlobStore, XetFile
+from weightyard.storage import BlobInfo, ScratchFile
 from weightyard.xet import (
     FetchRange,
     Shard,
@@ -159,7 +159,7 @@ class XorbUpload:
     counted against the repo's quota (`budget`) before it is kept."""
 
     def __init__(
-        self, store: XetBlobStore, xorb_hash: bytes, repo: Repo, quota: RepoQuota, budget: ByteBudget | None
+        self, store: ContentStore, xorb_hash: bytes, repo: Repo, quota: RepoQuota, budget: ByteBudget | None
     ) -> None:
         self._store = store
         self._hash = xorb_hash
@@ -169,44 +169,37 @@ class XorbUpload:
         self._size = 0
         self._synced = 0
         self._parser = XorbParser()
-        self._path = store.temporary_xorb()
-        self._file = open(self._path, "wb")  # noqa: SIM115 - closed in finish/abort
+        self._scratch: ScratchFile = store.scratch()
 
     def feed(self, data: bytes) -> None:
         if self._budget is not None:
             self._budget.take(len(data))
         self._size += len(data)
         self._parser.feed(data)
-        self._file.write(data)
+        self._scratch.write(data)
         if self._size - self._synced >= XORB_SYNC_STEP:
             # Written back while the rest arrives, so the fsync before the answer waits only for the tail.
-            self._file.flush()
-            os.fdatasync(self._file.fileno())
+            self._scratch.sync()
             self._synced = self._size
 
     def finish(self, token: XetToken) -> bool:
         info = self._parser.finish(self._hash)
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
         user = token.principal.user_id if token.principal is not None else None
         # Counted (atomically, against uploads that raced this one) before the xorb becomes usable.
         self._quota.reserve(
             self._repo.id, self._repo.repo_id, XORB, [(hash_to_string(self._hash), self._size)]
         )
-        return self._store.add_xorb(self._path, info, user)
+        return self._store.add_xorb(self._scratch, info, user)
 
     def abort(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-        Path(self._path).unlink(missing_ok=True)
+        self._scratch.discard()
 
 
 class XetService:
     def __init__(
         self,
         repos: RepoService,
-        store: XetBlobStore,
+        store: ContentStore,
         secret: bytes,
         engine: sa.Engine,
         accounts: AccountService,
@@ -222,7 +215,7 @@ class XetService:
         self._engine = engine
 
     @property
-    def store(self) -> XetBlobStore:
+    def store(self) -> ContentStore:
         return self._store
 
     # ------------------------------------------------------------------ tokens
@@ -525,7 +518,9 @@ class XetService:
         except StoredContentDamaged as exc:
             _log.error("serving refused: %s; run `weightyard fsck`", exc.message)
             raise
-        size = self._store.xorb_path(xorb_hash).stat().st_size
+        size = self._store.xorb_size(xorb_hash)
+        if size is None:
+            raise NotFound(f"no xorb {grant.xorb}")
         pieces = self._store.iter_xorb(xorb_hash, start, last + 1, _FETCH_PIECE)
         return XorbBytes(start, last + 1, size, pieces)
 
@@ -590,7 +585,7 @@ class XetService:
                 conn.execute(sa.delete(xx).where(xx.c.hash.in_(doomed_names), xx.c.last_used_at < cutoff))
                 # Under the write lock: an upload of the same xorb cannot place its file in between.
                 for name, _ in doomed:
-                    self._store.xorb_path(string_to_hash(name)).unlink(missing_ok=True)
+                    self._store.delete_xorb_object(name)
         return GcReport(len(doomed), sum(size for _, size in doomed), len(dead_files), dry_run)
 
     def stats(self) -> HubStats:
@@ -618,7 +613,7 @@ class XetService:
                 logical + sum(e.size for e in files.values()),
                 shas | {e.sha256 for e in files.values()},
             )
-        whole = {sha for sha in blob_sizes if self._store.base.exists(sha)}
+        whole = {sha for sha in blob_sizes if self._store.has_whole_blob(sha)}
 
         def stored(shas: set[str]) -> int:
             xorbs = set().union(*(file_xorbs.get(sha, set()) for sha in shas if sha not in whole))

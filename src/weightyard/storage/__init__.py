@@ -1,11 +1,9 @@
-"""Content-addressed blob storage, chosen by URL (`file://…`, `xet://…`; object storage comes later)."""
+"""Bytes by key: the `ObjectStore` interface (storage/base.py) and its implementations, chosen by URL."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from urllib.parse import urlparse
-
-import sqlalchemy as sa
 
 from weightyard.errors import BadRequest
 from weightyard.storage.base import (
@@ -13,8 +11,6 @@ from weightyard.storage.base import (
     SHA256_RE,
     XORBS,
     BlobInfo,
-    BlobStore,
-    BlobWriter,
     Namespace,
     ObjectStore,
     ObjectWriter,
@@ -24,31 +20,22 @@ from weightyard.storage.base import (
     StoredObject,
     check_sha256,
 )
-from weightyard.storage.local import LocalBlobStore, LocalObjectStore, StagedBlob, StagedPartWriter
-from weightyard.storage.xet import XetBlobStore, XetFile
+from weightyard.storage.local import LocalObjectStore
 
 __all__ = [
     "BLOBS",
     "SHA256_RE",
     "XORBS",
     "BlobInfo",
-    "BlobStore",
-    "BlobWriter",
-    "LocalBlobStore",
     "LocalObjectStore",
     "Namespace",
     "ObjectStore",
     "ObjectWriter",
     "PartWriter",
     "ScratchFile",
-    "StagedBlob",
-    "StagedPartWriter",
     "StagedUpload",
     "StoredObject",
-    "XetBlobStore",
-    "XetFile",
     "check_sha256",
-    "open_blob_store",
     "open_object_store",
 ]
 
@@ -79,24 +66,3 @@ def _open_s3(url: str, scratch_dir: Path) -> ObjectStore:
     except ImportError as exc:
         raise BadRequest(f"an s3:// blob store needs `pip install 'weightyard[scale]'` ({exc})") from None
     return S3ObjectStore(S3Location.parse(url), scratch_dir)
-
-
-def open_blob_store(
-    url: str, engine: sa.Engine | None = None, xorb_root: Path | None = None
-) -> LocalBlobStore | XetBlobStore:
-    """Open the store named by `url`; with an engine and a xorb folder, a `XetBlobStore` around it.
-
-    `xet://PATH` keeps whole blobs in PATH like `file://PATH` and packs every new upload into xorbs.
-
-    Example:
-        >>> store = open_blob_store("file:///tmp/weightyard-doc/blobs")
-    """
-    parsed = urlparse(url)
-    if parsed.scheme not in ("file", "xet"):
-        raise BadRequest(f"unsupported blob store URL scheme {parsed.scheme!r} (supported: file://, xet://)")
-    base = LocalBlobStore(Path(parsed.path), engine)
-    if engine is None or xorb_root is None:
-        if parsed.scheme == "xet":
-            raise BadRequest("a xet:// blob store needs the hub's database")
-        return base
-    return XetBlobStore(base, xorb_root, engine, pack=parsed.scheme == "xet")

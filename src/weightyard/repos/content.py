@@ -1,36 +1,57 @@
-"""Chunk-level storage: files kept as Xet xorbs, read and written through the one `BlobStore` interface.
+"""Content by sha256 over the object store, and the indexes about those bytes.
 
-Objects: `ROOT/ab/<xorb hash>` holds a xorb body exactly as a client uploads it (no footer), so fetch URLs
-serve byte ranges of it directly. Index (tables `xet_*`): each xorb's chunk table (the server's own parse),
-where every chunk lies, and each file's terms under its Xet hash and its checked sha256.
+The object store (`storage/`) keeps bytes by key; this module records what they are: a `blobs` row for every
+content the hub received, and the Xet index (tables `xet_*`): each xorb's chunk table (the server's own
+parse), where every chunk lies, each file's terms under its Xet hash and its checked sha256, and which user
+may name which xorb. Everything else reaches content through `ContentStore`.
 
-`XetBlobStore` wraps a `LocalBlobStore`: a sha256 is served from a whole blob when one exists, else rebuilt
-from xorbs. With `pack=True` (`WEIGHTYARD_BLOB_URL=xet://…`) every regular or LFS upload is chunked and packed
-into xorbs too, deduplicated against everything stored, so all uploads share one storage model.
+A sha256 is served from a whole blob when one is stored, else rebuilt from xorbs. With `pack=True`
+(`WEIGHTYARD_BLOB_URL=xet://…`) every regular or LFS upload is chunked and packed into xorbs too,
+deduplicated against everything stored, so all uploads share one storage model.
+
+An object is made visible inside the write transaction that records its row, and deleted again if that
+transaction fails: outside a write transaction, every object has its row. A `kill -9` between the two leaves
+an object without a row, which `weightyard gc` (holding the same write lock, so never racing a placement)
+removes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 import struct
 import threading
-import uuid
+import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
+from urllib.parse import urlparse
 
 import sqlalchemy as sa
 
 from weightyard.db import insert_ignore, tables, transaction, utcnow
-from weightyard.errors import BlobNotFound, ContentMismatch, StoredContentDamaged, StoredContentMissing
+from weightyard.errors import (
+    BadRequest,
+    BlobNotFound,
+    ContentMismatch,
+    StoredContentDamaged,
+    StoredContentMissing,
+)
 from weightyard.faults import crash_point
-from weightyard.storage.base import BlobInfo
-from weightyard.storage.local import LocalBlobStore, LocalBlobWriter, mapped_pieces
+from weightyard.storage import (
+    BLOBS,
+    XORBS,
+    BlobInfo,
+    ObjectStore,
+    ObjectWriter,
+    ScratchFile,
+    StagedUpload,
+    check_sha256,
+    open_object_store,
+)
 from weightyard.xet import (
     READ_WINDOW,
     ChunkLocation,
@@ -47,12 +68,14 @@ from weightyard.xet import (
 )
 
 _TERM = struct.Struct("<32sIII")
-# Buffers one `os.preadv` call takes at most (IOV_MAX on Linux).
-_IOV_MAX = 1024
 # Parsed chunk tables kept in memory (up to ~1.6 MB each for 8192 chunks): the xorbs of a file of several GB.
+# Xorbs never change, so a cached table is true for as long as the xorb is stored.
 _INFO_CACHE_SIZE = 128
-# Reads of a complete file that is packed into xorbs after the fact (a multipart upload).
+# Reads of a complete upload that is packed into xorbs after the fact (a multipart upload).
 _ADOPT_READ = 8 * 1024 * 1024
+_QUERY_BATCH = 500
+# Scratch files older than this are leftovers of dead writers; younger ones may belong to another process.
+SCRATCH_AGE = 24 * 3600.0
 
 
 def pack_terms(terms: Iterable[FileTerm]) -> bytes:
@@ -74,73 +97,122 @@ class XetFile:
     terms: tuple[FileTerm, ...]
 
 
-_QUERY_BATCH = 500
+class BlobWriter(Protocol):
+    """Content being written. Bytes are hashed once, as they stream in; nothing is visible before `commit`."""
+
+    @property
+    def size(self) -> int: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def commit(self, expected_sha256: str | None = None, expected_size: int | None = None) -> BlobInfo:
+        """Make the content visible under its sha256 and record it, after checking the expectations.
+
+        Raises `ContentMismatch` (and discards the bytes) when an expectation does not hold.
+        """
+        ...
+
+    def abort(self) -> None:
+        """Discard everything written so far. Safe to call more than once, and after `commit`."""
+        ...
 
 
-class XetBlobStore:
-    """Blobs by sha256 over whole-blob files and Xet xorbs; see the module docstring."""
+def open_content_store(url: str, engine: sa.Engine, xorb_root: Path, *, xet: bool) -> ContentStore:
+    """The hub's content over the object store named by `url`; `xet://PATH` packs every upload into xorbs
+    (and needs Xet storage enabled)."""
+    pack = urlparse(url).scheme == "xet"
+    if pack and not xet:
+        raise BadRequest("a xet:// blob store needs Xet storage (WEIGHTYARD_XET)")
+    return ContentStore(open_object_store(url, xorb_root), engine, xet=xet, pack=pack)
 
-    def __init__(self, base: LocalBlobStore, xorb_root: Path, engine: sa.Engine, *, pack: bool) -> None:
-        self.base = base
-        self.xorb_root = xorb_root
+
+class ContentStore:
+    """Content by sha256 over whole blobs and Xet xorbs, with the rows that index it (module docstring)."""
+
+    def __init__(self, objects: ObjectStore, engine: sa.Engine, *, xet: bool = False, pack: bool = False):
+        self.objects = objects
+        self.xet = xet
         self.pack = pack
         self._engine = engine
         self._infos: OrderedDict[bytes, XorbInfo] = OrderedDict()
         self._lock = threading.Lock()
-        xorb_root.mkdir(parents=True, exist_ok=True)
 
-    # ------------------------------------------------------------------ BlobStore
+    # ------------------------------------------------------------------ whole content
 
-    @property
-    def tmp_dir(self) -> Path:
-        return self.base.tmp_dir
+    def writer(self, sha256: str | None = None) -> BlobWriter:
+        """A writer for new content (`sha256`: what it should hash to, when the caller knows)."""
+        if self.pack:
+            return XetBlobWriter(self)
+        return WholeBlobWriter(self, self.objects.blob_writer(sha256))
 
-    def sweep_temporary(self, older_than: float | None = None) -> int:
-        return self.base.sweep_temporary() if older_than is None else self.base.sweep_temporary(older_than)
+    def place(self, publish: Callable[[], bool], blob: BlobInfo) -> None:
+        """Record `blob` and, in the same write transaction, make its bytes visible with `publish` (which
+        says whether it created the object); the object is deleted again if the transaction fails."""
+        created = False
+        try:
+            with transaction(self._engine) as conn:
+                created = publish()
+                now = utcnow()
+                insert_ignore(
+                    conn, tables.blobs, [{"sha256": blob.sha256, "size": blob.size, "created_at": now}]
+                )
+                # Stored again: gc's age of unreferenced content counts from the latest upload.
+                conn.execute(
+                    sa.update(tables.blobs).where(tables.blobs.c.sha256 == blob.sha256).values(created_at=now)
+                )
+                crash_point("blob.placed")
+        except BaseException:
+            if created:
+                self.objects.delete(BLOBS, blob.sha256)
+            raise
 
-    def writer(self) -> XetBlobWriter | LocalBlobWriter:
-        return XetBlobWriter(self) if self.pack else self.base.writer()
+    def upload(self, upload_id: str, sha256: str, size: int, part_size: int) -> StagedUpload:
+        """The staged multipart upload `upload_id` (created on first use; see `ObjectStore.open_upload`)."""
+        return self.objects.open_upload(upload_id, sha256, size, part_size)
 
-    def adopt(self, written: Path, blob: BlobInfo) -> None:
+    def adopt(self, upload: StagedUpload, blob: BlobInfo) -> None:
+        """Make a staged upload whose digest the caller checked is `blob` the content; the upload is gone
+        afterwards, whatever happens."""
         if not self.pack:
-            self.base.adopt(written, blob)
+            self.place(lambda: upload.publish(blob), blob)
             return
-        # Packing chunks the file into xorbs: one read of the file, which is then no longer needed.
+        # Packing chunks the upload into xorbs: one read of its bytes, which are then no longer needed.
         writer = XetBlobWriter(self)
         try:
-            with open(written, "rb") as handle:
-                while data := handle.read(_ADOPT_READ):
-                    writer.write(data)
+            for piece in upload.pieces(_ADOPT_READ):
+                writer.write(piece)
             writer.commit(expected_sha256=blob.sha256, expected_size=blob.size)
-        except BaseException:
-            writer.abort()
-            raise
         finally:
-            written.unlink(missing_ok=True)
+            upload.discard()
+
+    def has_whole_blob(self, sha256: str) -> bool:
+        return self.objects.size(BLOBS, sha256) is not None
 
     def exists(self, sha256: str) -> bool:
-        return self.base.exists(sha256) or self.file_by_sha256(sha256) is not None
+        return self.has_whole_blob(sha256) or self.file_by_sha256(sha256) is not None
 
     def size(self, sha256: str) -> int:
-        if self.base.exists(sha256):
-            return self.base.size(sha256)
-        return self._file_or_missing(sha256).size
+        size = self.objects.size(BLOBS, check_sha256(sha256))
+        return size if size is not None else self._file_or_missing(sha256).size
 
     def open(self, sha256: str) -> BinaryIO:
-        if self.base.exists(sha256):
-            return self.base.open(sha256)
-        file = self._file_or_missing(sha256)
-        return _ReconstructedFile(self, file)  # type: ignore[return-value]
+        """A seekable binary stream of the content; raises `BlobNotFound` when absent."""
+        if self.has_whole_blob(check_sha256(sha256)):
+            return self.objects.open(BLOBS, sha256)
+        return _ReconstructedFile(self, self._file_or_missing(sha256))  # type: ignore[return-value]
 
     def iter_range(self, sha256: str, start: int, end: int, chunk_size: int) -> Iterator[memoryview]:
-        if self.base.exists(sha256):
-            return self.base.iter_range(sha256, start, end, chunk_size)
+        """The bytes [start, end) of the content, in chunks of at most `chunk_size`."""
+        if self.has_whole_blob(check_sha256(sha256)):
+            return self.objects.read(BLOBS, sha256, start, end, chunk_size)
         file = self._file_or_missing(sha256)
         return _resliced(self.iter_file(file.terms, start, min(end, file.size)), chunk_size)
 
     def delete(self, sha256: str) -> None:
         """Forget the content under this sha256; its xorbs go when `weightyard gc` finds them unreferenced."""
-        self.base.delete(sha256)
+        self.objects.delete(BLOBS, check_sha256(sha256))
+        if not self.xet:
+            return
         with transaction(self._engine) as conn:
             hashes = list(
                 conn.execute(
@@ -153,8 +225,14 @@ class XetBlobStore:
             conn.execute(sa.delete(tables.xet_files).where(tables.xet_files.c.sha256 == sha256))
 
     def check_stored(self, sha256: str, size: int) -> None:
-        if self.base.exists(sha256):
-            self.base.check_stored(sha256, size)
+        """Raise `StoredContentMissing` or `StoredContentDamaged` unless all `size` bytes are stored (checked
+        before a download sends its headers)."""
+        actual = self.objects.size(BLOBS, check_sha256(sha256))
+        if actual is not None:
+            if actual != size:
+                raise StoredContentDamaged(
+                    f"blob {sha256} has {actual} bytes in storage, not the {size} recorded"
+                )
             return
         file = self.file_by_sha256(sha256)
         if file is None:
@@ -162,20 +240,13 @@ class XetBlobStore:
         for xorb in sorted({term.xorb_hash for term in file.terms}):
             self.check_xorb(xorb, f" (part of blob {sha256})")
 
-    def check_xorb(self, xorb_hash: bytes, context: str = "") -> None:
-        """Raise unless the xorb's file is in place with the length its row records."""
-        name = hash_to_string(xorb_hash)
-        info = self.xorb_info(xorb_hash)
-        try:
-            actual = self.xorb_path(xorb_hash).stat().st_size
-        except FileNotFoundError:
-            actual = None
-        if info is None or actual is None:
-            raise StoredContentMissing(f"xorb {name}{context} is missing from storage")
-        if actual != info.serialized_len:
-            raise StoredContentDamaged(
-                f"xorb {name}{context} has {actual} bytes in storage, not the {info.serialized_len} recorded"
-            )
+    def sweep_scratch(self, older_than: float = SCRATCH_AGE) -> int:
+        """Remove scratch files of writers that died mid-upload; returns how many were removed."""
+        cutoff = time.time() - older_than
+        old = [item.key for item in self.objects.list_scratch() if item.mtime < cutoff]
+        for key in old:
+            self.objects.delete_scratch(key)
+        return len(old)
 
     def _file_or_missing(self, sha256: str) -> XetFile:
         file = self.file_by_sha256(sha256)
@@ -184,10 +255,6 @@ class XetBlobStore:
         return file
 
     # ------------------------------------------------------------------ xorbs
-
-    def xorb_path(self, xorb_hash: bytes) -> Path:
-        name = hash_to_string(xorb_hash)
-        return self.xorb_root / name[:2] / name
 
     def has_xorb(self, xorb_hash: bytes) -> bool:
         return self.xorb_info(xorb_hash) is not None
@@ -214,53 +281,66 @@ class XetBlobStore:
                 self._infos.popitem(last=False)
         return info
 
-    def read_xorb(self, xorb_hash: bytes, start: int, buffers: Sequence[memoryview]) -> int:
-        """Fill `buffers` with serialized bytes of a stored xorb from `start` on (`XorbReader`).
+    def xorb_size(self, xorb_hash: bytes) -> int | None:
+        """The stored length of a xorb's object, None when it is not stored."""
+        return self.objects.size(XORBS, hash_to_string(xorb_hash))
 
-        Scatter reads copy each byte once, from the page cache into place."""
-        fd = os.open(self.xorb_path(xorb_hash), os.O_RDONLY)
-        try:
-            return _scatter_read(fd, start, buffers)
-        finally:
-            os.close(fd)
+    def check_xorb(self, xorb_hash: bytes, context: str = "") -> None:
+        """Raise unless the xorb's object is stored with the length its row records."""
+        name = hash_to_string(xorb_hash)
+        info = self.xorb_info(xorb_hash)
+        actual = self.objects.size(XORBS, name)
+        if info is None or actual is None:
+            raise StoredContentMissing(f"xorb {name}{context} is missing from storage")
+        if actual != info.serialized_len:
+            raise StoredContentDamaged(
+                f"xorb {name}{context} has {actual} bytes in storage, not the {info.serialized_len} recorded"
+            )
+
+    def read_xorb(self, xorb_hash: bytes, start: int, buffers: Sequence[memoryview]) -> int:
+        """Fill `buffers` with serialized bytes of a stored xorb from `start` on (`XorbReader`)."""
+        return self.objects.read_into(XORBS, hash_to_string(xorb_hash), start, buffers)
 
     def iter_xorb(self, xorb_hash: bytes, start: int, end: int, piece_size: int) -> Iterator[memoryview]:
         """Serialized bytes `[start, end)` of a stored xorb as it is kept, in pieces of up to `piece_size`."""
-        yield from mapped_pieces(io.FileIO(self.xorb_path(xorb_hash), "rb"), start, end, piece_size)
+        return self.objects.read(XORBS, hash_to_string(xorb_hash), start, end, piece_size)
 
-    def temporary_xorb(self) -> Path:
-        return self.base.tmp_dir / f"xorb-{uuid.uuid4().hex}"
+    def scratch(self) -> ScratchFile:
+        """A scratch file for a xorb body that is validated while it arrives (see `add_xorb`)."""
+        return self.objects.scratch()
 
-    def add_xorb(self, body: Path | bytes, info: XorbInfo, user_id: int | None) -> bool:
-        """Store a validated xorb (moving `body` into place when it is a file); False when it was known.
+    def add_xorb(self, body: ScratchFile | bytes, info: XorbInfo, user_id: int | None) -> bool:
+        """Store a validated xorb (taking a scratch file over); False when it was known.
 
         Either way the uploader is granted use of it and its grace period for garbage collection restarts.
         "Known" means known to this uploader: that someone else stored the same xorb is not revealed.
         """
         name = hash_to_string(info.hash)
-        final = self.xorb_path(info.hash)
         now = utcnow()
-        placed = False
+        created = False
         try:
             with transaction(self._engine) as conn:
                 exists = conn.execute(
                     sa.select(tables.xet_xorbs.c.hash).where(tables.xet_xorbs.c.hash == name)
                 ).first()
                 known = exists is not None and (user_id is None or self._granted(conn, name, user_id))
-                if exists is None or not final.is_file():
-                    self._place_xorb(body, final)
-                    placed = True
+                if exists is None or self.objects.size(XORBS, name) != info.serialized_len:
+                    created = self.objects.put_xorb(name, body)
                 if exists is None:
-                    conn.execute(
-                        sa.insert(tables.xet_xorbs).values(
-                            hash=name,
-                            wire_len=info.serialized_len,
-                            raw_len=info.raw_len,
-                            n_chunks=len(info.chunks),
-                            chunk_table=pack_chunk_table(info),
-                            created_at=now,
-                            last_used_at=now,
-                        )
+                    insert_ignore(
+                        conn,
+                        tables.xet_xorbs,
+                        [
+                            {
+                                "hash": name,
+                                "wire_len": info.serialized_len,
+                                "raw_len": info.raw_len,
+                                "n_chunks": len(info.chunks),
+                                "chunk_table": pack_chunk_table(info),
+                                "created_at": now,
+                                "last_used_at": now,
+                            }
+                        ],
                     )
                     insert_ignore(
                         conn,
@@ -280,26 +360,19 @@ class XetBlobStore:
                     )
                 crash_point("xorb.placed")
         except BaseException:
-            # The file moves into place inside the transaction that records its row (so `gc`, holding the
-            # same write lock, never mistakes it for an orphan); if that transaction fails, it moves out.
-            if placed:
-                final.unlink(missing_ok=True)
+            # The object is stored inside the transaction that records its row (so `gc`, holding the same
+            # write lock, never mistakes it for an orphan); if that transaction fails, it goes again.
+            if created:
+                self.objects.delete(XORBS, name)
             raise
-        if isinstance(body, Path):
-            body.unlink(missing_ok=True)
+        finally:
+            if not isinstance(body, bytes):
+                body.discard()
         return not known
 
-    def _place_xorb(self, body: Path | bytes, final: Path) -> None:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(body, Path):
-            os.replace(body, final)
-            return
-        tmp = self.temporary_xorb()
-        with open(tmp, "wb") as handle:
-            handle.write(body)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, final)
+    def delete_xorb_object(self, name: str) -> None:
+        """Remove a xorb's bytes (gc, after its rows went in the caller's write transaction)."""
+        self.objects.delete(XORBS, name)
 
     def grant_xorbs(self, conn: sa.Connection, xorbs: Iterable[bytes], user_id: int) -> None:
         """Let `user_id` name these stored xorbs in its shards from now on."""
@@ -360,6 +433,8 @@ class XetBlobStore:
         return self._file_where(tables.xet_files.c.file_hash == hash_to_string(file_hash))
 
     def file_by_sha256(self, sha256: str) -> XetFile | None:
+        if not self.xet:
+            return None
         return self._file_where(tables.xet_files.c.sha256 == sha256)
 
     def _file_where(self, condition: sa.ColumnElement[bool]) -> XetFile | None:
@@ -374,19 +449,14 @@ class XetBlobStore:
     def register_file(self, conn: sa.Connection, entry: ShardFile, sha256: str) -> None:
         """Record a verified file (its sha256 checked by the caller) in the caller's transaction."""
         name = hash_to_string(entry.file_hash)
-        if conn.execute(
-            sa.select(tables.xet_files.c.sha256).where(tables.xet_files.c.file_hash == name)
-        ).first():
-            return
-        conn.execute(
-            sa.insert(tables.xet_files).values(
-                file_hash=name,
-                sha256=sha256,
-                size=entry.size,
-                terms=pack_terms(entry.terms),
-                created_at=utcnow(),
-            )
-        )
+        row = {
+            "file_hash": name,
+            "sha256": sha256,
+            "size": entry.size,
+            "terms": pack_terms(entry.terms),
+            "created_at": utcnow(),
+        }
+        insert_ignore(conn, tables.xet_files, [row])
         xorbs = sorted({hash_to_string(t.xorb_hash) for t in entry.terms})
         insert_ignore(conn, tables.xet_file_xorbs, [{"file_hash": name, "xorb_hash": x} for x in xorbs])
 
@@ -417,6 +487,32 @@ class XetBlobStore:
             yield conn
 
 
+class WholeBlobWriter:
+    """A `BlobWriter` that stores the content as one blob object."""
+
+    def __init__(self, content: ContentStore, writer: ObjectWriter) -> None:
+        self._content = content
+        self._writer = writer
+
+    @property
+    def size(self) -> int:
+        return self._writer.size
+
+    def write(self, data: bytes) -> None:
+        self._writer.write(data)
+
+    def commit(self, expected_sha256: str | None = None, expected_size: int | None = None) -> BlobInfo:
+        blob = self._writer.seal(expected_sha256, expected_size)
+        try:
+            self._content.place(self._writer.publish, blob)
+        finally:
+            self._writer.abort()
+        return blob
+
+    def abort(self) -> None:
+        self._writer.abort()
+
+
 class XetBlobWriter:
     """Chunks, dedups and packs arriving bytes into xorbs while hashing them with sha256.
 
@@ -424,18 +520,17 @@ class XetBlobWriter:
     one and records the file under its sha256. Xorbs of an aborted upload stay unreferenced until `gc`.
     """
 
-    def __init__(self, store: XetBlobStore) -> None:
-        self._store = store
-        self._packer = FilePacker(store.locate_chunk)
+    def __init__(self, content: ContentStore) -> None:
+        self._content = content
+        self._packer = FilePacker(content.locate_chunk)
         self._hash = hashlib.sha256()
         self._size = 0
-        self._done = False
 
     @property
     def size(self) -> int:
         return self._size
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         if not data:
             return
         self._hash.update(data)
@@ -444,7 +539,7 @@ class XetBlobWriter:
 
     def _store_xorbs(self, xorbs: list[PackedXorb]) -> None:
         for packed in xorbs:
-            self._store.add_xorb(packed.body, packed.info, None)
+            self._content.add_xorb(packed.body, packed.info, None)
 
     def commit(self, expected_sha256: str | None = None, expected_size: int | None = None) -> BlobInfo:
         sha256 = self._hash.hexdigest()
@@ -454,29 +549,12 @@ class XetBlobWriter:
             raise ContentMismatch(f"content sha256 is {sha256}, not the announced {expected_sha256}")
         last, entry = self._packer.finish(bytes.fromhex(sha256))
         self._store_xorbs(last)
-        with self._store.connect() as conn:
-            self._store.register_file(conn, entry, sha256)
-        self._done = True
+        with self._content.connect() as conn:
+            self._content.register_file(conn, entry, sha256)
         return BlobInfo(sha256=sha256, size=self._size)
 
     def abort(self) -> None:
-        self._done = True
-
-
-def _scatter_read(fd: int, start: int, buffers: Sequence[memoryview]) -> int:
-    """`os.preadv` until `buffers` are full or the file ends; returns the bytes read."""
-    done, index, pending = 0, 0, list(buffers)
-    while index < len(pending):
-        count = os.preadv(fd, pending[index : index + _IOV_MAX], start + done)
-        if count == 0:
-            break
-        done += count
-        while index < len(pending) and count >= len(pending[index]):
-            count -= len(pending[index])
-            index += 1
-        if count:
-            pending[index] = pending[index][count:]
-    return done
+        """Nothing to discard: stored xorbs are content-addressed and wait for `gc` like any unused one."""
 
 
 def _resliced(pieces: Iterator[memoryview], size: int) -> Iterator[memoryview]:
@@ -486,10 +564,10 @@ def _resliced(pieces: Iterator[memoryview], size: int) -> Iterator[memoryview]:
 
 
 class _ReconstructedFile:
-    """A read-only, seekable view of a file rebuilt from xorbs (what `BlobStore.open` promises)."""
+    """A read-only, seekable view of a file rebuilt from xorbs (what `ContentStore.open` promises)."""
 
-    def __init__(self, store: XetBlobStore, file: XetFile) -> None:
-        self._store = store
+    def __init__(self, content: ContentStore, file: XetFile) -> None:
+        self._content = content
         self._file = file
         self._position = 0
         self.closed = False
@@ -498,7 +576,7 @@ class _ReconstructedFile:
         end = self._file.size if size < 0 else min(self._file.size, self._position + size)
         if end <= self._position:
             return b""
-        data = b"".join(self._store.iter_file(self._file.terms, self._position, end))
+        data = b"".join(self._content.iter_file(self._file.terms, self._position, end))
         self._position = end
         return data
 

@@ -1,0 +1,61 @@
+"""What the local-folder store adds to the contract: memory-mapped pieces and the on-disk layout."""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import random
+from pathlib import Path
+
+from weightyard.storage import BLOBS, XORBS, LocalObjectStore
+
+
+def _put(store: LocalObjectStore, data: bytes) -> str:
+    writer = store.blob_writer()
+    writer.write(data)
+    sha = writer.seal().sha256
+    writer.publish()
+    return sha
+
+
+def test_every_range_of_a_blob_reads_back_across_map_windows(tmp_path: Path) -> None:
+    # Pieces are memory maps whose windows start on allocation boundaries: ranges starting and ending
+    # anywhere, in pieces smaller and larger than a boundary, must give exactly the stored bytes.
+    store = LocalObjectStore(tmp_path / "blobs")
+    data = random.Random(3).randbytes(3 * mmap.ALLOCATIONGRANULARITY + 123)
+    sha = _put(store, data)
+    boundary, size = mmap.ALLOCATIONGRANULARITY, len(data)
+    for start, end in [(0, size), (1, boundary + 1), (boundary - 1, size), (size - 1, size)]:
+        for piece_size in (1000, boundary, 2 * boundary + 7):
+            pieces = list(store.read(BLOBS, sha, start, end, piece_size))
+            assert b"".join(pieces) == data[start:end], (start, end, piece_size)
+            assert all(0 < len(piece) <= piece_size for piece in pieces)
+
+
+def test_a_blob_cut_short_ends_its_stream_early_instead_of_faulting(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "blobs")
+    sha = _put(store, b"x" * 10_000)
+    os.truncate(tmp_path / "blobs" / sha[:2] / sha[2:4] / sha, 4000)
+    assert b"".join(store.read(BLOBS, sha, 0, 10_000, 3000)) == b"x" * 4000
+
+
+def test_objects_keep_the_data_folder_layout_that_backups_and_restores_rely_on(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "blobs", tmp_path / "xorbs")
+    sha = _put(store, b"layout")
+    xorb = hashlib.sha256(b"xorb").hexdigest()
+    store.put_xorb(xorb, b"body")
+    assert (tmp_path / "blobs" / sha[:2] / sha[2:4] / sha).read_bytes() == b"layout"
+    assert (tmp_path / "xorbs" / xorb[:2] / xorb).read_bytes() == b"body"
+    assert store.size(XORBS, xorb) == 4
+
+
+def test_a_damaged_object_is_replaced_by_verified_bytes_of_the_same_content(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "blobs")
+    sha = _put(store, b"y" * 5000)
+    os.truncate(tmp_path / "blobs" / sha[:2] / sha[2:4] / sha, 10)
+    writer = store.blob_writer()
+    writer.write(b"y" * 5000)
+    writer.seal()
+    assert writer.publish() is True
+    assert store.size(BLOBS, sha) == 5000
