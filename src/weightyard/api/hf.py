@@ -254,14 +254,25 @@ def _link_next(request: Request, cursor: int) -> dict[str, str]:
     return {"Link": f'<{base_url(request)}{raw_path}?{query}>; rel="next"'}
 
 
-def _paginated(request: Request, items: list[dict[str, Any]], page_size: int) -> JSONResponse:
-    """One page of `items`, with an absolute `Link: rel="next"` carrying every query parameter."""
+def _cursor(request: Request) -> int:
+    """Where a page starts: the `cursor` of the previous page's `Link: rel="next"`."""
     cursor = request.query_params.get("cursor", "0")
     if not cursor.isdigit():
         raise BadRequest("invalid cursor")
-    start = int(cursor)
-    headers = _link_next(request, start + page_size) if start + page_size < len(items) else {}
-    return JSONResponse(items[start : start + page_size], headers=headers)
+    return int(cursor)
+
+
+def _page(
+    request: Request, items: list[dict[str, Any]], start: int, page_size: int, more: bool
+) -> JSONResponse:
+    """The page of items from `start` on, with a `Link: rel="next"` when `more` follow."""
+    return JSONResponse(items, headers=_link_next(request, start + page_size) if more else {})
+
+
+def _paginated(request: Request, items: list[dict[str, Any]], page_size: int) -> JSONResponse:
+    """One page of `items`, with an absolute `Link: rel="next"` carrying every query parameter."""
+    start = _cursor(request)
+    return _page(request, items[start : start + page_size], start, page_size, start + page_size < len(items))
 
 
 @router.get("/api/{plural}/{namespace}/{name}/tree/{rest:path}")
@@ -279,13 +290,16 @@ def get_tree(
     path = "/".join(segment for segment in path_segments if segment)
     repos = hub_of(request).repos
     commit = repos.resolve(repo, revision)
-    tree = repos.tree(commit, path, recursive)
+    start, page_size = _cursor(request), TREE_PAGE_EXPANDED if expand else TREE_PAGE
+    # Only this page's entries are walked and described; one more tells whether a next page exists.
+    fetched = repos.tree(commit, path, recursive, start, page_size + 1)
+    tree = fetched[:page_size]
     items = [_file_json(item) for item in tree]
     xet.add_xet_hashes(request, items)
     if expand:
         _add_security_status(repos, commit, tree, items)
         _add_last_commits(repos, repo, commit, items)
-    return _paginated(request, items, TREE_PAGE_EXPANDED if expand else TREE_PAGE)
+    return _page(request, items, start, page_size, len(fetched) > page_size)
 
 
 def _add_last_commits(repos: RepoService, repo: Repo, commit: Commit, items: list[dict[str, Any]]) -> None:
@@ -390,8 +404,7 @@ async def post_paths_info(
         revision, _ = split_revision(_api_rest(request))
         repos = hub_of(request).repos
         commit = repos.resolve(repo, revision)
-        everything = {item.path: item for item in repos.tree(commit, "", recursive=True)}
-        items = [_file_json(everything[path]) for path in paths if path in everything]
+        items = [_file_json(item) for item in repos.entries(commit, paths)]
         xet.add_xet_hashes(request, items)
         if expand:
             _add_last_commits(repos, repo, commit, items)
@@ -428,8 +441,10 @@ def get_commits(request: Request, plural: str, namespace: str, name: str, rest: 
     formatted = "formatted" in expand
     repo = _load_repo(request, plural, namespace, name)
     revision, _ = split_revision(_api_rest(request))
+    start = _cursor(request)
+    history = hub_of(request).repos.history(repo, revision, start, COMMITS_PAGE + 1)
     items = []
-    for commit in hub_of(request).repos.history(repo, revision):
+    for commit in history[:COMMITS_PAGE]:
         item: dict[str, Any] = {
             "id": commit.oid,
             "title": commit.title,
@@ -440,7 +455,7 @@ def get_commits(request: Request, plural: str, namespace: str, name: str, rest: 
         if formatted:  # as on the Hub, only when asked (`expand[]=formatted`, the client's `formatted=True`)
             item["formatted"] = {"title": commit.title, "message": commit.message}
         items.append(item)
-    return _paginated(request, items, COMMITS_PAGE)
+    return _page(request, items, start, COMMITS_PAGE, len(history) > COMMITS_PAGE)
 
 
 @router.get("/api/{plural}")

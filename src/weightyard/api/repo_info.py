@@ -6,7 +6,7 @@ nothing in a request opens a file. `expand` picks fields as on the Hub (checked 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from fastapi import Request
@@ -125,8 +125,8 @@ def model_info(
     def files() -> dict[str, FileEntry]:
         return hub.repos.files(commit)
 
-    def released(path: str, entry: FileEntry) -> bool:
-        return hub.repos.gate.may_serve_file(principal, repo, path, entry)
+    def released(candidates: Mapping[str, FileEntry]) -> set[str]:
+        return hub.repos.gate.servable_files(principal, repo, candidates)
 
     return describe(repo, commit.oid, fields, files, lambda: hub.facts.describe(files(), released), blobs)
 
@@ -141,8 +141,8 @@ def listed_info(request: Request, item: ListedRepo, fields: Iterable[str]) -> di
     def files() -> dict[str, FileEntry]:
         return hub.repos.files(hub.repos.resolve(repo, item.head)) if item.head else {}
 
-    def released(path: str, entry: FileEntry) -> bool:
-        return hub.repos.gate.may_serve_file(principal, repo, path, entry)
+    def released(candidates: Mapping[str, FileEntry]) -> set[str]:
+        return hub.repos.gate.servable_files(principal, repo, candidates)
 
     def facts() -> RepoFacts:
         return hub.facts.describe(files(), released)

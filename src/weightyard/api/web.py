@@ -543,7 +543,7 @@ def model_page(request: Request, viewer: Principal | None, segments: list[str]) 
     commit = repos.resolve(repo, revision)
     granted = _may_download(repos, viewer, repo)
     card = _stored_card(request, commit) if granted and _may_read_card(repos, viewer, repo, commit) else None
-    history = repos.history(repo, revision)
+    history = repos.history(repo, revision, 0, RECENT_COMMITS)
     data = {
         "repo": _repo_json(repo),
         "revision": revision,
@@ -555,8 +555,8 @@ def model_page(request: Request, viewer: Principal | None, segments: list[str]) 
         **_listing(request, viewer, repo, revision, commit, "", granted),
         "size": sum(entry.size for entry in repos.files(commit).values()),
         "refs": _refs_json(repos, repo, "tree"),
-        "commitCount": len(history),
-        "recentCommits": [_commit_json(repo, c) for c in history[:RECENT_COMMITS]],
+        "commitCount": repos.history_length(repo, revision),
+        "recentCommits": [_commit_json(repo, c) for c in history],
         "snippets": _snippets(request, repo),
         "links": {"files": _rev_url(repo, "tree", revision), "commits": _rev_url(repo, "commits", revision)},
     }
@@ -619,17 +619,17 @@ def commits_page(request: Request, viewer: Principal | None, segments: list[str]
     repos = hub_of(request).repos
     repo = _load(request, viewer, segments[0], segments[1])
     revision, _ = split_revision(segments[3:])
-    history = repos.history(repo, revision)
     number = _page_number(request)
     start = (number - 1) * COMMITS_PAGE
+    history = repos.history(repo, revision, start, COMMITS_PAGE + 1)
     data = {
         "repo": _repo_json(repo),
         "revision": revision,
-        "total": len(history),
+        "total": repos.history_length(repo, revision),
         "page": number,
-        "commits": [_commit_json(repo, c) for c in history[start : start + COMMITS_PAGE]],
+        "commits": [_commit_json(repo, c) for c in history[:COMMITS_PAGE]],
         "refs": _refs_json(repos, repo, "commits"),
-        "links": _page_links(request, number, start + COMMITS_PAGE < len(history)),
+        "links": _page_links(request, number, len(history) > COMMITS_PAGE),
     }
     return Page("commits.html", data, f"{repo.repo_id} · commits on {revision}")
 

@@ -68,12 +68,12 @@ def add_xet_hashes(request: Request, items: list[dict[str, Any]]) -> None:
     xet = hub_of(request).xet
     if xet is None:
         return
+    shas = [str(item["lfs"]["oid"]) for item in items if isinstance(item.get("lfs"), dict)]
+    hashes = xet.xet_hashes(shas)
     for item in items:
         lfs = item.get("lfs")
-        if isinstance(lfs, dict):
-            file_hash = xet.xet_hash(str(lfs["oid"]))
-            if file_hash is not None:
-                item["xetHash"] = file_hash
+        if isinstance(lfs, dict) and str(lfs["oid"]) in hashes:
+            item["xetHash"] = hashes[str(lfs["oid"])]
 
 
 # ---------------------------------------------------------------------------------------------- tokens

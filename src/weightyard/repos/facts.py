@@ -320,16 +320,24 @@ class FactsService:
     # ------------------------------------------------------------------ per commit, from what is stored
 
     def describe(
-        self, files: Mapping[str, FileEntry], released: Callable[[str, FileEntry], bool] | None = None
+        self,
+        files: Mapping[str, FileEntry],
+        released: Callable[[Mapping[str, FileEntry]], set[str]] | None = None,
     ) -> RepoFacts:
         """The facts of a commit's files, from the stored card and file facts; nothing is parsed here.
 
         What comes from a file's content is used only for the files `released` says the one gate lets the
-        caller receive (a card or a config is content like any other); names and sizes are public."""
+        caller receive (a card or a config is content like any other); names and sizes are public. It is
+        asked once, about every file whose content would be used."""
+        read = {
+            path: entry
+            for path, entry in files.items()
+            if path in (CARD_PATH, CONFIG_PATH) or path.endswith(SAFETENSORS_SUFFIX)
+        }
+        allowed = set(read) if released is None else released(read)
 
         def usable(path: str) -> FileEntry | None:
-            entry = files.get(path)
-            return entry if entry is not None and (released is None or released(path, entry)) else None
+            return files.get(path) if path in allowed else None
 
         card_entry = usable(CARD_PATH)
         card = self._cards.get(card_entry.sha256) if card_entry is not None else None

@@ -18,13 +18,14 @@ content it may not read.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from weightyard.auth import Action, Principal, can, namespaces_with, require
 from weightyard.db import tables
-from weightyard.errors import GatedRepo, Quarantined, RepoNotFound
+from weightyard.errors import Quarantined
 from weightyard.repos.scanning import scan_state
 from weightyard.scan import Report, Verdict
 
@@ -71,22 +72,34 @@ class ContentGate:
         # The stored report only (this runs inside GET and HEAD): a file without any verdict yet is held
         # back like an unsafe one until the background scan has run.
         report = self._scans.report(entry.sha256, path)
+        why = self._quarantine(principal, repo, report)
+        if why is not None:
+            raise Quarantined(f"{path} is quarantined: {why}")
+        return report
+
+    def _quarantine(self, principal: Principal | None, repo: Repo, report: Report) -> str | None:
+        """Why the file with `report` is held back from `principal` (who may download the repo), or None."""
         pending = scan_state(report) == "pending"
         if (
             (report.verdict is Verdict.UNSAFE or pending)
             and self.policy(repo) != "warn"
             and not can(principal, Action.ADMIN, repo.ref)
         ):
-            why = "it has not been scanned yet" if pending else "the scanner found it unsafe"
-            raise Quarantined(f"{path} is quarantined: {why}")
-        return report
+            return "it has not been scanned yet" if pending else "the scanner found it unsafe"
+        return None
 
     def may_serve_file(self, principal: Principal | None, repo: Repo, path: str, entry: FileEntry) -> bool:
-        try:
-            self.require_file(principal, repo, path, entry)
-        except (RepoNotFound, GatedRepo, Quarantined):
-            return False
-        return True
+        return path in self.servable_files(principal, repo, {path: entry})
+
+    def servable_files(
+        self, principal: Principal | None, repo: Repo, files: Mapping[str, FileEntry]
+    ) -> set[str]:
+        """The paths of `files` that `require_file` would release to `principal`, decided together: the
+        repo-level half once, and the files' stored reports in one query."""
+        if not files or not can(principal, Action.DOWNLOAD, repo.ref, self.gate_passed(principal, repo)):
+            return set()
+        reports = self._scans.reports_of({path: entry.sha256 for path, entry in files.items()})
+        return {path for path, report in reports.items() if self._quarantine(principal, repo, report) is None}
 
     # ------------------------------------------------------------------ by content
 

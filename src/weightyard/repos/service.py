@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import itertools
 import logging
 import re
 import threading
@@ -602,16 +603,19 @@ class RepoService:
             if commit is not None:
                 return commit
         names = [revision] if revision.startswith("refs/") else [HEADS + revision, TAGS + revision]
+        # The ref and its commit in one query (every request resolves a revision); a branch wins over a tag.
+        refs, commits = tables.refs, tables.commits
+        found = {
+            row.ref_name: row
+            for row in conn.execute(
+                sa.select(commits, refs.c.name.label("ref_name"))
+                .join(refs, sa.and_(refs.c.repo_id == commits.c.repo_id, refs.c.target_oid == commits.c.oid))
+                .where(refs.c.repo_id == repo.id, refs.c.name.in_(names))
+            )
+        }
         for name in names:
-            target = conn.execute(
-                sa.select(tables.refs.c.target_oid).where(
-                    tables.refs.c.repo_id == repo.id, tables.refs.c.name == name
-                )
-            ).scalar()
-            if target is not None:
-                commit = self._commit(conn, repo, target)
-                if commit is not None:
-                    return commit
+            if name in found:
+                return _commit_from_row(found[name])
         if SHORT_OID_RE.match(revision):
             # An abbreviated commit id, as git accepts one: 7 or more hex digits naming exactly one commit.
             rows = conn.execute(
@@ -661,8 +665,18 @@ class RepoService:
             if isinstance(item.entry, FileEntry)
         }
 
-    def tree(self, commit: Commit, path: str = "", recursive: bool = False) -> list[TreeItem]:
-        """The entries under `path` (the root when empty); `EntryNotFound` when it is not a folder."""
+    def tree(
+        self,
+        commit: Commit,
+        path: str = "",
+        recursive: bool = False,
+        start: int = 0,
+        limit: int | None = None,
+    ) -> list[TreeItem]:
+        """The entries under `path` (the root when empty), in listing order; `EntryNotFound` when it is not a
+        folder. With `limit`, at most `limit` entries from the `start`-th on: the walk stops there, so a page
+        costs what the entries before its end cost, not the whole tree."""
+        stop = None if limit is None else start + limit
         with self._engine.connect() as conn:
             oid = commit.tree_oid
             prefix = ""
@@ -675,7 +689,23 @@ class RepoService:
                         raise EntryNotFound(f"{path} does not exist at {commit.oid}", commit=commit.oid)
                     oid = entry.oid
                 prefix = path + "/"
-            return list(self._walk(conn, oid, prefix, recursive))
+            return list(itertools.islice(self._walk(conn, oid, prefix, recursive), start, stop))
+
+    def entries(self, commit: Commit, paths: Sequence[str]) -> list[TreeItem]:
+        """The file or folder at each of `paths` that exists at `commit`, in the order asked; the others are
+        left out. Reads only the folders on the way to each."""
+        found = []
+        with self._engine.connect() as conn:
+            for path in paths:
+                *folders, name = path.split("/")
+                children: dict[str, FileEntry | DirEntry] | None = self._children(conn, commit.tree_oid)
+                for segment in folders:
+                    child = children.get(segment) if children is not None else None
+                    children = self._children(conn, child.oid) if isinstance(child, DirEntry) else None
+                entry = children.get(name) if children is not None else None
+                if entry is not None:
+                    found.append(TreeItem(path, entry))
+        return found
 
     def file(self, commit: Commit, path: str) -> FileEntry:
         check_path(path)
@@ -692,18 +722,47 @@ class RepoService:
             raise EntryNotFound(f"{path} does not exist at {commit.oid}", commit=commit.oid)
         return entry
 
-    def history(self, repo: Repo, revision: str) -> list[Commit]:
-        """Commits reachable from `revision`, newest first."""
+    def history(self, repo: Repo, revision: str, start: int = 0, limit: int | None = None) -> list[Commit]:
+        """Commits reachable from `revision`, newest first; with `limit`, at most `limit` of them from the
+        `start`-th on. One query that follows the parents from the head and stops at the page's end."""
+        commits = tables.commits
         with self._engine.connect() as conn:
             head = self._resolve(conn, repo, revision)
-            rows = conn.execute(sa.select(tables.commits).where(tables.commits.c.repo_id == repo.id))
-            by_oid = {row.oid: _commit_from_row(row) for row in rows}
-        result: list[Commit] = []
-        current: Commit | None = head
-        while current is not None:
-            result.append(current)
-            current = by_oid.get(current.parent_oid) if current.parent_oid else None
-        return result
+            chain = (
+                sa.select(commits.c.oid, commits.c.parent_oid, sa.literal(0).label("depth"))
+                .where(commits.c.repo_id == repo.id, commits.c.oid == head.oid)
+                .cte("chain", recursive=True)
+            )
+            step = sa.select(commits.c.oid, commits.c.parent_oid, chain.c.depth + 1).where(
+                commits.c.repo_id == repo.id, commits.c.oid == chain.c.parent_oid
+            )
+            if limit is not None:
+                step = step.where(chain.c.depth + 1 < start + limit)
+            chain = chain.union_all(step)
+            page = (
+                sa.select(commits)
+                .join(chain, sa.and_(commits.c.repo_id == repo.id, commits.c.oid == chain.c.oid))
+                .where(chain.c.depth >= start)
+                .order_by(chain.c.depth)
+            )
+            return [_commit_from_row(row) for row in conn.execute(page)]
+
+    def history_length(self, repo: Repo, revision: str) -> int:
+        """How many commits are reachable from `revision` (counted in the database)."""
+        commits = tables.commits
+        with self._engine.connect() as conn:
+            head = self._resolve(conn, repo, revision)
+            chain = (
+                sa.select(commits.c.oid, commits.c.parent_oid)
+                .where(commits.c.repo_id == repo.id, commits.c.oid == head.oid)
+                .cte("chain", recursive=True)
+            )
+            chain = chain.union_all(
+                sa.select(commits.c.oid, commits.c.parent_oid).where(
+                    commits.c.repo_id == repo.id, commits.c.oid == chain.c.parent_oid
+                )
+            )
+            return int(conn.execute(sa.select(sa.func.count()).select_from(chain)).scalar_one())
 
     # ------------------------------------------------------------------ refs
 

@@ -526,8 +526,22 @@ class XetService:
 
     def xet_hash(self, sha256: str) -> str | None:
         """The Xet hash of content stored as xorbs (None for a whole blob), which `/resolve` advertises."""
-        file = self._store.file_by_sha256(sha256)
-        return hash_to_string(file.file_hash) if file is not None else None
+        return self.xet_hashes([sha256]).get(sha256)
+
+    def xet_hashes(self, shas: Iterable[str]) -> dict[str, str]:
+        """The Xet hash of each of `shas` stored as xorbs, in one query (a page of a tree asks for its files
+        at once). Content registered under several Xet hashes answers with the smallest, always the same."""
+        wanted = sorted(set(shas))
+        if not wanted:
+            return {}
+        files = tables.xet_files
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(files.c.sha256, sa.func.min(files.c.file_hash))
+                .where(files.c.sha256.in_(wanted))
+                .group_by(files.c.sha256)
+            ).all()
+        return {sha: str(file_hash) for sha, file_hash in rows}
 
     # ------------------------------------------------------------------ gc and stats
 
