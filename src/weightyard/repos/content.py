@@ -437,6 +437,21 @@ class ContentStore:
             return None
         return self._file_where(tables.xet_files.c.sha256 == sha256)
 
+    def xet_hashes(self, shas: Iterable[str]) -> dict[str, str]:
+        """The Xet hash of each of `shas` stored as xorbs, in one query; content registered under several Xet
+        hashes answers with the smallest, always the same."""
+        wanted = sorted(set(shas))
+        if not self.xet or not wanted:
+            return {}
+        files = tables.xet_files
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(files.c.sha256, sa.func.min(files.c.file_hash))
+                .where(files.c.sha256.in_(wanted))
+                .group_by(files.c.sha256)
+            ).all()
+        return {sha: str(file_hash) for sha, file_hash in rows}
+
     def _file_where(self, condition: sa.ColumnElement[bool]) -> XetFile | None:
         with self._engine.connect() as conn:
             row = conn.execute(sa.select(tables.xet_files).where(condition).limit(1)).first()

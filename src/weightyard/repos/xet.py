@@ -529,19 +529,9 @@ class XetService:
         return self.xet_hashes([sha256]).get(sha256)
 
     def xet_hashes(self, shas: Iterable[str]) -> dict[str, str]:
-        """The Xet hash of each of `shas` stored as xorbs, in one query (a page of a tree asks for its files
-        at once). Content registered under several Xet hashes answers with the smallest, always the same."""
-        wanted = sorted(set(shas))
-        if not wanted:
-            return {}
-        files = tables.xet_files
-        with self._engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(files.c.sha256, sa.func.min(files.c.file_hash))
-                .where(files.c.sha256.in_(wanted))
-                .group_by(files.c.sha256)
-            ).all()
-        return {sha: str(file_hash) for sha, file_hash in rows}
+        """The Xet hash of each of `shas` stored as xorbs, in one query (a tree page asks for its files at
+        once)."""
+        return self._store.xet_hashes(shas)
 
     # ------------------------------------------------------------------ gc and stats
 
