@@ -87,10 +87,10 @@ def test_concurrent_claims_hand_each_job_to_exactly_one_worker(engine: sa.Engine
         try:
             start.wait()
             for _ in range(JOBS + 1):  # bounded: never more claims than there are jobs
-                job = queue.claim(worker)
-                if job is None:
+                jobs = queue.claim(worker, limit=3)
+                if not jobs:
                     return
-                claimed.append((worker, job.id))
+                claimed.extend((worker, job.id) for job in jobs)
         except BaseException as exc:
             errors.append(exc)
 
@@ -112,12 +112,12 @@ def test_a_job_whose_worker_died_is_claimed_again_and_failed_after_bounded_attem
 ) -> None:
     queue = ScanQueue(engine, lease_s=30)
     queue.enqueue({(_digest(7), ""): "model.bin"})
-    first = queue.claim("dead-worker")
-    assert first is not None and first.attempts == 1
-    assert queue.claim("other") is None, "a held lease keeps the job from everyone else"
+    (first,) = queue.claim("dead-worker")
+    assert first.attempts == 1
+    assert queue.claim("other") == [], "a held lease keeps the job from everyone else"
     _expire_leases(engine)
-    again = queue.claim("other")
-    assert again is not None and (again.id, again.attempts) == (first.id, 2)
+    (again,) = queue.claim("other")
+    assert (again.id, again.attempts) == (first.id, 2)
     # The dead worker's late renewal does not take the job back from the one that holds it now.
     queue.renew("dead-worker", [first.id])
     with engine.connect() as conn:
@@ -125,19 +125,19 @@ def test_a_job_whose_worker_died_is_claimed_again_and_failed_after_bounded_attem
     assert holder == "other"
     for attempt in range(3, MAX_ATTEMPTS + 1):
         _expire_leases(engine)
-        job = queue.claim(f"worker-{attempt}")
-        assert job is not None and job.attempts == attempt
+        (job,) = queue.claim(f"worker-{attempt}")
+        assert job.attempts == attempt
     _expire_leases(engine)
-    assert queue.claim("last") is None
-    left, failed = queue.outcome([(_digest(7), "")])
-    assert not left
-    failure = failed[(_digest(7), "")]
+    assert queue.claim("last") == []
+    progress = queue.progress([(_digest(7), "")])
+    assert not progress.pending and not progress.unqueued
+    failure = progress.failed[(_digest(7), "")]
     assert (failure.code, failure.status) == ("ScanFailed", 500)
     with engine.connect() as conn:
         assert conn.execute(sa.select(tables.scan_jobs.c.state)).scalar_one() == FAILED
     # Content uploaded (or committed) again is tried again.
     queue.enqueue({(_digest(7), ""): "model.bin"}, retry_failed=True)
-    assert queue.claim("fresh") is not None
+    assert len(queue.claim("fresh")) == 1
 
 
 # -- on a hub ------------------------------------------------------------------------------------------
@@ -185,6 +185,22 @@ def test_an_upload_is_scanned_in_the_background_before_any_commit_names_it(
     assert _await_report(hub, hashlib.sha256(content).hexdigest(), "") == "unscannable"
 
 
+def test_an_lfs_upload_is_scanned_in_the_background_before_any_commit_names_it(
+    hub: Server, repo_name: str
+) -> None:
+    HfApi(endpoint=hub.url, token=hub.token).create_repo(repo_name)
+    content = b"cos\nsystem\n(S'echo WEIGHTYARD_MARKER'\ntR."  # only ever scanned, never loaded
+    oid = hashlib.sha256(content).hexdigest()
+    batch = httpx.post(
+        f"{hub.url}/{repo_name}.git/info/lfs/objects/batch",
+        headers={"Authorization": f"Bearer {hub.token}", "Content-Type": "application/vnd.git-lfs+json"},
+        json={"operation": "upload", "transfers": ["basic"], "objects": [{"oid": oid, "size": len(content)}]},
+    )
+    (obj,) = batch.json()["objects"]
+    httpx.put(obj["actions"]["upload"]["href"], content=content).raise_for_status()
+    assert _await_report(hub, oid, "") == "unsafe"
+
+
 def test_a_commit_whose_scan_is_still_running_is_a_retryable_503_and_lands_once_it_is_done(
     hub: Server, repo_name: str
 ) -> None:
@@ -229,3 +245,19 @@ def test_a_commit_whose_scan_is_still_running_is_a_retryable_503_and_lands_once_
     assert _await_report(hub, sha, ".json") == "safe"
     api.create_commit(repo_name, operations=[CommitOperationAdd("config.json", content)], commit_message="x")
     assert httpx.get(f"{hub.url}/{repo_name}/resolve/main/config.json").content == content
+
+
+def test_a_commit_queues_again_the_scan_of_content_whose_report_was_removed(
+    server: Server, repo_name: str
+) -> None:
+    api = HfApi(endpoint=server.url, token=server.token)
+    api.create_repo(repo_name)
+    content = b'{"model_type": "again"}'
+    sha = hashlib.sha256(content).hexdigest()
+    api.upload_file(path_or_fileobj=content, path_in_repo="a.json", repo_id=repo_name)
+    engine = _db(server)
+    with engine.begin() as conn:
+        conn.execute(sa.delete(tables.scan_reports).where(tables.scan_reports.c.sha256 == sha))
+    engine.dispose()
+    api.upload_file(path_or_fileobj=content, path_in_repo="b.json", repo_id=repo_name)
+    assert _await_report(server, sha, ".json") == "safe"

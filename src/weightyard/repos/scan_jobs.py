@@ -18,7 +18,7 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -64,6 +64,13 @@ class Failure:
         return error
 
 
+@dataclass(frozen=True)
+class Progress:
+    pending: set[Key]  # queued or running
+    failed: dict[Key, Failure]
+    unqueued: set[Key]  # neither a report nor a job (the report was removed since)
+
+
 def worker_id() -> str:
     """A name for this process's claims, unique across hosts and restarts."""
     return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -80,7 +87,8 @@ class ScanQueue:
         self._lease = datetime.timedelta(seconds=lease_s)
 
     @contextmanager
-    def _write(self) -> Iterator[sa.Connection]:
+    def write(self) -> Iterator[sa.Connection]:
+        """A write transaction for the queue's tables and the reports its jobs produce."""
         # SQLite needs BEGIN IMMEDIATE (a deferred transaction that reads, then writes, can fail when another
         # writer got in between); PostgreSQL orders these writes by row locks alone (see the module's doc).
         if self._engine.dialect.name == "sqlite":
@@ -96,10 +104,11 @@ class ScanQueue:
         (idempotent), a failed one is queued again with `retry_failed`."""
         if not work:
             return
-        with self._write() as conn:
-            todo = {key: path for key, path in work.items() if key not in self._reported(conn, work)}
+        with self.write() as conn:
+            reported = self._reported(conn, work)
+            todo = {key: path for key, path in work.items() if key not in reported}
             if retry_failed and todo:
-                failed = [job_id for job_id, _ in self._failed(conn, todo).values()]
+                failed = [job_id for job_id, state, _ in self._states(conn, todo).values() if state == FAILED]
                 if failed:
                     conn.execute(
                         sa.update(_jobs)
@@ -143,32 +152,32 @@ class ScanQueue:
         return found & wanted
 
     @staticmethod
-    def _failed(conn: sa.Connection, keys: Iterable[Key]) -> dict[Key, tuple[int, str]]:
-        """The failed jobs among `keys`: their ids and errors."""
+    def _states(conn: sa.Connection, keys: Iterable[Key]) -> dict[Key, tuple[int, str, str | None]]:
+        """The jobs of `keys` that exist: id, state and error of each."""
         wanted = set(keys)
-        found: dict[Key, tuple[int, str]] = {}
+        found: dict[Key, tuple[int, str, str | None]] = {}
         for batch in _chunks(sorted({sha for sha, _ in wanted})):
             rows = conn.execute(
-                sa.select(_jobs.c.id, _jobs.c.sha256, _jobs.c.name_key, _jobs.c.error).where(
-                    _jobs.c.sha256.in_(batch),
-                    _jobs.c.scanner_version == SCANNER_VERSION,
-                    _jobs.c.state == FAILED,
+                sa.select(_jobs.c.id, _jobs.c.sha256, _jobs.c.name_key, _jobs.c.state, _jobs.c.error).where(
+                    _jobs.c.sha256.in_(batch), _jobs.c.scanner_version == SCANNER_VERSION
                 )
             ).all()
-            found.update({(row.sha256, row.name_key): (int(row.id), str(row.error)) for row in rows})
+            found.update({(row.sha256, row.name_key): (int(row.id), row.state, row.error) for row in rows})
         return {key: found[key] for key in wanted & found.keys()}
 
     # -- progress --------------------------------------------------------------------------------------
-    def outcome(self, keys: Iterable[Key]) -> tuple[set[Key], dict[Key, Failure]]:
-        """Of `keys`, those still to scan (queued, running, or with no job at all), and those whose job
-        failed."""
+    def progress(self, keys: Iterable[Key]) -> Progress:
+        """Where the scans of `keys` stand (done ones are left out)."""
         wanted = set(keys)
         with self._engine.connect() as conn:
             left = wanted - self._reported(conn, wanted)
-            failed = {
-                key: Failure(**json.loads(error)) for key, (_, error) in self._failed(conn, left).items()
-            }
-        return left - set(failed), failed
+            states = self._states(conn, left)
+        failed = {
+            key: Failure(**json.loads(error or "{}"))
+            for key, (_, state, error) in states.items()
+            if state == FAILED
+        }
+        return Progress(pending=set(states) - set(failed), failed=failed, unqueued=left - set(states))
 
     # -- claims ----------------------------------------------------------------------------------------
     def has_work(self) -> bool:
@@ -189,20 +198,20 @@ class ScanQueue:
             _jobs.c.attempts < MAX_ATTEMPTS,
         )
 
-    def claim(self, worker: str, key: Key | None = None) -> Job | None:
-        """Take the oldest claimable job (or the job of `key`) for `worker`, under a lease; None if none is
-        free. Two workers never hold one job: the row is locked (PostgreSQL, skipping rows that another claim
-        holds) or the whole claim is one write transaction (SQLite)."""
+    def claim(self, worker: str, limit: int = 1, keys: Collection[Key] | None = None) -> list[Job]:
+        """Take up to `limit` of the oldest claimable jobs (of `keys` only, when given) for `worker`, under a
+        lease. Two workers never hold one job: the rows are locked (PostgreSQL, skipping rows that another
+        claim holds) or the whole claim is one write transaction (SQLite)."""
         now = utcnow()
-        with self._write() as conn:
+        with self.write() as conn:
             self._fail_abandoned(conn, now)
             pick = sa.select(_jobs.c.id).where(self._claimable(now))
-            if key is not None:
-                pick = pick.where(_jobs.c.sha256 == key[0], _jobs.c.name_key == key[1])
-            pick = pick.order_by(_jobs.c.id).limit(1).with_for_update(skip_locked=True)
-            row = conn.execute(
+            if keys is not None:
+                pick = pick.where(sa.tuple_(_jobs.c.sha256, _jobs.c.name_key).in_(sorted(keys)[:_BATCH]))
+            pick = pick.order_by(_jobs.c.id).limit(limit).with_for_update(skip_locked=True)
+            rows = conn.execute(
                 sa.update(_jobs)
-                .where(_jobs.c.id == pick.scalar_subquery())
+                .where(_jobs.c.id.in_(pick))
                 .values(
                     state=RUNNING,
                     attempts=_jobs.c.attempts + 1,
@@ -210,10 +219,9 @@ class ScanQueue:
                     claimed_by=worker,
                 )
                 .returning(_jobs.c.id, _jobs.c.sha256, _jobs.c.name_key, _jobs.c.path, _jobs.c.attempts)
-            ).first()
-        if row is None:
-            return None
-        return Job(int(row.id), row.sha256, row.name_key, row.path, int(row.attempts))
+            ).all()
+        jobs = [Job(int(row.id), row.sha256, row.name_key, row.path, int(row.attempts)) for row in rows]
+        return sorted(jobs, key=lambda job: job.id)
 
     def _fail_abandoned(self, conn: sa.Connection, now: datetime.datetime) -> None:
         """Jobs whose worker stopped (lease over) on every attempt: failed, never a verdict."""
@@ -237,17 +245,32 @@ class ScanQueue:
         held = sorted(ids)
         if not held:
             return
-        with self._write() as conn:
+        with self.write() as conn:
             conn.execute(
                 sa.update(_jobs)
                 .where(_jobs.c.id.in_(held), _jobs.c.claimed_by == worker, _jobs.c.state == RUNNING)
                 .values(lease_until=utcnow() + self._lease)
             )
 
-    def finish(self, job: Job) -> None:
-        """The job's report is stored: the job is done (whoever holds it now: the report is the same)."""
-        with self._write() as conn:
-            conn.execute(sa.delete(_jobs).where(_jobs.c.id == job.id))
+    @staticmethod
+    def finish(conn: sa.Connection, jobs: Iterable[Job]) -> None:
+        """These jobs' reports are stored (in the same transaction, `conn`): they are done, whoever holds them
+        now (the report is the same)."""
+        ids = sorted(job.id for job in jobs)
+        if ids:
+            conn.execute(sa.delete(_jobs).where(_jobs.c.id.in_(ids)))
+
+    def release(self, worker: str, jobs: Iterable[Job]) -> None:
+        """Give back jobs claimed but not started (the process is stopping): queued again, no attempt used."""
+        ids = sorted(job.id for job in jobs)
+        if not ids:
+            return
+        with self.write() as conn:
+            conn.execute(
+                sa.update(_jobs)
+                .where(_jobs.c.id.in_(ids), _jobs.c.claimed_by == worker, _jobs.c.state == RUNNING)
+                .values(state=QUEUED, attempts=_jobs.c.attempts - 1, lease_until=None, claimed_by=None)
+            )
 
     def fail(self, worker: str, job: Job, failure: Failure, final: bool) -> None:
         """The scan raised: try again later, or (`final`, or out of attempts) keep the job as failed."""
@@ -260,7 +283,7 @@ class ScanQueue:
         else:
             later = utcnow() + datetime.timedelta(seconds=RETRY_DELAY_S * job.attempts)
             values = {"state": QUEUED, "claimed_by": None, "lease_until": later}
-        with self._write() as conn:
+        with self.write() as conn:
             conn.execute(
                 sa.update(_jobs).where(_jobs.c.id == job.id, _jobs.c.claimed_by == worker).values(**values)
             )

@@ -51,6 +51,13 @@ _SWEEP_INTERVAL_S = 60.0
 _POLL_S = 1.0
 # How often a waiting commit looks at its scans' progress when another process runs them.
 _WAIT_POLL_S = 0.2
+_WAIT_PER_SCAN_S = 0.001
+# A commit waits `scan_wait` seconds for one of its scans to finish, again after each that does, and at most
+# this long in all (a large commit of many small new files).
+_WAIT_LIMIT_S = 60.0
+# Jobs a runner claims at once: fewer transactions per scan for many small files, while a few large ones
+# still spread over the processes.
+_CLAIM_BATCH = 8
 # A scan is bounded by its own budget (`weightyard.scan.Limits.seconds`); a lease is no longer renewed past
 # this, so a scan stuck beyond every budget is taken over (and counted as an attempt).
 _MAX_SCAN_S = 2 * DEFAULT_LIMITS.seconds + 60
@@ -104,6 +111,7 @@ class ScanService:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._next_renewal = self._next_sweep = 0.0
 
     # -- reads -----------------------------------------------------------------------------------------
     def _stored(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], Report]:
@@ -172,27 +180,38 @@ class ScanService:
 
     def await_scans(self, blobs: Mapping[str, str], wait_s: float) -> None:
         """Return once every blob (path → sha256) has a report of the current scanner, queueing what is
-        missing. Raise the error of a scan that failed, or `ScanPending` when scans are still running after
-        `wait_s` seconds (the client retries; the scans go on)."""
+        missing. Raise the error of a scan that failed, or `ScanPending` once `wait_s` seconds have passed
+        without any of these scans finishing (or `_WAIT_LIMIT_S` in all): the client retries, the scans go on.
+        """
         work = {(sha, name_key(path)): path for path, sha in blobs.items()}
         self._queue.enqueue(work, retry_failed=True)
         self._wake.set()
-        deadline = time.monotonic() + wait_s
+        started = time.monotonic()
+        deadline = started + wait_s
+        left = set(work)
         while True:
-            left, failed = self._queue.outcome(work)
-            if failed:
-                raise next(iter(failed.values())).error()
+            progress = self._queue.progress(left)
+            if progress.failed:
+                raise next(iter(progress.failed.values())).error()
+            if progress.unqueued:
+                self._queue.enqueue({key: work[key] for key in progress.unqueued})
+                self._wake.set()
+            now = time.monotonic()
+            if len(progress.pending | progress.unqueued) < len(left):
+                # progress: the wait starts again, within the overall limit
+                deadline = min(max(deadline, now + wait_s), started + max(wait_s, _WAIT_LIMIT_S))
+            left = progress.pending | progress.unqueued
             if not left:
                 return
             if not self._threads:
                 # No runner in this process: run the jobs here, claimed like any other.
-                ran = [job for job in map(self._claim_key, sorted(left)) if job is not None]
-                for job in ran:
-                    self._execute(job)
+                ran = False
+                while jobs := self._queue.claim(self._me, _CLAIM_BATCH, keys=left):
+                    self._execute(jobs)
+                    ran = True
                 if ran:
                     continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if now >= deadline:
                 paths = sorted(work[key] for key in left)
                 raise ScanPending(
                     f"the scan of {', '.join(paths[:5])}{' …' if len(paths) > 5 else ''} is still running; "
@@ -201,73 +220,69 @@ class ScanService:
                     pending=paths[:100],
                 )
             with self._done:
-                self._done.wait(min(remaining, _WAIT_POLL_S))
+                self._done.wait(min(deadline - now, _WAIT_POLL_S))
+            # Looking costs in proportion to the scans left, and this thread shares the interpreter with the
+            # runners: with many left, look again only after a while, even when told some finished.
+            time.sleep(min(_WAIT_POLL_S, len(left) * _WAIT_PER_SCAN_S))
 
-    def _claim_key(self, key: Key) -> Job | None:
-        return self._queue.claim(self._me, key)
-
-    def _execute(self, job: Job) -> None:
-        """Run a claimed job: store its report, or record why it could not be made."""
+    def _execute(self, jobs: list[Job]) -> None:
+        """Run claimed jobs: store their reports and end them in one transaction, or record why a report
+        could not be made. Jobs not started when the process stops are given back."""
+        started = time.monotonic()
         with self._lock:
-            self._running[job.id] = time.monotonic()
+            self._running.update((job.id, started) for job in jobs)
         try:
-            try:
-                self.scan(job.sha256, job.path)
-            except BlobNotFound as exc:
-                self._forget(job.sha256)
-                self._queue.fail(self._me, job, Failure(exc.code, exc.status, exc.message), final=True)
-            except WeightyardError as exc:
-                _log.error("scan of %s failed: %s", job.sha256, exc.message)
-                self._queue.fail(self._me, job, Failure(exc.code, exc.status, exc.message), final=False)
-            except Exception as exc:  # damaged storage of any kind: never a verdict
-                _log.exception("scan of %s failed", job.sha256)
-                failure = Failure("ScanFailed", 500, f"the scan could not read the content: {exc}")
-                self._queue.fail(self._me, job, failure, final=False)
-            else:
-                self._queue.finish(job)
+            stored = self._stored([(job.sha256, job.name_key) for job in jobs])
+            done: list[tuple[Job, Report | None]] = []
+            for n, job in enumerate(jobs):
+                if self._stop.is_set():
+                    self._queue.release(self._me, jobs[n:])
+                    break
+                known = stored.get((job.sha256, job.name_key))
+                if known is not None and known.scanner_version == SCANNER_VERSION:
+                    done.append((job, None))  # another worker finished it meanwhile
+                    continue
+                try:
+                    done.append((job, self._scan_stored(job.sha256, job.path)))
+                except BlobNotFound as exc:
+                    self._forget(job.sha256)
+                    self._queue.fail(self._me, job, Failure(exc.code, exc.status, exc.message), final=True)
+                except WeightyardError as exc:
+                    _log.error("scan of %s failed: %s", job.sha256, exc.message)
+                    self._queue.fail(self._me, job, Failure(exc.code, exc.status, exc.message), final=False)
+                except Exception as exc:  # damaged storage of any kind: never a verdict
+                    _log.exception("scan of %s failed", job.sha256)
+                    failure = Failure("ScanFailed", 500, f"the scan could not read the content: {exc}")
+                    self._queue.fail(self._me, job, failure, final=False)
+            with self._queue.write() as conn:
+                for job, report in done:
+                    if report is not None:
+                        _save(conn, job.sha256, job.name_key, report)
+                self._queue.finish(conn, (job for job, _ in done))
         finally:
             with self._done:
-                self._running.pop(job.id, None)
+                for job in jobs:
+                    self._running.pop(job.id, None)
                 self._done.notify_all()
 
     # -- scans -----------------------------------------------------------------------------------------
     def scan(self, sha256: str, path: str) -> Report:
         """The current scanner's report of the blob at `path`, scanning it now (and storing the report) if
-        there is none. For the queue's jobs, never for a request."""
+        there is none. For the queue's jobs and maintenance, never for a request."""
         key = name_key(path)
         stored = self._stored([(sha256, key)]).get((sha256, key))
         if stored is not None and stored.scanner_version == SCANNER_VERSION:
             return dataclasses.replace(stored, name=path)
+        report = self._scan_stored(sha256, path)
+        with self._queue.write() as conn:
+            _save(conn, sha256, key, report)
+        return report
+
+    def _scan_stored(self, sha256: str, path: str) -> Report:
         # Read in place: a whole blob is mapped, content rebuilt from xorbs is read by the ranges the
         # parsers touch (every chunk re-hashed as it is read), never spooled to disk.
         with self._store.open(sha256) as handle:
-            report = scan_file(handle, path)
-        with transaction(self._engine) as conn:
-            # Two workers may finish the same content (a lease taken over): the first report stays.
-            insert_ignore(
-                conn,
-                tables.scan_reports,
-                [
-                    {
-                        "sha256": sha256,
-                        "name_key": key,
-                        "scanner_version": SCANNER_VERSION,
-                        "verdict": report.verdict.value,
-                        "format": report.format,
-                        "report": json.dumps(report.to_dict()),
-                        "created_at": utcnow(),
-                    }
-                ],
-            )
-            # Reports of older rules are never shown again once the current one exists.
-            conn.execute(
-                sa.delete(tables.scan_reports).where(
-                    tables.scan_reports.c.sha256 == sha256,
-                    tables.scan_reports.c.name_key == key,
-                    tables.scan_reports.c.scanner_version != SCANNER_VERSION,
-                )
-            )
-        return report
+            return scan_file(handle, path)
 
     def stale_pairs(self, limit: int) -> list[tuple[str, str]]:
         """Up to `limit` stored (sha256, name key) pairs that have no report of the current scanner, nor a job
@@ -337,33 +352,71 @@ class ScanService:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
-            job = self._queue.claim(self._me) if self._queue.has_work() else None
-            if job is None:
+            try:
+                jobs = self._queue.claim(self._me, _CLAIM_BATCH) if self._queue.has_work() else []
+                if jobs:
+                    self._execute(jobs)
+            except Exception:  # the database is unreachable for a while: the runner carries on after it
+                _log.exception("scan runner")
+                jobs = []
+            if not jobs:
                 self._wake.wait(timeout=_POLL_S)
                 continue
-            self._execute(job)
             # Another runner of this process may sleep while jobs are left.
             self._wake.set()
 
     def _keep(self) -> None:
-        next_sweep = next_renewal = 0.0
         while not self._stop.wait(timeout=_POLL_S):
-            now = time.monotonic()
-            with self._lock:
-                hints, self._hints = self._hints, {}
-                held = [job for job, started in self._running.items() if now - started < _MAX_SCAN_S]
-            if now >= next_renewal:
-                self._queue.renew(self._me, held)
-                next_renewal = now + self._lease_s / 3
-            if hints:
-                self._queue.enqueue(hints)
+            try:
+                self._upkeep()
+            except Exception:  # as in `_run`
+                _log.exception("scan upkeep")
+
+    def _upkeep(self) -> None:
+        """Renew the leases of running jobs, queue the reads' hints, and sweep reports of older rules."""
+        now = time.monotonic()
+        with self._lock:
+            hints, self._hints = self._hints, {}
+            held = [job for job, started in self._running.items() if now - started < _MAX_SCAN_S]
+        if now >= self._next_renewal:
+            self._queue.renew(self._me, held)
+            self._next_renewal = now + self._lease_s / 3
+        if hints:
+            self._queue.enqueue(hints)
+            self._wake.set()
+        if now >= self._next_sweep:
+            stale = self.stale_pairs(_SWEEP_BATCH)
+            self._queue.enqueue({pair: name_for_key(pair[1]) for pair in stale})
+            self._next_sweep = now + (0 if len(stale) == _SWEEP_BATCH else _SWEEP_INTERVAL_S)
+            if stale:
                 self._wake.set()
-            if now >= next_sweep:
-                stale = self.stale_pairs(_SWEEP_BATCH)
-                self._queue.enqueue({pair: name_for_key(pair[1]) for pair in stale})
-                next_sweep = now + (0 if len(stale) == _SWEEP_BATCH else _SWEEP_INTERVAL_S)
-                if stale:
-                    self._wake.set()
+
+
+def _save(conn: sa.Connection, sha256: str, key: str, report: Report) -> None:
+    """Store a report of the current scanner. Two workers may finish the same content (a lease taken over):
+    the first report stays. Reports of older rules are never shown again once the current one exists."""
+    insert_ignore(
+        conn,
+        tables.scan_reports,
+        [
+            {
+                "sha256": sha256,
+                "name_key": key,
+                "scanner_version": SCANNER_VERSION,
+                "verdict": report.verdict.value,
+                "format": report.format,
+                "report": json.dumps(report.to_dict()),
+                "created_at": utcnow(),
+            }
+        ],
+    )
+    conn.execute(
+        sa.delete(tables.scan_reports).where(
+            tables.scan_reports.c.sha256 == sha256,
+            tables.scan_reports.c.name_key == key,
+            tables.scan_reports.c.scanner_version != SCANNER_VERSION,
+        )
+    )
 
 
 def _parse(text: str) -> Report | None:
