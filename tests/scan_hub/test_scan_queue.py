@@ -140,6 +140,24 @@ def test_a_job_whose_worker_died_is_claimed_again_and_failed_after_bounded_attem
     assert len(queue.claim("fresh")) == 1
 
 
+def test_jobs_of_another_scanner_version_are_dropped_unless_a_worker_holds_them(engine: sa.Engine) -> None:
+    queue = ScanQueue(engine, lease_s=30)
+    queue.enqueue({(_digest(n), ""): "f.bin" for n in range(3)})
+    later = utcnow() + datetime.timedelta(minutes=5)
+    with transaction(engine) as conn:
+        jobs = tables.scan_jobs
+        conn.execute(sa.update(jobs).where(jobs.c.sha256 != _digest(0)).values(scanner_version="older"))
+        conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.sha256 == _digest(1))
+            .values(state="running", lease_until=later, claimed_by="old-process")
+        )
+    queue.prune()
+    with engine.connect() as conn:
+        left = conn.execute(sa.select(tables.scan_jobs.c.sha256)).scalars().all()
+    assert sorted(left) == sorted([_digest(0), _digest(1)])
+
+
 # -- on a hub ------------------------------------------------------------------------------------------
 
 

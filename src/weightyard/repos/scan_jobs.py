@@ -240,6 +240,20 @@ class ScanQueue:
             .values(state=FAILED, claimed_by=None, error=json.dumps(failure.__dict__))
         )
 
+    def prune(self) -> None:
+        """Drop the jobs of other scanner versions that no one holds: after an upgrade nothing claims them
+        (a process of the other version still waiting on one queues it again)."""
+        now = utcnow()
+        other = sa.and_(
+            _jobs.c.scanner_version != SCANNER_VERSION,
+            sa.or_(_jobs.c.state != RUNNING, _jobs.c.lease_until <= now),
+        )
+        with self._engine.connect() as conn:  # a read first: most sweeps find none, and take no write lock
+            if conn.execute(sa.select(_jobs.c.id).where(other).limit(1)).first() is None:
+                return
+        with self.write() as conn:
+            conn.execute(sa.delete(_jobs).where(other))
+
     def renew(self, worker: str, ids: Iterable[int]) -> None:
         """Extend the leases `worker` holds on these jobs (while their scans run)."""
         held = sorted(ids)

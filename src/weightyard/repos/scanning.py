@@ -111,7 +111,7 @@ class ScanService:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._next_renewal = self._next_sweep = 0.0
+        self._next_renewal = self._next_sweep = self._next_prune = 0.0
 
     # -- reads -----------------------------------------------------------------------------------------
     def _stored(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], Report]:
@@ -373,7 +373,8 @@ class ScanService:
                 _log.exception("scan upkeep")
 
     def _upkeep(self) -> None:
-        """Renew the leases of running jobs, queue the reads' hints, and sweep reports of older rules."""
+        """Renew the leases of running jobs, queue the reads' hints, sweep reports of older rules, and drop
+        the jobs of other scanner versions."""
         now = time.monotonic()
         with self._lock:
             hints, self._hints = self._hints, {}
@@ -388,6 +389,9 @@ class ScanService:
             stale = self.stale_pairs(_SWEEP_BATCH)
             self._queue.enqueue({pair: name_for_key(pair[1]) for pair in stale})
             self._next_sweep = now + (0 if len(stale) == _SWEEP_BATCH else _SWEEP_INTERVAL_S)
+        if now >= self._next_prune:
+            self._queue.prune()
+            self._next_prune = now + _SWEEP_INTERVAL_S
             if stale:
                 self._wake.set()
 
