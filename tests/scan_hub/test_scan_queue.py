@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -217,6 +218,34 @@ def test_an_lfs_upload_is_scanned_in_the_background_before_any_commit_names_it(
     (obj,) = batch.json()["objects"]
     httpx.put(obj["actions"]["upload"]["href"], content=content).raise_for_status()
     assert _await_report(hub, oid, "") == "unsafe"
+
+
+def test_a_multipart_lfs_upload_is_scanned_in_the_background_once_completed(
+    lfs_server: Server, repo_name: str
+) -> None:
+    HfApi(endpoint=lfs_server.url, token=lfs_server.token).create_repo(repo_name)
+    part = 1024 * 1024  # the lfs_server fixture's part size
+    content = os.urandom(2 * part + 5)
+    oid = hashlib.sha256(content).hexdigest()
+    batch = httpx.post(
+        f"{lfs_server.url}/{repo_name}.git/info/lfs/objects/batch",
+        headers={
+            "Authorization": f"Bearer {lfs_server.token}",
+            "Content-Type": "application/vnd.git-lfs+json",
+        },
+        json={
+            "operation": "upload",
+            "transfers": ["multipart"],
+            "objects": [{"oid": oid, "size": len(content)}],
+        },
+    )
+    (obj,) = batch.json()["objects"]
+    upload = obj["actions"]["upload"]
+    for number in (1, 2, 3):
+        chunk = content[(number - 1) * part : number * part]
+        httpx.put(upload["header"][str(number)], content=chunk).raise_for_status()
+    httpx.post(upload["href"], json={"oid": oid, "parts": []}).raise_for_status()
+    assert _await_report(lfs_server, oid, "") == "unscannable"  # random bytes are no known format
 
 
 def test_a_commit_whose_scan_is_still_running_is_a_retryable_503_and_lands_once_it_is_done(
