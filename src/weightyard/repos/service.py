@@ -350,24 +350,24 @@ class RepoService:
         assert principal is not None
         self._store_default_gitattributes()
         now = utcnow()
+        values: dict[str, object] = {
+            "type": repo_type,
+            "namespace": namespace,
+            "name": name,
+            "private": private,
+            "created_at": now,
+            "updated_at": now,
+            "downloads": 0,
+            "created_by": principal.user_id or None,
+        }
         with transaction(self._engine) as conn:
             _check_namespace_exists(conn, namespace)
-            try:
-                repo_id = conn.execute(
-                    sa.insert(tables.repos).values(
-                        type=repo_type,
-                        namespace=namespace,
-                        name=name,
-                        private=private,
-                        created_at=now,
-                        updated_at=now,
-                        downloads=0,
-                        created_by=principal.user_id or None,
-                    )
-                ).inserted_primary_key[0]  # type: ignore[index]
-            except sa.exc.IntegrityError:
-                # the unique index on the lower-cased id decides, so two racing creations cannot both win
-                raise RepoExists(f"You already created this {repo_type} repo: {namespace}/{name}") from None
+            # the unique index on the lower-cased id decides, so two racing creations cannot both win
+            if not insert_ignore(conn, tables.repos, [values]):
+                raise RepoExists(f"You already created this {repo_type} repo: {namespace}/{name}")
+            repo_id = conn.execute(
+                sa.select(tables.repos.c.id).where(*_id_is(tables.repos, repo_type, namespace, name))
+            ).scalar_one()
             # a new repo takes the name from a moved repo's old id
             _delete_redirect(conn, repo_type, namespace, name)
             attributes = self._default_gitattributes(conn)
