@@ -7,14 +7,15 @@ import dataclasses
 import json
 from typing import Any
 
-from weightyard.cli.accounts import DataOption, _hub
+from weightyard.cli.accounts import DataOption
 from weightyard.cli.app import app
 from weightyard.cli.hub import JsonOption, fail
+from weightyard.cli.maintenance import _open
 from weightyard.cli.progress import out
 
 
 def _xet(data: Any) -> Any:
-    hub = _hub(data)
+    hub = _open(data, create=False)
     if hub.xet is None:
         raise fail("Xet storage is turned off (WEIGHTYARD_XET=0): there is nothing to collect or count", 2)
     return hub.xet
@@ -81,7 +82,7 @@ def reindex(data: DataOption = None) -> None:
     from weightyard.auth import LOCAL_ADMIN
     from weightyard.repos import REPO_TYPES
 
-    hub = _hub(data)
+    hub = _open(data, create=False)
     count = 0
     for repo_type in REPO_TYPES:
         for repo in hub.repos.list_repos(LOCAL_ADMIN, repo_type, limit=2**31):
