@@ -18,9 +18,16 @@ from weightyard.hub import Hub
 from weightyard.repos import AddFile, Repo
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """A hub's settings on each database (the PostgreSQL database is shared by this module's tests)."""
+    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    return Settings(data=tmp_path / "data", database_url=url)
+
+
 @pytest.fixture
-def hub(tmp_path: Path) -> Iterator[Hub]:
-    instance = Hub.open(Settings(data=tmp_path / "data"))
+def hub(settings: Settings) -> Iterator[Hub]:
+    instance = Hub.open(settings)
     yield instance
     instance.close()
 
@@ -40,8 +47,8 @@ def _in_write_transaction(conn: sa.Connection) -> bool:
     return bool(conn.get_execution_options().get("weightyard_immediate"))
 
 
-def test_a_commit_reads_no_tree_while_it_holds_the_write_lock(tmp_path: Path) -> None:
-    first = Hub.open(Settings(data=tmp_path / "data"))
+def test_a_commit_reads_no_tree_while_it_holds_the_write_lock(settings: Settings) -> None:
+    first = Hub.open(settings)
     admin = _admin(first)
     repo = first.repos.create_repo(admin, "model", "admin", "big", private=False)
     first.repos.commit(
@@ -54,7 +61,7 @@ def test_a_commit_reads_no_tree_while_it_holds_the_write_lock(tmp_path: Path) ->
     first.close()
     # A fresh process: no tree is cached yet, so every tree the commit needs is read from the database. (Under
     # the "refuse" policy, the scan gate would read them all first, before any transaction.)
-    hub = Hub.open(Settings(data=tmp_path / "data", scan_policy="warn"))
+    hub = Hub.open(settings.model_copy(update={"scan_policy": "warn"}))
     try:
         locked_reads: list[str] = []
 
@@ -125,15 +132,15 @@ def test_a_commit_with_the_old_parent_is_refused_when_the_branch_moved_after_its
     assert hub.repos.resolve(repo, "main").oid == landed[0]
 
 
-def test_downloads_counted_before_a_clean_stop_are_saved(tmp_path: Path) -> None:
-    hub = Hub.open(Settings(data=tmp_path / "data"))
+def test_downloads_counted_before_a_clean_stop_are_saved(settings: Settings) -> None:
+    hub = Hub.open(settings)
     admin = _admin(hub)
     repo = hub.repos.create_repo(admin, "model", "admin", "popular", private=False)
     for _ in range(5):
         hub.repos.count_download(repo)
     hub.close()
 
-    reopened = Hub.open(Settings(data=tmp_path / "data"))
+    reopened = Hub.open(settings)
     try:
         assert reopened.repos.get_repo(LOCAL_ADMIN, "model", "admin", "popular").downloads == 5
     finally:
