@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -26,6 +27,11 @@ class Settings(BaseSettings):
     data: Path = Path(".weightyard")
     database_url: str | None = None
     blob_url: str | None = None
+    # How downloads of stored content leave the hub: "stream" sends the bytes itself (works wherever
+    # clients can reach the hub); "presigned" answers `/resolve` of LFS files and Xet CAS fetches with a
+    # 302 to a short-lived URL of an object store that signs them (s3://), so the bytes flow from the store
+    # straight to the client, and hands LFS clients presigned part URLs. A store that cannot sign streams.
+    blob_redirect: Literal["stream", "presigned"] = "stream"
     host: str = "127.0.0.1"
     port: int = 8000
     # Public base URL used in absolute links (pagination, commit URLs, LFS actions). Defaults to the

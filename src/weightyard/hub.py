@@ -76,6 +76,7 @@ class Hub:
             settings.upload_url_ttl,
             settings.max_file_size,
             settings.max_lfs_batch_objects,
+            presigned_parts=settings.blob_redirect == "presigned",
         )
         accounts.ensure_admin_user()
         keys = KeyRegistry(engine)

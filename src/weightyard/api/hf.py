@@ -790,6 +790,12 @@ def resolve_file(request: Request, repo_type: str, namespace: str, name: str) ->
         reason = report.findings[0].message if report.findings else ""
         warning = f"weightyard-scan; {path} is {report.verdict.value}: {reason}"
         headers["X-HF-Warning"] = header_text(warning, 400)
+    # Served from the object store: after the gate, as the Hub redirects to its CDN (the headers stay).
+    location = hub.repos.download_url(entry)
+    if location is not None:
+        if request.method == "GET" and _reads_from_start(request.headers.get("range"), entry.size):
+            _count_download(request, repo, path)
+        return Response(status_code=302, headers={**headers, "Location": location})
     if request.method == "HEAD":
         headers["Content-Length"] = str(entry.size)
         return Response(status_code=200, headers=headers)
@@ -809,6 +815,15 @@ def resolve_file(request: Request, repo_type: str, namespace: str, name: str) ->
     return StreamingResponse(
         hub.repos.read(entry, start, end, DOWNLOAD_CHUNK), status_code=206, headers=headers
     )
+
+
+def _reads_from_start(range_header: str | None, size: int) -> bool:
+    """Whether a GET reads from the first byte: a download, not the resumption of one."""
+    try:
+        byte_range = _parse_range(range_header, size)
+    except RangeNotSatisfiable:
+        return False
+    return byte_range is None or byte_range[0] == 0
 
 
 def _count_download(request: Request, repo: Repo, path: str) -> None:

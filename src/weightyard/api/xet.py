@@ -200,12 +200,13 @@ async def reconstruction(request: Request, version: int, file_hash: str) -> JSON
 
 
 @router.get(CAS_PREFIX + "/v1/fetch/{xorb}")
-def fetch_xorb_range(
-    request: Request, xorb: str, r: str, exp: int, f: str, t: int, sig: str
-) -> StreamingResponse:
+def fetch_xorb_range(request: Request, xorb: str, r: str, exp: int, f: str, t: int, sig: str) -> Response:
     """Serialized bytes of a xorb through a signed URL (the client sends no Authorization here)."""
     grant = FetchGrant(xorb, r, exp, f, t)
     fetched = _xet(request).open_fetch(grant, sig, request.headers.get("range"))
+    if fetched.location is not None:
+        # From the object store, after the gate: the client asks it for the same Range.
+        return Response(status_code=302, headers={"Location": fetched.location})
     headers = {
         "Content-Range": f"bytes {fetched.start}-{fetched.end - 1}/{fetched.size}",
         "Content-Length": str(fetched.end - fetched.start),

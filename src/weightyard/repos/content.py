@@ -188,6 +188,21 @@ class ContentStore:
     def has_whole_blob(self, sha256: str) -> bool:
         return self.objects.size(BLOBS, sha256) is not None
 
+    def presign(self, sha256: str, expires_in: int) -> str | None:
+        """A URL that reads the whole blob `sha256` without the hub, or None: a store that cannot sign, or
+        content kept only as xorbs (it is rebuilt by the hub)."""
+        if not self.has_whole_blob(sha256):
+            return None
+        return self.objects.presign(BLOBS, sha256, expires_in)
+
+    def presign_part(self, upload_id: str, number: int, expires_in: int) -> str | None:
+        """A URL that takes part `number` of staged upload `upload_id` without the hub, or None."""
+        return self.objects.presign_part(upload_id, number, expires_in)
+
+    def presign_xorb(self, xorb_hash: bytes, expires_in: int) -> str | None:
+        """A URL that reads the serialized xorb without the hub, or None when the store cannot sign."""
+        return self.objects.presign(XORBS, hash_to_string(xorb_hash), expires_in)
+
     def exists(self, sha256: str) -> bool:
         return self.has_whole_blob(sha256) or self.file_by_sha256(sha256) is not None
 

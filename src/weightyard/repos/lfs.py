@@ -66,8 +66,12 @@ class LfsService:
         ttl: int,
         max_file_size: int = 0,
         max_batch_objects: int = 1000,
+        presigned_parts: bool = False,
     ):
         self._repos = repos
+        # Parts go straight to the object store when it signs URLs (WEIGHTYARD_BLOB_REDIRECT=presigned);
+        # completing the upload still verifies the whole before anything is visible.
+        self._presigned_parts = presigned_parts
         self._accounts = accounts
         self._store = store
         self._secret = secret
@@ -148,12 +152,25 @@ class LfsService:
                 )
             )
         base = f"{base_url}/api/lfs/uploads/{upload_id}"
-        part_urls = tuple(
+        part_urls = self._store_part_urls(upload_id, parts, expires) or tuple(
             f"{base}/parts/{n}?exp={expires}&sig={_sign(self._secret, 'part', upload_id, n, expires)}"
             for n in range(1, parts + 1)
         )
         complete = f"{base}/complete?exp={expires}&sig={_sign(self._secret, 'complete', upload_id, expires)}"
         return UploadAction(sha256, size, upload_url=complete, part_urls=part_urls, part_size=self._part_size)
+
+    def _store_part_urls(self, upload_id: str, parts: int, expires: int) -> tuple[str, ...]:
+        """Presigned URLs of the object store for the parts, or () to receive them through the hub."""
+        if not self._presigned_parts:
+            return ()
+        lifetime = max(1, expires - int(time.time()))
+        urls: list[str] = []
+        for number in range(1, parts + 1):
+            url = self._store.presign_part(upload_id, number, lifetime)
+            if url is None:
+                return ()  # a store that cannot sign: the hub takes the parts
+            urls.append(url)
+        return tuple(urls)
 
     @property
     def _repos_engine(self) -> sa.Engine:

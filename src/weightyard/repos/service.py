@@ -74,6 +74,10 @@ TAGS = "refs/tags/"
 PULLS = "refs/pr/"
 SHORT_OID_RE = re.compile(r"^[0-9a-f]{7,39}$")
 _COMMIT_ATTEMPTS = 20
+# Lifetime of a presigned download URL: long enough to start the transfer and to resume it after a dropped
+# connection (the store checks it when a request starts, not while bytes flow); a later download asks the
+# hub again and gets a fresh one.
+PRESIGNED_URL_TTL = 600
 _TREE_CACHE_SIZE = 4096
 
 
@@ -1392,6 +1396,19 @@ class RepoService:
         `StoredContentDamaged` error (5xx) before a download sends any header, never a short 200. Content
         with no blob record was removed on purpose (`permanently_delete_lfs_files`): `BlobNotFound` (422).
         """
+        self._check_servable(entry)
+        return self._store.iter_range(entry.sha256, start, end, chunk_size)
+
+    def download_url(self, entry: FileEntry) -> str | None:
+        """Where a client fetches an LFS file without the hub (`WEIGHTYARD_BLOB_REDIRECT=presigned`): a
+        short-lived presigned URL of its whole blob, after the checks `read` makes; None to stream it (the
+        setting is off, the file is not LFS, the store cannot sign, or the content is kept as xorbs)."""
+        if self._settings.blob_redirect != "presigned" or not entry.lfs:
+            return None
+        self._check_servable(entry)
+        return self._store.presign(entry.sha256, PRESIGNED_URL_TTL)
+
+    def _check_servable(self, entry: FileEntry) -> None:
         if self.blob_size(entry.sha256) is None:
             raise BlobNotFound(f"content {entry.sha256} of this file was permanently deleted")
         try:
@@ -1399,7 +1416,6 @@ class RepoService:
         except StoredContentDamaged as exc:
             _log.error("serving refused: %s; run `weightyard fsck`", exc.message)
             raise
-        return self._store.iter_range(entry.sha256, start, end, chunk_size)
 
     def is_readable(self, principal: Principal | None, repo: Repo) -> bool:
         return can(principal, Action.READ, repo.ref)

@@ -35,7 +35,14 @@ from weightyard.errors import (
 )
 from weightyard.repos.content import ContentStore, XetFile
 from weightyard.repos.quota import XORB, ByteBudget, RepoQuota
-from weightyard.repos.service import Commit, Repo, RepoService, _commit_from_row, _repo_from_row
+from weightyard.repos.service import (
+    PRESIGNED_URL_TTL,
+    Commit,
+    Repo,
+    RepoService,
+    _commit_from_row,
+    _repo_from_row,
+)
 from weightyard.storage import BlobInfo, ScratchFile
 from weightyard.xet import (
     FetchRange,
@@ -97,6 +104,8 @@ class XorbBytes:
     end: int
     size: int
     pieces: Iterator[memoryview]
+    # A presigned URL of the xorb object to redirect the client to instead (WEIGHTYARD_BLOB_REDIRECT).
+    location: str | None = None
 
 
 @dataclass(frozen=True)
@@ -206,6 +215,7 @@ class XetService:
         settings: Settings,
     ) -> None:
         self._repos = repos
+        self._redirect = settings.blob_redirect == "presigned"
         self._verify_allowance = settings.xet_verify_allowance
         self._verify_ratio = settings.xet_verify_ratio
         self._gate = repos.gate
@@ -521,6 +531,10 @@ class XetService:
         size = self._store.xorb_size(xorb_hash)
         if size is None:
             raise NotFound(f"no xorb {grant.xorb}")
+        if self._redirect:
+            location = self._store.presign_xorb(xorb_hash, PRESIGNED_URL_TTL)
+            if location is not None:
+                return XorbBytes(start, last + 1, size, iter(()), location)
         pieces = self._store.iter_xorb(xorb_hash, start, last + 1, _FETCH_PIECE)
         return XorbBytes(start, last + 1, size, pieces)
 
