@@ -1,5 +1,6 @@
 """A hub whose blob store is S3 (SeaweedFS): the stock client's LFS and Xet uploads land in the bucket (none
-in the data folder), and downloads, ranged and resumed ones included, read from it."""
+in the data folder), and downloads, ranged and resumed ones included, read from it; once as a team runs it
+(two workers on PostgreSQL, bytes streamed through the hub), once on SQLite with presigned redirects."""
 
 from __future__ import annotations
 
@@ -42,11 +43,15 @@ class S3Hub:
 
 
 @pytest.fixture(scope="module")
-def s3_hub(seaweed: SeaweedServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Hub]:
+def s3_hub(
+    seaweed: SeaweedServer, postgres_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[S3Hub]:
+    """The team deployment: two workers on PostgreSQL, content in the bucket, streamed through the hub."""
     url = seaweed.url(fresh_prefix())
     data = tmp_path_factory.mktemp("s3-hub") / "data"
     env = {
         **credentials_env(),
+        "WEIGHTYARD_DATABASE_URL": postgres_url,
         "WEIGHTYARD_BLOB_URL": url,
         # Parts of S3's minimum size: a completed LFS upload is assembled by a server-side copy.
         "WEIGHTYARD_MULTIPART_CHUNK_SIZE": str(5 * MIB),
@@ -55,7 +60,7 @@ def s3_hub(seaweed: SeaweedServer, tmp_path_factory: pytest.TempPathFactory) -> 
         for name, value in credentials_env().items():
             patch.setenv(name, value)
         store = S3ObjectStore(S3Location.parse(url), tmp_path_factory.mktemp("s3-hub-scratch"))
-        server = start_server(data, env=env)
+        server = start_server(data, env=env, args=("--workers", "2"))
         try:
             yield S3Hub(server, store)
         finally:
