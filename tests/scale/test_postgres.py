@@ -142,6 +142,34 @@ def test_postgresql_refuses_to_rewrite_the_audit_log(postgres_url: str, statemen
         engine.dispose()
 
 
+@pytest.mark.parametrize("idle_enough", [True, False])
+def test_a_pooled_connection_dropped_while_idle_is_replaced_when_pinged(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, idle_enough: bool
+) -> None:
+    # Every connection counts as idle long enough to be pinged, or none does.
+    monkeypatch.setattr(weightyard.db, "_PING_AFTER_IDLE_S", 0.0 if idle_enough else 1e9)
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        admin = create_engine(postgres_url)
+        with admin.connect() as conn:  # waits (up to 10 s) until the backend has gone
+            assert conn.execute(sa.text(f"SELECT pg_terminate_backend({int(pid)}, 10000)")).scalar_one()
+        admin.dispose()
+
+        def use() -> int:
+            with engine.connect() as conn:
+                return int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+
+        if idle_enough:
+            assert use() != pid, "a new connection replaced the dropped one"
+        else:
+            with pytest.raises(sa.exc.OperationalError):
+                use()
+    finally:
+        engine.dispose()
+
+
 def test_write_transactions_on_postgresql_run_one_at_a_time(postgres_url: str) -> None:
     # The read-decide-write transactions (create the URL secret if missing, ...) rely on this, as on SQLite.
     engine = create_engine(postgres_url)
