@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.s3 import SeaweedServer, credentials_env, fresh_prefix
-from tests.support import CuttingProxy, Server, run_python, start_server, stop_server
+from tests.support import CuttingProxy, Server, run_python, start_server, stop_server, weightyard_cli
 
 from weightyard.storage import BLOBS, XORBS
 from weightyard.storage.s3 import S3Location, S3ObjectStore
@@ -27,6 +27,7 @@ MIB = 1024 * 1024
 class S3Hub:
     server: Server
     store: S3ObjectStore  # the hub's bucket prefix, seen from the test
+    env: dict[str, str]  # what the hub runs with (the CLI needs the same)
 
     def client(self, code: str, home: Path, **env: str) -> str:
         """Run `code` with the stock client in a fresh interpreter (own caches); returns its stdout."""
@@ -62,7 +63,7 @@ def s3_hub(
         store = S3ObjectStore(S3Location.parse(url), tmp_path_factory.mktemp("s3-hub-scratch"))
         server = start_server(data, env=env, args=("--workers", "2"))
         try:
-            yield S3Hub(server, store)
+            yield S3Hub(server, store, env)
         finally:
             stop_server(server)
 
@@ -164,10 +165,12 @@ def presigned_hub(seaweed: SeaweedServer, tmp_path_factory: pytest.TempPathFacto
     with pytest.MonkeyPatch.context() as patch:
         for name, value in credentials_env().items():
             patch.setenv(name, value)
-        store = S3ObjectStore(S3Location.parse(url), tmp_path_factory.mktemp("presigned-scratch"))
+        store = S3ObjectStore(
+            S3Location.parse(url), tmp_path_factory.mktemp("presigned-scratch"), part_size=5 * MIB
+        )
         server = start_server(tmp_path_factory.mktemp("presigned-hub") / "data", env=env)
         try:
-            yield S3Hub(server, store)
+            yield S3Hub(server, store, env)
         finally:
             stop_server(server)
 
@@ -256,3 +259,29 @@ def test_presigned_xet_fetches_redirect_to_the_xorb_in_the_bucket(
     assert presigned_hub.client(_DOWNLOAD.format(repo="admin/presigned-xet"), tmp_path / "down").strip() == (
         hashlib.sha256(data).hexdigest()
     )
+
+
+def test_gc_clears_what_dead_writers_and_abandoned_uploads_left_in_the_bucket(presigned_hub: S3Hub) -> None:
+    store = presigned_hub.store
+    kept = {item.key for item in store.list(BLOBS)}
+    dead = store.blob_writer()
+    dead.write(os.urandom(5 * MIB + 1))  # a writer that died here left its multipart upload
+    sealed = store.blob_writer()
+    sealed.write(os.urandom(5 * MIB + 1))
+    sealed.seal()  # and one that died here its verified staging object
+    orphan = b"content no row names"
+    orphan_sha = hashlib.sha256(orphan).hexdigest()
+    store.put_object(store.object_key(BLOBS, orphan_sha), orphan)
+    abandoned = store.open_upload("abandoned", orphan_sha, 10, 5 * MIB)
+    part = abandoned.part_writer(1)
+    part.write(b"0123456789")
+    part.finish()
+    assert len(list(store.list_scratch())) == 2 and [u.key for u in store.list_uploads()] == ["abandoned"]
+
+    data = str(presigned_hub.server.data)
+    result = weightyard_cli("gc", "--uploads-older-than", "0s", "--data", data, env=presigned_hub.env)
+    assert result.returncode == 0, result.stderr
+    assert list(store.list_scratch()) == []
+    assert list(store.list_uploads()) == []
+    assert store.size(BLOBS, orphan_sha) is None
+    assert {item.key for item in store.list(BLOBS)} == kept, "committed content stays"
