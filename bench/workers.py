@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support import Server, start_server, stop_server, worker_of
+from tests.support import Server, start_server, stop_server, wait_for_workers, worker_of
 
 CLIENTS = 16
 
@@ -48,6 +48,7 @@ def _connect(server: Server) -> tuple[int, http.client.HTTPConnection]:
 def spread(workers: int) -> None:
     server = start_server(Path(tempfile.mkdtemp()) / "data", args=("--workers", str(workers)))
     try:
+        wait_for_workers(server, workers)
         one_by_one: collections.Counter[int] = collections.Counter()
         for _ in range(400):
             pid, conn = _connect(server)
@@ -90,6 +91,7 @@ def _throughput(server: Server, seconds: float) -> float:
 def throughput(rounds: int, seconds: float) -> None:
     servers = {n: start_server(Path(tempfile.mkdtemp()) / "data", args=("--workers", str(n))) for n in (1, 2)}
     try:
+        wait_for_workers(servers[2], 2)
         for server in servers.values():
             conn = http.client.HTTPConnection("127.0.0.1", int(server.url.rsplit(":", 1)[1]), timeout=60)
             conn.request(

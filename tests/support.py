@@ -11,7 +11,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,9 @@ class Server:
     token: str
     data: Path
     process: subprocess.Popen[bytes]
+    # The settings it was started with beyond `--data` (its database, blob store): what a CLI command run
+    # on the same hub needs besides `--data`.
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -130,7 +133,7 @@ def start_server(data: Path, env: dict[str, str] | None = None, args: tuple[str,
         process.kill()
         raise RuntimeError(f"a PostgreSQL run, but the hub on {data} made a SQLite database")
     token = (data / "admin-token").read_text().strip()
-    return Server(url=url, token=token, data=data, process=process)
+    return Server(url=url, token=token, data=data, process=process, env=dict(env or {}))
 
 
 def stop_server(server: Server) -> None:
@@ -314,8 +317,11 @@ def worker_of(server: Server, client_port: int) -> int:
     """The worker process holding the server end of the connection from `client_port` (after an answer on
     it): the connection's socket inode from /proc/net/tcp, found among each worker's open files."""
     port = int(server.url.rsplit(":", 1)[1])
-    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
-    ours = [row for row in rows if row[1].endswith(f":{port:04X}") and row[2].endswith(f":{client_port:04X}")]
+    ours = [
+        row
+        for row in _tcp_rows()
+        if row[1].endswith(f":{port:04X}") and row[2].endswith(f":{client_port:04X}")
+    ]
     # An earlier connection from the same client port may linger in TIME_WAIT (state 06, no inode).
     inodes = [row[9] for row in ours if row[3] == "01"]  # ESTABLISHED
     assert len(inodes) == 1, f"connections from port {client_port} to port {port}: {ours}"
@@ -327,3 +333,41 @@ def worker_of(server: Server, client_port: int) -> int:
             except OSError:
                 continue
     raise AssertionError(f"no worker holds the connection from port {client_port}")
+
+
+def _tcp_rows() -> list[list[str]]:
+    return [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+
+
+def accepting_workers(server: Server) -> list[int]:
+    """The workers that accept connections already: those whose event loop watches the listening socket (an
+    `epoll` entry for it in /proc/PID/fdinfo). A worker still building its app does not, and a request then
+    always lands on another one."""
+    port = int(server.url.rsplit(":", 1)[1])
+    listening = {
+        f"socket:[{row[9]}]" for row in _tcp_rows() if row[1].endswith(f":{port:04X}") and row[3] == "0A"
+    }
+    ready = []
+    for pid in worker_pids(server):
+        try:
+            fds = {fd.name for fd in Path(f"/proc/{pid}/fd").iterdir() if os.readlink(fd) in listening}
+            for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+                watched = [
+                    line.split()[1] for line in info.read_text().splitlines() if line.startswith("tfd:")
+                ]
+                if fds.intersection(watched):
+                    ready.append(pid)
+                    break
+        except OSError:
+            continue  # exited meanwhile, or a file closed while read
+    return ready
+
+
+def wait_for_workers(server: Server, count: int) -> list[int]:
+    """Wait (at most 60 s) until `count` workers accept connections; returns their process ids."""
+    for _ in range(600):
+        ready = accepting_workers(server)
+        if len(ready) == count:
+            return ready
+        time.sleep(0.1)
+    raise AssertionError(f"{len(accepting_workers(server))} of {count} workers accept connections after 60 s")

@@ -299,7 +299,15 @@ def test_read_token_cannot_write_and_anonymous_cannot_create(server: Server, rep
     from tests.support import weightyard_cli
 
     created = weightyard_cli(
-        "token", "create", "--name", f"ro-{repo_name[-8:]}", "--scope", "read", "--data", str(server.data)
+        "token",
+        "create",
+        "--name",
+        f"ro-{repo_name[-8:]}",
+        "--scope",
+        "read",
+        "--data",
+        str(server.data),
+        env=server.env,
     )
     assert created.returncode == 0, created.stderr
     read_token = created.stdout.strip()

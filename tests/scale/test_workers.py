@@ -1,6 +1,7 @@
-"""`weightyard serve --workers 2`, on SQLite and on PostgreSQL: any process answers any request, and nothing
-that matters lives in one process's memory. Connections are pinned to a worker by finding, in /proc, which
-worker process holds the server end of each one, so every test knows which process answered what.
+"""`weightyard serve --workers 2`, on SQLite (with its data folder) and on PostgreSQL with an S3 store: any
+process answers any request, and nothing that matters lives in one process's memory. Connections are pinned
+to a worker by finding, in /proc, which worker process holds the server end of each one, so every test knows
+which process answered what.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from urllib.parse import urlsplit
 
 import pytest
 from huggingface_hub import HfApi, snapshot_download
+from tests.s3 import SeaweedServer, credentials_env, fresh_prefix
 from tests.support import (
     Server,
     start_server,
     stop_server,
+    wait_for_workers,
     weightyard_cli,
     weightyard_environment,
     worker_of,
@@ -137,19 +140,23 @@ class Workers:
         return _call(conn, "POST", f"/api/models/{repo}/commit/main", body, headers)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=["sqlite", "postgresql+s3"])
 def workers(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
     env = {
         "WEIGHTYARD_RATE_LIMIT_PER_MINUTE": str(RATE_LIMIT),
         "WEIGHTYARD_MULTIPART_CHUNK_SIZE": str(PART_SIZE),
     }
     data = tmp_path_factory.mktemp(f"workers-{request.param}") / "data"
-    if request.param == "postgresql":
+    if request.param == "postgresql+s3":
+        # The team deployment: PostgreSQL and the content in an S3 bucket (SeaweedFS), nothing shared on disk.
         database = {"WEIGHTYARD_DATABASE_URL": request.getfixturevalue("postgres_url")}
+        seaweed: SeaweedServer = request.getfixturevalue("seaweed")
+        env.update(credentials_env(), WEIGHTYARD_BLOB_URL=seaweed.url(fresh_prefix()))
     else:
         database = {"WEIGHTYARD_DATA": str(data)}
     server = start_server(data, env={**env, **database}, args=("--workers", "2"))
     try:
+        wait_for_workers(server, 2)  # the first answers before the second has built its app
         yield Workers(server, database)
     finally:
         stop_server(server)
@@ -290,12 +297,8 @@ def test_worker_killed_mid_upload_the_other_serves_and_the_retry_succeeds(worker
     assert status == 200
     assert served == data
     # The supervisor replaces the dead worker.
-    for _ in range(300):
-        pids = workers.pids()
-        if len(pids) == 2 and victim not in pids:
-            break
-        time.sleep(0.1)
-    assert len(pids) == 2 and victim not in pids and survivor in pids
+    pids = wait_for_workers(workers.server, 2)
+    assert victim not in pids and survivor in pids
 
 
 def test_admin_commands_act_on_the_configured_database_without_a_data_folder(
