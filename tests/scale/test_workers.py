@@ -325,20 +325,28 @@ def test_admin_commands_act_on_the_configured_database_without_a_data_folder(
 def test_migrations_started_together_run_once(
     database: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
+    work = tmp_path / "elsewhere"
+    work.mkdir()
     if database == "postgresql":
+        # `weightyard db upgrade` as an operator runs it, from three hosts at once: no data folder needed.
         url = request.getfixturevalue("postgres_cluster").create_database(f"weightyard_race_{os.getpid()}")
+        command = [sys.executable, "-m", "weightyard", "db", "upgrade"]
     else:
+        # A fresh SQLite file, which `db upgrade` does not create: the migration itself, as three hubs
+        # starting on one folder run it.
         url = f"sqlite:///{tmp_path / 'weightyard.db'}"
-    code = f"from weightyard.db import create_engine, migrate; migrate(create_engine({url!r}))"
+        command = [
+            sys.executable,
+            "-c",
+            f"from weightyard.db import create_engine, migrate; migrate(create_engine({url!r}))",
+        ]
+    env = weightyard_environment({"WEIGHTYARD_DATABASE_URL": url})
 
-    # Three processes, as three hosts running `weightyard db upgrade` at once would be.
-    processes = [
-        subprocess.Popen([sys.executable, "-c", code], env=weightyard_environment(), stderr=subprocess.PIPE)
-        for _ in range(3)
-    ]
+    processes = [subprocess.Popen(command, env=env, cwd=work, stderr=subprocess.PIPE) for _ in range(3)]
     errors = [process.communicate(timeout=120)[1].decode() for process in processes]
 
     assert [process.returncode for process in processes] == [0, 0, 0], errors
+    assert list(work.iterdir()) == []  # no data folder made where the command ran
     engine = create_engine(url)
     try:
         assert schema_state(engine).up_to_date
