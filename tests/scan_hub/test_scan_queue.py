@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import os
 import threading
 import time
@@ -137,7 +138,7 @@ def test_a_job_whose_worker_died_is_claimed_again_and_failed_after_bounded_attem
     with engine.connect() as conn:
         assert conn.execute(sa.select(tables.scan_jobs.c.state)).scalar_one() == FAILED
     # Content uploaded (or committed) again is tried again.
-    queue.enqueue({(_digest(7), ""): "model.bin"}, retry_failed=True)
+    queue.enqueue({(_digest(7), ""): "model.bin"}, retry_failed_after=datetime.timedelta(0))
     assert len(queue.claim("fresh")) == 1
 
 
@@ -194,6 +195,18 @@ def _await_report(server: Server, sha256: str, key: str) -> str:
     raise AssertionError(f"{sha256} was not scanned in the background")
 
 
+def _lfs_put(server: Server, repo: str, content: bytes) -> None:
+    """Upload `content` with the LFS batch API's basic transfer."""
+    oid = hashlib.sha256(content).hexdigest()
+    batch = httpx.post(
+        f"{server.url}/{repo}.git/info/lfs/objects/batch",
+        headers={"Authorization": f"Bearer {server.token}", "Content-Type": "application/vnd.git-lfs+json"},
+        json={"operation": "upload", "transfers": ["basic"], "objects": [{"oid": oid, "size": len(content)}]},
+    )
+    (obj,) = batch.json()["objects"]
+    httpx.put(obj["actions"]["upload"]["href"], content=content).raise_for_status()
+
+
 def test_an_upload_is_scanned_in_the_background_before_any_commit_names_it(
     hub: Server, repo_name: str
 ) -> None:
@@ -209,15 +222,8 @@ def test_an_lfs_upload_is_scanned_in_the_background_before_any_commit_names_it(
 ) -> None:
     HfApi(endpoint=hub.url, token=hub.token).create_repo(repo_name)
     content = b"cos\nsystem\n(S'echo WEIGHTYARD_MARKER'\ntR."  # only ever scanned, never loaded
-    oid = hashlib.sha256(content).hexdigest()
-    batch = httpx.post(
-        f"{hub.url}/{repo_name}.git/info/lfs/objects/batch",
-        headers={"Authorization": f"Bearer {hub.token}", "Content-Type": "application/vnd.git-lfs+json"},
-        json={"operation": "upload", "transfers": ["basic"], "objects": [{"oid": oid, "size": len(content)}]},
-    )
-    (obj,) = batch.json()["objects"]
-    httpx.put(obj["actions"]["upload"]["href"], content=content).raise_for_status()
-    assert _await_report(hub, oid, "") == "unsafe"
+    _lfs_put(hub, repo_name, content)
+    assert _await_report(hub, hashlib.sha256(content).hexdigest(), "") == "unsafe"
 
 
 def test_a_multipart_lfs_upload_is_scanned_in_the_background_once_completed(
@@ -246,6 +252,45 @@ def test_a_multipart_lfs_upload_is_scanned_in_the_background_once_completed(
         httpx.put(upload["header"][str(number)], content=chunk).raise_for_status()
     httpx.post(upload["href"], json={"oid": oid, "parts": []}).raise_for_status()
     assert _await_report(lfs_server, oid, "") == "unscannable"  # random bytes are no known format
+
+
+def test_a_commit_naming_content_whose_scan_failed_gets_the_failure_until_a_minute_has_passed(
+    server: Server, repo_name: str
+) -> None:
+    api = HfApi(endpoint=server.url, token=server.token)
+    api.create_repo(repo_name)
+    content = b"notes kept on a damaged disk\n"
+    sha = hashlib.sha256(content).hexdigest()
+    failure = {"code": "StoredContentDamaged", "status": 500, "message": "content is shorter than recorded"}
+    engine = _db(server)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(tables.scan_jobs).values(
+                sha256=sha,
+                name_key="",
+                scanner_version=SCANNER_VERSION,
+                path="notes.txt",
+                state=FAILED,
+                attempts=MAX_ATTEMPTS,
+                lease_until=utcnow(),  # when it failed
+                error=json.dumps(failure),
+                created_at=utcnow(),
+            )
+        )
+    for _ in range(2):  # the commit sent again gets the same answer: the failed scan is not redone for it
+        with pytest.raises(HfHubHTTPError) as failed:
+            api.upload_file(path_or_fileobj=content, path_in_repo="notes.txt", repo_id=repo_name)
+        response = failed.value.response
+        assert (response.status_code, response.headers["x-error-code"]) == (500, "StoredContentDamaged")
+    with engine.begin() as conn:  # what a minute does (the disk was repaired meanwhile)
+        conn.execute(
+            sa.update(tables.scan_jobs)
+            .where(tables.scan_jobs.c.sha256 == sha)
+            .values(lease_until=utcnow() - datetime.timedelta(minutes=2))
+        )
+    engine.dispose()
+    api.upload_file(path_or_fileobj=content, path_in_repo="notes.txt", repo_id=repo_name)
+    assert _await_report(server, sha, "") == "safe"
 
 
 def test_a_commit_whose_scan_is_still_running_is_a_retryable_503_and_lands_once_it_is_done(

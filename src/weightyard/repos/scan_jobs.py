@@ -99,23 +99,30 @@ class ScanQueue:
                 yield conn
 
     # -- enqueue ---------------------------------------------------------------------------------------
-    def enqueue(self, work: dict[Key, str], retry_failed: bool = False) -> None:
+    def enqueue(self, work: dict[Key, str], retry_failed_after: datetime.timedelta | None = None) -> None:
         """Queue a job for each (sha256, name key) → path without a current report; an existing job is kept
-        (idempotent), a failed one is queued again with `retry_failed`."""
+        (idempotent). A failed one is queued again once it has been failed for `retry_failed_after`."""
         if not work:
             return
         with self.write() as conn:
             reported = self._reported(conn, work)
             todo = {key: path for key, path in work.items() if key not in reported}
-            if retry_failed and todo:
+            now = utcnow()
+            if retry_failed_after is not None and todo:
                 failed = [job_id for job_id, state, _ in self._states(conn, todo).values() if state == FAILED]
                 if failed:
                     conn.execute(
                         sa.update(_jobs)
-                        .where(_jobs.c.id.in_(failed), _jobs.c.state == FAILED)
+                        .where(
+                            _jobs.c.id.in_(failed),
+                            _jobs.c.state == FAILED,
+                            # a failed job's lease_until is when it failed
+                            sa.or_(
+                                _jobs.c.lease_until.is_(None), _jobs.c.lease_until <= now - retry_failed_after
+                            ),
+                        )
                         .values(state=QUEUED, attempts=0, lease_until=None, claimed_by=None, error=None)
                     )
-            now = utcnow()
             insert_ignore(
                 conn,
                 _jobs,
@@ -237,7 +244,7 @@ class ScanQueue:
                 _jobs.c.lease_until <= now,
                 _jobs.c.attempts >= MAX_ATTEMPTS,
             )
-            .values(state=FAILED, claimed_by=None, error=json.dumps(failure.__dict__))
+            .values(state=FAILED, claimed_by=None, lease_until=now, error=json.dumps(failure.__dict__))
         )
 
     def prune(self) -> None:
@@ -292,6 +299,7 @@ class ScanQueue:
             values: dict[str, object] = {
                 "state": FAILED,
                 "claimed_by": None,
+                "lease_until": utcnow(),
                 "error": json.dumps(failure.__dict__),
             }
         else:

@@ -7,6 +7,7 @@ from the stored reports, without reading blobs again.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import logging
 import math
@@ -55,6 +56,8 @@ _WAIT_PER_SCAN_S = 0.001
 # A commit waits `scan_wait` seconds for one of its scans to finish, again after each that does, and at most
 # this long in all (a large commit of many small new files).
 _WAIT_LIMIT_S = 60.0
+# A commit naming content whose scan failed queues it again once it has been failed this long.
+_RETRY_FAILED_AFTER = datetime.timedelta(minutes=1)
 # Jobs a runner claims at once: fewer transactions per scan for many small files, while a few large ones
 # still spread over the processes.
 _CLAIM_BATCH = 8
@@ -175,7 +178,7 @@ class ScanService:
         it `config.json` or `*.py` queues that scan too). A failed scan is tried again: the content may have
         been uploaded anew. This process's runners start at once."""
         work = {(sha256, ""): name_for_key("") for sha256 in sha256s}
-        self._queue.enqueue(work, retry_failed=True)
+        self._queue.enqueue(work, retry_failed_after=datetime.timedelta(0))
         self._wake.set()
 
     def await_scans(self, blobs: Mapping[str, str], wait_s: float) -> None:
@@ -184,7 +187,9 @@ class ScanService:
         without any of these scans finishing (or `_WAIT_LIMIT_S` in all): the client retries, the scans go on.
         """
         work = {(sha, name_key(path)): path for path, sha in blobs.items()}
-        self._queue.enqueue(work, retry_failed=True)
+        # A scan that failed lately is not tried again for a commit: a client sending its commit again
+        # gets the failure, instead of a new try of the scan and 503 again and again.
+        self._queue.enqueue(work, retry_failed_after=_RETRY_FAILED_AFTER)
         self._wake.set()
         started = time.monotonic()
         deadline = started + wait_s
