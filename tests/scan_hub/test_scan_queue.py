@@ -19,7 +19,8 @@ import pytest
 import sqlalchemy as sa
 from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import HfHubHTTPError
-from tests.support import Server, start_server, stop_server
+from tests.proxy import RewritingProxy
+from tests.support import Server, start_server, stop_server, weightyard_cli
 
 from weightyard.db import create_engine, migrate, tables, transaction, utcnow
 from weightyard.repos.scan_jobs import FAILED, MAX_ATTEMPTS, ScanQueue
@@ -207,6 +208,24 @@ def _lfs_put(server: Server, repo: str, content: bytes) -> None:
     httpx.put(obj["actions"]["upload"]["href"], content=content).raise_for_status()
 
 
+def _hold_scan(engine: sa.Engine, sha256: str, key: str, path: str) -> None:
+    """Another process holds the scan of this content (a long lease)."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(tables.scan_jobs).values(
+                sha256=sha256,
+                name_key=key,
+                scanner_version=SCANNER_VERSION,
+                path=path,
+                state="running",
+                attempts=1,
+                lease_until=utcnow() + datetime.timedelta(hours=1),
+                claimed_by="elsewhere",
+                created_at=utcnow(),
+            )
+        )
+
+
 def test_an_upload_is_scanned_in_the_background_before_any_commit_names_it(
     hub: Server, repo_name: str
 ) -> None:
@@ -301,21 +320,7 @@ def test_a_commit_whose_scan_is_still_running_is_a_retryable_503_and_lands_once_
     content = b'{"model_type": "slow"}'
     sha = hashlib.sha256(content).hexdigest()
     engine = _db(hub)
-    # Another process holds the scan of this content (a long lease).
-    with engine.begin() as conn:
-        conn.execute(
-            sa.insert(tables.scan_jobs).values(
-                sha256=sha,
-                name_key=".json",
-                scanner_version=SCANNER_VERSION,
-                path="config.json",
-                state="running",
-                attempts=1,
-                lease_until=utcnow() + datetime.timedelta(hours=1),
-                claimed_by="elsewhere",
-                created_at=utcnow(),
-            )
-        )
+    _hold_scan(engine, sha, ".json", "config.json")
     head = api.model_info(repo_name).sha
     with pytest.raises(HfHubHTTPError) as pending:
         api.create_commit(
@@ -353,3 +358,40 @@ def test_a_commit_queues_again_the_scan_of_content_whose_report_was_removed(
     engine.dispose()
     api.upload_file(path_or_fileobj=content, path_in_repo="b.json", repo_id=repo_name)
     assert _await_report(server, sha, ".json") == "safe"
+
+
+def test_weightyard_push_sends_its_commit_again_while_the_hub_answers_scan_pending(
+    hub: Server, repo_name: str, tmp_path: Path
+) -> None:
+    HfApi(endpoint=hub.url, token=hub.token).create_repo(repo_name)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    content = b"a model card, still being scanned\n"
+    (folder / "notes.txt").write_bytes(content)
+    sha = hashlib.sha256(content).hexdigest()
+    engine = _db(hub)
+    _hold_scan(engine, sha, "", "notes.txt")
+    answered: list[str] = []
+
+    def release_once_refused(method: str, path: str, body: bytes) -> bytes:
+        # The first 503 ScanPending reached the client: the process holding the scan dies.
+        if "/commit/" in path and b"ScanPending" in body and not answered:
+            answered.append(path)
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.update(tables.scan_jobs)
+                    .where(tables.scan_jobs.c.sha256 == sha)
+                    .values(lease_until=utcnow() - datetime.timedelta(seconds=1))
+                )
+        return body
+
+    proxy = RewritingProxy(hub.url)
+    proxy.rewrite = release_once_refused
+    try:
+        pushed = weightyard_cli("push", str(folder), repo_name, "--endpoint", proxy.url, "--token", hub.token)
+    finally:
+        proxy.close()
+        engine.dispose()
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    assert answered, "the hub never answered ScanPending"
+    assert httpx.get(f"{hub.url}/{repo_name}/resolve/main/notes.txt").content == content

@@ -40,6 +40,10 @@ DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
 # Files this size and larger are sent by `push` itself through the LFS batch API (the hub's default LFS
 # threshold, `Settings.lfs_threshold`); smaller ones go inline with the commit or through the stock client.
 LFS_THRESHOLD = 10 * 1024 * 1024
+# A commit answered 503 ScanPending is sent again this many times in all, waiting the hub's Retry-After
+# (at most this many seconds) in between.
+_COMMIT_TRIES = 12
+_MAX_RETRY_AFTER_S = 30
 # Files that describe a local download, not the model.
 _SKIPPED_DIRS = {".git", ".cache"}
 
@@ -364,11 +368,28 @@ def _upload_and_commit(
             except TransferRefused as exc:
                 raise fail(str(exc)) from None
     try:
-        info = api.create_commit(repo, operations=operations, commit_message=message, revision=revision)
+        info = _commit_once_scanned(api, repo, operations, message, revision)
     finally:
         for shown in progress.tasks:
             progress.update(shown.id, completed=shown.total)
     return str(info.oid)
+
+
+def _commit_once_scanned(api: Any, repo: str, operations: list[Any], message: str, revision: str) -> Any:
+    """`create_commit`, sent again after the hub's `Retry-After` while it answers 503 ScanPending (the scans
+    of files just uploaded are still running; docs/scanning.md), a bounded number of times."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    for _ in range(_COMMIT_TRIES - 1):
+        try:
+            return api.create_commit(repo, operations=operations, commit_message=message, revision=revision)
+        except HfHubHTTPError as exc:
+            response = exc.response
+            if response is None or response.headers.get("x-error-code") != "ScanPending":
+                raise
+            delay = response.headers.get("retry-after", "")
+            time.sleep(min(int(delay) if delay.isdigit() else 1, _MAX_RETRY_AFTER_S))
+    return api.create_commit(repo, operations=operations, commit_message=message, revision=revision)
 
 
 @app.command()
