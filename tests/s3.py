@@ -8,9 +8,11 @@ here, loudly, instead of skipping the S3 tests. Everything listens on 127.0.0.1 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +34,7 @@ _MEMORY_LIMIT = "300MiB"
 _SERVICE_OFFSETS = {"s3": 0, "filer": 500, "master": 1000, "volume": 1500, "admin": 2000}
 _GRPC_OFFSET = 10000
 _START_TRIES = 8
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _START_TIMEOUT = 30.0
 
 
@@ -124,7 +127,9 @@ def start_seaweed(bucket: str = "weightyard-test") -> SeaweedServer:
         (folder / "data").mkdir()
         env = {**os.environ, "GOMEMLIMIT": _MEMORY_LIMIT, **credentials_env()}
         with open(log, "wb") as output:
-            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+            process = subprocess.Popen(
+                command, stdout=output, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+            )
         server = SeaweedServer(f"http://127.0.0.1:{ports['s3']}", bucket, process, folder)
         if _wait_for_bucket(server):
             return server
@@ -134,6 +139,13 @@ def start_seaweed(bucket: str = "weightyard-test") -> SeaweedServer:
         if "Port allocation failed" not in text and "address already in use" not in text:
             break
     raise RuntimeError("weed mini did not start:\n" + "\n---\n".join(failures))
+
+
+def _die_with_parent() -> None:
+    """In the child, before `weed` starts: a test run that is killed (a timeout, Ctrl-C twice) takes its
+    server along instead of leaving it running, ports and memory held, with no one to stop it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _wait_for_bucket(server: SeaweedServer) -> bool:
