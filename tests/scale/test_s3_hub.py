@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,6 +152,37 @@ def test_a_xet_upload_stores_xorbs_in_the_bucket_and_downloads_through_xet_and_p
     )
     assert plain.status_code == 206
     assert plain.content == data[1000:3000000]
+
+
+def test_eight_concurrent_uploads_of_one_content_through_two_workers_make_one_object(
+    s3_hub: S3Hub,
+) -> None:
+    hub = s3_hub.server
+    auth = {"Authorization": f"Bearer {hub.token}"}
+    httpx.post(f"{hub.url}/api/repos/create", headers=auth, json={"name": "same"}).raise_for_status()
+    data = os.urandom(3 * MIB)  # under one part: one conditional PUT each
+    sha = hashlib.sha256(data).hexdigest()
+    batch = {"operation": "upload", "transfers": ["basic"], "objects": [{"oid": sha, "size": len(data)}]}
+    urls = []
+    for _ in range(8):  # every client is told to upload: none has completed yet
+        answer = httpx.post(
+            f"{hub.url}/admin/same.git/info/lfs/objects/batch",
+            headers={**auth, "Content-Type": "application/vnd.git-lfs+json"},
+            json=batch,
+        )
+        (obj,) = answer.json()["objects"]
+        urls.append(obj["actions"]["upload"]["href"])
+    barrier = threading.Barrier(8)
+
+    def put(url: str) -> int:
+        barrier.wait(30)
+        return httpx.put(url, content=data, timeout=120).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(put, urls))
+    assert statuses == [200] * 8
+    assert [item.key for item in s3_hub.store.list(BLOBS, sha)] == [sha]
+    assert list(s3_hub.store.list_scratch()) == []
 
 
 @pytest.fixture(scope="module")
