@@ -507,7 +507,9 @@ def list_repos(
     hub = hub_of(request)
     principal = principal_of(request)
     page = list_page(hub.engine, principal, query, lambda repo: hub.repos.gate.may_download(principal, repo))
-    items = [repo_info.listed_info(request, item, fields) for item in page.items]
+    shown = [item.card_sha256 for item in page.items if item.card_sha256 and item.content_visible]
+    cards = hub.cards.get_many(shown) if repo_info.CARD_FIELDS & set(fields) else {}
+    items = [repo_info.listed_info(request, item, fields, cards) for item in page.items]
     more = page.has_more and (limit is None or cursor + page_size < limit)
     headers = _link_next(request, cursor + page_size) if more else {}
     return JSONResponse(items, headers=headers)

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import Request
 
 from weightyard.api.common import hub_of, iso, principal_of
+from weightyard.cards import StoredCard
 from weightyard.repos import Commit, FileEntry, Repo, lfs_pointer
 from weightyard.repos.facts import RepoFacts, public_tags
 from weightyard.repos.listing import ListedRepo
@@ -131,9 +132,16 @@ def model_info(
     return describe(repo, commit.oid, fields, files, lambda: hub.facts.describe(files(), released), blobs)
 
 
-def listed_info(request: Request, item: ListedRepo, fields: Iterable[str]) -> dict[str, Any]:
+# The listing fields that show what the stored card says.
+CARD_FIELDS = frozenset({"cardData", "model-index"})
+
+
+def listed_info(
+    request: Request, item: ListedRepo, fields: Iterable[str], cards: Mapping[str, StoredCard]
+) -> dict[str, Any]:
     """A listing entry: columns and indexed tags; the commit's files only for `siblings` and the fields
-    that need them (`config`, `safetensors`, `usedStorage`)."""
+    that need them (`config`, `safetensors`, `usedStorage`); the card from `cards`, the page's stored cards
+    read together, when a field shows it (`CARD_FIELDS`)."""
     hub = hub_of(request)
     principal = principal_of(request)
     repo = item.repo
@@ -151,7 +159,7 @@ def listed_info(request: Request, item: ListedRepo, fields: Iterable[str]) -> di
         # The index says what the files say: past a gate the caller has not passed, only file names show.
         if not item.content_visible:
             return RepoFacts(None, public_tags(item.tags), None, None, None, None, None)
-        card = hub.cards.get(item.card_sha256) if item.card_sha256 else None
+        card = cards.get(item.card_sha256) if item.card_sha256 else None
         return RepoFacts(
             card_data=card.metadata if card else None,
             tags=item.tags,
