@@ -1,12 +1,13 @@
 """`weightyard backup DIR`: a consistent copy of a hub, safe to take while it serves.
 
 The database is copied with SQLite's online backup API (one consistent snapshot, which never blocks the
-hub's writers); the blob and xorb folders are copied after it. Every row in the snapshot has its file in
-place by then (files move into place inside their row's transaction, and collection is the only thing that
-removes them: do not run `weightyard gc` during a backup), so the copy is complete; files stored after the
-snapshot come along as files without a row, which `weightyard gc` removes from a restored hub. Content is
-immutable and named by its hash, so a file already in `DIR` with the right size is not copied again: a
-second backup into the same folder copies only what is new.
+hub's writers); the blobs and xorbs are copied after it, through the object store interface, into the layout
+of a local data folder (each blob hashed on the way, so the copy is checked against its name). Every row in
+the snapshot has its object stored by then (objects are stored inside their row's transaction, and
+collection is the only thing that removes them: do not run `weightyard gc` during a backup), so the copy is
+complete; objects stored after the snapshot come along as files without a row, which `weightyard gc`
+removes from a restored hub. Content is immutable and named by its hash, so an object already in `DIR` with
+the right size is not copied again: a second backup into the same folder copies only what is new.
 
 `DIR` is a data folder: restoring is starting the hub on it (or copying it back), see docs/operations.md.
 """

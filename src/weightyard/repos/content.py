@@ -153,13 +153,14 @@ class ContentStore:
             with transaction(self._engine) as conn:
                 created = publish()
                 now = utcnow()
-                insert_ignore(
-                    conn, tables.blobs, [{"sha256": blob.sha256, "size": blob.size, "created_at": now}]
-                )
-                # Stored again: gc's age of unreferenced content counts from the latest upload.
-                conn.execute(
-                    sa.update(tables.blobs).where(tables.blobs.c.sha256 == blob.sha256).values(created_at=now)
-                )
+                row = {"sha256": blob.sha256, "size": blob.size, "created_at": now}
+                if insert_ignore(conn, tables.blobs, [row]) == 0:
+                    # Stored again: gc's age of unreferenced content counts from the latest upload.
+                    conn.execute(
+                        sa.update(tables.blobs)
+                        .where(tables.blobs.c.sha256 == blob.sha256)
+                        .values(created_at=now)
+                    )
                 crash_point("blob.placed")
         except BaseException:
             if created:
@@ -334,29 +335,23 @@ class ContentStore:
         now = utcnow()
         created = False
         try:
+            if not isinstance(body, bytes):
+                # Written back before the write lock is taken: uploads of other xorbs do not wait for it.
+                body.sync()
             with transaction(self._engine) as conn:
-                exists = conn.execute(
-                    sa.select(tables.xet_xorbs.c.hash).where(tables.xet_xorbs.c.hash == name)
-                ).first()
-                known = exists is not None and (user_id is None or self._granted(conn, name, user_id))
-                if exists is None or self.objects.size(XORBS, name) != info.serialized_len:
-                    created = self.objects.put_xorb(name, body)
-                if exists is None:
-                    insert_ignore(
-                        conn,
-                        tables.xet_xorbs,
-                        [
-                            {
-                                "hash": name,
-                                "wire_len": info.serialized_len,
-                                "raw_len": info.raw_len,
-                                "n_chunks": len(info.chunks),
-                                "chunk_table": pack_chunk_table(info),
-                                "created_at": now,
-                                "last_used_at": now,
-                            }
-                        ],
-                    )
+                row = {
+                    "hash": name,
+                    "wire_len": info.serialized_len,
+                    "raw_len": info.raw_len,
+                    "n_chunks": len(info.chunks),
+                    "chunk_table": pack_chunk_table(info),
+                    "created_at": now,
+                    "last_used_at": now,
+                }
+                # The constraints decide, not a look before inserting: a new row means a new xorb, and a new
+                # grant on a stored xorb means that this uploader did not know it.
+                new = insert_ignore(conn, tables.xet_xorbs, [row]) == 1
+                if new:
                     insert_ignore(
                         conn,
                         tables.xet_chunks,
@@ -367,12 +362,17 @@ class ContentStore:
                     )
                 else:
                     self.touch_xorbs(conn, [info.hash])
-                if user_id is not None:
+                granted = user_id is not None and (
                     insert_ignore(
                         conn,
                         tables.xet_xorb_grants,
                         [{"xorb_hash": name, "user_id": user_id, "created_at": now}],
                     )
+                    == 1
+                )
+                known = not new and (user_id is None or not granted)
+                if new or self.objects.size(XORBS, name) != info.serialized_len:
+                    created = self.objects.put_xorb(name, body)
                 crash_point("xorb.placed")
         except BaseException:
             # The object is stored inside the transaction that records its row (so `gc`, holding the same
@@ -397,12 +397,6 @@ class ContentStore:
             for name in sorted({hash_to_string(x) for x in xorbs})
         ]
         insert_ignore(conn, tables.xet_xorb_grants, rows)
-
-    @staticmethod
-    def _granted(conn: sa.Connection, xorb: str, user_id: int) -> bool:
-        grants = tables.xet_xorb_grants
-        query = sa.select(grants.c.user_id).where(grants.c.xorb_hash == xorb, grants.c.user_id == user_id)
-        return conn.execute(query).first() is not None
 
     def touch_xorbs(self, conn: sa.Connection, xorbs: Iterable[bytes]) -> None:
         names = sorted({hash_to_string(x) for x in xorbs})

@@ -386,8 +386,14 @@ class LocalObjectStore:
 
     def read_into(self, namespace: str, key: str, start: int, buffers: Sequence[memoryview]) -> int:
         # Scatter reads copy each byte once, from the page cache into place.
-        with self._open_raw(namespace, key) as handle:
-            return _scatter_read(handle.fileno(), start, buffers)
+        try:
+            fd = os.open(self._path(namespace, key), os.O_RDONLY)
+        except FileNotFoundError:
+            raise BlobNotFound(f"{namespace[:-1]} {key} is not stored") from None
+        try:
+            return _scatter_read(fd, start, buffers)
+        finally:
+            os.close(fd)
 
     # -- removing and listing
 
@@ -592,6 +598,13 @@ class LocalStagedUpload:
 
     def seal(self) -> None:
         self._staged.seal()
+        # Written back now, before the caller takes its write lock to publish: `publish` then waits for none.
+        with contextlib.suppress(FileNotFoundError):
+            fd = os.open(self._staged.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def missing_parts(self) -> list[int]:
         return self._staged.missing_parts()
