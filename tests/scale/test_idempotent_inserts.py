@@ -187,3 +187,21 @@ def test_signing_key_bootstrap_and_blob_grants_repeat_harmlessly(hub: Hub) -> No
             sa.select(tables.blobs.c.created_at).where(tables.blobs.c.sha256 == blob.sha256)
         )
     assert grants == 1 and created.scalar_one() <= utcnow()
+
+
+def test_a_commit_attested_by_several_repairs_at_once_is_attested_once(hub: Hub) -> None:
+    admin = _admin(hub)
+    repo = hub.repos.create_repo(admin, "model", "admin", _unique_name("attested"), private=False)
+    head = hub.repos.resolve(repo, "main")
+    signatures = tables.commit_signatures
+    mine = (signatures.c.repo_id == repo.id, signatures.c.commit_oid == head.oid)
+    with transaction(hub.engine) as conn:
+        # Test set-up: the state an older version left when a crash fell between a commit and its attestation.
+        conn.execute(sa.delete(signatures).where(*mine))
+
+    repaired = _at_once(lambda _: hub.provenance.repair_attestations())
+
+    assert sum(repaired) == 1, repaired
+    with hub.engine.connect() as conn:
+        kinds = conn.execute(sa.select(signatures.c.kind).where(*mine)).scalars().all()
+    assert kinds == ["hub"]

@@ -344,6 +344,15 @@ commit_signatures = sa.Table(
     sa.Column("bundle", sa.Text, nullable=True),
     sa.Column("created_at", sa.DateTime, nullable=False),
 )
+# A commit is attested by the hub once (migration 0016_hub_attestation_once).
+sa.Index(
+    "ux_commit_signatures_hub",
+    commit_signatures.c.repo_id,
+    commit_signatures.c.commit_oid,
+    unique=True,
+    sqlite_where=commit_signatures.c.kind == "hub",
+    postgresql_where=commit_signatures.c.kind == "hub",
+)
 
 # Model cards (migration 0006_cards): each README content parsed and rendered once, when a commit adds it.
 # `metadata` is the front matter as JSON (NULL when absent or unreadable, `metadata_error` says why); `html`

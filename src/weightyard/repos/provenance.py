@@ -165,23 +165,15 @@ class ProvenanceService:
     def attest(self, conn: sa.Connection, repo: Repo, commit: Commit, files: dict[str, FileEntry]) -> bool:
         """Record the hub's attestation and the publisher signatures' verdicts of a commit, unless they are
         there already; True when they were recorded now."""
-        signatures = tables.commit_signatures
-        attested = conn.execute(
-            sa.select(signatures.c.id).where(
-                signatures.c.repo_id == repo.id,
-                signatures.c.commit_oid == commit.oid,
-                signatures.c.kind == "hub",
-            )
-        ).first()
-        if attested is not None:
-            return False  # the same commit id again (identical content, same second): attested already
-        rows = [self._attest(repo, commit, files)]
-        rows += [self._verify(repo, files, path) for path in signature_paths(files)]
-        now = utcnow()
-        conn.execute(
-            sa.insert(signatures),
-            [{**row, "repo_id": repo.id, "commit_oid": commit.oid, "created_at": now} for row in rows],
-        )
+        common = {"repo_id": repo.id, "commit_oid": commit.oid, "created_at": utcnow()}
+        # One hub attestation per commit (a unique index): the same commit id again (identical content, same
+        # second) or a repair racing another process finds it attested already, and records nothing.
+        attestation = {**self._attest(repo, commit, files), **common}
+        if not insert_ignore(conn, tables.commit_signatures, [attestation]):
+            return False
+        rows = [{**self._verify(repo, files, path), **common} for path in signature_paths(files)]
+        if rows:
+            conn.execute(sa.insert(tables.commit_signatures), rows)
         return True
 
     def unattested(self) -> list[tuple[Repo, Commit]]:
