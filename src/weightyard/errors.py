@@ -276,6 +276,19 @@ class StoredContentMissing(StoredContentDamaged):
     code = "StoredContentMissing"
 
 
+class ContentCollected(WeightyardError):
+    """Content being stored was removed by `weightyard gc` (which had found the same content unreferenced)
+    between the moment its bytes were stored and the transaction recording them: nothing was recorded, and
+    sending the content again succeeds. Retryable, with `Retry-After`."""
+
+    code = "ContentCollected"
+    status = 503
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class StorageUnavailable(WeightyardError):
     """The object store did not answer, or refused the hub's request (down, unreachable, misconfigured):
     retryable from the client's side, logged on the server's."""

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from weightyard.auth import Principal
 from weightyard.errors import (
+    ContentCollected,
     ContentMismatch,
     EntryNotFound,
     InvalidCredentials,
@@ -48,7 +49,7 @@ def error_response(exc: WeightyardError, base: str = "", as_text: bool = False) 
     }
     if isinstance(exc, EntryNotFound) and exc.commit:
         headers["X-Repo-Commit"] = exc.commit
-    if isinstance(exc, RateLimited | ScanPending):
+    if isinstance(exc, RateLimited | ScanPending | ContentCollected):
         headers["Retry-After"] = str(exc.retry_after)
     if exc.status in (PayloadTooLarge.status, RequestTimeout.status):
         # The rest of the body may still be on its way: close rather than read it to keep the connection.

@@ -2,7 +2,8 @@
 
 * abandoned uploads older than the upload age (default a day): multipart upload rows and their parts,
   parts without a row, temporary files of interrupted writes;
-* files without a row (a process killed between moving a file into place and committing its row);
+* objects without a row, older than the upload age (a process killed between storing an object and
+  committing its row);
 * whole blobs (and their rows) that no commit of any repo references and nobody uploaded within the upload
   age: content of deleted repos or branches, uploads never committed;
 * Xet xorbs no commit reaches and no upload used within the xorb grace period (28 days by default, because
@@ -64,7 +65,7 @@ def collect(
     uploads = stale_uploads(hub.engine, hub.store, age)
     if not dry_run:
         remove_uploads(hub.engine, hub.store, uploads)
-    lost = orphans(hub.engine, hub.store, remove=not dry_run)
+    lost = orphans(hub.engine, hub.store, remove=not dry_run, older_than=age)
     referenced, blobs, blob_bytes = _unreferenced_blobs(hub, age, dry_run)
     xorbs = xorb_bytes = files = 0
     if hub.xet is not None:
@@ -135,7 +136,8 @@ def _unreferenced_blobs(hub: Hub, age: datetime.timedelta, dry_run: bool) -> tup
                 conn.execute(sa.select(blobs.c.sha256).where(blobs.c.sha256.in_(batch))).scalars()
             )
             for sha in batch:
-                # Under the write lock, as placements are: an upload of this content cannot slip in.
+                # Under the write lock: an upload of this content that stored its object meanwhile finds it
+                # gone in its own transaction and fails, retryably, instead of recording a missing object.
                 if sha not in stored_again:
                     objects.delete(BLOBS, sha)
                     removed += 1

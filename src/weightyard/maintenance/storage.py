@@ -1,8 +1,11 @@
 """What gc and fsck share: finding stored objects without rows, and abandoned uploads.
 
-An object is made visible inside the write transaction that records its row (see `ContentStore.place` and
-`ContentStore.add_xorb`), so an object found without its row while this module holds the same write lock is
-an orphan: left by a process killed between the two. Nothing here ever removes an object whose row exists.
+An object is made visible just before the write transaction that records its row (see `ContentStore.place`
+and `ContentStore.add_xorb`), so an object without its row is either left by a writer that died between
+the two, or one whose writer is on its way to its transaction. Removing the second kind is safe (that
+writer's transaction sees its object gone and fails with a retryable error, recording nothing) but makes an
+honest upload start again, so gc removes only objects older than its upload age. Nothing here ever removes
+an object whose row exists.
 """
 
 from __future__ import annotations
@@ -50,19 +53,26 @@ def _recorded(conn: sa.Connection, column: sa.Column[str], names: list[str]) -> 
     return found
 
 
-def orphans(engine: sa.Engine, content: ContentStore, remove: bool) -> list[StoredObject]:
-    """Blob and xorb objects without a row; removed when `remove`.
+def orphans(
+    engine: sa.Engine, content: ContentStore, remove: bool, older_than: datetime.timedelta | None = None
+) -> list[StoredObject]:
+    """Blob and xorb objects without a row (and, with `older_than`, last written before that long ago);
+    removed when `remove`.
 
     Objects are listed without a lock; those without a row are checked again inside one write transaction,
-    which no placement can be in the middle of (placements happen inside theirs), so an object being stored
-    right now is never taken.
+    so an object whose row was committed meanwhile is never taken.
     """
+    cutoff = None if older_than is None else time.time() - older_than.total_seconds()
     spaces: list[tuple[Namespace, sa.Column[str]]] = [(BLOBS, tables.blobs.c.sha256)]
     if content.xet:
         spaces.append((XORBS, tables.xet_xorbs.c.hash))
     found: list[StoredObject] = []
     for namespace, column in spaces:
-        listed = {item.key: item.size for item in content.objects.list(namespace)}
+        listed = {
+            item.key: item.size
+            for item in content.objects.list(namespace)
+            if cutoff is None or item.mtime < cutoff
+        }
         with engine.connect() as conn:
             suspects = sorted(set(listed) - _recorded(conn, column, sorted(listed)))
         if not suspects:

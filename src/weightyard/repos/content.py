@@ -9,16 +9,23 @@ A sha256 is served from a whole blob when one is stored, else rebuilt from xorbs
 (`WEIGHTYARD_BLOB_URL=xet://…`) every regular or LFS upload is chunked and packed into xorbs too,
 deduplicated against everything stored, so all uploads share one storage model.
 
-An object is made visible inside the write transaction that records its row, and deleted again if that
-transaction fails: outside a write transaction, every object has its row. A `kill -9` between the two leaves
-an object without a row, which `weightyard gc` (holding the same write lock, so never racing a placement)
-removes.
+An object is made visible before the write transaction that records its row, never inside it: on S3 that is
+a network call (for a staged upload, a server-side copy of every part) which must not hold up every other
+write in the hub. The transaction then checks that the object is still there, because `weightyard gc`
+deletes objects under the same write lock and may have collected the same content in between; if it did,
+the upload fails with a retryable `ContentCollected` and records nothing. A writer whose transaction fails
+removes the object it created, under the write lock and only if no other writer of the same content
+recorded it meanwhile; a `kill -9` in between leaves an object without a row, which `weightyard gc` removes
+once it is older than the upload age (so objects of writers still on their way to their transaction are
+spared).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
+import logging
 import os
 import struct
 import threading
@@ -36,6 +43,7 @@ from weightyard.db import insert_ignore, tables, transaction, utcnow
 from weightyard.errors import (
     BadRequest,
     BlobNotFound,
+    ContentCollected,
     ContentMismatch,
     StoredContentDamaged,
     StoredContentMissing,
@@ -45,6 +53,7 @@ from weightyard.storage import (
     BLOBS,
     XORBS,
     BlobInfo,
+    Namespace,
     ObjectStore,
     ObjectWriter,
     ScratchFile,
@@ -67,6 +76,7 @@ from weightyard.xet import (
     unpack_chunk_table,
 )
 
+_log = logging.getLogger(__name__)
 _TERM = struct.Struct("<32sIII")
 # Parsed chunk tables kept in memory (up to ~1.6 MB each for 8192 chunks): the xorbs of a file of several GB.
 # Xorbs never change, so a cached table is true for as long as the xorb is stored.
@@ -146,12 +156,10 @@ class ContentStore:
         return WholeBlobWriter(self, self.objects.blob_writer(sha256))
 
     def place(self, publish: Callable[[], bool], blob: BlobInfo) -> None:
-        """Record `blob` and, in the same write transaction, make its bytes visible with `publish` (which
-        says whether it created the object); the object is deleted again if the transaction fails."""
-        created = False
+        """Make `blob`'s bytes visible with `publish`, then record it (see the module docstring)."""
+        created = publish()
         try:
             with transaction(self._engine) as conn:
-                created = publish()
                 now = utcnow()
                 row = {"sha256": blob.sha256, "size": blob.size, "created_at": now}
                 if insert_ignore(conn, tables.blobs, [row]) == 0:
@@ -161,11 +169,35 @@ class ContentStore:
                         .where(tables.blobs.c.sha256 == blob.sha256)
                         .values(created_at=now)
                     )
+                self._still_stored(BLOBS, blob.sha256, blob.size)
                 crash_point("blob.placed")
         except BaseException:
             if created:
-                self.objects.delete(BLOBS, blob.sha256)
+                self._withdraw(BLOBS, blob.sha256, tables.blobs.c.sha256)
             raise
+
+    def _withdraw(self, namespace: Namespace, key: str, column: sa.Column[str]) -> None:
+        """Remove an object this writer created but could not record, unless another writer of the same
+        content recorded it meanwhile: checked under the write lock, as gc deletes (a writer that has not
+        committed yet then finds its object gone in `_still_stored`). If even that fails (the database is
+        down), the object stays without a row for `weightyard gc`."""
+        try:
+            with transaction(self._engine) as conn:
+                if conn.execute(sa.select(column).where(column == key)).first() is None:
+                    self.objects.delete(namespace, key)
+        except Exception:
+            _log.warning("could not remove %s %s after its row failed; gc will", namespace[:-1], key)
+
+    def _still_stored(self, namespace: Namespace, key: str, size: int) -> None:
+        """Inside the write transaction that records an object published before it: raise `ContentCollected`
+        (rolling the row back) if gc removed the object in between. Once this transaction commits, gc sees
+        the row and spares the object."""
+        if self.objects.size(namespace, key) != size:
+            raise ContentCollected(
+                f"{namespace[:-1]} {key} was removed by garbage collection while it was being stored; "
+                "send it again",
+                retry_after=1,
+            )
 
     def upload(self, upload_id: str, sha256: str, size: int, part_size: int) -> StagedUpload:
         """The staged multipart upload `upload_id` (created on first use; see `ObjectStore.open_upload`)."""
@@ -330,60 +362,62 @@ class ContentStore:
 
         Either way the uploader is granted use of it and its grace period for garbage collection restarts.
         "Known" means known to this uploader: that someone else stored the same xorb is not revealed.
+        The bytes are stored before the write transaction that records them (see the module docstring).
         """
         name = hash_to_string(info.hash)
         now = utcnow()
         created = False
         try:
-            if not isinstance(body, bytes):
-                # Written back before the write lock is taken: uploads of other xorbs do not wait for it.
-                body.sync()
-            with transaction(self._engine) as conn:
-                row = {
-                    "hash": name,
-                    "wire_len": info.serialized_len,
-                    "raw_len": info.raw_len,
-                    "n_chunks": len(info.chunks),
-                    "chunk_table": pack_chunk_table(info),
-                    "created_at": now,
-                    "last_used_at": now,
-                }
-                # The constraints decide, not a look before inserting: a new row means a new xorb, and a new
-                # grant on a stored xorb means that this uploader did not know it.
-                new = insert_ignore(conn, tables.xet_xorbs, [row]) == 1
-                if new:
-                    insert_ignore(
-                        conn,
-                        tables.xet_chunks,
-                        [
-                            {"chunk_hash": hash_to_string(c.hash), "xorb_hash": name, "chunk_index": i}
-                            for i, c in enumerate(info.chunks)
-                        ],
-                    )
-                else:
-                    self.touch_xorbs(conn, [info.hash])
-                granted = user_id is not None and (
-                    insert_ignore(
-                        conn,
-                        tables.xet_xorb_grants,
-                        [{"xorb_hash": name, "user_id": user_id, "created_at": now}],
-                    )
-                    == 1
-                )
-                known = not new and (user_id is None or not granted)
-                if new or self.objects.size(XORBS, name) != info.serialized_len:
-                    created = self.objects.put_xorb(name, body)
-                crash_point("xorb.placed")
-        except BaseException:
-            # The object is stored inside the transaction that records its row (so `gc`, holding the same
-            # write lock, never mistakes it for an orphan); if that transaction fails, it goes again.
-            if created:
-                self.objects.delete(XORBS, name)
-            raise
+            if self.objects.size(XORBS, name) != info.serialized_len:
+                created = self.objects.put_xorb(name, body)
         finally:
             if not isinstance(body, bytes):
                 body.discard()
+        try:
+            known = self._record_xorb(info, name, user_id, now)
+        except BaseException:
+            if created:
+                self._withdraw(XORBS, name, tables.xet_xorbs.c.hash)
+            raise
         return not known
+
+    def _record_xorb(self, info: XorbInfo, name: str, user_id: int | None, now: datetime.datetime) -> bool:
+        """Record a stored xorb and the uploader's grant; True when the uploader knew it already."""
+        with transaction(self._engine) as conn:
+            row = {
+                "hash": name,
+                "wire_len": info.serialized_len,
+                "raw_len": info.raw_len,
+                "n_chunks": len(info.chunks),
+                "chunk_table": pack_chunk_table(info),
+                "created_at": now,
+                "last_used_at": now,
+            }
+            # The constraints decide, not a look before inserting: a new row means a new xorb, and a new
+            # grant on a stored xorb means that this uploader did not know it.
+            new = insert_ignore(conn, tables.xet_xorbs, [row]) == 1
+            if new:
+                insert_ignore(
+                    conn,
+                    tables.xet_chunks,
+                    [
+                        {"chunk_hash": hash_to_string(c.hash), "xorb_hash": name, "chunk_index": i}
+                        for i, c in enumerate(info.chunks)
+                    ],
+                )
+            else:
+                self.touch_xorbs(conn, [info.hash])
+            granted = user_id is not None and (
+                insert_ignore(
+                    conn,
+                    tables.xet_xorb_grants,
+                    [{"xorb_hash": name, "user_id": user_id, "created_at": now}],
+                )
+                == 1
+            )
+            self._still_stored(XORBS, name, info.serialized_len)
+            crash_point("xorb.placed")
+        return not new and (user_id is None or not granted)
 
     def delete_xorb_object(self, name: str) -> None:
         """Remove a xorb's bytes (gc, after its rows went in the caller's write transaction)."""

@@ -601,7 +601,8 @@ class XetService:
                     )
                 )
                 conn.execute(sa.delete(xx).where(xx.c.hash.in_(doomed_names), xx.c.last_used_at < cutoff))
-                # Under the write lock: an upload of the same xorb cannot place its file in between.
+                # Under the write lock: an upload of the same xorb that stored it meanwhile finds it gone in
+                # its own transaction and fails, retryably (ContentStore.add_xorb).
                 for name, _ in doomed:
                     self._store.delete_xorb_object(name)
         return GcReport(len(doomed), sum(size for _, size in doomed), len(dead_files), dry_run)
