@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError
-from tests.postgres import PostgresCluster
+from tests.postgres import SUPERUSER, TEMPLATE, PostgresCluster
 from tests.support import Server, start_server, stop_server, weightyard_cli
 
 import weightyard.db
@@ -292,3 +293,43 @@ def test_concurrent_commits_without_parent_on_postgresql_all_apply(pg_server: Se
     assert statuses == [200] * 6
     assert sorted(api.list_repo_files(repo)) == [".gitattributes"] + [f"f{i}.txt" for i in range(6)]
     assert len(api.list_repo_commits(repo)) == 7
+
+
+def _serving_role_sql(role: str) -> list[str]:
+    """The statements docs/scale.md gives for the workers' role, with `role` for its name."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "scale.md").read_text()
+    block = text.split("<!-- serving-role:", 1)[1].split("```sql\n", 1)[1].split("```", 1)[0]
+    return [line.replace("weightyard_serve", role) for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.client
+def test_the_documented_serving_role_runs_the_hub_and_cannot_rewrite_the_audit_log(
+    postgres_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    role = f"wy_serve_{uuid.uuid4().hex[:8]}"
+    owner_url = postgres_cluster.create_database(f"served_{uuid.uuid4().hex[:8]}", template=TEMPLATE)
+    owner = sa.create_engine(owner_url)
+    try:
+        with owner.begin() as conn:
+            for statement in _serving_role_sql(role):
+                conn.exec_driver_sql(statement)
+    finally:
+        owner.dispose()
+    serving_url = owner_url.replace(f"://{SUPERUSER}@", f"://{role}@", 1)
+    hub = start_server(tmp_path / "data", env={"WEIGHTYARD_DATABASE_URL": serving_url})
+    try:
+        api = HfApi(endpoint=hub.url, token=hub.token)
+        repo = api.create_repo("admin/served-by-a-role").repo_id
+        api.upload_file(path_or_fileobj=b"written by the serving role\n", path_in_repo="a.txt", repo_id=repo)
+        assert sorted(api.list_repo_files(repo)) == [".gitattributes", "a.txt"]
+    finally:
+        stop_server(hub)
+    serving = sa.create_engine(serving_url)
+    try:
+        with serving.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM audit_log")).scalar() > 0
+        for statement in ("UPDATE audit_log SET action = 'forged'", "DELETE FROM audit_log"):
+            with pytest.raises(sa.exc.ProgrammingError, match="permission denied"), serving.begin() as conn:
+                conn.exec_driver_sql(statement)
+    finally:
+        serving.dispose()
