@@ -51,8 +51,8 @@ postgres-server:
 		|| (command -v apt-get >/dev/null && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql) \
 		|| (echo "install the PostgreSQL server (initdb, pg_ctl) to run the PostgreSQL tests" && false)
 
-# Two test processes (one per core here), each taking whole files: module-scoped servers start once.
-PYTEST_PARALLEL ?= -n 2 --dist loadfile
+# Two test processes (one per core here), each taking whole test folders (tests/conftest.py says why).
+PYTEST_PARALLEL ?= -n 2
 
 # The repository, access and Xet tests run once more with every hub they start on its own PostgreSQL database
 # (tests/conftest.py, WEIGHTYARD_TEST_DATABASE).

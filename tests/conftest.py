@@ -15,6 +15,21 @@ from tests.postgres import TEMPLATE, PostgresCluster
 from tests.s3 import SeaweedServer, credentials_env, fresh_prefix, start_seaweed
 from tests.support import Server, start_server, stop_server
 
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """With several test processes (`make test` runs two), each test folder runs whole in one process, in
+    the order a single process runs it: the modules of a folder share session fixtures (tests/auth's team
+    of users and orgs, for one), and some of their tests read what the folder's earlier modules left."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFolder(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "/".join(nodeid.split("::", 1)[0].split("/")[:2])
+
+    return ByFolder(config, log)  # type: ignore[arg-type]
+
+
 # `make test` runs the `client`-marked tests a second time with the 1.x client first on PYTHONPATH and this
 # variable naming the generation: a run that silently imported another client must fail, not pass.
 GENERATION_VARIABLE = "WEIGHTYARD_TEST_HF_GENERATION"
