@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -427,10 +428,27 @@ def metadata_rows(
     }
 
 
-def listing_queries(count: int) -> dict[str, str]:
+def cursor_after(port: int, path: str, hops: int) -> str:
+    """The `cursor` a listing hands out after `hops` pages from `path` on, following its next links (the API's
+    `Link` header, the web page's `links.next`): pages are keyset positions, reached only by walking."""
+    url, cursor = f"http://127.0.0.1:{port}{path}", ""
+    for _ in range(hops):
+        with urllib.request.urlopen(url, timeout=REQUEST_TIMEOUT) as response:
+            link = response.headers.get("Link", "")
+            following = json.load(response)["links"]["next"] if not link else link[1 : link.index(">")]
+        if not following:
+            raise BenchError(f"{path}: fewer than {hops + 1} pages; use more --repos")
+        url = urllib.parse.urljoin(url, following)
+        cursor = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["cursor"][0]
+    return urllib.parse.quote(cursor)
+
+
+def listing_queries(port: int, count: int) -> dict[str, str]:
+    # about halfway through the public repos, in pages of 100 (`full` lists files: the smaller page)
+    middle = cursor_after(port, "/api/models?full=true", max(1, count // 200))
     return {
         "list_models, first page": f"/api/models?limit={PAGE}",
-        "list_models, middle page": f"/api/models?limit={PAGE}&cursor={count // 2}",
+        "list_models, middle page": f"/api/models?limit={PAGE}&cursor={middle}",
         "list_models, search": f"/api/models?search=whisper&limit={PAGE}",
         "list_models, filter": f"/api/models?filter=license:mit&limit={PAGE}",
         "list_models, sort=likes": f"/api/models?sort=likes&direction=-1&limit={PAGE}",
@@ -439,7 +457,9 @@ def listing_queries(count: int) -> dict[str, str]:
         "web search, two words": "/models?search=gemma+v2",
         "web search, tag word": "/models?search=bench-3",
         "web search, 2 letters": "/models?search=t5",
-        "web models, page 5": "/models?p=5",
+        "web models, page 5": f"/models?cursor={cursor_after(port, '/models.json', 4)}",
+        # the web listing's newest-first order is list_models' default one: the same position
+        "web models, middle page": f"/models?cursor={middle}",
     }
 
 
@@ -451,7 +471,7 @@ def listing_rows(database: Database, work: Path, count: int) -> list[dict[str, o
     server = Server(data, database, 1)
     rows = []
     try:
-        for name, path in listing_queries(count).items():
+        for name, path in listing_queries(server.port, count).items():
             load = sequential(server.port, path, LIST_SAMPLES)
             check(load, name)
             rows.append(

@@ -23,6 +23,7 @@ from weightyard.maintenance.startup import (
 from weightyard.repos import AccessRequests, LfsService, RepoService, delete_namespace_repos
 from weightyard.repos.content import ContentStore, open_content_store
 from weightyard.repos.facts import FactsService
+from weightyard.repos.listing import Cursors
 from weightyard.repos.provenance import KeyRegistry, ProvenanceService, hub_signing_key
 from weightyard.repos.xet import XetService
 
@@ -45,6 +46,8 @@ class Hub:
     facts: FactsService
     # All stored content, for maintenance (gc, fsck, backup); the services reach content through it.
     store: ContentStore
+    # the listing pages' cursors, signed with the key every server process shares
+    cursors: Cursors
     xet: XetService | None = None
 
     @classmethod
@@ -104,6 +107,7 @@ class Hub:
             cards=cards,
             facts=facts,
             store=store,
+            cursors=Cursors(secret),
             xet=XetService(repos, store, secret, engine, accounts, settings) if settings.xet else None,
         )
 

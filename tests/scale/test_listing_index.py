@@ -5,14 +5,16 @@ index follows every write that changes what is searched (creation, move, a card'
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
 from weightyard.auth import LOCAL_ADMIN, Principal
 from weightyard.config import Settings
+from weightyard.errors import BadRequest
 from weightyard.hub import Hub
 from weightyard.repos import AddFile, Repo
-from weightyard.repos.listing import ListQuery, list_page
+from weightyard.repos.listing import Cursors, ListPage, ListQuery, list_page
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -117,31 +119,85 @@ def test_filters_by_tag_task_and_author(hub: Hub) -> None:
     assert len(_ids(hub, ListQuery("model", author=dan.name))) == 2
 
 
-@pytest.mark.parametrize("sort", ["lastModified", "createdAt", "likes", "downloads", "id"])
-def test_pages_cover_every_match_once_in_sort_order(hub: Hub, sort: str) -> None:
+def _walk(hub: Hub, query: ListQuery, page: ListPage, backward: bool) -> list[ListPage]:
+    """The pages from `page` on, following their positions one way, to the end (bounded)."""
+    pages = [page]
+    for _ in range(20):
+        position = page.previous if backward else page.next
+        if position is None:
+            return pages
+        page = list_page(hub.engine, None, replace(query, after=position), lambda repo: True)
+        pages.append(page)
+    pytest.fail("the pages never ended")
+
+
+def _listed(page: ListPage) -> list[str]:
+    return [item.repo.repo_id for item in page.items]
+
+
+@pytest.mark.parametrize("descending", [True, False], ids=["descending", "ascending"])
+@pytest.mark.parametrize("sort", ["lastModified", "createdAt", "likes", "downloads", "trendingScore", "id"])
+def test_pages_cover_every_match_once_in_sort_order_both_ways(hub: Hub, sort: str, descending: bool) -> None:
     erin = _user(hub)
     for index in range(7):
-        hub.repos.create_repo(erin, "model", erin.name, f"paged-{index}", private=False)
-    everything = _ids(hub, ListQuery("model", author=erin.name, sort=sort, descending=False))
+        repo = hub.repos.create_repo(erin, "model", erin.name, f"paged-{index}", private=False)
+        for _ in range(index % 3):  # downloads with ties, so the row id orders some of them
+            hub.repos.count_download(repo)
+    hub.repos.downloads.flush()
+    everything = _ids(hub, ListQuery("model", author=erin.name, sort=sort, descending=descending))
+    query = ListQuery("model", author=erin.name, sort=sort, descending=descending, limit=3)
 
-    pages, offset = [], 0
-    while True:
-        page = list_page(
-            hub.engine,
-            None,
-            ListQuery("model", author=erin.name, sort=sort, descending=False, offset=offset, limit=3),
-            lambda repo: True,
-        )
-        pages.append([item.repo.repo_id for item in page.items])
-        offset += 3
-        if not page.has_more:
-            break
+    forward = _walk(hub, query, list_page(hub.engine, None, query, lambda repo: True), backward=False)
+    back = _walk(hub, query, forward[-1], backward=True)
 
-    assert [len(page) for page in pages] == [3, 3, 1]
-    assert [repo_id for page in pages for repo_id in page] == everything
+    assert [len(page.items) for page in forward] == [3, 3, 1]
+    assert [page.index for page in forward] == [0, 1, 2]
+    assert [repo_id for page in forward for repo_id in _listed(page)] == everything
     assert sorted(everything) == sorted(f"{erin.name}/paged-{index}" for index in range(7))
+    assert [_listed(page) for page in back] == [_listed(page) for page in reversed(forward)]
+    assert [page.index for page in back] == [2, 1, 0]
+    assert back[-1].previous is None and forward[-1].next is None
     if sort == "id":
-        assert everything == sorted(everything)
+        assert everything == sorted(everything, reverse=descending)
+    if sort == "downloads":
+        counts = [hub.repos.get_repo(erin, "model", *repo_id.split("/")).downloads for repo_id in everything]
+        assert counts == sorted(counts, reverse=descending)
+
+
+def test_a_position_from_another_order_is_refused(hub: Hub) -> None:
+    frank = _user(hub)
+    for index in range(3):
+        hub.repos.create_repo(frank, "model", frank.name, f"order-{index}", private=False)
+    query = ListQuery("model", author=frank.name, sort="likes", limit=1)
+    position = list_page(hub.engine, None, query, lambda repo: True).next
+    assert position is not None
+
+    for other in (
+        replace(query, sort="id"),
+        replace(query, sort="downloads"),
+        replace(query, descending=False),
+    ):
+        with pytest.raises(BadRequest):
+            list_page(hub.engine, None, replace(other, after=position), lambda repo: True)
+
+
+def test_a_cursor_carries_its_position_only_with_this_hubs_signature(hub: Hub) -> None:
+    gina = _user(hub)
+    for index in range(3):
+        hub.repos.create_repo(gina, "model", gina.name, f"signed-{index}", private=False)
+    for sort in ("lastModified", "downloads", "id"):
+        query = ListQuery("model", author=gina.name, sort=sort, limit=1)
+        position = list_page(hub.engine, None, query, lambda repo: True).next
+        assert position is not None
+        cursor = hub.cursors.encode(position)
+
+        assert hub.cursors.decode(cursor) == position
+        with pytest.raises(BadRequest):
+            Cursors(b"another hub's secret").decode(cursor)
+        body, signature = cursor.split(".")
+        for forged in (body + "." + signature[:-2], body[:-2] + "." + signature, cursor.replace(".", "")):
+            with pytest.raises(BadRequest):
+                hub.cursors.decode(forged)
 
 
 def test_private_repos_are_listed_and_found_only_for_those_who_may_read_them(hub: Hub) -> None:

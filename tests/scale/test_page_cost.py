@@ -10,7 +10,7 @@ import itertools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -22,6 +22,7 @@ from weightyard.auth import LOCAL_ADMIN, Principal
 from weightyard.config import Settings
 from weightyard.hub import Hub
 from weightyard.repos import AddFile, Repo
+from weightyard.repos.listing import ListQuery, list_page
 
 # The hub's own threads (the scan queue's runners polling for jobs, the download counter) query the database
 # whenever they wake: what they do is not a request's cost.
@@ -232,3 +233,36 @@ def test_a_listing_page_reads_its_cards_in_one_query(local: Local) -> None:
             costs.append(cost.statements)
 
     assert costs[0] == costs[2] and costs[1] == costs[3], costs
+
+
+@pytest.fixture(scope="module")
+def deep(local: Local) -> None:
+    """100 more repos in the hub, one in five private, created within a second or two: many ties."""
+    local.hub.accounts.create_org(LOCAL_ADMIN, "deep")
+    for index in range(100):
+        local.hub.repos.create_repo(local.admin, "model", "deep", f"repo-{index}", private=index % 5 == 0)
+
+
+@pytest.mark.parametrize(
+    "query", ["sort=lastModified", "sort=createdAt", "sort=downloads", "sort=id", "sort=likes&direction=1"]
+)
+@pytest.mark.usefixtures("deep")
+def test_a_deep_listing_page_costs_what_a_shallow_one_does(local: Local, query: str) -> None:
+    params = dict(part.split("=") for part in query.split("&"))
+    listing = ListQuery("model", sort=params["sort"], descending=params.get("direction") != "1", limit=2)
+    # the positions 2 and 90 repos into the hub's listing, as the pages before them hand them out
+    positions, page = [], list_page(local.hub.engine, local.admin, listing, lambda repo: True)
+    while page.next is not None and len(positions) < 45:
+        positions.append(page.next)
+        page = list_page(local.hub.engine, local.admin, replace(listing, after=page.next), lambda repo: True)
+    costs = []
+    for position in (positions[0], positions[44]):
+        cursor = local.hub.cursors.encode(position)
+        with local.cost() as cost:
+            response = local.client.get(f"/api/models?limit=2&{query}&cursor={cursor}", headers=local.headers)
+        assert response.status_code == 200, response.text
+        assert len(response.json()) == 2
+        costs.append(cost)
+
+    assert costs[0].statements == costs[1].statements
+    assert costs[1].steps < costs[0].steps * 1.5, costs

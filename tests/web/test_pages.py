@@ -153,11 +153,18 @@ def test_models_are_paginated_with_links_that_keep_the_query(local: LocalHub) ->
     first = local.client.get("/models.json?sort=name&search=model").json()
     assert first["total"] == 25
     assert len(first["models"]) == 20
-    assert first["links"] == {"previous": None, "next": "/models.json?sort=name&search=model&p=2"}
+    assert (first["page"], first["links"]["previous"]) == (1, None)
+    assert first["links"]["next"].startswith("/models.json?sort=name&search=model&cursor=")
     second = local.client.get(first["links"]["next"]).json()
     assert [m["id"] for m in second["models"]] == [f"acme/model-{i}" for i in range(20, 25)]
-    assert second["links"]["next"] is None
-    assert local.client.get("/models?p=0").status_code == 400
+    assert (second["page"], second["total"], second["links"]["next"]) == (2, 25, None)
+    back = local.client.get(second["links"]["previous"]).json()
+    assert (back["models"], back["page"], back["links"]["previous"]) == (first["models"], 1, None)
+    assert local.client.get(back["links"]["next"]).json()["models"] == second["models"]
+    for cursor in ("2", "junk", second["links"]["previous"].rsplit("=", 1)[1][:-1]):
+        assert local.client.get(f"/models?sort=name&search=model&cursor={cursor}").status_code == 400
+    # a cursor belongs to the order it was walked in
+    assert local.client.get(first["links"]["next"].replace("sort=name", "sort=recent")).status_code == 400
 
 
 # ---------------------------------------------------------------------------------------------- model page

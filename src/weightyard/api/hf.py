@@ -246,7 +246,7 @@ def get_repo_info_at(
     return _model_info(request, repo, commit, expand, blobs, securityStatus)
 
 
-def _link_next(request: Request, cursor: int) -> dict[str, str]:
+def _link_next(request: Request, cursor: int | str) -> dict[str, str]:
     """An absolute `Link: rel="next"` carrying every query parameter, with the next cursor."""
     raw_path = (request.scope.get("raw_path") or request.url.path.encode()).decode("latin-1").split("?")[0]
     params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
@@ -476,7 +476,7 @@ def list_repos(
     full: bool = False,
     cardData: bool = False,
     config: bool = False,
-    cursor: Annotated[int, Query(ge=0, le=2**31)] = 0,
+    cursor: str | None = None,
 ) -> JSONResponse:
     """`list_models` as on the Hub, answered from the listing index (see repos/listing.py)."""
     tags = [*filter]
@@ -492,6 +492,7 @@ def list_repos(
         fields += ["config"] if config else []
     heavy = {"siblings", "config", "safetensors", "usedStorage"} & set(fields)
     page_size = min(limit or MODELS_PAGE, MODELS_PAGE_HEAVY if heavy else MODELS_PAGE)
+    hub = hub_of(request)
     query = ListQuery(
         repo_type=_repo_type(plural),
         search=search,
@@ -501,17 +502,17 @@ def list_repos(
         gated=gated,
         sort={"last_modified": "lastModified", "created_at": "createdAt"}.get(sort, sort),
         descending=direction != "1",
-        offset=cursor,
+        after=hub.cursors.decode(cursor) if cursor is not None else None,
         limit=page_size,
     )
-    hub = hub_of(request)
     principal = principal_of(request)
     page = list_page(hub.engine, principal, query, lambda repo: hub.repos.gate.may_download(principal, repo))
     shown = [item.card_sha256 for item in page.items if item.card_sha256 and item.content_visible]
     cards = hub.cards.get_many(shown) if repo_info.CARD_FIELDS & set(fields) else {}
     items = [repo_info.listed_info(request, item, fields, cards) for item in page.items]
-    more = page.has_more and (limit is None or cursor + page_size < limit)
-    headers = _link_next(request, cursor + page_size) if more else {}
+    # `limit` bounds the whole walk, as the client's own count of items does
+    more = limit is None or (page.index + 1) * page_size < limit
+    headers = _link_next(request, hub.cursors.encode(page.next)) if page.next and more else {}
     return JSONResponse(items, headers=headers)
 
 

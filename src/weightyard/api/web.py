@@ -50,7 +50,7 @@ from weightyard.repos import Commit, DirEntry, FileEntry, Repo, RepoService, che
 from weightyard.repos.access import STATUSES as ACCESS_STATUSES
 from weightyard.repos.facts import FactsService, public_tags
 from weightyard.repos.ingest import looks_binary
-from weightyard.repos.listing import ListedRepo, ListQuery, list_page
+from weightyard.repos.listing import ListedRepo, ListPage, ListQuery, Position, list_page
 from weightyard.repos.scanning import scan_state, shown_verdict, worst
 from weightyard.scan import Verdict
 
@@ -428,6 +428,19 @@ def _page_links(request: Request, number: int, has_next: bool) -> dict[str, str 
     }
 
 
+def _cursor_links(request: Request, page: ListPage) -> dict[str, str | None]:
+    """The pages before and after a listing page, each a keyset position (see repos/listing.py)."""
+    params = [(key, value) for key, value in request.query_params.multi_items() if key != "cursor"]
+    cursors = hub_of(request).cursors
+
+    def link(position: Position | None) -> str | None:
+        if position is None:
+            return None
+        return f"{request.url.path}?{urlencode([*params, ('cursor', cursors.encode(position))])}"
+
+    return {"previous": link(page.previous), "next": link(page.next)}
+
+
 def models_page(request: Request, viewer: Principal | None, segments: list[str]) -> Page:
     repos = hub_of(request).repos
     query = request.query_params
@@ -437,9 +450,8 @@ def models_page(request: Request, viewer: Principal | None, segments: list[str])
         raise BadRequest(f"cannot sort by {sort[:50]!r}; use {', '.join(SORTS)}")
     author = query.get("author", "").strip() or None
     filters = {key: query.get(key, "").strip() for key in CARD_FILTERS}
-    number = _page_number(request)
+    cursor = query.get("cursor")
     sort_key, descending = SORTS[sort]
-    start = (number - 1) * MODELS_PAGE
     listing = ListQuery(
         repo_type="model",
         author=author,
@@ -452,7 +464,7 @@ def models_page(request: Request, viewer: Principal | None, segments: list[str])
         words=tuple(search.split()),
         sort=sort_key,
         descending=descending,
-        offset=start,
+        after=hub_of(request).cursors.decode(cursor) if cursor is not None else None,
         limit=MODELS_PAGE,
     )
     found = list_page(
@@ -469,10 +481,10 @@ def models_page(request: Request, viewer: Principal | None, segments: list[str])
         "sorts": list(SORTS),
         "filters": {"author": author or "", **filters},
         "total": total,
-        "page": number,
+        "page": found.index + 1,
         "pageSize": MODELS_PAGE,
         "models": models,
-        "links": _page_links(request, number, start + MODELS_PAGE < total),
+        "links": _cursor_links(request, found),
     }
     title = f"Models matching “{search}”" if search else "Models"
     return Page("models.html", data, title)

@@ -2,15 +2,24 @@
 
 Everything a listing filters or sorts on is a column or the `repo_tags` index, kept in step with each repo's
 `main` head by `FactsService.after_commit`; a page costs one query plus one for the tags of its repos. Each
-sort key has an index the page walks in order, and searches (any part of a repo id or tag, as the Hub
-matches them) go through a trigram index: FTS5 `repo_search` on SQLite, GIN `pg_trgm` on PostgreSQL (migration
-0014_listing_search). A search word shorter than a trigram cannot use it and scans the repos instead.
+sort key has an index the page walks in order from a keyset position (the sort key and row id of the last repo
+the previous page read, never an offset, so a deep page costs what the first one does), and searches (any part
+of a repo id or tag, as the Hub matches them) go through a trigram index: FTS5 `repo_search` on SQLite, GIN
+`pg_trgm` on PostgreSQL (migration 0014_listing_search). A search word shorter than a trigram cannot use it
+and scans the repos instead.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -29,6 +38,27 @@ SORTS = {
     "id": tables.full_repo_id,
 }
 MAX_FILTERS = 20
+# The sorts whose key is unique (one repo id per type), so they need no row id to break ties.
+_UNIQUE_SORTS = {"id"}
+_DATE_SORTS = {"lastModified", "createdAt"}
+# A cursor longer than this was not issued here (the longest key is a repo id of 193 characters).
+_MAX_CURSOR = 1024
+# Row ids and page counts are SQL integers.
+_MAX_INT = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a page starts: just after the repo whose sort key is `key` and whose row id is `row` (`backward`:
+    just before it, walking back towards the first page), `index` pages from the first page. Bound to the sort
+    and direction it was walked in."""
+
+    sort: str
+    descending: bool
+    key: datetime | int | str
+    row: int
+    backward: bool = False
+    index: int = 0
 
 
 @dataclass(frozen=True)
@@ -44,7 +74,8 @@ class ListQuery:
     gated: bool | None = None
     sort: str = "lastModified"
     descending: bool = True
-    offset: int = 0
+    # where the page starts (a `Position` this listing handed out, of the same sort); None: the first page
+    after: Position | None = None
     limit: int = 1000
 
 
@@ -64,9 +95,61 @@ class ListedRepo:
 @dataclass(frozen=True)
 class ListPage:
     items: list[ListedRepo]
+    # whether repos follow this page
     has_more: bool
     # how many repos match in all, when asked for
     total: int | None = None
+    # the page after this one, when there is one
+    next: Position | None = None
+    # the page before this one, when this is not the first
+    previous: Position | None = None
+    # pages before this one
+    index: int = 0
+
+
+class Cursors:
+    """The `cursor` of a listing's `Link: rel="next"`: a `Position`, signed, so that a cursor this hub did not
+    hand out (edited, forged, from another hub) is refused rather than walked. Not secret: a position names
+    only a row the caller's own page ended on, and every page filters what the caller may read again."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._key = hmac.new(secret, b"weightyard-listing-cursor", hashlib.sha256).digest()
+
+    def encode(self, position: Position) -> str:
+        key = position.key.isoformat() if isinstance(position.key, datetime) else position.key
+        fields = [position.sort, position.descending, key, position.row, position.backward, position.index]
+        body = base64.urlsafe_b64encode(json.dumps(fields, separators=(",", ":")).encode()).rstrip(b"=")
+        return f"{body.decode()}.{self._sign(body)}"
+
+    def decode(self, cursor: str) -> Position:
+        """The position `cursor` names; `BadRequest` for anything this hub did not issue."""
+        body, _, signature = cursor.partition(".")
+        if not (len(cursor) <= _MAX_CURSOR and cursor.isascii()) or not hmac.compare_digest(
+            self._sign(body.encode()), signature
+        ):
+            raise BadRequest("invalid cursor: follow the Link header of the previous page")
+        try:
+            fields = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+            return _position(*fields)
+        except (binascii.Error, ValueError, TypeError) as exc:  # signed, but by another version of the hub
+            raise BadRequest("invalid cursor: follow the Link header of the previous page") from exc
+
+    def _sign(self, body: bytes) -> str:
+        digest = hmac.new(self._key, body, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def _position(sort: Any, descending: Any, key: Any, row: Any, backward: Any, index: Any) -> Position:
+    """A position from a cursor's fields, each of the type it was written with (ValueError otherwise)."""
+    if sort not in SORTS or not all(isinstance(flag, bool) for flag in (descending, backward)):
+        raise ValueError("sort")
+    if not all(type(number) is int and 0 <= number <= _MAX_INT for number in (row, index)):
+        raise ValueError("row")
+    if type(key) is not (str if sort in _DATE_SORTS | _UNIQUE_SORTS else int):
+        raise ValueError("key")
+    if sort in _DATE_SORTS:
+        key = datetime.fromisoformat(str(key))
+    return Position(sort, descending, key, row, backward, index)
 
 
 def _visible(principal: Principal | None) -> sa.ColumnElement[bool]:
@@ -131,7 +214,10 @@ def list_page(
         .scalar_subquery()
         .label("head_oid")
     )
-    statement = sa.select(repos, head).where(repos.c.type == query.repo_type, _visible(principal))
+    column = SORTS[query.sort]
+    statement = sa.select(repos, head, column.label("sort_key")).where(
+        repos.c.type == query.repo_type, _visible(principal)
+    )
     dialect = engine.dialect.name
     if query.search:
         statement = statement.where(_contains(dialect, query.search, with_tags=False))
@@ -147,15 +233,17 @@ def list_page(
     if query.gated is not None:
         statement = statement.where(repos.c.gated.is_not(None) if query.gated else repos.c.gated.is_(None))
     counted = sa.select(sa.func.count()).select_from(statement.subquery())
-    column = SORTS[query.sort]
-    # Ties (times have second resolution) fall back to creation order, in the same direction.
-    order = (column.desc(), repos.c.id.desc()) if query.descending else (column.asc(), repos.c.id.asc())
-    statement = statement.order_by(*order)
-    statement = statement.offset(query.offset).limit(query.limit + 1)
+    after = query.after
+    if after is not None and (after.sort != query.sort or after.descending != query.descending):
+        raise BadRequest("this cursor belongs to a listing in another order")
     with engine.connect() as conn:
         total = int(conn.execute(counted).scalar() or 0) if with_total else None
-        rows = conn.execute(statement).all()
-        page = rows[: query.limit]
+        rows = conn.execute(_from(statement, query, after)).all()
+        if after is not None and after.backward and not rows:
+            # Whatever stood before the position has gone since: the first page is the one before it.
+            after = None
+            rows = conn.execute(_from(statement, query, after)).all()
+        page = list(rows[: query.limit])
         ids = [row.id for row in page]
         tag_rows = (
             conn.execute(
@@ -166,6 +254,18 @@ def list_page(
             if ids
             else []
         )
+    more = len(rows) > query.limit
+    backward = after is not None and after.backward
+    if backward:
+        page.reverse()
+    # The page's own number; a page walked back to with nothing before it is the first, whatever it said.
+    index = 0 if after is None or (backward and not more) else max(after.index, 1 if backward else 0)
+
+    def position(row: sa.Row[Any], back: bool, to: int) -> Position:
+        return Position(query.sort, query.descending, row.sort_key, row.id, back, to)
+
+    follows = more or backward
+    precedes = more if backward else after is not None
     tags: dict[int, list[str]] = {}
     for repo_id, tag in tag_rows:
         tags.setdefault(repo_id, []).append(tag)
@@ -191,4 +291,39 @@ def list_page(
                 content_visible=visible,
             )
         )
-    return ListPage(items=items, has_more=len(rows) > query.limit, total=total)
+    return ListPage(
+        items=items,
+        has_more=follows,
+        total=total,
+        next=position(page[-1], False, index + 1) if follows and page else None,
+        previous=position(page[0], True, index - 1) if precedes and page else None,
+        index=index,
+    )
+
+
+def _from(statement: sa.Select[Any], query: ListQuery, after: Position | None) -> sa.Select[Any]:
+    """`statement` in the order of `query`, one row more than a page from `after` on (walking back: before
+    it, nearest first)."""
+    column = SORTS[query.sort]
+    # Ties (times have second resolution) fall back to creation order, in the same direction.
+    row_id = tables.repos.c.id
+    keys = [column] if query.sort in _UNIQUE_SORTS else [column, row_id]
+    descending = query.descending != (after is not None and after.backward)
+    size = query.limit + 1
+
+    def ordered(select: sa.Select[Any], *by: sa.ColumnElement[Any]) -> sa.Select[Any]:
+        return select.order_by(*(key.desc() if descending else key.asc() for key in by)).limit(size)
+
+    if after is None:
+        return ordered(statement, *keys)
+    # A keyset seek: the index on (type, key, id) starts the walk at the position, whatever its depth. The
+    # repos tied with the position on the key and those beyond it are two seeks: SQLite walks a row-value
+    # comparison `(key, id) < (?, ?)` after `type = ?` by its key only, through every tie.
+    mark = sa.bindparam(None, after.key, column.type)
+    beyond = statement.where(column < mark if descending else column > mark)
+    if query.sort in _UNIQUE_SORTS:
+        return ordered(beyond, column)
+    row = sa.bindparam(None, after.row, sa.Integer)
+    tied = statement.where(column == mark, row_id < row if descending else row_id > row)
+    both = sa.union_all(*(sa.select(ordered(part, *keys).subquery()) for part in (tied, beyond))).subquery()
+    return ordered(sa.select(both), both.c.sort_key, both.c.id)
