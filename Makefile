@@ -55,9 +55,13 @@ postgres-server:
 PYTEST_PARALLEL ?= -n 2
 
 # The repository, access and Xet tests run once more with every hub they start on its own PostgreSQL database
-# (tests/conftest.py, WEIGHTYARD_TEST_DATABASE).
-POSTGRES_TESTS := tests/auth/test_content_gate.py tests/e2e/test_hf_client.py \
-	tests/xet_hub/test_xet_stock_client.py tests/xet_hub/test_xet_safety.py
+# (tests/conftest.py, WEIGHTYARD_TEST_DATABASE): the access (permission matrix included), Xet and API suites
+# whole, and the end-to-end files where the stock client works on repos. Left out: the CLI's own files
+# (test_cli*, test_pull_trusts_nothing: client-side checks), the gigabyte transfers (test_large_files: memory
+# bounds of the transfer path, marked slow), transformers and the benchmark helpers (test_bench_*, no hub
+# state); tests/scale runs its PostgreSQL variants in the first run.
+POSTGRES_TESTS := tests/auth tests/api tests/xet_hub tests/e2e/test_hf_client.py tests/e2e/test_hub_conformance.py \
+	tests/e2e/test_model_info.py tests/e2e/test_lfs_and_integrity.py tests/e2e/test_multipart_parts.py
 
 test: lint /usr/bin/chromium postgres-server $(HF1)/.installed
 	WEIGHTYARD_TEST_HF_GENERATION=2 $(VENV)/bin/pytest -q -ra $(PYTEST_PARALLEL) tests

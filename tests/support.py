@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,18 @@ import httpx
 # Tests must never reach a real hub: anything not pointed at the test server fails fast.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+
+
+# httpx builds a TLS context for every client it makes, parsing certifi's whole bundle (20-100 ms on this
+# busy machine: longer than most requests to a test hub), and `httpx.get` makes a client per call. The tests
+# speak plain HTTP to loopback, so the clients of code that makes many share one context.
+_TLS = ssl.create_default_context()
+
+
+def loopback_client(url: str = "", token: str | None = None, **kwargs: Any) -> httpx.Client:
+    """An httpx client for a test hub at `url`, sending `token` (when given) as its bearer token."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=url, headers=headers, verify=_TLS, **kwargs)
 
 
 def free_port() -> int:
@@ -118,17 +131,18 @@ def start_server(data: Path, env: dict[str, str] | None = None, args: tuple[str,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early; see {log.name}")
-        try:
-            if httpx.get(f"{url}/api/agent-harnesses", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    else:
-        process.kill()
-        raise RuntimeError("server did not start within 60 s")
+    with loopback_client(url, timeout=1) as probe:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited early; see {log.name}")
+            try:
+                if probe.get("/api/agent-harnesses").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            process.kill()
+            raise RuntimeError("server did not start within 60 s")
     if new_database is not None and (data / "weightyard.db").exists():
         process.kill()
         raise RuntimeError(f"a PostgreSQL run, but the hub on {data} made a SQLite database")

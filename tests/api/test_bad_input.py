@@ -98,3 +98,41 @@ def test_bad_input_is_a_4xx_with_a_code(
         response = call(client, repo)
     assert (response.status_code, response.headers.get("x-error-code")) == (status, code), response.text[:300]
     assert response.json()["code"] == code
+
+
+# A NUL character: SQLite stores and compares it, PostgreSQL refuses it in any text value. On either
+# database the answer is never a 5xx: a repo or revision that cannot exist, a malformed request (both with the
+# error shape), or, where SQLite simply stores or searches the text, success.
+NUL_CASES: list[tuple[str, Call, bool]] = [
+    ("repo-namespace", lambda c, r: c.get("/api/models/%00/x"), True),
+    ("repo-name-resolve", lambda c, r: c.head("/datasets/admin/%00/resolve/main"), True),
+    ("revision", lambda c, r: c.get(f"/api/models/{r}/tree/%00"), True),
+    ("web-revision", lambda c, r: c.get(f"/{r}/commits/%00", headers={"Accept": "application/json"}), True),
+    ("listing-search", lambda c, r: c.get("/api/models", params={"search": "a\x00b"}), False),
+    (
+        "commit-summary",
+        lambda c, r: c.post(
+            f"/api/models/{r}/commit/main",
+            content=b'{"key": "header", "value": {"summary": "a\\u0000b"}}\n'
+            b'{"key": "file", "value": {"path": "nul.txt", "content": "aGk="}}\n',
+            headers={"Content-Type": "application/x-ndjson"},
+        ),
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(("call", "refused"), [c[1:] for c in NUL_CASES], ids=[c[0] for c in NUL_CASES])
+def test_a_nul_character_is_never_a_server_error_on_either_database(
+    server: Server, repo: str, call: Call, refused: bool
+) -> None:
+    headers = {"Authorization": f"Bearer {server.token}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=60) as client:
+        response = call(client, repo)
+    assert response.status_code < 500, response.text[:300]
+    if refused or response.status_code >= 400:
+        assert 400 <= response.status_code < 500, response.text[:300]
+        code = response.headers.get("x-error-code")
+        assert code, response.headers
+        if response.request.method != "HEAD":
+            assert response.json()["code"] == code

@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from huggingface_hub import HfApi
-from tests.support import Server, database_url, start_server, stop_server, weightyard_cli
+from tests.support import Server, database_url, loopback_client, start_server, stop_server, weightyard_cli
 
 ORG = "acme"
 REPOS = {
@@ -50,13 +51,22 @@ def expire_token(data: Path, user: str, name: str) -> None:
     engine.dispose()
 
 
+def _admin_call(admin: httpx.Client, method: str, path: str, payload: dict[str, object] | None = None) -> str:
+    response = admin.request(method, path, json=payload)
+    assert response.status_code == 200, response.text[:300]
+    return str(response.json().get("token", ""))
+
+
 @pytest.fixture(scope="session")
 def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Team]:
     server = start_server(tmp_path_factory.mktemp("team") / "data")
+    # The organisation through the CLI (the operator, who does not become a member; it alone sets a display
+    # name), everything else through the admin API: a CLI call is a fresh interpreter, seconds on a busy
+    # machine, and this set-up makes thirty of them.
     cli(server, "org", "create", ORG, "--fullname", "Acme Corp")
-    for user in ("outsider", "reader", "contributor", "writer", "orgadmin", "temp"):
-        cli(server, "user", "create", user)
-    cli(server, "user", "create", "siteadmin", "--admin")
+    http = loopback_client(server.url, server.token)
+    for user in ("outsider", "reader", "contributor", "writer", "orgadmin", "temp", "siteadmin"):
+        _admin_call(http, "POST", "/api/admin/users", {"name": user, "admin": user == "siteadmin"})
     roles = (
         ("reader", "read"),
         ("contributor", "contributor"),
@@ -65,41 +75,28 @@ def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Team]:
         ("temp", "write"),
     )
     for user, role in roles:
-        cli(server, "org", "add-member", ORG, user, "--role", role)
+        _admin_call(http, "PUT", f"/api/admin/orgs/{ORG}/members/{user}", {"role": role})
+
+    def token(user: str, name: str, scope: str = "write", **more: object) -> str:
+        return _admin_call(
+            http, "POST", f"/api/admin/users/{user}/tokens", {"name": name, "scope": scope, **more}
+        )
+
     tokens: dict[str, str | None] = {"anonymous": None}
     for user in ("outsider", "reader", "contributor", "writer", "orgadmin", "siteadmin"):
-        tokens[user] = cli(server, "token", "create", "--user", user, "--name", "main", "--scope", "write")
-    tokens["writer-read-token"] = cli(
-        server, "token", "create", "--user", "writer", "--name", "ro", "--scope", "read"
-    )
-    tokens["revoked"] = cli(server, "token", "create", "--user", "writer", "--name", "gone")
-    cli(server, "token", "revoke", "gone", "--user", "writer")
-    tokens["expired"] = cli(
-        server, "token", "create", "--user", "writer", "--name", "old", "--expires-in", "1"
-    )
+        tokens[user] = token(user, "main")
+    tokens["writer-read-token"] = token("writer", "ro", "read")
+    tokens["revoked"] = token("writer", "gone")
+    _admin_call(http, "DELETE", "/api/admin/users/writer/tokens/gone")
+    tokens["expired"] = token("writer", "old", expiresInDays=1)
     expire_token(server.data, "writer", "old")
-    tokens["scoped-to-other"] = cli(
-        server, "token", "create", "--user", "writer", "--name", "scoped", "--repo", OTHER_REPO
-    )
+    tokens["scoped-to-other"] = token("writer", "scoped", repos=[OTHER_REPO])
     # The org admin and the site admin each hold a read token and a write token limited to one other repo:
     # neither may administer anything with them.
     for user in ("orgadmin", "siteadmin"):
-        tokens[f"{user}-read"] = cli(
-            server, "token", "create", "--user", user, "--name", "ro", "--scope", "read"
-        )
-        tokens[f"{user}-scoped"] = cli(
-            server,
-            "token",
-            "create",
-            "--user",
-            user,
-            "--name",
-            "scoped",
-            "--scope",
-            "write",
-            "--repo",
-            OTHER_REPO,
-        )
+        tokens[f"{user}-read"] = token(user, "ro", "read")
+        tokens[f"{user}-scoped"] = token(user, "scoped", repos=[OTHER_REPO])
+    http.close()
     admin = HfApi(endpoint=server.url, token=server.token)
     for kind, repo in REPOS.items():
         creator = HfApi(endpoint=server.url, token=tokens["contributor"]) if kind == "contributed" else admin

@@ -11,7 +11,7 @@ import pytest
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 from tests.auth.conftest import OTHER_REPO, REPOS, Team, cli
-from tests.support import Server, start_server, stop_server, weightyard_cli
+from tests.support import Server, database_url, start_server, stop_server, weightyard_cli
 
 from weightyard.repos.gitattributes import DEFAULT_GITATTRIBUTES
 
@@ -119,14 +119,24 @@ def test_deleted_users_tokens_stop_working(team: Team) -> None:
 def test_only_a_hash_of_each_token_is_stored_and_compared_in_constant_time(
     team: Team, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import sqlalchemy as sa
+
     from weightyard.auth import accounts, hash_secret
     from weightyard.config import Settings
+    from weightyard.db import tables
     from weightyard.hub import Hub
 
     secret = team.tokens["writer"] or ""
+    assert secret.startswith("wy_")
+    # Every stored value (and, on SQLite, the very bytes of its files) is free of the secret.
     database = b"".join(p.read_bytes() for p in team.server.data.glob("weightyard.db*"))
     assert secret.encode() not in database
-    assert secret.startswith("wy_")
+    engine = sa.create_engine(database_url(team.server.data))
+    with engine.connect() as conn:
+        for table in tables.metadata.sorted_tables:
+            rows = conn.execute(sa.select(table)).all()
+            assert not any(secret in str(value) for row in rows for value in row), table.name
+    engine.dispose()
     compared: list[tuple[str, str]] = []
     real = accounts.hmac.compare_digest
 
@@ -135,7 +145,8 @@ def test_only_a_hash_of_each_token_is_stored_and_compared_in_constant_time(
         return real(a, b)
 
     monkeypatch.setattr(accounts.hmac, "compare_digest", spy)
-    principal = Hub.open(Settings(data=team.server.data)).accounts.authenticate(secret)
+    hub = Hub.open(Settings(data=team.server.data, database_url=database_url(team.server.data)))
+    principal = hub.accounts.authenticate(secret)
     assert principal.name == "writer"
     assert compared == [(hash_secret(secret), hash_secret(secret))]
 
@@ -235,7 +246,7 @@ def test_every_write_is_in_the_audit_log_with_who_and_where(team: Team) -> None:
 def test_audit_log_is_append_only_in_the_database(team: Team) -> None:
     import sqlalchemy as sa
 
-    engine = sa.create_engine(f"sqlite:///{team.server.data / 'weightyard.db'}")
+    engine = sa.create_engine(database_url(team.server.data))
     with pytest.raises(sa.exc.DatabaseError), engine.begin() as conn:
         conn.execute(sa.text("UPDATE audit_log SET actor = 'someone else'"))
     with pytest.raises(sa.exc.DatabaseError), engine.begin() as conn:

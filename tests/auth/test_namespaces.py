@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 from tests.auth.conftest import Team, cli
-from tests.support import weightyard_cli
+from tests.support import database_url, weightyard_cli
 
-from weightyard.db import utcnow
+from weightyard.db import tables, utcnow
 
 _unique = itertools.count()
 
@@ -103,15 +103,19 @@ def test_a_namespace_spelt_in_another_case_is_the_same_namespace(team: Team) -> 
 
 def _insert_orphan_repo(data: Path, namespace: str) -> None:
     # Test set-up: a repo left under a namespace with no owner, as a hub from before these rules may hold.
-    engine = sa.create_engine(f"sqlite:///{data / 'weightyard.db'}")
+    engine = sa.create_engine(database_url(data))
     now = utcnow()
     with engine.begin() as conn:
         conn.execute(
-            sa.text(
-                "INSERT INTO repos (type, namespace, name, private, created_at, updated_at, downloads) "
-                "VALUES ('model', :namespace, 'left-behind', 1, :now, :now, 0)"
-            ),
-            {"namespace": namespace, "now": now},
+            sa.insert(tables.repos).values(
+                type="model",
+                namespace=namespace,
+                name="left-behind",
+                private=True,
+                created_at=now,
+                updated_at=now,
+                downloads=0,
+            )
         )
     engine.dispose()
 

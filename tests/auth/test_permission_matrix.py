@@ -22,6 +22,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from tests.auth.conftest import ORG, PRIVATE_KINDS, REPOS, Team
+from tests.support import loopback_client
 
 # Access level of each caller on the acme repos: 0 none, 1 read, 2 write, 3 admin.
 # None means the token itself is refused (401 on every endpoint).
@@ -73,7 +74,7 @@ class Endpoint:
 
 
 def _admin(team: Team) -> httpx.Client:
-    return httpx.Client(base_url=team.server.url, headers={"Authorization": f"Bearer {team.server.token}"})
+    return loopback_client(team.server.url, team.server.token)
 
 
 def _admin_call(team: Team, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -502,9 +503,7 @@ CASES = [
 
 
 def _client(team: Team, caller: str) -> httpx.Client:
-    token = team.tokens[caller]
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=team.server.url, headers=headers)
+    return loopback_client(team.server.url, team.tokens[caller])
 
 
 @pytest.mark.parametrize(("endpoint", "caller", "repo_kind"), CASES)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from tests.auth.conftest import cli
-from tests.support import Server, start_server, stop_server
+from tests.support import Server, database_url, start_server, stop_server
 
 from weightyard.auth import RateLimiter
 from weightyard.config import Settings
@@ -70,7 +70,7 @@ def two_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serv
 def _counts_of(data: Path, key: str) -> dict[int, int]:
     """The request count of each minute (window) stored for `key`."""
     counters = tables.rate_limit_windows
-    engine = create_engine(f"sqlite:///{data / 'weightyard.db'}")
+    engine = create_engine(database_url(data))
     with engine.connect() as conn:
         rows = conn.execute(sa.select(counters.c.window, counters.c.count).where(counters.c.key == key)).all()
     engine.dispose()

@@ -25,7 +25,9 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from tests.support import Server
+from tests.support import Server, database_url
+
+from weightyard.db import tables, utcnow
 
 pytestmark = pytest.mark.client
 
@@ -199,15 +201,20 @@ def test_repo_ids_resolve_whatever_their_case_and_are_unique_whatever_their_case
     assert taken.value.response.status_code == 409
     assert api.create_repo(mixed.lower(), exist_ok=True).repo_id.lower() == mixed.lower()
     # the database itself refuses the other spelling: a unique index, not a check before the insert
-    engine = sa.create_engine(f"sqlite:///{server.data / 'weightyard.db'}")
+    engine = sa.create_engine(database_url(server.data))
     namespace, name = mixed.lower().split("/")
+    now = utcnow()
     with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
         conn.execute(
-            sa.text(
-                "INSERT INTO repos (type, namespace, name, private, created_at, updated_at, downloads) "
-                "VALUES ('model', :namespace, :name, 0, '2026-01-01', '2026-01-01', 0)"
-            ),
-            {"namespace": namespace, "name": name},
+            sa.insert(tables.repos).values(
+                type="model",
+                namespace=namespace,
+                name=name,
+                private=False,
+                created_at=now,
+                updated_at=now,
+                downloads=0,
+            )
         )
     engine.dispose()
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from huggingface_hub import CommitOperationAdd, HfApi
-from tests.support import Server, weightyard_cli
+from tests.support import Server, database_url, weightyard_cli
 
 pytestmark = pytest.mark.client
 
@@ -131,7 +131,7 @@ def test_model_info_derives_nothing_in_the_request(server: Server, repo_name: st
     api.create_repo(repo_name)
     weights = safetensors({"w": ("F32", [7])})
     api.upload_file(path_or_fileobj=weights, path_in_repo="model.safetensors", repo_id=repo_name)
-    engine = sa.create_engine(f"sqlite:///{server.data / 'weightyard.db'}")
+    engine = sa.create_engine(database_url(server.data))
     with engine.begin() as conn:
         conn.execute(
             sa.text("UPDATE file_facts SET data = :d WHERE sha256 = :s AND kind = 'safetensors'"),

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-from tests.support import run_python, start_server, stop_server
+from tests.support import database_url, run_python, start_server, stop_server
 from tests.xet_hub.conftest import XetHub, cli_json, payload, sha256, upload_line
 
 from weightyard.repos.gitattributes import DEFAULT_GITATTRIBUTES
@@ -115,7 +115,7 @@ api.upload_file(path_or_fileobj={str(tmp_path / "w.bin")!r}, path_in_repo="w.bin
 
 def _age_everything(hub: XetHub) -> None:
     # Test set-up: move the hub's Xet records past the 28-day grace period, which no command can do.
-    engine = sa.create_engine(f"sqlite:///{hub.server.data / 'weightyard.db'}")
+    engine = sa.create_engine(database_url(hub.server.data))
     past = datetime.datetime(2000, 1, 1)
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE xet_xorbs SET last_used_at = :past, created_at = :past"), {"past": past})

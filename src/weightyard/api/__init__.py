@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -78,6 +79,12 @@ def create_app(hub: Hub) -> FastAPI:
     async def _value_error(request: Request, exc: ValueError) -> Response:
         # json.JSONDecodeError from request.json() and unquote() on bad UTF-8 land here
         return answer(request, BadRequest(f"malformed request: {exc}"))
+
+    @app.exception_handler(sa.exc.DataError)
+    async def _data_error(request: Request, exc: sa.exc.DataError) -> Response:
+        # PostgreSQL refuses values that SQLite stores or compares (a NUL character in text, an integer out
+        # of range): such a value came from the request, so the request is malformed, not the hub broken.
+        return answer(request, BadRequest("malformed request: a value the database cannot hold"))
 
     app.add_middleware(
         BodyLimitMiddleware,

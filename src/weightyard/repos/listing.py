@@ -178,7 +178,8 @@ _TRIGRAM = 3
 def _contains(dialect: str, word: str, with_tags: bool) -> sa.ColumnElement[bool]:
     """Repos whose id (and, `with_tags`, one of whose tags) contains `word`, ignoring case."""
     repos = tables.repos
-    if dialect == "sqlite" and len(word) >= _TRIGRAM:
+    # FTS5 cannot parse a phrase holding a NUL (no repo id holds one: LIKE then finds nothing).
+    if dialect == "sqlite" and len(word) >= _TRIGRAM and "\x00" not in word:
         # An FTS5 phrase of the word's trigrams: exactly the texts that contain it.
         column = tables.repo_search.c.body if with_tags else tables.repo_search.c.name
         phrase = '"' + word.replace('"', '""') + '"'
