@@ -77,9 +77,10 @@ $(VENV)/.bench: pyproject.toml $(VENV)/.test
 
 # Each benchmark prints its figures as ratios against the anchors it measures in the same run; bench/sink.py is
 # the upload sink that bench/transfer.py starts, bench/download_bound.py the proxy of its download bound: not
-# benchmarks. bench/push_ab.py compares two source trees named on its command line: run by hand.
+# benchmarks. bench/push_ab.py compares two source trees named on its command line: run by hand. bench/s3.py's
+# rows are bench/scale.py's S3 rows: they run there.
 bench: $(VENV)/.bench
-	@for script in $(filter-out bench/sink.py bench/download_bound.py bench/push_ab.py,$(wildcard bench/*.py)); do echo "== $$script"; $(PY) $$script || exit 1; done
+	@for script in $(filter-out bench/sink.py bench/download_bound.py bench/push_ab.py bench/s3.py,$(wildcard bench/*.py)); do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache

@@ -14,7 +14,8 @@ Rows (each the median of `--rounds` alternating rounds, MB/s, and the ratio hub 
 
 Clients are httpx streaming from and to a local file; everything shares this machine's cores.
 
-    python bench/s3.py [--size-mib 1024] [--rounds 3]        (make bench)
+    python bench/s3.py [--size-mib 1024] [--rounds 3]
+    python bench/scale.py --rows s3       (the same rows, among the scale benchmark's; make bench)
 """
 
 from __future__ import annotations
@@ -192,14 +193,15 @@ def _round(
     target.unlink()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--rounds", type=int, default=3)
-    options = parser.parse_args()
-    size = options.size_mib * MIB
+ROWS = [
+    (direction, how) for direction in ("upload", "download") for how in ("anchor", "streamed", "presigned")
+]
+
+
+def measure(size_mib: int, rounds: int) -> list[dict[str, object]]:
+    """The six rows (`ROWS`), each the median of `rounds` alternating rounds of a `size_mib` file: MB/s, its
+    time and the ratio to the anchor of its direction (bench/scale.py reports them among its own rows)."""
+    size = size_mib * MIB
     os.environ.update(credentials_env())
     work = Path(tempfile.mkdtemp(prefix="weightyard-bench-s3-"))
     seaweed = start_seaweed()
@@ -214,24 +216,47 @@ def main() -> None:
             client_options={"allow_http": True},
             virtual_hosted_style_request=False,
         )
-        for number in range(options.rounds):
+        for number in range(rounds):
             _round(number, size, work, anchor, hubs, times)
     finally:
         for hub in hubs.values():
             hub.close()
         seaweed.stop()
         shutil.rmtree(work, ignore_errors=True)
+    rows: list[dict[str, object]] = []
+    for direction, how in ROWS:
+        base = statistics.median(times[f"{direction} anchor"])
+        median = statistics.median(times[f"{direction} {how}"])
+        rows.append(
+            {
+                "direction": direction,
+                "how": how,
+                "size_mib": size_mib,
+                "rounds": rounds,
+                "mb_per_s": round(size / median / 1e6, 1),
+                "seconds": round(median, 2),
+                "ratio": round(base / median, 2),
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=3)
+    options = parser.parse_args()
+    rows = measure(options.size_mib, options.rounds)
     print(
         f"S3 transfers of {options.size_mib} MiB (SeaweedFS on loopback), medians of {options.rounds} rounds"
     )
-    for direction in ("upload", "download"):
-        base = statistics.median(times[f"{direction} anchor"])
-        for how in ("anchor", "streamed", "presigned"):
-            median = statistics.median(times[f"{direction} {how}"])
-            print(
-                f"  {direction:8} {how:9} {size / median / 1e6:8.1f} MB/s  {median:7.2f} s"
-                f"  hub / anchor {base / median:5.2f}x"
-            )
+    for row in rows:
+        print(
+            f"  {row['direction']:8} {row['how']:9} {row['mb_per_s']:8.1f} MB/s  {row['seconds']:7.2f} s"
+            f"  hub / anchor {row['ratio']:5.2f}x"
+        )
 
 
 if __name__ == "__main__":

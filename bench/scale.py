@@ -7,6 +7,7 @@ Rows, each on SQLite and on PostgreSQL, for each worker count of `--workers`:
 | `model_info`, `tree`, `resolve` HEAD; 64 closed-loop clients | requests/s | ≥ 800 (4 workers, PostgreSQL) |
 | the same mix at a fixed offered rate of 200 requests/s | p50, p99 latency | p99 < 50 ms |
 | `list_models` pages and web searches over `--repos` repos | p50, p99 per page | p99 < 100 ms (10,000) |
+| a 1 GiB file up to and down from S3 (SeaweedFS), through the hub and presigned | MB/s | ratio to obstore |
 
 The load generator is this process: asyncio over raw HTTP/1.1 keep-alive connections on 127.0.0.1, lighter
 than any HTTP client library, so that as much of the two cores as possible is left to the hub. Every load is
@@ -20,8 +21,12 @@ private, one in twenty with a model card whose tags the filters and the search f
 throwaway cluster started like the test suite's (tests/postgres.py: Unix socket, fsync off — every request
 measured here reads).
 
-    python bench/scale.py                 # make bench: 1 worker, 1,000 repos, 5 s per load row
+    python bench/scale.py                 # make bench: 1 worker, 1,000 repos, 5 s per load row, 1 GiB S3 rows
     python bench/scale.py --workers 1,4 --repos 10000 --duration 20 --json
+    python bench/scale.py --rows s3 --s3-size-mib 1024 --s3-rounds 3
+
+The S3 rows are bench/s3.py's (imported, not copied; its docstring says how they are timed): once, not per
+database or worker count, since the bytes go to the store, not to the database.
 
 `--workers N` runs `weightyard serve --workers N` (on a tree without that option those rows are skipped, and
 say so).
@@ -489,11 +494,22 @@ def listing_rows(database: Database, work: Path, count: int) -> list[dict[str, o
     return rows
 
 
+def s3_rows(size_mib: int, rounds: int) -> list[dict[str, object]]:
+    from bench import s3  # the S3 benchmark's own code; imported here, as it needs obstore and SeaweedFS
+
+    return s3.measure(size_mib, rounds)
+
+
 def verdict(met: bool) -> str:
     return "met" if met else "NOT met"
 
 
-def report(metadata: list[dict[str, object]], listing: list[dict[str, object]], skipped: list[str]) -> None:
+def report(
+    metadata: list[dict[str, object]],
+    listing: list[dict[str, object]],
+    s3: list[dict[str, object]],
+    skipped: list[str],
+) -> None:
     if metadata:
         print("\nMetadata mix (model_info, tree, resolve HEAD; anonymous, public repos)")
         print("| database | workers | closed loop req/s | its p50 / p99 ms | fixed rate | p50 ms | p99 ms |")
@@ -526,6 +542,17 @@ def report(metadata: list[dict[str, object]], listing: list[dict[str, object]], 
         print(
             f"goal p99 < {GOAL_LIST_P99_MS:g} ms a page: {verdict(worst < GOAL_LIST_P99_MS)}, worst {worst}"
         )
+    if s3:
+        first = s3[0]
+        print(
+            f"\nS3 transfers of {first['size_mib']} MiB (SeaweedFS on loopback), medians of {first['rounds']}"
+            " rounds; the anchor is obstore copying the same bytes to and from the same bucket"
+        )
+        print("| direction | how | MB/s | time s | ratio to the anchor |")
+        print("|---|---|---|---|---|")
+        for row in s3:
+            cells = [row[key] for key in ("direction", "how", "mb_per_s", "seconds", "ratio")]
+            print("| " + " | ".join(str(cell) for cell in cells) + "x |")
     for line in skipped:
         print(f"not measured: {line}")
 
@@ -547,24 +574,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--databases", default="sqlite,postgresql", help="sqlite, postgresql or both (default)"
     )
-    parser.add_argument("--rows", default="metadata,listing", help="metadata, listing or both (default)")
+    parser.add_argument(
+        "--rows", default="metadata,listing,s3", help="any of metadata, listing, s3 (default: all three)"
+    )
     parser.add_argument("--repos", type=int, default=1000, help="repos for the listing rows (default 1000)")
     parser.add_argument("--clients", type=int, default=64, help="closed-loop clients (default 64)")
     parser.add_argument(
         "--rate", type=float, default=200.0, help="fixed offered rate, requests/s (default 200)"
     )
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per load row (default 5)")
+    parser.add_argument("--s3-size-mib", type=int, default=1024, help="S3 rows' file size (default 1024)")
+    parser.add_argument("--s3-rounds", type=int, default=3, help="S3 rows' alternating rounds (default 3)")
     parser.add_argument("--json", action="store_true", help="print every figure as JSON at the end")
     args = parser.parse_args(argv)
     workers = [int(value) for value in parse_list(args.workers)]
     names, rows = parse_list(args.databases), parse_list(args.rows)
-    if not set(names) <= {"sqlite", "postgresql"} or not set(rows) <= {"metadata", "listing"}:
-        parser.error("--databases takes sqlite,postgresql and --rows metadata,listing")
+    if not set(names) <= {"sqlite", "postgresql"} or not set(rows) <= {"metadata", "listing", "s3"}:
+        parser.error("--databases takes sqlite,postgresql and --rows metadata,listing,s3")
+    if not (1 <= args.s3_size_mib <= 16 * 1024 and 1 <= args.s3_rounds <= 10):
+        parser.error("--s3-size-mib 1..16384, --s3-rounds 1..10")
     if not (1 <= args.clients <= MAX_CONNECTIONS and 0 < args.rate <= 5000 and 0 < args.duration <= 600):
         parser.error(f"--clients 1..{MAX_CONNECTIONS}, --rate up to 5000, --duration up to 600 s")
     if not 1 <= args.repos <= 100_000 or not all(1 <= count <= 16 for count in workers):
         parser.error("--repos 1..100000, --workers 1..16")
-    skipped = ["1 GiB S3 upload and download rows (streaming and presigned, against a copy): not written yet"]
+    skipped: list[str] = []
     if any(count > 1 for count in workers) and not serve_supports_workers():
         skipped.append(f"workers {[c for c in workers if c > 1]}: `weightyard serve` has no --workers here")
         workers = [count for count in workers if count == 1]
@@ -576,8 +609,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     metadata: list[dict[str, object]] = []
     listing: list[dict[str, object]] = []
+    s3: list[dict[str, object]] = []
+    # the S3 rows need no database of their own: no PostgreSQL cluster for them alone
+    used = names if {"metadata", "listing"} & set(rows) else []
     try:
-        with tempfile.TemporaryDirectory(prefix="wy-scale-") as folder, databases(names) as fresh:
+        with tempfile.TemporaryDirectory(prefix="wy-scale-") as folder, databases(used) as fresh:
             work = Path(folder)
             if "metadata" in rows:
                 for count in workers:
@@ -589,16 +625,20 @@ def main(argv: list[str] | None = None) -> int:
                 for name in names:
                     print(f"listing: {name}, {args.repos} repos", flush=True)
                     listing += listing_rows(fresh(name), work, args.repos)
+        if "s3" in rows:
+            print(f"S3 transfers: {args.s3_size_mib} MiB, {args.s3_rounds} rounds", flush=True)
+            s3 = s3_rows(args.s3_size_mib, args.s3_rounds)
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
-    report(metadata, listing, skipped)
+    report(metadata, listing, s3, skipped)
     end = os.getloadavg()
     print(f"\nload average {load[0]:.2f} at the start, {end[0]:.2f} at the end")
     if args.json:
         print(
             json.dumps(
-                {"tree": tree(), "metadata": metadata, "listing": listing, "skipped": skipped}, indent=2
+                {"tree": tree(), "metadata": metadata, "listing": listing, "s3": s3, "skipped": skipped},
+                indent=2,
             )
         )
     return 0
