@@ -61,7 +61,8 @@ PYTEST_PARALLEL ?= -n 2
 # bounds of the transfer path, marked slow), transformers and the benchmark helpers (test_bench_*, no hub
 # state); tests/scale runs its PostgreSQL variants in the first run.
 POSTGRES_TESTS := tests/auth tests/api tests/xet_hub tests/e2e/test_hf_client.py tests/e2e/test_hub_conformance.py \
-	tests/e2e/test_model_info.py tests/e2e/test_lfs_and_integrity.py tests/e2e/test_multipart_parts.py
+	tests/e2e/test_model_info.py tests/e2e/test_list_pages.py tests/e2e/test_lfs_and_integrity.py \
+	tests/e2e/test_multipart_parts.py
 
 test: lint /usr/bin/chromium postgres-server $(HF1)/.installed
 	WEIGHTYARD_TEST_HF_GENERATION=2 $(VENV)/bin/pytest -q -ra $(PYTEST_PARALLEL) tests

@@ -15,6 +15,8 @@ import pytest
 from huggingface_hub import HfApi
 from tests.support import Server, weightyard_cli
 
+pytestmark = pytest.mark.client
+
 REPOS = 205
 # every eighth repo is private: the owner pages through 3 pages of 100, a stranger through 2
 PRIVATE = {index for index in range(REPOS) if index % 8 == 0}
