@@ -95,8 +95,6 @@ class ListedRepo:
 @dataclass(frozen=True)
 class ListPage:
     items: list[ListedRepo]
-    # whether repos follow this page
-    has_more: bool
     # how many repos match in all, when asked for
     total: int | None = None
     # the page after this one, when there is one
@@ -203,7 +201,14 @@ def list_page(
 ) -> ListPage:
     """One page of the repos `principal` may read that match `query`. `may_download` is the gate's
     repo-level answer: a gated repo the caller has not passed shows only what anyone may see, and never
-    matches a filter on what its files say (that would tell its tags)."""
+    matches a filter on what its files say (that would tell its tags). The page's `next` and `previous`
+    positions are those of the first and last rows the query read, shown or not, so no row is read twice.
+
+    Example:
+        >>> query = ListQuery("model", limit=50)
+        >>> first = list_page(hub.engine, None, query, lambda repo: True)  # doctest: +SKIP
+        >>> second = list_page(hub.engine, None, replace(query, after=first.next), ...)  # doctest: +SKIP
+    """
     if query.sort not in SORTS:
         raise BadRequest(f"cannot sort by {query.sort[:50]!r}; use {', '.join(SORTS)}")
     if len(query.tags) > MAX_FILTERS:
@@ -294,7 +299,6 @@ def list_page(
         )
     return ListPage(
         items=items,
-        has_more=follows,
         total=total,
         next=position(page[-1], False, index + 1) if follows and page else None,
         previous=position(page[0], True, index - 1) if precedes and page else None,
