@@ -8,7 +8,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from huggingface_hub import HfApi
-from tests.support import Server
+from tests.support import Server, start_server, stop_server
 
 pytestmark = pytest.mark.client
 
@@ -48,7 +48,13 @@ def test_pathological_readme_commits_and_the_page_shows_the_rendering_stored_at_
     assert "plain text" in note
 
     _replace_stored_html(server, sha256, "<p>stored-at-commit</p>")
-    page = httpx.get(f"{server.url}/{repo_name}.json", timeout=30).json()
+    # A second process on the same hub: the first keeps the stored cards it has read in memory (a card never
+    # changes for its content), so only a process that has not read this one shows the marked row.
+    second = start_server(server.data)
+    try:
+        page = httpx.get(f"{second.url}/{repo_name}.json", timeout=30).json()
+    finally:
+        stop_server(second)
     assert page["card"]["html"] == "<p>stored-at-commit</p>"
     assert "plain text" in page["card"]["plainText"]
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from huggingface_hub import CommitOperationAdd, HfApi
-from tests.support import Server, database_url, weightyard_cli
+from tests.support import Server, database_url, start_server, stop_server, weightyard_cli
 
 pytestmark = pytest.mark.client
 
@@ -141,7 +141,13 @@ def test_model_info_derives_nothing_in_the_request(server: Server, repo_name: st
             },
         )
     engine.dispose()
-    info = api.model_info(repo_name)
+    # Asked of a second process on the same hub: the first keeps the facts it has read in memory (facts never
+    # change for their content), so only a process that has not read these shows the changed row.
+    second = start_server(server.data)
+    try:
+        info = HfApi(endpoint=second.url, token=server.token).model_info(repo_name)
+    finally:
+        stop_server(second)
     assert info.safetensors is not None and info.safetensors.total == 1234
 
 

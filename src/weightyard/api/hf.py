@@ -111,6 +111,13 @@ def _load_repo(
     return hub_of(request).repos.get_repo(principal_of(request), _repo_type(plural), namespace, name, action)
 
 
+def _load_repo_at(
+    request: Request, plural: str, namespace: str, name: str, revision: str
+) -> tuple[Repo, Commit]:
+    repo_type = _repo_type(plural)
+    return hub_of(request).repos.get_repo_at(principal_of(request), repo_type, namespace, name, revision)
+
+
 def _expand_values(request: Request) -> list[str]:
     """`expand` of an info or listing route: repeated (`expand=a&expand=b`), as the client sends it."""
     return request.query_params.getlist("expand") + request.query_params.getlist("expand[]")
@@ -224,8 +231,7 @@ def get_repo_info(
     if name in RESERVED_REPO_NAMES:
         raise RepoNotFound(f"Repository {namespace} not found: a repo id is 'namespace/name'")
     expand = check_expand(_repo_type(plural), _expand_values(request))
-    repo = _load_repo(request, plural, namespace, name)
-    commit = hub_of(request).repos.resolve(repo, "main")
+    repo, commit = _load_repo_at(request, plural, namespace, name, "main")
     return _model_info(request, repo, commit, expand, blobs, securityStatus)
 
 
@@ -240,9 +246,8 @@ def get_repo_info_at(
     securityStatus: bool = False,
 ) -> dict[str, Any]:
     expand = check_expand(_repo_type(plural), _expand_values(request))
-    repo = _load_repo(request, plural, namespace, name)
     revision, _ = split_revision(_api_rest(request))
-    commit = hub_of(request).repos.resolve(repo, revision)
+    repo, commit = _load_repo_at(request, plural, namespace, name, revision)
     return _model_info(request, repo, commit, expand, blobs, securityStatus)
 
 
@@ -285,11 +290,10 @@ def get_tree(
     recursive: bool = False,
     expand: bool = False,
 ) -> JSONResponse:
-    repo = _load_repo(request, plural, namespace, name)
     revision, path_segments = split_revision(_api_rest(request))
+    repo, commit = _load_repo_at(request, plural, namespace, name, revision)
     path = "/".join(segment for segment in path_segments if segment)
     repos = hub_of(request).repos
-    commit = repos.resolve(repo, revision)
     start, page_size = _cursor(request), TREE_PAGE_EXPANDED if expand else TREE_PAGE
     # Only this page's entries are walked and described; one more tells whether a next page exists.
     fetched = repos.tree(commit, path, recursive, start, page_size + 1)
@@ -780,11 +784,10 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 def resolve_file(request: Request, repo_type: str, namespace: str, name: str) -> Response:
     hub = hub_of(request)
     principal = principal_of(request)
-    repo = hub.repos.get_repo(principal, repo_type, namespace, name, Action.DOWNLOAD)
     offset = 4 if repo_type == "model" else 5  # segments before the revision: [prefix,] ns, name, "resolve"
     revision, path_segments = split_revision(raw_segments(request)[offset - 1 :])
     path = "/".join(path_segments)
-    commit = hub.repos.resolve(repo, revision)
+    repo, commit = hub.repos.get_repo_at(principal, repo_type, namespace, name, revision, Action.DOWNLOAD)
     entry = hub.repos.file(commit, path)
     report = hub.repos.gate.require_file(principal, repo, path, entry)
     headers = _file_headers(commit, entry) | xet.resolve_headers(request, repo, commit, entry)

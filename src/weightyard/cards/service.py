@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from weightyard.cards.metadata import CardFacts, card_facts, load_metadata, split_front_matter
 from weightyard.cards.render import place_in_repo, render_card
 from weightyard.cards.validation import CardCheck, check_metadata
+from weightyard.content_cache import ContentCache
 from weightyard.db import tables, transaction, utcnow
 from weightyard.errors import InvalidCardMetadata
 from weightyard.repos.content import ContentStore
@@ -49,6 +50,14 @@ class StoredCard:
     def html_in(self, repo_path: str) -> str:
         """The rendering with its file links pointing into the repo at `repo_path` (`/namespace/name`)."""
         return place_in_repo(self.html, repo_path)
+
+
+_CACHED_CARDS = 4096
+_CACHED_CARD_BYTES = 32 * 1024 * 1024
+
+
+def _row_weight(row: sa.Row[tuple[object, ...]]) -> int:
+    return sum(len(value) for value in row if isinstance(value, str)) + 256
 
 
 def _from_row(row: sa.Row[tuple[object, ...]]) -> StoredCard:
@@ -105,27 +114,47 @@ class CardService:
     def __init__(self, engine: sa.Engine, store: ContentStore) -> None:
         self._engine = engine
         self._store = store
+        # Stored cards by README sha256 (this renderer's): content-derived, so the same in every process.
+        # The row is kept, not the card, so that no caller can change what the next one reads.
+        self._rows: ContentCache[str, sa.Row[tuple[object, ...]]] = ContentCache(
+            _CACHED_CARDS, _CACHED_CARD_BYTES, _row_weight
+        )
 
     def get(self, sha256: str) -> StoredCard | None:
         return self.get_many([sha256]).get(sha256)
 
     def get_many(self, hashes: Iterable[str]) -> dict[str, StoredCard]:
-        wanted = sorted(set(hashes))
-        if not wanted:
-            return {}
+        found: dict[str, sa.Row[tuple[object, ...]]] = {}
+        wanted = []
+        for sha256 in sorted(set(hashes)):
+            row = self._rows.get(sha256)
+            if row is None:
+                wanted.append(sha256)
+            else:
+                found[sha256] = row
+        for row in self._read(wanted):
+            self._rows.put(row.sha256, row)
+            found[row.sha256] = row
+        return {sha256: _from_row(row) for sha256, row in found.items()}
+
+    def _read(self, hashes: list[str]) -> list[sa.Row[tuple[object, ...]]]:
+        if not hashes:
+            return []
         with self._engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(tables.cards).where(
-                    tables.cards.c.sha256.in_(wanted), tables.cards.c.renderer == RENDERER_VERSION
-                )
-            ).all()
-        return {row.sha256: _from_row(row) for row in rows}
+            return list(
+                conn.execute(
+                    sa.select(tables.cards).where(
+                        tables.cards.c.sha256.in_(hashes), tables.cards.c.renderer == RENDERER_VERSION
+                    )
+                ).all()
+            )
 
     def prepare(self, sha256: str, size: int) -> StoredCard:
         """The stored card of README content `sha256`, parsing and rendering it now if it is new."""
-        stored = self.get(sha256)
-        if stored is not None:
-            return stored
+        # Past the cache: what a commit stores and checks is read from the database, and pages fill the cache.
+        stored = self._read([sha256])
+        if stored:
+            return _from_row(stored[0])
         raw = b"".join(self._store.iter_range(sha256, 0, min(size, CARD_LIMIT), _READ_CHUNK))
         values = build_card(raw)
         with transaction(self._engine) as conn:
@@ -141,9 +170,8 @@ class CardService:
                         sha256=sha256, renderer=RENDERER_VERSION, created_at=utcnow(), **values
                     )
                 )
-        stored = self.get(sha256)
-        assert stored is not None
-        return stored
+        [row] = self._read([sha256])
+        return _from_row(row)
 
     def before_commit(self, added: Sequence[AddedFile]) -> None:
         """Prepare the card of a README a commit adds, so it is stored before the commit is visible; refuse

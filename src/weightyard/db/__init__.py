@@ -19,6 +19,7 @@ __all__ = [
     "create_engine",
     "insert_ignore",
     "migrate",
+    "row_locked_transaction",
     "schema_state",
     "stored_setting",
     "tables",
@@ -67,7 +68,12 @@ def create_engine(url: str) -> sa.Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
-    engine = sa.create_engine(url)
+    # Reads run in autocommit: a read block (`engine.connect()`) then costs its statements alone, without a
+    # BEGIN and a ROLLBACK round trip each, and psycopg keeps its prepared statements (a ROLLBACK clears
+    # them). Each statement sees what was committed when it started, as under READ COMMITTED inside a
+    # transaction, so no reader sees less than before. Writes take a real transaction: `transaction()` and
+    # `row_locked_transaction()` switch their connection back before they begin.
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
 
     # A pooled connection that sat idle may have been dropped (a server restart, an idle timeout): it is
     # pinged before use, and replaced when the ping fails. One in steady use is not pinged: a ping at every
@@ -191,6 +197,23 @@ def _inserted(conn: sa.Connection, statement: sa.Insert, rows: list[dict[str, ob
     return inserted
 
 
+def _transactional(connection: sa.Connection) -> None:
+    # Back from the engine's autocommit (see `create_engine`) to a real transaction; the pool restores
+    # autocommit when the connection is returned.
+    if connection.dialect.name == "postgresql":
+        connection.execution_options(isolation_level="READ COMMITTED")
+
+
+@contextmanager
+def row_locked_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A transaction that does not take the hub-wide write lock: for writers that order themselves by row
+    locks alone (`SELECT … FOR UPDATE SKIP LOCKED`, the scan queue on PostgreSQL)."""
+    with engine.connect() as connection:
+        _transactional(connection)
+        with connection.begin():
+            yield connection
+
+
 @contextmanager
 def transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
     """A write transaction: committed when the block ends, rolled back when it raises.
@@ -202,6 +225,7 @@ def transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
     """
     with engine.connect() as connection:
         connection.execution_options(**{_IMMEDIATE: True})
+        _transactional(connection)
         with connection.begin():
             if connection.dialect.name == "postgresql":
                 connection.exec_driver_sql("SET LOCAL lock_timeout = '30s'")

@@ -136,6 +136,14 @@ def open_content_store(url: str, engine: sa.Engine, xorb_root: Path, *, xet: boo
     return ContentStore(open_object_store(url, xorb_root), engine, xet=xet, pack=pack)
 
 
+# Every tree page reads this (built once: building a statement costs more than running it).
+_XET_HASHES = (
+    sa.select(tables.xet_files.c.sha256, sa.func.min(tables.xet_files.c.file_hash))
+    .where(tables.xet_files.c.sha256.in_(sa.bindparam("hashes", expanding=True)))
+    .group_by(tables.xet_files.c.sha256)
+)
+
+
 class ContentStore:
     """Content by sha256 over whole blobs and Xet xorbs, with the rows that index it (module docstring)."""
 
@@ -486,13 +494,8 @@ class ContentStore:
         wanted = sorted(set(shas))
         if not self.xet or not wanted:
             return {}
-        files = tables.xet_files
         with self._engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(files.c.sha256, sa.func.min(files.c.file_hash))
-                .where(files.c.sha256.in_(wanted))
-                .group_by(files.c.sha256)
-            ).all()
+            rows = conn.execute(_XET_HASHES, {"hashes": wanted}).all()
         return {sha: str(file_hash) for sha, file_hash in rows}
 
     def _file_where(self, condition: sa.ColumnElement[bool]) -> XetFile | None:

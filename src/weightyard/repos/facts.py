@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from weightyard.cards import CARD_PATH, CardService, StoredCard, strings
 from weightyard.cards.service import AddedFile
+from weightyard.content_cache import ContentCache
 from weightyard.db import insert_ignore, tables, transaction, utcnow
 from weightyard.repos.content import ContentStore
 from weightyard.repos.objects import FileEntry
@@ -43,6 +44,8 @@ MAX_TAGS = 200
 # config.json keys model_info reports, as the Hub does; the rest of the file is not repeated.
 CONFIG_KEYS = ("architectures", "model_type", "auto_map")
 _READ_CHUNK = 1024 * 1024
+_CACHED_FACTS = 16384
+_CACHED_FACT_BYTES = 16 * 1024 * 1024
 
 # Weight formats by file suffix, reported as tags as on the Hub.
 FORMAT_TAGS = {
@@ -249,21 +252,26 @@ class FactsService:
         self._store = store
         self._repos = repos
         self._cards = cards
+        # Stored facts (JSON) by (sha256, kind): content-derived, so the same in every process; parsed anew
+        # on each use, so that no caller can change what the next one reads.
+        self._facts: ContentCache[tuple[str, str], str] = ContentCache(_CACHED_FACTS, _CACHED_FACT_BYTES, len)
 
     # ------------------------------------------------------------------ per content, before a commit lands
 
     def _stored(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
         wanted = set(pairs)
-        if not wanted:
-            return {}
-        hashes = sorted({sha for sha, _ in wanted})
-        with self._engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(tables.file_facts).where(tables.file_facts.c.sha256.in_(hashes))
-            ).all()
-        return {
-            (row.sha256, row.kind): json.loads(row.data) for row in rows if (row.sha256, row.kind) in wanted
-        }
+        found = {pair: data for pair in wanted if (data := self._facts.get(pair)) is not None}
+        hashes = sorted({sha for sha, kind in wanted if (sha, kind) not in found})
+        if hashes:
+            with self._engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(tables.file_facts).where(tables.file_facts.c.sha256.in_(hashes))
+                ).all()
+            for row in rows:
+                if (row.sha256, row.kind) in wanted:
+                    self._facts.put((row.sha256, row.kind), row.data)
+                    found[(row.sha256, row.kind)] = row.data
+        return {pair: json.loads(data) for pair, data in found.items()}
 
     def _store_fact(self, sha256: str, kind: str, data: dict[str, Any]) -> None:
         row: dict[str, object] = {

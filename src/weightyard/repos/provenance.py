@@ -147,6 +147,17 @@ class KeyRegistry:
             return [self._key(row) for row in conn.execute(query)]
 
 
+# model_info reads this on every call (built once: building a statement costs more than running it).
+_SIGNATURES_OF = (
+    sa.select(tables.commit_signatures)
+    .where(
+        tables.commit_signatures.c.repo_id == sa.bindparam("repo_id"),
+        tables.commit_signatures.c.commit_oid == sa.bindparam("oid"),
+    )
+    .order_by(tables.commit_signatures.c.id)
+)
+
+
 class ProvenanceService:
     """Attests and verifies each new commit (wired as a RepoService after-commit hook)."""
 
@@ -281,14 +292,7 @@ class ProvenanceService:
         current state of their keys: a signature whose key is revoked now is invalid (`revoked_key`), however
         long before the revocation it arrived."""
         with self._engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(tables.commit_signatures)
-                .where(
-                    tables.commit_signatures.c.repo_id == repo.id,
-                    tables.commit_signatures.c.commit_oid == commit.oid,
-                )
-                .order_by(tables.commit_signatures.c.id)
-            ).all()
+            rows = conn.execute(_SIGNATURES_OF, {"repo_id": repo.id, "oid": commit.oid}).all()
         # Keys are looked up only for commits that carry publisher signatures (model_info asks every time).
         keys = (
             {key.fingerprint: key for key in self._keys.list_keys()}

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from weightyard.db import insert_ignore, tables, transaction, utcnow
+from weightyard.db import insert_ignore, row_locked_transaction, tables, transaction, utcnow
 from weightyard.errors import WeightyardError
 from weightyard.scan import SCANNER_VERSION
 
@@ -95,7 +95,7 @@ class ScanQueue:
             with transaction(self._engine) as conn:
                 yield conn
         else:
-            with self._engine.begin() as conn:
+            with row_locked_transaction(self._engine) as conn:
                 yield conn
 
     # -- enqueue ---------------------------------------------------------------------------------------

@@ -88,6 +88,19 @@ def _pending(path: str) -> Report:
     return Report(name=path, format="pending", findings=(finding,), scanner_version="")
 
 
+# Every serving decision reads this (built once: building a statement costs more than running it).
+_REPORTS_OF = (
+    sa.select(
+        tables.scan_reports.c.sha256,
+        tables.scan_reports.c.name_key,
+        tables.scan_reports.c.scanner_version,
+        tables.scan_reports.c.report,
+    )
+    .where(tables.scan_reports.c.sha256.in_(sa.bindparam("hashes", expanding=True)))
+    .order_by(tables.scan_reports.c.created_at)
+)
+
+
 class ScanService:
     """Scans run as jobs of the database's scan queue (repos/scan_jobs.py), taken by runner threads that
     every server process starts (`start_background`): content is queued when its upload completes, and a
@@ -123,16 +136,7 @@ class ScanService:
             return {}
         hashes = sorted({sha for sha, _ in pairs})
         with self._engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(
-                    tables.scan_reports.c.sha256,
-                    tables.scan_reports.c.name_key,
-                    tables.scan_reports.c.scanner_version,
-                    tables.scan_reports.c.report,
-                )
-                .where(tables.scan_reports.c.sha256.in_(hashes))
-                .order_by(tables.scan_reports.c.created_at)
-            ).all()
+            rows = conn.execute(_REPORTS_OF, {"hashes": hashes}).all()
         found: dict[tuple[str, str], Report] = {}
         for row in rows:
             key = (row.sha256, row.name_key)

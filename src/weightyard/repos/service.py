@@ -7,8 +7,6 @@ import hashlib
 import itertools
 import logging
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -16,6 +14,7 @@ import sqlalchemy as sa
 
 from weightyard.auth import Action, Principal, RepoRef, audit, can, require, require_create_in
 from weightyard.config import Settings
+from weightyard.content_cache import ContentCache
 from weightyard.db import insert_ignore, tables, transaction, utcnow
 from weightyard.errors import (
     BadRequest,
@@ -192,28 +191,6 @@ class _NewTree:
     objects: dict[str, str]
 
 
-class _TreeCache:
-    """Parsed tree objects by oid. Tree objects never change, so caching them is always correct."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._items: OrderedDict[str, dict[str, FileEntry | DirEntry]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, oid: str) -> dict[str, FileEntry | DirEntry] | None:
-        with self._lock:
-            item = self._items.get(oid)
-            if item is not None:
-                self._items.move_to_end(oid)
-            return item
-
-    def put(self, oid: str, children: dict[str, FileEntry | DirEntry]) -> None:
-        with self._lock:
-            self._items[oid] = children
-            if len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-
 def _repo_from_row(row: sa.Row[tuple[object, ...]]) -> Repo:
     m = row._mapping
     return Repo(
@@ -232,17 +209,22 @@ def _repo_from_row(row: sa.Row[tuple[object, ...]]) -> Repo:
     )
 
 
-def _commit_from_row(row: sa.Row[tuple[object, ...]]) -> Commit:
+def _commit_from_row(row: sa.Row[tuple[object, ...]], prefix: str = "") -> Commit:
     m = row._mapping
     return Commit(
-        oid=m["oid"],
-        parent_oid=m["parent_oid"],
-        tree_oid=m["tree_oid"],
-        title=m["title"],
-        message=m["message"],
-        author=m["author"],
-        created_at=m["created_at"],
+        oid=m[prefix + "oid"],
+        parent_oid=m[prefix + "parent_oid"],
+        tree_oid=m[prefix + "tree_oid"],
+        title=m[prefix + "title"],
+        message=m[prefix + "message"],
+        author=m[prefix + "author"],
+        created_at=m[prefix + "created_at"],
     )
+
+
+def _ref_names(revision: str) -> list[str]:
+    """The refs a revision may name, in the order they win: a branch before a tag."""
+    return [revision] if revision.startswith("refs/") else [HEADS + revision, TAGS + revision]
 
 
 def delete_namespace_repos(conn: sa.Connection, principal: Principal | None, namespace: str) -> list[str]:
@@ -278,6 +260,57 @@ def _id_is(table: sa.Table, repo_type: str, namespace: str, name: str) -> list[s
         sa.func.lower(table.c.namespace) == namespace.lower(),
         sa.func.lower(table.c.name) == name.lower(),
     ]
+
+
+# Every request that names a repo and a revision runs these two (built once: building a statement costs
+# more than running it).
+_NAMED = (
+    tables.repos.c.type == sa.bindparam("type"),
+    sa.func.lower(tables.repos.c.namespace) == sa.bindparam("namespace"),
+    sa.func.lower(tables.repos.c.name) == sa.bindparam("name"),
+)
+_REPO_NAMED = sa.select(tables.repos).where(*_NAMED)
+_REFS_WITH_COMMITS = (
+    sa.select(tables.commits, tables.refs.c.name.label("ref_name"))
+    .join(
+        tables.refs,
+        sa.and_(
+            tables.refs.c.repo_id == tables.commits.c.repo_id,
+            tables.refs.c.target_oid == tables.commits.c.oid,
+        ),
+    )
+    .where(
+        tables.refs.c.repo_id == sa.bindparam("repo_id"),
+        tables.refs.c.name.in_(sa.bindparam("names", expanding=True)),
+    )
+)
+
+# The repo by id with the commit of each ref of `names` it has (a row per ref; one row with no ref when it has
+# none): what `get_repo_at` reads in one query.
+_AT_PREFIX = "at_"
+_REPO_AT_REFS = (
+    sa.select(
+        tables.repos,
+        tables.refs.c.name.label("ref_name"),
+        *[column.label(_AT_PREFIX + column.name) for column in tables.commits.c],
+    )
+    .select_from(
+        tables.repos.outerjoin(
+            tables.refs,
+            sa.and_(
+                tables.refs.c.repo_id == tables.repos.c.id,
+                tables.refs.c.name.in_(sa.bindparam("names", expanding=True)),
+            ),
+        ).outerjoin(
+            tables.commits,
+            sa.and_(
+                tables.commits.c.repo_id == tables.refs.c.repo_id,
+                tables.commits.c.oid == tables.refs.c.target_oid,
+            ),
+        )
+    )
+    .where(*_NAMED)
+)
 
 
 def _delete_redirect(conn: sa.Connection, repo_type: str, namespace: str, name: str) -> None:
@@ -328,7 +361,8 @@ class RepoService:
         self._engine = engine
         self._store = store
         self._settings = settings
-        self._trees = _TreeCache(_TREE_CACHE_SIZE)
+        # Parsed tree objects by oid: tree objects never change.
+        self._trees: ContentCache[str, dict[str, FileEntry | DirEntry]] = ContentCache(_TREE_CACHE_SIZE)
         self.scans = ScanService(engine, store, workers=settings.scan_workers, lease_s=settings.scan_lease)
         self.quota = RepoQuota(engine, settings.max_repo_size, settings.upload_url_ttl)
         # Called with the files a commit adds before it lands: what is derived from content (a rendered card)
@@ -448,9 +482,8 @@ class RepoService:
         Ids are compared case-insensitively, and the id a repo had before a move still finds it, as on the
         Hub."""
         with self._engine.connect() as conn:
-            row = conn.execute(
-                sa.select(tables.repos).where(*_id_is(tables.repos, repo_type, namespace, name))
-            ).first()
+            named = {"type": repo_type, "namespace": namespace.lower(), "name": name.lower()}
+            row = conn.execute(_REPO_NAMED, named).first()
             if row is None:
                 row = conn.execute(
                     sa.select(tables.repos)
@@ -459,10 +492,42 @@ class RepoService:
                 ).first()
         if row is None:
             raise RepoNotFound(f"Repository {namespace}/{name} not found")
-        repo = _repo_from_row(row)
+        return self._allowed(principal, _repo_from_row(row), action)
+
+    def _allowed(self, principal: Principal | None, repo: Repo, action: Action) -> Repo:
         gate_passed = action is Action.DOWNLOAD and self.gate.gate_passed(principal, repo)
         require(principal, action, repo.ref, gate_passed)
         return repo
+
+    def get_repo_at(
+        self,
+        principal: Principal | None,
+        repo_type: str,
+        namespace: str,
+        name: str,
+        revision: str,
+        action: Action = Action.READ,
+    ) -> tuple[Repo, Commit]:
+        """`get_repo`, then `resolve(repo, revision)`: the same answers and refusals, in the same order, with
+        the repo and a branch or tag read in one query (most requests name both)."""
+        if COMMIT_OID_RE.match(revision):
+            repo = self.get_repo(principal, repo_type, namespace, name, action)
+            return repo, self.resolve(repo, revision)
+        names = _ref_names(revision)
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                _REPO_AT_REFS,
+                {"type": repo_type, "namespace": namespace.lower(), "name": name.lower(), "names": names},
+            ).all()
+            if not rows:  # not under this id: perhaps under the one it had before a move
+                repo = self.get_repo(principal, repo_type, namespace, name, action)
+                return repo, self._resolve(conn, repo, revision)
+            repo = self._allowed(principal, _repo_from_row(rows[0]), action)
+            found = {row.ref_name: row for row in rows if row._mapping[_AT_PREFIX + "oid"] is not None}
+            for ref_name in names:
+                if ref_name in found:
+                    return repo, _commit_from_row(found[ref_name], _AT_PREFIX)
+            return repo, self._resolve(conn, repo, revision)
 
     def move_repo(
         self, principal: Principal | None, repo_type: str, source: tuple[str, str], target: tuple[str, str]
@@ -606,16 +671,11 @@ class RepoService:
             commit = self._commit(conn, repo, revision)
             if commit is not None:
                 return commit
-        names = [revision] if revision.startswith("refs/") else [HEADS + revision, TAGS + revision]
+        names = _ref_names(revision)
         # The ref and its commit in one query (every request resolves a revision); a branch wins over a tag.
-        refs, commits = tables.refs, tables.commits
         found = {
             row.ref_name: row
-            for row in conn.execute(
-                sa.select(commits, refs.c.name.label("ref_name"))
-                .join(refs, sa.and_(refs.c.repo_id == commits.c.repo_id, refs.c.target_oid == commits.c.oid))
-                .where(refs.c.repo_id == repo.id, refs.c.name.in_(names))
-            )
+            for row in conn.execute(_REFS_WITH_COMMITS, {"repo_id": repo.id, "names": names})
         }
         for name in names:
             if name in found:
