@@ -34,6 +34,14 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 # Rows per multi-row INSERT of `insert_ignore`: a few thousand bound parameters at most.
 _INSERT_BATCH = 200
 
+# Connections each process keeps open, and how many more it may open for a burst (closed when returned). A
+# request uses one at a time (two when a read nests), and the server answers up to 40 at once in its thread
+# pool: with SQLAlchemy's default of 5, a worker under 64 clients opened and closed a PostgreSQL connection,
+# a new server process each, for a good share of its requests. PostgreSQL's `max_connections` must cover
+# (POOL_SIZE + POOL_OVERFLOW) per process (docs/scale.md).
+POOL_SIZE = 16
+POOL_OVERFLOW = 16
+
 # A pooled PostgreSQL connection idle this long is pinged before it is used again.
 _PING_AFTER_IDLE_S = 5.0
 _IDLE_SINCE = "weightyard_idle_since"
@@ -50,7 +58,12 @@ def create_engine(url: str) -> sa.Engine:
     Reads (`engine.connect()`) stay deferred and never wait for writers, thanks to WAL.
     """
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = sa.create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=POOL_SIZE,
+            max_overflow=POOL_OVERFLOW,
+        )
 
         @sa.event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -73,7 +86,9 @@ def create_engine(url: str) -> sa.Engine:
     # them). Each statement sees what was committed when it started, as under READ COMMITTED inside a
     # transaction, so no reader sees less than before. Writes take a real transaction: `transaction()` and
     # `row_locked_transaction()` switch their connection back before they begin.
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    engine = sa.create_engine(
+        url, isolation_level="AUTOCOMMIT", pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW
+    )
 
     # A pooled connection that sat idle may have been dropped (a server restart, an idle timeout): it is
     # pinged before use, and replaced when the ping fails. One in steady use is not pinged: a ping at every
