@@ -40,7 +40,7 @@ _INSERT_BATCH = 200
 # a new server process each, for a good share of its requests. PostgreSQL's `max_connections` must cover
 # (POOL_SIZE + POOL_OVERFLOW) per process (docs/scale.md).
 POOL_SIZE = 16
-POOL_OVERFLOW = 16
+POOL_OVERFLOW = 8
 
 # A pooled PostgreSQL connection idle this long is pinged before it is used again.
 _PING_AFTER_IDLE_S = 5.0
