@@ -38,6 +38,11 @@ def server(
         **credentials_env(),
         "WEIGHTYARD_DATABASE_URL": postgres_url,
         "WEIGHTYARD_BLOB_URL": seaweed.url(fresh_prefix()),
+        # The stock client does not retry a commit's 503 ScanPending; on this 2-core machine under the whole
+        # suite, scans read back from SeaweedFS have taken longer than the default 5 s wait (a commit of 8
+        # files failed that way once). The longest wait allowed keeps these tests about the client, not the
+        # scanner's speed (tests/scan_hub/test_scan_queue.py pins the wait and the 503).
+        "WEIGHTYARD_SCAN_WAIT": "60",
     }
     instance = start_server(tmp_path_factory.mktemp("team") / "data", env=env, args=("--workers", "2"))
     try:
