@@ -9,7 +9,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from weightyard.auth import LOCAL_ADMIN, AccountService, AuditLog, RateLimiter
+from weightyard.auth import LOCAL_ADMIN, AccountService, AuditLog, RateLimiter, Signer
 from weightyard.cards import CardService
 from weightyard.config import ADMIN_USER, Settings
 from weightyard.db import create_engine, stored_setting
@@ -68,13 +68,14 @@ class Hub:
         store = open_content_store(settings.blob_url_or_default(), engine, xorbs, xet=settings.xet)
         store.sweep_scratch()
         repos = RepoService(engine, store, settings)
-        secret = _url_secret(engine)
+        # The one signer of what the hub hands out and takes back unrecorded (URLs, tokens, cursors).
+        signer = Signer(_url_secret(engine))
         accounts = AccountService(engine, delete_namespace_repos)
         lfs = LfsService(
             repos,
             accounts,
             store,
-            secret,
+            signer,
             settings.multipart_chunk_size,
             settings.upload_url_ttl,
             settings.max_file_size,
@@ -107,8 +108,8 @@ class Hub:
             cards=cards,
             facts=facts,
             store=store,
-            cursors=Cursors(secret),
-            xet=XetService(repos, store, secret, engine, accounts, settings) if settings.xet else None,
+            cursors=Cursors(signer),
+            xet=XetService(repos, store, signer, engine, accounts, settings) if settings.xet else None,
         )
 
     def admin_token(self) -> str:

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from weightyard.auth import LOCAL_ADMIN, Principal
+from weightyard.auth import LOCAL_ADMIN, Principal, Signer
 from weightyard.config import Settings
 from weightyard.errors import BadRequest
 from weightyard.hub import Hub
@@ -193,7 +193,7 @@ def test_a_cursor_carries_its_position_only_with_this_hubs_signature(hub: Hub) -
 
         assert hub.cursors.decode(cursor) == position
         with pytest.raises(BadRequest):
-            Cursors(b"another hub's secret").decode(cursor)
+            Cursors(Signer(b"another hub's secret, 32 bytes long")).decode(cursor)
         body, signature = cursor.split(".")
         for forged in (body + "." + signature[:-2], body[:-2] + "." + signature, cursor.replace(".", "")):
             with pytest.raises(BadRequest):

@@ -27,6 +27,7 @@ from weightyard.auth.permissions import (
     require_unlimited_token,
 )
 from weightyard.auth.principal import LOCAL_ADMIN, ROLES, SCOPES, Principal
+from weightyard.auth.signing import Signer
 
 __all__ = [
     "LOCAL_ADMIN",
@@ -42,6 +43,7 @@ __all__ = [
     "Profile",
     "RateLimiter",
     "RepoRef",
+    "Signer",
     "TokenInfo",
     "User",
     "access_level",

@@ -8,8 +8,6 @@ the user's membership.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
 import time
 import uuid
@@ -17,7 +15,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from weightyard.auth import AccountService, Action, Principal, require
+from weightyard.auth import AccountService, Action, Principal, Signer, require
 from weightyard.db import tables, transaction, utcnow
 from weightyard.errors import (
     BadRequest,
@@ -50,18 +48,13 @@ class UploadAction:
     error: str | None = None
 
 
-def _sign(secret: bytes, *fields: object) -> str:
-    message = "\x1f".join(str(field) for field in fields).encode()
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()
-
-
 class LfsService:
     def __init__(
         self,
         repos: RepoService,
         accounts: AccountService,
         store: ContentStore,
-        secret: bytes,
+        signer: Signer,
         part_size: int,
         ttl: int,
         max_file_size: int = 0,
@@ -74,7 +67,7 @@ class LfsService:
         self._presigned_parts = presigned_parts
         self._accounts = accounts
         self._store = store
-        self._secret = secret
+        self._signer = signer
         self._part_size = part_size
         self._ttl = ttl
         self._max_file_size = max_file_size
@@ -122,7 +115,7 @@ class LfsService:
                 actions.append(self._multipart(principal, repo, sha256, size, expires, base_url))
             else:
                 token = principal.token_id
-                signature = _sign(self._secret, "put", sha256, size, token, repo.id, expires)
+                signature = self._signer.sign("lfs-put", sha256, size, token, repo.id, expires)
                 url = f"{base_url}/api/lfs/objects/{sha256}?size={size}&token={token}&repo={repo.id}"
                 actions.append(
                     UploadAction(
@@ -153,10 +146,11 @@ class LfsService:
             )
         base = f"{base_url}/api/lfs/uploads/{upload_id}"
         part_urls = self._store_part_urls(upload_id, parts, expires) or tuple(
-            f"{base}/parts/{n}?exp={expires}&sig={_sign(self._secret, 'part', upload_id, n, expires)}"
+            f"{base}/parts/{n}?exp={expires}&sig={self._signer.sign('lfs-part', upload_id, n, expires)}"
             for n in range(1, parts + 1)
         )
-        complete = f"{base}/complete?exp={expires}&sig={_sign(self._secret, 'complete', upload_id, expires)}"
+        signature = self._signer.sign("lfs-complete", upload_id, expires)
+        complete = f"{base}/complete?exp={expires}&sig={signature}"
         return UploadAction(sha256, size, upload_url=complete, part_urls=part_urls, part_size=self._part_size)
 
     def _store_part_urls(self, upload_id: str, parts: int, expires: int) -> tuple[str, ...]:
@@ -176,9 +170,8 @@ class LfsService:
     def _repos_engine(self) -> sa.Engine:
         return self._repos._engine
 
-    def _check(self, signature: str, expires: int, *fields: object) -> None:
-        expected = _sign(self._secret, *fields, expires)
-        if not hmac.compare_digest(expected, signature) or expires < time.time():
+    def _check(self, signature: str, expires: int, purpose: str, *fields: str | int | None) -> None:
+        if not self._signer.verify(signature, purpose, *fields, expires) or expires < time.time():
             raise InvalidSignature("upload URL signature is invalid or expired")
 
     # -- basic transfer
@@ -187,7 +180,7 @@ class LfsService:
         self, sha256: str, size: int, token_id: int, repo_id: int, expires: int, signature: str
     ) -> tuple[BlobWriter, Principal]:
         """Check a signed basic-upload URL; the writer for its body and the principal it uploads for."""
-        self._check(signature, expires, "put", sha256, size, token_id, repo_id)
+        self._check(signature, expires, "lfs-put", sha256, size, token_id, repo_id)
         return self._store.writer(sha256), self._grant_holder(token_id, repo_id)
 
     def finish_upload(self, writer: BlobWriter, sha256: str, size: int, principal: Principal) -> None:
@@ -223,7 +216,7 @@ class LfsService:
 
     def open_part(self, upload_id: str, number: int, expires: int, signature: str) -> PartWriter:
         """Check a signed part URL; returns the writer that puts the part's bytes where they belong."""
-        self._check(signature, expires, "part", upload_id, number)
+        self._check(signature, expires, "lfs-part", upload_id, number)
         row = self._upload_row(upload_id)
         self._grant_holder(row.token_id, row.repo_id)
         staged = self._staged(upload_id, row)
@@ -234,7 +227,7 @@ class LfsService:
     def complete(self, upload_id: str, expires: int, signature: str, sha256: str) -> None:
         """Check that every part is there and that the whole hashes to the upload's sha256, then make the
         staged bytes the blob (on a local store the parts were written in place: nothing is copied)."""
-        self._check(signature, expires, "complete", upload_id)
+        self._check(signature, expires, "lfs-complete", upload_id)
         row = self._upload_row(upload_id)
         m = row._mapping
         principal = self._grant_holder(m["token_id"], m["repo_id"])

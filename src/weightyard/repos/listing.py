@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from weightyard.auth import Action, Principal, can
+from weightyard.auth import Action, Principal, Signer, can
 from weightyard.db import tables
 from weightyard.errors import BadRequest
 from weightyard.repos.service import DEFAULT_BRANCH, HEADS, Repo, _repo_from_row
@@ -43,6 +41,7 @@ _UNIQUE_SORTS = {"id"}
 _DATE_SORTS = {"lastModified", "createdAt"}
 # A cursor longer than this was not issued here (the longest key is a repo id of 193 characters).
 _MAX_CURSOR = 1024
+_PURPOSE = "listing-cursor"
 # Row ids and page counts are SQL integers.
 _MAX_INT = 2**63 - 1
 
@@ -110,20 +109,20 @@ class Cursors:
     hand out (edited, forged, from another hub) is refused rather than walked. Not secret: a position names
     only a row the caller's own page ended on, and every page filters what the caller may read again."""
 
-    def __init__(self, secret: bytes) -> None:
-        self._key = hmac.new(secret, b"weightyard-listing-cursor", hashlib.sha256).digest()
+    def __init__(self, signer: Signer) -> None:
+        self._signer = signer
 
     def encode(self, position: Position) -> str:
         key = position.key.isoformat() if isinstance(position.key, datetime) else position.key
         fields = [position.sort, position.descending, key, position.row, position.backward, position.index]
         body = base64.urlsafe_b64encode(json.dumps(fields, separators=(",", ":")).encode()).rstrip(b"=")
-        return f"{body.decode()}.{self._sign(body)}"
+        return f"{body.decode()}.{self._signer.sign(_PURPOSE, body.decode())}"
 
     def decode(self, cursor: str) -> Position:
         """The position `cursor` names; `BadRequest` for anything this hub did not issue."""
         body, _, signature = cursor.partition(".")
-        if not (len(cursor) <= _MAX_CURSOR and cursor.isascii()) or not hmac.compare_digest(
-            self._sign(body.encode()), signature
+        if not (len(cursor) <= _MAX_CURSOR and cursor.isascii()) or not self._signer.verify(
+            signature, _PURPOSE, body
         ):
             raise BadRequest("invalid cursor: follow the Link header of the previous page")
         try:
@@ -131,10 +130,6 @@ class Cursors:
             return _position(*fields)
         except (binascii.Error, ValueError, TypeError) as exc:  # signed, but by another version of the hub
             raise BadRequest("invalid cursor: follow the Link header of the previous page") from exc
-
-    def _sign(self, body: bytes) -> str:
-        digest = hmac.new(self._key, body, hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 def _position(sort: Any, descending: Any, key: Any, row: Any, backward: Any, index: Any) -> Position:

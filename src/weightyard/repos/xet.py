@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -22,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from weightyard.auth import AccountService, Action, Principal
+from weightyard.auth import AccountService, Action, Principal, Signer
 from weightyard.config import Settings
 from weightyard.db import tables, utcnow
 from weightyard.errors import (
@@ -209,7 +207,7 @@ class XetService:
         self,
         repos: RepoService,
         store: ContentStore,
-        secret: bytes,
+        signer: Signer,
         engine: sa.Engine,
         accounts: AccountService,
         settings: Settings,
@@ -221,7 +219,7 @@ class XetService:
         self._gate = repos.gate
         self._accounts = accounts
         self._store = store
-        self._secret = hmac.new(secret, b"weightyard-xet", hashlib.sha256).digest()
+        self._signer = signer
         self._engine = engine
 
     @property
@@ -249,7 +247,7 @@ class XetService:
             "e": expires,
         }
         body = _b64(json.dumps(payload, separators=(",", ":")).encode())
-        signature = _b64(hmac.new(self._secret, body.encode(), hashlib.sha256).digest())
+        signature = self._signer.sign("xet-token", body)
         return IssuedToken(f"{body}.{signature}", expires, cas_url)
 
     def authenticate(self, authorization: str | None) -> XetToken:
@@ -258,8 +256,7 @@ class XetService:
         body, _, signature = value.strip().partition(".")
         if scheme.lower() != "bearer" or not body or not signature:
             raise Unauthorized("the CAS needs a Xet access token")
-        expected = _b64(hmac.new(self._secret, body.encode(), hashlib.sha256).digest())
-        if not hmac.compare_digest(expected, signature):
+        if not self._signer.verify(signature, "xet-token", body):
             raise InvalidCredentials("invalid Xet access token")
         payload = json.loads(_unb64(body))
         if int(payload["e"]) < time.time():
@@ -493,10 +490,9 @@ class XetService:
         return None
 
     def _fetch_signature(self, grant: FetchGrant) -> str:
-        message = "\x1f".join(
-            ("fetch", grant.xorb, grant.spans, str(grant.expires), grant.file, str(grant.issuer))
-        ).encode()
-        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+        return self._signer.sign(
+            "xet-fetch", grant.xorb, grant.spans, grant.expires, grant.file, grant.issuer
+        )
 
     def open_fetch(self, grant: FetchGrant, signature: str, range_header: str | None) -> XorbBytes:
         """Check a signed fetch URL and its Range; the bytes of the xorb object to send.
@@ -505,8 +501,10 @@ class XetService:
         each fetch looks the principal up again and asks the gate, so a revoked token, a removed member or a
         deleted user stops downloading at once, as do content quarantined or gated since.
         """
-        expected = self._fetch_signature(grant)
-        if not hmac.compare_digest(expected, signature) or grant.expires < time.time():
+        valid = self._signer.verify(
+            signature, "xet-fetch", grant.xorb, grant.spans, grant.expires, grant.file, grant.issuer
+        )
+        if not valid or grant.expires < time.time():
             raise InvalidSignature("fetch URL signature is invalid or expired")
         principal = self._live_principal(grant.issuer or None)
         if not self._gate.may_receive_xet(principal, grant.file):
