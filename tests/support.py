@@ -35,6 +35,12 @@ def loopback_client(url: str = "", token: str | None = None, **kwargs: Any) -> h
     return httpx.Client(base_url=url, headers=headers, verify=_TLS, **kwargs)
 
 
+def loopback_request(method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """One request, as `httpx.request` makes it, with a client sharing the tests' TLS context."""
+    with loopback_client() as client:
+        return client.request(method, url, **kwargs)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

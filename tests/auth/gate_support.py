@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 
 import httpx
-from tests.support import Server
+from tests.support import Server, loopback_client, loopback_request
 
 from weightyard.xet import (
     FileTerm,
@@ -52,7 +52,7 @@ def auth(token: str | None) -> dict[str, str]:
 
 
 def admin_post(server: Server, path: str, payload: dict[str, object]) -> httpx.Response:
-    response = httpx.post(f"{server.url}{path}", headers=auth(server.token), json=payload)
+    response = loopback_request("POST", f"{server.url}{path}", headers=auth(server.token), json=payload)
     response.raise_for_status()
     return response
 
@@ -65,24 +65,31 @@ def create_user(server: Server, name: str, scope: str = "write") -> str:
 
 
 def set_member(server: Server, org: str, user: str, role: str) -> None:
-    response = httpx.put(
-        f"{server.url}/api/admin/orgs/{org}/members/{user}", headers=auth(server.token), json={"role": role}
+    response = loopback_request(
+        "PUT",
+        f"{server.url}/api/admin/orgs/{org}/members/{user}",
+        headers=auth(server.token),
+        json={"role": role},
     )
     response.raise_for_status()
 
 
 def create_repo(server: Server, token: str, repo: str, private: bool, **settings: object) -> None:
-    response = httpx.post(
-        f"{server.url}/api/repos/create", headers=auth(token), json={"name": repo, "private": private}
+    response = loopback_request(
+        "POST", f"{server.url}/api/repos/create", headers=auth(token), json={"name": repo, "private": private}
     )
     response.raise_for_status()
     if settings:
-        response = httpx.put(f"{server.url}/api/models/{repo}/settings", headers=auth(token), json=settings)
+        response = loopback_request(
+            "PUT", f"{server.url}/api/models/{repo}/settings", headers=auth(token), json=settings
+        )
         response.raise_for_status()
 
 
 def xet_token(server: Server, token: str | None, repo: str, scope: str) -> httpx.Response:
-    return httpx.get(f"{server.url}/api/models/{repo}/xet-{scope}-token/main", headers=auth(token))
+    return loopback_request(
+        "GET", f"{server.url}/api/models/{repo}/xet-{scope}-token/main", headers=auth(token)
+    )
 
 
 def cas_client(server: Server, token: str | None, repo: str, scope: str) -> tuple[httpx.Client, str] | None:
@@ -91,7 +98,7 @@ def cas_client(server: Server, token: str | None, repo: str, scope: str) -> tupl
     if response.status_code != 200:
         return None
     body = response.json()
-    return httpx.Client(headers={"Authorization": f"Bearer {body['accessToken']}"}), str(body["casUrl"])
+    return loopback_client(token=body["accessToken"]), str(body["casUrl"])
 
 
 def commit_lfs_pointer(
@@ -102,7 +109,8 @@ def commit_lfs_pointer(
         {"key": "header", "value": {"summary": f"add {path}", "description": ""}},
         {"key": "lfsFile", "value": {"path": path, "algo": "sha256", "oid": sha256, "size": size}},
     ]
-    return httpx.post(
+    return loopback_request(
+        "POST",
         f"{server.url}/api/models/{repo}/commit/main",
         headers={**auth(token), "Content-Type": "application/x-ndjson"},
         content="\n".join(json.dumps(line) for line in lines),
@@ -136,7 +144,7 @@ def fetch_reconstruction(client: httpx.Client, url: str, stored: Stored) -> byte
     for ranges in plan.json()["fetch_info"].values():
         for item in ranges:
             start, end = item["url_range"]["start"], item["url_range"]["end"]
-            piece = httpx.get(item["url"], headers={"Range": f"bytes={start}-{end}"})
+            piece = loopback_request("GET", item["url"], headers={"Range": f"bytes={start}-{end}"})
             if piece.status_code != 206:
                 return None
             assert piece.content == stored.xorb_body[start : end + 1]

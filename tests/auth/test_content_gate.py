@@ -14,7 +14,6 @@ import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import httpx
 import pytest
 from markupsafe import escape
 from tests.auth.gate_support import (
@@ -29,7 +28,7 @@ from tests.auth.gate_support import (
     set_member,
     store_through_cas,
 )
-from tests.support import Server, start_server, stop_server
+from tests.support import Server, loopback_request, start_server, stop_server
 
 from weightyard.xet import Shard, serialize_shard
 
@@ -65,8 +64,8 @@ class Vault:
 @pytest.fixture(scope="module")
 def vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vault]:
     server = start_server(tmp_path_factory.mktemp("gate") / "data")
-    httpx.post(
-        f"{server.url}/api/admin/orgs", headers=auth(server.token), json={"name": ORG}
+    loopback_request(
+        "POST", f"{server.url}/api/admin/orgs", headers=auth(server.token), json={"name": ORG}
     ).raise_for_status()
     tokens: dict[str, str | None] = {"anonymous": None}
     for caller, (user, role) in USERS.items():
@@ -87,7 +86,8 @@ def vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vault]:
             ("model.pkl", UNSAFE_PICKLE) if kind == "quarantined" else ("secret.txt", random_text(kind))
         )
         stored[kind] = store_through_cas(server, server.token, repo, path, data)
-    httpx.post(
+    loopback_request(
+        "POST",
         f"{server.url}/api/models/{ORG}/gated-approved/user-access-request/grant",
         headers=auth(server.token),
         json={"user": "outsider"},
@@ -102,7 +102,7 @@ def vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vault]:
 
 def resolve(vault: Vault, caller: str, stored: Stored) -> bool:
     url = f"{vault.server.url}/{stored.repo}/resolve/main/{stored.path}"
-    response = httpx.get(url, headers=auth(vault.tokens[caller]))
+    response = loopback_request("GET", url, headers=auth(vault.tokens[caller]))
     if response.status_code == 200:
         assert response.content == stored.data
         return True
@@ -131,7 +131,7 @@ def commit_by_digest(vault: Vault, caller: str, stored: Stored) -> bool:
     if committed.status_code != 200:
         assert committed.status_code == 422 and committed.json()["code"] == "BlobNotFound", committed.text
         return False
-    copy = httpx.get(f"{vault.server.url}/{own}/resolve/main/{path}", headers=auth(token))
+    copy = loopback_request("GET", f"{vault.server.url}/{own}/resolve/main/{path}", headers=auth(token))
     assert copy.status_code == 200 and copy.content == stored.data
     return True
 
@@ -140,7 +140,8 @@ def lfs_already_stored(vault: Vault, caller: str, stored: Stored) -> bool:
     token = vault.tokens[caller]
     if token is None:
         return False
-    response = httpx.post(
+    response = loopback_request(
+        "POST",
         f"{vault.server.url}/{vault.own(caller)}.git/info/lfs/objects/batch",
         headers=auth(token),
         json={"operation": "upload", "objects": [{"oid": stored.sha256, "size": len(stored.data)}]},
@@ -175,7 +176,7 @@ def shard_reference(vault: Vault, caller: str, stored: Stored) -> bool:
 
 def web_file_page_json(vault: Vault, caller: str, stored: Stored) -> bool:
     url = f"{vault.server.url}/{stored.repo}/blob/main/{stored.path}.json"
-    response = httpx.get(url, headers=auth(vault.tokens[caller]))
+    response = loopback_request("GET", url, headers=auth(vault.tokens[caller]))
     if response.status_code != 200:
         assert response.status_code == 404
         return False
@@ -190,14 +191,16 @@ def web_file_page_json(vault: Vault, caller: str, stored: Stored) -> bool:
 
 def web_file_page_html(vault: Vault, caller: str, stored: Stored) -> bool:
     url = f"{vault.server.url}/{stored.repo}/blob/main/{stored.path}"
-    response = httpx.get(url, headers=auth(vault.tokens[caller]))
+    response = loopback_request("GET", url, headers=auth(vault.tokens[caller]))
     return response.status_code == 200 and str(escape(stored.data.decode())) in response.text
 
 
 def web_listing_download_link(vault: Vault, caller: str, stored: Stored) -> bool:
     """Not bytes, but the page must not offer a download the gate refuses."""
     url = f"{vault.server.url}/{stored.repo}/tree/main"
-    response = httpx.get(url, headers={**auth(vault.tokens[caller]), "Accept": "application/json"})
+    response = loopback_request(
+        "GET", url, headers={**auth(vault.tokens[caller]), "Accept": "application/json"}
+    )
     if response.status_code != 200:
         assert response.status_code == 404
         return False
@@ -253,7 +256,7 @@ def test_the_uploader_commits_its_own_fresh_upload(vault: Vault) -> None:
 def test_the_first_commit_of_a_repo_is_in_the_content_index(vault: Vault) -> None:
     # A new repo starts with a commit adding the default .gitattributes: anyone who may download it from a
     # public repo may name its digest too.
-    attributes = httpx.get(f"{vault.server.url}/{ORG}/public/resolve/main/.gitattributes")
+    attributes = loopback_request("GET", f"{vault.server.url}/{ORG}/public/resolve/main/.gitattributes")
     assert attributes.status_code == 200
     token = vault.tokens["outsider"]
     assert token is not None

@@ -22,7 +22,7 @@ from tests.auth.gate_support import (
     set_member,
     store_through_cas,
 )
-from tests.support import Server, start_server, stop_server
+from tests.support import Server, loopback_request, start_server, stop_server
 
 from weightyard.xet import hash_to_string, serialize_xorb
 
@@ -42,8 +42,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     # Small multipart parts, so an upload of a few kB gets part URLs too.
     env = {"WEIGHTYARD_MULTIPART_CHUNK_SIZE": str(PART)}
     server = start_server(tmp_path_factory.mktemp("live") / "data", env)
-    httpx.post(
-        f"{server.url}/api/admin/orgs", headers=auth(server.token), json={"name": ORG}
+    loopback_request(
+        "POST", f"{server.url}/api/admin/orgs", headers=auth(server.token), json={"name": ORG}
     ).raise_for_status()
     create_repo(server, server.token, REPO, private=True)
     stored = store_through_cas(server, server.token, REPO, "secret.txt", random_text("live"))
@@ -77,7 +77,8 @@ def _grants(hub: Hub, token: str) -> Grants:
     assert _xorb_upload(write).status_code == 200
     small, large = os.urandom(PART), os.urandom(3 * PART)
     objects = [{"oid": hashlib.sha256(data).hexdigest(), "size": len(data)} for data in (small, large)]
-    batch = httpx.post(
+    batch = loopback_request(
+        "POST",
         f"{hub.server.url}/{REPO}.git/info/lfs/objects/batch",
         headers=auth(token),
         json={"operation": "upload", "objects": objects},
@@ -95,20 +96,20 @@ def _xorb_upload(cas: tuple[httpx.Client, str]) -> httpx.Response:
 
 
 def _revoke(hub: Hub, user: str) -> None:
-    httpx.delete(
-        f"{hub.server.url}/api/admin/users/{user}/tokens/main", headers=auth(hub.server.token)
+    loopback_request(
+        "DELETE", f"{hub.server.url}/api/admin/users/{user}/tokens/main", headers=auth(hub.server.token)
     ).raise_for_status()
 
 
 def _remove_member(hub: Hub, user: str) -> None:
-    httpx.delete(
-        f"{hub.server.url}/api/admin/orgs/{ORG}/members/{user}", headers=auth(hub.server.token)
+    loopback_request(
+        "DELETE", f"{hub.server.url}/api/admin/orgs/{ORG}/members/{user}", headers=auth(hub.server.token)
     ).raise_for_status()
 
 
 def _delete_user(hub: Hub, user: str) -> None:
-    httpx.delete(
-        f"{hub.server.url}/api/admin/users/{user}", headers=auth(hub.server.token)
+    loopback_request(
+        "DELETE", f"{hub.server.url}/api/admin/users/{user}", headers=auth(hub.server.token)
     ).raise_for_status()
 
 
@@ -140,16 +141,16 @@ def test_xet_tokens_fetch_urls_and_lfs_upload_urls_die_with_the_users_rights(hub
     reconstruction = read_client.get(f"{read_url}/v1/reconstructions/{hub.stored.xet_hash}")
     assert reconstruction.status_code in refused, reconstruction.text
     for url, byte_range in grants.fetch_urls:
-        fetched = httpx.get(url, headers={"Range": byte_range})
+        fetched = loopback_request("GET", url, headers={"Range": byte_range})
         assert fetched.status_code in refused, fetched.text
     write_client, write_url = grants.write
     chunk = write_client.get(f"{write_url}/v1/chunks/default/{hub.stored.first_chunk}")
     assert chunk.status_code in refused, chunk.text
     assert _xorb_upload(grants.write).status_code in refused
     upload_url, content = grants.lfs_upload
-    put = httpx.put(upload_url, content=content)
+    put = loopback_request("PUT", upload_url, content=content)
     assert put.status_code in refused, put.text
     part_url, part = grants.lfs_part
-    put = httpx.put(part_url, content=part)
+    put = loopback_request("PUT", part_url, content=part)
     # A deleted user's multipart uploads are deleted with it: the part URL names nothing any more (404).
     assert put.status_code in refused | ({404} if event == "user_deleted" else set()), put.text

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from tests.auth.conftest import cli
-from tests.support import Server, database_url, start_server, stop_server
+from tests.support import Server, database_url, loopback_request, start_server, stop_server
 
 from weightyard.auth import RateLimiter
 from weightyard.config import Settings
@@ -83,7 +83,9 @@ _attempts = itertools.count()
 def _burst(servers: tuple[Server, Server], headers: list[dict[str, str]]) -> list[httpx.Response]:
     """2 x LIMIT requests, alternating between the two processes and the given header spellings."""
     return [
-        httpx.get(f"{servers[index % 2].url}/api/whoami-v2", headers=headers[index % len(headers)])
+        loopback_request(
+            "GET", f"{servers[index % 2].url}/api/whoami-v2", headers=headers[index % len(headers)]
+        )
         for index in range(2 * LIMIT)
     ]
 
