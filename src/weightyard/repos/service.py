@@ -285,8 +285,8 @@ _REFS_WITH_COMMITS = (
     )
 )
 
-# The repo by id with the commit of each ref of `names` it has (a row per ref; one row with no ref when it has
-# none): what `get_repo_at` reads in one query.
+# The repo by its id (`namespace/name`, any case) with the commit of each ref of `names` it has (a row per
+# ref; one row with no ref when it has none): what `get_repo_at` reads in one query.
 _AT_PREFIX = "at_"
 _REPO_AT_REFS = (
     sa.select(
@@ -519,15 +519,15 @@ class RepoService:
                 _REPO_AT_REFS,
                 {"type": repo_type, "namespace": namespace.lower(), "name": name.lower(), "names": names},
             ).all()
-            if not rows:  # not under this id: perhaps under the one it had before a move
-                repo = self.get_repo(principal, repo_type, namespace, name, action)
-                return repo, self._resolve(conn, repo, revision)
-            repo = self._allowed(principal, _repo_from_row(rows[0]), action)
-            found = {row.ref_name: row for row in rows if row._mapping[_AT_PREFIX + "oid"] is not None}
-            for ref_name in names:
-                if ref_name in found:
-                    return repo, _commit_from_row(found[ref_name], _AT_PREFIX)
-            return repo, self._resolve(conn, repo, revision)
+        if not rows:  # not under this id: perhaps under the one it had before a move
+            repo = self.get_repo(principal, repo_type, namespace, name, action)
+            return repo, self.resolve(repo, revision)
+        repo = self._allowed(principal, _repo_from_row(rows[0]), action)
+        found = {row.ref_name: row for row in rows if row._mapping[_AT_PREFIX + "oid"] is not None}
+        for ref_name in names:
+            if ref_name in found:
+                return repo, _commit_from_row(found[ref_name], _AT_PREFIX)
+        return repo, self.resolve(repo, revision)  # a short commit id, or the RevisionNotFound to raise
 
     def move_repo(
         self, principal: Principal | None, repo_type: str, source: tuple[str, str], target: tuple[str, str]
