@@ -14,9 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
-from tests.support import Server, run_python, start_server, stop_server
+from tests.support import Server, loopback_request, run_python, start_server, stop_server
 
 USERS = ("alice", "bob")
 
@@ -46,8 +45,8 @@ class XetHub:
 
     def xet_token(self, user: str, repo: str, scope: str = "write", rev: str = "main") -> tuple[str, str]:
         """(access token, CAS URL) as the hub hands them to the client."""
-        response = httpx.get(
-            f"{self.url}/api/models/{repo}/xet-{scope}-token/{rev}", headers=self.headers(user)
+        response = loopback_request(
+            "GET", f"{self.url}/api/models/{repo}/xet-{scope}-token/{rev}", headers=self.headers(user)
         )
         response.raise_for_status()
         body = response.json()
@@ -101,8 +100,11 @@ def start_xet_hub(data: Path, env: dict[str, str] | None = None) -> XetHub:
     admin = {"Authorization": f"Bearer {server.token}"}
     tokens = {"admin": server.token}
     for user in USERS:
-        httpx.post(f"{server.url}/api/admin/users", headers=admin, json={"name": user}).raise_for_status()
-        response = httpx.post(
+        loopback_request(
+            "POST", f"{server.url}/api/admin/users", headers=admin, json={"name": user}
+        ).raise_for_status()
+        response = loopback_request(
+            "POST",
             f"{server.url}/api/admin/users/{user}/tokens",
             headers=admin,
             json={"name": "main", "scope": "write"},

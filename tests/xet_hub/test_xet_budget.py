@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from tests.support import stop_server
+from tests.support import loopback_client, loopback_request, stop_server
 from tests.xet_hub.conftest import XetHub, start_xet_hub
 
 from weightyard.xet import (
@@ -31,11 +31,14 @@ OVER_BUDGET_REPEATS = 4096
 
 @pytest.fixture(scope="module")
 def cas(xet_hub: XetHub) -> tuple[httpx.Client, str]:
-    httpx.post(
-        f"{xet_hub.url}/api/repos/create", headers=xet_hub.headers("alice"), json={"name": "alice/budget"}
+    loopback_request(
+        "POST",
+        f"{xet_hub.url}/api/repos/create",
+        headers=xet_hub.headers("alice"),
+        json={"name": "alice/budget"},
     ).raise_for_status()
     token, url = xet_hub.xet_token("alice", "alice/budget")
-    return httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=120), url
+    return loopback_client(token=token, timeout=120), url
 
 
 def _repeated_file_shard(cas: tuple[httpx.Client, str], repeats: int, honest: bool) -> httpx.Response:
@@ -73,9 +76,11 @@ def tight_cas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.
         tmp_path_factory.mktemp("tight-hub") / "data",
         env={"WEIGHTYARD_XET_VERIFY_ALLOWANCE": str(TIGHT_ALLOWANCE), "WEIGHTYARD_XET_VERIFY_RATIO": "1"},
     )
-    httpx.post(f"{hub.url}/api/repos/create", headers=hub.headers("alice"), json={"name": "alice/derived"})
+    loopback_request(
+        "POST", f"{hub.url}/api/repos/create", headers=hub.headers("alice"), json={"name": "alice/derived"}
+    )
     token, url = hub.xet_token("alice", "alice/derived")
-    with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=120) as client:
+    with loopback_client(token=token, timeout=120) as client:
         yield client, url
     stop_server(hub.server)
 

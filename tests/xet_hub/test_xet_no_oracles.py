@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 from tests.auth.gate_support import cas_client, commit_lfs_pointer, create_repo, store_through_cas
+from tests.support import loopback_request
 from tests.xet_hub.conftest import XetHub, payload, upload_line
 
 from weightyard.xet import FileTerm, Shard, file_entry, hash_to_string, serialize_shard, serialize_xorb
@@ -52,14 +53,15 @@ def test_content_others_stored_first_in_every_form_does_not_break_a_stock_client
     # An LFS object of the same bytes uploaded whole, and an upload asked for and never finished.
     other = payload(20_000)
     objects = [{"oid": sha, "size": len(victim)}, {"oid": hashlib.sha256(other).hexdigest(), "size": 20_000}]
-    batch = httpx.post(
+    batch = loopback_request(
+        "POST",
         f"{xet_hub.url}/bob/poison.git/info/lfs/objects/batch",
         headers=xet_hub.headers("bob"),
         json={"operation": "upload", "objects": objects},
     )
     assert batch.status_code == 200
     upload = batch.json()["objects"][0]["actions"]["upload"]
-    assert httpx.put(upload["href"], content=victim).status_code == 200
+    assert loopback_request("PUT", upload["href"], content=victim).status_code == 200
 
     # The same bytes under other chunkings (so other file hashes), each registered and one committed.
     for pieces in (1, 2, 3):
@@ -84,13 +86,14 @@ def test_content_others_stored_first_in_every_form_does_not_break_a_stock_client
         + upload_line(tmp_path / "v.bin", "v.bin", "alice/poison-target"),
         tmp_path / "client",
     )
-    downloaded = httpx.get(f"{xet_hub.url}/alice/poison-target/resolve/main/v.bin")
+    downloaded = loopback_request("GET", f"{xet_hub.url}/alice/poison-target/resolve/main/v.bin")
     assert downloaded.status_code == 200 and downloaded.content == victim
     fresh = tmp_path / "fresh.bin"
     fresh.write_bytes(payload(20_000))
     xet_hub.run_client("alice", upload_line(fresh, "fresh.bin", "alice/poison-target"), tmp_path / "client2")
     assert (
-        httpx.get(f"{xet_hub.url}/alice/poison-target/resolve/main/fresh.bin").content == fresh.read_bytes()
+        loopback_request("GET", f"{xet_hub.url}/alice/poison-target/resolve/main/fresh.bin").content
+        == fresh.read_bytes()
     )
 
 
@@ -124,7 +127,8 @@ def test_an_upload_relying_on_a_dedup_answer_survives_the_source_repo_turning_pr
     client, url = cas
     assert client.get(f"{url}/v1/chunks/default/{shared.first_chunk}").status_code == 200
     # Between alice's dedup answer and her shard, the owner of the content she deduplicated against hides it.
-    httpx.put(
+    loopback_request(
+        "PUT",
         f"{xet_hub.url}/api/models/bob/shared/settings",
         headers=xet_hub.headers("bob"),
         json={"private": True},
@@ -135,4 +139,4 @@ def test_an_upload_relying_on_a_dedup_answer_survives_the_source_repo_turning_pr
         xet_hub.server, xet_hub.tokens["alice"], "alice/deduped", "s.bin", shared.sha256, len(shared.data)
     )
     assert committed.status_code == 200, committed.text
-    assert httpx.get(f"{xet_hub.url}/alice/deduped/resolve/main/s.bin").content == shared.data
+    assert loopback_request("GET", f"{xet_hub.url}/alice/deduped/resolve/main/s.bin").content == shared.data

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.support import loopback_request
 from tests.xet_hub.conftest import XetHub, payload, upload_line
 
 from weightyard.xet import READ_WINDOW
@@ -20,18 +21,21 @@ def test_ranges_across_rebuild_windows_are_exact_and_a_byte_flipped_in_storage_c
 ) -> None:
     data = payload(READ_WINDOW + 4 * MIB + 77)  # one xorb, rebuilt in two windows
     (tmp_path / "w.bin").write_bytes(data)
-    httpx.post(
-        f"{xet_hub.url}/api/repos/create", headers=xet_hub.headers("alice"), json={"name": "alice/rebuilt"}
+    loopback_request(
+        "POST",
+        f"{xet_hub.url}/api/repos/create",
+        headers=xet_hub.headers("alice"),
+        json={"name": "alice/rebuilt"},
     ).raise_for_status()
     before = set(xet_hub.xorb_files())
     xet_hub.run_client("alice", upload_line(tmp_path / "w.bin", "w.bin", "alice/rebuilt"), tmp_path / "up")
     (xorb,) = set(xet_hub.xorb_files()) - before
     url = f"{xet_hub.url}/alice/rebuilt/resolve/main/w.bin"
 
-    assert httpx.get(url).content == data
+    assert loopback_request("GET", url).content == data
     edges = [(READ_WINDOW - 5, READ_WINDOW + 70_000), (12_345, 12_345), (len(data) - 3, len(data) - 1)]
     for first, last in edges:
-        ranged = httpx.get(url, headers={"Range": f"bytes={first}-{last}"})
+        ranged = loopback_request("GET", url, headers={"Range": f"bytes={first}-{last}"})
         assert ranged.status_code == 206 and ranged.content == data[first : last + 1]
 
     # Same size, so the checks before the headers pass; the second window's chunk hash does not.

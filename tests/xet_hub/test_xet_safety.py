@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.support import loopback_client, loopback_request
 from tests.xet_hub.conftest import XetHub, payload, sha256, upload_line
 
 from weightyard.xet import (
@@ -41,13 +42,18 @@ def secret_repo(xet_hub: XetHub, tmp_path_factory: pytest.TempPathFactory) -> di
         + upload_line(folder / "secret.bin", "secret.bin", "alice/secret"),
         folder / "client",
     )
-    httpx.post(
-        f"{xet_hub.url}/api/repos/create", headers=xet_hub.headers("bob"), json={"name": "bob/own"}
+    loopback_request(
+        "POST", f"{xet_hub.url}/api/repos/create", headers=xet_hub.headers("bob"), json={"name": "bob/own"}
     ).raise_for_status()
-    httpx.post(
-        f"{xet_hub.url}/api/repos/create", headers=xet_hub.headers("alice"), json={"name": "alice/mal"}
+    loopback_request(
+        "POST",
+        f"{xet_hub.url}/api/repos/create",
+        headers=xet_hub.headers("alice"),
+        json={"name": "alice/mal"},
     ).raise_for_status()
-    head = httpx.head(f"{xet_hub.url}/alice/secret/resolve/main/secret.bin", headers=xet_hub.headers("alice"))
+    head = loopback_request(
+        "HEAD", f"{xet_hub.url}/alice/secret/resolve/main/secret.bin", headers=xet_hub.headers("alice")
+    )
     head.raise_for_status()
     return {"file_hash": head.headers["X-Xet-Hash"], "commit": head.headers["X-Repo-Commit"]}
 
@@ -56,7 +62,7 @@ def cas(
     xet_hub: XetHub, user: str, repo: str, scope: str = "write", rev: str = "main"
 ) -> tuple[httpx.Client, str]:
     token, url = xet_hub.xet_token(user, repo, scope, rev)
-    return httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=120), url
+    return loopback_client(token=token, timeout=120), url
 
 
 def upload_xorb(client: httpx.Client, url: str, chunks: list[bytes]) -> XorbInfo:
@@ -79,11 +85,15 @@ def post_shard(client: httpx.Client, url: str, shard: Shard) -> httpx.Response:
 
 def test_another_user_gets_no_token_for_a_private_repo(xet_hub: XetHub, secret_repo: dict[str, str]) -> None:
     for scope in ("read", "write"):
-        response = httpx.get(
-            f"{xet_hub.url}/api/models/alice/secret/xet-{scope}-token/main", headers=xet_hub.headers("bob")
+        response = loopback_request(
+            "GET",
+            f"{xet_hub.url}/api/models/alice/secret/xet-{scope}-token/main",
+            headers=xet_hub.headers("bob"),
         )
         assert response.status_code == 404
-    assert httpx.get(f"{xet_hub.url}/api/models/alice/secret/xet-read-token/main").status_code in (401, 404)
+    assert loopback_request(
+        "GET", f"{xet_hub.url}/api/models/alice/secret/xet-read-token/main"
+    ).status_code in (401, 404)
 
 
 def test_dedup_query_reveals_nothing_about_chunks_only_in_a_private_repo(
@@ -110,11 +120,15 @@ def test_another_user_cannot_reconstruct_fetch_or_reference_a_private_file(
     (xorb, ranges), *_ = plan["fetch_info"].items()
     signed = ranges[0]["url"]
     start, end = ranges[0]["url_range"]["start"], ranges[0]["url_range"]["end"]
-    assert httpx.get(signed, headers={"Range": f"bytes={start}-{end}"}).status_code == 206
+    assert loopback_request("GET", signed, headers={"Range": f"bytes={start}-{end}"}).status_code == 206
     forged = signed.replace(f"r={start}-{end}", f"r=0-{end + 10_000_000}")
-    assert httpx.get(forged, headers={"Range": f"bytes=0-{end + 10_000_000}"}).status_code == 403
+    assert (
+        loopback_request("GET", forged, headers={"Range": f"bytes=0-{end + 10_000_000}"}).status_code == 403
+    )
     # The URL grants the chunks that cover the asked range, not the rest of the xorb.
-    assert httpx.get(signed, headers={"Range": f"bytes={end + 1}-{end + 1000}"}).status_code == 403
+    assert (
+        loopback_request("GET", signed, headers={"Range": f"bytes={end + 1}-{end + 1000}"}).status_code == 403
+    )
 
     # Even knowing every chunk hash, bob cannot register alice's xorb under his repo or commit her sha256.
     chunks = chunk_file([SECRET])
@@ -148,7 +162,7 @@ def test_another_user_who_has_the_bytes_uploads_them_to_his_own_repo(
         upload_line(tmp_path / "same.bin", "same.bin", "bob/own"),
         tmp_path / "client",
     )
-    assert httpx.get(f"{xet_hub.url}/bob/own/resolve/main/same.bin").content == SECRET
+    assert loopback_request("GET", f"{xet_hub.url}/bob/own/resolve/main/same.bin").content == SECRET
 
 
 def _commit_lfs_file(xet_hub: XetHub, user: str, repo: str, path: str, oid: str, size: int) -> httpx.Response:
@@ -156,7 +170,8 @@ def _commit_lfs_file(xet_hub: XetHub, user: str, repo: str, path: str, oid: str,
         {"key": "header", "value": {"summary": f"add {path}", "description": ""}},
         {"key": "lfsFile", "value": {"path": path, "algo": "sha256", "oid": oid, "size": size}},
     ]
-    return httpx.post(
+    return loopback_request(
+        "POST",
         f"{xet_hub.url}/api/models/{repo}/commit/main",
         headers={**xet_hub.headers(user), "Content-Type": "application/x-ndjson"},
         content="\n".join(json.dumps(line) for line in lines),
@@ -262,11 +277,17 @@ def test_read_tokens_cannot_upload_and_forged_or_missing_tokens_are_refused(
     token, _ = xet_hub.xet_token("alice", "alice/mal")
     forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     assert (
-        httpx.post(url + path, content=body, headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+        loopback_request(
+            "POST", url + path, content=body, headers={"Authorization": f"Bearer {forged}"}
+        ).status_code
+        == 401
     )
-    assert httpx.post(url + path, content=body).status_code == 401
+    assert loopback_request("POST", url + path, content=body).status_code == 401
     # A hub token is not a Xet token.
-    assert httpx.post(url + path, content=body, headers=xet_hub.headers("alice")).status_code == 401
+    assert (
+        loopback_request("POST", url + path, content=body, headers=xet_hub.headers("alice")).status_code
+        == 401
+    )
 
 
 def test_xorb_upload_answer_does_not_reveal_that_another_user_stored_it(

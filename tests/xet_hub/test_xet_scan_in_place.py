@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import httpx
 from tests.auth.gate_support import commit_lfs_pointer
+from tests.support import loopback_client, loopback_request
 from tests.xet_hub.conftest import XetHub
 
 from weightyard.xet import FileTerm, Shard, file_entry, hash_to_string, serialize_shard, serialize_xorb
@@ -30,9 +30,11 @@ def test_committing_a_huge_xet_file_of_one_repeated_chunk_scans_it_without_copyi
 ) -> None:
     repo = "alice/repeated-zeros"
     headers = xet_hub.headers("alice")
-    httpx.post(f"{xet_hub.url}/api/repos/create", headers=headers, json={"name": repo}).raise_for_status()
+    loopback_request(
+        "POST", f"{xet_hub.url}/api/repos/create", headers=headers, json={"name": repo}
+    ).raise_for_status()
     token, cas = xet_hub.xet_token("alice", repo)
-    client = httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=120)
+    client = loopback_client(token=token, timeout=120)
     chunk = b"\x00" * CHUNK
     body, info = serialize_xorb([chunk])
     client.post(f"{cas}/v1/xorbs/default/{hash_to_string(info.hash)}", content=body).raise_for_status()
@@ -53,6 +55,8 @@ def test_committing_a_huge_xet_file_of_one_repeated_chunk_scans_it_without_copyi
     assert _written_bytes(xet_hub.server.pid) - written < 16 << 20, "the server copied the content somewhere"
 
     # The commit's scan ran on the whole file and stored its report: zeros are no model format.
-    tree = httpx.get(f"{xet_hub.url}/api/models/{repo}/tree/main?expand=true", headers=headers).json()
+    tree = loopback_request(
+        "GET", f"{xet_hub.url}/api/models/{repo}/tree/main?expand=true", headers=headers
+    ).json()
     status = next(item for item in tree if item["path"] == "zeros.bin")["securityFileStatus"]
     assert (status["scanState"], status["status"], status["format"]) == ("current", "unscannable", "unknown")

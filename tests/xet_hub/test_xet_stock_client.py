@@ -5,9 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import httpx
 import pytest
-from tests.support import CuttingProxy, run_python
+from tests.support import CuttingProxy, loopback_request, run_python
 from tests.xet_hub.conftest import XetHub, cli_json, payload, sha256, upload_line
 
 from weightyard.repos.gitattributes import DEFAULT_GITATTRIBUTES
@@ -22,8 +21,11 @@ def test_upload_file_is_stored_as_xorbs_and_downloads_identically_through_xet_an
 ) -> None:
     data = payload(5 * MIB + 123)
     (tmp_path / "weights.bin").write_bytes(data)
-    created = httpx.post(
-        f"{xet_hub.url}/api/repos/create", headers=xet_hub.headers("alice"), json={"name": "alice/single"}
+    created = loopback_request(
+        "POST",
+        f"{xet_hub.url}/api/repos/create",
+        headers=xet_hub.headers("alice"),
+        json={"name": "alice/single"},
     )
     created.raise_for_status()
     blobs_before = xet_hub.blob_files()
@@ -31,13 +33,13 @@ def test_upload_file_is_stored_as_xorbs_and_downloads_identically_through_xet_an
         "alice", upload_line(tmp_path / "weights.bin", "weights.bin", "alice/single"), tmp_path / "uploader"
     )
     assert xet_hub.blob_files() == blobs_before, "a Xet upload is kept as xorbs, not as a whole blob"
-    tree = httpx.get(
-        f"{xet_hub.url}/api/models/alice/single/tree/main", headers=xet_hub.headers("alice")
+    tree = loopback_request(
+        "GET", f"{xet_hub.url}/api/models/alice/single/tree/main", headers=xet_hub.headers("alice")
     ).json()
     attributes, entry = tree
     assert attributes["path"] == ".gitattributes"
     assert entry["lfs"]["oid"] == sha256(data) and len(entry["xetHash"]) == 64
-    head = httpx.head(f"{xet_hub.url}/alice/single/resolve/main/weights.bin")
+    head = loopback_request("HEAD", f"{xet_hub.url}/alice/single/resolve/main/weights.bin")
     assert head.headers["X-Xet-Hash"] == entry["xetHash"]
     assert 'rel="xet-auth"' in head.headers["Link"] and "/xet-read-token/" in head.headers["Link"]
 
@@ -60,10 +62,12 @@ print(hashlib.sha256(open(path, "rb").read()).hexdigest())
     assert any("/xet-cas/v" in line and "/reconstructions/" in line for line in proxy.requests)
     assert any("/xet-cas/v1/fetch/" in line for line in proxy.requests)
 
-    plain = httpx.get(f"{xet_hub.url}/alice/single/resolve/main/weights.bin")
+    plain = loopback_request("GET", f"{xet_hub.url}/alice/single/resolve/main/weights.bin")
     assert plain.content == data
-    ranged = httpx.get(
-        f"{xet_hub.url}/alice/single/resolve/main/weights.bin", headers={"Range": "bytes=3000000-4500000"}
+    ranged = loopback_request(
+        "GET",
+        f"{xet_hub.url}/alice/single/resolve/main/weights.bin",
+        headers={"Range": "bytes=3000000-4500000"},
     )
     assert ranged.status_code == 206 and ranged.content == data[3000000:4500001]
     anonymous_download = """
@@ -135,7 +139,7 @@ for base, _, names in os.walk(root):
     downloaded = dict(line.split(" ") for line in printed.strip().splitlines())
     assert downloaded == {name: sha256(content) for name, content in expected.items()}
     for name, content in expected.items():
-        assert httpx.get(f"{xet_hub.url}/alice/folder/resolve/main/{name}").content == content
+        assert loopback_request("GET", f"{xet_hub.url}/alice/folder/resolve/main/{name}").content == content
 
 
 def test_second_machine_uploading_a_few_changed_mib_stores_only_the_new_chunks(
@@ -159,9 +163,11 @@ api.upload_file(path_or_fileobj={path!r}, path_in_repo="weights.bin", repo_id="a
     xet_hub.run_client("alice", upload.format(path=str(tmp_path / "v2.bin")), tmp_path / "m2")
     growth = xet_hub.stored_xorb_bytes() - before
     assert 2 * MIB <= growth < 2 * MIB + 512 * 1024, growth
-    assert httpx.get(f"{xet_hub.url}/alice/versions/resolve/main/weights.bin").content == bytes(changed)
-    first = httpx.get(f"{xet_hub.url}/api/models/alice/versions/commits/main").json()[-2]["id"]
-    old = httpx.get(f"{xet_hub.url}/alice/versions/resolve/{first}/weights.bin").content
+    assert loopback_request("GET", f"{xet_hub.url}/alice/versions/resolve/main/weights.bin").content == bytes(
+        changed
+    )
+    first = loopback_request("GET", f"{xet_hub.url}/api/models/alice/versions/commits/main").json()[-2]["id"]
+    old = loopback_request("GET", f"{xet_hub.url}/alice/versions/resolve/{first}/weights.bin").content
     assert old == original
 
     stats = cli_json(xet_hub, "stats")
@@ -185,19 +191,20 @@ api.upload_file(path_or_fileobj={str(tmp_path / "f.bin")!r}, path_in_repo="f.bin
 """,
         tmp_path / "up",
     )
-    head = httpx.head(f"{xet_hub.url}/alice/ranges/resolve/main/f.bin")
+    head = loopback_request("HEAD", f"{xet_hub.url}/alice/ranges/resolve/main/f.bin")
     commit = head.headers["X-Repo-Commit"]
     token, cas = xet_hub.xet_token("alice", "alice/ranges", "read", commit)
     url = f"{cas}/v1/reconstructions/{head.headers['X-Xet-Hash']}"
     auth = {"Authorization": f"Bearer {token}"}
-    page = httpx.get(url, headers={**auth, "Range": "bytes=1000000-1999999"})
+    page = loopback_request("GET", url, headers={**auth, "Range": "bytes=1000000-1999999"})
     assert page.status_code == 200
     body = page.json()
     assert body["offset_into_first_range"] > 0 and body["terms"] and body["fetch_info"]
     (_, ranges), *_ = body["fetch_info"].items()
-    fetched = httpx.get(
+    fetched = loopback_request(
+        "GET",
         ranges[0]["url"],
         headers={"Range": f"bytes={ranges[0]['url_range']['start']}-{ranges[0]['url_range']['end']}"},
     )
     assert fetched.status_code == 206
-    assert httpx.get(url, headers={**auth, "Range": f"bytes={len(data)}-"}).status_code == 416
+    assert loopback_request("GET", url, headers={**auth, "Range": f"bytes={len(data)}-"}).status_code == 416

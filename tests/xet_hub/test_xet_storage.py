@@ -8,10 +8,9 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import sqlalchemy as sa
-from tests.support import database_url, run_python, start_server, stop_server
+from tests.support import database_url, loopback_request, run_python, start_server, stop_server
 from tests.xet_hub.conftest import XetHub, cli_json, payload, sha256, upload_line
 
 from weightyard.repos.gitattributes import DEFAULT_GITATTRIBUTES
@@ -81,8 +80,8 @@ api.upload_file(path_or_fileobj=b"hello", path_in_repo="README.md", repo_id="adm
     )
     growth = packing_hub.stored_xorb_bytes() - after_lfs
     assert MIB <= growth < MIB + 512 * 1024, growth
-    assert httpx.get(f"{url}/admin/packed/resolve/main/w.bin").content == bytes(changed)
-    assert httpx.get(f"{url}/admin/packed/resolve/main/README.md").content == b"hello"
+    assert loopback_request("GET", f"{url}/admin/packed/resolve/main/w.bin").content == bytes(changed)
+    assert loopback_request("GET", f"{url}/admin/packed/resolve/main/README.md").content == b"hello"
     stats = cli_json(packing_hub, "stats")
     assert stats["blob_bytes"] == 0 and stats["logical_bytes"] > stats["stored_bytes"]  # type: ignore[operator]
 
@@ -108,7 +107,7 @@ api.upload_file(path_or_fileobj={str(tmp_path / "w.bin")!r}, path_in_repo="w.bin
         assert result.returncode == 0, result.stderr
         assert hub.blob_files() == set(), "the staged parts became xorbs, not a whole blob"
         assert list((tmp_path / "data" / "blobs" / ".tmp" / "parts").rglob("*")) == []
-        assert httpx.get(f"{hub.url}/admin/parts/resolve/main/w.bin").content == data
+        assert loopback_request("GET", f"{hub.url}/admin/parts/resolve/main/w.bin").content == data
     finally:
         stop_server(hub.server)
 
@@ -146,8 +145,11 @@ api.delete_repo("admin/drop")
     token, cas = plain_hub.xet_token("admin", "admin/keep")
     body, info = serialize_xorb([random.Random(4).randbytes(50_000)])
     in_flight = hash_to_string(info.hash)
-    response = httpx.post(
-        f"{cas}/v1/xorbs/default/{in_flight}", content=body, headers={"Authorization": f"Bearer {token}"}
+    response = loopback_request(
+        "POST",
+        f"{cas}/v1/xorbs/default/{in_flight}",
+        content=body,
+        headers={"Authorization": f"Bearer {token}"},
     )
     assert response.status_code == 200
 
@@ -172,13 +174,14 @@ api.delete_repo("admin/drop")
         (verification_hash(c.hash for c in chunks.chunks),),
         hashlib.sha256(drop).digest(),
     )
-    refused = httpx.post(
+    refused = loopback_request(
+        "POST",
         f"{cas}/v1/shards",
         content=serialize_shard(Shard((stale,), ())),
         headers={"Authorization": f"Bearer {token}"},
     )
     assert refused.status_code == 400 and refused.json()["code"] == "XetUnknownXorb"
-    assert httpx.get(f"{plain_hub.url}/admin/keep/resolve/main/keep.bin").content == keep
+    assert loopback_request("GET", f"{plain_hub.url}/admin/keep/resolve/main/keep.bin").content == keep
     printed = plain_hub.run_client(
         "admin",
         """
