@@ -173,3 +173,43 @@ def test_the_content_cache_keeps_to_its_bounds() -> None:
     assert cache.weight <= 10 and cache.get("e") == b"xxxxxx"
     cache.put("huge", b"x" * 11)  # heavier than the whole cache: not kept, nothing else dropped for it
     assert cache.get("huge") is None and cache.get("e") == b"xxxxxx"
+
+
+def test_the_metadata_requests_run_few_statements_and_take_a_connection_only_for_them(hub: Hub) -> None:
+    from fastapi.testclient import TestClient
+
+    from weightyard.api import create_app
+
+    admin = _admin(hub)
+    repo = hub.repos.create_repo(admin, "model", "admin", "mix", private=False)
+    for path in ("README.md", "config.json", "sub/model.bin"):
+        _commit(hub, admin, repo, "main", path, path.encode())
+    requests = {
+        ("GET", "/api/models/admin/mix"): 3,  # repo and branch, the gate's reports, signatures
+        ("GET", "/api/models/admin/mix/tree/main"): 2,  # repo and branch, Xet hashes
+        ("HEAD", "/admin/mix/resolve/main/config.json"): 2,  # repo and branch, the gate's report
+    }
+    queries: list[str] = []
+    connections: list[object] = []
+
+    def query(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            queries.append(statement)
+
+    def connection(conn: object) -> None:
+        connections.append(conn)
+
+    with TestClient(create_app(hub)) as client:
+        for (method, path), most in requests.items():
+            assert client.request(method, path).status_code == 200  # trees and caches are warm after it
+            sa.event.listen(hub.engine, "before_cursor_execute", query)
+            sa.event.listen(hub.engine, "engine_connect", connection)
+            try:
+                assert client.request(method, path).status_code == 200
+            finally:
+                sa.event.remove(hub.engine, "before_cursor_execute", query)
+                sa.event.remove(hub.engine, "engine_connect", connection)
+            assert len(queries) <= most, (path, queries)
+            assert len(connections) == len(queries), path
+            queries.clear()
+            connections.clear()

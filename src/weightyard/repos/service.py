@@ -270,6 +270,7 @@ _NAMED = (
     sa.func.lower(tables.repos.c.name) == sa.bindparam("name"),
 )
 _REPO_NAMED = sa.select(tables.repos).where(*_NAMED)
+_TREE_BODY = sa.select(tables.tree_objects.c.body).where(tables.tree_objects.c.oid == sa.bindparam("oid"))
 _REFS_WITH_COMMITS = (
     sa.select(tables.commits, tables.refs.c.name.label("ref_name"))
     .join(
@@ -697,20 +698,23 @@ class RepoService:
         ).first()
         return _commit_from_row(row) if row else None
 
-    def _children(self, conn: sa.Connection, oid: str) -> dict[str, FileEntry | DirEntry]:
+    def _children(self, conn: sa.Connection | None, oid: str) -> dict[str, FileEntry | DirEntry]:
+        """The entries of tree object `oid`: from the cache, or read on `conn` (None: a connection of its own,
+        taken only then, as tree objects never change; a read that walks cached trees takes none)."""
         cached = self._trees.get(oid)
         if cached is not None:
             return cached
-        body = conn.execute(
-            sa.select(tables.tree_objects.c.body).where(tables.tree_objects.c.oid == oid)
-        ).scalar()
+        if conn is None:
+            with self._engine.connect() as own:
+                return self._children(own, oid)
+        body = conn.execute(_TREE_BODY, {"oid": oid}).scalar()
         if body is None:
             raise RuntimeError(f"tree object {oid} is missing from the database")
         children = parse_tree_body(body)
         self._trees.put(oid, children)
         return children
 
-    def _walk(self, conn: sa.Connection, oid: str, prefix: str, recursive: bool) -> Iterator[TreeItem]:
+    def _walk(self, conn: sa.Connection | None, oid: str, prefix: str, recursive: bool) -> Iterator[TreeItem]:
         for name, entry in sorted(self._children(conn, oid).items()):
             path = f"{prefix}{name}"
             yield TreeItem(path, entry)
@@ -719,10 +723,9 @@ class RepoService:
 
     def files(self, commit: Commit) -> dict[str, FileEntry]:
         """Every file of a commit, by path."""
-        with self._engine.connect() as conn:
-            return self._files(conn, commit.tree_oid)
+        return self._files(None, commit.tree_oid)
 
-    def _files(self, conn: sa.Connection, tree_oid: str) -> dict[str, FileEntry]:
+    def _files(self, conn: sa.Connection | None, tree_oid: str) -> dict[str, FileEntry]:
         return {
             item.path: item.entry
             for item in self._walk(conn, tree_oid, "", recursive=True)
@@ -741,47 +744,44 @@ class RepoService:
         folder. With `limit`, at most `limit` entries from the `start`-th on: the walk stops there, so a page
         costs what the entries before its end cost, not the whole tree."""
         stop = None if limit is None else start + limit
-        with self._engine.connect() as conn:
-            oid = commit.tree_oid
-            prefix = ""
-            if path:
-                check_folder(path)
-                path = path.rstrip("/")
-                for segment in path.split("/"):
-                    entry = self._children(conn, oid).get(segment)
-                    if not isinstance(entry, DirEntry):
-                        raise EntryNotFound(f"{path} does not exist at {commit.oid}", commit=commit.oid)
-                    oid = entry.oid
-                prefix = path + "/"
-            return list(itertools.islice(self._walk(conn, oid, prefix, recursive), start, stop))
+        oid = commit.tree_oid
+        prefix = ""
+        if path:
+            check_folder(path)
+            path = path.rstrip("/")
+            for segment in path.split("/"):
+                entry = self._children(None, oid).get(segment)
+                if not isinstance(entry, DirEntry):
+                    raise EntryNotFound(f"{path} does not exist at {commit.oid}", commit=commit.oid)
+                oid = entry.oid
+            prefix = path + "/"
+        return list(itertools.islice(self._walk(None, oid, prefix, recursive), start, stop))
 
     def entries(self, commit: Commit, paths: Sequence[str]) -> list[TreeItem]:
         """The file or folder at each of `paths` that exists at `commit`, in the order asked; the others are
         left out. Reads only the folders on the way to each."""
         found = []
-        with self._engine.connect() as conn:
-            for path in paths:
-                *folders, name = path.split("/")
-                children: dict[str, FileEntry | DirEntry] | None = self._children(conn, commit.tree_oid)
-                for segment in folders:
-                    child = children.get(segment) if children is not None else None
-                    children = self._children(conn, child.oid) if isinstance(child, DirEntry) else None
-                entry = children.get(name) if children is not None else None
-                if entry is not None:
-                    found.append(TreeItem(path, entry))
+        for path in paths:
+            *folders, name = path.split("/")
+            children: dict[str, FileEntry | DirEntry] | None = self._children(None, commit.tree_oid)
+            for segment in folders:
+                child = children.get(segment) if children is not None else None
+                children = self._children(None, child.oid) if isinstance(child, DirEntry) else None
+            entry = children.get(name) if children is not None else None
+            if entry is not None:
+                found.append(TreeItem(path, entry))
         return found
 
     def file(self, commit: Commit, path: str) -> FileEntry:
         check_path(path)
-        with self._engine.connect() as conn:
-            oid = commit.tree_oid
-            *folders, name = path.split("/")
-            for segment in folders:
-                child = self._children(conn, oid).get(segment)
-                if not isinstance(child, DirEntry):
-                    raise EntryNotFound(f"{path} does not exist at {commit.oid}", commit=commit.oid)
-                oid = child.oid
-            entry = self._children(conn, oid).get(name)
+        oid = commit.tree_oid
+        *folders, name = path.split("/")
+        for segment in folders:
+            child = self._children(None, oid).get(segment)
+            if not isinstance(child, DirEntry):
+                raise EntryNotFound(f"{path} does not exist at {commit.oid}", commit=commit.oid)
+            oid = child.oid
+        entry = self._children(None, oid).get(name)
         if not isinstance(entry, FileEntry):
             raise EntryNotFound(f"{path} does not exist at {commit.oid}", commit=commit.oid)
         return entry
