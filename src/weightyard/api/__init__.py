@@ -82,9 +82,12 @@ def create_app(hub: Hub) -> FastAPI:
 
     @app.exception_handler(sa.exc.DataError)
     async def _data_error(request: Request, exc: sa.exc.DataError) -> Response:
-        # PostgreSQL refuses values that SQLite stores or compares (a NUL character in text, an integer out
-        # of range): such a value came from the request, so the request is malformed, not the hub broken.
-        return answer(request, BadRequest("malformed request: a value the database cannot hold"))
+        # PostgreSQL text cannot hold a NUL character, which SQLite stores and compares: such a value can
+        # only have come from the request (an id, a revision, a search), so the request is malformed. Any
+        # other refusal of a value stays a server error, to be found and fixed where the value was made.
+        if "NUL" not in str(exc.orig):
+            raise exc
+        return answer(request, BadRequest("malformed request: a NUL character in a value"))
 
     app.add_middleware(
         BodyLimitMiddleware,
