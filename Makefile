@@ -59,10 +59,12 @@ PYTEST_PARALLEL ?= -n 2
 # whole, and the end-to-end files where the stock client works on repos. Left out: the CLI's own files
 # (test_cli*, test_pull_trusts_nothing: client-side checks), the gigabyte transfers (test_large_files: memory
 # bounds of the transfer path, marked slow), transformers and the benchmark helpers (test_bench_*, no hub
-# state); tests/scale runs its PostgreSQL variants in the first run.
+# state); tests/scale runs its PostgreSQL variants in the first run. Of tests/ops, the garbage collection and
+# placement tests (what gc may remove while uploads race it); backup, crash repair and start-up checks are
+# about the SQLite file and the data folder.
 POSTGRES_TESTS := tests/auth tests/api tests/xet_hub tests/e2e/test_hf_client.py tests/e2e/test_hub_conformance.py \
 	tests/e2e/test_model_info.py tests/e2e/test_list_pages.py tests/e2e/test_lfs_and_integrity.py \
-	tests/e2e/test_multipart_parts.py
+	tests/e2e/test_multipart_parts.py tests/ops/test_gc.py tests/ops/test_placement.py
 
 test: lint /usr/bin/chromium postgres-server $(HF1)/.installed
 	WEIGHTYARD_TEST_HF_GENERATION=2 $(VENV)/bin/pytest -q -ra $(PYTEST_PARALLEL) tests

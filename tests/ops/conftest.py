@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import sqlite3
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.support import Server, start_server, stop_server, weightyard_cli
+import sqlalchemy as sa
+from tests.support import Server, database_url, start_server, stop_server, weightyard_cli
 
 MIB = 1024 * 1024
 # Multipart in 1 MiB parts, so a few MiB make a multipart upload.
@@ -56,8 +57,16 @@ class Hub:
         return json.loads(result.stdout)
 
     def sql(self, query: str, *params: object) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(self.data / "weightyard.db") as conn:
-            return conn.execute(query, params).fetchall()
+        """`query` with `?` placeholders on the hub's database (SQLite, or PostgreSQL in that run)."""
+        numbered = iter(range(len(params)))
+        statement = sa.text(re.sub(r"\?", lambda _: f":p{next(numbered)}", query))
+        engine = sa.create_engine(database_url(self.data))
+        try:
+            with engine.begin() as conn:
+                result = conn.execute(statement, {f"p{index}": value for index, value in enumerate(params)})
+                return [tuple(row) for row in result] if result.returns_rows else []
+        finally:
+            engine.dispose()
 
     def create_repo(self, name: str) -> None:
         response = httpx.post(

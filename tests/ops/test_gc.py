@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 from tests.ops.conftest import MIB, Hub, binary
-from tests.support import weightyard_cli
+from tests.support import database_url, weightyard_cli
 
 from weightyard.xet import hash_to_string, serialize_xorb
 
@@ -259,7 +259,7 @@ def test_an_upload_of_the_same_content_while_gc_removes_it_keeps_file_and_row(
             uploaded.append(hub.lfs_upload("admin/m", data))
 
     monkeypatch.setattr(gc, "crash_point", upload_again_after_the_rows_went)
-    local = LocalHub.open(Settings(data=hub.data))
+    local = LocalHub.open(Settings(data=hub.data, database_url=database_url(hub.data)))
     try:
         report = gc.collect(local, datetime.timedelta(hours=1))
     finally:
