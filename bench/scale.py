@@ -342,69 +342,26 @@ def seed_listing(data: Path, database: Database, count: int) -> float:
     return time.perf_counter() - started
 
 
-class Server:
-    def __init__(self, data: Path, database: Database, workers: int) -> None:
-        self.port = free_port()
-        self.data = data
-        command = [
-            sys.executable,
-            "-m",
-            "weightyard",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-        ]
-        command += ["--data", str(data)]
+@contextlib.contextmanager
+def serving(data: Path, database: Database, workers: int) -> Iterator[int]:
+    """`weightyard serve` on `data` (started and stopped as the tests start theirs), once every worker accepts
+    connections: the first answers while the others still import, and the load must not start on a hub that
+    is still starting. Yields its port."""
+    env = {} if database.url is None else {"WEIGHTYARD_DATABASE_URL": database.url}
+    try:
+        server = support.start_server(data, env, ("--workers", str(workers)) if workers > 1 else ())
+    except RuntimeError as exc:
+        raise BenchError(f"the hub did not start: {exc}") from exc
+    try:
         if workers > 1:
-            command += ["--workers", str(workers)]
-        env = {**os.environ}
-        if database.url is not None:
-            env["WEIGHTYARD_DATABASE_URL"] = database.url
-        self.log = data.parent / f"{data.name}-server.log"
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BenchError(f"the hub exited at start: {self.log.read_text()[-2000:]}")
-            probe = f"http://127.0.0.1:{self.port}/api/agent-harnesses"
-            with contextlib.suppress(OSError), urllib.request.urlopen(probe, timeout=2):
-                self._wait_for_workers(workers, deadline)
-                return
-            time.sleep(0.2)
-        self.stop()
-        raise BenchError("the hub did not answer within 120 s")
-
-    def _wait_for_workers(self, workers: int, deadline: float) -> None:
-        """Until every worker accepts connections: the first answers while the others still import, and the
-        load must not start on a hub that is still starting."""
-        if workers == 1:
-            return
-        started = support.Server(
-            url=f"http://127.0.0.1:{self.port}", token="", data=self.data, process=self.process, env={}
-        )
-        while len(support.accepting_workers(started)) < workers:
-            if time.monotonic() > deadline:
-                raise BenchError(f"{workers} workers did not all accept connections within 120 s")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+            support.wait_for_workers(server, workers)
+    except AssertionError as exc:
+        support.stop_server(server)
+        raise BenchError(str(exc)) from exc
+    try:
+        yield int(server.url.rsplit(":", 1)[1])
+    finally:
+        support.stop_server(server)
 
 
 def serve_supports_workers() -> bool:
@@ -428,20 +385,17 @@ def metadata_rows(
     data = work / f"meta-{database.name}-{workers}" / "data"
     data.parent.mkdir()
     requests = seed_metadata(data, database)
-    server = Server(data, database, workers)
-    try:
+    with serving(data, database, workers) as port:
         # Each round opens its clients' connections anew: which worker accepts each of them is a race on two
         # cores (64 connections fell 36/25/2/1 and 25/25/13/1 on four workers), and a connection stays with
         # its worker, so a single round measures one draw of that race. The median round is reported.
         loads = []
         for _ in range(rounds):
-            loads.append(asyncio.run(closed_loop(server.port, requests, clients, seconds)))
+            loads.append(asyncio.run(closed_loop(port, requests, clients, seconds)))
             check(loads[-1], "closed loop")
         closed = sorted(loads, key=lambda load: load.throughput)[len(loads) // 2]
-        opened = asyncio.run(open_loop(server.port, requests, rate, seconds))
+        opened = asyncio.run(open_loop(port, requests, rate, seconds))
         check(opened, "fixed rate")
-    finally:
-        server.stop()
     return {
         "database": database.name,
         "workers": workers,
@@ -498,11 +452,10 @@ def listing_rows(database: Database, work: Path, count: int) -> list[dict[str, o
     data.parent.mkdir()
     seeded = seed_listing(data, database, count)
     print(f"  {count} repos created through the services in {seeded:.1f} s", flush=True)
-    server = Server(data, database, 1)
     rows = []
-    try:
-        for name, path in listing_queries(server.port, count).items():
-            load = sequential(server.port, path, LIST_SAMPLES)
+    with serving(data, database, 1) as port:
+        for name, path in listing_queries(port, count).items():
+            load = sequential(port, path, LIST_SAMPLES)
             check(load, name)
             rows.append(
                 {
@@ -514,8 +467,6 @@ def listing_rows(database: Database, work: Path, count: int) -> list[dict[str, o
                     "p99_ms": round(load.percentile(0.99), 1),
                 }
             )
-    finally:
-        server.stop()
     return rows
 
 
