@@ -6,29 +6,18 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
 from weightyard.auth import LOCAL_ADMIN, Principal
-from weightyard.config import Settings
 from weightyard.db import create_engine, insert_ignore, stored_setting, tables, transaction, utcnow
 from weightyard.errors import NamespaceInUse, RefExists, RepoExists
 from weightyard.hub import Hub
 from weightyard.repos import AddFile, Repo
 
 WRITERS = 6
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def hub(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hub]:
-    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    instance = Hub.open(Settings(data=tmp_path / "data", database_url=url))
-    yield instance
-    instance.close()
 
 
 def _at_once(action: Callable[[int], Any]) -> list[Any]:

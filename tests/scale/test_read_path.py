@@ -4,28 +4,17 @@ autocommit, while write transactions stay whole; content-derived caches never ke
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from weightyard.auth import Action, Principal
-from weightyard.config import Settings
 from weightyard.content_cache import ContentCache
 from weightyard.db import row_locked_transaction, tables, transaction
 from weightyard.errors import RepoNotFound, RevisionNotFound, WeightyardError
 from weightyard.hub import Hub
 from weightyard.repos import AddFile, Commit, Repo
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def hub(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hub]:
-    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    instance = Hub.open(Settings(data=tmp_path / "data", database_url=url))
-    yield instance
-    instance.close()
 
 
 def _autocommit(conn: sa.Connection) -> bool:
