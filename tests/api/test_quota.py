@@ -123,3 +123,33 @@ def test_xorbs_count_against_the_quota_of_their_tokens_repo(quota_hub: Server) -
     assert _refused(refused), refused.text
     # The refused xorb was not kept: only the first counts, and the rest of the room is still free.
     assert _batch(quota_hub, repo, os.urandom(room // 4)).status_code == 200
+
+
+def _open_session(server: Server, repo: str, size: int) -> httpx.Response:
+    with _client(server) as client:
+        return client.post(f"/api/models/{repo}/uploads", json={"size": size})
+
+
+def test_an_upload_session_counts_by_size_until_completed_then_as_its_content(quota_hub: Server) -> None:
+    repo, room = _new_repo(quota_hub)
+    data = os.urandom(room - 1000)
+    session = _open_session(quota_hub, repo, len(data))
+    assert session.status_code == 200, session.text
+    assert _refused(_open_session(quota_hub, repo, 1001)), "the open session holds its size"
+    assert httpx.put(session.json()["parts"][0], content=data).status_code == 200
+    done = httpx.post(session.json()["complete"], json={"oid": hashlib.sha256(data).hexdigest()})
+    assert done.status_code == 200, done.text
+    # now a pending upload of that content: asking the batch API for it costs nothing more
+    assert _batch(quota_hub, repo, data).status_code == 200
+    assert _refused(_batch(quota_hub, repo, os.urandom(1001)))
+
+
+def test_an_abandoned_or_refused_session_gives_its_size_back(quota_hub: Server) -> None:
+    repo, room = _new_repo(quota_hub)
+    abandoned = _open_session(quota_hub, repo, room)
+    assert httpx.delete(abandoned.json()["abandon"]).status_code == 204
+    refused = _open_session(quota_hub, repo, room)
+    assert httpx.put(refused.json()["parts"][0], content=os.urandom(room)).status_code == 200
+    wrong = httpx.post(refused.json()["complete"], json={"oid": "ab" * 32})
+    assert wrong.headers["x-error-code"] == "ContentMismatch"
+    assert _open_session(quota_hub, repo, room).status_code == 200

@@ -60,6 +60,8 @@ class Grants:
     fetch_urls: list[tuple[str, str]]
     lfs_upload: tuple[str, bytes]
     lfs_part: tuple[str, bytes]
+    # an upload session's part URL, its part, its completion URL and the sha256 to complete with
+    session: tuple[str, bytes, str, str]
 
 
 def _grants(hub: Hub, token: str) -> Grants:
@@ -86,7 +88,21 @@ def _grants(hub: Hub, token: str) -> Grants:
     assert batch.status_code == 200, batch.text
     basic, multipart = (item["actions"]["upload"] for item in batch.json()["objects"])
     assert "1" in multipart["header"]
-    return Grants(read, write, fetch_urls, (basic["href"], small), (multipart["header"]["1"], large[:PART]))
+    opened = loopback_request(
+        "POST", f"{hub.server.url}/api/models/{REPO}/uploads", headers=auth(token), json={"size": len(large)}
+    )
+    assert opened.status_code == 200, opened.text
+    session = opened.json()
+    for number, url in enumerate(session["parts"][1:], start=2):
+        loopback_request("PUT", url, content=large[(number - 1) * PART : number * PART]).raise_for_status()
+    return Grants(
+        read,
+        write,
+        fetch_urls,
+        (basic["href"], small),
+        (multipart["header"]["1"], large[:PART]),
+        (session["parts"][0], large[:PART], session["complete"], hashlib.sha256(large).hexdigest()),
+    )
 
 
 def _xorb_upload(cas: tuple[httpx.Client, str]) -> httpx.Response:
@@ -154,3 +170,8 @@ def test_xet_tokens_fetch_urls_and_lfs_upload_urls_die_with_the_users_rights(hub
     put = loopback_request("PUT", part_url, content=part)
     # A deleted user's multipart uploads are deleted with it: the part URL names nothing any more (404).
     assert put.status_code in refused | ({404} if event == "user_deleted" else set()), put.text
+    session_part, part, session_complete, sha256 = grants.session
+    put = loopback_request("PUT", session_part, content=part)
+    assert put.status_code in refused | ({404} if event == "user_deleted" else set()), put.text
+    done = loopback_request("POST", session_complete, json={"oid": sha256})
+    assert done.status_code in refused | ({404} if event == "user_deleted" else set()), done.text

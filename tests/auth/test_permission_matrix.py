@@ -359,6 +359,12 @@ ENDPOINTS = [
         ),
     ),
     Endpoint(
+        "upload_session",
+        "write",
+        ("POST /api/{plural}/{namespace}/{name}/uploads",),
+        lambda c, r, t: c.post(f"/api/models/{r}/uploads", json={"size": 10}),
+    ),
+    Endpoint(
         "xet_write_token",
         "write",
         ("GET /api/{plural}/{namespace}/{name}/xet-write-token/{rev:path}",),
@@ -683,13 +689,16 @@ NO_ROW = {
     "POST /sign-in": "checks the posted token like any request does",
     "POST /sign-out": "clears the caller's own cookie",
     "GET /-/static/{name}": "public: style sheets and scripts",
-    # Signed URLs and Xet tokens are handed out only by routes with rows above (lfs_batch, xet_*_token).
+    # Signed URLs and Xet tokens are handed out only by routes with rows above (lfs_batch, upload_session,
+    # xet_*_token).
     # Signed URLs and Xet tokens name the hub token they were issued for and re-check it and the WRITE or
     # DOWNLOAD right on every use: tests/auth/test_live_rights.py; what the CAS releases goes through the one
     # gate: tests/auth/test_content_gate.py.
     "PUT /api/lfs/objects/{oid}": "authorised by the signed URL lfs_batch hands out after its WRITE check",
-    "PUT /api/lfs/uploads/{upload_id}/parts/{number}": "authorised by a signed URL from lfs_batch",
+    "PUT /api/lfs/uploads/{upload_id}/parts/{number}": "a signed URL from lfs_batch or upload_session",
     "POST /api/lfs/uploads/{upload_id}/complete": "authorised by a signed URL from lfs_batch",
+    "POST /api/uploads/{upload_id}/complete": "authorised by a signed URL from upload_session",
+    "DELETE /api/uploads/{upload_id}": "authorised by a signed URL from upload_session",
     "POST /api/lfs/verify": "checks the caller may name the object, like a commit does",
     "POST /xet-cas/v1/xorbs/{prefix}/{xorb}": "authorised by a Xet token from xet_write_token",
     "POST /xet-cas/v1/shards": "authorised by a Xet token from xet_write_token",

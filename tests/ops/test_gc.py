@@ -81,6 +81,19 @@ def test_killed_multipart_and_basic_uploads_are_removed_by_gc_and_kept_by_defaul
     assert hub.sql("SELECT id FROM lfs_uploads") == []
 
 
+def test_an_abandoned_upload_session_is_removed_by_gc(hub: Hub) -> None:
+    hub.create_repo("m")
+    opened = httpx.post(f"{hub.url}/api/models/admin/m/uploads", headers=hub.headers, json={"size": 3 * MIB})
+    opened.raise_for_status()
+    httpx.put(opened.json()["parts"][0], content=binary(MIB, seed=9)).raise_for_status()
+    assert len(hub.sql("SELECT id FROM lfs_uploads WHERE sha256 IS NULL")) == 1
+    assert hub.cli_json("gc")["uploads"] == 0, "a day has not passed: the session may still be completed"
+    done = hub.cli_json("gc", "--uploads-older-than", "0s")
+    assert done["uploads"] == 1 and done["upload_bytes"] >= MIB
+    assert hub.files_under("blobs/.tmp") == set()
+    assert hub.sql("SELECT id FROM lfs_uploads") == []
+
+
 def test_a_kill_between_placing_a_file_and_its_row_leaves_an_orphan_that_fsck_and_gc_find(hub: Hub) -> None:
     hub.create_repo("m")
     kept_blobs = {p for p in hub.files_under("blobs") if ".tmp" not in p.parts}  # the repo's .gitattributes

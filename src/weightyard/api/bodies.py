@@ -157,6 +157,16 @@ class LfsCompleteBody(Body):
     oid: StrictStr
 
 
+class UploadSessionBody(Body):
+    size: Size
+
+
+class UploadSessionCompleteBody(Body):
+    oid: StrictStr
+    # only look whether the hub already holds this content (the session ends if it does, else stays open)
+    if_stored: StrictBool = False
+
+
 class LfsVerifyBody(Body):
     oid: StrictStr
     size: Size | None = None

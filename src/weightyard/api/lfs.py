@@ -1,4 +1,5 @@
-"""The Git LFS batch API and the signed upload URLs it hands out."""
+"""The Git LFS batch API and the signed upload URLs it hands out; Weightyard's upload sessions (an upload
+whose sha256 is named at completion, for `weightyard push`)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,18 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from weightyard.api.bodies import LfsBatchBody, LfsCompleteBody, LfsVerifyBody, read_json
+from weightyard.api.bodies import (
+    LfsBatchBody,
+    LfsCompleteBody,
+    LfsVerifyBody,
+    UploadSessionBody,
+    UploadSessionCompleteBody,
+    read_json,
+)
 from weightyard.api.body_limit import allow_body
 from weightyard.api.common import PLURAL_TYPES, base_url, hub_of, principal_async, principal_of, pump_body
 from weightyard.errors import BadRequest, NotFound
+from weightyard.repos.lfs import UploadSession
 
 router = APIRouter()
 LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
@@ -131,3 +140,54 @@ async def verify_object(request: Request) -> Response:
     principal = await principal_async(request)
     await run_in_threadpool(hub_of(request).lfs.verify, principal, payload.oid, payload.size)
     return Response(status_code=200)
+
+
+@router.post("/api/{plural}/{namespace}/{name}/uploads")
+async def open_upload_session(request: Request, plural: str, namespace: str, name: str) -> JSONResponse:
+    payload = await read_json(request, UploadSessionBody)
+    if plural not in PLURAL_TYPES:
+        raise NotFound(f"unknown repo type {plural!r}")
+
+    def open_session() -> UploadSession:
+        hub = hub_of(request)
+        principal = principal_of(request)
+        repo = hub.repos.get_repo(principal, PLURAL_TYPES[plural], namespace, name)
+        return hub.lfs.open_session(principal, repo, payload.size, base_url(request))
+
+    session = await run_in_threadpool(open_session)
+    return JSONResponse(
+        {
+            "id": session.upload_id,
+            "size": session.size,
+            "part_size": session.part_size,
+            "parts": list(session.part_urls),
+            "complete": session.complete_url,
+            "abandon": session.abandon_url,
+            "expires_at": session.expires,
+        }
+    )
+
+
+@router.post("/api/uploads/{upload_id}/complete")
+async def complete_upload_session(request: Request, upload_id: str) -> JSONResponse:
+    payload = await read_json(request, UploadSessionCompleteBody)
+    stored = await run_in_threadpool(
+        hub_of(request).lfs.complete_session,
+        upload_id,
+        _int_param(request, "exp"),
+        request.query_params.get("sig", ""),
+        payload.oid,
+        payload.if_stored,
+    )
+    return JSONResponse({"stored": stored})
+
+
+@router.delete("/api/uploads/{upload_id}")
+async def abandon_upload_session(request: Request, upload_id: str) -> Response:
+    await run_in_threadpool(
+        hub_of(request).lfs.abandon_session,
+        upload_id,
+        _int_param(request, "exp"),
+        request.query_params.get("sig", ""),
+    )
+    return Response(status_code=204)

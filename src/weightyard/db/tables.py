@@ -164,7 +164,8 @@ lfs_uploads = sa.Table(
     metadata,
     sa.Column("id", sa.String(32), primary_key=True),
     sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
-    sa.Column("sha256", sa.String(64), nullable=False),
+    # None for an upload session (`LfsService.open_session`) until the client completes it
+    sa.Column("sha256", sa.String(64), nullable=True),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("part_size", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),

@@ -207,7 +207,7 @@ class ContentStore:
                 retry_after=1,
             )
 
-    def upload(self, upload_id: str, sha256: str, size: int, part_size: int) -> StagedUpload:
+    def upload(self, upload_id: str, sha256: str | None, size: int, part_size: int) -> StagedUpload:
         """The staged multipart upload `upload_id` (created on first use; see `ObjectStore.open_upload`)."""
         return self.objects.open_upload(upload_id, sha256, size, part_size)
 

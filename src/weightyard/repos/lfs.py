@@ -4,6 +4,11 @@ Upload URLs are called by clients without any Authorization header, so each one 
 over what it allows (which object, which size, for which hub token and repo, until when). Every use looks the
 token up again and checks the write right on the repo, so a URL dies with its token, with the user, and with
 the user's membership.
+
+Upload sessions are Weightyard's own extension for its CLI (`open_session`): a multipart upload opened by size
+alone, so the client sends while it still hashes. The hub hashes the parts as they stream, as for any
+multipart upload, and the client names the sha256 only when it completes the session; the content becomes
+visible only if that claim equals the hub's own hash of what arrived. Stock clients use the batch API.
 """
 
 from __future__ import annotations
@@ -46,6 +51,24 @@ class UploadAction:
     verify_url: str | None = None
     # set when the object is refused (too large); the client aborts the upload with this message
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class UploadSession:
+    """An upload session as the client receives it: where each part goes, where it completes or abandons."""
+
+    upload_id: str
+    size: int
+    part_size: int
+    part_urls: tuple[str, ...]
+    complete_url: str
+    abandon_url: str
+    expires: int
+
+
+def session_reservation(upload_id: str) -> str:
+    """The name an upload session's bytes are reserved under in the repo's quota until its sha256 is known."""
+    return f"upload:{upload_id}"
 
 
 class LfsService:
@@ -127,9 +150,19 @@ class LfsService:
     def _multipart(
         self, principal: Principal, repo: Repo, sha256: str, size: int, expires: int, base_url: str
     ) -> UploadAction:
-        parts = math.ceil(size / self._part_size)
+        upload_id, part_urls = self._staged_upload(principal, repo, sha256, size, expires, base_url)
+        signature = self._signer.sign("lfs-complete", upload_id, expires)
+        complete = f"{base_url}/api/lfs/uploads/{upload_id}/complete?exp={expires}&sig={signature}"
+        return UploadAction(sha256, size, upload_url=complete, part_urls=part_urls, part_size=self._part_size)
+
+    def _staged_upload(
+        self, principal: Principal, repo: Repo, sha256: str | None, size: int, expires: int, base_url: str
+    ) -> tuple[str, tuple[str, ...]]:
+        """Record a new multipart upload (of `sha256`, or of content named at completion); its id and part
+        URLs."""
+        parts = max(1, math.ceil(size / self._part_size))
         if parts > MAX_PARTS:
-            raise PayloadTooLarge(f"object {sha256} needs more than {MAX_PARTS} parts")
+            raise PayloadTooLarge(f"{size} bytes need more than {MAX_PARTS} parts")
         upload_id = uuid.uuid4().hex
         with transaction(self._repos_engine) as conn:
             conn.execute(
@@ -149,9 +182,7 @@ class LfsService:
             f"{base}/parts/{n}?exp={expires}&sig={self._signer.sign('lfs-part', upload_id, n, expires)}"
             for n in range(1, parts + 1)
         )
-        signature = self._signer.sign("lfs-complete", upload_id, expires)
-        complete = f"{base}/complete?exp={expires}&sig={signature}"
-        return UploadAction(sha256, size, upload_url=complete, part_urls=part_urls, part_size=self._part_size)
+        return upload_id, part_urls
 
     def _store_part_urls(self, upload_id: str, parts: int, expires: int) -> tuple[str, ...]:
         """Presigned URLs of the object store for the parts, or () to receive them through the hub."""
@@ -212,7 +243,7 @@ class LfsService:
     def _staged(self, upload_id: str, row: sa.Row[tuple[object, ...]]) -> StagedUpload:
         """The upload's parts, as the store holds them (any server process may have received some)."""
         m = row._mapping
-        return self._store.upload(upload_id, str(m["sha256"]), int(m["size"]), int(m["part_size"]))
+        return self._store.upload(upload_id, m["sha256"], int(m["size"]), int(m["part_size"]))
 
     def open_part(self, upload_id: str, number: int, expires: int, signature: str) -> PartWriter:
         """Check a signed part URL; returns the writer that puts the part's bytes where they belong."""
@@ -229,12 +260,18 @@ class LfsService:
         staged bytes the blob (on a local store the parts were written in place: nothing is copied)."""
         self._check(signature, expires, "lfs-complete", upload_id)
         row = self._upload_row(upload_id)
-        m = row._mapping
-        principal = self._grant_holder(m["token_id"], m["repo_id"])
-        if sha256 != m["sha256"]:
+        principal = self._grant_holder(row.token_id, row.repo_id)
+        if row.sha256 is None or sha256 != row.sha256:
             raise BadRequest("completion names another object than the upload")
+        self._adopt(upload_id, row, principal, sha256)
+
+    def _adopt(
+        self, upload_id: str, row: sa.Row[tuple[object, ...]], principal: Principal, sha256: str
+    ) -> None:
+        """Make the staged upload the blob `sha256` if every part is there and its bytes hash to it, record
+        it for `principal` and enqueue its scan; the upload is gone afterwards, whatever happens."""
         staged = self._staged(upload_id, row)
-        blob = BlobInfo(sha256=m["sha256"], size=int(m["size"]))
+        blob = BlobInfo(sha256=sha256, size=int(row.size))
         try:
             staged.seal()
             missing = staged.missing_parts()
@@ -250,6 +287,89 @@ class LfsService:
                 conn.execute(sa.delete(tables.lfs_uploads).where(tables.lfs_uploads.c.id == upload_id))
         self._repos.record_blob(principal, blob)
         self._repos.scans.enqueue_uploads([blob.sha256])
+
+    # -- upload sessions (Weightyard's extension: the sha256 named at completion)
+
+    def open_session(
+        self, principal: Principal | None, repo: Repo, size: int, base_url: str
+    ) -> UploadSession:
+        """Open a multipart upload of `size` bytes whose sha256 the client names when it completes it."""
+        require(principal, Action.WRITE, repo.ref)
+        assert principal is not None
+        if principal.token_id is None:
+            raise Unauthorized("upload URLs are issued to requests made with a hub token")
+        if self._max_file_size and size > self._max_file_size:
+            raise PayloadTooLarge(f"{size} bytes exceed the file size limit ({self._max_file_size})")
+        expires = int(time.time()) + self._ttl
+        upload_id, part_urls = self._staged_upload(principal, repo, None, size, expires, base_url)
+        try:
+            # The bytes count against the repo's quota by size until their sha256 is known (at completion).
+            self._repos.quota.reserve(repo.id, repo.repo_id, LFS, [(session_reservation(upload_id), size)])
+        except BaseException:
+            self._forget(upload_id, repo.id)
+            raise
+        base = f"{base_url}/api/uploads/{upload_id}"
+        complete = self._signer.sign("upload-complete", upload_id, expires)
+        abandon = self._signer.sign("upload-abandon", upload_id, expires)
+        return UploadSession(
+            upload_id,
+            size,
+            self._part_size,
+            part_urls,
+            complete_url=f"{base}/complete?exp={expires}&sig={complete}",
+            abandon_url=f"{base}?exp={expires}&sig={abandon}",
+            expires=expires,
+        )
+
+    def _session_row(self, upload_id: str) -> sa.Row[tuple[object, ...]]:
+        row = self._upload_row(upload_id)
+        if row.sha256 is not None:
+            raise NotFound(f"no upload session {upload_id}")
+        return row
+
+    def complete_session(
+        self, upload_id: str, expires: int, signature: str, sha256: str, if_stored: bool
+    ) -> bool:
+        """End an upload session with the client's claim that its content hashes to `sha256`.
+
+        With `if_stored`, the hub only looks whether it already holds that content for the uploader (as the
+        batch API's "already stored"): if so the session ends without its bytes (True), else it stays open
+        (False). Otherwise every part must be there and hash to `sha256`; the blob is then visible (True).
+        A wrong claim is `ContentMismatch` and ends the session with nothing visible."""
+        self._check(signature, expires, "upload-complete", upload_id)
+        check_sha256(sha256)
+        row = self._session_row(upload_id)
+        principal = self._grant_holder(row.token_id, row.repo_id)
+        repo_id = int(row.repo_id)
+        if if_stored:
+            # The gate first, always (the same queries whether or not anyone stored it), as the batch API.
+            allowed = self._repos.gate.may_receive(principal, sha256)
+            if not (self._repos.blob_size(sha256) == int(row.size) and allowed):
+                return False
+            self._repos.renew_uploads([sha256])
+            self._forget(upload_id, repo_id)
+            return True
+        try:
+            self._adopt(upload_id, row, principal, sha256)
+        except BaseException:
+            self._repos.quota.settle(repo_id, session_reservation(upload_id), None)
+            raise
+        self._repos.quota.settle(repo_id, session_reservation(upload_id), sha256)
+        return True
+
+    def abandon_session(self, upload_id: str, expires: int, signature: str) -> None:
+        """End an upload session the client gives up (the hub already had the content, the file changed):
+        its parts, its row and its quota reservation go."""
+        self._check(signature, expires, "upload-abandon", upload_id)
+        row = self._session_row(upload_id)
+        self._grant_holder(row.token_id, row.repo_id)
+        self._forget(upload_id, int(row.repo_id))
+
+    def _forget(self, upload_id: str, repo_id: int) -> None:
+        with transaction(self._repos_engine) as conn:
+            conn.execute(sa.delete(tables.lfs_uploads).where(tables.lfs_uploads.c.id == upload_id))
+        self._store.objects.delete_upload(upload_id)
+        self._repos.quota.settle(repo_id, session_reservation(upload_id), None)
 
     def verify(self, principal: Principal | None, sha256: str, size: int | None) -> None:
         if principal is None:

@@ -143,3 +143,19 @@ class RepoQuota:
                         repo_id=repo_id, kind=kind, digest=digest, size=size, created_at=now
                     )
                 )
+
+    def settle(self, repo_id: int, placeholder: str, digest: str | None) -> None:
+        """The pending upload reserved as `placeholder` (an upload session's, by size alone) is now the
+        pending LFS object `digest`, which stops counting once a commit names it; None: it ends."""
+        if not self._limit:
+            return  # nothing was reserved
+        pending = tables.upload_reservations
+        mine = sa.and_(pending.c.repo_id == repo_id, pending.c.kind == LFS)
+        with transaction(self._engine) as conn:
+            if digest is not None:
+                conn.execute(sa.delete(pending).where(mine, pending.c.digest == digest))
+                conn.execute(
+                    sa.update(pending).where(mine, pending.c.digest == placeholder).values(digest=digest)
+                )
+            else:
+                conn.execute(sa.delete(pending).where(mine, pending.c.digest == placeholder))

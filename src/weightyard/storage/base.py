@@ -205,9 +205,10 @@ class ObjectStore(Protocol):
 
     def delete_scratch(self, key: str) -> None: ...
 
-    def open_upload(self, upload_id: str, sha256: str, size: int, part_size: int) -> StagedUpload:
-        """Create the staged upload `upload_id` (letters and digits) of the blob `sha256`, or reopen it as it
-        stands; the same id is always opened with the same `sha256`, `size` and `part_size`."""
+    def open_upload(self, upload_id: str, sha256: str | None, size: int, part_size: int) -> StagedUpload:
+        """Create the staged upload `upload_id` (letters and digits) of the blob `sha256` (None: not known
+        until completion), or reopen it as it stands; the same id is always opened with the same `sha256`,
+        `size` and `part_size`."""
         ...
 
     def list_uploads(self) -> Iterator[StoredObject]:

@@ -418,7 +418,7 @@ class LocalObjectStore:
 
     # -- staged uploads
 
-    def open_upload(self, upload_id: str, sha256: str, size: int, part_size: int) -> LocalStagedUpload:
+    def open_upload(self, upload_id: str, sha256: str | None, size: int, part_size: int) -> LocalStagedUpload:
         folder = self._uploads / _upload_name(upload_id)
         # The in-order hash is a cache: `StagedBlob` checks it against the part markers before trusting it.
         with self._staged_lock:

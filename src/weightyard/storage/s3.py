@@ -330,10 +330,11 @@ class S3ObjectStore:
 
     # -- staged uploads: each part an object `uploads/<id>/<number>`, so any process sees which are there
 
-    def open_upload(self, upload_id: str, sha256: str, size: int, part_size: int) -> S3StagedUpload:
+    def open_upload(self, upload_id: str, sha256: str | None, size: int, part_size: int) -> S3StagedUpload:
         self._upload_prefix(upload_id)
-        check_sha256(sha256)
-        return S3StagedUpload(self, upload_id, sha256, size, part_size)
+        if sha256 is not None:
+            check_sha256(sha256)
+        return S3StagedUpload(self, upload_id, size, part_size)
 
     def list_uploads(self) -> Iterator[StoredObject]:
         current: str | None = None
@@ -610,10 +611,9 @@ class S3StagedUpload:
     through the hub once more.
     """
 
-    def __init__(self, store: S3ObjectStore, upload_id: str, sha256: str, size: int, part_size: int) -> None:
+    def __init__(self, store: S3ObjectStore, upload_id: str, size: int, part_size: int) -> None:
         self._store = store
         self._id = upload_id
-        self._sha256 = sha256
         self._size = size
         self._part_size = part_size
         self._lock = threading.Lock()

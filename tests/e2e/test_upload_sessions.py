@@ -1,0 +1,254 @@
+"""Upload sessions (`POST /api/{type}/{ns}/{name}/uploads`): a staged multipart upload opened by size alone,
+completed with the client's sha256, which must equal the hub's own hash of what arrived.
+
+Raw requests against a real hub (1 MiB parts): what becomes visible, what is refused and with which code,
+and that nothing of a refused or abandoned session stays behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from huggingface_hub import HfApi
+from tests.auth.gate_support import auth, create_repo, create_user
+from tests.support import Server, database_url, loopback_request
+
+pytestmark = pytest.mark.client
+
+PART = 1024 * 1024  # the lfs_server fixture's part size
+DATA_SIZE = 2 * PART + 7  # three parts, the last one short
+
+
+@pytest.fixture
+def repo(lfs_server: Server, repo_name: str) -> str:
+    HfApi(endpoint=lfs_server.url, token=lfs_server.token).create_repo(repo_name)
+    return repo_name
+
+
+def _open(server: Server, repo: str, size: int, token: str | None = None) -> httpx.Response:
+    return loopback_request(
+        "POST",
+        f"{server.url}/api/models/{repo}/uploads",
+        headers=auth(token or server.token),
+        json={"size": size},
+    )
+
+
+def _session(server: Server, repo: str, size: int, token: str | None = None) -> dict[str, Any]:
+    opened = _open(server, repo, size, token)
+    assert opened.status_code == 200, opened.text
+    session: dict[str, Any] = opened.json()
+    return session
+
+
+def _send(session: dict[str, Any], data: bytes, numbers: tuple[int, ...] | None = None) -> None:
+    part = session["part_size"]
+    for number in numbers or range(1, len(session["parts"]) + 1):
+        chunk = data[(number - 1) * part : number * part]
+        loopback_request("PUT", session["parts"][number - 1], content=chunk).raise_for_status()
+
+
+def _complete(session: dict[str, Any], oid: str, if_stored: bool = False) -> httpx.Response:
+    return loopback_request("POST", session["complete"], json={"oid": oid, "if_stored": if_stored})
+
+
+def _stored(server: Server, sha256: str) -> bytes | None:
+    path = server.data / "blobs" / sha256[:2] / sha256[2:4] / sha256
+    return path.read_bytes() if path.is_file() else None
+
+
+def _staging(server: Server, upload_id: str) -> bool:
+    return (server.data / "blobs" / ".tmp" / "parts" / upload_id).exists()
+
+
+def _upload_row(server: Server, upload_id: str) -> bool:
+    engine = sa.create_engine(database_url(server.data))
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(
+                sa.text("SELECT 1 FROM lfs_uploads WHERE id = :id"), {"id": upload_id}
+            ).first()
+    finally:
+        engine.dispose()
+    return found is not None
+
+
+def _with_query(url: str, **changes: str) -> str:
+    parts = urlsplit(url)
+    query = {key: values[0] for key, values in parse_qs(parts.query).items()}
+    return urlunsplit(parts._replace(query=urlencode({**query, **changes})))
+
+
+def _code(response: httpx.Response) -> tuple[int, str]:
+    return response.status_code, response.headers.get("x-error-code", "")
+
+
+def test_a_session_completed_with_the_right_sha256_makes_the_blob_visible_and_downloadable(
+    lfs_server: Server, repo: str, tmp_path: Path
+) -> None:
+    data = os.urandom(DATA_SIZE)
+    oid = hashlib.sha256(data).hexdigest()
+    session = _session(lfs_server, repo, len(data))
+    assert (session["part_size"], len(session["parts"])) == (PART, 3)
+    _send(session, data, (3, 1, 2))
+    assert _stored(lfs_server, oid) is None, "nothing is visible before completion"
+    done = _complete(session, oid)
+    assert (done.status_code, done.json()) == (200, {"stored": True})
+    assert _stored(lfs_server, oid) == data
+    assert not _staging(lfs_server, session["id"]) and not _upload_row(lfs_server, session["id"])
+    api = HfApi(endpoint=lfs_server.url, token=lfs_server.token)
+    (tmp_path / "model.bin").write_bytes(data)
+    api.upload_file(path_or_fileobj=str(tmp_path / "model.bin"), path_in_repo="model.bin", repo_id=repo)
+    path = api.hf_hub_download(repo, "model.bin", cache_dir=tmp_path / "cache")
+    assert Path(path).read_bytes() == data
+
+
+def test_a_wrong_sha256_claim_is_refused_and_nothing_becomes_visible(lfs_server: Server, repo: str) -> None:
+    data = os.urandom(DATA_SIZE)
+    claimed = hashlib.sha256(data + b"x").hexdigest()
+    session = _session(lfs_server, repo, len(data))
+    _send(session, data)
+    refused = _complete(session, claimed)
+    assert _code(refused) == (422, "ContentMismatch")
+    assert "sha256" in refused.json()["error"]
+    assert _stored(lfs_server, claimed) is None
+    assert _stored(lfs_server, hashlib.sha256(data).hexdigest()) is None
+    assert not _staging(lfs_server, session["id"]) and not _upload_row(lfs_server, session["id"])
+    assert _code(_complete(session, hashlib.sha256(data).hexdigest()))[0] == 404, "the session is gone"
+
+
+def test_completion_refuses_a_session_with_a_part_missing(lfs_server: Server, repo: str) -> None:
+    data = os.urandom(DATA_SIZE)
+    session = _session(lfs_server, repo, len(data))
+    _send(session, data, (1, 3))
+    refused = _complete(session, hashlib.sha256(data).hexdigest())
+    assert _code(refused) == (422, "ContentMismatch")
+    assert "part 2" in refused.json()["error"]
+    assert not _staging(lfs_server, session["id"])
+
+
+def test_asking_for_content_the_hub_holds_ends_the_session_without_its_bytes(
+    lfs_server: Server, repo: str
+) -> None:
+    data = os.urandom(DATA_SIZE)
+    oid = hashlib.sha256(data).hexdigest()
+    first = _session(lfs_server, repo, len(data))
+    _send(first, data)
+    _complete(first, oid).raise_for_status()
+
+    again = _session(lfs_server, repo, len(data))
+    _send(again, data, (1,))
+    answer = _complete(again, oid, if_stored=True)
+    assert (answer.status_code, answer.json()) == (200, {"stored": True})
+    assert not _staging(lfs_server, again["id"]) and not _upload_row(lfs_server, again["id"])
+    late = loopback_request("PUT", again["parts"][1], content=data[PART : 2 * PART])
+    assert late.status_code == 404, "the session takes no more parts"
+    assert _stored(lfs_server, oid) == data
+
+
+def test_asking_for_new_content_leaves_the_session_open(lfs_server: Server, repo: str) -> None:
+    data = os.urandom(DATA_SIZE)
+    oid = hashlib.sha256(data).hexdigest()
+    session = _session(lfs_server, repo, len(data))
+    _send(session, data, (1,))
+    answer = _complete(session, oid, if_stored=True)
+    assert (answer.status_code, answer.json()) == (200, {"stored": False})
+    _send(session, data, (2, 3))
+    _complete(session, oid).raise_for_status()
+    assert _stored(lfs_server, oid) == data
+
+
+def test_an_abandoned_session_leaves_nothing_behind(lfs_server: Server, repo: str) -> None:
+    data = os.urandom(DATA_SIZE)
+    session = _session(lfs_server, repo, len(data))
+    _send(session, data, (1, 2))
+    assert _staging(lfs_server, session["id"]) and _upload_row(lfs_server, session["id"])
+    assert loopback_request("DELETE", session["abandon"]).status_code == 204
+    assert not _staging(lfs_server, session["id"]) and not _upload_row(lfs_server, session["id"])
+    assert _code(loopback_request("DELETE", session["abandon"]))[0] == 404
+
+
+def test_forged_or_extended_signatures_are_refused(lfs_server: Server, repo: str) -> None:
+    data = os.urandom(DATA_SIZE)
+    oid = hashlib.sha256(data).hexdigest()
+    session = _session(lfs_server, repo, len(data))
+    _send(session, data)
+    forged = _with_query(session["complete"], sig="0" * 64)
+    assert _code(loopback_request("POST", forged, json={"oid": oid})) == (403, "InvalidUploadSignature")
+    extended = _with_query(session["complete"], exp=str(2**40))
+    assert _code(loopback_request("POST", extended, json={"oid": oid})) == (403, "InvalidUploadSignature")
+    expired = _with_query(session["complete"], exp="1")
+    assert _code(loopback_request("POST", expired, json={"oid": oid})) == (403, "InvalidUploadSignature")
+    # the completion URL does not abandon, nor the abandon URL complete
+    as_abandon = _with_query(session["abandon"], sig=parse_qs(urlsplit(session["complete"]).query)["sig"][0])
+    assert _code(loopback_request("DELETE", as_abandon)) == (403, "InvalidUploadSignature")
+    # a part URL signed for part 1 does not take part 4, which the session does not have
+    beyond = session["parts"][0].replace("/parts/1?", "/parts/4?")
+    assert _code(loopback_request("PUT", beyond, content=b"x")) == (403, "InvalidUploadSignature")
+    assert _stored(lfs_server, oid) is None
+    _complete(session, oid).raise_for_status()
+
+
+def test_a_part_larger_than_its_span_is_refused(lfs_server: Server, repo: str) -> None:
+    session = _session(lfs_server, repo, DATA_SIZE)
+    too_long = loopback_request("PUT", session["parts"][2], content=os.urandom(8))
+    assert _code(too_long) == (422, "ContentMismatch")
+    loopback_request("DELETE", session["abandon"]).raise_for_status()
+
+
+def test_lfs_and_session_completions_do_not_cross(lfs_server: Server, repo: str) -> None:
+    data = os.urandom(DATA_SIZE)
+    oid = hashlib.sha256(data).hexdigest()
+    session = _session(lfs_server, repo, len(data))
+    _send(session, data)
+    upload_id, query = session["id"], urlsplit(session["complete"]).query
+    as_lfs = f"{lfs_server.url}/api/lfs/uploads/{upload_id}/complete?{query}"
+    assert _code(loopback_request("POST", as_lfs, json={"oid": oid})) == (403, "InvalidUploadSignature")
+    assert _stored(lfs_server, oid) is None
+    _complete(session, oid).raise_for_status()
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [({"size": -1}, 400), ({"size": "5"}, 400), ({}, 400), ({"size": 2**63}, 400)],
+)
+def test_opening_a_session_checks_its_body(lfs_server: Server, repo: str, body: object, status: int) -> None:
+    opened = loopback_request(
+        "POST", f"{lfs_server.url}/api/models/{repo}/uploads", headers=auth(lfs_server.token), json=body
+    )
+    assert opened.status_code == status, opened.text
+
+
+def test_a_read_token_or_no_token_cannot_open_a_session(lfs_server: Server, repo: str) -> None:
+    reader = create_user(lfs_server, "session-reader", scope="read")
+    own = "session-reader/model"
+    create_repo(lfs_server, lfs_server.token, own, private=False)
+    assert _open(lfs_server, own, 10, reader).status_code == 403
+    anonymous = loopback_request("POST", f"{lfs_server.url}/api/models/{repo}/uploads", json={"size": 10})
+    assert anonymous.status_code == 401
+    assert _open(lfs_server, "nobody/nothing", 10).status_code == 404
+
+
+def test_a_session_dies_with_its_token(lfs_server: Server) -> None:
+    token = create_user(lfs_server, "session-writer")
+    repo = "session-writer/model"
+    create_repo(lfs_server, token, repo, private=False)
+    data = os.urandom(DATA_SIZE)
+    oid = hashlib.sha256(data).hexdigest()
+    session = _session(lfs_server, repo, len(data), token)
+    _send(session, data)
+    loopback_request(
+        "DELETE",
+        f"{lfs_server.url}/api/admin/users/session-writer/tokens/main",
+        headers=auth(lfs_server.token),
+    ).raise_for_status()
+    assert _complete(session, oid).status_code == 401
+    assert loopback_request("DELETE", session["abandon"]).status_code == 401
+    assert _stored(lfs_server, oid) is None
