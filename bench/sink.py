@@ -1,16 +1,17 @@
 """A sink hub: just enough of the Hub protocol for an upload, every byte received and thrown away.
 
-The stock client's Xet upload (`upload_file` with hf_xet) and `weightyard push` (LFS batch, multipart
-parts) run against it unchanged; it answers like Weightyard does (the same routes, the same 404s that make
-hf_xet fall back to `/v1/shards`, the same multipart part size) but stores, hashes and checks nothing. It only
-remembers which objects a client verified, so that a later batch for one answers "stored" as the hub does.
-A client's time against it is the client-side limit of an upload on this machine: what no server can improve.
+The stock client's Xet upload (`upload_file` with hf_xet) and `weightyard push` (an upload session, or LFS
+batch and multipart parts) run against it unchanged; it answers like Weightyard does (the same routes, the
+same 404s that make hf_xet fall back to `/v1/shards`, the same multipart part size) but stores, hashes and
+checks nothing. It only remembers which objects a client verified or completed a session with, so that a
+later batch (or a session's question) for one answers "stored" as the hub does. A client's time against it
+is the client-side limit of an upload on this machine: what no server can improve.
 
     python bench/sink.py [--port 0]      # prints `listening on http://127.0.0.1:PORT`, serves until killed
 
 `GET /_sink/stats` answers the bytes received in request bodies so far and how many xorbs, shards, parts,
-commits and requests to unknown routes came in, so a benchmark can check that the client really sent the file
-the way it sends it to the hub.
+upload sessions, commits and requests to unknown routes came in, so a benchmark can check that the client
+really sent the file the way it sends it to the hub.
 """
 
 from __future__ import annotations
@@ -48,10 +49,18 @@ class Sink(ThreadingHTTPServer):
         super().__init__(address, Handler)
         self.received = 0
         self.requests = 0
-        self.counts: dict[str, int] = {"xorbs": 0, "shards": 0, "parts": 0, "commits": 0, "unknown": 0}
+        self.counts: dict[str, int] = {
+            "xorbs": 0,
+            "shards": 0,
+            "parts": 0,
+            "sessions": 0,
+            "commits": 0,
+            "unknown": 0,
+        }
         self.lock = threading.Lock()
         self.part_size = part_size()
-        # objects a client has verified: a later batch for one answers "stored", as the hub does
+        # objects a client has verified or completed a session with: a later batch for one (or a session's
+        # question) answers "stored", as the hub does
         self.stored: set[str] = set()
 
     @property
@@ -155,6 +164,13 @@ class Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._unknown()
 
+    def do_DELETE(self) -> None:
+        if re.fullmatch(r"/_sink/sessions/[0-9a-f]+", self.path.split("?")[0]):
+            self._discard_body()
+            self._answer(204)
+        else:
+            self._unknown()
+
     def do_PUT(self) -> None:
         path = self.path.split("?")[0]
         if match := re.fullmatch(r"/_sink/parts/(?P<upload>[0-9a-f]+)/(?P<number>\d+)", path):
@@ -188,6 +204,19 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(
                 200, {"success": True, "commitOid": _FAKE_OID, "commitUrl": f"{url}/commit/{_FAKE_OID}"}
             )
+        elif match := re.fullmatch(_REPO + r"/uploads", path):
+            self._count("sessions")
+            self._answer(200, self._session(int(self._json_body()["size"])))
+        elif re.fullmatch(r"/_sink/sessions/[0-9a-f]+/complete", path):
+            payload = self._json_body()
+            oid = str(payload.get("oid"))
+            with self.server.lock:
+                if payload.get("if_stored"):
+                    stored = oid in self.server.stored
+                else:
+                    self.server.stored.add(oid)
+                    stored = True
+            self._answer(200, {"stored": stored})
         elif path.endswith(".git/info/lfs/objects/batch"):
             self._answer(200, self._lfs_batch(self._json_body()))
         elif path.startswith("/_sink/complete/"):
@@ -211,6 +240,20 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(404)  # as the hub: the client falls back to direct xorbs and /v1/shards
         else:
             self._unknown()
+
+    def _session(self, size: int) -> dict[str, Any]:
+        """An upload session as the hub opens one: the parts in the hub's part size, where to complete."""
+        base, chunk, upload = self.server.url, self.server.part_size, uuid.uuid4().hex
+        parts = [f"{base}/_sink/parts/{upload}/{n}" for n in range(1, max(1, math.ceil(size / chunk)) + 1)]
+        return {
+            "id": upload,
+            "size": size,
+            "part_size": chunk,
+            "parts": parts,
+            "complete": f"{base}/_sink/sessions/{upload}/complete",
+            "abandon": f"{base}/_sink/sessions/{upload}",
+            "expires_at": int(time.time()) + 3600,
+        }
 
     def _lfs_batch(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Upload actions as the hub hands them out: multipart above the part size, one PUT below it."""

@@ -17,6 +17,7 @@ from tests.support import free_port, weightyard_cli
 SINK = Path(__file__).resolve().parents[2] / "bench" / "sink.py"
 SIZE = 3 * 1024 * 1024 + 17
 PART = 1024 * 1024
+LARGE = 10 * PART + 5  # from the CLI's 10 MiB threshold up, `push` sends the file itself
 
 
 @pytest.fixture
@@ -87,4 +88,18 @@ def test_weightyard_push_completes_against_the_sink_in_multipart_parts(sink: str
     counts = stats(sink)
     assert counts["received"] > SIZE
     assert counts["parts"] == 4 and counts["commits"] == 1  # 3 MiB + 17 bytes in 1 MiB parts
+    assert counts["unknown"] == 0
+
+
+def test_weightyard_push_of_a_large_file_completes_against_the_sink_through_an_upload_session(
+    sink: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(os.urandom(LARGE))
+    pushed = weightyard_cli("push", str(folder), "someone/model", "--endpoint", sink, "--token", "anything")
+    assert pushed.returncode == 0, pushed.stderr
+    counts = stats(sink)
+    assert counts["received"] > LARGE
+    assert counts["sessions"] == 1 and counts["parts"] == 11 and counts["commits"] == 1  # 1 MiB parts
     assert counts["unknown"] == 0

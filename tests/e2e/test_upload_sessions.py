@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -18,7 +19,10 @@ import pytest
 import sqlalchemy as sa
 from huggingface_hub import HfApi
 from tests.auth.gate_support import auth, create_repo, create_user
-from tests.support import Server, database_url, loopback_request
+from tests.proxy import RewritingProxy
+from tests.support import Server, database_url, loopback_request, weightyard_cli
+
+from weightyard.cli.transfer import Sent, TransferRefused, upload_file
 
 pytestmark = pytest.mark.client
 
@@ -252,3 +256,138 @@ def test_a_session_dies_with_its_token(lfs_server: Server) -> None:
     assert _complete(session, oid).status_code == 401
     assert loopback_request("DELETE", session["abandon"]).status_code == 401
     assert _stored(lfs_server, oid) is None
+
+
+# ---------------------------------------------------------------------------------------------- the client
+
+
+def _done(value: str) -> Future[str]:
+    future: Future[str] = Future()
+    future.set_result(value)
+    return future
+
+
+def _send_file(server: Server, repo: str, path: Path, digest: Future[str], url: str | None = None) -> Sent:
+    headers = {"Authorization": f"Bearer {server.token}"}
+    return upload_file(url or server.url, headers, "models", repo, path, digest, lambda n: None)
+
+
+def _open_sessions(server: Server) -> int:
+    engine = sa.create_engine(database_url(server.data))
+    try:
+        with engine.connect() as conn:
+            return int(
+                conn.execute(sa.text("SELECT COUNT(*) FROM lfs_uploads WHERE sha256 IS NULL")).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+def test_push_sends_a_large_file_through_a_session_and_it_downloads_scanned_and_identical(
+    lfs_server: Server, repo: str, tmp_path: Path
+) -> None:
+    data = os.urandom(11 * 1024 * 1024)  # past the CLI's 10 MiB threshold: eleven 1 MiB parts
+    sessions = _open_sessions(lfs_server)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "weights.bin").write_bytes(data)
+    env = {"HF_TOKEN": lfs_server.token, "WEIGHTYARD_ENDPOINT": lfs_server.url}
+    for _ in range(2):  # the second push finds the content stored
+        pushed = weightyard_cli("push", str(tmp_path / "model"), repo, env=env)
+        assert pushed.returncode == 0, pushed.stderr
+    api = HfApi(endpoint=lfs_server.url, token=lfs_server.token)
+    assert Path(api.hf_hub_download(repo, "weights.bin", cache_dir=tmp_path / "cache")).read_bytes() == data
+    tree = httpx.get(f"{lfs_server.url}/api/models/{repo}/tree/main?expand=true").json()
+    entry = next(item for item in tree if item["path"] == "weights.bin")
+    assert entry["lfs"]["oid"] == hashlib.sha256(data).hexdigest()
+    assert entry["securityFileStatus"]["scanState"] == "current"
+    assert _open_sessions(lfs_server) == sessions, "no session is left behind"
+
+
+def test_the_client_sends_new_content_through_a_session(
+    lfs_server: Server, repo: str, tmp_path: Path
+) -> None:
+    sessions = _open_sessions(lfs_server)
+    data = os.urandom(DATA_SIZE)
+    path = tmp_path / "new.bin"
+    path.write_bytes(data)
+    oid = hashlib.sha256(data).hexdigest()
+    late: Future[str] = Future()
+    sent_bytes = 0
+
+    def advance(count: int) -> None:
+        nonlocal sent_bytes
+        sent_bytes += count
+        if sent_bytes == len(data) and not late.done():
+            late.set_result(oid)  # the hash is known only once every part is on its way
+
+    headers = {"Authorization": f"Bearer {lfs_server.token}"}
+    assert upload_file(lfs_server.url, headers, "models", repo, path, late, advance) is Sent.SESSION
+    assert _stored(lfs_server, oid) == data
+    other = tmp_path / "other.bin"
+    other.write_bytes(os.urandom(DATA_SIZE))
+    known = _done(hashlib.sha256(other.read_bytes()).hexdigest())
+    assert _send_file(lfs_server, repo, other, known) is Sent.SESSION, "asked first, then sent"
+    assert _open_sessions(lfs_server) == sessions, "no session is left behind"
+
+
+def test_the_client_stops_sending_content_the_hub_already_holds(
+    lfs_server: Server, repo: str, tmp_path: Path
+) -> None:
+    sessions = _open_sessions(lfs_server)
+    data = os.urandom(DATA_SIZE)
+    path = tmp_path / "again.bin"
+    path.write_bytes(data)
+    oid = hashlib.sha256(data).hexdigest()
+    assert _send_file(lfs_server, repo, path, _done(oid)) is Sent.SESSION
+    blobs = sorted((lfs_server.data / "blobs").rglob(oid))
+    assert _send_file(lfs_server, repo, path, _done(oid)) is Sent.ALREADY_STORED
+    assert sorted((lfs_server.data / "blobs").rglob(oid)) == blobs and len(blobs) == 1
+    assert _open_sessions(lfs_server) == sessions, "no session is left behind"
+
+
+def test_a_wrong_or_stale_hash_is_refused_and_leaves_nothing(
+    lfs_server: Server, repo: str, tmp_path: Path
+) -> None:
+    sessions = _open_sessions(lfs_server)
+    data = os.urandom(DATA_SIZE)
+    path = tmp_path / "changed.bin"
+    path.write_bytes(data)
+    stale = hashlib.sha256(data[:-1] + bytes([data[-1] ^ 1])).hexdigest()  # the file as it was before
+    with pytest.raises(TransferRefused, match="changed while it was being pushed"):
+        _send_file(lfs_server, repo, path, _done(stale))
+    assert (
+        _stored(lfs_server, stale) is None and _stored(lfs_server, hashlib.sha256(data).hexdigest()) is None
+    )
+    assert _open_sessions(lfs_server) == sessions, "no session is left behind"
+
+
+def test_a_file_changed_while_it_is_sent_is_refused(lfs_server: Server, repo: str, tmp_path: Path) -> None:
+    sessions = _open_sessions(lfs_server)
+    data = os.urandom(DATA_SIZE)
+    path = tmp_path / "growing.bin"
+    path.write_bytes(data)
+    oid = hashlib.sha256(data).hexdigest()
+
+    def append(count: int) -> None:
+        with path.open("ab") as file:
+            file.write(b"more")
+
+    headers = {"Authorization": f"Bearer {lfs_server.token}"}
+    with pytest.raises(TransferRefused, match="changed while it was being pushed"):
+        upload_file(lfs_server.url, headers, "models", repo, path, _done(oid), append)
+    assert _stored(lfs_server, oid) is None
+    assert _open_sessions(lfs_server) == sessions, "no session is left behind"
+
+
+def test_a_hub_without_sessions_gets_the_lfs_batch_api(lfs_server: Server, repo: str, tmp_path: Path) -> None:
+    proxy = RewritingProxy(lfs_server.url)
+    proxy.fail = lambda method, path: 404 if path.endswith("/uploads") else None
+    try:
+        data = os.urandom(DATA_SIZE)
+        path = tmp_path / "old-hub.bin"
+        path.write_bytes(data)
+        oid = hashlib.sha256(data).hexdigest()
+        assert _send_file(lfs_server, repo, path, _done(oid), url=proxy.url) is Sent.LFS
+        assert _stored(lfs_server, oid) == data
+    finally:
+        proxy.close()

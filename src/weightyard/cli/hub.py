@@ -286,8 +286,9 @@ def push_folder(
 
     Each file is read twice: once to hash it, once to send it. Hashing starts first, so that it runs while
     the client library loads and the repo is checked. Files from the hub's LFS threshold up are sent by
-    `transfer.upload_lfs_object` (parts in parallel) while the next file is being hashed; the stock client
-    then commits them without sending them again, and sends the small files itself.
+    `transfer.upload_file` while they are still being hashed (an upload session; the LFS batch API once the
+    hash is known on a hub without sessions); the stock client then commits them without sending them
+    again, and sends the small files itself.
     """
     from weightyard.cli.transfer import sha256_of_file
 
@@ -296,11 +297,14 @@ def push_folder(
         raise fail(f"{folder} has no files to push", 2)
     progress = transfer_progress()
     stop = threading.Event()
+    # tasks whose bar shows the sending (of a file still being hashed): the hash no longer moves it
+    sending: set[TaskID] = set()
 
     def hashed(task: TaskID, count: int) -> None:
         if stop.is_set():
             raise _PushStopped  # ends a hash nobody waits for any more
-        progress.advance(task, count)
+        if task not in sending:
+            progress.advance(task, count)
 
     # The bars show only once the hub has answered: a push that cannot reach it prints one error line.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash") as hasher:
@@ -310,7 +314,9 @@ def push_folder(
                 task = progress.add_task(f"hashing {path_in_repo}", total=path.stat().st_size)
                 digest = hasher.submit(sha256_of_file, path, functools.partial(hashed, task))
                 pending.append((path, path_in_repo, task, digest))
-            return _commit_files(endpoint, token, repo, revision, message, private, progress, pending)
+            return _commit_files(
+                endpoint, token, repo, revision, message, private, progress, pending, sending
+            )
         finally:
             stop.set()
             hasher.shutdown(cancel_futures=True)
@@ -325,6 +331,7 @@ def _commit_files(
     private: bool,
     progress: Progress,
     pending: list[tuple[Path, str, TaskID, Future[str]]],
+    sending: set[TaskID],
 ) -> str:
     """Commit files being hashed (`pending`: path, path in the repo, progress task, future sha256)."""
     api = _api(endpoint, token)
@@ -337,7 +344,7 @@ def _commit_files(
     if api.token:
         headers["Authorization"] = f"Bearer {api.token}"
     with progress:
-        return _upload_and_commit(api, headers, repo, revision, message, progress, pending)
+        return _upload_and_commit(api, headers, repo, revision, message, progress, pending, sending)
 
 
 def _upload_and_commit(
@@ -348,25 +355,29 @@ def _upload_and_commit(
     message: str,
     progress: Progress,
     pending: list[tuple[Path, str, TaskID, Future[str]]],
+    sending: set[TaskID],
 ) -> str:
     from huggingface_hub import CommitOperationAdd
 
-    from weightyard.cli.transfer import TransferRefused, upload_lfs_object
+    from weightyard.cli.transfer import TransferRefused, upload_file
 
     operations = []
     for path, path_in_repo, task, digest in pending:
+        size = path.stat().st_size
+        if size >= LFS_THRESHOLD:
+            sending.add(task)
+            progress.reset(task, description=path_in_repo, total=size)
+            advance = functools.partial(progress.advance, task)
+            try:
+                upload_file(_endpoint(api.endpoint), headers, "models", repo, path, digest, advance)
+            except TransferRefused as exc:
+                raise fail(str(exc)) from None
         sha256 = digest.result()
         operation = CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=str(path))
         operation.upload_info.sha256 = bytes.fromhex(sha256)  # known: the client need not hash again
         operations.append(operation)
-        size = operation.upload_info.size
-        progress.reset(task, description=path_in_repo, total=size)
-        if size >= LFS_THRESHOLD:
-            advance = functools.partial(progress.advance, task)
-            try:
-                upload_lfs_object(_endpoint(api.endpoint), headers, repo, path, sha256, advance)
-            except TransferRefused as exc:
-                raise fail(str(exc)) from None
+        if task not in sending:
+            progress.reset(task, description=path_in_repo, total=operation.upload_info.size)
     try:
         info = _commit_once_scanned(api, repo, operations, message, revision)
     finally:

@@ -1,20 +1,25 @@
-"""`push`'s transfer of large files: sha256 with large reads, then the LFS batch API with parts in parallel.
+"""`push`'s transfer of large files: an upload session sent while the file is hashed, or the LFS batch API.
 
-The stock client hashes in 1 MiB reads and sends multipart parts one after the other in 64 KiB writes, each
-part waiting for the server to finish the previous one. Here the hash reads 8 MiB at a time with the next
-read running while the current buffer is hashed, and a few parts are in flight at once, so the hub writes
-and hashes one part while the next arrives. The commit itself stays with the stock client (`create_commit`),
-which finds these objects stored and sends only the commit.
+The LFS batch API names an object by its sha256, so a client must read the whole file before it sends a
+byte. Weightyard's upload sessions (docs/hub.md) take the parts first and the sha256 at completion, which the
+hub compares with its own hash of what arrived: here the parts are sent (a few in flight, 8 MiB writes) while
+an independent reader hashes the file (`sha256_of_file`, started by `push` before anything else). Once the
+hash is known, and parts are still to be sent, the hub is asked whether it already holds that content; if it
+does, sending stops. A hub without sessions gets the LFS batch API once the hash is known, parts in parallel
+too. The commit itself stays with the stock client (`create_commit`), which finds these objects stored and
+sends only the commit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,18 @@ Advance = Callable[[int], object]
 
 class TransferRefused(Exception):
     """The hub refused an object, or the local file changed while it was sent: one line for the user."""
+
+
+class Sent(enum.Enum):
+    """How a file reached the hub."""
+
+    SESSION = "sent through an upload session"
+    ALREADY_STORED = "already stored on the hub"
+    LFS = "sent through the LFS batch API"
+
+
+class _Stopped(Exception):
+    """Raised in a part's body once the transfer it belongs to needs no more bytes."""
 
 
 def sha256_of_file(path: Path, advance: Advance) -> str:
@@ -61,11 +78,15 @@ def sha256_of_file(path: Path, advance: Advance) -> str:
     return digest.hexdigest()
 
 
-def _read_range(path: Path, start: int, end: int, advance: Advance) -> Iterator[bytes]:
+def _read_range(
+    path: Path, start: int, end: int, advance: Advance, stop: threading.Event | None = None
+) -> Iterator[bytes]:
     fd = os.open(path, os.O_RDONLY)
     try:
         position = start
         while position < end:
+            if stop is not None and stop.is_set():
+                raise _Stopped  # ends the request mid-body: the hub discards the part
             data = os.pread(fd, min(READ_SIZE, end - position), position)
             if not data:
                 raise TransferRefused(f"{path} became shorter while it was being pushed")
@@ -76,9 +97,17 @@ def _read_range(path: Path, start: int, end: int, advance: Advance) -> Iterator[
         os.close(fd)
 
 
-def _put(session: Any, url: str, path: Path, start: int, end: int, advance: Advance) -> Any:
+def _put(
+    session: Any,
+    url: str,
+    path: Path,
+    start: int,
+    end: int,
+    advance: Advance,
+    stop: threading.Event | None = None,
+) -> Any:
     """PUT bytes [start, end) of the file, sent again on a transient failure (the progress shown goes back
-    by what the failed attempt had counted)."""
+    by what the failed attempt had counted); `stop` set ends it (`_Stopped`)."""
     import httpx
     from huggingface_hub import hf_raise_for_status
 
@@ -94,7 +123,7 @@ def _put(session: Any, url: str, path: Path, start: int, end: int, advance: Adva
         try:
             response = session.put(
                 url,
-                content=_read_range(path, start, end, count),
+                content=_read_range(path, start, end, count, stop),
                 headers={"Content-Length": str(end - start), "Content-Type": "application/octet-stream"},
             )
         except httpx.TransportError:
@@ -171,3 +200,92 @@ def upload_lfs_object(
         hf_raise_for_status(
             session.post(verify["href"], headers=lfs_headers, json={"oid": sha256, "size": size})
         )
+
+
+def _file_state(path: Path) -> tuple[int, int]:
+    status = path.stat()
+    return status.st_size, status.st_mtime_ns
+
+
+def upload_file(
+    endpoint: str,
+    headers: dict[str, str],
+    repo_type: str,
+    repo_id: str,
+    path: Path,
+    digest: Future[str],
+    advance: Advance,
+) -> Sent:
+    """Store the file at `path` on the hub, `digest` being its sha256 as an independent reader computes it:
+    through an upload session, sending while the hash runs; through the LFS batch API once the hash is
+    known when the hub has no sessions. `repo_type` is the plural (`models`, `datasets`, `spaces`)."""
+    from huggingface_hub import get_session, hf_raise_for_status
+
+    session = get_session()
+    before = _file_state(path)
+    opened = session.post(
+        f"{endpoint}/api/{repo_type}/{repo_id}/uploads", headers=headers, json={"size": before[0]}
+    )
+    if opened.status_code in (404, 405) and not opened.headers.get("x-error-code"):
+        # a hub without upload sessions (its 404 names no error of ours: the route itself is missing)
+        repo_path = repo_id if repo_type == "models" else f"{repo_type}/{repo_id}"
+        upload_lfs_object(endpoint, headers, repo_path, path, digest.result(), advance)
+        return Sent.LFS
+    hf_raise_for_status(opened)
+    grant = opened.json()
+    try:
+        sent = _send_session(session, grant, path, before[0], digest, advance)
+        if sent is Sent.ALREADY_STORED:
+            return sent
+        sha256 = digest.result()
+        if _file_state(path) != before:
+            raise TransferRefused(f"{path} changed while it was being pushed; push it again")
+        done = session.post(grant["complete"], json={"oid": sha256})
+        if done.headers.get("x-error-code") == "ContentMismatch":
+            raise TransferRefused(
+                f"{path} changed while it was being pushed (the hub received other bytes than it hashed to "
+                "locally); push it again"
+            )
+        hf_raise_for_status(done)
+        return Sent.SESSION
+    except BaseException:
+        # The hub would collect the session in time; giving it back now frees its quota at once.
+        with contextlib.suppress(Exception):
+            session.delete(grant["abandon"])
+        raise
+
+
+def _send_session(
+    session: Any, grant: dict[str, Any], path: Path, size: int, digest: Future[str], advance: Advance
+) -> Sent:
+    """Send the session's parts, a few in flight; once `digest` is known while parts are left, ask the hub
+    whether it holds that content already, and stop if it does (`Sent.ALREADY_STORED`)."""
+    from huggingface_hub import hf_raise_for_status
+
+    part_size, urls = int(grant["part_size"]), list(grant["parts"])
+    stop = threading.Event()
+    senders = ThreadPoolExecutor(max_workers=PARTS_IN_FLIGHT, thread_name_prefix="part")
+    in_flight: set[Future[Any]] = set()
+    following, asked = 1, False
+    try:
+        while following <= len(urls) or in_flight:
+            if not asked and digest.done():
+                asked = True
+                probe = session.post(grant["complete"], json={"oid": digest.result(), "if_stored": True})
+                hf_raise_for_status(probe)
+                if probe.json().get("stored") is True:
+                    advance(max(0, size - (following - 1) * part_size))  # what will not be sent
+                    return Sent.ALREADY_STORED
+            while following <= len(urls) and len(in_flight) < PARTS_IN_FLIGHT:
+                start, end = (following - 1) * part_size, min(following * part_size, size)
+                url = urls[following - 1]
+                in_flight.add(senders.submit(_put, session, url, path, start, end, advance, stop))
+                following += 1
+            finished, _ = wait(in_flight | ({digest} if not asked else set()), return_when=FIRST_COMPLETED)
+            for future in finished & in_flight:
+                in_flight.discard(future)
+                future.result()
+        return Sent.SESSION
+    finally:
+        stop.set()  # after a failure or an early end, parts still being sent end at their next read
+        senders.shutdown(wait=False, cancel_futures=True)
