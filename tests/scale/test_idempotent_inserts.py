@@ -58,6 +58,18 @@ def test_insert_ignore_counts_the_rows_it_inserted(hub: Hub) -> None:
     assert (first, again, stored) == (2, 1, "1")
 
 
+def test_insert_ignore_counts_exactly_over_several_pages_of_rows(hub: Hub) -> None:
+    # More rows than one multi-row INSERT carries, so the count is summed over pages, new and known mixed.
+    prefix = _unique_name("p")
+    rows = [{"key": f"{prefix}-{index}", "value": str(index)} for index in range(2500)]
+    with transaction(hub.engine) as conn:
+        first = insert_ignore(conn, tables.settings, rows[:1500])
+        again = insert_ignore(conn, tables.settings, rows[700:])
+        known = insert_ignore(conn, tables.settings, rows[100:2400])
+
+    assert (first, again, known) == (1500, 1000, 0)
+
+
 def test_a_setting_made_by_several_writers_at_once_keeps_the_first_value(hub: Hub) -> None:
     key = _unique_name("secret-")
     engine = create_engine(str(hub.engine.url.render_as_string(hide_password=False)))

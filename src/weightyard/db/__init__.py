@@ -31,9 +31,6 @@ _IMMEDIATE = "weightyard_immediate"
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
-# Rows per multi-row INSERT of `insert_ignore`: a few thousand bound parameters at most.
-_INSERT_BATCH = 200
-
 # Connections each process keeps open, and how many more it may open for a burst (closed when returned). A
 # request uses one at a time (two when a read nests), and the server answers up to 40 at once in its thread
 # pool: with SQLAlchemy's default of 5, a worker under 64 clients opened and closed a PostgreSQL connection,
@@ -202,14 +199,12 @@ def stored_setting(engine: sa.Engine, key: str, make: Callable[[], str]) -> str:
 
 
 def _inserted(conn: sa.Connection, statement: sa.Insert, rows: list[dict[str, object]]) -> int:
-    # One multi-row INSERT per batch: its row count is exact on every driver (an executemany's is not on
-    # psycopg), and a batch stays under both databases' limits on bound parameters. SQLAlchemy reads the row
-    # count of an INSERT only when asked to preserve it.
-    statement = statement.execution_options(preserve_rowcount=True)
-    inserted = 0
-    for start in range(0, len(rows), _INSERT_BATCH):
-        inserted += conn.execute(statement.values(rows[start : start + _INSERT_BATCH])).rowcount
-    return inserted
+    # One statement executed over all the rows: SQLAlchemy compiles it once (then from its cache) and sends it
+    # as multi-row INSERTs in pages that stay under both databases' limits on bound parameters; asked to
+    # preserve the row count, it sums each page's, which is exact on sqlite3 and psycopg alike. A statement
+    # built with `.values(rows)` was compiled anew on every call: 70 ms of CPU for a xorb's 1,024 chunk rows,
+    # against 9 ms this way.
+    return int(conn.execute(statement.execution_options(preserve_rowcount=True), rows).rowcount)
 
 
 def _transactional(connection: sa.Connection) -> None:
