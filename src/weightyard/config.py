@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     # files to every client (clients with hf_xet upload them through Xet, others through LFS batch), as the
     # Hugging Face Hub does. Xet uploads are kept as xorbs in DATA/xorbs. Off: the hub core's behaviour.
     xet: bool = True
+    # Whole copies of Xet-stored files for plain-HTTP downloads (docs/xet.md, "Storage model"): a `/resolve`
+    # GET of content kept only as xorbs queues a background rebuild into a whole blob, served from then on at
+    # the speed of an uploaded one. The copies take at most this many bytes in all, the least recently served
+    # evicted first (uploaded whole blobs are never evicted); a file larger than this gets no copy; 0 turns
+    # copies off. Two largest files (the 50 GB file limit) by default.
+    whole_copy_budget: int = 100 * 1000**3
     # LFS objects above this size are uploaded in parts of this size (multipart transfer).
     multipart_chunk_size: int = 64 * MIB
     # Lifetime of signed LFS upload URLs, in seconds.

@@ -1,19 +1,32 @@
-"""Plain-HTTP downloads of Xet-stored files: rebuilt from the xorbs in windows, every chunk checked."""
+"""Plain-HTTP downloads of Xet-stored files: rebuilt from the xorbs in windows, every chunk checked.
+
+The hub here makes no whole copies (`WEIGHTYARD_WHOLE_COPY_BUDGET=0`), so every download is a rebuild;
+test_xet_whole_copies.py tests the copies."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from tests.support import loopback_request
-from tests.xet_hub.conftest import XetHub, payload, upload_line
+from tests.support import loopback_request, stop_server
+from tests.xet_hub.conftest import XetHub, payload, start_xet_hub, upload_line
 
 from weightyard.xet import READ_WINDOW
 
 pytestmark = pytest.mark.client
 
 MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def xet_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XetHub]:
+    hub = start_xet_hub(
+        tmp_path_factory.mktemp("no-copies") / "data", env={"WEIGHTYARD_WHOLE_COPY_BUDGET": "0"}
+    )
+    yield hub
+    stop_server(hub.server)
 
 
 def test_ranges_across_rebuild_windows_are_exact_and_a_byte_flipped_in_storage_cuts_the_download(
@@ -30,6 +43,7 @@ def test_ranges_across_rebuild_windows_are_exact_and_a_byte_flipped_in_storage_c
     before = set(xet_hub.xorb_files())
     xet_hub.run_client("alice", upload_line(tmp_path / "w.bin", "w.bin", "alice/rebuilt"), tmp_path / "up")
     (xorb,) = set(xet_hub.xorb_files()) - before
+    blobs = xet_hub.blob_files()
     url = f"{xet_hub.url}/alice/rebuilt/resolve/main/w.bin"
 
     assert loopback_request("GET", url).content == data
@@ -55,3 +69,4 @@ def test_ranges_across_rebuild_windows_are_exact_and_a_byte_flipped_in_storage_c
         download()
     assert len(received) < len(data)
     assert received == data[: len(received)], "bytes sent before the damage was found are the true ones"
+    assert xet_hub.blob_files() == blobs, "a budget of 0 makes no whole copies"

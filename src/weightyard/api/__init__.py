@@ -34,9 +34,11 @@ def create_app(hub: Hub) -> FastAPI:
         # Scans run here, in this process's runner threads, never inside a request (docs/scanning.md).
         hub.repos.scans.start_background()
         hub.repos.downloads.start_background()
+        hub.repos.copies.start_background()
         try:
             yield
         finally:
+            hub.repos.copies.stop_background()
             hub.repos.scans.stop_background()
             hub.repos.downloads.stop_background()
             hub.close()  # saves the last downloads counted; a clean stop leaves the database file complete

@@ -813,13 +813,13 @@ def resolve_file(request: Request, repo_type: str, namespace: str, name: str) ->
         _count_download(request, repo, path)
     if byte_range is None:
         headers["Content-Length"] = str(entry.size)
-        chunks = hub.repos.read(entry, 0, entry.size, DOWNLOAD_CHUNK)
+        chunks = hub.repos.download(entry, 0, entry.size, DOWNLOAD_CHUNK)
         return StreamingResponse(chunks, status_code=200, headers=headers)
     start, end = byte_range
     headers["Content-Length"] = str(end - start)
     headers["Content-Range"] = f"bytes {start}-{end - 1}/{entry.size}"
     return StreamingResponse(
-        hub.repos.read(entry, start, end, DOWNLOAD_CHUNK), status_code=206, headers=headers
+        hub.repos.download(entry, start, end, DOWNLOAD_CHUNK), status_code=206, headers=headers
     )
 
 

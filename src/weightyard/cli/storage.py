@@ -33,7 +33,8 @@ def _size(value: int) -> str:
 
 @app.command()
 def stats(as_json: JsonOption = False, data: DataOption = None) -> None:
-    """Logical bytes (file sizes over every commit), stored bytes and the dedup ratio, per repo and in all."""
+    """Logical bytes (file sizes over every commit), stored bytes and the dedup ratio, per repo and in all;
+    the whole copies kept for plain-HTTP downloads are counted apart (`copy_bytes`)."""
     hub_stats = _xet(data).stats()
 
     def ratio(logical: int, stored: int) -> float | None:
@@ -45,6 +46,7 @@ def stats(as_json: JsonOption = False, data: DataOption = None) -> None:
             "stored_bytes": hub_stats.stored_bytes,
             "xorb_bytes": hub_stats.xorb_bytes,
             "blob_bytes": hub_stats.blob_bytes,
+            "copy_bytes": hub_stats.copy_bytes,
             "dedup_ratio": ratio(hub_stats.logical_bytes, hub_stats.stored_bytes),
             "repos": [
                 dataclasses.asdict(r) | {"dedup_ratio": ratio(r.logical_bytes, r.stored_bytes)}
@@ -72,6 +74,10 @@ def stats(as_json: JsonOption = False, data: DataOption = None) -> None:
         str(ratio(hub_stats.logical_bytes, hub_stats.stored_bytes)),
     )
     out.print(table)
+    if hub_stats.copy_bytes:
+        out.print(
+            f"whole copies for plain-HTTP downloads (not counted as stored): {_size(hub_stats.copy_bytes)}"
+        )
 
 
 @app.command()

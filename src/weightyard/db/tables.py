@@ -312,6 +312,33 @@ scan_jobs = sa.Table(
     sa.Index("ix_scan_jobs_claim", "scanner_version", "state", "id"),
 )
 
+# Whole copies of content stored as xorbs, written for plain-HTTP downloads (repos/copies.py): the blob object
+# under the same sha256 is a copy, evictable, exactly while this row exists; a whole blob without a row here
+# came from an upload and is never evicted. `last_served_at` orders eviction (least recently served first).
+whole_copies = sa.Table(
+    "whole_copies",
+    metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("last_served_at", sa.DateTime, nullable=False),
+    sa.Index("ix_whole_copies_served", "last_served_at"),
+)
+
+# Whole copies to write, one job per content, claimed by any server process under a lease.
+copy_jobs = sa.Table(
+    "copy_jobs",
+    metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("lease_until", sa.DateTime, nullable=True),
+    sa.Column("claimed_by", sa.String(64), nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Index("ix_copy_jobs_claim", "state", "created_at"),
+)
+
 # Publishers' public keys (ECDSA, OMS); `fingerprint` is the key hint model_signing writes in a bundle.
 signing_keys = sa.Table(
     "signing_keys",

@@ -5,7 +5,8 @@
 * objects without a row, older than the upload age (a process killed between storing an object and
   committing its row);
 * whole blobs (and their rows) that no commit of any repo references and nobody uploaded within the upload
-  age: content of deleted repos or branches, uploads never committed;
+  age: content of deleted repos or branches, uploads never committed; a whole copy of such content kept for
+  plain-HTTP downloads (repos/copies.py) goes with it;
 * Xet xorbs no commit reaches and no upload used within the xorb grace period (28 days by default, because
   clients keep naming xorbs from their caches that long; an explicit upload age applies to xorbs too).
 """
@@ -122,6 +123,9 @@ def _unreferenced_blobs(hub: Hub, age: datetime.timedelta, dry_run: bool) -> tup
             ).all()
             names = [row.sha256 for row in rows]
             conn.execute(sa.delete(tables.blob_grants).where(tables.blob_grants.c.sha256.in_(names)))
+            # A whole copy goes with its content (its object with the blob's, below); so does a pending job.
+            conn.execute(sa.delete(tables.whole_copies).where(tables.whole_copies.c.sha256.in_(names)))
+            conn.execute(sa.delete(tables.copy_jobs).where(tables.copy_jobs.c.sha256.in_(names)))
             conn.execute(sa.delete(blobs).where(blobs.c.sha256.in_(names)))
             doomed.update((row.sha256, int(row.size)) for row in rows)
     crash_point("gc.rows_deleted")

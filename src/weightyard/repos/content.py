@@ -5,7 +5,9 @@ content the hub received, and the Xet index (tables `xet_*`): each xorb's chunk 
 parse), where every chunk lies, each file's terms under its Xet hash and its checked sha256, and which user
 may name which xorb. Everything else reaches content through `ContentStore`.
 
-A sha256 is served from a whole blob when one is stored, else rebuilt from xorbs. With `pack=True`
+A sha256 is served from a whole blob when one is stored, else rebuilt from xorbs. A whole blob is either
+uploaded or a bounded, evictable copy of content kept as xorbs, written for plain-HTTP downloads
+(`repos/copies.py`; a `whole_copies` row tells the two apart). With `pack=True`
 (`WEIGHTYARD_BLOB_URL=xet://…`) every regular or LFS upload is chunked and packed into xorbs too,
 deduplicated against everything stored, so all uploads share one storage model.
 
@@ -177,7 +179,13 @@ class ContentStore:
                         .where(tables.blobs.c.sha256 == blob.sha256)
                         .values(created_at=now)
                     )
-                self._still_stored(BLOBS, blob.sha256, blob.size)
+                # An uploaded whole blob is never a copy, even where a copy's object was there first
+                # (repos/copies.py): its row goes, and so does any job that would record one.
+                conn.execute(
+                    sa.delete(tables.whole_copies).where(tables.whole_copies.c.sha256 == blob.sha256)
+                )
+                conn.execute(sa.delete(tables.copy_jobs).where(tables.copy_jobs.c.sha256 == blob.sha256))
+                self.still_stored(BLOBS, blob.sha256, blob.size)
                 crash_point("blob.placed")
         except BaseException:
             if created:
@@ -187,7 +195,7 @@ class ContentStore:
     def _withdraw(self, namespace: Namespace, key: str, column: sa.Column[str]) -> None:
         """Remove an object this writer created but could not record, unless another writer of the same
         content recorded it meanwhile: checked under the write lock, as gc deletes (a writer that has not
-        committed yet then finds its object gone in `_still_stored`). If even that fails (the database is
+        committed yet then finds its object gone in `still_stored`). If even that fails (the database is
         down), the object stays without a row for `weightyard gc`."""
         try:
             with transaction(self._engine) as conn:
@@ -196,7 +204,11 @@ class ContentStore:
         except Exception:
             _log.warning("could not remove %s %s after its row failed; gc will", namespace[:-1], key)
 
-    def _still_stored(self, namespace: Namespace, key: str, size: int) -> None:
+    def withdraw_blob(self, sha256: str) -> None:
+        """Remove a whole blob this writer published but did not record, unless a row records the content."""
+        self._withdraw(BLOBS, sha256, tables.blobs.c.sha256)
+
+    def still_stored(self, namespace: Namespace, key: str, size: int) -> None:
         """Inside the write transaction that records an object published before it: raise `ContentCollected`
         (rolling the row back) if gc removed the object in between. Once this transaction commits, gc sees
         the row and spares the object."""
@@ -265,11 +277,14 @@ class ContentStore:
         return _resliced(self.iter_file(file.terms, start, min(end, file.size)), chunk_size)
 
     def delete(self, sha256: str) -> None:
-        """Forget the content under this sha256; its xorbs go when `weightyard gc` finds them unreferenced."""
+        """Forget the content under this sha256 (with its whole copy); its xorbs go when `weightyard gc` finds
+        them unreferenced."""
         self.objects.delete(BLOBS, check_sha256(sha256))
-        if not self.xet:
-            return
         with transaction(self._engine) as conn:
+            conn.execute(sa.delete(tables.whole_copies).where(tables.whole_copies.c.sha256 == sha256))
+            conn.execute(sa.delete(tables.copy_jobs).where(tables.copy_jobs.c.sha256 == sha256))
+            if not self.xet:
+                return
             hashes = list(
                 conn.execute(
                     sa.select(tables.xet_files.c.file_hash).where(tables.xet_files.c.sha256 == sha256)
@@ -423,7 +438,7 @@ class ContentStore:
                 )
                 == 1
             )
-            self._still_stored(XORBS, name, info.serialized_len)
+            self.still_stored(XORBS, name, info.serialized_len)
             crash_point("xorb.placed")
         return not new and (user_id is None or not granted)
 

@@ -35,6 +35,7 @@ from weightyard.errors import (
 from weightyard.faults import crash_point
 from weightyard.repos import last_commits as last_commit_index
 from weightyard.repos.content import ContentStore
+from weightyard.repos.copies import WholeCopies
 from weightyard.repos.downloads import DownloadCounter
 from weightyard.repos.gate import ContentGate
 from weightyard.repos.gitattributes import DEFAULT_GITATTRIBUTES, GITATTRIBUTES, MAX_RULES_BYTES, LfsRules
@@ -371,6 +372,7 @@ class RepoService:
         self.before_commit: list[Callable[[Sequence[AddFile]], None]] = []
         self.gate = ContentGate(engine, self.scans, settings.scan_policy)
         self.downloads = DownloadCounter(engine)
+        self.copies = WholeCopies(engine, store, settings.whole_copy_budget, settings.scan_lease)
         # Called inside a commit's transaction, with its files, once the ref has moved: what must land with
         # the commit or not at all (the hub's attestation), so no crash can leave a commit without it.
         self.in_commit: list[Callable[[sa.Connection, Repo, Commit, dict[str, FileEntry]], None]] = []
@@ -1459,14 +1461,26 @@ class RepoService:
         self._check_servable(entry)
         return self._store.iter_range(entry.sha256, start, end, chunk_size)
 
+    def download(self, entry: FileEntry, start: int, end: int, chunk_size: int) -> Iterator[memoryview]:
+        """`read` for a plain-HTTP download (a `/resolve` GET the gate allowed): content kept only as xorbs
+        gets a whole copy written in the background, and serving a copy keeps it (repos/copies.py)."""
+        chunks = self.read(entry, start, end, chunk_size)
+        if entry.lfs:
+            self.copies.note_download(entry.sha256, entry.size)
+        return chunks
+
     def download_url(self, entry: FileEntry) -> str | None:
         """Where a client fetches an LFS file without the hub (`WEIGHTYARD_BLOB_REDIRECT=presigned`): a
-        short-lived presigned URL of its whole blob, after the checks `read` makes; None to stream it (the
-        setting is off, the file is not LFS, the store cannot sign, or the content is kept as xorbs)."""
+        short-lived presigned URL of its whole blob (a whole copy too), after the checks `read` makes; None to
+        stream it (the setting is off, the file is not LFS, the store cannot sign, or the content is kept
+        as xorbs)."""
         if self._settings.blob_redirect != "presigned" or not entry.lfs:
             return None
         self._check_servable(entry)
-        return self._store.presign(entry.sha256, PRESIGNED_URL_TTL)
+        url = self._store.presign(entry.sha256, PRESIGNED_URL_TTL)
+        if url is not None:
+            self.copies.note_download(entry.sha256, entry.size)
+        return url
 
     def _check_servable(self, entry: FileEntry) -> None:
         if self.blob_size(entry.sha256) is None:

@@ -150,6 +150,8 @@ class HubStats:
     stored_bytes: int
     xorb_bytes: int
     blob_bytes: int
+    # Whole copies of content kept as xorbs (repos/copies.py): evictable, so neither stored nor blob bytes.
+    copy_bytes: int
     repos: tuple[RepoStats, ...]
 
 
@@ -621,6 +623,10 @@ class XetService:
                 row.sha256: int(row.size)
                 for row in conn.execute(sa.select(tables.blobs.c.sha256, tables.blobs.c.size))
             }
+            copies = {
+                row.sha256: int(row.size)
+                for row in conn.execute(sa.select(tables.whole_copies.c.sha256, tables.whole_copies.c.size))
+            }
         per_repo: dict[int, tuple[Repo, int, set[str]]] = {}
         for repo, commit in self._all_commits():
             _, logical, shas = per_repo.get(repo.id, (repo, 0, set()))
@@ -630,7 +636,7 @@ class XetService:
                 logical + sum(e.size for e in files.values()),
                 shas | {e.sha256 for e in files.values()},
             )
-        whole = {sha for sha in blob_sizes if self._store.has_whole_blob(sha)}
+        whole = {sha for sha in blob_sizes if sha not in copies and self._store.has_whole_blob(sha)}
 
         def stored(shas: set[str]) -> int:
             xorbs = set().union(*(file_xorbs.get(sha, set()) for sha in shas if sha not in whole))
@@ -643,5 +649,10 @@ class XetService:
         xorb_bytes = sum(xorb_sizes.values())
         blob_bytes = sum(blob_sizes[s] for s in whole)
         return HubStats(
-            sum(r.logical_bytes for r in repos), xorb_bytes + blob_bytes, xorb_bytes, blob_bytes, repos
+            sum(r.logical_bytes for r in repos),
+            xorb_bytes + blob_bytes,
+            xorb_bytes,
+            blob_bytes,
+            sum(copies.values()),
+            repos,
         )

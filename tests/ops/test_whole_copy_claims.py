@@ -1,0 +1,116 @@
+"""The whole-copy queue between processes, on each database: one holder per job, harmless double builds, and
+an upload over a copy turning it into a blob that eviction never removes (repos/copies.py)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from weightyard.config import Settings
+from weightyard.db import tables, utcnow
+from weightyard.hub import Hub
+from weightyard.repos.content import WholeBlobWriter
+from weightyard.repos.copies import WholeCopies
+from weightyard.storage import BLOBS
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def packing_hub(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hub]:
+    """A hub in this process that keeps every upload as xorbs (`xet://`), on each database."""
+    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    data = tmp_path / "data"
+    instance = Hub.open(Settings(data=data, database_url=url, blob_url=f"xet://{data / 'blobs'}"))
+    yield instance
+    instance.close()
+
+
+def stored_as_xorbs(hub: Hub, data: bytes) -> str:
+    writer = hub.store.writer()
+    writer.write(data)
+    blob = writer.commit()
+    # Set-up: the content's row, as the upload route that received it records it.
+    with hub.engine.begin() as conn:
+        conn.execute(sa.insert(tables.blobs).values(sha256=blob.sha256, size=blob.size, created_at=utcnow()))
+    assert not hub.store.has_whole_blob(blob.sha256)
+    return blob.sha256
+
+
+def copies(hub: Hub) -> set[str]:
+    with hub.engine.connect() as conn:
+        return set(conn.execute(sa.select(tables.whole_copies.c.sha256)).scalars())
+
+
+def jobs(hub: Hub) -> list[str]:
+    with hub.engine.connect() as conn:
+        return list(conn.execute(sa.select(tables.copy_jobs.c.sha256)).scalars())
+
+
+def whole(hub: Hub, sha: str) -> bytes:
+    return b"".join(bytes(piece) for piece in hub.store.objects.read(BLOBS, sha, 0, 1 << 40, MIB))
+
+
+def test_two_processes_never_hold_one_copy_job_and_a_build_after_a_lapsed_lease_is_harmless(
+    packing_hub: Hub,
+) -> None:
+    data = os.urandom(300_000)
+    sha = stored_as_xorbs(packing_hub, data)
+    first, second = (WholeCopies(packing_hub.engine, packing_hub.store, MIB, lease_s=60) for _ in range(2))
+    first.enqueue([sha])
+    second.enqueue([sha])
+    assert jobs(packing_hub) == [sha], "one job per content, whichever process queued it"
+    job = first.claim()
+    assert job is not None and job.sha256 == sha
+    assert second.claim() is None, "a held job is not claimed again"
+    first.build(job)
+    assert copies(packing_hub) == {sha} and jobs(packing_hub) == []
+    assert whole(packing_hub, sha) == data
+
+    # A process that stalls past its lease: another claims the same job, and both build it.
+    other = os.urandom(200_000)
+    sha = stored_as_xorbs(packing_hub, other)
+    stalled, taker = (WholeCopies(packing_hub.engine, packing_hub.store, MIB, lease_s=0) for _ in range(2))
+    stalled.enqueue([sha])
+    late, early = stalled.claim(), taker.claim()
+    assert late is not None and early is not None and late.sha256 == early.sha256 == sha
+    taker.build(early)
+    stalled.build(late)
+    assert sha in copies(packing_hub) and jobs(packing_hub) == []
+    assert whole(packing_hub, sha) == other
+
+
+def test_an_upload_over_a_copy_makes_it_an_uploaded_blob_that_the_budget_never_evicts(
+    packing_hub: Hub,
+) -> None:
+    budget = 500_000
+    data, newer = os.urandom(300_000), os.urandom(300_000)
+    sha = stored_as_xorbs(packing_hub, data)
+    worker = WholeCopies(packing_hub.engine, packing_hub.store, budget, lease_s=60)
+    worker.enqueue([sha])
+    assert worker.run_once() and copies(packing_hub) == {sha}
+
+    upload = WholeBlobWriter(packing_hub.store, packing_hub.store.objects.blob_writer(sha))
+    upload.write(data)
+    upload.commit(expected_sha256=sha)
+    assert copies(packing_hub) == set(), "an uploaded whole blob is not a copy"
+
+    # The uploaded blob does not count against the budget: a new copy fits beside it.
+    newer_sha = stored_as_xorbs(packing_hub, newer)
+    worker.enqueue([newer_sha])
+    assert worker.run_once()
+    assert copies(packing_hub) == {newer_sha}
+    assert whole(packing_hub, sha) == data
+
+    # A third copy evicts the least recently served copy, never the uploaded blob.
+    third = os.urandom(300_000)
+    third_sha = stored_as_xorbs(packing_hub, third)
+    worker.enqueue([third_sha])
+    assert worker.run_once()
+    assert copies(packing_hub) == {third_sha}
+    assert not packing_hub.store.has_whole_blob(newer_sha)
+    assert whole(packing_hub, sha) == data and whole(packing_hub, third_sha) == third
