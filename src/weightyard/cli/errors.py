@@ -28,10 +28,10 @@ def client_errors() -> tuple[type[BaseException], ...]:
     """The exceptions a client command may meet: the hub's answers, transport failures, local I/O."""
     from huggingface_hub.errors import HfHubHTTPError
 
-    return (HfHubHTTPError, _transport_error(), OSError, ValueError)
+    return (HfHubHTTPError, transport_error(), OSError, ValueError)
 
 
-def _transport_error() -> type[BaseException]:
+def transport_error() -> type[BaseException]:
     # huggingface_hub raises its HTTP library's transport errors (connection refused, reset, read timeout)
     # as they are; that library is httpx in 1.x and httpx2 in 2.x, and its base class is the one
     # HfHubHTTPError derives from.
@@ -49,7 +49,7 @@ def describe(error: BaseException) -> str:
         cause = error.server_message or response.reason_phrase or "no reason given"
         request = f"{response.request.method} {response.url.path}"
         return f"the hub answered {response.status_code} to {request}: {cause}"
-    if isinstance(error, _transport_error()):
+    if isinstance(error, transport_error()):
         where = _where(error)
         detail = str(error) or type(error).__name__
         return f"cannot talk to the hub{where}: {detail}"

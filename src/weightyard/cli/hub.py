@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import Progress, TaskID
@@ -22,19 +22,15 @@ from rich.progress import Progress, TaskID
 from weightyard import __version__
 from weightyard.cli.app import app
 from weightyard.cli.errors import print_error
-from weightyard.cli.known_hubs import (
-    HUB_KEY_PATH,
-    HubKeyError,
-    TrustedKey,
-    fingerprint_of,
-    remember,
-    trusted_hub_key,
-)
 from weightyard.cli.progress import RichBar, console, out, transfer_progress
 from weightyard.demo import DEMO_REPO, demo_model_path
 from weightyard.errors import WeightyardError
 from weightyard.formatting import human_size
 from weightyard.validation import check_path, check_repo_id
+
+if TYPE_CHECKING:
+    # pull's and `hub trust`'s (they load the provenance code): imported where used, not for every command
+    from weightyard.cli.known_hubs import TrustedKey
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
 # Files this size and larger are sent by `push` itself through the LFS batch API (the hub's default LFS
@@ -76,11 +72,20 @@ def _token(token: str | None) -> str | None:
     return token or os.environ.get("WEIGHTYARD_TOKEN") or os.environ.get("HF_TOKEN")
 
 
+def _client_endpoint(endpoint: str | None) -> str:
+    """The hub's URL, also made the client library's default (`HF_ENDPOINT`, read when it is first imported):
+    what the library fetches on its own (its agent registry, once a day) then comes from this hub, never
+    from huggingface.co."""
+    url = _endpoint(endpoint)
+    os.environ["HF_ENDPOINT"] = url
+    return url
+
+
 def _api(endpoint: str | None, token: str | None) -> Any:
     from huggingface_hub import HfApi
 
     return HfApi(
-        endpoint=_endpoint(endpoint),
+        endpoint=_client_endpoint(endpoint),
         token=_token(token),
         library_name="weightyard",
         library_version=__version__,
@@ -333,50 +338,75 @@ def _commit_files(
     pending: list[tuple[Path, str, TaskID, Future[str]]],
     sending: set[TaskID],
 ) -> str:
-    """Commit files being hashed (`pending`: path, path in the repo, progress task, future sha256)."""
-    api = _api(endpoint, token)
-    note = _ensure_repo(api, repo, private)
-    if note:
-        console.print(note)
-    if revision != "main":
-        api.create_branch(repo, branch=revision, exist_ok=True)
+    """Commit files being hashed (`pending`: path, path in the repo, progress task, future sha256).
+
+    Large files start on their way at once, in a thread of their own, while this one loads the client
+    library and checks the repo (on a repo the hub does not have yet, they wait for it to be created)."""
+    url = _client_endpoint(endpoint)
     headers = {"User-Agent": f"weightyard/{__version__}"}
-    if api.token:
-        headers["Authorization"] = f"Bearer {api.token}"
-    with progress:
-        return _upload_and_commit(api, headers, repo, revision, message, progress, pending, sending)
+    secret = _token(token)
+    if secret:
+        headers["Authorization"] = f"Bearer {secret}"
+    large = [item for item in pending if item[0].stat().st_size >= LFS_THRESHOLD]
+    repo_checked, cancel = threading.Event(), threading.Event()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="send") as sender:
+        sent = sender.submit(_send_files, url, headers, repo, large, progress, sending, cancel, repo_checked)
+        try:
+            try:
+                api = _api(endpoint, token)
+                note = _ensure_repo(api, repo, private)
+                if note:
+                    console.print(note)
+                if revision != "main":
+                    api.create_branch(repo, branch=revision, exist_ok=True)
+            finally:
+                repo_checked.set()
+            with progress:
+                sent.result()
+                return _commit(api, repo, revision, message, progress, pending)
+        finally:
+            cancel.set()  # after a failure: whatever is still being sent stops at its next read
 
 
-def _upload_and_commit(
-    api: Any,
+def _send_files(
+    url: str,
     headers: dict[str, str],
+    repo: str,
+    large: list[tuple[Path, str, TaskID, Future[str]]],
+    progress: Progress,
+    sending: set[TaskID],
+    cancel: threading.Event,
+    repo_checked: threading.Event,
+) -> None:
+    """Send the files from the LFS threshold up, one after the other (see `transfer.upload_file`)."""
+    from weightyard.cli.transfer import TransferRefused, upload_file
+
+    for path, path_in_repo, task, digest in large:
+        sending.add(task)
+        progress.reset(task, description=path_in_repo, total=path.stat().st_size)
+        advance = functools.partial(progress.advance, task)
+        try:
+            upload_file(url, headers, "models", repo, path, digest, advance, cancel, repo_checked)
+        except TransferRefused as exc:
+            raise fail(str(exc)) from None
+
+
+def _commit(
+    api: Any,
     repo: str,
     revision: str,
     message: str,
     progress: Progress,
     pending: list[tuple[Path, str, TaskID, Future[str]]],
-    sending: set[TaskID],
 ) -> str:
     from huggingface_hub import CommitOperationAdd
 
-    from weightyard.cli.transfer import TransferRefused, upload_file
-
     operations = []
     for path, path_in_repo, task, digest in pending:
-        size = path.stat().st_size
-        if size >= LFS_THRESHOLD:
-            sending.add(task)
-            progress.reset(task, description=path_in_repo, total=size)
-            advance = functools.partial(progress.advance, task)
-            try:
-                upload_file(_endpoint(api.endpoint), headers, "models", repo, path, digest, advance)
-            except TransferRefused as exc:
-                raise fail(str(exc)) from None
-        sha256 = digest.result()
         operation = CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=str(path))
-        operation.upload_info.sha256 = bytes.fromhex(sha256)  # known: the client need not hash again
+        operation.upload_info.sha256 = bytes.fromhex(digest.result())  # known: the client need not hash again
         operations.append(operation)
-        if task not in sending:
+        if operation.upload_info.size < LFS_THRESHOLD:
             progress.reset(task, description=path_in_repo, total=operation.upload_info.size)
     try:
         info = _commit_once_scanned(api, repo, operations, message, revision)
@@ -459,6 +489,8 @@ def pull(
     the pinned hub key) and the publishers' signatures before it is put in place."""
     from huggingface_hub import hf_hub_download
 
+    from weightyard.cli.known_hubs import HubKeyError
+
     _check_repo(repo)
     target = Path(os.path.abspath(to or Path(repo.split("/")[1])))
     if _occupied(target) and not force:
@@ -522,6 +554,8 @@ def _read_key_file(path: Path) -> bytes:
 
 
 def _trusted_key(endpoint: str | None, token: str | None, pinned: bytes | None) -> TrustedKey:
+    from weightyard.cli.known_hubs import HUB_KEY_PATH, trusted_hub_key
+
     served = hub_request(endpoint, token, "GET", HUB_KEY_PATH).content
     trusted = trusted_hub_key(_endpoint(endpoint), served, pinned)
     if trusted.note:
@@ -703,6 +737,8 @@ def hub_trust(
     ] = None,
 ) -> None:
     """Trust the hub's current key for `pull` (again): after its operator confirms the key was replaced."""
+    from weightyard.cli.known_hubs import HUB_KEY_PATH, HubKeyError, fingerprint_of, remember
+
     url = _endpoint(endpoint)
     served_pem = hub_request(url, None, "GET", HUB_KEY_PATH).content
     try:

@@ -35,6 +35,8 @@ _LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
 RETRIES = 4
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 FIRST_PAUSE_S = 0.5
+# How often a session being sent looks whether the push was called off.
+_CANCEL_CHECK_S = 0.1
 
 Advance = Callable[[int], object]
 
@@ -108,9 +110,11 @@ def _put(
 ) -> Any:
     """PUT bytes [start, end) of the file, sent again on a transient failure (the progress shown goes back
     by what the failed attempt had counted); `stop` set ends it (`_Stopped`)."""
-    import httpx
     from huggingface_hub import hf_raise_for_status
 
+    from weightyard.cli.errors import transport_error
+
+    failed_on_the_way = transport_error()  # httpx's or httpx2's, whichever the client library uses
     for attempt in range(RETRIES + 1):
         counted = 0
 
@@ -126,7 +130,7 @@ def _put(
                 content=_read_range(path, start, end, count, stop),
                 headers={"Content-Length": str(end - start), "Content-Type": "application/octet-stream"},
             )
-        except httpx.TransportError:
+        except failed_on_the_way:
             if last:
                 raise
         else:
@@ -215,17 +219,24 @@ def upload_file(
     path: Path,
     digest: Future[str],
     advance: Advance,
+    cancel: threading.Event | None = None,
+    repo_checked: threading.Event | None = None,
 ) -> Sent:
     """Store the file at `path` on the hub, `digest` being its sha256 as an independent reader computes it:
     through an upload session, sending while the hash runs; through the LFS batch API once the hash is
-    known when the hub has no sessions. `repo_type` is the plural (`models`, `datasets`, `spaces`)."""
+    known when the hub has no sessions. `repo_type` is the plural (`models`, `datasets`, `spaces`).
+
+    `cancel` set ends the transfer (`_Stopped`) within a read. When the hub does not know the repo yet, the
+    session is asked for again once `repo_checked` is set (the caller creates the repo meanwhile)."""
     from huggingface_hub import get_session, hf_raise_for_status
 
     session = get_session()
     before = _file_state(path)
-    opened = session.post(
-        f"{endpoint}/api/{repo_type}/{repo_id}/uploads", headers=headers, json={"size": before[0]}
-    )
+    url = f"{endpoint}/api/{repo_type}/{repo_id}/uploads"
+    opened = session.post(url, headers=headers, json={"size": before[0]})
+    if opened.headers.get("x-error-code") == "RepoNotFound" and repo_checked is not None:
+        repo_checked.wait()
+        opened = session.post(url, headers=headers, json={"size": before[0]})
     if opened.status_code in (404, 405) and not opened.headers.get("x-error-code"):
         # a hub without upload sessions (its 404 names no error of ours: the route itself is missing)
         repo_path = repo_id if repo_type == "models" else f"{repo_type}/{repo_id}"
@@ -234,7 +245,7 @@ def upload_file(
     hf_raise_for_status(opened)
     grant = opened.json()
     try:
-        sent = _send_session(session, grant, path, before[0], digest, advance)
+        sent = _send_session(session, grant, path, before[0], digest, advance, cancel)
         if sent is Sent.ALREADY_STORED:
             return sent
         sha256 = digest.result()
@@ -256,7 +267,13 @@ def upload_file(
 
 
 def _send_session(
-    session: Any, grant: dict[str, Any], path: Path, size: int, digest: Future[str], advance: Advance
+    session: Any,
+    grant: dict[str, Any],
+    path: Path,
+    size: int,
+    digest: Future[str],
+    advance: Advance,
+    cancel: threading.Event | None,
 ) -> Sent:
     """Send the session's parts, a few in flight; once `digest` is known while parts are left, ask the hub
     whether it holds that content already, and stop if it does (`Sent.ALREADY_STORED`)."""
@@ -281,7 +298,10 @@ def _send_session(
                 url = urls[following - 1]
                 in_flight.add(senders.submit(_put, session, url, path, start, end, advance, stop))
                 following += 1
-            finished, _ = wait(in_flight | ({digest} if not asked else set()), return_when=FIRST_COMPLETED)
+            waiting = in_flight | ({digest} if not asked else set())
+            finished, _ = wait(waiting, timeout=_CANCEL_CHECK_S, return_when=FIRST_COMPLETED)
+            if cancel is not None and cancel.is_set():
+                raise _Stopped
             for future in finished & in_flight:
                 in_flight.discard(future)
                 future.result()
