@@ -116,6 +116,12 @@ def postgres_url(postgres_cluster: PostgresCluster) -> str:
     return _fresh_database(postgres_cluster)
 
 
+@pytest.fixture
+def fresh_postgres_url(postgres_cluster: PostgresCluster) -> str:
+    """A fresh migrated PostgreSQL database for one test (for tests that count every row of a table)."""
+    return _fresh_database(postgres_cluster)
+
+
 # `make test` runs the repository, access and Xet tests a second time with this variable set to `postgresql`:
 # every hub the tests start (and every CLI call naming its data folder) then works on its own PostgreSQL
 # database instead of the SQLite file in the folder.

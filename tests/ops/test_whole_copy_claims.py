@@ -3,6 +3,7 @@ an upload over a copy turning it into a blob that eviction never removes (repos/
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import sqlalchemy as sa
 from weightyard.config import Settings
 from weightyard.db import tables, utcnow
 from weightyard.hub import Hub
+from weightyard.maintenance.gc import collect
 from weightyard.repos.content import WholeBlobWriter
 from weightyard.repos.copies import WholeCopies
 from weightyard.storage import BLOBS
@@ -23,7 +25,7 @@ MIB = 1024 * 1024
 @pytest.fixture(params=["sqlite", "postgresql"])
 def packing_hub(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hub]:
     """A hub in this process that keeps every upload as xorbs (`xet://`), on each database."""
-    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    url = None if request.param == "sqlite" else request.getfixturevalue("fresh_postgres_url")
     data = tmp_path / "data"
     instance = Hub.open(Settings(data=data, database_url=url, blob_url=f"xet://{data / 'blobs'}"))
     yield instance
@@ -114,3 +116,26 @@ def test_an_upload_over_a_copy_makes_it_an_uploaded_blob_that_the_budget_never_e
     assert copies(packing_hub) == {third_sha}
     assert not packing_hub.store.has_whole_blob(newer_sha)
     assert whole(packing_hub, sha) == data and whole(packing_hub, third_sha) == third
+
+
+def test_a_copy_whose_content_gc_collected_while_it_was_written_is_not_recorded_and_its_object_goes(
+    packing_hub: Hub,
+) -> None:
+    data = os.urandom(300_000)
+    sha = stored_as_xorbs(packing_hub, data)
+    worker = WholeCopies(packing_hub.engine, packing_hub.store, MIB, lease_s=60)
+    worker.enqueue([sha])
+    job = worker.claim()
+    assert job is not None
+    # gc takes the unreferenced content (its row, its pending job) after the claim, before the copy is
+    # recorded; its xorbs, used within the hour, stay. Set-up: the content was uploaded two hours ago.
+    with packing_hub.engine.begin() as conn:
+        two_hours_ago = utcnow() - datetime.timedelta(hours=2)
+        conn.execute(
+            sa.update(tables.blobs).where(tables.blobs.c.sha256 == sha).values(created_at=two_hours_ago)
+        )
+    report = collect(packing_hub, datetime.timedelta(hours=1))
+    assert report.blobs == 1 and jobs(packing_hub) == []
+    worker.build(job)
+    assert copies(packing_hub) == set()
+    assert not packing_hub.store.has_whole_blob(sha), "no object without its row"

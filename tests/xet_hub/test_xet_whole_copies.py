@@ -10,7 +10,7 @@ from typing import TypeVar
 import httpx
 import pytest
 import sqlalchemy as sa
-from tests.support import database_url, loopback_request, run_python, stop_server
+from tests.support import database_url, loopback_request, run_python, start_server, stop_server
 from tests.xet_hub.conftest import XetHub, cli_json, payload, sha256, start_xet_hub, upload_line
 
 pytestmark = pytest.mark.client
@@ -226,3 +226,28 @@ def test_stats_counts_copies_apart_and_gc_removes_the_copy_of_unreferenced_conte
     assert not copy_of(hub, sha256(data))
     assert sha256(data) not in hub.blob_files()
     assert rows(hub, "SELECT sha256 FROM whole_copies WHERE sha256 = :sha", sha=sha256(data)) == []
+
+
+def test_a_server_killed_between_publishing_a_copy_and_recording_it_leaves_a_job_the_next_one_finishes(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    quick = {"WEIGHTYARD_SCAN_LEASE": "1"}  # the dead process's claim lapses after a second
+    crashing = start_xet_hub(data, env={**quick, "WEIGHTYARD_CRASH_AT": "copy.published"})
+    content = payload(MIB // 2, seed=141)
+    try:
+        xet_upload(crashing, tmp_path, "alice", "alice/crashed", {"w.bin": content})
+        assert get(crashing, "alice/crashed", "w.bin").content == content
+        assert crashing.server.process.wait(timeout=60) == -9, "killed at the crash point"
+    finally:
+        stop_server(crashing.server)
+    assert sha256(content) in crashing.blob_files(), "published before the kill"
+    assert not copy_of(crashing, sha256(content)) and job_state(crashing, sha256(content)) == "running"
+
+    restarted = XetHub(start_server(data, env=quick), crashing.tokens)
+    try:
+        wait_for(lambda: copy_of(restarted, sha256(content)), "the copy recorded after the restart")
+        assert job_state(restarted, sha256(content)) is None
+        assert get(restarted, "alice/crashed", "w.bin").content == content
+    finally:
+        stop_server(restarted.server)

@@ -46,6 +46,7 @@ import sqlalchemy as sa
 
 from weightyard.db import insert_ignore, row_locked_transaction, tables, transaction, utcnow
 from weightyard.errors import ContentMismatch, StoredContentDamaged, WeightyardError
+from weightyard.faults import crash_point
 from weightyard.repos.content import ContentStore
 from weightyard.repos.scan_jobs import worker_id
 from weightyard.storage import BLOBS
@@ -299,6 +300,7 @@ class WholeCopies:
                     renewed = time.monotonic()
             writer.seal(sha256, file.size)
             created = writer.publish()
+            crash_point("copy.published")
             try:
                 recorded = self._record(sha256, file.size)
             except BaseException:
