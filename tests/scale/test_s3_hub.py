@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -292,6 +293,28 @@ def test_presigned_xet_fetches_redirect_to_the_xorb_in_the_bucket(
     assert presigned_hub.client(_DOWNLOAD.format(repo="admin/presigned-xet"), tmp_path / "down").strip() == (
         hashlib.sha256(data).hexdigest()
     )
+
+
+def test_a_plain_download_of_xet_content_makes_a_whole_copy_in_the_bucket_that_later_ones_redirect_to(
+    presigned_hub: S3Hub, seaweed: SeaweedServer, tmp_path: Path
+) -> None:
+    hub = presigned_hub.server
+    auth = {"Authorization": f"Bearer {hub.token}"}
+    data = os.urandom(MIB + 9)
+    sha = hashlib.sha256(data).hexdigest()
+    (tmp_path / "weights.bin").write_bytes(data)
+    presigned_hub.client(_upload(str(tmp_path / "weights.bin"), "admin/copied-s3"), tmp_path / "up")
+    resolve = f"{hub.url}/admin/copied-s3/resolve/main/weights.bin"
+    first = httpx.get(resolve, headers=auth)
+    assert first.status_code == 200 and first.content == data, "rebuilt by the hub: no whole object yet"
+    deadline = time.monotonic() + 30
+    while presigned_hub.store.size(BLOBS, sha) is None:  # bounded: the copy thread works once a second
+        assert time.monotonic() < deadline, "no whole copy in the bucket"
+        time.sleep(0.1)
+    later = httpx.get(resolve, headers=auth)
+    assert later.status_code == 302 and later.headers["Location"].startswith(seaweed.endpoint + "/")
+    assert httpx.get(later.headers["Location"]).content == data
+    assert _local_blobs(hub) == []
 
 
 def test_gc_clears_what_dead_writers_and_abandoned_uploads_left_in_the_bucket(presigned_hub: S3Hub) -> None:
