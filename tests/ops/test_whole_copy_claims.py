@@ -139,3 +139,18 @@ def test_a_copy_whose_content_gc_collected_while_it_was_written_is_not_recorded_
     worker.build(job)
     assert copies(packing_hub) == set()
     assert not packing_hub.store.has_whole_blob(sha), "no object without its row"
+
+
+def test_a_download_whose_copy_is_evicted_before_its_first_byte_is_rebuilt_from_the_xorbs(
+    packing_hub: Hub,
+) -> None:
+    data, other = os.urandom(300_000), os.urandom(300_000)
+    sha = stored_as_xorbs(packing_hub, data)
+    worker = WholeCopies(packing_hub.engine, packing_hub.store, 500_000, lease_s=60)
+    worker.enqueue([sha])
+    assert worker.run_once() and copies(packing_hub) == {sha}
+    download = packing_hub.store.iter_range(sha, 0, len(data), MIB)  # checked and begun: headers sent
+    worker.enqueue([stored_as_xorbs(packing_hub, other)])
+    assert worker.run_once() and sha not in copies(packing_hub), "evicted to make room"
+    assert not packing_hub.store.has_whole_blob(sha)
+    assert b"".join(bytes(piece) for piece in download) == data

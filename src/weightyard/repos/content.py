@@ -272,9 +272,27 @@ class ContentStore:
     def iter_range(self, sha256: str, start: int, end: int, chunk_size: int) -> Iterator[memoryview]:
         """The bytes [start, end) of the content, in chunks of at most `chunk_size`."""
         if self.has_whole_blob(check_sha256(sha256)):
-            return self.objects.read(BLOBS, sha256, start, end, chunk_size)
+            return self._whole_or_rebuilt(sha256, start, end, chunk_size)
+        return self._rebuilt(sha256, start, end, chunk_size)
+
+    def _rebuilt(self, sha256: str, start: int, end: int, chunk_size: int) -> Iterator[memoryview]:
         file = self._file_or_missing(sha256)
         return _resliced(self.iter_file(file.terms, start, min(end, file.size)), chunk_size)
+
+    def _whole_or_rebuilt(self, sha256: str, start: int, end: int, chunk_size: int) -> Iterator[memoryview]:
+        # The object opens when the first byte is wanted: a whole copy evicted in between (repos/copies.py)
+        # is rebuilt from its xorbs instead of failing a download whose headers are already sent.
+        pieces = self.objects.read(BLOBS, sha256, start, end, chunk_size)
+        try:
+            first = next(pieces, None)
+        except BlobNotFound:
+            if self.file_by_sha256(sha256) is None:
+                raise
+            yield from self._rebuilt(sha256, start, end, chunk_size)
+            return
+        if first is not None:
+            yield first
+            yield from pieces
 
     def delete(self, sha256: str) -> None:
         """Forget the content under this sha256 (with its whole copy); its xorbs go when `weightyard gc` finds
