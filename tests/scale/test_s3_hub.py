@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import pytest
 from tests.s3 import SeaweedServer, credentials_env, fresh_prefix
 from tests.support import CuttingProxy, Server, run_python, start_server, stop_server, weightyard_cli
 
+from weightyard.cli.transfer import Sent, TransferRefused, upload_file
 from weightyard.storage import BLOBS, XORBS
 from weightyard.storage.s3 import S3Location, S3ObjectStore
 
@@ -341,3 +342,35 @@ def test_gc_clears_what_dead_writers_and_abandoned_uploads_left_in_the_bucket(pr
     assert list(store.list_uploads()) == []
     assert store.size(BLOBS, orphan_sha) is None
     assert {item.key for item in store.list(BLOBS)} == kept, "committed content stays"
+
+
+def test_an_upload_session_with_presigned_parts_is_checked_when_completed(
+    presigned_hub: S3Hub, seaweed: SeaweedServer, tmp_path: Path
+) -> None:
+    hub = presigned_hub.server
+    headers = {"Authorization": f"Bearer {hub.token}"}
+    httpx.post(
+        f"{hub.url}/api/repos/create", headers=headers, json={"name": "admin/session"}
+    ).raise_for_status()
+    opened = httpx.post(
+        f"{hub.url}/api/models/admin/session/uploads", headers=headers, json={"size": 11 * MIB}
+    )
+    assert all(url.startswith(seaweed.endpoint + "/") for url in opened.json()["parts"])
+    httpx.delete(opened.json()["abandon"]).raise_for_status()
+
+    def claim(sha256: str) -> Future[str]:
+        future: Future[str] = Future()
+        future.set_result(sha256)
+        return future
+
+    data = os.urandom(11 * MIB)
+    path = tmp_path / "weights.bin"
+    path.write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    wrong = hashlib.sha256(data + b"!").hexdigest()
+    with pytest.raises(TransferRefused):
+        upload_file(hub.url, headers, "models", "admin/session", path, claim(wrong), lambda n: None)
+    assert presigned_hub.store.size(BLOBS, wrong) is None and presigned_hub.store.size(BLOBS, sha) is None
+    sent = upload_file(hub.url, headers, "models", "admin/session", path, claim(sha), lambda n: None)
+    assert sent is Sent.SESSION
+    assert presigned_hub.store.size(BLOBS, sha) == len(data)
