@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from tests.s3 import SeaweedServer, credentials_env, fresh_prefix
 from tests.support import CuttingProxy, Server, run_python, start_server, stop_server, weightyard_cli
 
@@ -154,6 +155,31 @@ def test_a_xet_upload_stores_xorbs_in_the_bucket_and_downloads_through_xet_and_p
     )
     assert plain.status_code == 206
     assert plain.content == data[1000:3000000]
+
+    # Plain downloads through both workers at once end in one whole copy, recorded once, in the bucket.
+    def fetch(_: int) -> bytes:
+        with httpx.Client(headers={"Authorization": f"Bearer {s3_hub.server.token}"}) as client:
+            return client.get(f"{s3_hub.server.url}/admin/xet-s3/resolve/main/weights.bin").content
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(fetch, range(8))) == [data] * 8
+    engine = sa.create_engine(s3_hub.env["WEIGHTYARD_DATABASE_URL"])
+
+    def recorded() -> list[object]:
+        with engine.connect() as conn:
+            query = sa.text("SELECT sha256 FROM whole_copies WHERE sha256 = :s")
+            return list(conn.execute(query, {"s": sha}).all())
+
+    try:
+        deadline = time.monotonic() + 30
+        while not recorded():  # bounded: each worker's copy thread works once a second
+            assert time.monotonic() < deadline, "no whole copy recorded"
+            time.sleep(0.1)
+        assert recorded() == [(sha,)]
+    finally:
+        engine.dispose()
+    assert [item.key for item in s3_hub.store.list(BLOBS, sha)] == [sha]
+    assert s3_hub.store.size(BLOBS, sha) == len(data) and _local_blobs(s3_hub.server) == []
 
 
 def test_eight_concurrent_uploads_of_one_content_through_two_workers_make_one_object(
