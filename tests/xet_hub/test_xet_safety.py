@@ -250,18 +250,24 @@ def test_shard_claiming_a_false_sha256_is_refused_and_the_sha256_cannot_be_commi
     assert commit.status_code == 422
 
 
-def test_shard_over_a_xorb_damaged_in_storage_after_its_upload_is_refused(
+def test_shard_over_a_xorb_damaged_in_storage_before_its_file_is_hashed_is_refused(
     xet_hub: XetHub, secret_repo: dict[str, str]
 ) -> None:
+    # The file does not begin with the uploader's first xorb, so the hub hashes it when the shard comes
+    # (a single file's xorbs are hashed as they arrive instead: tests/xet_hub/test_arrival_sha256.py).
     client, url = cas(xet_hub, "alice", "alice/mal")
-    data = [os.urandom(70_000)]
+    first_data, data = [os.urandom(50_000)], [os.urandom(70_000)]
+    first = upload_xorb(client, url, first_data)
     info = upload_xorb(client, url, data)
     name = hash_to_string(info.hash)
     stored = xet_hub.server.data / "xorbs" / name[:2] / name
     damaged = bytearray(stored.read_bytes())
     damaged[5000] ^= 1
     stored.write_bytes(bytes(damaged))
-    honest = file_entry(whole_terms(info), {info.hash: info}.get, hashlib.sha256(data[0]).digest())
+    lookup = {info.hash: info, first.hash: first}.get
+    honest = file_entry(
+        whole_terms(info) + whole_terms(first), lookup, hashlib.sha256(data[0] + first_data[0]).digest()
+    )
     response = post_shard(client, url, Shard((honest,), ()))
     assert response.status_code == 400 and "sha256" in response.json()["error"]
 

@@ -570,10 +570,14 @@ class ContentStore:
         """
         digest = hashlib.sha256()
         if terms:
-            window = bytearray(READ_WINDOW)
-            for piece in iter_file_bytes(terms, self.xorb_info, self.read_xorb, rehash=False, reuse=window):
+            for piece in self.file_pieces(terms, bytearray(READ_WINDOW)):
                 digest.update(piece)
         return digest.hexdigest()
+
+    def file_pieces(self, terms: tuple[FileTerm, ...], window: bytearray) -> Iterator[memoryview]:
+        """The bytes of the file made of `terms` for a caller that hashes every byte itself (see `sha256_of`):
+        chunks not re-hashed, each piece a view into `window` (`READ_WINDOW` bytes) valid until the next."""
+        return iter_file_bytes(terms, self.xorb_info, self.read_xorb, rehash=False, reuse=window)
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[sa.Connection]:

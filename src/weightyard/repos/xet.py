@@ -41,6 +41,7 @@ from weightyard.repos.service import (
     _commit_from_row,
     _repo_from_row,
 )
+from weightyard.repos.xet_arrivals import ArrivalHashes
 from weightyard.storage import BlobInfo, ScratchFile
 from weightyard.xet import (
     FetchRange,
@@ -168,9 +169,18 @@ class XorbUpload:
     counted against the repo's quota (`budget`) before it is kept."""
 
     def __init__(
-        self, store: ContentStore, xorb_hash: bytes, repo: Repo, quota: RepoQuota, budget: ByteBudget | None
+        self,
+        store: ContentStore,
+        xorb_hash: bytes,
+        repo: Repo,
+        quota: RepoQuota,
+        budget: ByteBudget | None,
+        arrivals: ArrivalHashes,
+        user_id: int,
     ) -> None:
         self._store = store
+        self._arrivals = arrivals
+        self._user_id = user_id
         self._hash = xorb_hash
         self._repo = repo
         self._quota = quota
@@ -198,10 +208,13 @@ class XorbUpload:
         self._quota.reserve(
             self._repo.id, self._repo.repo_id, XORB, [(hash_to_string(self._hash), self._size)]
         )
-        return self._store.add_xorb(self._scratch, info, user)
+        new = self._store.add_xorb(self._scratch, info, user)
+        self._arrivals.stored(self._user_id, self._hash, info)
+        return new
 
     def abort(self) -> None:
         self._scratch.discard()
+        self._arrivals.failed(self._user_id, self._hash)
 
 
 class XetService:
@@ -223,6 +236,7 @@ class XetService:
         self._store = store
         self._signer = signer
         self._engine = engine
+        self._arrivals = ArrivalHashes(store)
 
     @property
     def store(self) -> ContentStore:
@@ -310,10 +324,12 @@ class XetService:
     # ------------------------------------------------------------------ uploads
 
     def begin_xorb(self, token: XetToken, xorb_hash: bytes) -> XorbUpload:
-        self._writer(token)
+        principal = self._writer(token)
         repo = self._repo(token, Action.WRITE)
         quota = self._repos.quota
-        return XorbUpload(self._store, xorb_hash, repo, quota, quota.budget(repo.id, repo.repo_id))
+        budget = quota.budget(repo.id, repo.repo_id)
+        self._arrivals.began(principal.user_id, xorb_hash)
+        return XorbUpload(self._store, xorb_hash, repo, quota, budget, self._arrivals, principal.user_id)
 
     def register_shard(self, token: XetToken, body: bytes) -> int:
         """Verify an uploaded shard against stored xorbs and record its files; returns how many were new to
@@ -325,12 +341,21 @@ class XetService:
             self._afford(principal, shard, work)
 
         verify_shard(shard, self._scoped_lookup(principal), afford=afford)
+        known = {entry.file_hash: self._store.file(entry.file_hash) for entry in shard.files}
+        first_new = next((entry for entry in shard.files if known[entry.file_hash] is None), None)
+        # A single file's upload was hashed while its xorbs arrived (xet_arrivals.py); this ends the sequence.
+        early = self._arrivals.take(principal.user_id, first_new.terms if first_new is not None else ())
         checked: list[tuple[Any, str]] = []
         for entry in shard.files:
             assert entry.sha256 is not None, "verify_shard requires the sha256"
             claimed = entry.sha256.hex()
-            known = self._store.file(entry.file_hash)
-            actual = known.sha256 if known is not None else self._store.sha256_of(entry.terms)
+            file = known[entry.file_hash]
+            if file is not None:
+                actual = file.sha256
+            elif entry is first_new and early is not None:
+                actual = early
+            else:
+                actual = self._store.sha256_of(entry.terms)
             if actual != claimed:
                 raise ShardVerificationError(
                     f"file {hash_to_string(entry.file_hash)} has sha256 {actual}, not the claimed {claimed}"

@@ -1,0 +1,187 @@
+"""The sha256 of each uploader's xorbs in the order their uploads began, computed while later ones arrive.
+
+A shard claims a sha256 for every file it registers, and the hub checks the claim by hashing the file's
+bytes from its stored xorbs. Done when the shard arrives, that is a serial tail: one core hashes the whole
+file while the client waits (about 0.45 s per 512 MiB here), after the client has spent its time sending
+xorbs, during which the hub had a core to spare. So each uploader's xorbs are hashed, in the order their
+uploads began (the order the client makes them in: it packs a file's chunks into xorbs front to back), by
+one background thread as soon as each is stored, and the hash state after each xorb is kept. A file whose
+terms begin with the first whole xorbs of that sequence, as a single file's upload does, then needs only its
+remaining terms hashed when the shard comes: the client's last, short xorb often begins its upload before
+the full one ahead of it, so that one and the tail are hashed then, the rest is done.
+
+Nothing is taken on trust: the digest is computed by the hub over the stored bytes, exactly as the check at
+the shard would (`ContentStore.sha256_of`), and compared with the claim the same way. Any other shape (a file
+that starts inside a xorb, xorbs stored earlier and not sent again, uploads spread over several server
+processes, xorbs whose uploads began out of order, a failed xorb upload) falls back to hashing at the shard.
+Memory is one read window per process and a few hashes per xorb; the number of uploaders tracked and of xorbs
+per uploader are bounded, and an uploader's sequence ends with its next shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from weightyard.repos.content import ContentStore
+from weightyard.xet import READ_WINDOW, FileTerm, XorbInfo
+
+# Uploaders followed at once (the least recently active is dropped), and xorbs followed per uploader
+# (64 MiB each: 256 GiB of one upload, past which the shard hashes the file itself).
+MAX_UPLOADERS = 64
+MAX_XORBS = 4096
+# How long a shard waits for the background hash to reach the end of its file before hashing it itself:
+# the background is at most a few xorbs behind, each hashed in well under a second.
+CATCH_UP_S = 30.0
+
+
+@dataclass
+class _Slot:
+    xorb_hash: bytes
+    info: XorbInfo | None = None  # set once the xorb is stored
+
+
+@dataclass
+class _Sequence:
+    slots: list[_Slot] = field(default_factory=list)
+    states: list[Any] = field(default_factory=list)  # the sha256 state after slots[0..i], each hashed i
+    state: Any = field(default_factory=hashlib.sha256)
+    broken: bool = False
+    hashing: bool = False
+
+
+class ArrivalHashes:
+    """Per uploader, the running sha256 of its xorbs in upload order (module docstring)."""
+
+    def __init__(self, store: ContentStore) -> None:
+        self._store = store
+        self._sequences: OrderedDict[int, _Sequence] = OrderedDict()
+        self._ending: list[_Sequence] = []  # sequences a shard is waiting on
+        self._changed = threading.Condition()
+        self._worker: threading.Thread | None = None
+
+    def began(self, user_id: int, xorb_hash: bytes) -> None:
+        """A xorb upload by `user_id` began (its place in the sequence is taken now)."""
+        with self._changed:
+            sequence = self._sequences.pop(user_id, None) or _Sequence()
+            self._sequences[user_id] = sequence  # most recently active last
+            while len(self._sequences) > MAX_UPLOADERS:
+                self._sequences.popitem(last=False)
+            if len(sequence.slots) >= MAX_XORBS:
+                sequence.broken = True
+            if not sequence.broken:
+                sequence.slots.append(_Slot(xorb_hash))
+
+    def stored(self, user_id: int, xorb_hash: bytes, info: XorbInfo) -> None:
+        """The xorb is stored and verified: it may be hashed once every xorb before it is."""
+        with self._changed:
+            sequence = self._sequences.get(user_id)
+            if sequence is None or sequence.broken:
+                return
+            for slot in sequence.slots:
+                if slot.xorb_hash == xorb_hash and slot.info is None:
+                    slot.info = info
+                    break
+            self._start_worker()
+            self._changed.notify_all()
+
+    def failed(self, user_id: int, xorb_hash: bytes) -> None:
+        """The xorb upload failed: the sequence has a hole, so it serves no shard."""
+        with self._changed:
+            sequence = self._sequences.get(user_id)
+            if sequence is not None and any(slot.xorb_hash == xorb_hash for slot in sequence.slots):
+                sequence.broken = True
+                self._changed.notify_all()
+
+    def take(self, user_id: int, terms: Sequence[FileTerm]) -> str | None:
+        """End `user_id`'s sequence (a shard arrived) and return the sha256 of the file made of `terms` if
+        they begin with the sequence's first xorbs, whole and in order: the running hash after those (waited
+        for, bounded) continued over the rest of the file. None when no xorb of the file was hashed ahead:
+        the caller hashes the file itself."""
+        deadline = time.monotonic() + CATCH_UP_S
+        with self._changed:
+            sequence = self._sequences.pop(user_id, None)
+            if sequence is None:
+                return None
+            prefix = _prefix(sequence, terms)
+            if not prefix:
+                sequence.broken = True
+                return None
+            self._ending.append(sequence)  # the worker goes on hashing it
+            try:
+                while not sequence.broken and len(sequence.states) < prefix:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._changed.wait(remaining)
+                # Xorbs whose uploads began out of order end the prefix where the hash went its own way.
+                prefix = min(prefix, len(sequence.states))
+                state = sequence.states[prefix - 1].copy() if prefix else None
+            finally:
+                sequence.broken = True
+                self._ending.remove(sequence)
+        if state is None:
+            return None
+        if prefix < len(terms):
+            for piece in self._store.file_pieces(tuple(terms[prefix:]), bytearray(READ_WINDOW)):
+                state.update(piece)
+        return str(state.hexdigest())
+
+    # ------------------------------------------------------------------ the background hash
+
+    def _start_worker(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._run, name="xet-arrival-sha256", daemon=True)
+            self._worker.start()
+
+    def _run(self) -> None:
+        window = bytearray(READ_WINDOW)
+        while True:
+            with self._changed:
+                work = self._next()
+                while work is None:
+                    self._changed.wait()
+                    work = self._next()
+                sequence, slot = work
+                sequence.hashing = True
+            try:
+                assert slot.info is not None
+                term = FileTerm(slot.xorb_hash, slot.info.raw_len, 0, len(slot.info.chunks))
+                for piece in self._store.file_pieces((term,), window):
+                    sequence.state.update(piece)
+                after = sequence.state.copy()
+            except Exception:
+                after = None  # a damaged or collected xorb: the shard's own check will say so
+            with self._changed:
+                sequence.hashing = False
+                if after is None:
+                    sequence.broken = True
+                else:
+                    sequence.states.append(after)
+                self._changed.notify_all()
+
+    def _next(self) -> tuple[_Sequence, _Slot] | None:
+        for sequence in [*self._sequences.values(), *self._ending]:
+            if sequence.broken or sequence.hashing:
+                continue
+            index = len(sequence.states)
+            if index < len(sequence.slots) and sequence.slots[index].info is not None:
+                return sequence, sequence.slots[index]
+        return None
+
+
+def _prefix(sequence: _Sequence, terms: Sequence[FileTerm]) -> int:
+    """How many of `terms`, from the first, are the sequence's first xorbs, each whole and stored."""
+    count = 0
+    for term, slot in zip(terms, sequence.slots, strict=False):
+        if slot.info is None or term.xorb_hash != slot.xorb_hash:
+            break
+        if (term.chunk_start, term.chunk_end) != (0, len(slot.info.chunks)):
+            break
+        count += 1
+    return 0 if sequence.broken else count

@@ -1,0 +1,154 @@
+"""The sha256 of an uploader's xorbs hashed while they arrive, in the order their uploads began, so that a
+single file's shard needs no second read of the whole file: the digest it gives is the file's own, whatever
+order the uploads finish in, and anything that does not fit (another uploader, a file that starts inside a
+xorb, a failed upload, a xorb gone from storage) gives no digest, so the shard hashes the file itself."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from weightyard.db import create_engine, migrate
+from weightyard.repos import xet_arrivals
+from weightyard.repos.content import ContentStore
+from weightyard.repos.xet_arrivals import ArrivalHashes
+from weightyard.storage import LocalObjectStore
+from weightyard.xet import FileTerm, XorbInfo, hash_to_string, serialize_xorb
+
+RNG = random.Random(11)
+ALICE, BOB = 1, 2
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ContentStore:
+    engine = create_engine(f"sqlite:///{tmp_path / 'weightyard.db'}")
+    migrate(engine)
+    return ContentStore(LocalObjectStore(tmp_path / "blobs", tmp_path / "xorbs"), engine, xet=True)
+
+
+def _xorb(store: ContentStore, chunks: list[bytes]) -> XorbInfo:
+    body, info = serialize_xorb(chunks)
+    store.add_xorb(body, info, None)
+    return info
+
+
+def _whole(info: XorbInfo) -> FileTerm:
+    return FileTerm(info.hash, info.raw_len, 0, len(info.chunks))
+
+
+def _file(store: ContentStore, count: int) -> tuple[list[XorbInfo], bytes]:
+    """`count` stored xorbs of a few random chunks each, and the bytes of the file they make in that order."""
+    parts = [[RNG.randbytes(RNG.randrange(2000, 9000)) for _ in range(3)] for _ in range(count)]
+    return [_xorb(store, chunks) for chunks in parts], b"".join(b"".join(chunks) for chunks in parts)
+
+
+def _upload(hashes: ArrivalHashes, user: int, began: list[XorbInfo], stored: list[XorbInfo]) -> None:
+    for info in began:
+        hashes.began(user, info.hash)
+    for info in stored:
+        hashes.stored(user, info.hash, info)
+
+
+def _hashed_ahead(hashes: ArrivalHashes, user: int, count: int) -> None:
+    """Wait (bounded) until the background hash has gone through `count` of the user's xorbs."""
+    deadline = time.monotonic() + 30
+    while len(hashes._sequences[user].states) < count:
+        assert time.monotonic() < deadline, "the background hash did not get there"
+        time.sleep(0.01)
+
+
+def test_a_file_uploaded_whole_xorb_by_xorb_gets_its_sha256_whatever_order_uploads_finish(
+    store: ContentStore,
+) -> None:
+    hashes = ArrivalHashes(store)
+    xorbs, data = _file(store, 4)
+    _upload(hashes, ALICE, xorbs, list(reversed(xorbs)))
+    assert hashes.take(ALICE, [_whole(x) for x in xorbs]) == hashlib.sha256(data).hexdigest()
+
+
+def test_a_last_xorb_whose_upload_began_early_is_hashed_when_the_shard_comes(store: ContentStore) -> None:
+    # The client's short tail xorb often starts its upload before the full one ahead of it.
+    hashes = ArrivalHashes(store)
+    xorbs, data = _file(store, 4)
+    began = [xorbs[0], xorbs[1], xorbs[3], xorbs[2]]
+    _upload(hashes, ALICE, began, began)
+    assert hashes.take(ALICE, [_whole(x) for x in xorbs]) == hashlib.sha256(data).hexdigest()
+
+
+def test_a_file_hashed_while_it_arrived_is_not_read_again_at_the_shard(
+    store: ContentStore, tmp_path: Path
+) -> None:
+    hashes = ArrivalHashes(store)
+    xorbs, data = _file(store, 3)
+    _upload(hashes, ALICE, xorbs, xorbs)
+    _hashed_ahead(hashes, ALICE, 3)
+    for info in xorbs:  # gone from storage: only a digest made before could still be right
+        name = hash_to_string(info.hash)
+        (tmp_path / "xorbs" / name[:2] / name).unlink()
+    assert hashes.take(ALICE, [_whole(x) for x in xorbs]) == hashlib.sha256(data).hexdigest()
+
+
+def test_only_the_uploaders_own_sequence_from_its_start_serves_a_file(store: ContentStore) -> None:
+    hashes = ArrivalHashes(store)
+    xorbs, _ = _file(store, 3)
+    _upload(hashes, ALICE, xorbs, xorbs)
+    assert hashes.take(BOB, [_whole(x) for x in xorbs]) is None
+    # A file that starts at the second xorb, or inside the first, is not the sequence's beginning.
+    assert hashes.take(ALICE, [_whole(x) for x in xorbs[1:]]) is None
+    _upload(hashes, ALICE, xorbs, xorbs)
+    partial = FileTerm(xorbs[0].hash, xorbs[0].chunks[1].length, 1, 2)
+    assert hashes.take(ALICE, [partial, _whole(xorbs[1])]) is None
+
+
+def test_a_shard_ends_the_sequence(store: ContentStore) -> None:
+    hashes = ArrivalHashes(store)
+    xorbs, data = _file(store, 2)
+    _upload(hashes, ALICE, xorbs, xorbs)
+    terms = [_whole(x) for x in xorbs]
+    assert hashes.take(ALICE, terms) == hashlib.sha256(data).hexdigest()
+    assert hashes.take(ALICE, terms) is None
+    # The next upload starts a sequence of its own.
+    later, later_data = _file(store, 2)
+    _upload(hashes, ALICE, later, later)
+    assert hashes.take(ALICE, [_whole(x) for x in later]) == hashlib.sha256(later_data).hexdigest()
+
+
+def test_a_failed_xorb_upload_leaves_the_sequence_serving_nothing(store: ContentStore) -> None:
+    hashes = ArrivalHashes(store)
+    xorbs, _ = _file(store, 3)
+    _upload(hashes, ALICE, xorbs, xorbs[:2])
+    hashes.failed(ALICE, xorbs[2].hash)
+    assert hashes.take(ALICE, [_whole(x) for x in xorbs[:2]]) is None
+
+
+def test_a_xorb_missing_when_the_background_reads_it_gives_no_digest(
+    store: ContentStore, tmp_path: Path
+) -> None:
+    hashes = ArrivalHashes(store)
+    xorbs, _ = _file(store, 2)
+    name = hash_to_string(xorbs[0].hash)
+    (tmp_path / "xorbs" / name[:2] / name).unlink()
+    _upload(hashes, ALICE, xorbs, xorbs)
+    assert hashes.take(ALICE, [_whole(x) for x in xorbs]) is None
+
+
+def test_uploaders_and_xorbs_followed_are_bounded(
+    store: ContentStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(xet_arrivals, "MAX_UPLOADERS", 3)
+    monkeypatch.setattr(xet_arrivals, "MAX_XORBS", 2)
+    hashes = ArrivalHashes(store)
+    xorbs, data = _file(store, 3)
+    for user in (10, 11, 12, 13):
+        _upload(hashes, user, xorbs[:1], xorbs[:1])
+    assert 10 not in hashes._sequences and len(hashes._sequences) == 3
+    # A third xorb is past the bound: the sequence stops following and serves no file.
+    _upload(hashes, ALICE, xorbs, xorbs)
+    assert hashes.take(ALICE, [_whole(x) for x in xorbs]) is None
+    _upload(hashes, BOB, xorbs[:2], xorbs[:2])
+    two = hashes.take(BOB, [_whole(x) for x in xorbs[:2]])
+    assert two == hashlib.sha256(data[: xorbs[0].raw_len + xorbs[1].raw_len]).hexdigest()
