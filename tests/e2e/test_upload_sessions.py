@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -20,19 +21,29 @@ import sqlalchemy as sa
 from huggingface_hub import HfApi
 from tests.auth.gate_support import auth, create_repo, create_user
 from tests.proxy import RewritingProxy
-from tests.support import Server, database_url, loopback_request, weightyard_cli
+from tests.support import Server, database_url, loopback_request, start_server, stop_server, weightyard_cli
 
 from weightyard.cli.transfer import Sent, TransferRefused, upload_file
 
 pytestmark = pytest.mark.client
 
-PART = 1024 * 1024  # the lfs_server fixture's part size
+PART = 1024 * 1024  # the hub fixture's part size
 DATA_SIZE = 2 * PART + 7  # three parts, the last one short
 
 
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A hub of its own (sessions left open on purpose stay out of other modules' hubs), in 1 MiB parts."""
+    instance = start_server(
+        tmp_path_factory.mktemp("sessions-hub") / "data", env={"WEIGHTYARD_MULTIPART_CHUNK_SIZE": str(PART)}
+    )
+    yield instance
+    stop_server(instance)
+
+
 @pytest.fixture
-def repo(lfs_server: Server, repo_name: str) -> str:
-    HfApi(endpoint=lfs_server.url, token=lfs_server.token).create_repo(repo_name)
+def repo(hub: Server, repo_name: str) -> str:
+    HfApi(endpoint=hub.url, token=hub.token).create_repo(repo_name)
     return repo_name
 
 
@@ -95,94 +106,92 @@ def _code(response: httpx.Response) -> tuple[int, str]:
 
 
 def test_a_session_completed_with_the_right_sha256_makes_the_blob_visible_and_downloadable(
-    lfs_server: Server, repo: str, tmp_path: Path
+    hub: Server, repo: str, tmp_path: Path
 ) -> None:
     data = os.urandom(DATA_SIZE)
     oid = hashlib.sha256(data).hexdigest()
-    session = _session(lfs_server, repo, len(data))
+    session = _session(hub, repo, len(data))
     assert (session["part_size"], len(session["parts"])) == (PART, 3)
     _send(session, data, (3, 1, 2))
-    assert _stored(lfs_server, oid) is None, "nothing is visible before completion"
+    assert _stored(hub, oid) is None, "nothing is visible before completion"
     done = _complete(session, oid)
     assert (done.status_code, done.json()) == (200, {"stored": True})
-    assert _stored(lfs_server, oid) == data
-    assert not _staging(lfs_server, session["id"]) and not _upload_row(lfs_server, session["id"])
-    api = HfApi(endpoint=lfs_server.url, token=lfs_server.token)
+    assert _stored(hub, oid) == data
+    assert not _staging(hub, session["id"]) and not _upload_row(hub, session["id"])
+    api = HfApi(endpoint=hub.url, token=hub.token)
     (tmp_path / "model.bin").write_bytes(data)
     api.upload_file(path_or_fileobj=str(tmp_path / "model.bin"), path_in_repo="model.bin", repo_id=repo)
     path = api.hf_hub_download(repo, "model.bin", cache_dir=tmp_path / "cache")
     assert Path(path).read_bytes() == data
 
 
-def test_a_wrong_sha256_claim_is_refused_and_nothing_becomes_visible(lfs_server: Server, repo: str) -> None:
+def test_a_wrong_sha256_claim_is_refused_and_nothing_becomes_visible(hub: Server, repo: str) -> None:
     data = os.urandom(DATA_SIZE)
     claimed = hashlib.sha256(data + b"x").hexdigest()
-    session = _session(lfs_server, repo, len(data))
+    session = _session(hub, repo, len(data))
     _send(session, data)
     refused = _complete(session, claimed)
     assert _code(refused) == (422, "ContentMismatch")
     assert "sha256" in refused.json()["error"]
-    assert _stored(lfs_server, claimed) is None
-    assert _stored(lfs_server, hashlib.sha256(data).hexdigest()) is None
-    assert not _staging(lfs_server, session["id"]) and not _upload_row(lfs_server, session["id"])
+    assert _stored(hub, claimed) is None
+    assert _stored(hub, hashlib.sha256(data).hexdigest()) is None
+    assert not _staging(hub, session["id"]) and not _upload_row(hub, session["id"])
     assert _code(_complete(session, hashlib.sha256(data).hexdigest()))[0] == 404, "the session is gone"
 
 
-def test_completion_refuses_a_session_with_a_part_missing(lfs_server: Server, repo: str) -> None:
+def test_completion_refuses_a_session_with_a_part_missing(hub: Server, repo: str) -> None:
     data = os.urandom(DATA_SIZE)
-    session = _session(lfs_server, repo, len(data))
+    session = _session(hub, repo, len(data))
     _send(session, data, (1, 3))
     refused = _complete(session, hashlib.sha256(data).hexdigest())
     assert _code(refused) == (422, "ContentMismatch")
     assert "part 2" in refused.json()["error"]
-    assert not _staging(lfs_server, session["id"])
+    assert not _staging(hub, session["id"])
 
 
-def test_asking_for_content_the_hub_holds_ends_the_session_without_its_bytes(
-    lfs_server: Server, repo: str
-) -> None:
+def test_asking_for_content_the_hub_holds_ends_the_session_without_its_bytes(hub: Server, repo: str) -> None:
     data = os.urandom(DATA_SIZE)
     oid = hashlib.sha256(data).hexdigest()
-    first = _session(lfs_server, repo, len(data))
+    first = _session(hub, repo, len(data))
     _send(first, data)
     _complete(first, oid).raise_for_status()
 
-    again = _session(lfs_server, repo, len(data))
+    again = _session(hub, repo, len(data))
     _send(again, data, (1,))
     answer = _complete(again, oid, if_stored=True)
     assert (answer.status_code, answer.json()) == (200, {"stored": True})
-    assert not _staging(lfs_server, again["id"]) and not _upload_row(lfs_server, again["id"])
+    assert not _staging(hub, again["id"]) and not _upload_row(hub, again["id"])
     late = loopback_request("PUT", again["parts"][1], content=data[PART : 2 * PART])
     assert late.status_code == 404, "the session takes no more parts"
-    assert _stored(lfs_server, oid) == data
+    assert _stored(hub, oid) == data
 
 
-def test_asking_for_new_content_leaves_the_session_open(lfs_server: Server, repo: str) -> None:
+def test_asking_for_new_content_leaves_the_session_open(hub: Server, repo: str) -> None:
     data = os.urandom(DATA_SIZE)
     oid = hashlib.sha256(data).hexdigest()
-    session = _session(lfs_server, repo, len(data))
+    session = _session(hub, repo, len(data))
     _send(session, data, (1,))
     answer = _complete(session, oid, if_stored=True)
     assert (answer.status_code, answer.json()) == (200, {"stored": False})
     _send(session, data, (2, 3))
     _complete(session, oid).raise_for_status()
-    assert _stored(lfs_server, oid) == data
+    assert _stored(hub, oid) == data
 
 
-def test_an_abandoned_session_leaves_nothing_behind(lfs_server: Server, repo: str) -> None:
+def test_an_abandoned_session_leaves_nothing_behind(hub: Server, repo: str) -> None:
     data = os.urandom(DATA_SIZE)
-    session = _session(lfs_server, repo, len(data))
+    session = _session(hub, repo, len(data))
     _send(session, data, (1, 2))
-    assert _staging(lfs_server, session["id"]) and _upload_row(lfs_server, session["id"])
+    assert _staging(hub, session["id"]) and _upload_row(hub, session["id"])
     assert loopback_request("DELETE", session["abandon"]).status_code == 204
-    assert not _staging(lfs_server, session["id"]) and not _upload_row(lfs_server, session["id"])
+    assert not _staging(hub, session["id"]) and not _upload_row(hub, session["id"])
     assert _code(loopback_request("DELETE", session["abandon"]))[0] == 404
 
 
-def test_forged_or_extended_signatures_are_refused(lfs_server: Server, repo: str) -> None:
+def test_forged_or_extended_signatures_are_refused(hub: Server, repo: str) -> None:
     data = os.urandom(DATA_SIZE)
     oid = hashlib.sha256(data).hexdigest()
-    session = _session(lfs_server, repo, len(data))
+    session = _session(hub, repo, len(data))
     _send(session, data)
     forged = _with_query(session["complete"], sig="0" * 64)
     assert _code(loopback_request("POST", forged, json={"oid": oid})) == (403, "InvalidUploadSignature")
@@ -196,66 +205,66 @@ def test_forged_or_extended_signatures_are_refused(lfs_server: Server, repo: str
     # a part URL signed for part 1 does not take part 4, which the session does not have
     beyond = session["parts"][0].replace("/parts/1?", "/parts/4?")
     assert _code(loopback_request("PUT", beyond, content=b"x")) == (403, "InvalidUploadSignature")
-    assert _stored(lfs_server, oid) is None
+    assert _stored(hub, oid) is None
     _complete(session, oid).raise_for_status()
 
 
-def test_a_part_larger_than_its_span_is_refused(lfs_server: Server, repo: str) -> None:
-    session = _session(lfs_server, repo, DATA_SIZE)
+def test_a_part_larger_than_its_span_is_refused(hub: Server, repo: str) -> None:
+    session = _session(hub, repo, DATA_SIZE)
     too_long = loopback_request("PUT", session["parts"][2], content=os.urandom(8))
     assert _code(too_long) == (422, "ContentMismatch")
     loopback_request("DELETE", session["abandon"]).raise_for_status()
 
 
-def test_lfs_and_session_completions_do_not_cross(lfs_server: Server, repo: str) -> None:
+def test_lfs_and_session_completions_do_not_cross(hub: Server, repo: str) -> None:
     data = os.urandom(DATA_SIZE)
     oid = hashlib.sha256(data).hexdigest()
-    session = _session(lfs_server, repo, len(data))
+    session = _session(hub, repo, len(data))
     _send(session, data)
     upload_id, query = session["id"], urlsplit(session["complete"]).query
-    as_lfs = f"{lfs_server.url}/api/lfs/uploads/{upload_id}/complete?{query}"
+    as_lfs = f"{hub.url}/api/lfs/uploads/{upload_id}/complete?{query}"
     assert _code(loopback_request("POST", as_lfs, json={"oid": oid})) == (403, "InvalidUploadSignature")
-    assert _stored(lfs_server, oid) is None
+    assert _stored(hub, oid) is None
     _complete(session, oid).raise_for_status()
 
 
 @pytest.mark.parametrize(
     ("body", "status"),
-    [({"size": -1}, 400), ({"size": "5"}, 400), ({}, 400), ({"size": 2**63}, 400)],
+    [({"size": -1}, 400), ({"size": 0}, 400), ({"size": "5"}, 400), ({}, 400), ({"size": 2**63}, 400)],
 )
-def test_opening_a_session_checks_its_body(lfs_server: Server, repo: str, body: object, status: int) -> None:
+def test_opening_a_session_checks_its_body(hub: Server, repo: str, body: object, status: int) -> None:
     opened = loopback_request(
-        "POST", f"{lfs_server.url}/api/models/{repo}/uploads", headers=auth(lfs_server.token), json=body
+        "POST", f"{hub.url}/api/models/{repo}/uploads", headers=auth(hub.token), json=body
     )
     assert opened.status_code == status, opened.text
 
 
-def test_a_read_token_or_no_token_cannot_open_a_session(lfs_server: Server, repo: str) -> None:
-    reader = create_user(lfs_server, "session-reader", scope="read")
+def test_a_read_token_or_no_token_cannot_open_a_session(hub: Server, repo: str) -> None:
+    reader = create_user(hub, "session-reader", scope="read")
     own = "session-reader/model"
-    create_repo(lfs_server, lfs_server.token, own, private=False)
-    assert _open(lfs_server, own, 10, reader).status_code == 403
-    anonymous = loopback_request("POST", f"{lfs_server.url}/api/models/{repo}/uploads", json={"size": 10})
+    create_repo(hub, hub.token, own, private=False)
+    assert _open(hub, own, 10, reader).status_code == 403
+    anonymous = loopback_request("POST", f"{hub.url}/api/models/{repo}/uploads", json={"size": 10})
     assert anonymous.status_code == 401
-    assert _open(lfs_server, "nobody/nothing", 10).status_code == 404
+    assert _open(hub, "nobody/nothing", 10).status_code == 404
 
 
-def test_a_session_dies_with_its_token(lfs_server: Server) -> None:
-    token = create_user(lfs_server, "session-writer")
+def test_a_session_dies_with_its_token(hub: Server) -> None:
+    token = create_user(hub, "session-writer")
     repo = "session-writer/model"
-    create_repo(lfs_server, token, repo, private=False)
+    create_repo(hub, token, repo, private=False)
     data = os.urandom(DATA_SIZE)
     oid = hashlib.sha256(data).hexdigest()
-    session = _session(lfs_server, repo, len(data), token)
+    session = _session(hub, repo, len(data), token)
     _send(session, data)
     loopback_request(
         "DELETE",
-        f"{lfs_server.url}/api/admin/users/session-writer/tokens/main",
-        headers=auth(lfs_server.token),
+        f"{hub.url}/api/admin/users/session-writer/tokens/main",
+        headers=auth(hub.token),
     ).raise_for_status()
     assert _complete(session, oid).status_code == 401
     assert loopback_request("DELETE", session["abandon"]).status_code == 401
-    assert _stored(lfs_server, oid) is None
+    assert _stored(hub, oid) is None
 
 
 # ---------------------------------------------------------------------------------------------- the client
@@ -284,29 +293,27 @@ def _open_sessions(server: Server) -> int:
 
 
 def test_push_sends_a_large_file_through_a_session_and_it_downloads_scanned_and_identical(
-    lfs_server: Server, repo: str, tmp_path: Path
+    hub: Server, repo: str, tmp_path: Path
 ) -> None:
     data = os.urandom(11 * 1024 * 1024)  # past the CLI's 10 MiB threshold: eleven 1 MiB parts
-    sessions = _open_sessions(lfs_server)
+    sessions = _open_sessions(hub)
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "weights.bin").write_bytes(data)
-    env = {"HF_TOKEN": lfs_server.token, "WEIGHTYARD_ENDPOINT": lfs_server.url}
+    env = {"HF_TOKEN": hub.token, "WEIGHTYARD_ENDPOINT": hub.url}
     for _ in range(2):  # the second push finds the content stored
         pushed = weightyard_cli("push", str(tmp_path / "model"), repo, env=env)
         assert pushed.returncode == 0, pushed.stderr
-    api = HfApi(endpoint=lfs_server.url, token=lfs_server.token)
+    api = HfApi(endpoint=hub.url, token=hub.token)
     assert Path(api.hf_hub_download(repo, "weights.bin", cache_dir=tmp_path / "cache")).read_bytes() == data
-    tree = httpx.get(f"{lfs_server.url}/api/models/{repo}/tree/main?expand=true").json()
+    tree = httpx.get(f"{hub.url}/api/models/{repo}/tree/main?expand=true").json()
     entry = next(item for item in tree if item["path"] == "weights.bin")
     assert entry["lfs"]["oid"] == hashlib.sha256(data).hexdigest()
     assert entry["securityFileStatus"]["scanState"] == "current"
-    assert _open_sessions(lfs_server) == sessions, "no session is left behind"
+    assert _open_sessions(hub) == sessions, "no session is left behind"
 
 
-def test_the_client_sends_new_content_through_a_session(
-    lfs_server: Server, repo: str, tmp_path: Path
-) -> None:
-    sessions = _open_sessions(lfs_server)
+def test_the_client_sends_new_content_through_a_session(hub: Server, repo: str, tmp_path: Path) -> None:
+    sessions = _open_sessions(hub)
     data = os.urandom(DATA_SIZE)
     path = tmp_path / "new.bin"
     path.write_bytes(data)
@@ -320,49 +327,45 @@ def test_the_client_sends_new_content_through_a_session(
         if sent_bytes == len(data) and not late.done():
             late.set_result(oid)  # the hash is known only once every part is on its way
 
-    headers = {"Authorization": f"Bearer {lfs_server.token}"}
-    assert upload_file(lfs_server.url, headers, "models", repo, path, late, advance) is Sent.SESSION
-    assert _stored(lfs_server, oid) == data
+    headers = {"Authorization": f"Bearer {hub.token}"}
+    assert upload_file(hub.url, headers, "models", repo, path, late, advance) is Sent.SESSION
+    assert _stored(hub, oid) == data
     other = tmp_path / "other.bin"
     other.write_bytes(os.urandom(DATA_SIZE))
     known = _done(hashlib.sha256(other.read_bytes()).hexdigest())
-    assert _send_file(lfs_server, repo, other, known) is Sent.SESSION, "asked first, then sent"
-    assert _open_sessions(lfs_server) == sessions, "no session is left behind"
+    assert _send_file(hub, repo, other, known) is Sent.SESSION, "asked first, then sent"
+    assert _open_sessions(hub) == sessions, "no session is left behind"
 
 
 def test_the_client_stops_sending_content_the_hub_already_holds(
-    lfs_server: Server, repo: str, tmp_path: Path
+    hub: Server, repo: str, tmp_path: Path
 ) -> None:
-    sessions = _open_sessions(lfs_server)
+    sessions = _open_sessions(hub)
     data = os.urandom(DATA_SIZE)
     path = tmp_path / "again.bin"
     path.write_bytes(data)
     oid = hashlib.sha256(data).hexdigest()
-    assert _send_file(lfs_server, repo, path, _done(oid)) is Sent.SESSION
-    blobs = sorted((lfs_server.data / "blobs").rglob(oid))
-    assert _send_file(lfs_server, repo, path, _done(oid)) is Sent.ALREADY_STORED
-    assert sorted((lfs_server.data / "blobs").rglob(oid)) == blobs and len(blobs) == 1
-    assert _open_sessions(lfs_server) == sessions, "no session is left behind"
+    assert _send_file(hub, repo, path, _done(oid)) is Sent.SESSION
+    blobs = sorted((hub.data / "blobs").rglob(oid))
+    assert _send_file(hub, repo, path, _done(oid)) is Sent.ALREADY_STORED
+    assert sorted((hub.data / "blobs").rglob(oid)) == blobs and len(blobs) == 1
+    assert _open_sessions(hub) == sessions, "no session is left behind"
 
 
-def test_a_wrong_or_stale_hash_is_refused_and_leaves_nothing(
-    lfs_server: Server, repo: str, tmp_path: Path
-) -> None:
-    sessions = _open_sessions(lfs_server)
+def test_a_wrong_or_stale_hash_is_refused_and_leaves_nothing(hub: Server, repo: str, tmp_path: Path) -> None:
+    sessions = _open_sessions(hub)
     data = os.urandom(DATA_SIZE)
     path = tmp_path / "changed.bin"
     path.write_bytes(data)
     stale = hashlib.sha256(data[:-1] + bytes([data[-1] ^ 1])).hexdigest()  # the file as it was before
     with pytest.raises(TransferRefused, match="changed while it was being pushed"):
-        _send_file(lfs_server, repo, path, _done(stale))
-    assert (
-        _stored(lfs_server, stale) is None and _stored(lfs_server, hashlib.sha256(data).hexdigest()) is None
-    )
-    assert _open_sessions(lfs_server) == sessions, "no session is left behind"
+        _send_file(hub, repo, path, _done(stale))
+    assert _stored(hub, stale) is None and _stored(hub, hashlib.sha256(data).hexdigest()) is None
+    assert _open_sessions(hub) == sessions, "no session is left behind"
 
 
-def test_a_file_changed_while_it_is_sent_is_refused(lfs_server: Server, repo: str, tmp_path: Path) -> None:
-    sessions = _open_sessions(lfs_server)
+def test_a_file_changed_while_it_is_sent_is_refused(hub: Server, repo: str, tmp_path: Path) -> None:
+    sessions = _open_sessions(hub)
     data = os.urandom(DATA_SIZE)
     path = tmp_path / "growing.bin"
     path.write_bytes(data)
@@ -372,22 +375,22 @@ def test_a_file_changed_while_it_is_sent_is_refused(lfs_server: Server, repo: st
         with path.open("ab") as file:
             file.write(b"more")
 
-    headers = {"Authorization": f"Bearer {lfs_server.token}"}
+    headers = {"Authorization": f"Bearer {hub.token}"}
     with pytest.raises(TransferRefused, match="changed while it was being pushed"):
-        upload_file(lfs_server.url, headers, "models", repo, path, _done(oid), append)
-    assert _stored(lfs_server, oid) is None
-    assert _open_sessions(lfs_server) == sessions, "no session is left behind"
+        upload_file(hub.url, headers, "models", repo, path, _done(oid), append)
+    assert _stored(hub, oid) is None
+    assert _open_sessions(hub) == sessions, "no session is left behind"
 
 
-def test_a_hub_without_sessions_gets_the_lfs_batch_api(lfs_server: Server, repo: str, tmp_path: Path) -> None:
-    proxy = RewritingProxy(lfs_server.url)
+def test_a_hub_without_sessions_gets_the_lfs_batch_api(hub: Server, repo: str, tmp_path: Path) -> None:
+    proxy = RewritingProxy(hub.url)
     proxy.fail = lambda method, path: 404 if path.endswith("/uploads") else None
     try:
         data = os.urandom(DATA_SIZE)
         path = tmp_path / "old-hub.bin"
         path.write_bytes(data)
         oid = hashlib.sha256(data).hexdigest()
-        assert _send_file(lfs_server, repo, path, _done(oid), url=proxy.url) is Sent.LFS
-        assert _stored(lfs_server, oid) == data
+        assert _send_file(hub, repo, path, _done(oid), url=proxy.url) is Sent.LFS
+        assert _stored(hub, oid) == data
     finally:
         proxy.close()

@@ -158,7 +158,8 @@ class LfsCompleteBody(Body):
 
 
 class UploadSessionBody(Body):
-    size: Size
+    # an empty file has nothing to send in parts: it goes inline with the commit
+    size: Annotated[StrictInt, Field(ge=1, le=2**63 - 1)]
 
 
 class UploadSessionCompleteBody(Body):

@@ -242,6 +242,8 @@ def upload_file(
         repo_path = repo_id if repo_type == "models" else f"{repo_type}/{repo_id}"
         upload_lfs_object(endpoint, headers, repo_path, path, digest.result(), advance)
         return Sent.LFS
+    if opened.status_code == 413:  # the file itself is refused (too large), as the batch API says per object
+        raise TransferRefused(f"the hub refused {path.name}: {opened.json().get('error', '')}")
     hf_raise_for_status(opened)
     grant = opened.json()
     try:

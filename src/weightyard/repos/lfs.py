@@ -160,7 +160,7 @@ class LfsService:
     ) -> tuple[str, tuple[str, ...]]:
         """Record a new multipart upload (of `sha256`, or of content named at completion); its id and part
         URLs."""
-        parts = max(1, math.ceil(size / self._part_size))
+        parts = math.ceil(size / self._part_size)
         if parts > MAX_PARTS:
             raise PayloadTooLarge(f"{size} bytes need more than {MAX_PARTS} parts")
         upload_id = uuid.uuid4().hex
