@@ -279,8 +279,6 @@ def _send_session(
 ) -> Sent:
     """Send the session's parts, a few in flight; once `digest` is known while parts are left, ask the hub
     whether it holds that content already, and stop if it does (`Sent.ALREADY_STORED`)."""
-    from huggingface_hub import hf_raise_for_status
-
     part_size, urls = int(grant["part_size"]), list(grant["parts"])
     stop = threading.Event()
     senders = ThreadPoolExecutor(max_workers=PARTS_IN_FLIGHT, thread_name_prefix="part")
@@ -291,8 +289,8 @@ def _send_session(
             if not asked and digest.done():
                 asked = True
                 probe = session.post(grant["complete"], json={"oid": digest.result(), "if_stored": True})
-                hf_raise_for_status(probe)
-                if probe.json().get("stored") is True:
+                # only a question: any other answer than "stored" leaves the completion to decide
+                if probe.status_code == 200 and probe.json().get("stored") is True:
                     advance(max(0, size - (following - 1) * part_size))  # what will not be sent
                     return Sent.ALREADY_STORED
             while following <= len(urls) and len(in_flight) < PARTS_IN_FLIGHT:
