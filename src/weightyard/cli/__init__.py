@@ -15,9 +15,10 @@ from weightyard.cli.errors import run_cli
 
 
 def main() -> None:
-    # The CLI moves large files through the LFS batch API with bounded memory; it must never be switched to
-    # Xet by the huggingface_hub client, which reads this variable when it is first imported (commands import
-    # it lazily, after this line). Transfers draw rich progress bars, so the client's own bars are turned off.
+    # The CLI moves large files itself (upload sessions, else the LFS batch API) with bounded memory; it must
+    # never be switched to Xet by the huggingface_hub client, which reads this variable when it is first
+    # imported (commands import it lazily, after this line). Transfers draw rich progress bars, so the
+    # client's own bars are turned off.
     os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # The client logs every retry of a failing request; a failure is reported once, as one line.

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from weightyard.cli.known_hubs import TrustedKey
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
-# Files this size and larger are sent by `push` itself through the LFS batch API (the hub's default LFS
+# Files this size and larger are sent by `push` itself, through an upload session (the hub's default LFS
 # threshold, `Settings.lfs_threshold`); smaller ones go inline with the commit or through the stock client.
 LFS_THRESHOLD = 10 * 1024 * 1024
 # A commit answered 503 ScanPending is sent again this many times in all, waiting the hub's Retry-After
