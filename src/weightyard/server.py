@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
@@ -105,6 +106,24 @@ class _BoundedProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
             if self._head_bytes > self.max_head_bytes:
                 self.send_400_response("Request head too large.")
+
+    def on_body(self, body: bytes) -> None:
+        # uvicorn's own, but without copying: it appends every piece to a bytearray that `receive` then copies
+        # into bytes, two copies of each byte of an upload (about 0.1 s per 512 MiB on this machine). Reading
+        # pauses after each piece, so the buffer is almost always empty here and the piece itself (a bytes
+        # object of its own) is handed on; a piece that follows one not yet taken is joined to it.
+        cycle = self.cycle
+        if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
+            return
+        if not cycle.body:
+            cycle.body = body  # type: ignore[assignment]  # `receive` hands on bytes(body), which is body
+        elif isinstance(cycle.body, bytearray):
+            cycle.body += body
+        else:
+            cycle.body = bytearray(cycle.body) + body
+        if len(cycle.body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
 
     def on_response_complete(self) -> None:
         self._await_head()
