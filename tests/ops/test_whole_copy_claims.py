@@ -154,3 +154,21 @@ def test_a_download_whose_copy_is_evicted_before_its_first_byte_is_rebuilt_from_
     assert worker.run_once() and sha not in copies(packing_hub), "evicted to make room"
     assert not packing_hub.store.has_whole_blob(sha)
     assert b"".join(bytes(piece) for piece in download) == data
+
+
+def test_a_stopping_process_gives_its_unfinished_copy_job_back_without_using_an_attempt(
+    packing_hub: Hub,
+) -> None:
+    data = os.urandom(300_000)
+    sha = stored_as_xorbs(packing_hub, data)
+    stopping = WholeCopies(packing_hub.engine, packing_hub.store, MIB, lease_s=60)
+    stopping.enqueue([sha])
+    stopping.stop_background()  # the process is shutting down: its copy thread stops between pieces
+    assert stopping.run_once()
+    assert copies(packing_hub) == set() and not packing_hub.store.has_whole_blob(sha)
+    assert list(packing_hub.store.objects.list_scratch()) == [], "the partial copy is discarded"
+    with packing_hub.engine.connect() as conn:
+        job = conn.execute(sa.select(tables.copy_jobs)).one()
+    assert (job.state, job.attempts, job.claimed_by) == ("queued", 0, None)
+    other = WholeCopies(packing_hub.engine, packing_hub.store, MIB, lease_s=60)
+    assert other.run_once() and copies(packing_hub) == {sha} and whole(packing_hub, sha) == data

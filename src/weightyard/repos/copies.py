@@ -68,6 +68,10 @@ _jobs = tables.copy_jobs
 _copies = tables.whole_copies
 
 
+class _Stopping(Exception):
+    """The process is stopping: the copy being written is given up and its job given back."""
+
+
 @dataclass(frozen=True)
 class CopyJob:
     sha256: str
@@ -246,6 +250,15 @@ class WholeCopies:
                 .values(lease_until=utcnow() + self._lease)
             )
 
+    def _release(self, job: CopyJob) -> None:
+        """Give a job back unfinished (the process is stopping): queued again, no attempt used."""
+        with self._queue_write() as conn:
+            conn.execute(
+                sa.update(_jobs)
+                .where(_jobs.c.sha256 == job.sha256, _jobs.c.claimed_by == self._worker)
+                .values(state=QUEUED, attempts=_jobs.c.attempts - 1, lease_until=None, claimed_by=None)
+            )
+
     def _fail(self, job: CopyJob, error: BaseException) -> None:
         final = isinstance(error, _DAMAGE) or job.attempts >= MAX_ATTEMPTS
         message = error.message if isinstance(error, WeightyardError) else repr(error)
@@ -270,6 +283,8 @@ class WholeCopies:
             return False
         try:
             self.build(job)
+        except _Stopping:
+            self._release(job)
         except Exception as exc:
             _log.warning("whole copy of %s failed: %s", job.sha256, exc)
             self._fail(job, exc)
@@ -294,6 +309,8 @@ class WholeCopies:
         try:
             renewed = time.monotonic()
             for piece in self._content.iter_file(file.terms):
+                if self._stop.is_set():
+                    raise _Stopping
                 writer.write(piece)  # type: ignore[arg-type]  # a memoryview: the writer takes any buffer
                 if time.monotonic() - renewed > self._lease.total_seconds() / 3:
                     self._renew(job)
