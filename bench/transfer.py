@@ -38,6 +38,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -72,15 +73,19 @@ ROW_GROUPS = ("xet-upload", "push", "download")
 
 # Stock-client children time only the call itself, so that importing huggingface_hub (a fixed cost of a fresh
 # interpreter, not of the transfer) stays out of the figure; the download child then checks what it got.
+# The upload child also reports the CPU time (user + system, every thread) the call took in the client.
 _UPLOAD_CHILD = """
-import json, sys, time
+import json, resource, sys, time
 from huggingface_hub import HfApi
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 endpoint, token, repo, path = sys.argv[1:5]
 api = HfApi(endpoint=endpoint, token=token)
 api.create_repo(repo, exist_ok=True)
-start = time.perf_counter()
+start, cpu_start = time.perf_counter(), cpu()
 api.upload_file(path_or_fileobj=path, path_in_repo="{name}", repo_id=repo)
-print(json.dumps({{"seconds": time.perf_counter() - start}}))
+print(json.dumps({{"seconds": time.perf_counter() - start, "cpu": cpu() - cpu_start}}))
 """
 _DOWNLOAD_CHILD = """
 import hashlib, json, os, sys, time
@@ -367,6 +372,26 @@ def sink_received(sink: Hub) -> int:
 # ---------------------------------------------------------------------------------------------- measurements
 
 
+@dataclass(frozen=True)
+class Timing:
+    """One upload: its seconds, the client's CPU seconds, and the server's CPU seconds meanwhile."""
+
+    seconds: float
+    client_cpu: float
+    server_cpu: float = 0.0
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads (/proc/PID/stat, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Row:
     """One row of the table: the subject, its anchor timed alternately with it, and the sink bound if any."""
@@ -378,6 +403,8 @@ class Row:
     anchor: list[float] = field(default_factory=list)
     sink: list[float] = field(default_factory=list)
     bound: list[float] = field(default_factory=list)
+    subject_cpu: list[Timing] = field(default_factory=list)  # uploads: CPU of the client and the hub
+    sink_cpu: list[Timing] = field(default_factory=list)  # and of the client and the sink
 
     def ratio(self, pick: Callable[[list[float]], float]) -> float:
         """Throughput ratio to the anchor: anchor time / subject time."""
@@ -434,8 +461,9 @@ def cp_sync(bench: Bench, source: Path) -> float:
     return seconds
 
 
-def upload_file(bench: Bench, server: Hub, repo: str, path: Path, **env: str) -> float:
-    """`HfApi.upload_file` by the stock client in a fresh interpreter; the seconds of the call."""
+def upload_file(bench: Bench, server: Hub, repo: str, path: Path, **env: str) -> Timing:
+    """`HfApi.upload_file` by the stock client in a fresh interpreter: the seconds and client CPU of the
+    call."""
     cmd = [
         sys.executable,
         "-c",
@@ -449,7 +477,7 @@ def upload_file(bench: Bench, server: Hub, repo: str, path: Path, **env: str) ->
         answer = child_result(cmd, step_timeout(bench.size), bench.client_env(**env))
     except BenchError as exc:
         raise bench.fail(f"upload_file to {repo}", exc, server) from None
-    return float(answer["seconds"])  # type: ignore[arg-type]
+    return Timing(float(answer["seconds"]), float(answer["cpu"]))  # type: ignore[arg-type]
 
 
 def create_repo(server: Hub, repo: str) -> None:
@@ -463,31 +491,40 @@ def create_repo(server: Hub, repo: str) -> None:
         pass
 
 
-def push(bench: Bench, server: Hub, repo: str, folder: Path) -> float:
+def push(bench: Bench, server: Hub, repo: str, folder: Path) -> Timing:
     """`weightyard push FOLDER REPO`, the whole command (start-up and imports included), into an existing repo
     (the sink answers that every repo exists, so the hub must not pay for a creation the sink skips)."""
     if server is bench.hub:
         create_repo(server, repo)
     cmd = [weightyard_cli(), "push", str(folder), repo, "--endpoint", server.url, "--token", server.token]
+    cpu_start = children_cpu()
     try:
-        return timed(cmd, step_timeout(bench.size), bench.client_env())
+        seconds = timed(cmd, step_timeout(bench.size), bench.client_env())
     except BenchError as exc:
         raise bench.fail(f"weightyard push to {repo}", exc, server) from None
+    return Timing(seconds, children_cpu() - cpu_start)
 
 
-def checked_sink(bench: Bench, upload: Callable[[], float]) -> float:
+def checked_sink(bench: Bench, upload: Callable[[], Timing]) -> Timing:
     """Time an upload to the sink and check that the whole file reached it (random data does not compress)."""
     assert bench.sink is not None
     before = sink_received(bench.sink)
-    seconds = upload()
+    timing = upload()
     received = sink_received(bench.sink) - before
     if received < bench.size:
         raise BenchError(f"the sink received {received} bytes of a {bench.size}-byte upload")
-    return seconds
+    return timing
+
+
+def with_server_cpu(server: Hub, upload: Callable[[], Timing]) -> Timing:
+    """The upload's timing with the CPU time the server process spent meanwhile."""
+    start = process_cpu(server.process.pid)
+    timing = upload()
+    return Timing(timing.seconds, timing.client_cpu, process_cpu(server.process.pid) - start)
 
 
 def measure_upload(
-    bench: Bench, row: Row, repeat: int, name: str, upload: Callable[[Hub, int], float]
+    bench: Bench, row: Row, repeat: int, name: str, upload: Callable[[Hub, int], Timing]
 ) -> None:
     """`repeat` rounds of: a new file, then the anchor, the sink and the hub in alternating order."""
     source = bench.work / "upload" / FILE_NAME
@@ -496,11 +533,18 @@ def measure_upload(
     for index in range(repeat):
         generate(source, bench.size)  # content the hub has never seen, not even chunk by chunk
         flush_disk()
-        steps = [
-            lambda: row.anchor.append(cp_sync(bench, source)),
-            lambda: row.sink.append(checked_sink(bench, lambda: upload(sink, index))),  # noqa: B023 - called at once
-            lambda: row.subject.append(upload(bench.hub, index)),  # noqa: B023 - called at once
-        ]
+
+        def at_sink() -> None:
+            timing = with_server_cpu(sink, lambda: checked_sink(bench, lambda: upload(sink, index)))  # noqa: B023
+            row.sink.append(timing.seconds)
+            row.sink_cpu.append(timing)
+
+        def at_hub() -> None:
+            timing = with_server_cpu(bench.hub, lambda: upload(bench.hub, index))  # noqa: B023
+            row.subject.append(timing.seconds)
+            row.subject_cpu.append(timing)
+
+        steps = [lambda: row.anchor.append(cp_sync(bench, source)), at_sink, at_hub]
         # The order turns every repetition, so that no side always runs right after another's writes.
         for step in steps[index % 3 :] + steps[: index % 3]:
             step()
@@ -562,7 +606,7 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
         how = "Xet" if kind == "xet" else "HF_HUB_DISABLE_XET=1, LFS batch"
         bench.once[f"upload_file of the {kind} download file ({how})"] = upload_file(
             bench, bench.hub, f"admin/{kind}-download", path, **env
-        )
+        ).seconds
         flush_disk()
     bench.note_memory("after the download set-up uploads")
     target = bench.work / "download.bin"
@@ -679,6 +723,29 @@ def report(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
                 f"| {row.label} | {min(row.sink):.3f} s ({rate(size, min(row.sink))}) | "
                 f"{median(row.sink):.3f} s | {closeness[0]:.2f}× ({closeness[1]:.2f}×) | {reachable:.2f}× |"
             )
+    timed_cpu = [row for row in rows.values() if row.subject_cpu and row.sink_cpu]
+    if timed_cpu:
+        cores = os.cpu_count() or 1
+        print(
+            f"\nCPU seconds of each upload (median): the client, the server meanwhile, and what their sum on "
+            f"{cores} cores allows at best, every core busy all the time (anchor / (sum / cores))"
+        )
+        print(
+            "| upload | client → hub | hub | client → sink | sink | best ratio the hub's CPU allows | "
+            "best ratio the client's CPU allows |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for row in timed_cpu:
+            client = median([t.client_cpu for t in row.subject_cpu])
+            server = median([t.server_cpu for t in row.subject_cpu])
+            client_alone = median([t.client_cpu for t in row.sink_cpu])
+            sink_cpu = median([t.server_cpu for t in row.sink_cpu])
+            anchor = median(row.anchor)
+            allowed = anchor / ((client + server) / cores), anchor / ((client_alone + sink_cpu) / cores)
+            print(
+                f"| {row.label} | {client:.2f} s | {server:.2f} s | {client_alone:.2f} s | "
+                f"{sink_cpu:.2f} s | {allowed[0]:.2f}× | {allowed[1]:.2f}× |"
+            )
     for row in rows.values():
         if row.bound:
             print(
@@ -709,6 +776,8 @@ def as_json(bench: Bench, rows: dict[str, Row]) -> dict[str, object]:
                 "anchor_seconds": row.anchor,
                 "sink_seconds": row.sink,
                 "bound_seconds": row.bound,
+                "cpu_seconds": [{"client": t.client_cpu, "server": t.server_cpu} for t in row.subject_cpu],
+                "sink_cpu_seconds": [{"client": t.client_cpu, "server": t.server_cpu} for t in row.sink_cpu],
                 "ratio_best": row.ratio(min),
                 "ratio_median": row.ratio(median),
             }
