@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from weightyard.config import Settings
 from weightyard.db import tables, utcnow
 from weightyard.hub import Hub
+from weightyard.maintenance.fsck import check
 from weightyard.maintenance.gc import collect
 from weightyard.repos.content import WholeBlobWriter
 from weightyard.repos.copies import WholeCopies
@@ -172,3 +173,26 @@ def test_a_stopping_process_gives_its_unfinished_copy_job_back_without_using_an_
     assert (job.state, job.attempts, job.claimed_by) == ("queued", 0, None)
     other = WholeCopies(packing_hub.engine, packing_hub.store, MIB, lease_s=60)
     assert other.run_once() and copies(packing_hub) == {sha} and whole(packing_hub, sha) == data
+
+
+def test_fsck_reports_a_damaged_whole_copy_as_repairable_and_the_repair_drops_it(packing_hub: Hub) -> None:
+    cut, flipped = os.urandom(300_000), os.urandom(300_000)
+    worker = WholeCopies(packing_hub.engine, packing_hub.store, MIB, lease_s=60)
+    shas = [stored_as_xorbs(packing_hub, data) for data in (cut, flipped)]
+    worker.enqueue(shas)
+    assert worker.run_once() and worker.run_once() and copies(packing_hub) == set(shas)
+    blobs = packing_hub.settings.data / "blobs"
+    os.truncate(next(blobs.rglob(shas[0])), 1000)
+    damaged = bytearray(flipped)
+    damaged[1000] ^= 0xFF
+    next(blobs.rglob(shas[1])).write_bytes(bytes(damaged))
+
+    found = {p.subject: p for p in check(packing_hub, rehash=True).problems}
+    assert (found[shas[0]].kind, found[shas[1]].kind) == ("blob-truncated", "blob-corrupt")
+    assert found[shas[0]].repairable and found[shas[1]].repairable
+    repaired = check(packing_hub, rehash=True, repair=True)
+    assert {p.subject for p in repaired.problems if p.repaired} >= set(shas) and not repaired.unresolved
+    assert copies(packing_hub) == set() and not any(packing_hub.store.has_whole_blob(sha) for sha in shas)
+    for sha, data in zip(shas, (cut, flipped), strict=True):
+        assert b"".join(bytes(p) for p in packing_hub.store.iter_range(sha, 0, len(data), MIB)) == data
+    assert check(packing_hub, rehash=True).problems == ()

@@ -10,8 +10,10 @@ Problems, each with a stable `kind`:
 * `unattested-commit`: a commit without the hub's attestation (`weightyard pull` refuses it);
 * `stale-upload`: an unfinished upload older than a day (see `weightyard gc`).
 
-`repair` fixes the last three, and removes records of lost content no commit references; lost content that
-a commit references cannot be repaired here: restore it from a backup (docs/operations.md).
+`repair` fixes the last three, removes records of lost content no commit references, and drops damaged
+whole copies of content kept as xorbs (repos/copies.py: the xorbs serve it again, and a later download
+writes a new copy); lost content that a commit references cannot be repaired here: restore it from a backup
+(docs/operations.md).
 """
 
 from __future__ import annotations
@@ -72,7 +74,9 @@ def check(hub: Hub, rehash: bool = False, repair: bool = False) -> FsckReport:
     blob_problems, blobs = _check_blobs(hub, referenced, rehash)
     xorb_problems, xorbs = _check_xorbs(hub, rehash) if hub.store.xet else ([], 0)
     if repair:
-        _forget_lost_unreferenced(hub, [p for p in blob_problems if p.repairable])
+        repairable = [p for p in blob_problems if p.repairable]
+        _forget_lost_unreferenced(hub, [p for p in repairable if p.kind == "blob-missing"])
+        hub.repos.copies.drop([p.subject for p in repairable if p.kind != "blob-missing"])
     problems = [_done(p, repair and p.repairable) for p in blob_problems + xorb_problems]
     with hub.engine.connect() as conn:
         recorded = set(conn.execute(sa.select(tables.blobs.c.sha256)).scalars())
@@ -134,6 +138,7 @@ def _check_blobs(hub: Hub, referenced: set[str], rehash: bool) -> tuple[list[Pro
     with hub.engine.connect() as conn:
         rows = conn.execute(sa.select(tables.blobs.c.sha256, tables.blobs.c.size)).all()
         in_xorbs = set(conn.execute(sa.select(tables.xet_files.c.sha256)).scalars())
+        copies = set(conn.execute(sa.select(tables.whole_copies.c.sha256)).scalars())
     problems = []
     for row in rows:
         sha, size = str(row.sha256), int(row.size)
@@ -151,14 +156,14 @@ def _check_blobs(hub: Hub, referenced: set[str], rehash: bool) -> tuple[list[Pro
                     )
                 )
             continue
+        # A damaged whole copy is dropped by a repair: its content is whole in its xorbs.
+        copy = sha in copies and sha in in_xorbs
+        note = "; it is a whole copy of content kept as xorbs, so it can go" if copy else ""
         if actual != size:
-            problems.append(
-                Problem(
-                    "blob-truncated", sha, f"blob {sha} has {actual} bytes, not the {size} recorded", False
-                )
-            )
+            message = f"blob {sha} has {actual} bytes, not the {size} recorded{note}"
+            problems.append(Problem("blob-truncated", sha, message, copy))
         elif rehash and _sha256(objects, BLOBS, sha, size) != sha:
-            problems.append(Problem("blob-corrupt", sha, f"blob {sha} does not hash to its name", False))
+            problems.append(Problem("blob-corrupt", sha, f"blob {sha} does not hash to its name{note}", copy))
     return problems, len(rows)
 
 

@@ -356,6 +356,21 @@ class WholeCopies:
             )
         return True
 
+    def drop(self, shas: list[str]) -> None:
+        """Remove these whole copies (`weightyard fsck --repair` of damaged ones), row then object under the
+        write lock as eviction does, and only of content whose xorbs are recorded."""
+        if not shas:
+            return
+        has_xorbs = sa.exists().where(tables.xet_files.c.sha256 == _copies.c.sha256)
+        with transaction(self._engine) as conn:
+            doomed = conn.execute(
+                sa.delete(_copies)
+                .where(_copies.c.sha256.in_(sorted(shas)), has_xorbs)
+                .returning(_copies.c.sha256)
+            ).scalars()
+            for sha256 in sorted(doomed):
+                self._content.objects.delete(BLOBS, sha256)
+
     def _evict(self, conn: sa.Connection, allowed: int, keep: str) -> None:
         """Inside a write transaction: remove the least recently served copies (never `keep`, never content
         whose xorbs are not recorded) until the copies take at most `allowed` bytes."""
