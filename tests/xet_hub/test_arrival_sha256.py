@@ -152,3 +152,32 @@ def test_uploaders_and_xorbs_followed_are_bounded(
     _upload(hashes, BOB, xorbs[:2], xorbs[:2])
     two = hashes.take(BOB, [_whole(x) for x in xorbs[:2]])
     assert two == hashlib.sha256(data[: xorbs[0].raw_len + xorbs[1].raw_len]).hexdigest()
+
+
+def _chunk_hash(eligible: bool) -> bytes:
+    """A chunk hash the client would ask about for being eligible (one in 1024), or only as a file's first."""
+    raw = bytearray(RNG.randbytes(32))
+    raw[24:26] = b"\x00\x00" if eligible else b"\x01\x00"
+    return bytes(raw)
+
+
+def test_a_second_file_started_at_once_stops_the_sequence_before_anything_is_hashed(
+    store: ContentStore,
+) -> None:
+    hashes = ArrivalHashes(store)
+    xorbs, _ = _file(store, 2)
+    hashes.queried(ALICE, _chunk_hash(eligible=False))
+    hashes.queried(ALICE, _chunk_hash(eligible=False))
+    _upload(hashes, ALICE, xorbs, xorbs)
+    assert hashes._sequences[ALICE].states == []  # nothing hashed for nothing
+    assert hashes.take(ALICE, [_whole(x) for x in xorbs]) is None
+
+
+def test_one_file_asked_about_again_and_eligible_chunks_do_not_stop_the_sequence(store: ContentStore) -> None:
+    hashes = ArrivalHashes(store)
+    xorbs, data = _file(store, 2)
+    first = _chunk_hash(eligible=False)
+    for chunk in (first, first, _chunk_hash(eligible=True), _chunk_hash(eligible=True)):
+        hashes.queried(ALICE, chunk)
+    _upload(hashes, ALICE, xorbs, xorbs)
+    assert hashes.take(ALICE, [_whole(x) for x in xorbs]) == hashlib.sha256(data).hexdigest()

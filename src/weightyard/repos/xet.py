@@ -420,6 +420,7 @@ class XetService:
         of the upload), up to `DEDUP_ANSWER_CHUNKS` chunks.
         """
         principal = self._writer(token)  # only uploads deduplicate; the uploader's rights are checked now
+        self._arrivals.queried(principal.user_id, chunk)
         location = self._store.locate_chunk(chunk)
         # The gate is asked whether or not the chunk is stored (about nothing, when it is not), so an absent
         # chunk and one the principal may not read cost the same.

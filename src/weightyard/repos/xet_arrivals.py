@@ -15,7 +15,9 @@ the shard would (`ContentStore.sha256_of`), and compared with the claim the same
 that starts inside a xorb, xorbs stored earlier and not sent again, uploads spread over several server
 processes, xorbs whose uploads began out of order, a failed xorb upload) falls back to hashing at the shard.
 Memory is one read window per process and a few hashes per xorb; the number of uploaders tracked and of xorbs
-per uploader are bounded, and an uploader's sequence ends with its next shard.
+per uploader are bounded, and an uploader's sequence ends with its next shard. Several files uploaded at once
+(`upload_folder`) interleave their xorbs, so a sequence stops as soon as the client shows it is cleaning a
+second file (see `queried`), which bounds what is hashed for nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from weightyard.repos.content import ContentStore
-from weightyard.xet import READ_WINDOW, FileTerm, XorbInfo
+from weightyard.xet import READ_WINDOW, FileTerm, XorbInfo, is_global_dedup_eligible
 
 # Uploaders followed at once (the least recently active is dropped), and xorbs followed per uploader
 # (64 MiB each: 256 GiB of one upload, past which the shard hashes the file itself).
@@ -51,6 +53,7 @@ class _Sequence:
     slots: list[_Slot] = field(default_factory=list)
     states: list[Any] = field(default_factory=list)  # the sha256 state after slots[0..i], each hashed i
     state: Any = field(default_factory=hashlib.sha256)
+    starts: set[bytes] = field(default_factory=set)  # first chunks of files the client asked about
     broken: bool = False
     hashing: bool = False
 
@@ -68,14 +71,33 @@ class ArrivalHashes:
     def began(self, user_id: int, xorb_hash: bytes) -> None:
         """A xorb upload by `user_id` began (its place in the sequence is taken now)."""
         with self._changed:
-            sequence = self._sequences.pop(user_id, None) or _Sequence()
-            self._sequences[user_id] = sequence  # most recently active last
-            while len(self._sequences) > MAX_UPLOADERS:
-                self._sequences.popitem(last=False)
+            sequence = self._active(user_id)
             if len(sequence.slots) >= MAX_XORBS:
                 sequence.broken = True
             if not sequence.broken:
                 sequence.slots.append(_Slot(xorb_hash))
+
+    def queried(self, user_id: int, chunk_hash: bytes) -> None:
+        """`user_id` asked whether the hub holds a chunk. The client asks about a file's first chunk and about
+        chunks whose hash makes them eligible (one in 1024): a query about any other chunk is a file starting.
+        A second one means several files are uploaded at once, and the client cleans them in parallel, each
+        into xorbs of its own whose uploads interleave: no file is the sequence's beginning, so nothing more
+        is hashed ahead (it would all be hashed twice)."""
+        if is_global_dedup_eligible(chunk_hash):
+            return
+        with self._changed:
+            sequence = self._active(user_id)
+            sequence.starts.add(chunk_hash)
+            if len(sequence.starts) > 1:
+                sequence.broken = True
+
+    def _active(self, user_id: int) -> _Sequence:
+        """The user's current sequence (a new one if none), marked most recently active; under the lock."""
+        sequence = self._sequences.pop(user_id, None) or _Sequence()
+        self._sequences[user_id] = sequence
+        while len(self._sequences) > MAX_UPLOADERS:
+            self._sequences.popitem(last=False)
+        return sequence
 
     def stored(self, user_id: int, xorb_hash: bytes, info: XorbInfo) -> None:
         """The xorb is stored and verified: it may be hashed once every xorb before it is."""
