@@ -6,9 +6,14 @@ import hashlib
 import mmap
 import os
 import random
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
-from weightyard.storage import BLOBS, XORBS, LocalObjectStore
+import pytest
+
+from weightyard.storage import BLOBS, XORBS, LocalObjectStore, local
 
 
 def _put(store: LocalObjectStore, data: bytes) -> str:
@@ -59,3 +64,40 @@ def test_a_damaged_object_is_replaced_by_verified_bytes_of_the_same_content(tmp_
     writer.seal()
     assert writer.publish() is True
     assert store.size(BLOBS, sha) == 5000
+
+
+def test_parts_that_arrived_ahead_are_hashed_in_the_background_before_completion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Parts finished last-first: finishing the first one answers at once, while the hash of the parts
+    # ahead of it (held here until released) catches up by itself; the completion then uses that hash
+    # without reading the file again (shown by changing the file once the hash is done).
+    release = threading.Event()
+    hash_range = local._hash_range
+
+    def held(*args: Any) -> None:
+        assert release.wait(30)
+        hash_range(*args)
+
+    monkeypatch.setattr(local, "_hash_range", held)
+    store = LocalObjectStore(tmp_path / "blobs")
+    data = random.Random(5).randbytes(4 * 50_000)
+    upload = store.open_upload("ahead", hashlib.sha256(data).hexdigest(), len(data), 50_000)
+    for number in (4, 3, 2, 1):
+        writer = upload.part_writer(number)
+        writer.write(data[(number - 1) * 50_000 : number * 50_000])
+        finishing = threading.Thread(target=writer.finish)
+        finishing.start()
+        finishing.join(10)
+        assert not finishing.is_alive(), f"finishing part {number} waited for the hash"
+    staged = upload._staged
+    assert staged._hashed == 50_000  # part 1, hashed as it was written; the rest not yet
+    release.set()
+    deadline = time.monotonic() + 30
+    while staged._hashed < len(data):
+        assert time.monotonic() < deadline, "the background hash did not reach the end"
+        time.sleep(0.01)
+    with open(staged.path, "r+b") as handle:
+        handle.write(b"changed after hashing")
+    upload.seal()
+    assert upload.digest() == hashlib.sha256(data).hexdigest()

@@ -57,14 +57,21 @@ def mapped_pieces(handle: io.FileIO, start: int, end: int, piece_size: int) -> I
             position = window_start + length
 
 
+# How long completing an upload waits for the background hash of its last parts (a few parts of 64 MiB, well
+# under a second each) before hashing the whole file from disk itself.
+_CATCH_UP_WAIT_S = 60.0
+
+
 class StagedBlob:
     """A blob that arrives as numbered parts of `part_size` bytes, in any order and possibly more than once,
     written where they belong in one staging file (`FOLDER/data`), so completing it copies nothing.
 
     The sha256 is computed once, in order: the part that starts where the hashed prefix ends is hashed while
     it is written, and parts that arrived ahead of it are read back (from the page cache) as soon as the
-    prefix reaches them. A part sent again after its bytes were hashed makes that hash worthless; `digest`
-    then hashes the file from disk instead. Every finished part leaves an empty marker file `FOLDER/<number>`:
+    prefix reaches them, by a thread of their own, so that the request that finished a part is answered at
+    once and the client's next part is not held up behind the hashing (`digest` waits for it). A part sent
+    again after its bytes were hashed makes that hash worthless; `digest` then hashes the file from disk
+    instead. Every finished part leaves an empty marker file `FOLDER/<number>`:
     markers, not this object's memory, say which parts are there, so a staged blob survives a restart of
     the server (its in-memory hash does not, and is recomputed from disk), and any server process may take
     any part or complete the upload; a lock on the file, not this object's memory, says when parts are still
@@ -78,6 +85,7 @@ class StagedBlob:
         self.part_size = part_size
         self.parts = -(-size // part_size)
         self._lock = threading.Lock()
+        self._hash_idle = threading.Condition(self._lock)  # notified whenever no thread extends the hash
         self._hash = hashlib.sha256()
         self._hashed = 0  # the prefix [0, _hashed) is in _hash
         self._hashing = False  # one thread at a time extends the hash
@@ -148,26 +156,34 @@ class StagedBlob:
             elif self._hashing:
                 return
             self._hashing = True
-        self._catch_up()
+        threading.Thread(target=self._catch_up, name="staged-sha256", daemon=True).start()
 
     def _catch_up(self) -> None:
         """Extend the hash over finished parts that follow the prefix; the caller owns the hash."""
-        while True:
+        try:
+            while True:
+                with self._lock:
+                    number = self._hashed // self.part_size + 1
+                    if self._stale or self._hashed >= self.size or number not in self._finished:
+                        return
+                start, end = self.span(number)
+                _hash_range(self.path, start, end, self._hash)
+                with self._lock:
+                    self._hashed = end
+        except Exception:
             with self._lock:
-                number = self._hashed // self.part_size + 1
-                if self._stale or self._hashed >= self.size or number not in self._finished:
-                    self._hashing = False
-                    return
-            start, end = self.span(number)
-            _hash_range(self.path, start, end, self._hash)
+                self._stale = True  # `digest` hashes the file from disk, and says what is wrong with it
+        finally:
             with self._lock:
-                self._hashed = end
+                self._hashing = False
+                self._hash_idle.notify_all()
 
     def _released_hash(self, number: int, restore: hashlib._Hash) -> None:
         with self._lock:
             self._writing.discard(number)
             self._hash = restore
             self._hashing = False
+            self._hash_idle.notify_all()
 
     def seal(self) -> None:
         """Take no more parts (before completing), whichever process writes them (see `_open_unsealed`).
@@ -191,6 +207,8 @@ class StagedBlob:
         """The sha256 of the staged file once every part is there (see `missing_parts`): the in-order hash
         when this object saw every part written and nothing since, else a fresh pass over the file."""
         with self._lock:
+            # The last parts may still be being hashed in the background (see `_finished_part`).
+            self._hash_idle.wait_for(lambda: not self._hashing, timeout=_CATCH_UP_WAIT_S)
             trusted = not self._stale and not self._writing and self._hashed == self.size
             hash_copy = self._hash.copy()
             seen = dict(self._finished)
