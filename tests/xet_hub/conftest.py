@@ -17,7 +17,19 @@ from pathlib import Path
 import pytest
 from tests.support import Server, loopback_request, run_python, start_server, stop_server
 
+from weightyard.db import create_engine, migrate
+from weightyard.repos.content import ContentStore
+from weightyard.storage import LocalObjectStore
+
 USERS = ("alice", "bob")
+
+
+@pytest.fixture
+def content_store(tmp_path: Path) -> ContentStore:
+    """A Xet content store of its own, no server: a fresh SQLite database, xorbs in `tmp_path / "xorbs"`."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'weightyard.db'}")
+    migrate(engine)
+    return ContentStore(LocalObjectStore(tmp_path / "blobs", tmp_path / "xorbs"), engine, xet=True)
 
 
 @dataclass

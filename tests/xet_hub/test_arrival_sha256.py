@@ -12,11 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from weightyard.db import create_engine, migrate
 from weightyard.repos import xet_arrivals
 from weightyard.repos.content import ContentStore
 from weightyard.repos.xet_arrivals import ArrivalHashes
-from weightyard.storage import LocalObjectStore
 from weightyard.xet import FileTerm, XorbInfo, hash_to_string, serialize_xorb
 
 RNG = random.Random(11)
@@ -24,10 +22,8 @@ ALICE, BOB = 1, 2
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> ContentStore:
-    engine = create_engine(f"sqlite:///{tmp_path / 'weightyard.db'}")
-    migrate(engine)
-    return ContentStore(LocalObjectStore(tmp_path / "blobs", tmp_path / "xorbs"), engine, xet=True)
+def store(content_store: ContentStore) -> ContentStore:
+    return content_store
 
 
 def _xorb(store: ContentStore, chunks: list[bytes]) -> XorbInfo:

@@ -11,9 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from weightyard.db import create_engine, migrate
 from weightyard.repos.content import ContentStore
-from weightyard.storage import LocalObjectStore
 from weightyard.xet import CompressionScheme, FileTerm, XorbInfo, hash_to_string, serialize_xorb
 from weightyard.xet.errors import CorruptXorb
 
@@ -22,12 +20,6 @@ RNG = random.Random(5)
 RANDOM = RNG.randbytes(40_000)
 TEXT = b"".join(b"config line %d\n" % i for i in range(3000))
 FLOATS = np.linspace(0, 1, 20_000, dtype=np.float32).tobytes()
-
-
-def _store(tmp_path: Path) -> ContentStore:
-    engine = create_engine(f"sqlite:///{tmp_path / 'weightyard.db'}")
-    migrate(engine)
-    return ContentStore(LocalObjectStore(tmp_path / "blobs", tmp_path / "xorbs"), engine, xet=True)
 
 
 def _stored(store: ContentStore, chunks: list[bytes]) -> XorbInfo:
@@ -51,8 +43,10 @@ def _flip(path: Path, offset: int) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_sha256_of_a_stored_file_covers_every_scheme_and_partial_chunk_ranges(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_sha256_of_a_stored_file_covers_every_scheme_and_partial_chunk_ranges(
+    content_store: ContentStore,
+) -> None:
+    store = content_store
     first = _stored(store, [RANDOM, TEXT, FLOATS])
     assert [c.scheme for c in first.chunks] == list(CompressionScheme)
     extra = RNG.randbytes(1000)
@@ -63,8 +57,10 @@ def test_sha256_of_a_stored_file_covers_every_scheme_and_partial_chunk_ranges(tm
     assert store.sha256_of(()) == hashlib.sha256(b"").hexdigest()
 
 
-def test_sha256_of_a_file_spanning_several_read_windows_of_one_reused_buffer(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_sha256_of_a_file_spanning_several_read_windows_of_one_reused_buffer(
+    content_store: ContentStore,
+) -> None:
+    store = content_store
     # More chunks than one read window takes, in two xorbs: every window lands in the same buffer.
     chunks = [RNG.randbytes(1000) + TEXT[: i % 3000] for i in range(1500)]
     first, second = _stored(store, chunks[:1200]), _stored(store, chunks[1200:])
@@ -72,8 +68,10 @@ def test_sha256_of_a_file_spanning_several_read_windows_of_one_reused_buffer(tmp
     assert store.sha256_of(terms) == hashlib.sha256(b"".join(chunks)).hexdigest()
 
 
-def test_a_payload_byte_changed_in_storage_after_the_upload_changes_the_sha256(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_a_payload_byte_changed_in_storage_after_the_upload_changes_the_sha256(
+    tmp_path: Path, content_store: ContentStore
+) -> None:
+    store = content_store
     info = _stored(store, [RANDOM, TEXT])
     terms = (_term(info, 0, 2),)
     honest = store.sha256_of(terms)
@@ -82,8 +80,10 @@ def test_a_payload_byte_changed_in_storage_after_the_upload_changes_the_sha256(t
     assert store.sha256_of(terms) != honest
 
 
-def test_a_damaged_compressed_chunk_header_or_a_truncated_xorb_is_refused_as_damage(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_a_damaged_compressed_chunk_header_or_a_truncated_xorb_is_refused_as_damage(
+    tmp_path: Path, content_store: ContentStore
+) -> None:
+    store = content_store
     info = _stored(store, [RANDOM, TEXT])
     terms = (_term(info, 0, 2),)
     _flip(_xorb_file(tmp_path, info), info.chunks[1].start + 4)  # the scheme byte of the LZ4 chunk

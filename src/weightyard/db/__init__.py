@@ -215,6 +215,19 @@ def _transactional(connection: sa.Connection) -> None:
 
 
 @contextmanager
+def queue_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A write of a job queue's rows (scan jobs, whole-copy jobs): on SQLite a `transaction` (BEGIN IMMEDIATE:
+    a deferred one that reads, then writes, can fail when another writer got in between); on PostgreSQL a
+    `row_locked_transaction`, since the queues order their writers by row locks alone."""
+    if engine.dialect.name == "sqlite":
+        with transaction(engine) as conn:
+            yield conn
+    else:
+        with row_locked_transaction(engine) as conn:
+            yield conn
+
+
+@contextmanager
 def row_locked_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
     """A transaction that does not take the hub-wide write lock: for writers that order themselves by row
     locks alone (`SELECT … FOR UPDATE SKIP LOCKED`, the scan queue on PostgreSQL)."""

@@ -33,18 +33,16 @@ idempotent insert, so the duplicate costs work, never correctness.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from weightyard.db import insert_ignore, row_locked_transaction, tables, transaction, utcnow
+from weightyard.db import insert_ignore, queue_transaction, tables, transaction, utcnow
 from weightyard.errors import ContentMismatch, StoredContentDamaged, WeightyardError
 from weightyard.faults import crash_point
 from weightyard.repos.content import ContentStore
@@ -140,7 +138,7 @@ class WholeCopies:
                 conn.execute(sa.select(_copies.c.sha256).where(_copies.c.sha256.in_(shas))).scalars()
             )
         if copies:
-            with self._queue_write() as conn:
+            with queue_transaction(self._engine) as conn:
                 conn.execute(
                     sa.update(_copies)
                     .where(_copies.c.sha256.in_(sorted(copies)))
@@ -192,16 +190,6 @@ class WholeCopies:
             )
 
     # -- claims --------------------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _queue_write(self) -> Iterator[sa.Connection]:
-        """A write of the queue's own rows: row locks order them on PostgreSQL (as the scan queue's)."""
-        if self._engine.dialect.name == "sqlite":
-            with transaction(self._engine) as conn:
-                yield conn
-        else:
-            with row_locked_transaction(self._engine) as conn:
-                yield conn
-
     @staticmethod
     def _claimable(now: datetime.datetime) -> sa.ColumnElement[bool]:
         return sa.and_(
@@ -216,7 +204,7 @@ class WholeCopies:
         with self._engine.connect() as conn:  # a read first: an idle process takes no write lock
             if conn.execute(sa.select(_jobs.c.sha256).where(self._claimable(now)).limit(1)).first() is None:
                 return None
-        with self._queue_write() as conn:
+        with queue_transaction(self._engine) as conn:
             conn.execute(
                 sa.update(_jobs)
                 .where(_jobs.c.state == RUNNING, _jobs.c.lease_until <= now, _jobs.c.attempts >= MAX_ATTEMPTS)
@@ -243,7 +231,7 @@ class WholeCopies:
         return None if row is None else CopyJob(row.sha256, int(row.attempts))
 
     def _renew(self, job: CopyJob) -> None:
-        with self._queue_write() as conn:
+        with queue_transaction(self._engine) as conn:
             conn.execute(
                 sa.update(_jobs)
                 .where(_jobs.c.sha256 == job.sha256, _jobs.c.claimed_by == self._worker)
@@ -252,7 +240,7 @@ class WholeCopies:
 
     def _release(self, job: CopyJob) -> None:
         """Give a job back unfinished (the process is stopping): queued again, no attempt used."""
-        with self._queue_write() as conn:
+        with queue_transaction(self._engine) as conn:
             conn.execute(
                 sa.update(_jobs)
                 .where(_jobs.c.sha256 == job.sha256, _jobs.c.claimed_by == self._worker)
@@ -268,7 +256,7 @@ class WholeCopies:
             if final
             else {"state": QUEUED, "claimed_by": None, "lease_until": now + self._lease * job.attempts}
         )
-        with self._queue_write() as conn:
+        with queue_transaction(self._engine) as conn:
             conn.execute(
                 sa.update(_jobs)
                 .where(_jobs.c.sha256 == job.sha256, _jobs.c.claimed_by == self._worker)
@@ -330,7 +318,7 @@ class WholeCopies:
             writer.abort()
 
     def _drop(self, job: CopyJob) -> None:
-        with self._queue_write() as conn:
+        with queue_transaction(self._engine) as conn:
             conn.execute(sa.delete(_jobs).where(_jobs.c.sha256 == job.sha256))
 
     def _record(self, sha256: str, size: int) -> bool:

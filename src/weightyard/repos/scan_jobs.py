@@ -13,18 +13,18 @@ update of one row, so on PostgreSQL they run in plain transactions, and only row
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import socket
 import uuid
 from collections.abc import Collection, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from weightyard.db import insert_ignore, row_locked_transaction, tables, transaction, utcnow
+from weightyard.db import insert_ignore, queue_transaction, tables, utcnow
 from weightyard.errors import WeightyardError
 from weightyard.scan import SCANNER_VERSION
 
@@ -86,17 +86,9 @@ class ScanQueue:
         self._engine = engine
         self._lease = datetime.timedelta(seconds=lease_s)
 
-    @contextmanager
-    def write(self) -> Iterator[sa.Connection]:
+    def write(self) -> contextlib.AbstractContextManager[sa.Connection]:
         """A write transaction for the queue's tables and the reports its jobs produce."""
-        # SQLite needs BEGIN IMMEDIATE (a deferred transaction that reads, then writes, can fail when another
-        # writer got in between); PostgreSQL orders these writes by row locks alone (see the module's doc).
-        if self._engine.dialect.name == "sqlite":
-            with transaction(self._engine) as conn:
-                yield conn
-        else:
-            with row_locked_transaction(self._engine) as conn:
-                yield conn
+        return queue_transaction(self._engine)
 
     # -- enqueue ---------------------------------------------------------------------------------------
     def enqueue(self, work: dict[Key, str], retry_failed_after: datetime.timedelta | None = None) -> None:
