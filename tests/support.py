@@ -29,6 +29,16 @@ os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 _TLS = ssl.create_default_context()
 
 
+# A hub's own threads (the scan queue's runners and the whole-copy thread polling for jobs, the download
+# counter, the blob writer, the Xet upload hash) query the database whenever they wake: what they do is not
+# a request's cost, in the tests that count a request's statements.
+HUB_BACKGROUND_THREADS = ("scan-", "download-counts", "blob-writer", "whole-copies", "xet-arrival-sha256")
+
+
+def in_hub_background() -> bool:
+    return threading.current_thread().name.startswith(HUB_BACKGROUND_THREADS)
+
+
 def loopback_client(url: str = "", token: str | None = None, **kwargs: Any) -> httpx.Client:
     """An httpx client for a test hub at `url`, sending `token` (when given) as its bearer token."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}

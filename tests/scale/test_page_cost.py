@@ -7,7 +7,6 @@ whole answer."""
 from __future__ import annotations
 
 import itertools
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from tests.support import in_hub_background
 
 from weightyard.api import create_app
 from weightyard.auth import LOCAL_ADMIN, Principal
@@ -23,14 +23,6 @@ from weightyard.config import Settings
 from weightyard.hub import Hub
 from weightyard.repos import AddFile, Repo
 from weightyard.repos.listing import ListQuery, list_page
-
-# The hub's own threads (the scan queue's runners polling for jobs, the download counter) query the database
-# whenever they wake: what they do is not a request's cost.
-_BACKGROUND = ("scan-", "download-counts", "blob-writer")
-
-
-def _in_background() -> bool:
-    return threading.current_thread().name.startswith(_BACKGROUND)
 
 
 @dataclass
@@ -52,7 +44,7 @@ class Local:
         cost = Cost()
 
         def count_statement(*_: Any) -> None:
-            if not _in_background():
+            if not in_hub_background():
                 cost.statements += 1
 
         def count_step() -> int:
@@ -60,7 +52,7 @@ class Local:
             return 0
 
         def watch(dbapi_connection: Any, *_: Any) -> None:
-            dbapi_connection.set_progress_handler(None if _in_background() else count_step, 1)
+            dbapi_connection.set_progress_handler(None if in_hub_background() else count_step, 1)
 
         # Connections are pooled: the handler goes on each one as it is checked out, and comes off after.
         sa.event.listen(self.hub.engine, "before_cursor_execute", count_statement)
