@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from weightyard.api.bodies import CreateOrgBody, CreateTokenBody, CreateUserBody, MemberBody, read_json
 from weightyard.api.common import hub_of, iso, principal_of
 from weightyard.auth import Action, TokenInfo, require_site_admin
+from weightyard.db import MAX_ROW_ID
 from weightyard.validation import check_repo_id
 
 router = APIRouter(prefix="/api/admin")
@@ -104,7 +105,7 @@ def audit_log(
     request: Request,
     repo: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
+    before: Annotated[int | None, Query(ge=0, le=MAX_ROW_ID)] = None,
 ) -> list[dict[str, Any]]:
     """Site admins read everything; a repo's admins may read that repo's entries."""
     principal = principal_of(request)

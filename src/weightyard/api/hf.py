@@ -51,6 +51,7 @@ from weightyard.api.common import (
 )
 from weightyard.auth import Action, Principal
 from weightyard.cards import CARD_LIMIT, check_card
+from weightyard.db import MAX_ROW_ID
 from weightyard.errors import (
     BadRequest,
     InvalidCardMetadata,
@@ -262,7 +263,8 @@ def _link_next(request: Request, cursor: int | str) -> dict[str, str]:
 def _cursor(request: Request) -> int:
     """Where a page starts: the `cursor` of the previous page's `Link: rel="next"`."""
     cursor = request.query_params.get("cursor", "0")
-    if not cursor.isdigit():
+    # A position in a list: no list holds more, and every database takes it as an offset.
+    if not cursor.isdigit() or len(cursor) > 10 or int(cursor) > MAX_ROW_ID:
         raise BadRequest("invalid cursor")
     return int(cursor)
 

@@ -31,6 +31,10 @@ _IMMEDIATE = "weightyard_immediate"
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
+# The largest id a row's integer primary key can hold on every database (INTEGER is 32 bits on PostgreSQL):
+# an id from a request beyond it names nothing, and must not reach a query that would fail on it.
+MAX_ROW_ID = 2**31 - 1
+
 # Connections each process keeps open, and how many more it may open for a burst (closed when returned). A
 # request uses one at a time (two when a read nests), and the server answers up to 40 at once in its thread
 # pool: with SQLAlchemy's default of 5, a worker under 64 clients opened and closed a PostgreSQL connection,

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from weightyard.auth import Action, Principal, audit, require, require_token_covers, user_id_of
-from weightyard.db import insert_ignore, tables, transaction, utcnow
+from weightyard.db import MAX_ROW_ID, insert_ignore, tables, transaction, utcnow
 from weightyard.errors import AccessAlreadyGranted, BadRequest, NotFound, Unauthorized
 from weightyard.repos.service import Repo
 
@@ -105,6 +105,8 @@ class AccessRequests:
             if user is not None:
                 where.append(tables.access_requests.c.user_id == user_id_of(conn, user))
             elif request_id is not None:
+                if request_id > MAX_ROW_ID:
+                    raise NotFound("no such access request")
                 where.append(tables.access_requests.c.id == request_id)
             else:
                 raise BadRequest("name the request by 'user' or 'requestId'")
