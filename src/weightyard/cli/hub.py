@@ -120,13 +120,15 @@ def serve(
     ] = 1,
 ) -> None:
     """Run the hub: the Hugging Face Hub protocol on http://HOST:PORT."""
+    from weightyard.server import HubApp, limit_malloc_arenas, uvicorn_config
+
+    limit_malloc_arenas()  # before the hub and the server start their threads
     import uvicorn
 
     from weightyard.api import create_app
     from weightyard.config import Settings
     from weightyard.hub import Hub
     from weightyard.maintenance.startup import StartupError
-    from weightyard.server import HubApp, uvicorn_config
 
     settings = Settings.for_data(data).model_copy(update={"host": host, "port": port})
     try:

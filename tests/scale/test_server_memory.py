@@ -1,0 +1,58 @@
+"""The server keeps at most two malloc arenas, however many of its request threads allocate at once: glibc
+would give each its own (up to eight per core), each keeping the large buffers freed into it, which took the
+transfer benchmark's peak past its 300 MB bound (docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.support import Server, start_server, stop_server
+
+from weightyard.server import MALLOC_ARENAS
+
+# glibc reserves each arena but the main one as a 64 MiB-aligned anonymous mapping of 64 MiB: the part in use
+# readable and writable, the rest reserved without access.
+_HEAP = 64 * 1024 * 1024
+
+
+def _arena_heaps(pid: int) -> int:
+    rows = []
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        fields = line.split()
+        start, end = (int(bound, 16) for bound in fields[0].split("-"))
+        rows.append((start, end, fields[1], len(fields) > 5))
+    heaps = 0
+    for index, (start, end, perms, named) in enumerate(rows):
+        if named or perms != "rw-p" or start % _HEAP:
+            continue
+        following = rows[index + 1] if index + 1 < len(rows) else None
+        if following is not None and following[0] == end and following[2] == "---p" and not following[3]:
+            end = following[1]
+        heaps += end - start == _HEAP
+    return heaps
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    instance = start_server(tmp_path_factory.mktemp("arenas") / "data")
+    yield instance
+    stop_server(instance)
+
+
+def test_request_threads_share_at_most_two_malloc_arenas(server: Server) -> None:
+    def requests() -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            for _ in range(20):
+                assert client.get("/api/models").status_code == 200
+                assert client.get("/api/models/admin/none").status_code in (401, 404)
+
+    threads = [threading.Thread(target=requests) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert _arena_heaps(server.pid) <= MALLOC_ARENAS - 1  # the main arena is not one of these
