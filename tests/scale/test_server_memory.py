@@ -5,12 +5,10 @@ transfer benchmark's peak past its 300 MB bound (docs/benchmarks.md)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
-from tests.support import Server, start_server, stop_server
+from tests.support import Server
 
 from weightyard.server import MALLOC_ARENAS
 
@@ -34,13 +32,6 @@ def _arena_heaps(pid: int) -> int:
             end = following[1]
         heaps += end - start == _HEAP
     return heaps
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    instance = start_server(tmp_path_factory.mktemp("arenas") / "data")
-    yield instance
-    stop_server(instance)
 
 
 def test_request_threads_share_at_most_two_malloc_arenas(server: Server) -> None:
