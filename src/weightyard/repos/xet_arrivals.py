@@ -141,7 +141,7 @@ class ArrivalHashes:
                     if remaining <= 0:
                         break
                     self._changed.wait(remaining)
-                # Xorbs whose uploads began out of order end the prefix where the hash went its own way.
+                # Where the background did not get that far (a failure, the deadline), the rest is hashed now.
                 prefix = min(prefix, len(sequence.states))
                 state = sequence.states[prefix - 1].copy() if prefix else None
             finally:
