@@ -27,6 +27,7 @@ from weightyard.maintenance.storage import (
     remove_uploads,
     stale_uploads,
 )
+from weightyard.repos.content import forget_copies
 from weightyard.repos.xet import GC_GRACE
 from weightyard.storage import BLOBS
 
@@ -124,8 +125,7 @@ def _unreferenced_blobs(hub: Hub, age: datetime.timedelta, dry_run: bool) -> tup
             names = [row.sha256 for row in rows]
             conn.execute(sa.delete(tables.blob_grants).where(tables.blob_grants.c.sha256.in_(names)))
             # A whole copy goes with its content (its object with the blob's, below); so does a pending job.
-            conn.execute(sa.delete(tables.whole_copies).where(tables.whole_copies.c.sha256.in_(names)))
-            conn.execute(sa.delete(tables.copy_jobs).where(tables.copy_jobs.c.sha256.in_(names)))
+            forget_copies(conn, names)
             conn.execute(sa.delete(blobs).where(blobs.c.sha256.in_(names)))
             doomed.update((row.sha256, int(row.size)) for row in rows)
     crash_point("gc.rows_deleted")

@@ -90,6 +90,13 @@ _QUERY_BATCH = 500
 SCRATCH_AGE = 24 * 3600.0
 
 
+def forget_copies(conn: sa.Connection, shas: Sequence[str]) -> None:
+    """Inside a write transaction: these contents' whole blobs are no longer copies (repos/copies.py), and no
+    pending job will record one (an upload placed the content, or the content goes)."""
+    conn.execute(sa.delete(tables.whole_copies).where(tables.whole_copies.c.sha256.in_(shas)))
+    conn.execute(sa.delete(tables.copy_jobs).where(tables.copy_jobs.c.sha256.in_(shas)))
+
+
 def pack_terms(terms: Iterable[FileTerm]) -> bytes:
     """A file's terms as one blob for the database (44 bytes a term)."""
     return b"".join(_TERM.pack(t.xorb_hash, t.unpacked_len, t.chunk_start, t.chunk_end) for t in terms)
@@ -179,12 +186,8 @@ class ContentStore:
                         .where(tables.blobs.c.sha256 == blob.sha256)
                         .values(created_at=now)
                     )
-                # An uploaded whole blob is never a copy, even where a copy's object was there first
-                # (repos/copies.py): its row goes, and so does any job that would record one.
-                conn.execute(
-                    sa.delete(tables.whole_copies).where(tables.whole_copies.c.sha256 == blob.sha256)
-                )
-                conn.execute(sa.delete(tables.copy_jobs).where(tables.copy_jobs.c.sha256 == blob.sha256))
+                # An uploaded whole blob is never a copy, even where a copy's object was there first.
+                forget_copies(conn, [blob.sha256])
                 self.still_stored(BLOBS, blob.sha256, blob.size)
                 crash_point("blob.placed")
         except BaseException:
@@ -299,8 +302,7 @@ class ContentStore:
         them unreferenced."""
         self.objects.delete(BLOBS, check_sha256(sha256))
         with transaction(self._engine) as conn:
-            conn.execute(sa.delete(tables.whole_copies).where(tables.whole_copies.c.sha256 == sha256))
-            conn.execute(sa.delete(tables.copy_jobs).where(tables.copy_jobs.c.sha256 == sha256))
+            forget_copies(conn, [sha256])
             if not self.xet:
                 return
             hashes = list(

@@ -289,9 +289,8 @@ class WholeCopies:
             # Left by a copy writer that stopped after publishing (an upload would have deleted the job).
             self._record(sha256, file.size)
             return
-        with transaction(
-            self._engine
-        ) as conn:  # room first, so the disk never holds more than one extra copy
+        # Room first, so the disk never holds more than one extra copy.
+        with transaction(self._engine) as conn:
             self._evict(conn, self.budget - file.size, keep=sha256)
         writer = self._content.objects.blob_writer(sha256)
         try:

@@ -122,10 +122,7 @@ class LfsService:
                     UploadAction(sha256, size, error=f"{size} bytes exceed the file size limit ({limit})")
                 )
                 continue
-            # "Already stored" only for content the uploader may receive (the gate first, always: the same
-            # queries whether or not anyone stored it), else an upload like any other.
-            allowed = self._repos.gate.may_receive(principal, sha256)
-            if self._repos.blob_size(sha256) == size and allowed:
+            if self._holds(principal, sha256, size):
                 actions.append(UploadAction(sha256, size))
                 stored.append(sha256)
                 continue
@@ -146,6 +143,12 @@ class LfsService:
                     )
                 )
         return actions
+
+    def _holds(self, principal: Principal, sha256: str, size: int) -> bool:
+        """Whether the uploader need not send this content: the hub holds it, and it is content the uploader
+        may receive (the gate first, always: the same queries whether or not anyone stored it)."""
+        allowed = self._repos.gate.may_receive(principal, sha256)
+        return self._repos.blob_size(sha256) == size and allowed
 
     def _multipart(
         self, principal: Principal, repo: Repo, sha256: str, size: int, expires: int, base_url: str
@@ -342,9 +345,7 @@ class LfsService:
         principal = self._grant_holder(row.token_id, row.repo_id)
         repo_id = int(row.repo_id)
         if if_stored:
-            # The gate first, always (the same queries whether or not anyone stored it), as the batch API.
-            allowed = self._repos.gate.may_receive(principal, sha256)
-            if not (self._repos.blob_size(sha256) == int(row.size) and allowed):
+            if not self._holds(principal, sha256, int(row.size)):
                 return False
             self._repos.renew_uploads([sha256])
             self._forget(upload_id, repo_id)
