@@ -16,6 +16,16 @@ load, and reported as best and median, with the ratio to the anchor and the goal
 
 Each upload row is also timed against `bench/sink.py`, a server that speaks the same routes and discards every
 byte: the client's time there is the client-side limit, and hub time / sink time says how close the hub is.
+Each upload row also gets a verifying-hub floor, measured once per repetition on that repetition's file, after
+its three timings, on a warm page cache (the file is read once untimed first): the CPU seconds on one core of
+the file's sha256 (read back in the hub's 8 MiB window, hashlib; both rows) and of the keyed BLAKE3 of each of
+its Xet chunks (Xet row only; the chunks cut where the stock client cuts them by weightyard's own chunker,
+untimed, since the hub reads them from the xorbs' headers), each by `time.thread_time`. With the medians of
+the client's CPU against the sink, the sink's (receiving the bytes over HTTP) and `cp` + `sync`'s own CPU
+(writing and fsyncing the file; children's rusage around the anchor), they sum to what any hub that verifies
+every byte and fsyncs every blob must spend with this client; anchor / (sum / cores) is the best ratio such a
+hub can reach here, every core busy all the time. The report prints the sum, that ratio, whether the goal is
+above it (out of reach of any verifying hub) and the hub's median ratio as a share of it.
 The `hf_hub_download` row is also timed through `bench/download_bound.py`, a proxy that hands the client
 nginx URLs for the xorb bytes: the same client-side limit for the download.
 A plain-HTTP download of a Xet-uploaded file is rebuilt from its xorbs and makes the hub write a whole copy in
@@ -56,6 +66,9 @@ from pathlib import Path
 from types import FrameType
 
 from download_bound import BoundProxy, expose
+from weightyard.xet.chunking import Chunker
+from weightyard.xet.hashes import ChunkRef, chunk_hash
+from weightyard.xet.reconstruction import READ_WINDOW
 
 GIB = 1024**3
 MIB = 1024**2
@@ -226,11 +239,49 @@ def generate(path: Path, size: int) -> None:
 
 
 def sha256_of(path: Path) -> str:
+    return sha256_with_cpu(path)[0]
+
+
+def sha256_with_cpu(path: Path) -> tuple[str, float]:
+    """The file's sha256 and the CPU seconds (this thread, user + system) that reading and hashing it took,
+    in reads of the hub's window into one reused buffer, as the hub reads a file back to check its sha256."""
     digest = hashlib.sha256()
+    buffer = bytearray(READ_WINDOW)
+    view = memoryview(buffer)
+    start = time.thread_time()
+    with open(path, "rb", buffering=0) as handle:
+        while got := handle.readinto(buffer):
+            digest.update(view[:got])
+    return digest.hexdigest(), time.thread_time() - start
+
+
+def chunk_hashes_with_cpu(path: Path) -> tuple[list[ChunkRef], float]:
+    """The keyed BLAKE3 hash of each of the file's Xet chunks, and the CPU seconds (this thread) the hashing
+    alone took. The chunks are cut where the stock client cuts them (the hub's own chunker), untimed: cutting
+    is the client's work, the hub reads the boundaries from the xorbs' chunk headers."""
+    refs: list[ChunkRef] = []
+    cpu = 0.0
+    for chunks in _xet_chunks(path):
+        start = time.thread_time()
+        hashes = [chunk_hash(chunk) for chunk in chunks]
+        cpu += time.thread_time() - start
+        refs.extend((digest, len(chunk)) for digest, chunk in zip(hashes, chunks, strict=True))
+    return refs, cpu
+
+
+def _xet_chunks(path: Path) -> Iterator[list[bytes]]:
+    chunker = Chunker()
     with open(path, "rb") as handle:
-        while chunk := handle.read(4 * MIB):
-            digest.update(chunk)
-    return digest.hexdigest()
+        while block := handle.read(READ_WINDOW):
+            yield chunker.update(block)
+    yield chunker.finish()
+
+
+def warm_cache(path: Path) -> None:
+    buffer = bytearray(READ_WINDOW)
+    with open(path, "rb", buffering=0) as handle:
+        while handle.readinto(buffer):
+            pass
 
 
 # ---------------------------------------------------------------------------------------------- servers
@@ -374,7 +425,8 @@ def sink_received(sink: Hub) -> int:
 
 @dataclass(frozen=True)
 class Timing:
-    """One upload: its seconds, the client's CPU seconds, and the server's CPU seconds meanwhile."""
+    """One upload: its seconds, the client's CPU seconds, and the server's CPU seconds meanwhile (or the
+    anchor: its seconds and the CPU seconds of `cp` and `sync` themselves)."""
 
     seconds: float
     client_cpu: float
@@ -392,6 +444,28 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@dataclass(frozen=True)
+class Verification:
+    """CPU seconds on one core of the hashing a hub that verifies every byte cannot skip for one uploaded
+    file: its sha256 (both upload rows) and, for a Xet upload, the keyed BLAKE3 of every chunk."""
+
+    sha256: float
+    blake3: float | None = None
+
+
+def verification(path: Path, size: int, xet: bool) -> Verification:
+    """Measure the hashing of the file at `path` on a warm page cache (it is read once, untimed, first)."""
+    warm_cache(path)
+    blake3 = None
+    if xet:
+        refs, blake3 = chunk_hashes_with_cpu(path)
+        hashed = sum(length for _, length in refs)
+        if hashed != size:
+            raise BenchError(f"the Xet chunks of {path} cover {hashed} bytes of {size}")
+    _, sha256 = sha256_with_cpu(path)
+    return Verification(sha256, blake3)
+
+
 @dataclass
 class Row:
     """One row of the table: the subject, its anchor timed alternately with it, and the sink bound if any."""
@@ -405,6 +479,8 @@ class Row:
     bound: list[float] = field(default_factory=list)
     subject_cpu: list[Timing] = field(default_factory=list)  # uploads: CPU of the client and the hub
     sink_cpu: list[Timing] = field(default_factory=list)  # and of the client and the sink
+    anchor_cpu: list[float] = field(default_factory=list)  # and of `cp` + `sync`: writing and fsyncing
+    verification: list[Verification] = field(default_factory=list)  # and the hashing a hub cannot skip
 
     def ratio(self, pick: Callable[[list[float]], float]) -> float:
         """Throughput ratio to the anchor: anchor time / subject time."""
@@ -451,14 +527,17 @@ def alternate(index: int, first: Callable[[], None], second: Callable[[], None])
         flush_disk()
 
 
-def cp_sync(bench: Bench, source: Path) -> float:
-    copy = bench.work / "copy.bin"
+def cp_sync(source: Path, copy: Path, timeout: float) -> Timing:
+    """The anchor of the uploads: `cp` + `sync COPY`, its seconds and the CPU seconds of the two commands, the
+    CPU that writing the file and making it durable takes (a verifying hub's write)."""
+    cpu_start = children_cpu()
     start = time.perf_counter()
-    run(["cp", str(source), str(copy)], step_timeout(bench.size))
-    run(["sync", str(copy)], step_timeout(bench.size))
+    run(["cp", str(source), str(copy)], timeout)
+    run(["sync", str(copy)], timeout)
     seconds = time.perf_counter() - start
+    cpu = children_cpu() - cpu_start
     copy.unlink()
-    return seconds
+    return Timing(seconds, cpu)
 
 
 def upload_file(bench: Bench, server: Hub, repo: str, path: Path, **env: str) -> Timing:
@@ -524,9 +603,10 @@ def with_server_cpu(server: Hub, upload: Callable[[], Timing]) -> Timing:
 
 
 def measure_upload(
-    bench: Bench, row: Row, repeat: int, name: str, upload: Callable[[Hub, int], Timing]
+    bench: Bench, row: Row, repeat: int, name: str, upload: Callable[[Hub, int], Timing], xet: bool
 ) -> None:
-    """`repeat` rounds of: a new file, then the anchor, the sink and the hub in alternating order."""
+    """`repeat` rounds of: a new file, then the anchor, the sink and the hub in alternating order, then the
+    hashing a verifying hub must do on that file (BLAKE3 of its chunks only for `xet`)."""
     source = bench.work / "upload" / FILE_NAME
     assert bench.sink is not None
     sink = bench.sink
@@ -544,14 +624,22 @@ def measure_upload(
             row.subject.append(timing.seconds)
             row.subject_cpu.append(timing)
 
-        steps = [lambda: row.anchor.append(cp_sync(bench, source)), at_sink, at_hub]
+        def anchor() -> None:
+            timing = cp_sync(source, bench.work / "copy.bin", step_timeout(bench.size))
+            row.anchor.append(timing.seconds)
+            row.anchor_cpu.append(timing.client_cpu)
+
+        steps = [anchor, at_sink, at_hub]
         # The order turns every repetition, so that no side always runs right after another's writes.
         for step in steps[index % 3 :] + steps[: index % 3]:
             step()
             flush_disk()
+        row.verification.append(verification(source, bench.size, xet))
+        hashed = row.verification[-1]
+        blake3 = f", BLAKE3 {hashed.blake3:.2f} s" if hashed.blake3 is not None else ""
         print(
             f"  {name} {index + 1}/{repeat}: cp + sync {row.anchor[-1]:.2f} s, sink {row.sink[-1]:.2f} s, "
-            f"hub {row.subject[-1]:.2f} s",
+            f"hub {row.subject[-1]:.2f} s; CPU of sha256 {hashed.sha256:.2f} s{blake3}",
             flush=True,
         )
 
@@ -691,6 +779,95 @@ def verdict(met: bool) -> str:
     return "met" if met else "NOT MET"
 
 
+@dataclass(frozen=True)
+class Floor:
+    """The CPU seconds (medians of the repetitions) that any hub which verifies every byte and fsyncs every
+    blob must spend on one upload, with the client's own, and the best ratio to the anchor they allow were
+    all `cores` cores busy all the time: nothing a hub does can beat it on this machine for this client."""
+
+    client: float  # the client's CPU against the sink
+    sink: float  # the sink's: receiving the bytes over HTTP
+    sha256: float  # the file's sha256 (the LFS oid, or the Xet shard's claim)
+    blake3: float | None  # the keyed BLAKE3 of every Xet chunk; None for push
+    write: float  # `cp` + `sync`: writing the file and fsyncing it
+    anchor: float  # the anchor's median seconds
+    cores: int
+
+    @property
+    def total(self) -> float:
+        return self.client + self.sink + self.sha256 + (self.blake3 or 0.0) + self.write
+
+    @property
+    def ratio(self) -> float:
+        """anchor / (total / cores): the best ratio to the anchor a verifying hub can reach here."""
+        return self.anchor / (self.total / self.cores)
+
+
+def floor_of(row: Row, cores: int) -> Floor | None:
+    """The row's verifying-hub floor, or None for a row without one (downloads)."""
+    if not (row.sink_cpu and row.anchor_cpu and row.verification):
+        return None
+    blake3 = [hashed.blake3 for hashed in row.verification if hashed.blake3 is not None]
+    return Floor(
+        client=median([timing.client_cpu for timing in row.sink_cpu]),
+        sink=median([timing.server_cpu for timing in row.sink_cpu]),
+        sha256=median([hashed.sha256 for hashed in row.verification]),
+        blake3=median(blake3) if blake3 else None,
+        write=median(row.anchor_cpu),
+        anchor=median(row.anchor),
+        cores=cores,
+    )
+
+
+def floor_reach(row: Row, floor: Floor) -> str:
+    if row.goal > floor.ratio:
+        return "goal out of reach of any verifying hub here"
+    return "goal within the floor"
+
+
+def floor_table(rows: list[Row], cores: int) -> list[str]:
+    """The report's verifying-hub floor: one line per upload row that has one."""
+    floors = [(row, floor) for row in rows if (floor := floor_of(row, cores)) is not None]
+    if not floors:
+        return []
+    lines = [
+        "",
+        "verifying-hub floor, CPU seconds on one core (median): client CPU (at the sink) + sink CPU + sha256 "
+        f"[+ BLAKE3 of every Xet chunk] + write/fsync CPU (cp + sync) = floor; on {cores} cores at best "
+        "anchor / (floor / cores)",
+        "| upload | client → sink | sink | sha256 | BLAKE3 | write + fsync | floor | best ratio a verifying "
+        "hub allows | goal | hub, median ratio: share of the best | |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row, floor in floors:
+        blake3 = "–" if floor.blake3 is None else f"{floor.blake3:.2f} s"
+        lines.append(
+            f"| {row.label} | {floor.client:.2f} s | {floor.sink:.2f} s | {floor.sha256:.2f} s | {blake3} | "
+            f"{floor.write:.2f} s | {floor.total:.2f} s | {floor.ratio:.2f}× | ≥ {row.goal:.2f}× | "
+            f"{row.ratio(median):.2f}×: {row.ratio(median) / floor.ratio:.0%} | {floor_reach(row, floor)} |"
+        )
+    return lines
+
+
+def floor_json(row: Row, cores: int) -> dict[str, object] | None:
+    floor = floor_of(row, cores)
+    if floor is None:
+        return None
+    return {
+        "client_cpu": floor.client,
+        "sink_cpu": floor.sink,
+        "sha256_cpu": floor.sha256,
+        "blake3_cpu": floor.blake3,
+        "write_fsync_cpu": floor.write,
+        "total_cpu": floor.total,
+        "cores": floor.cores,
+        "anchor_seconds": floor.anchor,
+        "best_ratio": floor.ratio,
+        "goal_out_of_reach": row.goal > floor.ratio,
+        "hub_share_of_best": row.ratio(median) / floor.ratio,
+    }
+
+
 def report(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
     size = bench.size
     print(f"\n{human_size(size)} random file, best and median of {repeat}, 127.0.0.1")
@@ -746,6 +923,8 @@ def report(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
                 f"| {row.label} | {client:.2f} s | {server:.2f} s | {client_alone:.2f} s | "
                 f"{sink_cpu:.2f} s | {allowed[0]:.2f}× | {allowed[1]:.2f}× |"
             )
+    for line in floor_table(list(rows.values()), os.cpu_count() or 1):
+        print(line)
     for row in rows.values():
         if row.bound:
             print(
@@ -778,6 +957,11 @@ def as_json(bench: Bench, rows: dict[str, Row]) -> dict[str, object]:
                 "bound_seconds": row.bound,
                 "cpu_seconds": [{"client": t.client_cpu, "server": t.server_cpu} for t in row.subject_cpu],
                 "sink_cpu_seconds": [{"client": t.client_cpu, "server": t.server_cpu} for t in row.sink_cpu],
+                "anchor_cpu_seconds": row.anchor_cpu,
+                "verification_cpu_seconds": [
+                    {"sha256": hashed.sha256, "blake3": hashed.blake3} for hashed in row.verification
+                ],
+                "floor": floor_json(row, os.cpu_count() or 1),
                 "ratio_best": row.ratio(min),
                 "ratio_median": row.ratio(median),
             }
@@ -875,6 +1059,7 @@ def bench_size(size: int, groups: list[str], repeat: int, workdir: str | None) -
                 lambda server, index: upload_file(
                     bench, server, f"admin/xet-{index}", work / "upload" / FILE_NAME
                 ),
+                xet=True,
             )
             bench.note_memory("after the Xet uploads")
         if "push" in groups:
@@ -884,6 +1069,7 @@ def bench_size(size: int, groups: list[str], repeat: int, workdir: str | None) -
                 repeat,
                 "weightyard push",
                 lambda server, index: push(bench, server, f"admin/push-{index}", work / "upload"),
+                xet=False,
             )
             bench.note_memory("after the pushes")
         if "download" in groups:
