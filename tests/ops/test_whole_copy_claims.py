@@ -18,6 +18,7 @@ from weightyard.maintenance.fsck import check
 from weightyard.maintenance.gc import collect
 from weightyard.repos.content import WholeBlobWriter
 from weightyard.repos.copies import WholeCopies
+from weightyard.repos.objects import FileEntry
 from weightyard.storage import BLOBS
 
 MIB = 1024 * 1024
@@ -155,6 +156,34 @@ def test_a_download_whose_copy_is_evicted_before_its_first_byte_is_rebuilt_from_
     assert worker.run_once() and sha not in copies(packing_hub), "evicted to make room"
     assert not packing_hub.store.has_whole_blob(sha)
     assert b"".join(bytes(piece) for piece in download) == data
+
+
+def test_a_download_queues_its_copy_only_once_its_response_is_over(packing_hub: Hub) -> None:
+    # The copy rebuilds the same file from its xorbs: beside the download it would take its cores.
+    data = os.urandom(3 * MIB)
+    sha = stored_as_xorbs(packing_hub, data)
+    entry = FileEntry(sha256=sha, size=len(data), lfs=True, git_oid="0" * 40)
+    download = packing_hub.repos.download(entry, 0, len(data), MIB)
+    received = bytes(next(download))
+    packing_hub.repos.copies.flush()
+    assert jobs(packing_hub) == [], "still sending: no copy job yet"
+    received += b"".join(bytes(piece) for piece in download)
+    assert received == data
+    packing_hub.repos.copies.flush()
+    assert jobs(packing_hub) == [sha], "sent: the copy is queued"
+
+    # A client that goes away mid-download has asked for the file all the same.
+    other = os.urandom(2 * MIB)
+    other_sha = stored_as_xorbs(packing_hub, other)
+    given_up = packing_hub.repos.download(
+        FileEntry(other_sha, len(other), True, "0" * 40), 0, len(other), MIB
+    )
+    next(given_up)
+    packing_hub.repos.copies.flush()
+    assert other_sha not in jobs(packing_hub)
+    given_up.close()
+    packing_hub.repos.copies.flush()
+    assert other_sha in jobs(packing_hub)
 
 
 def test_a_stopping_process_gives_its_unfinished_copy_job_back_without_using_an_attempt(

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from weightyard.xet import (
     FileTerm,
     InvalidRange,
     RangeNotSatisfiable,
+    ReadAhead,
     UnknownXorb,
     UrlSigner,
     XorbInfo,
@@ -261,6 +264,118 @@ def test_streamed_bytes_mix_compressed_and_plain_chunks_across_read_windows(monk
         assert b"".join(pieces) == data[start:end]
         assert max(map(len, pieces)) <= 5000
     assert len(list(iter_file_bytes(terms, {info.hash: info}.get, read))) > len(data) // 5000
+
+
+def test_streamed_bytes_read_ahead_by_threads_equal_the_file_while_every_piece_is_still_held(
+    monkeypatch: Any,
+) -> None:
+    # Small windows, so a file is many of them: every piece is kept until the end, so a window buffer
+    # handed out again while a piece of it was still held would show as wrong bytes.
+    monkeypatch.setattr(reconstruction, "READ_WINDOW", 5000)
+    rng = random.Random(12)
+    chunks = [rng.randbytes(1500) if i % 3 else bytes([i]) * 2000 for i in range(60)]
+    body, info = serialize_xorb(chunks)
+    terms = [FileTerm(info.hash, sum(map(len, chunks[2:58])), 2, 58)]
+    data = b"".join(chunks[2:58])
+    read = reader_over({info.hash: body})
+    ahead = ReadAhead(threads=2, windows=3, depth=2)
+    for start, end in [(0, len(data)), (1, len(data) - 1), (4999, 5001), (1999, 50_000)]:
+        pieces = list(iter_file_bytes(terms, {info.hash: info}.get, read, start, end, ahead=ahead))
+        assert b"".join(pieces) == data[start:end], (start, end)
+        assert max(map(len, pieces)) <= 5000
+    # Streamed one piece at a time (each dropped before the next), the kept buffers serve again and again.
+    for _ in range(3):
+        assert (
+            b"".join(bytes(p) for p in iter_file_bytes(terms, {info.hash: info}.get, read, ahead=ahead))
+            == data
+        )
+
+
+def test_streaming_a_damaged_xorb_through_read_ahead_fails_and_gives_its_windows_back() -> None:
+    _, terms, tables, bodies = _stored_file()
+    (xorb,) = bodies
+    damaged = bytearray(bodies[xorb])
+    damaged[-1] ^= 0xFF
+    ahead = ReadAhead(threads=1, windows=2, depth=2)
+    with pytest.raises(CorruptXorb):
+        b"".join(iter_file_bytes(terms, tables.get, reader_over({xorb: damaged}), ahead=ahead))
+    wait_until(lambda: ahead.free_windows == 2)  # the failed stream's windows are free again
+    assert ahead_threads_ran(ahead, 2)
+
+
+def windows_of(
+    count: int, log: list[str], gate: threading.Event | None = None
+) -> Iterator[Callable[[], memoryview]]:
+    """`count` synthetic windows: each notes which thread computed it, then answers its number."""
+
+    def window(number: int) -> memoryview:
+        if gate is not None:
+            gate.wait(10)
+        log.append(threading.current_thread().name)
+        return memoryview(bytes([number]))
+
+    return (lambda n=n: window(n) for n in range(count))  # type: ignore[misc]
+
+
+def wait_until(check: Callable[[], bool]) -> None:
+    """Poll `check` (bounded): a window dropped by a closed stream is given back when its thread is done."""
+    deadline = time.monotonic() + 10
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def ahead_threads_ran(ahead: ReadAhead, at_least: int) -> bool:
+    """Whether a fresh stream of ten windows has at least `at_least` of them computed ahead by its threads
+    (a stream whose windows were all taken reads every window itself)."""
+    log: list[str] = []
+    stream = ahead.run(windows_of(10, log))
+    assert [bytes(piece)[0] for piece in stream] == list(range(10))
+    return sum(name.startswith("read-ahead") for name in log) >= at_least
+
+
+def test_read_ahead_keeps_results_in_order_and_its_windows_are_shared_by_all_streams() -> None:
+    ahead = ReadAhead(threads=2, windows=2, depth=2)
+    first_log: list[str] = []
+    second_log: list[str] = []
+    first = ahead.run(windows_of(6, first_log))
+    second = ahead.run(windows_of(6, second_log))
+    received: list[tuple[int, int]] = []
+    for _ in range(6):  # the two downloads take turns
+        received.append((bytes(next(first))[0], bytes(next(second))[0]))
+    assert received == [(n, n) for n in range(6)]
+    assert next(first, None) is None and next(second, None) is None
+    assert first_log[0].startswith("read-ahead"), "the first stream took both windows ahead"
+    assert second_log[0] == threading.current_thread().name, (
+        "two windows in all, both taken: the second stream read its first window itself"
+    )
+    assert ahead.free_windows == 2, "both streams gave their windows back"
+    assert ahead_threads_ran(ahead, 2)
+
+
+def test_a_stream_closed_early_gives_its_windows_back() -> None:
+    ahead = ReadAhead(threads=1, windows=2, depth=2)
+    log: list[str] = []
+    stream = ahead.run(windows_of(10, log))
+    assert bytes(next(stream))[0] == 0
+    stream.close()  # the client went away
+    wait_until(lambda: ahead.free_windows == 2)
+    assert ahead_threads_ran(ahead, 2)
+
+
+def test_a_window_buffer_is_handed_out_again_only_once_no_view_of_it_is_left() -> None:
+    ahead = ReadAhead(threads=1, windows=2, depth=1)
+    first = ahead.buffer(100)
+    address = first.obj
+    piece = first[10:20]  # e.g. a slice waiting in a socket's send queue
+    del first
+    second = ahead.buffer(100)
+    assert second.obj is not address, "a slice of the first buffer is still held"
+    del piece
+    third = ahead.buffer(100)
+    assert third.obj is address, "no view of the first buffer is left: it serves again"
+    assert len(third) >= 100 and len(second) >= 100
+    assert len(ahead.buffer(reconstruction.READ_WINDOW + 1)) == reconstruction.READ_WINDOW + 1
 
 
 def test_every_range_of_a_small_file_gets_the_minimal_covering_chunks() -> None:

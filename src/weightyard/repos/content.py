@@ -69,6 +69,7 @@ from weightyard.xet import (
     FilePacker,
     FileTerm,
     PackedXorb,
+    ReadAhead,
     ShardFile,
     XorbInfo,
     hash_to_string,
@@ -88,6 +89,10 @@ _ADOPT_READ = 8 * 1024 * 1024
 _QUERY_BATCH = 500
 # Scratch files older than this are leftovers of dead writers; younger ones may belong to another process.
 SCRATCH_AGE = 24 * 3600.0
+# Plain-HTTP downloads rebuilt from xorbs read and re-hash their next windows on these threads while the
+# event loop sends the current one (xet/reconstruction.py, `ReadAhead`): one core is left to the event loop,
+# two windows ahead per download, four of `READ_WINDOW` bytes (32 MiB) at most in the whole process.
+READ_AHEAD = ReadAhead(threads=max(1, (os.cpu_count() or 1) - 1), windows=4, depth=2)
 
 
 def forget_copies(conn: sa.Connection, shas: Sequence[str]) -> None:
@@ -562,7 +567,7 @@ class ContentStore:
         """Bytes `[start, end)` of the file made of `terms`, every chunk re-hashed on the way."""
         if not terms:
             return iter(())
-        return iter_file_bytes(terms, self.xorb_info, self.read_xorb, start, end)
+        return iter_file_bytes(terms, self.xorb_info, self.read_xorb, start, end, ahead=READ_AHEAD)
 
     def sha256_of(self, terms: tuple[FileTerm, ...]) -> str:
         """The sha256 of a file rebuilt from its terms: what a shard's claim is checked against.

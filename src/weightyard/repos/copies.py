@@ -3,12 +3,13 @@
 A plain-HTTP client (`curl`, git-lfs, `HF_HUB_DISABLE_XET=1`) downloads through `/resolve`, and content kept
 only as xorbs is then rebuilt for every download: every chunk header checked and every chunk re-hashed, and
 the bytes copied once more than a whole blob's (docs/xet.md, "Storage model"). So a download of such content,
-once the gate allowed it, notes its sha256 in memory (no database work inside the request); this process's
-copy thread then queues a job in the database (one per sha256, whichever process noted it), and some
-process's copy thread claims it under a lease, rebuilds the file from its xorbs exactly as a download does,
-writes it through the whole-blob writer (fsynced, sha256 compared with the recorded one, nothing visible
-before `publish`), and records a `whole_copies` row. From then on `/resolve` serves the whole blob, as for any
-content with one; the Xet path (reconstruction, xorb fetches) does not change.
+once the gate allowed it and its response is over, notes its sha256 in memory (no database work inside the
+request; not before the end, so that building the copy does not take the cores the download is using);
+this process's copy thread then queues a job in the database (one per sha256, whichever process noted it),
+and some process's copy thread claims it under a lease, rebuilds the file from its xorbs exactly as a
+download does, writes it through the whole-blob writer (fsynced, sha256 compared with the recorded one,
+nothing visible before `publish`), and records a `whole_copies` row. From then on `/resolve` serves the whole
+blob, as for any content with one; the Xet path (reconstruction, xorb fetches) does not change.
 
 What is a copy: a whole blob with a `whole_copies` row. Uploads reach whole blobs only through
 `ContentStore.place`, which deletes the row and any job of its content in its transaction, so an uploaded
@@ -95,7 +96,8 @@ class WholeCopies:
         return self.budget > 0 and self._content.xet
 
     def note_download(self, sha256: str, size: int) -> None:
-        """A plain-HTTP download of `sha256` passed the gate (memory only: called inside the request)."""
+        """A plain-HTTP download of `sha256` that passed the gate is over (memory only: called inside the
+        request)."""
         if not self.enabled or size == 0 or size > self.budget:
             return
         with self._lock:

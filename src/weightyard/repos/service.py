@@ -1465,9 +1465,18 @@ class RepoService:
         """`read` for a plain-HTTP download (a `/resolve` GET the gate allowed): content kept only as xorbs
         gets a whole copy written in the background, and serving a copy keeps it (repos/copies.py)."""
         chunks = self.read(entry, start, end, chunk_size)
-        if entry.lfs:
+        if not entry.lfs:
+            return chunks
+        return self._noted_when_sent(chunks, entry)
+
+    def _noted_when_sent(self, chunks: Iterator[memoryview], entry: FileEntry) -> Iterator[memoryview]:
+        # Noted once the response is over (sent, or given up by the client), not when it starts: building the
+        # copy rebuilds the same file from its xorbs, and beside the download it would take the cores the
+        # download is using.
+        try:
+            yield from chunks
+        finally:
             self.copies.note_download(entry.sha256, entry.size)
-        return chunks
 
     def download_url(self, entry: FileEntry) -> str | None:
         """Where a client fetches an LFS file without the hub (`WEIGHTYARD_BLOB_REDIRECT=presigned`): a

@@ -8,8 +8,12 @@ stream a file's bytes to clients that do not speak Xet.
 
 from __future__ import annotations
 
+import collections
+import functools
 import re
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,6 +240,7 @@ def iter_file_bytes(
     *,
     rehash: bool = True,
     reuse: bytearray | None = None,
+    ahead: ReadAhead | None = None,
 ) -> Iterator[memoryview]:
     """Stream bytes `[start, end)` of a file from its xorbs, in pieces of up to `READ_WINDOW` bytes.
 
@@ -246,13 +251,21 @@ def iter_file_bytes(
     `rehash=False` skips the chunk hashes, for a caller that hashes every byte itself against a digest it
     was given (a shard's sha256 claim): a byte changed in storage then fails that comparison instead. A
     caller that is done with each piece before it asks for the next may pass a `reuse` buffer of
-    `READ_WINDOW` bytes: every piece is then a view into it (no fresh allocation per window).
+    `READ_WINDOW` bytes: every piece is then a view into it (no fresh allocation per window). With `ahead`,
+    the next pieces are read and checked by its threads while the caller sends the current one.
     """
     plan = plan_reconstruction(terms, lookup, start, end)
+    if reuse is not None:
+        windows = _windows(plan, read, rehash, lambda _: memoryview(reuse))
+    elif ahead is not None:
+        windows = _windows(plan, read, rehash, ahead.buffer)
+    else:
+        windows = _windows(plan, read, rehash, lambda size: memoryview(bytearray(size)))
     skip = plan.offset_into_first_range
     remaining = plan.end - plan.start
-    for term in plan.terms:
-        for piece in _read_term(plan.tables[term.xorb_hash], term, read, rehash, reuse):
+    pieces = (window() for window in windows) if ahead is None else ahead.run(windows)
+    try:
+        for piece in pieces:
             piece = piece[skip : skip + remaining]
             skip = 0
             if piece:
@@ -260,23 +273,126 @@ def iter_file_bytes(
                 yield piece
             if remaining == 0:
                 return
+    finally:
+        pieces.close()
 
 
-def _read_term(
-    stored: XorbInfo, term: PlannedTerm, read: XorbReader, rehash: bool, reuse: bytearray | None
-) -> Iterator[memoryview]:
-    first = term.chunk_start
-    while first < term.chunk_end:
-        last, raw = first + 1, stored.chunks[first].length
-        while (
-            last < term.chunk_end
-            and last - first < _WINDOW_CHUNKS
-            and raw + stored.chunks[last].length <= READ_WINDOW
-        ):
-            raw += stored.chunks[last].length
-            last += 1
-        yield _read_window(stored, stored.chunks[first:last], raw, read, rehash, reuse)
-        first = last
+def _windows(
+    plan: Reconstruction, read: XorbReader, rehash: bool, buffer: Callable[[int], memoryview]
+) -> Iterator[Callable[[], memoryview]]:
+    """The reads that make up the plan, in order, each one window of consecutive chunks of one xorb."""
+    for term in plan.terms:
+        stored = plan.tables[term.xorb_hash]
+        first = term.chunk_start
+        while first < term.chunk_end:
+            last, raw = first + 1, stored.chunks[first].length
+            while (
+                last < term.chunk_end
+                and last - first < _WINDOW_CHUNKS
+                and raw + stored.chunks[last].length <= READ_WINDOW
+            ):
+                raw += stored.chunks[last].length
+                last += 1
+            chunks = stored.chunks[first:last]
+            yield functools.partial(_read_window, stored, chunks, raw, read, rehash, buffer)
+            first = last
+
+
+class ReadAhead:
+    """Threads that read and check the next windows of files being streamed while their senders send.
+
+    Re-hashing every chunk costs as much CPU as sending the bytes: one stream at a time would leave a core
+    idle. Each stream keeps at most `depth` windows ahead of its sender, and all streams of the process
+    together at most `windows`, so the memory this adds is bounded whatever the number of downloads; a
+    stream that finds no window free reads its next one itself.
+
+    The windows' buffers (`READ_WINDOW` bytes) are used again once no view of them is left (the socket sent
+    them): a fresh buffer of that size costs its page faults and zeroing on every window, about as much CPU
+    as reading the bytes into it. Up to `windows` buffers are kept.
+    """
+
+    def __init__(self, threads: int, windows: int, depth: int) -> None:
+        self._threads = threads
+        self._depth = depth
+        self._windows = windows
+        self._free = windows  # windows not taken by a stream; under `_lock`
+        self._pool: ThreadPoolExecutor | None = None
+        self._buffers: list[bytearray] = []
+        self._lock = threading.Lock()
+
+    @property
+    def free_windows(self) -> int:
+        """Windows no stream holds at the moment (all of them when no stream reads ahead)."""
+        with self._lock:
+            return self._free
+
+    def _take_window(self) -> bool:
+        with self._lock:
+            if self._free == 0:
+                return False
+            self._free -= 1
+            return True
+
+    def _give_window(self) -> None:
+        with self._lock:
+            self._free += 1
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="read-ahead")
+            return self._pool
+
+    def buffer(self, size: int) -> memoryview:
+        """A view of a buffer of at least `size` bytes that no other view refers to."""
+        if size > READ_WINDOW:
+            return memoryview(bytearray(size))
+        with self._lock:
+            for kept in self._buffers:
+                # A bytearray cannot change size while a view of it exists (a window being filled, a piece
+                # of it in a socket's send queue): then appending raises. The kept buffers have a spare
+                # byte allocated, so the test neither reallocates nor copies.
+                try:
+                    kept.append(0)
+                except BufferError:
+                    continue
+                del kept[-1]
+                return memoryview(kept)
+            fresh = bytearray(READ_WINDOW + 1)
+            del fresh[-1]
+            if len(self._buffers) < self._windows:
+                self._buffers.append(fresh)
+            return memoryview(fresh)
+
+    def run(self, windows: Iterator[Callable[[], memoryview]]) -> Generator[memoryview, None, None]:
+        """The results of `windows`, in order, up to `depth` of them computed ahead."""
+        pending: collections.deque[Future[memoryview]] = collections.deque()
+        try:
+            while True:
+                while len(pending) < self._depth and self._take_window():
+                    window = next(windows, None)
+                    if window is None:
+                        self._give_window()
+                        break
+                    pending.append(self._executor().submit(window))
+                # Yielded without a name bound to it here, so that a buffer is free for reuse once its
+                # consumer is done with it.
+                if pending:
+                    try:
+                        yield pending.popleft().result()
+                    finally:
+                        self._give_window()
+                else:
+                    window = next(windows, None)
+                    if window is None:
+                        return
+                    yield window()
+        finally:
+            # A stream closed early (the client went away, or a window failed): the windows still queued
+            # are dropped, and each gives its place back once its thread is done with it.
+            for future in pending:
+                future.cancel()
+                future.add_done_callback(lambda _: self._give_window())
 
 
 def _read_window(
@@ -285,15 +401,16 @@ def _read_window(
     raw: int,
     read: XorbReader,
     rehash: bool,
-    reuse: bytearray | None,
+    buffer: Callable[[int], memoryview],
 ) -> memoryview:
-    """Chunks of one xorb, read with one scatter read, checked, decompressed where needed, as one buffer.
+    """Chunks of one xorb, read with one scatter read, checked, decompressed where needed, as one buffer
+    (of at least `raw` bytes, from `buffer`).
 
     Uncompressed payloads (the common case for weights) land directly in the output; only the 8-byte headers
     and compressed payloads go elsewhere.
     """
     name = hash_to_string(stored.hash)
-    out = memoryview(bytearray(raw) if reuse is None else reuse)[:raw]
+    out = buffer(raw)[:raw]
     headers = memoryview(bytearray(CHUNK_HEADER_LEN * len(chunks)))
     buffers: list[memoryview] = []
     compressed: list[tuple[XorbChunk, memoryview, memoryview]] = []
