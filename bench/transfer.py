@@ -28,6 +28,11 @@ hub can reach here, every core busy all the time. The report prints the sum, tha
 above it (out of reach of any verifying hub) and the hub's median ratio as a share of it.
 The `hf_hub_download` row is also timed through `bench/download_bound.py`, a proxy that hands the client
 nginx URLs for the xorb bytes: the same client-side limit for the download.
+The first plain download of the Xet file gets a bound too: `bench/rebuild_bound.py` rebuilds the same file
+from the hub's same xorbs doing only what a server that re-hashes every chunk must (headers compared, every
+chunk re-hashed on a second thread ahead of the sender, payloads sent with sendfile from the xorb files),
+timed `--repeat` times alternately with nginx → /dev/null, and as often without the re-hash; anchor / bound is
+the best ratio a re-hashing server reached here, first download / bound how close the hub is.
 A plain-HTTP download of a Xet-uploaded file is rebuilt from its xorbs and makes the hub write a whole copy in
 the background (docs/xet.md, "Storage model"): the first `curl` is timed once, the later ones only once the
 copy is on disk (polled, bounded), and the time until it is there is reported as set-up.
@@ -75,6 +80,7 @@ MIB = 1024**2
 FILE_NAME = "file.bin"
 NGINX = Path("/usr/sbin/nginx")
 SINK = Path(__file__).resolve().parent / "sink.py"
+REBUILD_BOUND = Path(__file__).resolve().parent / "rebuild_bound.py"
 RSS_BOUND_BYTES = 300 * 1000**2  # issue 13: "server peak under 300 MB during any transfer"
 GENERATE_CHUNK = 16 * MIB
 READY_TIMEOUT_S = 60.0
@@ -492,6 +498,16 @@ def median(values: list[float]) -> float:
 
 
 @dataclass
+class RebuildTimings:
+    """The bound of the first plain download (bench/rebuild_bound.py): its seconds with and without the
+    re-hash, and nginx → /dev/null timed alternately with both."""
+
+    verified: list[float] = field(default_factory=list)
+    unverified: list[float] = field(default_factory=list)
+    anchor: list[float] = field(default_factory=list)
+
+
+@dataclass
 class Bench:
     """Everything one size's measurements share: the file size, the folder, the servers, the client set-up."""
 
@@ -504,6 +520,7 @@ class Bench:
     clients: int = 0
     memory: dict[str, int] = field(default_factory=dict)
     once: dict[str, float] = field(default_factory=dict)
+    rebuild: RebuildTimings | None = None
 
     def client_env(self, **extra: str) -> dict[str, str]:
         """The stock client's environment with a fresh HF_HOME (and so a fresh Xet cache): nothing dedups
@@ -737,6 +754,7 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
     bench.once["whole copy of the Xet file on disk, after its first plain download"] = wait_for_copy(
         bench, hashes["xet"]
     )
+    measure_rebuild_bound(bench, hashes["xet"], repeat)
     curl_copy = rows["curl_copy"]
     for index in range(repeat):
         alternate(
@@ -755,6 +773,68 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
             f"(nginx {curl_lfs.anchor[-1]:.2f} s)",
             flush=True,
         )
+
+
+def measure_rebuild_bound(bench: Bench, sha256: str, repeat: int) -> None:
+    """The bound of the first plain download: the Xet file rebuilt from the hub's xorbs by
+    bench/rebuild_bound.py, with the re-hash and without, each `repeat` times alternately with nginx."""
+    assert bench.nginx_url is not None
+    bound = bench.rebuild = RebuildTimings()
+    nginx = f"{bench.nginx_url}/xet.bin"
+    with rebuild_bound(bench, sha256, verify=True) as verified, rebuild_bound(bench, sha256, False) as plain:
+        if served_sha256(verified) != sha256:
+            raise BenchError(f"bench/rebuild_bound.py did not serve the file {sha256}")
+        for index in range(repeat):
+            alternate(
+                index,
+                lambda: bound.anchor.append(curl(nginx, "/dev/null", bench.size)),
+                lambda: bound.verified.append(curl(verified, "/dev/null", bench.size)),
+            )
+            alternate(
+                index,
+                lambda: bound.anchor.append(curl(nginx, "/dev/null", bench.size)),
+                lambda: bound.unverified.append(curl(plain, "/dev/null", bench.size)),
+            )
+            print(
+                f"  rebuild bound {index + 1}/{repeat}: re-hashing {bound.verified[-1]:.3f} s, without the "
+                f"re-hash {bound.unverified[-1]:.3f} s (nginx {bound.anchor[-2]:.3f} s, "
+                f"{bound.anchor[-1]:.3f} s)",
+                flush=True,
+            )
+
+
+@contextlib.contextmanager
+def rebuild_bound(bench: Bench, sha256: str, verify: bool) -> Iterator[str]:
+    """bench/rebuild_bound.py serving the file `sha256` from the hub's data folder; yields its URL."""
+    log = bench.work / ("rebuild-bound.log" if verify else "rebuild-bound-no-verify.log")
+    cmd = [sys.executable, str(REBUILD_BOUND), "--data", str(bench.work / "hub-data"), "--sha256", sha256]
+    with open(log, "wb") as sink:
+        child = subprocess.Popen(
+            [*cmd, "--port", "0", *([] if verify else ["--no-verify"])],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=bench.env,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while (found := re.search(r"listening on (http://127\.0\.0\.1:\d+)", read_tail(log))) is None:
+            if child.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"bench/rebuild_bound.py did not start:\n{read_tail(log)}")
+            time.sleep(0.05)
+        yield found[1]
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
+
+
+def served_sha256(url: str) -> str:
+    """The sha256 of what `url` answers (untimed: the bound's bytes are checked once)."""
+    digest = hashlib.sha256()
+    with urllib.request.urlopen(url, timeout=READY_TIMEOUT_S) as answer:  # noqa: S310 - a loopback URL
+        while piece := answer.read(READ_WINDOW):
+            digest.update(piece)
+    return digest.hexdigest()
 
 
 def wait_for_copy(bench: Bench, sha256: str) -> float:
@@ -868,6 +948,53 @@ def floor_json(row: Row, cores: int) -> dict[str, object] | None:
     }
 
 
+def rebuild_table(bench: Bench, first: Row) -> list[str]:
+    """The report's bound of the first plain download: the rebuild by bench/rebuild_bound.py, with the re-hash
+    and without, against the hub's one first download and nginx timed alternately with them."""
+    bound = bench.rebuild
+    if bound is None:
+        return []
+    anchor, hub = bound.anchor, first.subject[0]
+    lines = [
+        "",
+        f"bound of {first.label}: the same file rebuilt from the hub's xorbs by bench/rebuild_bound.py "
+        "(headers checked, every chunk re-hashed ahead of the sender, payloads sent with sendfile), "
+        f"alternately with {first.anchor_label} (best {min(anchor):.3f} s, median {median(anchor):.3f} s)",
+        "| bound | best | median | first download / bound, best (median) | anchor / bound, best (median) | "
+        "goal | |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for label, seconds, what in (
+        ("re-hashing every chunk", bound.verified, "the best ratio a re-hashing server reached here"),
+        ("without the re-hash (headers only)", bound.unverified, "what the re-hash costs"),
+    ):
+        best, mid = min(seconds), median(seconds)
+        reach = "goal above it" if first.goal > min(anchor) / best else "goal within it"
+        lines.append(
+            f"| {label} | {best:.3f} s ({rate(bench.size, best)}) | {mid:.3f} s | {hub / best:.2f}× "
+            f"({hub / mid:.2f}×) | {min(anchor) / best:.2f}× ({median(anchor) / mid:.2f}×) | "
+            f"≥ {first.goal:.2f}× | {what}: {reach} |"
+        )
+    return lines
+
+
+def rebuild_json(bench: Bench, first: Row) -> dict[str, object] | None:
+    bound = bench.rebuild
+    if bound is None:
+        return None
+    best_ratio = min(bound.anchor) / min(bound.verified)
+    return {
+        "seconds": bound.verified,
+        "seconds_without_rehash": bound.unverified,
+        "anchor_seconds": bound.anchor,
+        "first_download_seconds": first.subject[0],
+        "first_download_over_bound": first.subject[0] / min(bound.verified),
+        "best_ratio": best_ratio,
+        "best_ratio_without_rehash": min(bound.anchor) / min(bound.unverified),
+        "goal_above_bound": first.goal > best_ratio,
+    }
+
+
 def report(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
     size = bench.size
     print(f"\n{human_size(size)} random file, best and median of {repeat}, 127.0.0.1")
@@ -935,6 +1062,9 @@ def report(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
                 f"{min(row.subject) / min(row.bound):.2f}× ({median(row.subject) / median(row.bound):.2f}×) "
                 f"| {min(row.anchor) / min(row.bound):.2f}× |"
             )
+    if "curl_xet" in rows:
+        for line in rebuild_table(bench, rows["curl_xet"]):
+            print(line)
     print(
         "\nserver VmHWM: "
         + ", ".join(f"{value / 1e6:.0f} MB {phase}" for phase, value in bench.memory.items())
@@ -967,6 +1097,7 @@ def as_json(bench: Bench, rows: dict[str, Row]) -> dict[str, object]:
             }
             for key, row in rows.items()
         },
+        "rebuild_bound": rebuild_json(bench, rows["curl_xet"]) if "curl_xet" in rows else None,
         "server_vmhwm_bytes": bench.memory,
         "once_seconds": bench.once,
     }
