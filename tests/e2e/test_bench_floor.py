@@ -72,21 +72,26 @@ def test_the_floor_is_the_median_sum_of_its_pieces_and_the_report_prints_it(tran
     floor = transfer.floor_of(xet, cores=2)
     # medians of each piece: client 1.2, sink 0.06, sha256 0.40, BLAKE3 0.11, write 0.2
     assert floor.total == pytest.approx(1.2 + 0.06 + 0.40 + 0.11 + 0.2)
-    assert floor.ratio == pytest.approx(0.6 / (1.97 / 2))
+    assert floor.cpu_ratio == pytest.approx(0.6 / (1.97 / 2))
+    # nor can a hub beat the client's own median time against the sink (2.1 s): the lower ratio binds
+    assert floor.alone_ratio == pytest.approx(0.6 / 2.1)
+    assert floor.ratio == pytest.approx(0.6 / 2.1)
     assert transfer.floor_of(push, cores=2).total == pytest.approx(0.8 + 0.1 + 0.4 + 0.2)  # no BLAKE3
     assert transfer.floor_of(download, cores=2) is None
 
     lines = transfer.floor_table([xet, push, download], cores=2)
     assert "on 2 cores" in lines[1]
     xet_line, push_line = lines[4:]
-    # 0.61× allows the 0.30× goal; the hub's median 0.6 / 5.0 = 0.12× is 20 % of it
-    assert (
-        "| 1.20 s | 0.06 s | 0.40 s | 0.11 s | 0.20 s | 1.97 s | 0.61× | ≥ 0.30× | 0.12×: 20% |" in xet_line
-    )
-    assert xet_line.endswith("| goal within the floor |")
-    # push: 0.6 / (1.5 / 2) = 0.80× allows the 0.50× goal; a 0.90× goal would be out of every hub's reach
-    assert "| 0.80 s | 0.10 s | 0.40 s | – | 0.20 s | 1.50 s | 0.80× |" in push_line
-    push.goal = 0.90
+    # the CPU allows 0.61×, the client alone 0.29×: below the 0.30× goal; the hub's median 0.6 / 5.0 = 0.12×
+    # is 42 % of it
+    pieces = "| 1.20 s | 0.06 s | 0.40 s | 0.11 s | 0.20 s | 1.97 s | 0.61× | 0.29× | 0.29× | ≥ 0.30× |"
+    assert f"{pieces} 0.12×: 42% |" in xet_line
+    assert xet_line.endswith("| goal out of reach of any verifying hub here |")
+    # push: the CPU allows 0.6 / (1.5 / 2) = 0.80×, the client alone 0.6 / 1.0 = 0.60×: the 0.50× goal is
+    # within reach; a 0.70× goal would be out of every hub's reach
+    assert "| 0.80 s | 0.10 s | 0.40 s | – | 0.20 s | 1.50 s | 0.80× | 0.60× | 0.60× | ≥ 0.50× |" in push_line
+    assert push_line.endswith("| goal within the floor |")
+    push.goal = 0.70
     assert transfer.floor_table([push], cores=2)[-1].endswith(
         "| goal out of reach of any verifying hub here |"
     )
