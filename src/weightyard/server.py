@@ -15,8 +15,11 @@ keeps anything that matters in its memory ("What is shared between workers" in d
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ctypes
+import functools
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,6 +30,7 @@ from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from weightyard import zero_copy
 from weightyard.config import Settings
 
 if TYPE_CHECKING:
@@ -117,7 +121,111 @@ class _BoundedProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0
         super().connection_made(transport)
+        # Bodies go straight to the socket only on plain TCP (a TLS transport encrypts what it is given).
+        sock = transport.get_extra_info("socket")
+        plain = sock is not None and transport.get_extra_info("sslcontext") is None
+        self._socket_fd: int | None = sock.fileno() if plain else None
         self._await_head()
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        cycle = self.cycle
+        if self._socket_fd is not None and cycle is not None and cycle.scope is self.scope:
+            send = functools.partial(self._send_segments, cycle)
+            self.scope.setdefault("extensions", {})[zero_copy.EXTENSION] = {"send": send}
+
+    async def _send_segments(self, cycle: Any, stream: zero_copy.SegmentStream) -> None:
+        """Send `stream` as the body of `cycle`'s response, between its start and its final empty body
+        message, on the socket itself (weightyard.zero_copy); counted against its Content-Length."""
+        if (
+            not cycle.response_started
+            or cycle.response_complete
+            or cycle.chunked_encoding
+            or stream.size > cycle.expected_content_length
+        ):
+            raise RuntimeError(
+                "a zero-copy body needs a started response with a Content-Length that holds it"
+            )
+        if cycle.disconnected or self._socket_fd is None:
+            return
+        # Our own descriptor of the socket: the event loop watches it for writability apart from the
+        # transport's (which it will not share), and it stays valid if the transport closes meanwhile.
+        fd = os.dup(self._socket_fd)
+        try:
+            while self.transport.get_write_buffer_size():  # the response head, in the rare case it waits
+                await self._writable(fd)
+                await asyncio.sleep(0)
+            skip, left = stream.skip, stream.size
+            for item in stream.windows:
+                if isinstance(item, concurrent.futures.Future):
+                    try:
+                        window = await asyncio.wrap_future(item)
+                    except asyncio.CancelledError:
+                        zero_copy.close_when_done(item)
+                        raise
+                else:
+                    window = item
+                try:
+                    skip, left = await self._send_window(fd, window.segments, skip, left)
+                finally:
+                    window.close()
+                if left == 0:
+                    break
+            if left:
+                raise RuntimeError(f"the body ended {left} bytes before its Content-Length")
+            cycle.expected_content_length -= stream.size
+        except (BrokenPipeError, ConnectionResetError):
+            cycle.disconnected = True  # the client went away: nothing more to send, nothing to report
+            self.transport.close()
+        finally:
+            os.close(fd)
+
+    async def _send_window(
+        self, fd: int, segments: list[zero_copy.Segment], skip: int, left: int
+    ) -> tuple[int, int]:
+        """Send `segments` less their first `skip` bytes and past `left` bytes; what is left of both."""
+        for segment in segments:
+            size = segment.count if isinstance(segment, zero_copy.FileRange) else len(segment)
+            if skip >= size:
+                skip -= size
+                continue
+            count = min(size - skip, left)
+            if isinstance(segment, zero_copy.FileRange):
+                await self._sendfile(fd, segment.fd, segment.offset + skip, count)
+            else:
+                await self._write(fd, memoryview(segment)[skip : skip + count])
+            skip, left = 0, left - count
+            if left == 0:
+                break
+        return skip, left
+
+    async def _sendfile(self, fd: int, source: int, offset: int, count: int) -> None:
+        while count:
+            try:
+                sent = os.sendfile(fd, source, offset, count)
+            except BlockingIOError:
+                await self._writable(fd)
+                continue
+            if sent == 0:
+                raise RuntimeError("a stored file ended before the range being sent")
+            offset, count = offset + sent, count - sent
+
+    async def _write(self, fd: int, data: memoryview) -> None:
+        while data:
+            try:
+                sent = os.write(fd, data)
+            except BlockingIOError:
+                await self._writable(fd)
+                continue
+            data = data[sent:]
+
+    async def _writable(self, fd: int) -> None:
+        waiter = self.loop.create_future()
+        self.loop.add_writer(fd, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            self.loop.remove_writer(fd)
 
     def data_received(self, data: bytes) -> None:
         # The parser holds a header value whole until it ends, so the head is measured here, in bytes
@@ -174,6 +282,11 @@ class _BoundedProtocol(HttpToolsProtocol):
         self._head_timer = None
         if self.cycle is self._previous_cycle and not self.transport.is_closing():
             self.transport.close()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def uvicorn_config(app: Any, settings: Settings, **options: Any) -> BoundedConfig:

@@ -5,6 +5,10 @@ test_xet_whole_copies.py tests the copies."""
 
 from __future__ import annotations
 
+import os
+import socket
+import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,3 +74,35 @@ def test_ranges_across_rebuild_windows_are_exact_and_a_byte_flipped_in_storage_c
     assert len(received) < len(data)
     assert received == data[: len(received)], "bytes sent before the damage was found are the true ones"
     assert xet_hub.blob_files() == blobs, "a budget of 0 makes no whole copies"
+
+
+def open_files(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_downloads_given_up_mid_way_leave_no_xorb_file_open(xet_hub: XetHub, tmp_path: Path) -> None:
+    # Sent with sendfile, each window holds its xorb file open until it is sent: windows checked ahead and
+    # never sent must let theirs go too.
+    data = payload(3 * READ_WINDOW + MIB, seed=7)
+    (tmp_path / "g.bin").write_bytes(data)
+    loopback_request(
+        "POST",
+        f"{xet_hub.url}/api/repos/create",
+        headers=xet_hub.headers("alice"),
+        json={"name": "alice/given-up"},
+    ).raise_for_status()
+    xet_hub.run_client("alice", upload_line(tmp_path / "g.bin", "g.bin", "alice/given-up"), tmp_path / "up")
+    address = ("127.0.0.1", int(xet_hub.url.rsplit(":", 1)[1]))
+    request = b"GET /alice/given-up/resolve/main/g.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    baseline = open_files(xet_hub.server.pid)
+    for _ in range(5):
+        with socket.create_connection(address, timeout=30) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            sock.sendall(request)
+            assert sock.recv(65536)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset
+    deadline = time.monotonic() + 30
+    while open_files(xet_hub.server.pid) > baseline:
+        assert time.monotonic() < deadline, f"{open_files(xet_hub.server.pid) - baseline} files left open"
+        time.sleep(0.05)
+    assert loopback_request("GET", f"{xet_hub.url}/alice/given-up/resolve/main/g.bin").content == data

@@ -12,7 +12,9 @@ from urllib.parse import unquote
 from fastapi import Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
+from weightyard import zero_copy
 from weightyard.auth import Principal
 from weightyard.errors import (
     ContentCollected,
@@ -26,6 +28,7 @@ from weightyard.errors import (
     WeightyardError,
 )
 from weightyard.hub import Hub
+from weightyard.zero_copy import SegmentStream
 
 # The web pages' sign-in cookie; it holds an access token.
 SESSION_COOKIE = "weightyard_token"
@@ -206,3 +209,21 @@ async def pump_body(
     if failure is not None:
         raise failure
     return received
+
+
+class SegmentResponse(Response):
+    """A response whose body the server sends itself, file ranges with `sendfile` (weightyard.zero_copy): only
+    for a scope that has the extension. Its stream is closed however the response ends."""
+
+    def __init__(self, stream: SegmentStream, status_code: int, headers: dict[str, str]) -> None:
+        super().__init__(status_code=status_code, headers=headers)
+        self.stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            await send(start)
+            await scope["extensions"][zero_copy.EXTENSION]["send"](self.stream)
+        finally:
+            self.stream.close()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

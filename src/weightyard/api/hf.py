@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from weightyard import zero_copy
 from weightyard.api import repo_info, xet
 from weightyard.api.bodies import (
     BranchBody,
@@ -38,6 +39,7 @@ from weightyard.api.commit_body import (
 )
 from weightyard.api.common import (
     PLURAL_TYPES,
+    SegmentResponse,
     base_url,
     header_text,
     hub_of,
@@ -813,16 +815,15 @@ def resolve_file(request: Request, repo_type: str, namespace: str, name: str) ->
         return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{entry.size}"})
     if byte_range is None or byte_range[0] == 0:
         _count_download(request, repo, path)
-    if byte_range is None:
-        headers["Content-Length"] = str(entry.size)
-        chunks = hub.repos.download(entry, 0, entry.size, DOWNLOAD_CHUNK)
-        return StreamingResponse(chunks, status_code=200, headers=headers)
-    start, end = byte_range
+    status, (start, end) = (200, (0, entry.size)) if byte_range is None else (206, byte_range)
     headers["Content-Length"] = str(end - start)
-    headers["Content-Range"] = f"bytes {start}-{end - 1}/{entry.size}"
-    return StreamingResponse(
-        hub.repos.download(entry, start, end, DOWNLOAD_CHUNK), status_code=206, headers=headers
-    )
+    if byte_range is not None:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{entry.size}"
+    if zero_copy.EXTENSION in request.scope.get("extensions", {}):
+        stream = hub.repos.download_segments(entry, start, end)
+        if stream is not None:
+            return SegmentResponse(stream, status, headers)
+    return StreamingResponse(hub.repos.download(entry, start, end, DOWNLOAD_CHUNK), status, headers)
 
 
 def _reads_from_start(range_header: str | None, size: int) -> bool:

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import hashlib
+import io
 import logging
 import os
 import struct
@@ -78,6 +80,8 @@ from weightyard.xet import (
     string_to_hash,
     unpack_chunk_table,
 )
+from weightyard.xet.reconstruction import checked_window, plan_reconstruction, window_groups
+from weightyard.zero_copy import FileRange, SegmentStream, Window, close_when_done
 
 _log = logging.getLogger(__name__)
 _TERM = struct.Struct("<32sIII")
@@ -301,6 +305,55 @@ class ContentStore:
         if first is not None:
             yield first
             yield from pieces
+
+    def segments(self, sha256: str, start: int, end: int) -> SegmentStream | None:
+        """The bytes [start, end) of the content as segments a server sends itself (weightyard.zero_copy):
+        a range of the whole blob's file, or the chunks of its xorbs' files, each window checked and re-hashed
+        on a read-ahead thread ahead of the send (and holding its xorb file open until it is sent). None where
+        objects are not local files (then stream them). The chunk tables are looked up here, in the request's
+        thread, not while the stream is sent."""
+        if self.has_whole_blob(check_sha256(sha256)):
+            try:
+                handle = self.objects.open_file(BLOBS, sha256)
+            except BlobNotFound:
+                if self.file_by_sha256(sha256) is None:
+                    raise
+                handle = None  # a whole copy evicted meanwhile: the xorbs serve it
+            else:
+                if handle is None:
+                    return None
+                end = min(end, os.fstat(handle.fileno()).st_size)
+                whole = Window([FileRange(handle.fileno(), start, end - start)])
+                return SegmentStream(iter([whole]), end - start, handle.close)
+        file = self._file_or_missing(sha256)
+        plan = plan_reconstruction(file.terms, self.xorb_info, start, min(end, file.size))
+        if plan.terms:
+            probe = self.objects.open_file(XORBS, hash_to_string(plan.terms[0].xorb_hash))
+            if probe is None:
+                return None
+            probe.close()
+        jobs = (
+            functools.partial(checked_window, self._xorb_opener(stored.hash), stored, chunks)
+            for stored, chunks, _ in window_groups(plan)
+        )
+        windows = READ_AHEAD.ordered(jobs)
+        return SegmentStream(
+            windows,
+            plan.end - plan.start,
+            functools.partial(windows.close, close_when_done),
+            plan.offset_into_first_range,
+        )
+
+    def _xorb_opener(self, xorb_hash: bytes) -> Callable[[], io.FileIO]:
+        name = hash_to_string(xorb_hash)
+
+        def opened() -> io.FileIO:
+            handle = self.objects.open_file(XORBS, name)
+            if handle is None:
+                raise StoredContentMissing(f"xorb {name} is not a local file")
+            return handle
+
+        return opened
 
     def delete(self, sha256: str) -> None:
         """Forget the content under this sha256 (with its whole copy); its xorbs go when `weightyard gc` finds

@@ -63,6 +63,7 @@ from weightyard.validation import (
     check_repo_segment,
     check_repo_type,
 )
+from weightyard.zero_copy import SegmentStream
 
 _log = logging.getLogger("weightyard.storage")
 
@@ -1477,6 +1478,25 @@ class RepoService:
             yield from chunks
         finally:
             self.copies.note_download(entry.sha256, entry.size)
+
+    def download_segments(self, entry: FileEntry, start: int, end: int) -> SegmentStream | None:
+        """`download` as segments the server sends itself (weightyard.zero_copy); None where the content is
+        not in local files (then `download` streams it). The same checks first, the same whole copy noted
+        once the response is over."""
+        self._check_servable(entry)
+        stream = self._store.segments(entry.sha256, start, end)
+        if stream is None or not entry.lfs:
+            return stream
+        close = stream.close
+
+        def close_and_note() -> None:
+            try:
+                close()
+            finally:
+                self.copies.note_download(entry.sha256, entry.size)
+
+        stream.close = close_and_note
+        return stream
 
     def download_url(self, entry: FileEntry) -> str | None:
         """Where a client fetches an LFS file without the hub (`WEIGHTYARD_BLOB_REDIRECT=presigned`): a

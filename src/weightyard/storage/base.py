@@ -30,10 +30,13 @@ The contract every implementation keeps (`tests/storage/test_store_contract.py` 
   `list_uploads` reports every upload (its id, bytes, last change) so gc can abort stale ones.
 * Presigning is optional: a store that cannot hand out URLs (a local folder) answers None, and the hub
   then streams the bytes itself.
+* `open_file` is optional too: a store whose objects are local files hands one out, open, so that a server
+  can send its bytes with `sendfile`; a remote store answers None.
 """
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -188,6 +191,11 @@ class ObjectStore(Protocol):
     def read_into(self, namespace: Namespace, key: str, start: int, buffers: Sequence[memoryview]) -> int:
         """Fill `buffers` in order with the object's bytes from `start` on; returns how many were read
         (fewer when the object ends first). Raises `BlobNotFound` when absent."""
+        ...
+
+    def open_file(self, namespace: Namespace, key: str) -> io.FileIO | None:
+        """The object as an open local file (the caller closes it), for a server that sends its bytes with
+        `sendfile`; None where objects are not local files. Raises `BlobNotFound` when absent."""
         ...
 
     def scratch(self) -> ScratchFile: ...

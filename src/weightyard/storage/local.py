@@ -398,6 +398,9 @@ class LocalObjectStore:
     def open(self, namespace: str, key: str) -> BinaryIO:
         return io.BufferedReader(self._open_raw(namespace, key))
 
+    def open_file(self, namespace: str, key: str) -> io.FileIO:
+        return self._open_raw(namespace, key)
+
     def read(self, namespace: str, key: str, start: int, end: int, piece_size: int) -> Iterator[memoryview]:
         # A generator: the file opens when the bytes are wanted, so a response never sent holds no file.
         yield from mapped_pieces(self._open_raw(namespace, key), start, end, piece_size)

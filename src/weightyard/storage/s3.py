@@ -357,6 +357,9 @@ class S3ObjectStore:
 
     # -- presigning
 
+    def open_file(self, namespace: Namespace, key: str) -> io.FileIO | None:
+        return None  # objects are in a bucket: the hub streams them
+
     def presign(self, namespace: Namespace, key: str, expires_in: int) -> str | None:
         bucket_key = self.object_key(namespace, key)
         with _obstore_errors(f"sign GET {bucket_key}"):

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import collections
 import functools
+import io
+import mmap
+import os
 import re
 import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from weightyard.xet.errors import (
     CorruptXorb,
@@ -34,12 +37,17 @@ from weightyard.xet.xorb import (
     chunk_header,
     decode_chunk_payload,
 )
+from weightyard.zero_copy import FileRange, Segment, Window
 
 # A file is rebuilt in pieces of up to this many bytes: few, large pieces keep the per-piece costs (a read, a
 # thread hop, a socket write) small against the bytes moved, while a few in flight still bound memory.
 READ_WINDOW = 8 * 1024 * 1024
 # Chunks read at once: two buffers each (header and payload), and a scatter read takes at most 1024 (IOV_MAX).
 _WINDOW_CHUNKS = 512
+
+T = TypeVar("T")
+# Linux maps a window's pages in one call instead of a fault per page.
+_MAP_POPULATE: int = getattr(mmap, "MAP_POPULATE", 0)
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
@@ -281,6 +289,13 @@ def _windows(
     plan: Reconstruction, read: XorbReader, rehash: bool, buffer: Callable[[int], memoryview]
 ) -> Iterator[Callable[[], memoryview]]:
     """The reads that make up the plan, in order, each one window of consecutive chunks of one xorb."""
+    for stored, chunks, raw in window_groups(plan):
+        yield functools.partial(_read_window, stored, chunks, raw, read, rehash, buffer)
+
+
+def window_groups(plan: Reconstruction) -> Iterator[tuple[XorbInfo, Sequence[XorbChunk], int]]:
+    """The plan's chunks in windows: consecutive chunks of one xorb, with the bytes they unpack to (at most
+    `READ_WINDOW`, unless one chunk is larger)."""
     for term in plan.terms:
         stored = plan.tables[term.xorb_hash]
         first = term.chunk_start
@@ -293,9 +308,60 @@ def _windows(
             ):
                 raw += stored.chunks[last].length
                 last += 1
-            chunks = stored.chunks[first:last]
-            yield functools.partial(_read_window, stored, chunks, raw, read, rehash, buffer)
+            yield stored, stored.chunks[first:last], raw
             first = last
+
+
+def checked_window(
+    open_xorb: Callable[[], io.FileIO], stored: XorbInfo, chunks: Sequence[XorbChunk]
+) -> Window:
+    """Chunks of one stored xorb (its file opened by `open_xorb`), checked as `iter_file_bytes` checks them
+    (every header against the chunk table, every chunk re-hashed), as segments a server sends itself: the
+    file ranges of uncompressed payloads (sent from the file, never read into the process) and the decoded
+    bytes of compressed ones. The window holds the file open until it is closed. The hash is taken of the
+    file's pages through a read-only map, which the send then reads again: stored objects are never
+    written in place.
+    """
+    handle = open_xorb()
+    try:
+        segments = _checked_segments(handle.fileno(), stored, chunks)
+    except BaseException:
+        handle.close()
+        raise
+    return Window(segments, handle.close)
+
+
+def _checked_segments(fd: int, stored: XorbInfo, chunks: Sequence[XorbChunk]) -> list[Segment]:
+    name = hash_to_string(stored.hash)
+    start, end = chunks[0].start, chunks[-1].end
+    if os.fstat(fd).st_size < end:
+        raise CorruptXorb(f"stored xorb {name} is shorter than its chunk table")
+    base = start - start % mmap.ALLOCATIONGRANULARITY
+    flags = mmap.MAP_SHARED | _MAP_POPULATE
+    # Unmapped when the last view of it goes (no explicit close: one would fail while a view of a chunk that
+    # raised is still held by the traceback).
+    view = memoryview(mmap.mmap(fd, end - base, flags=flags, prot=mmap.PROT_READ, offset=base))
+    segments: list[Segment] = []
+    for chunk in chunks:
+        header_at, payload_at = chunk.start - base, chunk.start - base + CHUNK_HEADER_LEN
+        payload_len = chunk.end - chunk.start - CHUNK_HEADER_LEN
+        if view[header_at:payload_at] != chunk_header(chunk.scheme, payload_len, chunk.length):
+            raise CorruptXorb(f"stored xorb {name} has chunk headers that do not match its chunk table")
+        payload = view[payload_at : payload_at + payload_len]
+        if chunk.scheme is CompressionScheme.NONE:
+            if payload_len != chunk.length:
+                raise CorruptXorb(f"stored xorb {name}: an uncompressed chunk has two lengths in its table")
+            data: bytes | memoryview = payload
+            segment: Segment = FileRange(fd, chunk.start + CHUNK_HEADER_LEN, payload_len)
+        else:
+            try:
+                data = segment = decode_chunk_payload(chunk.scheme, bytes(payload), chunk.length)
+            except XetError as exc:
+                raise CorruptXorb(f"stored xorb {name}: {exc.message}") from None
+        if chunk_hash(data) != chunk.hash:
+            raise CorruptXorb(f"stored xorb {name} does not match its chunk table")
+        segments.append(segment)
+    return segments
 
 
 class ReadAhead:
@@ -364,6 +430,11 @@ class ReadAhead:
                 self._buffers.append(fresh)
             return memoryview(fresh)
 
+    def ordered(self, jobs: Iterator[Callable[[], T]]) -> Ordered[T]:
+        """The futures of `jobs`, in order, each submitted up to `depth` ahead of the one handed out: for a
+        consumer that awaits them itself (an event loop)."""
+        return Ordered(self._executor(), jobs, self._depth)
+
     def run(self, windows: Iterator[Callable[[], memoryview]]) -> Generator[memoryview, None, None]:
         """The results of `windows`, in order, up to `depth` of them computed ahead."""
         pending: collections.deque[Future[memoryview]] = collections.deque()
@@ -393,6 +464,37 @@ class ReadAhead:
             for future in pending:
                 future.cancel()
                 future.add_done_callback(lambda _: self._give_window())
+
+
+class Ordered(Generic[T]):
+    """Futures of jobs run by an executor, handed out in order, `depth` ahead (`ReadAhead.ordered`)."""
+
+    def __init__(self, executor: ThreadPoolExecutor, jobs: Iterator[Callable[[], T]], depth: int) -> None:
+        self._executor = executor
+        self._jobs = jobs
+        self._depth = depth
+        self._pending: collections.deque[Future[T]] = collections.deque()
+
+    def __iter__(self) -> Ordered[T]:
+        return self
+
+    def __next__(self) -> Future[T]:
+        while len(self._pending) <= self._depth:
+            job = next(self._jobs, None)
+            if job is None:
+                break
+            self._pending.append(self._executor.submit(job))
+        if not self._pending:
+            raise StopIteration
+        return self._pending.popleft()
+
+    def close(self, discard: Callable[[Future[T]], None]) -> None:
+        """Cancel the jobs not started yet; hand every other one not handed out (done, or still running)
+        to `discard`."""
+        for future in self._pending:
+            if not future.cancel():
+                discard(future)
+        self._pending.clear()
 
 
 def _read_window(

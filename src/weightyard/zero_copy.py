@@ -1,0 +1,68 @@
+"""Response bodies the server sends itself: ranges of open files (`sendfile`) and buffers.
+
+A download sent through ASGI passes every byte through the process: read (or mapped) into a buffer, handed to
+the event loop, copied into the socket. On a plain TCP connection the hub's server (server.py) offers the ASGI
+scope extension `EXTENSION` instead: `await scope["extensions"][EXTENSION]["send"](stream)`, after the
+response's start and before its final empty body message, sends a `SegmentStream` on the connection's socket
+itself: file ranges with `os.sendfile` (the kernel copies from the page cache into the socket, as nginx does),
+buffers with `os.write`. The stream's windows may be futures (a window being checked on another thread), so
+checking the next bytes and sending the current ones overlap. Where the extension is missing (TLS, another
+ASGI server, tests without a server) or the content is not in local files, the hub streams as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+EXTENSION = "weightyard.zero_copy"
+
+
+@dataclass(frozen=True, slots=True)
+class FileRange:
+    """`count` bytes of the open file `fd` from `offset` on."""
+
+    fd: int
+    offset: int
+    count: int
+
+
+Segment = FileRange | bytes | memoryview
+
+
+def _nothing() -> None:
+    pass
+
+
+@dataclass
+class Window:
+    """Consecutive segments of a body, and what they hold open: `close` runs once they are sent (or will not
+    be), never before."""
+
+    segments: list[Segment]
+    close: Callable[[], None] = _nothing
+
+
+@dataclass
+class SegmentStream:
+    """A body of `size` bytes: the segments of `windows`, in order, less their first `skip` bytes (a range
+    that starts inside a chunk). A window may still be a future (being checked on another thread). `close`
+    releases what the stream still holds, the windows not sent included; it is called once, whether the
+    stream was sent whole or not."""
+
+    windows: Iterator[Window | Future[Window]]
+    size: int
+    close: Callable[[], None]
+    skip: int = 0
+
+
+def close_when_done(future: Future[Window]) -> None:
+    """Close the window `future` brings once it is there (a window that will not be sent); nothing if it
+    failed or was cancelled."""
+
+    def done(finished: Future[Window]) -> None:
+        if not finished.cancelled() and finished.exception() is None:
+            finished.result().close()
+
+    future.add_done_callback(done)
