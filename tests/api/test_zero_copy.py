@@ -35,8 +35,13 @@ def ready(window: Window) -> Future[Window]:
     return future
 
 
-def whole_file(handle: Any, size: int) -> SegmentStream:
-    return SegmentStream(iter([Window([FileRange(handle.fileno(), 0, size)])]), size, handle.close)
+def serve_file(app: App, folder: Path, name: str, data: bytes) -> Any:
+    """Make GET /NAME answer `data` from a file, sent whole; the open file, which the stream closes."""
+    (folder / name).write_bytes(data)
+    handle = open(folder / name, "rb")  # noqa: SIM115  # the stream closes it
+    window = Window([FileRange(handle.fileno(), 0, len(data))])
+    app.streams[name] = lambda: SegmentStream(iter([window]), len(data), handle.close)
+    return handle
 
 
 @dataclass
@@ -120,7 +125,6 @@ def test_a_slow_reader_gets_every_byte_once_the_socket_is_writable_again(
 ) -> None:
     url, app, folder = served
     data = os.urandom(24 * MIB)
-    (folder / "big").write_bytes(data)
     waits = []
     writable = hub_server._BoundedProtocol._writable
 
@@ -129,8 +133,7 @@ def test_a_slow_reader_gets_every_byte_once_the_socket_is_writable_again(
         await writable(self, fd)
 
     monkeypatch.setattr(hub_server._BoundedProtocol, "_writable", counted)
-    handle = open(folder / "big", "rb")  # noqa: SIM115  # the stream closes it
-    app.streams["big"] = lambda: whole_file(handle, len(data))
+    handle = serve_file(app, folder, "big", data)
     with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as sock:
         sock.settimeout(30)
         sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -148,7 +151,7 @@ def test_a_slow_reader_gets_every_byte_once_the_socket_is_writable_again(
                 time.sleep(0.002)  # slower than the server at first: its socket buffer fills
     assert b"200 OK" in head and bytes(body) == data
     assert waits, "the server waited for the socket instead of failing or spinning"
-    assert "big" in app.closed
+    assert "big" in app.closed and handle.closed
 
 
 def test_a_client_that_goes_away_mid_body_is_not_an_error_and_the_next_one_is_served(
@@ -156,9 +159,7 @@ def test_a_client_that_goes_away_mid_body_is_not_an_error_and_the_next_one_is_se
 ) -> None:
     url, app, folder = served
     data = os.urandom(32 * MIB)
-    (folder / "gone").write_bytes(data)
-    handle = open(folder / "gone", "rb")  # noqa: SIM115  # the stream closes it
-    app.streams["gone"] = lambda: whole_file(handle, len(data))
+    handle = serve_file(app, folder, "gone", data)
     with (
         caplog.at_level(logging.ERROR),
         socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as sock,

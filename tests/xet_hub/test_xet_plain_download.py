@@ -33,19 +33,21 @@ def xet_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XetHub]:
     stop_server(hub.server)
 
 
+def upload(xet_hub: XetHub, tmp_path: Path, repo: str, name: str, data: bytes) -> None:
+    """Create `repo` for alice and upload `data` as `name` through the stock client's Xet path."""
+    (tmp_path / name).write_bytes(data)
+    loopback_request(
+        "POST", f"{xet_hub.url}/api/repos/create", headers=xet_hub.headers("alice"), json={"name": repo}
+    ).raise_for_status()
+    xet_hub.run_client("alice", upload_line(tmp_path / name, name, repo), tmp_path / "up")
+
+
 def test_ranges_across_rebuild_windows_are_exact_and_a_byte_flipped_in_storage_cuts_the_download(
     xet_hub: XetHub, tmp_path: Path
 ) -> None:
     data = payload(READ_WINDOW + 4 * MIB + 77)  # one xorb, rebuilt in two windows
-    (tmp_path / "w.bin").write_bytes(data)
-    loopback_request(
-        "POST",
-        f"{xet_hub.url}/api/repos/create",
-        headers=xet_hub.headers("alice"),
-        json={"name": "alice/rebuilt"},
-    ).raise_for_status()
     before = set(xet_hub.xorb_files())
-    xet_hub.run_client("alice", upload_line(tmp_path / "w.bin", "w.bin", "alice/rebuilt"), tmp_path / "up")
+    upload(xet_hub, tmp_path, "alice/rebuilt", "w.bin", data)
     (xorb,) = set(xet_hub.xorb_files()) - before
     blobs = xet_hub.blob_files()
     url = f"{xet_hub.url}/alice/rebuilt/resolve/main/w.bin"
@@ -84,14 +86,7 @@ def test_downloads_given_up_mid_way_leave_no_xorb_file_open(xet_hub: XetHub, tmp
     # Sent with sendfile, each window holds its xorb file open until it is sent: windows checked ahead and
     # never sent must let theirs go too.
     data = payload(3 * READ_WINDOW + MIB, seed=7)
-    (tmp_path / "g.bin").write_bytes(data)
-    loopback_request(
-        "POST",
-        f"{xet_hub.url}/api/repos/create",
-        headers=xet_hub.headers("alice"),
-        json={"name": "alice/given-up"},
-    ).raise_for_status()
-    xet_hub.run_client("alice", upload_line(tmp_path / "g.bin", "g.bin", "alice/given-up"), tmp_path / "up")
+    upload(xet_hub, tmp_path, "alice/given-up", "g.bin", data)
     address = ("127.0.0.1", int(xet_hub.url.rsplit(":", 1)[1]))
     request = b"GET /alice/given-up/resolve/main/g.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     baseline = open_files(xet_hub.server.pid)
