@@ -617,10 +617,18 @@ class ContentStore:
     def iter_file(
         self, terms: tuple[FileTerm, ...], start: int = 0, end: int | None = None
     ) -> Iterator[memoryview]:
-        """Bytes `[start, end)` of the file made of `terms`, every chunk re-hashed on the way."""
+        """Bytes `[start, end)` of the file made of `terms`, every chunk re-hashed on the way: a stream, whose
+        next windows the read-ahead threads prepare while the caller uses the current one."""
         if not terms:
             return iter(())
         return iter_file_bytes(terms, self.xorb_info, self.read_xorb, start, end, ahead=READ_AHEAD)
+
+    def file_bytes(self, terms: tuple[FileTerm, ...], start: int, end: int) -> bytes:
+        """Bytes `[start, end)` of the file made of `terms`, every chunk re-hashed: one read (a scanner's),
+        with nothing read ahead of it nor kept after it."""
+        if not terms:
+            return b""
+        return b"".join(iter_file_bytes(terms, self.xorb_info, self.read_xorb, start, end))
 
     def sha256_of(self, terms: tuple[FileTerm, ...]) -> str:
         """The sha256 of a file rebuilt from its terms: what a shard's claim is checked against.
@@ -734,7 +742,7 @@ class _ReconstructedFile:
         end = self._file.size if size < 0 else min(self._file.size, self._position + size)
         if end <= self._position:
             return b""
-        data = b"".join(self._content.iter_file(self._file.terms, self._position, end))
+        data = self._content.file_bytes(self._file.terms, self._position, end)
         self._position = end
         return data
 
