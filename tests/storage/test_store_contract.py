@@ -245,6 +245,21 @@ def test_presigned_urls_are_optional_and_read_the_object_when_given(object_store
     )
 
 
+def test_a_store_of_local_files_hands_one_out_open_and_any_other_answers_none(
+    object_store: ObjectStore,
+) -> None:
+    _put_blob(object_store)
+    handle = object_store.open_file(BLOBS, SHA)
+    if not object_store.local_files:
+        assert handle is None, "a remote store's objects are streamed"
+        return
+    assert handle is not None
+    with handle:
+        assert os.pread(handle.fileno(), 1000, 5000) == DATA[5000:6000]
+    with pytest.raises(BlobNotFound):
+        object_store.open_file(BLOBS, "0" * 64)
+
+
 def test_completion_waits_for_no_part_and_takes_no_part_once_sealed(object_store: ObjectStore) -> None:
     _stage(object_store, DATA, 100_000, "u4")
     upload = object_store.open_upload("u4", SHA, len(DATA), 100_000)

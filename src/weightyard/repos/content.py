@@ -306,12 +306,19 @@ class ContentStore:
             yield first
             yield from pieces
 
+    @property
+    def sends_files(self) -> bool:
+        """Whether `segments` can hand out stored objects as local files to send."""
+        return self.objects.local_files
+
     def segments(self, sha256: str, start: int, end: int) -> SegmentStream | None:
         """The bytes [start, end) of the content as segments a server sends itself (weightyard.zero_copy):
         a range of the whole blob's file, or the chunks of its xorbs' files, each window checked and re-hashed
         on a read-ahead thread ahead of the send (and holding its xorb file open until it is sent). None where
         objects are not local files (then stream them). The chunk tables are looked up here, in the request's
         thread, not while the stream is sent."""
+        if not self.sends_files:
+            return None
         if self.has_whole_blob(check_sha256(sha256)):
             try:
                 handle = self.objects.open_file(BLOBS, sha256)
@@ -327,11 +334,6 @@ class ContentStore:
                 return SegmentStream(iter([whole]), end - start, handle.close)
         file = self._file_or_missing(sha256)
         plan = plan_reconstruction(file.terms, self.xorb_info, start, min(end, file.size))
-        if plan.terms:
-            probe = self.objects.open_file(XORBS, hash_to_string(plan.terms[0].xorb_hash))
-            if probe is None:
-                return None
-            probe.close()
         jobs = (
             functools.partial(checked_window, self._xorb_opener(stored.hash), stored, chunks)
             for stored, chunks, _ in window_groups(plan)

@@ -1483,6 +1483,8 @@ class RepoService:
         """`download` as segments the server sends itself (weightyard.zero_copy); None where the content is
         not in local files (then `download` streams it). The same checks first, the same whole copy noted
         once the response is over."""
+        if not self._store.sends_files:
+            return None
         self._check_servable(entry)
         stream = self._store.segments(entry.sha256, start, end)
         if stream is None or not entry.lfs:

@@ -30,8 +30,8 @@ The contract every implementation keeps (`tests/storage/test_store_contract.py` 
   `list_uploads` reports every upload (its id, bytes, last change) so gc can abort stale ones.
 * Presigning is optional: a store that cannot hand out URLs (a local folder) answers None, and the hub
   then streams the bytes itself.
-* `open_file` is optional too: a store whose objects are local files hands one out, open, so that a server
-  can send its bytes with `sendfile`; a remote store answers None.
+* `open_file` is optional too: a store whose objects are local files (`local_files`) hands one out, open,
+  so that a server can send its bytes with `sendfile`; a remote store answers None.
 """
 
 from __future__ import annotations
@@ -169,6 +169,9 @@ class StagedUpload(Protocol):
 
 class ObjectStore(Protocol):
     """Bytes by key in the `BLOBS` and `XORBS` namespaces, plus staged uploads (see the module docstring)."""
+
+    local_files: bool
+    """Whether objects are local files, which `open_file` hands out."""
 
     def blob_writer(self, sha256: str | None = None) -> ObjectWriter:
         """A writer for one blob; `sha256`, when the caller knows what the content should hash to, lets a

@@ -321,6 +321,8 @@ class LocalObjectStore:
     object found with another length than the one being stored is damage, and is replaced.
     """
 
+    local_files = True
+
     def __init__(self, root: Path, xorb_root: Path | None = None) -> None:
         self.root = root
         self.xorb_root = xorb_root if xorb_root is not None else root / ".xorbs"

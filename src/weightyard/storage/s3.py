@@ -127,6 +127,8 @@ class _Multipart:
 class S3ObjectStore:
     """The `ObjectStore` over a bucket (see the module docstring); scratch files live in `scratch_dir`."""
 
+    local_files = False  # objects are in a bucket: the hub streams them
+
     def __init__(self, location: S3Location, scratch_dir: Path, part_size: int = DEFAULT_PART_SIZE) -> None:
         self.location = location
         self.part_size = max(part_size, MIN_PART_SIZE)
@@ -253,6 +255,9 @@ class S3ObjectStore:
         except _VersionChanged:
             raise ContentMismatch(f"{key} changed while it was being read") from None
 
+    def open_file(self, namespace: Namespace, key: str) -> io.FileIO | None:
+        return None
+
     def read_into(self, namespace: Namespace, key: str, start: int, buffers: Sequence[memoryview]) -> int:
         wanted = sum(len(buffer) for buffer in buffers)
         targets = iter(buffers)
@@ -356,9 +361,6 @@ class S3ObjectStore:
                 obstore.delete(self._reader, keys)
 
     # -- presigning
-
-    def open_file(self, namespace: Namespace, key: str) -> io.FileIO | None:
-        return None  # objects are in a bucket: the hub streams them
 
     def presign(self, namespace: Namespace, key: str, expires_in: int) -> str | None:
         bucket_key = self.object_key(namespace, key)
