@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import ctypes
 import functools
 import logging
 import os
+import socket
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import httptools
 import uvicorn
+from starlette.requests import ClientDisconnect
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -32,6 +36,7 @@ from uvicorn.server import ServerState
 
 from weightyard import zero_copy
 from weightyard.config import Settings
+from weightyard.errors import RequestTimeout
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -120,6 +125,8 @@ class _BoundedProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0
+        self._body_seen = 0
+        self._body_abandoned = False
         super().connection_made(transport)
         # Bodies go straight to the socket only on plain TCP (a TLS transport encrypts what it is given).
         sock = transport.get_extra_info("socket")
@@ -128,11 +135,51 @@ class _BoundedProtocol(HttpToolsProtocol):
         self._await_head()
 
     def on_headers_complete(self) -> None:
+        self._body_seen = 0
         super().on_headers_complete()
         cycle = self.cycle
         if self._socket_fd is not None and cycle is not None and cycle.scope is self.scope:
-            send = functools.partial(self._send_segments, cycle)
-            self.scope.setdefault("extensions", {})[zero_copy.EXTENSION] = {"send": send}
+            extensions = self.scope.setdefault("extensions", {})
+            extensions[zero_copy.EXTENSION] = {"send": functools.partial(self._send_segments, cycle)}
+            extensions[zero_copy.RECEIVE] = {"take": functools.partial(self._take_body, cycle)}
+
+    def _take_body(self, cycle: Any, idle_timeout: float | None = None) -> zero_copy.DirectBody | None:
+        """The rest of `cycle`'s request body as a `_SocketBody`, or None where it cannot be handed over:
+        not the request the socket's bytes belong to, no Content-Length, an unanswered 100-continue."""
+        length = _content_length(cycle.scope)
+        if (
+            self._socket_fd is None
+            or cycle is not self.cycle
+            or length is None
+            or length < self._body_seen
+            or cycle.waiting_for_100_continue
+            or cycle.disconnected
+            or cycle.response_complete
+            or self.transport.is_closing()
+        ):
+            return None
+        self.flow.pause_reading()
+        buffered, cycle.body = cycle.body, bytearray()
+        on_socket = length - self._body_seen if cycle.more_body else 0
+        return _SocketBody(self, cycle, buffered, on_socket, idle_timeout)
+
+    def _body_taken(self, cycle: Any, unread: int, parser_mid_body: bool) -> None:
+        """A `_SocketBody` of `cycle` was closed with `unread` bytes of it still on the socket."""
+        if cycle is not self.cycle or self.transport.is_closing():
+            return
+        if unread:
+            # The parser's place in the stream is lost: nothing more is read, and the connection closes once
+            # the response is sent.
+            cycle.keep_alive = False
+            self._body_abandoned = True
+            return
+        if parser_mid_body:
+            # The body went past the parser, which still waits for it: a fresh one reads the next request.
+            self.parser = httptools.HttpRequestParser(self)
+            with contextlib.suppress(AttributeError):
+                self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        cycle.more_body = False
+        cycle.message_event.set()
 
     async def _send_segments(self, cycle: Any, stream: zero_copy.SegmentStream) -> None:
         """Send `stream` as the body of `cycle`'s response, between its start and its final empty body
@@ -228,6 +275,8 @@ class _BoundedProtocol(HttpToolsProtocol):
             self.loop.remove_writer(fd)
 
     def data_received(self, data: bytes) -> None:
+        if self._body_abandoned:
+            return  # the rest of a body read in part past the parser: closed after the response
         # The parser holds a header value whole until it ends, so the head is measured here, in bytes
         # received while a head is awaited: at most one socket read past the limit is ever held.
         super().data_received(data)
@@ -245,6 +294,7 @@ class _BoundedProtocol(HttpToolsProtocol):
         # pauses after each piece, so the buffer is almost always empty here and the piece itself (a bytes
         # object of its own) is handed on; a piece that follows one not yet taken is joined to it.
         cycle = self.cycle
+        self._body_seen += len(body)
         if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
             return
         if not cycle.body:
@@ -282,6 +332,138 @@ class _BoundedProtocol(HttpToolsProtocol):
         self._head_timer = None
         if self.cycle is self._previous_cycle and not self.transport.is_closing():
             self.transport.close()
+
+
+class _SocketBody:
+    """The rest of a request body, read by `recv_into` from the connection's socket (zero_copy.DirectBody).
+
+    The transport's reading stays paused meanwhile; the body's first bytes, those the parser had already
+    handed on, come first. The reading is done by a reader callback on our own descriptor of the socket, one
+    `recv_into` each time it is readable, so a slow body holds no thread, only this object.
+    """
+
+    def __init__(
+        self,
+        protocol: _BoundedProtocol,
+        cycle: Any,
+        buffered: bytes | bytearray,
+        on_socket: int,
+        idle_timeout: float | None,
+    ) -> None:
+        self._protocol = protocol
+        self._cycle = cycle
+        self._loop = protocol.loop
+        self._buffered = memoryview(buffered)
+        self._on_socket = on_socket
+        self._parser_mid_body = bool(cycle.more_body)
+        self._idle_timeout = idle_timeout
+        assert protocol._socket_fd is not None
+        self._socket = socket.socket(fileno=os.dup(protocol._socket_fd))
+        self._socket.setblocking(False)
+        self._closed = False
+        # The read in progress: where it puts bytes, how many it has, how many it wants.
+        self._target: memoryview | None = None
+        self._filled = 0
+        self._wanted = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._last_progress = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def left(self) -> int:
+        return len(self._buffered) + self._on_socket
+
+    async def read_into(self, buffer: memoryview) -> int:
+        if self._closed:
+            raise RuntimeError("the body was handed back")
+        wanted = min(len(buffer), self.left)
+        filled = min(len(self._buffered), wanted)
+        if filled:
+            buffer[:filled] = self._buffered[:filled]
+            self._buffered = self._buffered[filled:]
+        if filled == wanted:
+            return filled
+        self._target, self._filled, self._wanted = buffer, filled, wanted
+        self._receive()
+        if self._waiter is None and self._filled < self._wanted:
+            self._waiter = self._loop.create_future()
+            fd = self._socket.fileno()
+            self._loop.add_reader(fd, self._receive)
+            self._last_progress = self._loop.time()
+            if self._idle_timeout is not None:
+                self._idle_timer = self._loop.call_later(self._idle_timeout, self._check_idle)
+            try:
+                await self._waiter
+            finally:
+                self._loop.remove_reader(fd)
+                if self._idle_timer is not None:
+                    self._idle_timer.cancel()
+                    self._idle_timer = None
+                self._waiter = None
+        elif self._waiter is not None:  # failed in the first receive
+            waiter, self._waiter = self._waiter, None
+            waiter.result()
+        filled, self._target = self._filled, None
+        return filled
+
+    def _receive(self) -> None:
+        """One `recv_into` into the read in progress; wakes it once it is full or failed."""
+        target = self._target
+        if target is None or (self._waiter is not None and self._waiter.done()):
+            return
+        try:
+            count = self._socket.recv_into(target[self._filled : self._wanted])
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._fail(ClientDisconnect(str(exc)))
+            return
+        if count == 0:
+            self._fail(ClientDisconnect("the client closed the connection inside the request body"))
+            return
+        self._filled += count
+        self._on_socket -= count
+        self._last_progress = self._loop.time()
+        if self._filled == self._wanted and self._waiter is not None:
+            self._waiter.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._waiter is None:
+            self._waiter = self._loop.create_future()
+        if not self._waiter.done():
+            self._waiter.set_exception(exc)
+
+    def _check_idle(self) -> None:
+        assert self._idle_timeout is not None
+        self._idle_timer = None
+        quiet = self._loop.time() - self._last_progress
+        if quiet >= self._idle_timeout:
+            self._fail(
+                RequestTimeout(f"no part of the request body arrived for {self._idle_timeout:g} seconds")
+            )
+        else:
+            self._idle_timer = self._loop.call_later(self._idle_timeout - quiet, self._check_idle)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._socket.close()
+        self._protocol._body_taken(self._cycle, self._on_socket, self._parser_mid_body)
+
+
+def _content_length(scope: dict[str, Any]) -> int | None:
+    """The request's Content-Length, or None without one (or with a Transfer-Encoding, or not a number)."""
+    length = None
+    for name, value in scope.get("headers") or []:
+        if name == b"transfer-encoding" or (name == b"content-length" and length is not None):
+            return None
+        if name == b"content-length":
+            text = value.decode("latin-1").strip()
+            if not text.isdigit():
+                return None
+            length = int(text)
+    return length
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

@@ -6,6 +6,11 @@ or found to be larger than the limit fails with 413 after at most one chunk past
 stops arriving fails with 408. Routes that stream large uploads to storage (commits, LFS objects, Xet
 xorbs and shards) raise the size limit for their own request with `allow_body` and bound the content
 themselves.
+
+A body read straight from the socket (`zero_copy.RECEIVE`, see `api.common.pump_body`) is held to the same
+bounds: the middleware wraps the extension's `take`, which refuses a body announced larger than the limit
+(413) and gives the reading the same idle limit (408). Such a body has a Content-Length and is read to
+exactly that length, so the limit on what arrives needs no count.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from weightyard import zero_copy
 from weightyard.errors import PayloadTooLarge, RequestTimeout
 
 _LIMIT_KEY = "weightyard.body_limit"
@@ -68,6 +74,27 @@ class BodyLimitMiddleware:
                 raise PayloadTooLarge(f"the request body is larger than this route's limit of {limit} bytes")
             return message
 
+        direct = (scope.get("extensions") or {}).get(zero_copy.RECEIVE)
+        if direct is not None:
+            take = direct["take"]
+
+            def bounded_take() -> zero_copy.DirectBody | None:
+                nonlocal complete
+                if received or complete:
+                    return None  # part of the body came through `receive`: the rest does too
+                limit: int | None = scope.get(_LIMIT_KEY, self._limit)
+                announced = _content_length(scope)
+                if announced is None:
+                    return None
+                if limit is not None and announced > limit:
+                    raise PayloadTooLarge(
+                        f"the request body ({announced} bytes) is larger than this route's limit of {limit}"
+                    )
+                body: zero_copy.DirectBody | None = take(self._idle_timeout)
+                complete = body is not None
+                return body
+
+            scope["extensions"][zero_copy.RECEIVE] = {"take": bounded_take}
         await self._app(scope, bounded_receive, send)
 
 

@@ -158,6 +158,7 @@ async def pump_body(
     batch_size: int,
     limit: int | None = None,
     drain_on_error: bool = False,
+    in_place: Callable[[memoryview], object] | None = None,
 ) -> int:
     """Feed the request body to `consume` in batches of about `batch_size` bytes, each in a worker thread
     while the next batch is being received, so network, parsing, hashing and disk overlap. Returns the
@@ -165,7 +166,16 @@ async def pump_body(
 
     A body longer than `limit` is a `ContentMismatch`. With `drain_on_error`, a failure of `consume` is
     raised only once the whole body has been read, so the client reads the error instead of a reset.
+
+    `in_place`, when given, is `consume` for a batch handed as a view of a buffer that is reused once it
+    returns (it must keep nothing of it): where the server offers it (`zero_copy.RECEIVE`), the body is then
+    received from the socket straight into two alternating buffers of `batch_size`, with no message per
+    socket read and no joining.
     """
+    if in_place is not None:
+        direct = _take_direct(request, limit)
+        if direct is not None:
+            return await _pump_direct(direct, in_place, batch_size, drain_on_error)
     received = 0
     parts: list[bytes] = []
     held = 0
@@ -206,6 +216,70 @@ async def pump_body(
         if pending is not None:
             with contextlib.suppress(BaseException):
                 await pending
+    if failure is not None:
+        raise failure
+    return received
+
+
+def _take_direct(request: Request, limit: int | None) -> zero_copy.DirectBody | None:
+    """The request's body straight from the socket, where the server offers it and it fits `limit` (a body
+    announced larger goes through `receive`, which reports it as the bytes arrive)."""
+    offer = request.scope.get("extensions", {}).get(zero_copy.RECEIVE)
+    if offer is None:
+        return None
+    if limit is not None:
+        announced = request.headers.get("content-length", "")
+        if not announced.isdigit() or int(announced) > limit:
+            return None
+    body: zero_copy.DirectBody | None = offer["take"]()
+    return body
+
+
+async def _pump_direct(
+    body: zero_copy.DirectBody,
+    consume: Callable[[memoryview], object],
+    batch_size: int,
+    drain_on_error: bool,
+) -> int:
+    """`pump_body` for a body read from the socket: each batch is received into one of two buffers while a
+    worker thread consumes the other."""
+    received = 0
+    size = max(1, min(batch_size, body.left))
+    buffers = (memoryview(bytearray(size)), memoryview(bytearray(size)))
+    which = 0
+    pending: asyncio.Future[object] | None = None
+    failure: BaseException | None = None
+
+    async def settle() -> None:
+        nonlocal pending, failure
+        if pending is None:
+            return
+        task, pending = pending, None
+        try:
+            await task
+        except Exception as exc:
+            if not drain_on_error:
+                raise
+            failure = exc
+
+    try:
+        while body.left:
+            buffer = buffers[which]
+            count = await body.read_into(buffer)
+            received += count
+            if failure is not None:
+                continue  # read to its end, for the client to read the error
+            await settle()  # the other buffer's batch: consumed before that buffer is filled again
+            if failure is None:
+                pending = asyncio.ensure_future(run_in_threadpool(consume, buffer[:count]))
+                which ^= 1
+        await settle()
+    finally:
+        # Never leave a write running behind the caller's abort.
+        if pending is not None:
+            with contextlib.suppress(BaseException):
+                await pending
+        body.close()
     if failure is not None:
         raise failure
     return received

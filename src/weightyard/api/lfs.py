@@ -96,7 +96,7 @@ async def upload_object(request: Request, oid: str) -> Response:
         lfs.open_upload, oid, size, token, repo, expires, request.query_params.get("sig", "")
     )
     try:
-        await pump_body(request, writer.write, UPLOAD_BATCH, limit=size)
+        await pump_body(request, writer.write, UPLOAD_BATCH, limit=size, in_place=writer.write)
         await run_in_threadpool(lfs.finish_upload, writer, oid, size, principal)
     except (Exception, ClientDisconnect):
         await run_in_threadpool(writer.abort)
@@ -112,7 +112,7 @@ async def upload_part(request: Request, upload_id: str, number: int) -> Response
     )
     allow_body(request, None)  # pump_body holds it to the part's size
     try:
-        await pump_body(request, writer.write, UPLOAD_BATCH, limit=writer.expected)
+        await pump_body(request, writer.write, UPLOAD_BATCH, limit=writer.expected, in_place=writer.write)
         await run_in_threadpool(writer.finish)
     except (Exception, ClientDisconnect):
         await run_in_threadpool(writer.abort)

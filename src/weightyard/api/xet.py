@@ -132,7 +132,7 @@ async def upload_xorb(request: Request, prefix: str, xorb: str) -> dict[str, boo
     upload = await run_in_threadpool(xet.begin_xorb, token, string_to_hash(xorb))
     try:
         # A refused body is still read to its end, so the client gets our error rather than a reset.
-        await pump_body(request, upload.feed, _BODY_BATCH, drain_on_error=True)
+        await pump_body(request, upload.feed, _BODY_BATCH, drain_on_error=True, in_place=upload.feed)
         return {"was_inserted": await run_in_threadpool(upload.finish, token)}
     except PayloadTooLarge:
         upload.abort()

@@ -107,7 +107,7 @@ def _copy_object(
         writer = destination.blob_writer(key)
         try:
             for piece in pieces:
-                writer.write(piece)  # type: ignore[arg-type]
+                writer.write(piece)
             writer.seal(expected_sha256=key, expected_size=size)
             writer.publish()
         finally:
@@ -116,7 +116,7 @@ def _copy_object(
     scratch = destination.scratch()
     try:
         for piece in pieces:
-            scratch.write(piece)  # type: ignore[arg-type]
+            scratch.write(piece)
         destination.put_xorb(key, scratch)
     finally:
         scratch.discard()

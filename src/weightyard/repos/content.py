@@ -131,7 +131,7 @@ class BlobWriter(Protocol):
     @property
     def size(self) -> int: ...
 
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: bytes | memoryview) -> None: ...
 
     def commit(self, expected_sha256: str | None = None, expected_size: int | None = None) -> BlobInfo:
         """Make the content visible under its sha256 and record it, after checking the expectations.
@@ -666,7 +666,7 @@ class WholeBlobWriter:
     def size(self) -> int:
         return self._writer.size
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self._writer.write(data)
 
     def commit(self, expected_sha256: str | None = None, expected_size: int | None = None) -> BlobInfo:

@@ -300,7 +300,7 @@ class WholeCopies:
             for piece in self._content.iter_file(file.terms):
                 if self._stop.is_set():
                     raise _Stopping
-                writer.write(piece)  # type: ignore[arg-type]  # a memoryview: the writer takes any buffer
+                writer.write(piece)
                 if time.monotonic() - renewed > self._lease.total_seconds() / 3:
                     self._renew(job)
                     renewed = time.monotonic()

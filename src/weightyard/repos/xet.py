@@ -190,7 +190,7 @@ class XorbUpload:
         self._parser = XorbParser()
         self._scratch: ScratchFile = store.scratch()
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         if self._budget is not None:
             self._budget.take(len(data))
         self._size += len(data)

@@ -70,7 +70,7 @@ class ObjectWriter(Protocol):
     @property
     def size(self) -> int: ...
 
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: bytes | memoryview) -> None: ...
 
     def seal(self, expected_sha256: str | None = None, expected_size: int | None = None) -> BlobInfo:
         """Finish writing: the bytes are durable, hashed and checked, but not yet visible.
@@ -95,7 +95,7 @@ class ScratchFile(Protocol):
     @property
     def size(self) -> int: ...
 
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: bytes | memoryview) -> None: ...
 
     def sync(self) -> None:
         """Write back what was written so far, so that a later durable put has little left to wait for."""
@@ -114,7 +114,7 @@ class PartWriter(Protocol):
         """The part's size: `finish` refuses any other count."""
         ...
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         """Raises `ContentMismatch` when the part would exceed its size."""
         ...
 

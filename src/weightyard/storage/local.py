@@ -239,7 +239,7 @@ class StagedPartWriter:
         self._restore = staged._hash.copy() if owns_hash else None
         self.received = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         if self.received + len(data) > self.expected:
             raise ContentMismatch(f"part {self._number} must have {self.expected} bytes, received more")
         if self._owns_hash:
@@ -517,7 +517,7 @@ class LocalObjectWriter:
             except BaseException as exc:  # re-raised in the caller's thread
                 self._error = exc
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         if not data:
             return
         if self._error is not None:
@@ -576,7 +576,7 @@ class LocalScratchFile:
     def size(self) -> int:
         return self._size
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self._file.write(data)
         self._size += len(data)
 

@@ -501,7 +501,7 @@ class S3ObjectWriter:
     def size(self) -> int:
         return self._size
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         if not data:
             return
         if self._error is not None:
@@ -765,7 +765,7 @@ class S3PartWriter:
     def expected(self) -> int:
         return self._expected
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         if self._scratch.size + len(data) > self._expected:
             raise ContentMismatch(f"part {self._number} must have {self._expected} bytes, received more")
         self._hash.update(data)

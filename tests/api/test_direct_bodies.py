@@ -1,0 +1,313 @@
+"""Request bodies read straight from the socket (weightyard.zero_copy.RECEIVE, `pump_body(in_place=...)`),
+on a real server (uvicorn with the hub's protocol, in a thread of this process, on 127.0.0.1) behind the hub's
+body-size middleware, with a small ASGI app that hashes what `pump_body` hands it: exact bytes in full
+batches of reused buffers, connections reused after such a body (pipelined requests included), the bodies
+that cannot be taken (chunked, 100-continue, larger than the route's limit) read as before, and every way a
+body can go wrong (stalls, a client going away, a consumer that refuses)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+from tests.support import free_port
+
+from weightyard import server as hub_server
+from weightyard.api.body_limit import BodyLimitMiddleware
+from weightyard.api.common import pump_body
+from weightyard.config import Settings
+from weightyard.errors import ContentMismatch, WeightyardError
+
+KIB = 1024
+MIB = 1024 * KIB
+BATCH = 256 * KIB
+LIMIT = 64 * MIB  # the middleware's limit for these bodies
+IDLE = 1.0  # the middleware's idle limit, seconds
+
+
+@dataclass
+class BodyApp:
+    """POST /echo, /drain-fails, /fails and /limited: the body through `pump_body`, answered with its sha256,
+    its size and how the consumer was handed it. Notes each request's outcome."""
+
+    outcomes: list[str] = field(default_factory=list)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        route = scope["path"].strip("/")
+        request = Request(scope, receive)
+        digest = hashlib.sha256()
+        batches: list[tuple[str, int]] = []
+
+        def consume(data: bytes | memoryview) -> None:
+            batches.append((type(data).__name__, len(data)))
+            if route in ("fails", "drain-fails") and len(batches) == 2:
+                raise ContentMismatch("the consumer refuses this body")
+            digest.update(data)
+
+        try:
+            size = await pump_body(
+                request,
+                consume,
+                BATCH,
+                limit=1000 if route == "limited" else None,
+                drain_on_error=route == "drain-fails",
+                in_place=consume,
+            )
+        except WeightyardError as exc:
+            self.outcomes.append(f"{route}: {exc.code}")
+            response = JSONResponse({"code": exc.code}, exc.status)
+        except ClientDisconnect:
+            self.outcomes.append(f"{route}: disconnect")
+            return
+        else:
+            self.outcomes.append(f"{route}: {size}")
+            kinds = sorted({kind for kind, _ in batches})
+            body = {
+                "sha256": digest.hexdigest(),
+                "size": size,
+                "kinds": kinds,
+                "sizes": [n for _, n in batches],
+            }
+            response = JSONResponse(body)
+        await response(scope, receive, send)
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[int, BodyApp]]:
+    app = BodyApp()
+    port = free_port()
+    settings = Settings(host="127.0.0.1", port=port)
+    wrapped = BodyLimitMiddleware(app, limit=LIMIT, idle_timeout=IDLE)  # type: ignore[arg-type]
+    config = hub_server.uvicorn_config(wrapped, settings, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.02)
+    yield port, app
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def _connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.settimeout(30)
+    return sock
+
+
+def _head(path: str, headers: dict[str, str]) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _post(path: str, body: bytes) -> bytes:
+    return _head(path, {"Content-Length": str(len(body))}) + body
+
+
+def _read_response(sock: socket.socket, pending: bytearray) -> tuple[int, dict[str, str], bytes]:
+    """One response from `sock`, after what `pending` holds already; leaves in `pending` what follows it."""
+    while b"\r\n\r\n" not in pending:
+        piece = sock.recv(65536)
+        if not piece:
+            raise AssertionError(f"connection closed before a response: {bytes(pending)!r}")
+        pending += piece
+    head, _, rest = bytes(pending).partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    length = int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        piece = sock.recv(65536)
+        if not piece:
+            break
+        rest += piece
+    pending[:] = rest[length:]
+    return int(status_line.split()[1]), headers, rest[:length]
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    sock.settimeout(10)
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
+def _expect(answer: tuple[int, dict[str, str], bytes], data: bytes, kinds: list[str]) -> dict[str, Any]:
+    status, _, body = answer
+    assert status == 200, body
+    got: dict[str, Any] = json.loads(body)
+    assert (got["sha256"], got["size"]) == (hashlib.sha256(data).hexdigest(), len(data))
+    assert got["kinds"] == kinds
+    return got
+
+
+def test_a_body_sent_in_pieces_comes_in_full_batches_of_reused_buffers_and_the_connection_serves_on(
+    served: tuple[int, BodyApp],
+) -> None:
+    port, _ = served
+    data = os.urandom(9 * MIB + 17)
+    with _connect(port) as sock:
+        # The head and the first bytes in one write (the parser hands those on), the rest in pieces.
+        sock.sendall(_head("/echo", {"Content-Length": str(len(data))}) + data[:100])
+        for start in range(100, len(data), 3 * MIB):
+            time.sleep(0.05)
+            sock.sendall(data[start : start + 3 * MIB])
+        pending = bytearray()
+        got = _expect(_read_response(sock, pending), data, ["memoryview"])
+        assert got["sizes"] == [BATCH] * (len(data) // BATCH) + [len(data) % BATCH], "full batches"
+        # The same connection: the parser was handed the connection back after the body.
+        small = b"hello"
+        sock.sendall(_post("/echo", small))
+        _expect(_read_response(sock, pending), small, ["memoryview"])
+        assert not pending
+
+
+def test_pipelined_requests_after_a_body_read_from_the_socket_are_answered_in_order(
+    served: tuple[int, BodyApp],
+) -> None:
+    port, _ = served
+    first, second, third = os.urandom(2 * MIB + 5), os.urandom(700 * KIB), b""
+    with _connect(port) as sock:
+        sock.sendall(_post("/echo", first) + _post("/echo", second) + _post("/echo", third))
+        pending = bytearray()
+        _expect(_read_response(sock, pending), first, ["memoryview"])
+        _expect(_read_response(sock, pending), second, ["memoryview"])
+        _expect(_read_response(sock, pending), third, [])
+
+
+def test_a_body_that_trickles_in_is_read_whole(served: tuple[int, BodyApp]) -> None:
+    port, _ = served
+    data = os.urandom(300 * KIB)
+    with _connect(port) as sock:
+        sock.sendall(_head("/echo", {"Content-Length": str(len(data))}))
+        for start in range(0, len(data), 1500):
+            sock.sendall(data[start : start + 1500])
+            if start % (30 * 1500) == 0:
+                time.sleep(0.01)
+        _expect(_read_response(sock, bytearray()), data, ["memoryview"])
+
+
+def test_bodies_that_cannot_be_taken_from_the_socket_are_read_through_receive(
+    served: tuple[int, BodyApp],
+) -> None:
+    port, _ = served
+    data = os.urandom(MIB + 3)
+    url = f"http://127.0.0.1:{port}"
+    # Chunked: no length to read to.
+    pieces = (data[start : start + 10_000] for start in range(0, len(data), 10_000))
+    chunked = httpx.post(f"{url}/echo", content=pieces, timeout=30)
+    _expect((chunked.status_code, {}, chunked.content), data, ["bytes"])
+    # Expect: 100-continue, which `receive` answers first.
+    with _connect(port) as sock:
+        sock.sendall(_head("/echo", {"Content-Length": str(len(data)), "Expect": "100-continue"}))
+        interim = sock.recv(1024)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), interim
+        pending = bytearray(interim[len(b"HTTP/1.1 100 Continue\r\n\r\n") :])
+        sock.sendall(data)
+        _expect(_read_response(sock, pending), data, ["bytes"])
+    # Larger than the route's own limit: `receive` reports it as the bytes arrive, as before.
+    limited = httpx.post(f"{url}/limited", content=os.urandom(2000), timeout=30)
+    assert (limited.status_code, limited.json()["code"]) == (ContentMismatch.status, "ContentMismatch")
+
+
+def test_a_body_announced_larger_than_the_middleware_allows_is_refused_before_it_is_read(
+    served: tuple[int, BodyApp],
+) -> None:
+    port, app = served
+    with _connect(port) as sock:
+        sock.sendall(_head("/echo", {"Content-Length": str(LIMIT + 1)}))
+        status, _, body = _read_response(sock, bytearray())
+    assert (status, json.loads(body)["code"]) == (413, "PayloadTooLarge")
+    assert app.outcomes[-1] == "echo: PayloadTooLarge"
+
+
+def test_a_stalled_body_fails_with_408_and_what_follows_it_is_never_read_as_a_request(
+    served: tuple[int, BodyApp],
+) -> None:
+    port, app = served
+    with _connect(port) as sock:
+        sock.sendall(_head("/echo", {"Content-Length": str(MIB)}) + b"x" * 1000)
+        time.sleep(0.3)
+        sock.sendall(b"y" * 1000)  # some progress, then nothing
+        started = time.monotonic()
+        status, _, body = _read_response(sock, bytearray())
+        assert (status, json.loads(body)["code"]) == (408, "RequestTimeout")
+        assert time.monotonic() - started >= IDLE * 0.5
+        # The rest of the body, shaped as a request: were it parsed, it would be answered.
+        with contextlib.suppress(OSError):
+            sock.sendall(_post("/echo", b"smuggled"))
+        assert _closed_by_server(sock)
+    assert app.outcomes[-1] == "echo: RequestTimeout"
+    assert "echo: 8" not in app.outcomes
+
+
+def test_a_client_that_goes_away_inside_the_body_ends_the_request_and_the_next_one_is_served(
+    served: tuple[int, BodyApp],
+) -> None:
+    port, app = served
+    with _connect(port) as sock:
+        sock.sendall(_head("/echo", {"Content-Length": str(4 * MIB)}) + os.urandom(MIB))
+        time.sleep(0.1)
+    deadline = time.monotonic() + 10
+    while app.outcomes[-1:] != ["echo: disconnect"]:
+        assert time.monotonic() < deadline, app.outcomes
+        time.sleep(0.02)
+    with _connect(port) as sock:
+        sock.sendall(_post("/echo", b"after"))
+        _expect(_read_response(sock, bytearray()), b"after", ["memoryview"])
+
+
+def test_a_consumer_that_refuses_with_drain_is_answered_after_the_whole_body_and_the_connection_serves_on(
+    served: tuple[int, BodyApp],
+) -> None:
+    port, app = served
+    data = os.urandom(3 * MIB)
+    with _connect(port) as sock:
+        sock.sendall(_post("/drain-fails", data))
+        pending = bytearray()
+        status, _, body = _read_response(sock, pending)
+        assert (status, json.loads(body)["code"]) == (ContentMismatch.status, "ContentMismatch")
+        sock.sendall(_post("/echo", b"next"))
+        _expect(_read_response(sock, pending), b"next", ["memoryview"])
+    assert "drain-fails: ContentMismatch" in app.outcomes
+
+
+def test_a_consumer_that_refuses_without_drain_closes_the_connection_after_its_answer(
+    served: tuple[int, BodyApp],
+) -> None:
+    port, app = served
+    size = 8 * MIB
+    with _connect(port) as sock:
+        sock.sendall(_head("/fails", {"Content-Length": str(size)}) + os.urandom(2 * MIB))
+        status, _, body = _read_response(sock, bytearray())
+        assert (status, json.loads(body)["code"]) == (ContentMismatch.status, "ContentMismatch")
+        # The body's rest, shaped as a request, is never answered: the server's parser lost its place.
+        with contextlib.suppress(OSError):
+            sock.sendall(_post("/echo", b"smuggled"))
+        assert _closed_by_server(sock)
+    assert app.outcomes[-1] == "fails: ContentMismatch"
+    assert "echo: 8" not in app.outcomes
