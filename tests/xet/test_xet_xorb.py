@@ -89,7 +89,7 @@ def test_automatic_encoding_picks_a_scheme_per_chunk() -> None:
 def test_parser_fed_one_byte_at_a_time_hands_out_each_chunk_once() -> None:
     body, info = serialize_xorb(CHUNKS)
     completed: list[bytes] = []
-    parser = XorbParser(on_chunk=completed.append)
+    parser = XorbParser(on_chunk=lambda data: completed.append(bytes(data)))  # valid during the call only
     for i in range(len(body)):
         parser.feed(body[i : i + 1])
     assert completed == CHUNKS

@@ -1,7 +1,9 @@
 """The sha256 of an uploader's xorbs hashed while they arrive, in the order their uploads began, so that a
 single file's shard needs no second read of the whole file: the digest it gives is the file's own, whatever
 order the uploads finish in, and anything that does not fit (another uploader, a file that starts inside a
-xorb, a failed upload, a xorb gone from storage) gives no digest, so the shard hashes the file itself."""
+xorb, a failed upload, a xorb gone from storage) gives no digest, so the shard hashes the file itself. A xorb
+whose upload begins once every one before it is hashed hashes its own chunks as they arrive (`began` hands
+the upload the running hash): nothing of it is read back."""
 
 from __future__ import annotations
 
@@ -26,9 +28,14 @@ def store(content_store: ContentStore) -> ContentStore:
     return content_store
 
 
+# Each stored xorb's chunks, which an upload handed the running hash feeds it (as the parser does).
+CHUNKS: dict[bytes, list[bytes]] = {}
+
+
 def _xorb(store: ContentStore, chunks: list[bytes]) -> XorbInfo:
     body, info = serialize_xorb(chunks)
     store.add_xorb(body, info, None)
+    CHUNKS[info.hash] = chunks
     return info
 
 
@@ -42,11 +49,22 @@ def _file(store: ContentStore, count: int) -> tuple[list[XorbInfo], bytes]:
     return [_xorb(store, chunks) for chunks in parts], b"".join(b"".join(chunks) for chunks in parts)
 
 
-def _upload(hashes: ArrivalHashes, user: int, began: list[XorbInfo], stored: list[XorbInfo]) -> None:
-    for info in began:
-        hashes.began(user, info.hash)
+def _upload(hashes: ArrivalHashes, user: int, began: list[XorbInfo], stored: list[XorbInfo]) -> int:
+    """Uploads of `began` begin in that order, then end stored in the order of `stored`; an upload handed the
+    running hash feeds it its chunks as they arrive. How many were handed it."""
+    feeds = {info.hash: hashes.began(user, info.hash) for info in began}
     for info in stored:
+        feed = feeds[info.hash]
+        if feed is not None:
+            for chunk in CHUNKS[info.hash]:
+                feed(memoryview(chunk))
         hashes.stored(user, info.hash, info)
+    return sum(feed is not None for feed in feeds.values())
+
+
+def _one_after_another(hashes: ArrivalHashes, user: int, xorbs: list[XorbInfo]) -> int:
+    """Each upload begins once the one before it is stored, as the stock client sends a file's xorbs."""
+    return sum(_upload(hashes, user, [info], [info]) for info in xorbs)
 
 
 def _hashed_ahead(hashes: ArrivalHashes, user: int, count: int) -> None:
@@ -62,7 +80,8 @@ def test_a_file_uploaded_whole_xorb_by_xorb_gets_its_sha256_whatever_order_uploa
 ) -> None:
     hashes = ArrivalHashes(store)
     xorbs, data = _file(store, 4)
-    _upload(hashes, ALICE, xorbs, list(reversed(xorbs)))
+    # All four began before any was stored: only the first takes the running hash, the rest are read back.
+    assert _upload(hashes, ALICE, xorbs, list(reversed(xorbs))) == 1
     assert hashes.take(ALICE, [_whole(x) for x in xorbs]) == hashlib.sha256(data).hexdigest()
 
 
@@ -126,9 +145,47 @@ def test_a_xorb_missing_when_the_background_reads_it_gives_no_digest(
 ) -> None:
     hashes = ArrivalHashes(store)
     xorbs, _ = _file(store, 2)
-    name = hash_to_string(xorbs[0].hash)
+    # The second is read back: its upload began before the first was stored.
+    name = hash_to_string(xorbs[1].hash)
     (tmp_path / "xorbs" / name[:2] / name).unlink()
-    _upload(hashes, ALICE, xorbs, xorbs)
+    assert _upload(hashes, ALICE, xorbs, xorbs) == 1
+    deadline = time.monotonic() + 30
+    while not hashes._sequences[ALICE].broken:
+        assert time.monotonic() < deadline, "the background never reached the missing xorb"
+        time.sleep(0.01)
+    assert hashes.take(ALICE, [_whole(x) for x in xorbs]) is None
+
+
+def test_xorbs_sent_one_after_another_are_hashed_as_they_arrive_and_never_read_back(
+    store: ContentStore, tmp_path: Path
+) -> None:
+    hashes = ArrivalHashes(store)
+    xorbs, data = _file(store, 4)
+    for info in xorbs:  # gone from storage: were any read back, the digest would fail
+        name = hash_to_string(info.hash)
+        (tmp_path / "xorbs" / name[:2] / name).unlink()
+    assert _one_after_another(hashes, ALICE, xorbs) == 4
+    assert len(hashes._sequences[ALICE].states) == 4, "complete as soon as the last is stored"
+    assert hashes.take(ALICE, [_whole(x) for x in xorbs]) == hashlib.sha256(data).hexdigest()
+
+
+def test_a_tail_xorb_begun_before_the_one_ahead_was_stored_is_read_back_after_it(store: ContentStore) -> None:
+    hashes = ArrivalHashes(store)
+    xorbs, data = _file(store, 4)
+    assert _one_after_another(hashes, ALICE, xorbs[:2]) == 2
+    # The third and the short fourth begin together: the third hashes itself, the fourth is read back.
+    assert _upload(hashes, ALICE, xorbs[2:], [xorbs[3], xorbs[2]]) == 1
+    assert hashes.take(ALICE, [_whole(x) for x in xorbs]) == hashlib.sha256(data).hexdigest()
+
+
+def test_a_xorb_hashing_itself_that_fails_leaves_the_sequence_serving_nothing(store: ContentStore) -> None:
+    hashes = ArrivalHashes(store)
+    xorbs, _ = _file(store, 2)
+    _one_after_another(hashes, ALICE, xorbs[:1])
+    feed = hashes.began(ALICE, xorbs[1].hash)
+    assert feed is not None
+    feed(CHUNKS[xorbs[1].hash][0])  # part of it arrived, then the upload failed
+    hashes.failed(ALICE, xorbs[1].hash)
     assert hashes.take(ALICE, [_whole(x) for x in xorbs]) is None
 
 

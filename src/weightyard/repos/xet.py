@@ -187,7 +187,8 @@ class XorbUpload:
         self._budget = budget
         self._size = 0
         self._synced = 0
-        self._parser = XorbParser()
+        # Hashed for the shard's sha256 as it arrives when next in its uploader's sequence (xet_arrivals)
+        self._parser = XorbParser(on_chunk=arrivals.began(user_id, xorb_hash))
         self._scratch: ScratchFile = store.scratch()
 
     def feed(self, data: bytes | memoryview) -> None:
@@ -328,7 +329,6 @@ class XetService:
         repo = self._repo(token, Action.WRITE)
         quota = self._repos.quota
         budget = quota.budget(repo.id, repo.repo_id)
-        self._arrivals.began(principal.user_id, xorb_hash)
         return XorbUpload(self._store, xorb_hash, repo, quota, budget, self._arrivals, principal.user_id)
 
     def register_shard(self, token: XetToken, body: bytes) -> int:

@@ -10,8 +10,14 @@ terms begin with the first whole xorbs of that sequence, as a single file's uplo
 remaining terms hashed when the shard comes: the client's last, short xorb often begins its upload before
 the full one ahead of it, so that one and the tail are hashed then, the rest is done.
 
+A xorb whose upload begins once every xorb before it in the sequence is hashed (the client sends one xorb
+after another: each begins as the last is answered) is hashed as it arrives instead, from the chunks the
+parser has just checked (`began` hands it the running hash): nothing is read back, and the sequence's hash is
+complete as soon as its last xorb is stored. The others are read back from storage by the background thread.
+
 Nothing is taken on trust: the digest is computed by the hub over the stored bytes, exactly as the check at
-the shard would (`ContentStore.sha256_of`), and compared with the claim the same way. Any other shape (a file
+the shard would (`ContentStore.sha256_of`), or over the same bytes as they arrived, each chunk checked
+against its hash first, and compared with the claim the same way. Any other shape (a file
 that starts inside a xorb, xorbs stored earlier and not sent again, uploads spread over several server
 processes, xorbs whose uploads began out of order, a failed xorb upload) falls back to hashing at the shard.
 Memory is one read window per process and a few hashes per xorb; the number of uploaders tracked and of xorbs
@@ -26,7 +32,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +52,7 @@ CATCH_UP_S = 30.0
 class _Slot:
     xorb_hash: bytes
     info: XorbInfo | None = None  # set once the xorb is stored
+    inline: bool = False  # hashed as it arrives, by its upload
 
 
 @dataclass
@@ -68,14 +75,20 @@ class ArrivalHashes:
         self._changed = threading.Condition()
         self._worker: threading.Thread | None = None
 
-    def began(self, user_id: int, xorb_hash: bytes) -> None:
-        """A xorb upload by `user_id` began (its place in the sequence is taken now)."""
+    def began(self, user_id: int, xorb_hash: bytes) -> Callable[[bytes | memoryview], object] | None:
+        """A xorb upload by `user_id` began (its place in the sequence is taken now). Where every xorb before
+        it is hashed already, the upload hashes its own chunks, in order, as they arrive: the function it is
+        handed for that; None otherwise (the background thread reads it back once it is stored)."""
         with self._changed:
             sequence = self._active(user_id)
             if len(sequence.slots) >= MAX_XORBS:
                 sequence.broken = True
-            if not sequence.broken:
-                sequence.slots.append(_Slot(xorb_hash))
+            if sequence.broken:
+                return None
+            # No later xorb can take the running hash before this one is stored: its states are not all there.
+            slot = _Slot(xorb_hash, inline=len(sequence.states) == len(sequence.slots))
+            sequence.slots.append(slot)
+            return sequence.state.update if slot.inline else None
 
     def queried(self, user_id: int, chunk_hash: bytes) -> None:
         """`user_id` asked whether the hub holds a chunk. The client asks about a file's first chunk and about
@@ -105,9 +118,15 @@ class ArrivalHashes:
             sequence = self._sequences.get(user_id)
             if sequence is None or sequence.broken:
                 return
-            for slot in sequence.slots:
+            for index, slot in enumerate(sequence.slots):
                 if slot.xorb_hash == xorb_hash and slot.info is None:
                     slot.info = info
+                    if slot.inline:
+                        # Hashed whole as it arrived (`began`), every xorb before it first.
+                        if len(sequence.states) != index:
+                            sequence.broken = True
+                        else:
+                            sequence.states.append(sequence.state.copy())
                     break
             self._start_worker()
             self._changed.notify_all()

@@ -208,7 +208,8 @@ class XorbParser:
 
     Memory stays at about one chunk whatever the body size (only an incomplete chunk is kept between feeds); a
     body over `max_len` fails as soon as it passes the limit, whatever Content-Length said. `on_chunk`, when
-    given, receives each chunk's uncompressed bytes, in order.
+    given, receives each chunk's uncompressed bytes, in order (a view into what was fed, or the decompressed
+    bytes: valid during the call only).
 
     Chunks are read in place from what is fed: only a chunk split between two feeds is copied (to join its
     parts), and an uncompressed chunk is hashed without a copy.
@@ -219,7 +220,7 @@ class XorbParser:
         *,
         max_len: int = MAX_XORB_LEN,
         max_chunks: int = MAX_XORB_CHUNKS,
-        on_chunk: Callable[[bytes], None] | None = None,
+        on_chunk: Callable[[bytes | memoryview], object] | None = None,
     ) -> None:
         self._max_len = max_len
         self._max_chunks = max_chunks
@@ -299,7 +300,7 @@ class XorbParser:
         )
         self._raw_offset += header.length
         if self._on_chunk is not None:
-            self._on_chunk(bytes(data))
+            self._on_chunk(data)
         return end
 
 
