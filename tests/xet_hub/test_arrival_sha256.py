@@ -16,6 +16,7 @@ import pytest
 
 from weightyard.repos import xet_arrivals
 from weightyard.repos.content import ContentStore
+from weightyard.repos.xet import XorbUpload
 from weightyard.repos.xet_arrivals import ArrivalHashes
 from weightyard.xet import FileTerm, XorbInfo, hash_to_string, serialize_xorb
 
@@ -234,3 +235,29 @@ def test_one_file_asked_about_again_and_eligible_chunks_do_not_stop_the_sequence
         hashes.queried(ALICE, chunk)
     _upload(hashes, ALICE, xorbs, xorbs)
     assert hashes.take(ALICE, [_whole(x) for x in xorbs]) == hashlib.sha256(data).hexdigest()
+
+
+def test_an_upload_begun_early_takes_the_hash_over_once_the_xorb_ahead_is_hashed(store: ContentStore) -> None:
+    hashes = ArrivalHashes(store)
+    ahead_chunks = [RNG.randbytes(5000), b"compressible " * 700]
+    late_chunks = [RNG.randbytes(7000), b"text that packs well " * 400, RNG.randbytes(6000), b"z" * 9000]
+    ahead_body, ahead = serialize_xorb(ahead_chunks)
+    late_body, late = serialize_xorb(late_chunks)
+    # Bodies fed as they arrive, not stored: a digest that read either xorb back from storage would fail.
+    first = XorbUpload(store, ahead.hash, None, None, None, hashes, ALICE)  # type: ignore[arg-type]
+    second = XorbUpload(store, late.hash, None, None, None, hashes, ALICE)  # type: ignore[arg-type]
+    try:
+        half = len(late_body) // 2
+        second.feed(late_body[:1000])
+        second.feed(late_body[1000:half])  # the xorb ahead is not hashed yet: nothing to take over
+        assert hashes.claim(ALICE, late.hash) is None
+        first.feed(ahead_body)
+        hashes.stored(ALICE, ahead.hash, ahead)
+        second.feed(late_body[half:])  # takes over: reads back what it has, hashes the rest as it comes
+        hashes.stored(ALICE, late.hash, late)
+        assert len(hashes._sequences[ALICE].states) == 2, "complete as soon as the last is stored"
+        data = b"".join(ahead_chunks + late_chunks)
+        assert hashes.take(ALICE, [_whole(ahead), _whole(late)]) == hashlib.sha256(data).hexdigest()
+    finally:
+        first._scratch.discard()
+        second._scratch.discard()

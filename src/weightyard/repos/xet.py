@@ -59,6 +59,7 @@ from weightyard.xet import (
     string_to_hash,
     verify_shard,
 )
+from weightyard.xet.xorb import CHUNK_HEADER_LEN, decode_chunk_payload
 
 _log = logging.getLogger("weightyard.storage")
 
@@ -187,13 +188,20 @@ class XorbUpload:
         self._budget = budget
         self._size = 0
         self._synced = 0
-        # Hashed for the shard's sha256 as it arrives when next in its uploader's sequence (xet_arrivals)
-        self._parser = XorbParser(on_chunk=arrivals.began(user_id, xorb_hash))
+        # Hashed for the shard's sha256 as it arrives, once next in its uploader's sequence (xet_arrivals)
+        self._sha256 = arrivals.began(user_id, xorb_hash)
+        self._parser = XorbParser(on_chunk=self._hash_chunk)
         self._scratch: ScratchFile = store.scratch()
+
+    def _hash_chunk(self, data: bytes | memoryview) -> None:
+        if self._sha256 is not None:
+            self._sha256(data)
 
     def feed(self, data: bytes | memoryview) -> None:
         if self._budget is not None:
             self._budget.take(len(data))
+        if self._sha256 is None:
+            self._claim_sha256()
         self._size += len(data)
         self._parser.feed(data)
         self._scratch.write(data)
@@ -201,6 +209,18 @@ class XorbUpload:
             # Written back while the rest arrives, so the fsync before the answer waits only for the tail.
             self._scratch.sync()
             self._synced = self._size
+
+    def _claim_sha256(self) -> None:
+        """Once every xorb before this one is hashed (it began while one was not), take the running hash over:
+        the chunks that arrived so far are read back from the scratch file, the rest hashed as they come."""
+        update = self._arrivals.claim(self._user_id, self._hash)
+        if update is None:
+            return
+        chunks = self._parser.chunks
+        payloads = ((c.start + CHUNK_HEADER_LEN, c.end - c.start - CHUNK_HEADER_LEN) for c in chunks)
+        for chunk, payload in zip(chunks, self._scratch.read_back(payloads), strict=True):
+            update(decode_chunk_payload(chunk.scheme, payload, chunk.length))
+        self._sha256 = update
 
     def finish(self, token: XetToken) -> bool:
         info = self._parser.finish(self._hash)

@@ -13,7 +13,11 @@ the full one ahead of it, so that one and the tail are hashed then, the rest is 
 A xorb whose upload begins once every xorb before it in the sequence is hashed (the client sends one xorb
 after another: each begins as the last is answered) is hashed as it arrives instead, from the chunks the
 parser has just checked (`began` hands it the running hash): nothing is read back, and the sequence's hash is
-complete as soon as its last xorb is stored. The others are read back from storage by the background thread.
+complete as soon as its last xorb is stored. One that began earlier (the client sends two at once when the
+hub keeps up) asks again with each batch that arrives, and takes the hash over once the xorbs ahead of it are
+hashed (`claim`): it reads back the chunks it has received so far from its own scratch file and hashes the
+rest as they come. Only a xorb stored before it could do so is read back from storage, by the background
+thread.
 
 Nothing is taken on trust: the digest is computed by the hub over the stored bytes, exactly as the check at
 the shard would (`ContentStore.sha256_of`), or over the same bytes as they arrived, each chunk checked
@@ -103,6 +107,23 @@ class ArrivalHashes:
             sequence.starts.add(chunk_hash)
             if len(sequence.starts) > 1:
                 sequence.broken = True
+
+    def claim(self, user_id: int, xorb_hash: bytes) -> Callable[[bytes | memoryview], object] | None:
+        """The upload of `xorb_hash`, which began before every xorb ahead of it was hashed, asks again as it
+        arrives: once they all are, it takes the running hash (the function it is handed), hashes the
+        chunks it has received so far, then the rest as they come; None while it cannot (or never will)."""
+        with self._changed:
+            sequence = self._sequences.get(user_id)
+            if sequence is None or sequence.broken:
+                return None
+            for index, slot in enumerate(sequence.slots):
+                if slot.xorb_hash == xorb_hash and slot.info is None and not slot.inline:
+                    if index != len(sequence.states):
+                        return None
+                    slot.inline = True
+                    update: Callable[[bytes | memoryview], object] = sequence.state.update
+                    return update
+            return None
 
     def _active(self, user_id: int) -> _Sequence:
         """The user's current sequence (a new one if none), marked most recently active; under the lock."""

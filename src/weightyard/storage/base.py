@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Literal, Protocol
 
@@ -99,6 +99,10 @@ class ScratchFile(Protocol):
 
     def sync(self) -> None:
         """Write back what was written so far, so that a later durable put has little left to wait for."""
+        ...
+
+    def read_back(self, ranges: Iterable[tuple[int, int]]) -> Iterator[bytes]:
+        """The bytes written so far at each `(offset, size)` of `ranges`, in order."""
         ...
 
     def discard(self) -> None:

@@ -13,7 +13,7 @@ import queue
 import shutil
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -583,6 +583,18 @@ class LocalScratchFile:
     def sync(self) -> None:
         self._file.flush()
         os.fdatasync(self._file.fileno())
+
+    def read_back(self, ranges: Iterable[tuple[int, int]]) -> Iterator[bytes]:
+        self._file.flush()
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for offset, size in ranges:
+                data = os.pread(fd, size, offset)
+                if len(data) != size:
+                    raise OSError(f"the scratch file holds no {size} bytes at {offset}")
+                yield data
+        finally:
+            os.close(fd)
 
     def close_synced(self) -> None:
         if not self._file.closed:

@@ -9,7 +9,7 @@ uploader claims is trusted (docs/xet.md, "Safety").
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import overload
@@ -229,6 +229,11 @@ class XorbParser:
         self._consumed = 0
         self._raw_offset = 0
         self._chunks: list[XorbChunk] = []
+
+    @property
+    def chunks(self) -> Sequence[XorbChunk]:
+        """The chunks parsed so far, in order."""
+        return self._chunks
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Add the next bytes of the body; every chunk they complete is decompressed and hashed now."""
