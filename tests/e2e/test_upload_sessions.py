@@ -394,3 +394,72 @@ def test_a_hub_without_sessions_gets_the_lfs_batch_api(hub: Server, repo: str, t
         assert _stored(hub, oid) == data
     finally:
         proxy.close()
+
+
+class _Recorder:
+    """The client library's own session, every part it sends recorded: when its request began, and when the
+    last piece of its body was handed over (noted before the client's body iterator learns it is done)."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self.events: list[tuple[str, int]] = []
+
+    def post(self, *args: Any, **kwargs: Any) -> Any:
+        return self._session.post(*args, **kwargs)
+
+    def put(self, url: str, content: Iterator[bytes], headers: dict[str, str]) -> Any:
+        number = int(urlsplit(url).path.rsplit("/", 1)[1])
+        self.events.append(("start", number))
+        expected, counted = int(headers["Content-Length"]), 0
+
+        def relayed() -> Iterator[bytes]:
+            nonlocal counted
+            for piece in content:
+                counted += len(piece)
+                if counted == expected:
+                    self.events.append(("sent", number))
+                yield piece
+
+        return self._session.put(url, content=relayed(), headers=headers)
+
+
+def test_to_a_hub_on_this_machine_each_part_starts_once_the_one_before_is_sent_whole(
+    hub: Server, repo: str, tmp_path: Path
+) -> None:
+    from huggingface_hub import get_session
+
+    from weightyard.cli.transfer import _on_this_machine, _send_session
+
+    data = os.urandom(5 * PART + 11)
+    path = tmp_path / "in-order.bin"
+    path.write_bytes(data)
+    oid = hashlib.sha256(data).hexdigest()
+    grant = _session(hub, repo, len(data))
+    assert _on_this_machine(grant["parts"][0])
+    recorder = _Recorder(get_session())
+    sent = _send_session(recorder, grant, path, len(data), _done(oid), lambda n: None, None)
+    assert sent is Sent.SESSION
+    for number in range(2, len(grant["parts"]) + 1):
+        assert recorder.events.index(("sent", number - 1)) < recorder.events.index(("start", number)), (
+            recorder.events
+        )
+    assert _complete(grant, oid).status_code == 200
+    assert _stored(hub, oid) == data
+
+
+@pytest.mark.parametrize(
+    ("url", "local"),
+    [
+        ("http://127.0.0.1:8000/api/lfs/uploads/x/parts/1", True),
+        ("https://127.5.0.1/p", True),
+        ("http://[::1]:9/p", True),
+        ("http://localhost:80/p", True),
+        ("https://hub.example.org/p", False),
+        ("http://10.0.0.2:8000/p", False),
+        ("http://[2001:db8::1]/p", False),
+    ],
+)
+def test_only_a_loopback_hub_counts_as_on_this_machine(url: str, local: bool) -> None:
+    from weightyard.cli.transfer import _on_this_machine
+
+    assert _on_this_machine(url) is local

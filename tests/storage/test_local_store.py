@@ -101,3 +101,68 @@ def test_parts_that_arrived_ahead_are_hashed_in_the_background_before_completion
         handle.write(b"changed after hashing")
     upload.seal()
     assert upload.digest() == hashlib.sha256(data).hexdigest()
+
+
+def _hash_reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The ranges of the staged file read back to be hashed, from now on."""
+    reads: list[tuple[int, int]] = []
+    hash_range = local._hash_range
+
+    def counted(path: Path, start: int, end: int, into: Any) -> None:
+        reads.append((start, end))
+        hash_range(path, start, end, into)
+
+    monkeypatch.setattr(local, "_hash_range", counted)
+    return reads
+
+
+def test_a_part_arriving_while_the_one_before_is_written_takes_the_hash_over_after_its_last_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Part 2 begins while part 1 is still arriving. Once part 1 has hashed its last byte (before its
+    # fdatasync and its answer), part 2 takes the hash over at its next write: it reads back only what
+    # it had written by then and hashes the rest as it comes, so nothing is left to hash at completion.
+    reads = _hash_reads(monkeypatch)
+    store = LocalObjectStore(tmp_path / "blobs")
+    size = 40_000
+    data = random.Random(7).randbytes(2 * size)
+    upload = store.open_upload("handover", hashlib.sha256(data).hexdigest(), len(data), size)
+    first, second = upload.part_writer(1), upload.part_writer(2)
+    second.write(data[size : size + 3000])  # the hash is part 1's: part 2 cannot take it yet
+    first.write(data[:30_000])
+    second.write(data[size + 3000 : size + 5000])
+    first.write(data[30_000:size])  # part 1's last byte: the hash is free for part 2
+    staged = upload._staged
+    assert staged._hashed == size and not staged._hashing
+    second.write(data[size + 5000 : size + 9000])  # takes it over: reads back its first 5000 bytes
+    assert reads == [(size, size + 5000)]
+    second.write(data[size + 9000 :])
+    assert staged._hashed == 2 * size, "hashed to the end before either part finished"
+    first.finish()
+    second.finish()
+    upload.seal()
+    with open(staged.path, "r+b") as handle:  # the completion does not read the file again
+        handle.write(b"changed after hashing")
+    assert upload.digest() == hashlib.sha256(data).hexdigest()
+    assert reads == [(size, size + 5000)]
+
+
+def test_a_part_that_fails_after_taking_the_hash_over_leaves_it_to_a_fresh_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = _hash_reads(monkeypatch)
+    store = LocalObjectStore(tmp_path / "blobs")
+    size = 30_000
+    data = random.Random(8).randbytes(2 * size)
+    upload = store.open_upload("failed", hashlib.sha256(data).hexdigest(), len(data), size)
+    first, second = upload.part_writer(1), upload.part_writer(2)
+    first.write(data[:size])
+    first.finish()
+    second.write(data[size : size + 1000])  # takes the hash over from part 1's end
+    second.abort()  # the client went away
+    again = upload.part_writer(2)  # sent again from its start: the hash is where part 1 left it
+    again.write(data[size:])
+    again.finish()
+    upload.seal()
+    assert upload.digest() == hashlib.sha256(data).hexdigest()
+    assert (0, len(data)) not in reads, "the in-order hash was kept, not recomputed"

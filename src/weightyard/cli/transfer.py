@@ -2,8 +2,9 @@
 
 The LFS batch API names an object by its sha256, so a client must read the whole file before it sends a
 byte. Weightyard's upload sessions (docs/hub.md) take the parts first and the sha256 at completion, which the
-hub compares with its own hash of what arrived: here the parts are sent (a few in flight, 8 MiB writes) while
-an independent reader hashes the file (`sha256_of_file`, started by `push` before anything else). Once the
+hub compares with its own hash of what arrived: here the parts are sent (a few in flight, 8 MiB writes; to a
+hub on this machine in order, each once the one before it is on the wire) while an independent reader hashes
+the file (`sha256_of_file`, started by `push` before anything else). Once the
 hash is known, and parts are still to be sent, the hub is asked whether it already holds that content; if it
 does, sending stops. A hub without sessions gets the LFS batch API once the hash is known, parts in parallel
 too. The commit itself stays with the stock client (`create_commit`), which finds these objects stored and
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import hashlib
+import ipaddress
 import os
 import threading
 import time
@@ -22,6 +24,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 # Reads for hashing and for sending: large enough that per-call overhead vanishes, small enough that the
 # buffers in flight (two for hashing, one per part in flight) stay a few tens of MB.
@@ -80,8 +83,24 @@ def sha256_of_file(path: Path, advance: Advance) -> str:
     return digest.hexdigest()
 
 
+def _on_this_machine(url: str) -> bool:
+    """Whether `url` names a loopback host (a hub that shares this machine's cores with the client)."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _read_range(
-    path: Path, start: int, end: int, advance: Advance, stop: threading.Event | None = None
+    path: Path,
+    start: int,
+    end: int,
+    advance: Advance,
+    stop: threading.Event | None = None,
+    sent: Future[None] | None = None,
 ) -> Iterator[bytes]:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -97,6 +116,8 @@ def _read_range(
             yield data
     finally:
         os.close(fd)
+    if sent is not None and not sent.done():
+        sent.set_result(None)  # the whole body is handed to the connection
 
 
 def _put(
@@ -107,9 +128,11 @@ def _put(
     end: int,
     advance: Advance,
     stop: threading.Event | None = None,
+    sent: Future[None] | None = None,
 ) -> Any:
     """PUT bytes [start, end) of the file, sent again on a transient failure (the progress shown goes back
-    by what the failed attempt had counted); `stop` set ends it (`_Stopped`)."""
+    by what the failed attempt had counted); `stop` set ends it (`_Stopped`); `sent` is done once the
+    whole body has been handed to the connection."""
     from huggingface_hub import hf_raise_for_status
 
     from weightyard.cli.errors import transport_error
@@ -127,7 +150,7 @@ def _put(
         try:
             response = session.put(
                 url,
-                content=_read_range(path, start, end, count, stop),
+                content=_read_range(path, start, end, count, stop, sent),
                 headers={"Content-Length": str(end - start), "Content-Type": "application/octet-stream"},
             )
         except failed_on_the_way:
@@ -284,6 +307,13 @@ def _send_session(
     senders = ThreadPoolExecutor(max_workers=PARTS_IN_FLIGHT, thread_name_prefix="part")
     in_flight: set[Future[Any]] = set()
     following, asked = 1, False
+    # To a hub on this machine, a part starts only once the one before it is on the wire whole (one is
+    # still being finished meanwhile): the parts arrive in order and the hub hashes each as it streams in,
+    # instead of reading back the ones that arrived ahead of its in-order hash, CPU the client and the
+    # hub would take from each other's cores. Over a network, parts go in parallel: several connections
+    # carry more than one on a long or lossy path, and the hub's CPU is its own.
+    in_order = _on_this_machine(urls[0]) if urls else False
+    previous: Future[None] | None = None
     try:
         while following <= len(urls) or in_flight:
             if not asked and digest.done():
@@ -293,12 +323,19 @@ def _send_session(
                 if probe.status_code == 200 and probe.json().get("stored") is True:
                     advance(max(0, size - (following - 1) * part_size))  # what will not be sent
                     return Sent.ALREADY_STORED
-            while following <= len(urls) and len(in_flight) < PARTS_IN_FLIGHT:
+            while (
+                following <= len(urls)
+                and len(in_flight) < PARTS_IN_FLIGHT
+                and (previous is None or previous.done() or not in_order)
+            ):
                 start, end = (following - 1) * part_size, min(following * part_size, size)
                 url = urls[following - 1]
-                in_flight.add(senders.submit(_put, session, url, path, start, end, advance, stop))
+                previous = Future()
+                in_flight.add(senders.submit(_put, session, url, path, start, end, advance, stop, previous))
                 following += 1
             waiting = in_flight | ({digest} if not asked else set())
+            if previous is not None and not previous.done():
+                waiting.add(previous)
             finished, _ = wait(waiting, timeout=_CANCEL_CHECK_S, return_when=FIRST_COMPLETED)
             if cancel is not None and cancel.is_set():
                 raise _Stopped

@@ -178,12 +178,25 @@ class StagedBlob:
                 self._hashing = False
                 self._hash_idle.notify_all()
 
-    def _released_hash(self, number: int, restore: hashlib._Hash) -> None:
+    def _released_hash(self, number: int, restore: hashlib._Hash, keep_writing: bool = False) -> None:
         with self._lock:
-            self._writing.discard(number)
+            if not keep_writing:
+                self._writing.discard(number)
             self._hash = restore
             self._hashing = False
             self._hash_idle.notify_all()
+
+    def _hash_passed(self, end: int) -> None:
+        """The part writer that extends the hash has hashed its last byte (up to `end`): the hash is free for
+        the part after it (`StagedPartWriter._take_hash`), or for the catch-up of finished parts."""
+        with self._lock:
+            self._hashed = end
+            number = end // self.part_size + 1
+            if number not in self._finished:
+                self._hashing = False
+                self._hash_idle.notify_all()
+                return
+        threading.Thread(target=self._catch_up, name="staged-sha256", daemon=True).start()
 
     def seal(self) -> None:
         """Take no more parts (before completing), whichever process writes them (see `_open_unsealed`).
@@ -235,6 +248,7 @@ class StagedPartWriter:
         self._offset, self._end = staged.span(number)
         self.expected = self._end - self._offset
         self._owns_hash = owns_hash
+        self._hashed_whole = False  # every byte of this part is in the hash (see `write`)
         # the hash as it was before this part, restored if the part fails half way
         self._restore = staged._hash.copy() if owns_hash else None
         self.received = 0
@@ -242,6 +256,8 @@ class StagedPartWriter:
     def write(self, data: bytes | memoryview) -> None:
         if self.received + len(data) > self.expected:
             raise ContentMismatch(f"part {self._number} must have {self.expected} bytes, received more")
+        if not self._owns_hash and self.received < self.expected:
+            self._take_hash()
         if self._owns_hash:
             self._staged._hash.update(data)
         view = memoryview(data)
@@ -250,6 +266,30 @@ class StagedPartWriter:
             written = os.pwrite(self._fd, view, position)
             view, position = view[written:], position + written
         self.received += len(data)
+        if self._owns_hash and self.received == self.expected:
+            # Every byte hashed: the hash goes on to the next part now, not after this one's fdatasync.
+            self._owns_hash, self._restore = False, None
+            self._hashed_whole = True
+            self._staged._hash_passed(self._end)
+
+    def _take_hash(self) -> None:
+        """Take the hash over where the hashed prefix has reached this part's start and no thread extends it
+        (the part before was hashed while this one arrived): the bytes written so far are read back (from the
+        page cache), the rest hashed as they come."""
+        staged = self._staged
+        with staged._lock:
+            if staged._hashing or staged._stale or staged._hashed != self._offset:
+                return
+            staged._hashing = True
+        self._restore = staged._hash.copy()
+        try:
+            if self.received:
+                _hash_range(staged.path, self._offset, self._offset + self.received, staged._hash)
+        except BaseException:
+            staged._released_hash(self._number, self._restore, keep_writing=True)
+            self._restore = None
+            raise
+        self._owns_hash = True
 
     def finish(self) -> None:
         """Count the part: it must have exactly its size. Raises `ContentMismatch` (and aborts) otherwise."""
