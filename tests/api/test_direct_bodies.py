@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,12 +19,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
+from tests.asgi_thread import answered_lifespan, serving
 from tests.support import free_port
 
-from weightyard import server as hub_server
 from weightyard.api.body_limit import BodyLimitMiddleware
 from weightyard.api.common import pump_body
 from weightyard.config import Settings
@@ -46,10 +44,7 @@ class BodyApp:
     outcomes: list[str] = field(default_factory=list)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+        if await answered_lifespan(scope, receive, send):
             return
         route = scope["path"].strip("/")
         request = Request(scope, receive)
@@ -94,19 +89,9 @@ class BodyApp:
 def served() -> Iterator[tuple[int, BodyApp]]:
     app = BodyApp()
     port = free_port()
-    settings = Settings(host="127.0.0.1", port=port)
     wrapped = BodyLimitMiddleware(app, limit=LIMIT, idle_timeout=IDLE)  # type: ignore[arg-type]
-    config = hub_server.uvicorn_config(wrapped, settings, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.02)
-    yield port, app
-    server.should_exit = True
-    thread.join(timeout=30)
+    with serving(wrapped, Settings(host="127.0.0.1", port=port)):
+        yield port, app
 
 
 def _connect(port: int) -> socket.socket:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
+from tests.asgi_thread import answered_lifespan, serving
 from tests.support import free_port, loopback_client
 
 from weightyard import server as hub_server
@@ -53,10 +52,7 @@ class App:
     closed: list[str] = field(default_factory=list)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+        if await answered_lifespan(scope, receive, send):
             return
         name = scope["path"].strip("/")
         self.offered.append(zero_copy.EXTENSION in scope.get("extensions", {}))
@@ -77,19 +73,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, App,
     folder = tmp_path_factory.mktemp("zero-copy")
     app = App()
     port = free_port()
-    config = hub_server.uvicorn_config(
-        app, Settings(data=folder / "data", host="127.0.0.1", port=port), log_level="warning", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", app, folder
-    server.should_exit = True
-    thread.join(timeout=30)
+    with serving(app, Settings(data=folder / "data", host="127.0.0.1", port=port)):
+        yield f"http://127.0.0.1:{port}", app, folder
 
 
 def test_file_ranges_and_buffers_arrive_exactly_less_the_skipped_start_and_past_the_size(

@@ -116,6 +116,15 @@ def _hash_reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     return reads
 
 
+def _two_parts(tmp_path: Path, size: int, seed: int) -> tuple[bytes, Any, Any, Any]:
+    """A staged upload of two parts of `size` bytes (its data, the upload) and a writer for each part, both
+    opened before either writes."""
+    store = LocalObjectStore(tmp_path / "blobs")
+    data = random.Random(seed).randbytes(2 * size)
+    upload = store.open_upload(f"parts{seed}", hashlib.sha256(data).hexdigest(), len(data), size)
+    return data, upload, upload.part_writer(1), upload.part_writer(2)
+
+
 def test_a_part_arriving_while_the_one_before_is_written_takes_the_hash_over_after_its_last_byte(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -123,11 +132,8 @@ def test_a_part_arriving_while_the_one_before_is_written_takes_the_hash_over_aft
     # fdatasync and its answer), part 2 takes the hash over at its next write: it reads back only what
     # it had written by then and hashes the rest as it comes, so nothing is left to hash at completion.
     reads = _hash_reads(monkeypatch)
-    store = LocalObjectStore(tmp_path / "blobs")
     size = 40_000
-    data = random.Random(7).randbytes(2 * size)
-    upload = store.open_upload("handover", hashlib.sha256(data).hexdigest(), len(data), size)
-    first, second = upload.part_writer(1), upload.part_writer(2)
+    data, upload, first, second = _two_parts(tmp_path, size, 7)
     second.write(data[size : size + 3000])  # the hash is part 1's: part 2 cannot take it yet
     first.write(data[:30_000])
     second.write(data[size + 3000 : size + 5000])
@@ -147,15 +153,12 @@ def test_a_part_arriving_while_the_one_before_is_written_takes_the_hash_over_aft
     assert reads == [(size, size + 5000)]
 
 
-def test_a_part_that_fails_after_taking_the_hash_over_leaves_it_to_a_fresh_pass(
+def test_a_part_that_fails_after_taking_the_hash_over_gives_it_back_where_the_part_before_left_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reads = _hash_reads(monkeypatch)
-    store = LocalObjectStore(tmp_path / "blobs")
     size = 30_000
-    data = random.Random(8).randbytes(2 * size)
-    upload = store.open_upload("failed", hashlib.sha256(data).hexdigest(), len(data), size)
-    first, second = upload.part_writer(1), upload.part_writer(2)
+    data, upload, first, second = _two_parts(tmp_path, size, 8)
     first.write(data[:size])
     first.finish()
     second.write(data[size : size + 1000])  # takes the hash over from part 1's end

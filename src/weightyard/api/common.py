@@ -179,46 +179,63 @@ async def pump_body(
     received = 0
     parts: list[bytes] = []
     held = 0
-    pending: asyncio.Future[object] | None = None
-    failure: BaseException | None = None
-
-    async def settle() -> None:
-        nonlocal pending, failure
-        if pending is None:
-            return
-        task, pending = pending, None
-        try:
-            await task
-        except Exception as exc:
-            if not drain_on_error:
-                raise
-            failure = exc
-
+    batches = _Batches(drain_on_error)
     try:
         async for chunk in request.stream():
             received += len(chunk)
             if limit is not None and received > limit:
                 raise ContentMismatch(f"the body is larger than the announced {limit} bytes")
-            if failure is not None:
+            if batches.failure is not None:
                 continue
             parts.append(chunk)
             held += len(chunk)
             if held >= batch_size:
                 data, parts, held = b"".join(parts), [], 0
-                await settle()
-                if failure is None:
-                    pending = asyncio.ensure_future(run_in_threadpool(consume, data))
-        await settle()
-        if failure is None and parts:
+                await batches.settle()
+                batches.start(consume, data)
+        await batches.settle()
+        if batches.failure is None and parts:
             await run_in_threadpool(consume, b"".join(parts))
     finally:
-        # Never leave a write running behind the caller's abort.
-        if pending is not None:
-            with contextlib.suppress(BaseException):
-                await pending
-    if failure is not None:
-        raise failure
+        await batches.close()
+    batches.raise_failure()
     return received
+
+
+class _Batches:
+    """The batch a worker thread consumes while `pump_body` receives the next one. With `drain_on_error`, a
+    failure is kept (`failure`) until the body has been read, and no batch starts after it."""
+
+    def __init__(self, drain_on_error: bool) -> None:
+        self._drain_on_error = drain_on_error
+        self._pending: asyncio.Future[object] | None = None
+        self.failure: BaseException | None = None
+
+    def start(self, consume: Callable[[Any], object], data: object) -> None:
+        if self.failure is None:
+            self._pending = asyncio.ensure_future(run_in_threadpool(consume, data))
+
+    async def settle(self) -> None:
+        """Wait for the batch being consumed, if any."""
+        if self._pending is None:
+            return
+        task, self._pending = self._pending, None
+        try:
+            await task
+        except Exception as exc:
+            if not self._drain_on_error:
+                raise
+            self.failure = exc
+
+    async def close(self) -> None:
+        """Never leave a write running behind the caller's abort."""
+        if self._pending is not None:
+            with contextlib.suppress(BaseException):
+                await self._pending
+
+    def raise_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure
 
 
 def _take_direct(request: Request, limit: int | None) -> zero_copy.DirectBody | None:
@@ -247,41 +264,22 @@ async def _pump_direct(
     size = max(1, min(batch_size, body.left))
     buffers = (memoryview(bytearray(size)), memoryview(bytearray(size)))
     which = 0
-    pending: asyncio.Future[object] | None = None
-    failure: BaseException | None = None
-
-    async def settle() -> None:
-        nonlocal pending, failure
-        if pending is None:
-            return
-        task, pending = pending, None
-        try:
-            await task
-        except Exception as exc:
-            if not drain_on_error:
-                raise
-            failure = exc
-
+    batches = _Batches(drain_on_error)
     try:
         while body.left:
             buffer = buffers[which]
             count = await body.read_into(buffer)
             received += count
-            if failure is not None:
+            if batches.failure is not None:
                 continue  # read to its end, for the client to read the error
-            await settle()  # the other buffer's batch: consumed before that buffer is filled again
-            if failure is None:
-                pending = asyncio.ensure_future(run_in_threadpool(consume, buffer[:count]))
-                which ^= 1
-        await settle()
+            await batches.settle()  # the other buffer's batch: consumed before that buffer is filled again
+            batches.start(consume, buffer[:count])
+            which ^= 1
+        await batches.settle()
     finally:
-        # Never leave a write running behind the caller's abort.
-        if pending is not None:
-            with contextlib.suppress(BaseException):
-                await pending
+        await batches.close()
         body.close()
-    if failure is not None:
-        raise failure
+    batches.raise_failure()
     return received
 
 
