@@ -32,16 +32,18 @@ from weightyard.errors import ContentMismatch, WeightyardError
 KIB = 1024
 MIB = 1024 * KIB
 BATCH = 256 * KIB
+BIG_BATCH = 8 * MIB  # POST /big
 LIMIT = 64 * MIB  # the middleware's limit for these bodies
 IDLE = 1.0  # the middleware's idle limit, seconds
 
 
 @dataclass
 class BodyApp:
-    """POST /echo, /drain-fails, /fails and /limited: the body through `pump_body`, answered with its sha256,
-    its size and how the consumer was handed it. Notes each request's outcome."""
+    """POST /echo, /big, /drain-fails, /fails and /limited: the body through `pump_body`, answered with its
+    sha256, its size and how the consumer was handed it. Notes each request's outcome."""
 
     outcomes: list[str] = field(default_factory=list)
+    reading: int = 0  # requests that began reading their body
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if await answered_lifespan(scope, receive, send):
@@ -57,11 +59,12 @@ class BodyApp:
                 raise ContentMismatch("the consumer refuses this body")
             digest.update(data)
 
+        self.reading += 1
         try:
             size = await pump_body(
                 request,
                 consume,
-                BATCH,
+                BIG_BATCH if route == "big" else BATCH,
                 limit=1000 if route == "limited" else None,
                 drain_on_error=route == "drain-fails",
                 in_place=consume,
@@ -296,3 +299,38 @@ def test_a_consumer_that_refuses_without_drain_closes_the_connection_after_its_a
         assert _closed_by_server(sock)
     assert app.outcomes[-1] == "fails: ContentMismatch"
     assert "echo: 8" not in app.outcomes
+
+
+def _rss() -> int:
+    for line in open("/proc/self/status"):  # noqa: SIM115
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * KIB
+    raise AssertionError("no VmRSS")
+
+
+def test_bodies_announced_but_not_sent_take_no_memory(served: tuple[int, BodyApp]) -> None:
+    # Each body read from the socket gets two buffers of its batch (8 MiB here): were they allocated up
+    # front, a dozen bodies that never come would hold 192 MiB.
+    port, app = served
+    count, reading = 12, app.reading
+    sockets = []
+    before = _rss()
+    try:
+        for _ in range(count):
+            sock = _connect(port)
+            sock.sendall(_head("/big", {"Content-Length": str(32 * MIB)}) + b"x")
+            sockets.append(sock)
+        deadline = time.monotonic() + 30
+        while app.reading < reading + count:
+            assert time.monotonic() < deadline, "the bodies were not taken"
+            time.sleep(0.01)
+        time.sleep(0.2)
+        grown = _rss() - before
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert grown < count * 2 * BIG_BATCH // 8, f"{grown} bytes for {count} bodies not sent"
+    data = os.urandom(3 * BIG_BATCH + 5)  # and such a body, sent, still arrives whole
+    with _connect(port) as sock:
+        sock.sendall(_post("/big", data))
+        _expect(_read_response(sock, bytearray()), data, ["memoryview"])

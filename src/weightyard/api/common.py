@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import mmap
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
@@ -259,10 +260,12 @@ async def _pump_direct(
     drain_on_error: bool,
 ) -> int:
     """`pump_body` for a body read from the socket: each batch is received into one of two buffers while a
-    worker thread consumes the other."""
+    worker thread consumes the other. The buffers are anonymous maps, whose pages exist only once bytes
+    are written into them: a body announced but not sent costs no memory."""
     received = 0
     size = max(1, min(batch_size, body.left))
-    buffers = (memoryview(bytearray(size)), memoryview(bytearray(size)))
+    maps = (mmap.mmap(-1, size), mmap.mmap(-1, size))
+    buffers = (memoryview(maps[0]), memoryview(maps[1]))
     which = 0
     batches = _Batches(drain_on_error)
     try:
@@ -279,6 +282,10 @@ async def _pump_direct(
     finally:
         await batches.close()
         body.close()
+        for buffer, mapped in zip(buffers, maps, strict=True):
+            buffer.release()
+            with contextlib.suppress(BufferError):  # a view a consumer kept: the map goes with it
+                mapped.close()
     batches.raise_failure()
     return received
 
