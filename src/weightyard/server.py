@@ -143,14 +143,18 @@ class _BoundedProtocol(HttpToolsProtocol):
             extensions[zero_copy.EXTENSION] = {"send": functools.partial(self._send_segments, cycle)}
             extensions[zero_copy.RECEIVE] = {"take": functools.partial(self._take_body, cycle)}
 
-    def _take_body(self, cycle: Any, idle_timeout: float | None = None) -> zero_copy.DirectBody | None:
+    def _take_body(
+        self, cycle: Any, idle_timeout: float | None = None, max_length: int | None = None
+    ) -> zero_copy.DirectBody | None:
         """The rest of `cycle`'s request body as a `_SocketBody`, or None where it cannot be handed over:
-        not the request the socket's bytes belong to, no Content-Length, an unanswered 100-continue."""
+        not the request the socket's bytes belong to, no Content-Length or one over `max_length`, an
+        unanswered 100-continue."""
         length = _content_length(cycle.scope)
         if (
             self._socket_fd is None
             or cycle is not self.cycle
             or length is None
+            or (max_length is not None and length > max_length)
             or length < self._body_seen
             or cycle.waiting_for_100_continue
             or cycle.disconnected

@@ -13,11 +13,13 @@ ASGI server, tests without a server) or the content is not in local files, the h
 Request bodies the other way: ASGI hands a body on in messages, one per socket read of at most 256 KiB, each
 read parsed, wrapped, awaited through the middleware and joined into batches (0.2–0.3 s of the event loop's
 CPU per 512 MiB here). On a plain TCP connection the server offers `RECEIVE`: `scope["extensions"][RECEIVE]
-["take"]()` hands the rest of a body with a Content-Length over as a `DirectBody`, whose `read_into` fills
-the caller's buffer from the socket (`recv_into`, on the event loop, one call per time the socket is
-readable) until it is full or the body ends. The body-size middleware (`api.body_limit`) wraps `take` with
-the same limits it puts on `receive`. `take` answers None where it cannot hand the body over (chunked, part
-of it already read through `receive`, an `Expect: 100-continue` not yet answered).
+["take"](max_length)` hands the rest of a body with a Content-Length of at most `max_length` (None: any)
+over as a `DirectBody`, whose `read_into` fills the caller's buffer from the socket (`recv_into`, on the
+event loop, one call per time the socket is readable) until it is full or the body ends. The body-size
+middleware (`api.body_limit`) wraps `take` with the same limits it puts on `receive`. `take` answers None
+where it cannot hand the body over (chunked, longer than `max_length`, part of it already read through
+`receive`, an `Expect: 100-continue` not yet answered): the body then goes through `receive`, which
+refuses one announced too long before reading a byte.
 """
 
 from __future__ import annotations

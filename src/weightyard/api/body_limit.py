@@ -8,9 +8,10 @@ xorbs and shards) raise the size limit for their own request with `allow_body` a
 themselves.
 
 A body read straight from the socket (`zero_copy.RECEIVE`, see `api.common.pump_body`) is held to the same
-bounds: the middleware wraps the extension's `take`, which refuses a body announced larger than the limit
-(413) and gives the reading the same idle limit (408). Such a body has a Content-Length and is read to
-exactly that length, so the limit on what arrives needs no count.
+bounds: the middleware wraps the extension's `take`, which hands over no body announced larger than the
+limit (it then comes through `receive`, refused with 413 before a byte is read) and gives the reading the
+same idle limit (408). Such a body has a Content-Length and is read to exactly that length, so the limit
+on what arrives needs no count.
 """
 
 from __future__ import annotations
@@ -78,19 +79,14 @@ class BodyLimitMiddleware:
         if direct is not None:
             take = direct["take"]
 
-            def bounded_take() -> zero_copy.DirectBody | None:
+            def bounded_take(max_length: int | None = None) -> zero_copy.DirectBody | None:
                 nonlocal complete
                 if received or complete:
                     return None  # part of the body came through `receive`: the rest does too
                 limit: int | None = scope.get(_LIMIT_KEY, self._limit)
-                announced = _content_length(scope)
-                if announced is None:
-                    return None
-                if limit is not None and announced > limit:
-                    raise PayloadTooLarge(
-                        f"the request body ({announced} bytes) is larger than this route's limit of {limit}"
-                    )
-                body: zero_copy.DirectBody | None = take(self._idle_timeout)
+                if limit is not None and (max_length is None or limit < max_length):
+                    max_length = limit
+                body: zero_copy.DirectBody | None = take(self._idle_timeout, max_length)
                 complete = body is not None
                 return body
 

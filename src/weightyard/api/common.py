@@ -245,11 +245,7 @@ def _take_direct(request: Request, limit: int | None) -> zero_copy.DirectBody | 
     offer = request.scope.get("extensions", {}).get(zero_copy.RECEIVE)
     if offer is None:
         return None
-    if limit is not None:
-        announced = request.headers.get("content-length", "")
-        if not announced.isdigit() or int(announced) > limit:
-            return None
-    body: zero_copy.DirectBody | None = offer["take"]()
+    body: zero_copy.DirectBody | None = offer["take"](limit)
     return body
 
 

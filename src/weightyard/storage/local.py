@@ -248,7 +248,6 @@ class StagedPartWriter:
         self._offset, self._end = staged.span(number)
         self.expected = self._end - self._offset
         self._owns_hash = owns_hash
-        self._hashed_whole = False  # every byte of this part is in the hash (see `write`)
         # the hash as it was before this part, restored if the part fails half way
         self._restore = staged._hash.copy() if owns_hash else None
         self.received = 0
@@ -269,7 +268,6 @@ class StagedPartWriter:
         if self._owns_hash and self.received == self.expected:
             # Every byte hashed: the hash goes on to the next part now, not after this one's fdatasync.
             self._owns_hash, self._restore = False, None
-            self._hashed_whole = True
             self._staged._hash_passed(self._end)
 
     def _take_hash(self) -> None:
