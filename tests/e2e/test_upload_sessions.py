@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -396,55 +399,180 @@ def test_a_hub_without_sessions_gets_the_lfs_batch_api(hub: Server, repo: str, t
         proxy.close()
 
 
-class _Recorder:
-    """The client library's own session, every part it sends recorded: when its request began, and when the
-    last piece of its body was handed over (noted before the client's body iterator learns it is done)."""
-
-    def __init__(self, session: Any) -> None:
-        self._session = session
-        self.events: list[tuple[str, int]] = []
-
-    def post(self, *args: Any, **kwargs: Any) -> Any:
-        return self._session.post(*args, **kwargs)
-
-    def put(self, url: str, content: Iterator[bytes], headers: dict[str, str]) -> Any:
-        number = int(urlsplit(url).path.rsplit("/", 1)[1])
-        self.events.append(("start", number))
-        expected, counted = int(headers["Content-Length"]), 0
-
-        def relayed() -> Iterator[bytes]:
-            nonlocal counted
-            for piece in content:
-                counted += len(piece)
-                if counted == expected:
-                    self.events.append(("sent", number))
-                yield piece
-
-        return self._session.put(url, content=relayed(), headers=headers)
-
-
 def test_to_a_hub_on_this_machine_each_part_starts_once_the_one_before_is_sent_whole(
-    hub: Server, repo: str, tmp_path: Path
+    hub: Server, repo: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from huggingface_hub import get_session
+    from weightyard.cli import transfer
 
-    from weightyard.cli.transfer import _on_this_machine, _send_session
+    # A spy on the real sender: when each part's request began, and when its last byte went to the socket
+    # (noted before the part tells `_send_session` it is handed over).
+    events: list[tuple[str, int]] = []
+    real = transfer._put_direct
 
+    def recorded(connections: Any, url: str, file: Any, path: Path, start: int, end: int, *rest: Any) -> Any:
+        number = int(urlsplit(url).path.rsplit("/", 1)[1])
+        events.append(("start", number))
+        advance, counted = rest[0], 0
+
+        def count(n: int) -> None:
+            nonlocal counted
+            counted += n
+            if counted == end - start:
+                events.append(("sent", number))
+            advance(n)
+
+        return real(connections, url, file, path, start, end, count, *rest[1:])
+
+    monkeypatch.setattr(transfer, "_put_direct", recorded)
     data = os.urandom(5 * PART + 11)
     path = tmp_path / "in-order.bin"
     path.write_bytes(data)
     oid = hashlib.sha256(data).hexdigest()
     grant = _session(hub, repo, len(data))
-    assert _on_this_machine(grant["parts"][0])
-    recorder = _Recorder(get_session())
-    sent = _send_session(recorder, grant, path, len(data), _done(oid), lambda n: None, None)
+    assert transfer._on_this_machine(grant["parts"][0])
+    from huggingface_hub import get_session
+
+    sent = transfer._send_session(get_session(), grant, path, len(data), _done(oid), lambda n: None, None)
     assert sent is Sent.SESSION
+    assert sorted(events) == sorted([(kind, n) for n in range(1, 7) for kind in ("start", "sent")]), events
     for number in range(2, len(grant["parts"]) + 1):
-        assert recorder.events.index(("sent", number - 1)) < recorder.events.index(("start", number)), (
-            recorder.events
-        )
+        assert events.index(("sent", number - 1)) < events.index(("start", number)), events
     assert _complete(grant, oid).status_code == 200
     assert _stored(hub, oid) == data
+
+
+@pytest.mark.parametrize(
+    ("url", "environment", "direct"),
+    [
+        ("http://127.0.0.1:8000/api/lfs/uploads/x/parts/1", {}, True),
+        ("http://hub.example.org/p", {}, True),
+        ("https://127.0.0.1:8000/p", {}, False),  # TLS: the library's certificate checks
+        ("http://127.0.0.1:8000/p", {"HTTP_PROXY": "http://127.0.0.1:3128"}, False),
+        ("http://127.0.0.1:8000/p", {"http_proxy": "http://127.0.0.1:3128"}, False),
+        ("http://127.0.0.1:8000/p", {"ALL_PROXY": "http://127.0.0.1:3128"}, False),
+        ("http://127.0.0.1:8000/p", {"HTTP_PROXY": "http://127.0.0.1:3128", "NO_PROXY": "127.0.0.1"}, True),
+        ("http://hub.example.org/p", {"HTTPS_PROXY": "http://127.0.0.1:3128"}, True),  # not for plain HTTP
+    ],
+)
+def test_parts_go_by_sendfile_only_over_plain_http_with_no_proxy(
+    url: str, environment: dict[str, str], direct: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from weightyard.cli.transfer import _direct
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert _direct(url) is direct
+
+
+def test_through_a_proxy_the_parts_go_through_the_client_library(
+    hub: Server, repo_name: str, tmp_path: Path
+) -> None:
+    # The proxy forwards what it is asked for (an absolute URL, as a client asks a proxy); it only counts the
+    # parts that reach it.
+    proxy = RewritingProxy(hub.url)
+    through: list[str] = []
+
+    def note(method: str, path: str) -> None:
+        if method == "PUT" and "/parts/" in path:
+            through.append(path)
+
+    proxy.fail = lambda method, path: note(method, path)
+    try:
+        folder = tmp_path / "model"
+        folder.mkdir()
+        data = os.urandom(10 * PART + 5)  # push sends it itself: from 10 MiB up
+        (folder / "weights.bin").write_bytes(data)
+        env = {"HF_TOKEN": hub.token, "WEIGHTYARD_ENDPOINT": hub.url, "HTTP_PROXY": proxy.url, "NO_PROXY": ""}
+        pushed = weightyard_cli("push", str(folder), repo_name, env=env)
+        assert pushed.returncode == 0, pushed.stderr
+    finally:
+        proxy.close()
+    assert len(through) == 11 and all(path.startswith(hub.url) for path in through), through
+    assert _stored(hub, hashlib.sha256(data).hexdigest()) == data
+
+
+def test_a_part_the_hub_refuses_is_one_line_naming_the_hubs_reason(
+    hub: Server, repo: str, tmp_path: Path
+) -> None:
+    from weightyard.cli.transfer import _put
+
+    path = tmp_path / "refused.bin"
+    path.write_bytes(os.urandom(DATA_SIZE + 1))
+    grant = _session(hub, repo, DATA_SIZE)
+    # the session's last part is 7 bytes long: 8 are refused
+    with pytest.raises(TransferRefused) as refused:
+        _put(None, grant["parts"][2], path, 2 * PART, 2 * PART + 8, lambda n: None)
+    part_path = urlsplit(grant["parts"][2]).path
+    message = str(refused.value)
+    assert message.startswith(f"the hub answered 422 to PUT {part_path}: "), message
+    assert "bytes" in message.removeprefix(f"the hub answered 422 to PUT {part_path}: "), message
+    loopback_request("DELETE", grant["abandon"]).raise_for_status()
+
+
+def test_a_hub_that_cannot_be_reached_for_a_part_is_named_after_the_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from weightyard.cli import transfer
+
+    monkeypatch.setattr(transfer, "FIRST_PAUSE_S", 0.001)
+    path = tmp_path / "part.bin"
+    path.write_bytes(os.urandom(1000))
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    counted: list[int] = []
+    with pytest.raises(ConnectionError, match=f"cannot talk to the hub at http://127.0.0.1:{port}: "):
+        transfer._put(None, f"http://127.0.0.1:{port}/parts/1", path, 0, 1000, counted.append)
+    assert sum(counted) == 0  # what each failed attempt counted was taken back
+
+
+def test_a_kept_connection_the_hub_closed_is_replaced_before_the_next_part(tmp_path: Path) -> None:
+    from weightyard.cli.transfer import _Connections, _put
+
+    # A server that answers each request as if the connection stayed open, then closes it.
+    answered = threading.Semaphore(0)
+    received: list[bytes] = []
+
+    class Closing(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_PUT(self) -> None:
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("ETag", f'"{len(received)}"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            answered.release()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Closing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        data = os.urandom(3000)
+        path = tmp_path / "parts.bin"
+        path.write_bytes(data)
+        url = f"http://127.0.0.1:{server.server_address[1]}/parts"
+        counted: list[int] = []
+        connections = _Connections()
+        try:
+            assert _put(None, f"{url}/1", path, 0, 1000, counted.append, connections=connections) == '"1"'
+            assert answered.acquire(timeout=10)
+            assert _put(None, f"{url}/2", path, 1000, 3000, counted.append, connections=connections) == '"2"'
+        finally:
+            connections.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert received == [data[:1000], data[1000:]]
+    assert all(n > 0 for n in counted), counted  # no attempt failed: nothing was taken back
 
 
 @pytest.mark.parametrize(

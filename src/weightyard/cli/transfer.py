@@ -16,15 +16,23 @@ from __future__ import annotations
 import contextlib
 import enum
 import hashlib
+import http.client
 import ipaddress
+import json
 import os
+import select
+import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
+
+from weightyard import __version__
 
 # Reads for hashing and for sending: large enough that per-call overhead vanishes, small enough that the
 # buffers in flight (two for hashing, one per part in flight) stay a few tens of MB.
@@ -116,8 +124,146 @@ def _read_range(
             yield data
     finally:
         os.close(fd)
+    _handed_over(sent)
+
+
+def _handed_over(sent: Future[None] | None) -> None:
     if sent is not None and not sent.done():
         sent.set_result(None)  # the whole body is handed to the connection
+
+
+def _direct(url: str) -> bool:
+    """Whether a part for `url` goes out over a connection of our own, the file's bytes handed to the socket
+    by the kernel (`sendfile`): plain HTTP with no proxy configured for its host. Through a proxy or TLS, the
+    client library's session sends it, with its proxy settings and certificate checks."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        return False
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get("http") or proxies.get("all")
+    return not proxy or bool(urllib.request.proxy_bypass(parts.hostname))
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """The hub's answer to a part: its status, the part's ETag, and how to refuse it (raise) when not 2xx."""
+
+    status: int
+    etag: str
+    refuse: Callable[[], None]
+
+
+# A connection's socket timeout: how long a send or a wait for the answer may stall.
+_DIRECT_TIMEOUT_S = 60.0
+# An answer to a part is a few hundred bytes; more is not read.
+_MAX_ANSWER = 64 * 1024
+
+
+def _dropped(sock: socket.socket) -> bool:
+    """Whether an idle kept connection has something to read: the hub closed it (or broke the protocol)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+class _Connections:
+    """The connections of one transfer's direct parts: each is reused from part to part (a kept one the hub
+    closed meanwhile is replaced before a byte is sent); all are closed when the transfer ends."""
+
+    def __init__(self) -> None:
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def take(self, host: str, port: int) -> http.client.HTTPConnection:
+        with self._lock:
+            while self._idle:
+                connection = self._idle.pop()
+                sock = connection.sock
+                if (connection.host, connection.port) == (host, port) and sock and not _dropped(sock):
+                    return connection
+                connection.close()
+        return http.client.HTTPConnection(host, port, timeout=_DIRECT_TIMEOUT_S)
+
+    def give_back(self, connection: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if not self._closed:
+                self._idle.append(connection)
+                return
+        connection.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+
+def _put_direct(
+    connections: _Connections,
+    url: str,
+    file: BinaryIO,
+    path: Path,
+    start: int,
+    end: int,
+    advance: Advance,
+    stop: threading.Event | None,
+    sent: Future[None] | None,
+) -> _Answer:
+    """PUT bytes [start, end) of `file` on a connection of the transfer's: the headers, then the bytes by
+    `sendfile` straight from the page cache, in READ_SIZE steps (progress, `stop`)."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or 80
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    connection = connections.take(host, port)
+    try:
+        connection.putrequest("PUT", target, skip_accept_encoding=True)
+        connection.putheader("Content-Length", str(end - start))
+        connection.putheader("Content-Type", "application/octet-stream")
+        connection.putheader("User-Agent", f"weightyard/{__version__}")
+        connection.endheaders()
+        sock = connection.sock
+        position = start
+        while position < end:
+            if stop is not None and stop.is_set():
+                raise _Stopped  # ends the request mid-body: the hub discards the part
+            count = sock.sendfile(file, position, min(READ_SIZE, end - position))
+            if not count:
+                raise TransferRefused(f"{path} became shorter while it was being pushed")
+            position += count
+            advance(count)
+        _handed_over(sent)
+        response = connection.getresponse()
+        body = response.read(_MAX_ANSWER)
+    except BaseException:
+        connection.close()  # a request cut off: the connection cannot carry another
+        raise
+    if response.isclosed() and not response.will_close:
+        connections.give_back(connection)
+    else:
+        connection.close()  # the hub closes it, or an answer too long to read whole
+    status, etag = response.status, response.getheader("etag") or ""
+
+    def refuse() -> None:
+        if status >= 400:
+            raise TransferRefused(
+                f"the hub answered {status} to PUT {parts.path}: {_server_message(response, body)}"
+            )
+
+    return _Answer(status, etag, refuse)
+
+
+def _server_message(response: http.client.HTTPResponse, body: bytes) -> str:
+    """What the hub said about a refusal: its `X-Error-Message`, its JSON `error`, else the reason phrase."""
+    said = response.getheader("x-error-message")
+    if said:
+        return said
+    with contextlib.suppress(ValueError, AttributeError):
+        error = json.loads(body).get("error")
+        if isinstance(error, str) and error:
+            return error
+    return response.reason or "no reason given"
 
 
 def _put(
@@ -129,40 +275,75 @@ def _put(
     advance: Advance,
     stop: threading.Event | None = None,
     sent: Future[None] | None = None,
-) -> Any:
-    """PUT bytes [start, end) of the file, sent again on a transient failure (the progress shown goes back
-    by what the failed attempt had counted); `stop` set ends it (`_Stopped`); `sent` is done once the
-    whole body has been handed to the connection."""
-    from huggingface_hub import hf_raise_for_status
-
+    connections: _Connections | None = None,
+) -> str:
+    """PUT bytes [start, end) of the file and return the part's ETag, sent again on a transient failure (the
+    progress shown goes back by what the failed attempt had counted); `stop` set ends it (`_Stopped`);
+    `sent` is done once the whole body has been handed to the connection. Over plain HTTP with no proxy the
+    bytes go by `sendfile` on a connection of `connections` (its own when None), else through the client
+    library's `session`."""
     from weightyard.cli.errors import transport_error
 
-    failed_on_the_way = transport_error()  # httpx's or httpx2's, whichever the client library uses
-    for attempt in range(RETRIES + 1):
-        counted = 0
+    direct = _direct(url)
+    # httpx's or httpx2's transport errors, whichever the client library uses; ours are the socket's and
+    # http.client's (a connection closed before the answer)
+    failed_on_the_way: tuple[type[BaseException], ...] = (
+        (OSError, http.client.HTTPException) if direct else (transport_error(),)
+    )
+    with contextlib.ExitStack() as stack:
+        file = stack.enter_context(open(path, "rb")) if direct else None
+        if direct and connections is None:
+            connections = stack.enter_context(contextlib.closing(_Connections()))
+        for attempt in range(RETRIES + 1):
+            counted = 0
 
-        def count(n: int) -> None:
-            nonlocal counted
-            counted += n
-            advance(n)
+            def count(n: int) -> None:
+                nonlocal counted
+                counted += n
+                advance(n)
 
-        last = attempt == RETRIES
-        try:
-            response = session.put(
-                url,
-                content=_read_range(path, start, end, count, stop, sent),
-                headers={"Content-Length": str(end - start), "Content-Type": "application/octet-stream"},
-            )
-        except failed_on_the_way:
-            if last:
-                raise
-        else:
-            if last or response.status_code not in RETRY_STATUSES:
-                hf_raise_for_status(response)
-                return response
-        advance(-counted)
-        time.sleep(FIRST_PAUSE_S * 2**attempt)
+            last = attempt == RETRIES
+            try:
+                if file is not None and connections is not None:
+                    answer = _put_direct(connections, url, file, path, start, end, count, stop, sent)
+                else:
+                    answer = _put_library(session, url, path, start, end, count, stop, sent)
+            except failed_on_the_way as exc:
+                if last:
+                    if not direct:
+                        raise
+                    where = f"{urlsplit(url).scheme}://{urlsplit(url).netloc}"
+                    detail = str(exc) or type(exc).__name__
+                    raise ConnectionError(f"cannot talk to the hub at {where}: {detail}") from exc
+            else:
+                if last or answer.status not in RETRY_STATUSES:
+                    answer.refuse()
+                    return answer.etag
+            advance(-counted)
+            time.sleep(FIRST_PAUSE_S * 2**attempt)
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _put_library(
+    session: Any,
+    url: str,
+    path: Path,
+    start: int,
+    end: int,
+    advance: Advance,
+    stop: threading.Event | None,
+    sent: Future[None] | None,
+) -> _Answer:
+    from huggingface_hub import hf_raise_for_status
+
+    response = session.put(
+        url,
+        content=_read_range(path, start, end, advance, stop, sent),
+        headers={"Content-Length": str(end - start), "Content-Type": "application/octet-stream"},
+    )
+    return _Answer(
+        response.status_code, response.headers.get("etag", ""), lambda: hf_raise_for_status(response)
+    )
 
 
 def upload_lfs_object(
@@ -204,20 +385,28 @@ def upload_lfs_object(
         part_size = int(header["chunk_size"])
         urls = sorted((int(key), url) for key, url in header.items() if key.isdigit())
         senders = ThreadPoolExecutor(max_workers=PARTS_IN_FLIGHT, thread_name_prefix="part")
+        connections = _Connections()
         try:
             sent = [
                 senders.submit(
-                    _put, session, url, path, (n - 1) * part_size, min(n * part_size, size), advance
+                    _put,
+                    session,
+                    url,
+                    path,
+                    (n - 1) * part_size,
+                    min(n * part_size, size),
+                    advance,
+                    connections=connections,
                 )
                 for n, url in urls
             ]
             parts = [
-                {"partNumber": n, "etag": future.result().headers.get("etag", "")}
-                for (n, _), future in zip(urls, sent, strict=True)
+                {"partNumber": n, "etag": future.result()} for (n, _), future in zip(urls, sent, strict=True)
             ]
         finally:
             # after a failure, the parts not yet started are not sent
             senders.shutdown(cancel_futures=True)
+            connections.close()
         done = session.post(upload["href"], headers=lfs_headers, json={"oid": sha256, "parts": parts})
         hf_raise_for_status(done)
     else:
@@ -305,6 +494,7 @@ def _send_session(
     part_size, urls = int(grant["part_size"]), list(grant["parts"])
     stop = threading.Event()
     senders = ThreadPoolExecutor(max_workers=PARTS_IN_FLIGHT, thread_name_prefix="part")
+    connections = _Connections()
     in_flight: set[Future[Any]] = set()
     following, asked = 1, False
     # To a hub on this machine, a part starts only once the one before it is on the wire whole (one is
@@ -331,7 +521,9 @@ def _send_session(
                 start, end = (following - 1) * part_size, min(following * part_size, size)
                 url = urls[following - 1]
                 previous = Future()
-                in_flight.add(senders.submit(_put, session, url, path, start, end, advance, stop, previous))
+                in_flight.add(
+                    senders.submit(_put, session, url, path, start, end, advance, stop, previous, connections)
+                )
                 following += 1
             waiting = in_flight | ({digest} if not asked else set())
             if previous is not None and not previous.done():
@@ -346,3 +538,4 @@ def _send_session(
     finally:
         stop.set()  # after a failure or an early end, parts still being sent end at their next read
         senders.shutdown(wait=False, cancel_futures=True)
+        connections.close()  # the idle ones; a part still being sent closes its own as it ends
