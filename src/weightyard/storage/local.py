@@ -4,6 +4,7 @@ and a hard link into place."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import io
@@ -56,6 +57,11 @@ def mapped_pieces(handle: io.FileIO, start: int, end: int, piece_size: int) -> I
             yield memoryview(window)[position - window_start :]
             position = window_start + length
 
+
+# Parts are written around the page cache (O_DIRECT) where the file system allows it: in blocks of this size,
+# at offsets of it, from buffers aligned to it (the receive buffers are page-aligned maps).
+_DIRECT_ALIGN = 4096
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
 
 # How long completing an upload waits for the background hash of its last parts (a few parts of 64 MiB, well
 # under a second each) before hashing the whole file from disk itself.
@@ -245,6 +251,7 @@ class StagedPartWriter:
         self._staged = staged
         self._number = number
         self._fd = fd
+        self._writes = _AlignedWrites(fd, staged.path)
         self._offset, self._end = staged.span(number)
         self.expected = self._end - self._offset
         self._owns_hash = owns_hash
@@ -259,11 +266,7 @@ class StagedPartWriter:
             self._take_hash()
         if self._owns_hash:
             self._staged._hash.update(data)
-        view = memoryview(data)
-        position = self._offset + self.received
-        while view:
-            written = os.pwrite(self._fd, view, position)
-            view, position = view[written:], position + written
+        self._writes.pwrite_all(data, self._offset + self.received)
         self.received += len(data)
         if self._owns_hash and self.received == self.expected:
             # Every byte hashed: the hash goes on to the next part now, not after this one's fdatasync.
@@ -298,6 +301,7 @@ class StagedPartWriter:
             )
         # Written back now, while later parts arrive: the fsync at completion then has little left to do.
         os.fdatasync(self._fd)
+        self._writes.close_direct()
         os.close(self._fd)
         self._fd = -1
         self._staged._finished_part(self._number, self._owns_hash)
@@ -305,6 +309,7 @@ class StagedPartWriter:
     def abort(self) -> None:
         if self._fd < 0:
             return
+        self._writes.close_direct()
         os.close(self._fd)
         self._fd = -1
         if self._restore is not None:
@@ -312,6 +317,53 @@ class StagedPartWriter:
         else:
             with self._staged._lock:
                 self._staged._writing.discard(self._number)
+
+
+class _AlignedWrites:
+    """Writes to the file open as `fd`: whole blocks at aligned offsets from buffers aligned in memory (the
+    receive buffers are page-aligned maps) go around the page cache (O_DIRECT), through a second descriptor;
+    the rest (a short tail, an unaligned offset, an ordinary buffer) goes through the cache. Bytes hashed
+    and checked as they arrive need not stay in memory: writing them through the cache would cost a copy and
+    the allocation of every page, and push out what the cache holds for readers."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self._fd = fd
+        self._direct = _open_direct(path)
+
+    def pwrite_all(self, data: bytes | memoryview, position: int) -> None:
+        view = memoryview(data)
+        while view:
+            written = self._write_direct(view, position) or os.pwrite(self._fd, view, position)
+            view, position = view[written:], position + written
+
+    def _write_direct(self, view: memoryview, position: int) -> int:
+        blocks = len(view) - len(view) % _DIRECT_ALIGN
+        if self._direct < 0 or position % _DIRECT_ALIGN or not blocks:
+            return 0
+        try:
+            return os.pwrite(self._direct, view[:blocks], position)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            self.close_direct()  # a buffer not aligned in memory (a body that came as ASGI messages)
+            return 0
+
+    def close_direct(self) -> None:
+        if self._direct >= 0:
+            os.close(self._direct)
+            self._direct = -1
+
+
+def _open_direct(path: Path) -> int:
+    """A second descriptor of the file, for writes around the page cache (O_DIRECT); -1 where it cannot be
+    had (tmpfs refuses it; a system without O_DIRECT). A part writer writes through it only while its locked
+    descriptor is open (see `StagedBlob._open_unsealed`)."""
+    if not _O_DIRECT:
+        return -1
+    try:
+        return os.open(path, os.O_WRONLY | _O_DIRECT)
+    except OSError:  # refused here, or out of descriptors: the part goes through the page cache
+        return -1
 
 
 def _hash_range(path: Path, start: int, end: int, into: hashlib._Hash) -> None:
@@ -603,11 +655,13 @@ class LocalObjectWriter:
 
 
 class LocalScratchFile:
-    """A `ScratchFile` in the store's temporary folder."""
+    """A `ScratchFile` in the store's temporary folder, written as `_AlignedWrites` (a xorb's bytes are
+    checked as they arrive; any read back comes from the disk)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file = open(path, "wb")  # noqa: SIM115 - closed by close_synced/discard
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        self._writes = _AlignedWrites(self._fd, path)
         self._size = 0
 
     @property
@@ -615,15 +669,13 @@ class LocalScratchFile:
         return self._size
 
     def write(self, data: bytes | memoryview) -> None:
-        self._file.write(data)
+        self._writes.pwrite_all(data, self._size)
         self._size += len(data)
 
     def sync(self) -> None:
-        self._file.flush()
-        os.fdatasync(self._file.fileno())
+        os.fdatasync(self._fd)
 
     def read_back(self, ranges: Iterable[tuple[int, int]]) -> Iterator[bytes]:
-        self._file.flush()
         fd = os.open(self.path, os.O_RDONLY)
         try:
             for offset, size in ranges:
@@ -635,14 +687,18 @@ class LocalScratchFile:
             os.close(fd)
 
     def close_synced(self) -> None:
-        if not self._file.closed:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
+        if self._fd >= 0:
+            os.fsync(self._fd)
+            self._close()
+
+    def _close(self) -> None:
+        self._writes.close_direct()
+        os.close(self._fd)
+        self._fd = -1
 
     def discard(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+        if self._fd >= 0:
+            self._close()
         self.path.unlink(missing_ok=True)
 
 
