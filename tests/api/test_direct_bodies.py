@@ -25,7 +25,7 @@ from tests.asgi_thread import answered_lifespan, serving
 from tests.support import free_port
 
 from weightyard.api.body_limit import BodyLimitMiddleware
-from weightyard.api.common import BufferPool, pump_body
+from weightyard.api.common import pump_body
 from weightyard.config import Settings
 from weightyard.errors import ContentMismatch, WeightyardError
 
@@ -334,37 +334,3 @@ def test_bodies_announced_but_not_sent_take_no_memory(served: tuple[int, BodyApp
     with _connect(port) as sock:
         sock.sendall(_post("/big", data))
         _expect(_read_response(sock, bytearray()), data, ["memoryview"])
-
-
-def test_receive_buffers_are_kept_for_the_next_body_but_never_one_a_view_is_left_of() -> None:
-    pool = BufferPool(keep=2)
-    first, second = pool.take(MIB), pool.take(MIB)
-    kept_view = memoryview(second)[:10]  # a consumer that broke the rule and kept a view
-    pool.give_back(first)
-    pool.give_back(second)
-    assert len(pool) == 1, "the map a view is left of is not kept: its next body would show through the view"
-    assert pool.take(MIB // 2) is first  # a kept map that fits is taken again
-    assert pool.take(MIB) is not second
-    kept_view.release()
-    maps = [pool.take(MIB) for _ in range(3)]
-    for mapped in maps:
-        pool.give_back(mapped)
-    assert len(pool) == 2 and maps[2].closed, "no more than `keep` are kept; the others are unmapped"
-
-
-def test_a_body_read_from_the_socket_takes_kept_buffers_and_gives_them_back(
-    served: tuple[int, BodyApp],
-) -> None:
-    from weightyard.api.common import RECEIVE_BUFFERS
-
-    port, _ = served
-    data = os.urandom(2 * BIG_BATCH + 3)
-    with _connect(port) as sock:
-        sock.sendall(_post("/big", data))
-        _expect(_read_response(sock, bytearray()), data, ["memoryview"])
-        kept = len(RECEIVE_BUFFERS)
-        assert kept >= 2
-        other = os.urandom(2 * BIG_BATCH + 3)
-        sock.sendall(_post("/big", other))
-        _expect(_read_response(sock, bytearray()), other, ["memoryview"])
-        assert len(RECEIVE_BUFFERS) == kept  # the same maps taken and given back, no new ones kept

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import datetime
 import mmap
-import threading
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
@@ -240,51 +239,6 @@ class _Batches:
             raise self.failure
 
 
-class BufferPool:
-    """Anonymous maps kept from body to body. A new map's pages are faulted in and zeroed by the kernel as
-    the first bytes land in them (a fault per 4 KiB page: about 16,000 per 512 MiB uploaded in 4 MiB
-    batches); a kept map's pages are there already. At most `keep` maps are kept, whose memory stays with
-    the process; a map some view of which is still alive (a consumer that kept one) is never kept, as its
-    next body would overwrite what that view shows: it goes when the view does."""
-
-    def __init__(self, keep: int) -> None:
-        self._keep = keep
-        self._kept: list[mmap.mmap] = []
-        self._lock = threading.Lock()
-
-    def take(self, size: int) -> mmap.mmap:
-        """A map of at least `size` bytes: a kept one (the smallest that fits), else a new one."""
-        with self._lock:
-            fitting = [mapped for mapped in self._kept if len(mapped) >= size]
-            if fitting:
-                mapped = min(fitting, key=len)
-                self._kept.remove(mapped)
-                return mapped
-        return mmap.mmap(-1, size)
-
-    def give_back(self, mapped: mmap.mmap) -> None:
-        try:
-            mapped.resize(len(mapped))  # changes nothing; refused while a view of the map is alive
-        except BufferError:
-            return  # a view a consumer kept: the map goes with it
-        except (OSError, SystemError, TypeError):
-            mapped.close()  # a system whose anonymous maps cannot be probed: none is kept
-            return
-        with self._lock:
-            if len(self._kept) < self._keep:
-                self._kept.append(mapped)
-                return
-        mapped.close()
-
-    def __len__(self) -> int:
-        return len(self._kept)
-
-
-# Two buffers per body being received: the buffers of four bodies at a time are kept (32 MiB at the upload
-# routes' 4 MiB batches).
-RECEIVE_BUFFERS = BufferPool(keep=8)
-
-
 def _take_direct(request: Request, limit: int | None) -> zero_copy.DirectBody | None:
     """The request's body straight from the socket, where the server offers it and it fits `limit` (a body
     announced larger goes through `receive`, which reports it as the bytes arrive)."""
@@ -302,12 +256,12 @@ async def _pump_direct(
     drain_on_error: bool,
 ) -> int:
     """`pump_body` for a body read from the socket: each batch is received into one of two buffers while a
-    worker thread consumes the other. The buffers are anonymous maps (`RECEIVE_BUFFERS`), whose pages exist
-    only once bytes are written into them: a body announced but not sent costs no memory."""
+    worker thread consumes the other. The buffers are anonymous maps, whose pages exist only once bytes
+    are written into them: a body announced but not sent costs no memory."""
     received = 0
     size = max(1, min(batch_size, body.left))
-    maps = (RECEIVE_BUFFERS.take(size), RECEIVE_BUFFERS.take(size))
-    buffers = (memoryview(maps[0])[:size], memoryview(maps[1])[:size])
+    maps = (mmap.mmap(-1, size), mmap.mmap(-1, size))
+    buffers = (memoryview(maps[0]), memoryview(maps[1]))
     which = 0
     batches = _Batches(drain_on_error)
     try:
@@ -326,7 +280,8 @@ async def _pump_direct(
         body.close()
         for buffer, mapped in zip(buffers, maps, strict=True):
             buffer.release()
-            RECEIVE_BUFFERS.give_back(mapped)
+            with contextlib.suppress(BufferError):  # a view a consumer kept: the map goes with it
+                mapped.close()
     batches.raise_failure()
     return received
 
