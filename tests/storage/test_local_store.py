@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.page_cache import cached_pages
 
 from weightyard.storage import BLOBS, XORBS, LocalObjectStore, local
 
@@ -171,39 +172,6 @@ def test_a_part_that_fails_after_taking_the_hash_over_gives_it_back_where_the_pa
     assert (0, len(data)) not in reads, "the in-order hash was kept, not recomputed"
 
 
-def _cached_pages(path: Path) -> int:
-    """How many of the file's pages are in the page cache: mincore(2) over a read-only map of it."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [
-        ctypes.c_void_p,
-        ctypes.c_size_t,
-        ctypes.c_int,
-        ctypes.c_int,
-        ctypes.c_int,
-        ctypes.c_long,
-    ]
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
-    size = path.stat().st_size
-    vector = ctypes.create_string_buffer(-(-size // mmap.PAGESIZE))
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        address = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-        if address in (None, ctypes.c_void_p(-1).value):
-            raise OSError(ctypes.get_errno(), "mmap")
-        try:
-            if libc.mincore(address, size, vector) != 0:
-                raise OSError(ctypes.get_errno(), "mincore")
-        finally:
-            libc.munmap(address, size)
-    finally:
-        os.close(fd)
-    return sum(byte & 1 for byte in vector.raw)
-
-
 def test_parts_in_aligned_buffers_are_written_around_the_page_cache_and_the_rest_through_it(
     tmp_path: Path,
 ) -> None:
@@ -221,11 +189,11 @@ def test_parts_in_aligned_buffers_are_written_around_the_page_cache_and_the_rest
     buffer[:] = data[:part]
     writer.write(memoryview(buffer))
     writer.finish()
-    assert _cached_pages(staged.path) == 0, "part 1 went around the page cache"
+    assert cached_pages(staged.path) == 0, "part 1 went around the page cache"
     writer = upload.part_writer(2)
     writer.write(data[part : 2 * part])  # bytes: not aligned in memory, so through the cache
     writer.finish()
-    assert _cached_pages(staged.path) >= part // mmap.PAGESIZE
+    assert cached_pages(staged.path) >= part // mmap.PAGESIZE
     writer = upload.part_writer(3)
     buffer[:100] = data[2 * part :]
     writer.write(memoryview(buffer)[:100])  # a tail shorter than a block
@@ -233,3 +201,24 @@ def test_parts_in_aligned_buffers_are_written_around_the_page_cache_and_the_rest
     upload.seal()
     assert upload.digest() == hashlib.sha256(data).hexdigest()
     assert staged.path.read_bytes() == data
+
+
+def test_xorb_scratch_files_are_written_around_the_page_cache_and_read_back_from_the_disk(
+    tmp_path: Path,
+) -> None:
+    store = LocalObjectStore(tmp_path / "blobs")
+    data = random.Random(10).randbytes(3 * mmap.PAGESIZE * 64 + 5)
+    buffer = mmap.mmap(-1, 2 * mmap.PAGESIZE * 64)  # page-aligned, like the receive buffers
+    buffer[:] = data[: len(buffer)]
+    scratch = store.scratch()
+    try:
+        scratch.write(memoryview(buffer))
+        assert cached_pages(scratch.path) == 0
+        scratch.write(data[len(buffer) :])  # an ordinary buffer: through the cache
+        assert cached_pages(scratch.path) > 0
+        assert scratch.size == len(data)
+        ranges = [(0, 10), (len(buffer) - 3, 10), (len(data) - 5, 5)]
+        assert list(scratch.read_back(ranges)) == [data[start : start + size] for start, size in ranges]
+    finally:
+        scratch.discard()
+    assert not scratch.path.exists()

@@ -4,6 +4,7 @@ for error paths, moto. Each test has a prefix of its own in the session's bucket
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import socket
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.page_cache import cached_pages
 from tests.s3 import REGION, credentials_env, fresh_prefix
 
 from weightyard.errors import BadRequest, ContentMismatch, StorageUnavailable, StoredContentDamaged
@@ -336,3 +338,17 @@ def test_the_blob_url_opens_an_s3_store(s3_url: str, tmp_path: Path) -> None:
     assert store.size(BLOBS, blob.sha256) == len(b"through the URL")
     with pytest.raises(BadRequest, match="s3://"):
         open_object_store("gs://bucket/prefix", tmp_path / "xorbs")
+
+
+def test_scratch_files_stay_in_the_page_cache_to_be_sent_on(store: S3ObjectStore) -> None:
+    # Read again whole as soon as they are complete (sent to the bucket): the page cache keeps them, even
+    # when written from page-aligned buffers that a local store would write around it.
+    buffer = mmap.mmap(-1, 64 * mmap.PAGESIZE)
+    buffer[:] = os.urandom(len(buffer))
+    scratch = store.scratch()
+    try:
+        scratch.write(memoryview(buffer))
+        scratch.sync()
+        assert cached_pages(scratch.path) == 64
+    finally:
+        scratch.discard()

@@ -326,9 +326,10 @@ class _AlignedWrites:
     and checked as they arrive need not stay in memory: writing them through the cache would cost a copy and
     the allocation of every page, and push out what the cache holds for readers."""
 
-    def __init__(self, fd: int, path: Path) -> None:
+    def __init__(self, fd: int, path: Path | None) -> None:
+        """`path` is the file's, to open it around the cache; None writes everything through the cache."""
         self._fd = fd
-        self._direct = _open_direct(path)
+        self._direct = _open_direct(path) if path is not None else -1
 
     def pwrite_all(self, data: bytes | memoryview, position: int) -> None:
         view = memoryview(data)
@@ -655,13 +656,14 @@ class LocalObjectWriter:
 
 
 class LocalScratchFile:
-    """A `ScratchFile` in the store's temporary folder, written as `_AlignedWrites` (a xorb's bytes are
-    checked as they arrive; any read back comes from the disk)."""
+    """A `ScratchFile` in the store's temporary folder. With `around_cache`, written as `_AlignedWrites` (a
+    xorb's bytes are checked as they arrive and kept where they are: what is read back comes from the disk);
+    without, through the page cache (a store that reads the whole file again at once, to send it on)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, around_cache: bool = True) -> None:
         self.path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
-        self._writes = _AlignedWrites(self._fd, path)
+        self._writes = _AlignedWrites(self._fd, path if around_cache else None)
         self._size = 0
 
     @property

@@ -163,7 +163,10 @@ class S3ObjectStore:
         return S3ObjectWriter(self, sha256)
 
     def scratch(self) -> LocalScratchFile:
-        return LocalScratchFile(self._scratch_dir / f"{_SCRATCH_PREFIX}{uuid.uuid4().hex}")
+        # read again whole as soon as it is complete, to be sent to the bucket: through the page cache
+        return LocalScratchFile(
+            self._scratch_dir / f"{_SCRATCH_PREFIX}{uuid.uuid4().hex}", around_cache=False
+        )
 
     def put_xorb(self, key: str, body: ScratchFile | bytes) -> bool:
         final = self.object_key(XORBS, key)
