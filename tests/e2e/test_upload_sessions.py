@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -430,9 +432,11 @@ def test_to_a_hub_on_this_machine_each_part_starts_once_the_one_before_is_sent_w
     oid = hashlib.sha256(data).hexdigest()
     grant = _session(hub, repo, len(data))
     assert transfer._on_this_machine(grant["parts"][0])
-    from huggingface_hub import get_session
-
-    sent = transfer._send_session(get_session(), grant, path, len(data), _done(oid), lambda n: None, None)
+    calls = transfer._Calls(grant["complete"])
+    try:
+        sent = transfer._send_session(calls, grant, path, len(data), _done(oid), lambda n: None, None)
+    finally:
+        calls.close()
     assert sent is Sent.SESSION
     assert sorted(events) == sorted([(kind, n) for n in range(1, 7) for kind in ("start", "sent")]), events
     for number in range(2, len(grant["parts"]) + 1):
@@ -476,8 +480,8 @@ def test_through_a_proxy_the_parts_go_through_the_client_library(
     through: list[str] = []
 
     def note(method: str, path: str) -> None:
-        if method == "PUT" and "/parts/" in path:
-            through.append(path)
+        if (method == "PUT" and "/parts/" in path) or path.endswith("/uploads") or "/complete" in path:
+            through.append(f"{method} {path}")
 
     proxy.fail = lambda method, path: note(method, path)
     try:
@@ -490,7 +494,9 @@ def test_through_a_proxy_the_parts_go_through_the_client_library(
         assert pushed.returncode == 0, pushed.stderr
     finally:
         proxy.close()
-    assert len(through) == 11 and all(path.startswith(hub.url) for path in through), through
+    parts = [line for line in through if line.startswith("PUT ")]
+    assert len(parts) == 11 and all(line.startswith(f"PUT {hub.url}/") for line in parts), through
+    assert f"POST {hub.url}/api/models/{repo_name}/uploads" in through, "the session, too, went through it"
     assert _stored(hub, hashlib.sha256(data).hexdigest()) == data
 
 
@@ -591,3 +597,30 @@ def test_only_a_loopback_hub_counts_as_on_this_machine(url: str, local: bool) ->
     from weightyard.cli.transfer import _on_this_machine
 
     assert _on_this_machine(url) is local
+
+
+def test_to_a_plain_http_hub_a_file_is_sent_before_the_client_library_is_imported(
+    hub: Server, repo: str, tmp_path: Path
+) -> None:
+    # The session, its parts and its completion go on connections of push's own: start-up does not wait
+    # for the client library's import (a quarter of a second on two cores) before the first byte.
+    data = os.urandom(DATA_SIZE)
+    path = tmp_path / "early.bin"
+    path.write_bytes(data)
+    oid = hashlib.sha256(data).hexdigest()
+    script = f"""
+import sys
+from concurrent.futures import Future
+from pathlib import Path
+from weightyard.cli.transfer import Sent, upload_file
+digest = Future()
+digest.set_result({oid!r})
+headers = {{"Authorization": "Bearer {hub.token}"}}
+sent = upload_file({hub.url!r}, headers, "models", {repo!r}, Path({str(path)!r}), digest, lambda n: None)
+assert sent is Sent.SESSION, sent
+print(sorted(name for name in sys.modules if name.split(".")[0] in ("huggingface_hub", "httpx", "httpx2")))
+"""
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "[]", ran.stdout
+    assert _stored(hub, oid) == data

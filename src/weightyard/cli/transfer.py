@@ -243,15 +243,9 @@ def _put_direct(
         connections.give_back(connection)
     else:
         connection.close()  # the hub closes it, or an answer too long to read whole
-    status, etag = response.status, response.getheader("etag") or ""
-
-    def refuse() -> None:
-        if status >= 400:
-            raise TransferRefused(
-                f"the hub answered {status} to PUT {parts.path}: {_server_message(response, body)}"
-            )
-
-    return _Answer(status, etag, refuse)
+    status = response.status
+    refusal = _refusal("PUT", parts.path, response, body)
+    return _Answer(status, response.getheader("etag") or "", refusal if status >= 400 else lambda: None)
 
 
 def _server_message(response: http.client.HTTPResponse, body: bytes) -> str:
@@ -264,6 +258,112 @@ def _server_message(response: http.client.HTTPResponse, body: bytes) -> str:
         if isinstance(error, str) and error:
             return error
     return response.reason or "no reason given"
+
+
+class _Reply:
+    """An answer of the hub to a JSON request, whichever way it went."""
+
+    def __init__(self, status: int, headers: Any, body: bytes, refuse: Callable[[], None]) -> None:
+        self.status_code = status
+        self.headers = headers  # `.get(name)`, names in any case
+        self._body = body
+        self._refuse = refuse
+
+    def json(self) -> Any:
+        return json.loads(self._body)
+
+    def raise_for_status(self) -> None:
+        if self.status_code >= 400:
+            self._refuse()
+
+
+class _Calls:
+    """How one upload talks to the hub. Over plain HTTP with no proxy (`_direct`), on connections of our own
+    through the standard library: the session opens before the client library is even imported (about a
+    quarter of a second of start-up before the first byte, on two cores), and the parts go by `sendfile`.
+    Else through the client library's session (its proxy settings, its certificate checks)."""
+
+    def __init__(self, url: str) -> None:
+        self.direct = _direct(url)
+        self.connections = _Connections()
+        self._session: Any = None
+
+    def _library(self) -> Any:
+        if self._session is None:
+            from huggingface_hub import get_session
+
+            self._session = get_session()
+        return self._session
+
+    def post(self, url: str, payload: object, headers: dict[str, str] | None = None) -> _Reply:
+        return self._call("POST", url, headers or {}, payload)
+
+    def delete(self, url: str) -> _Reply:
+        return self._call("DELETE", url, {}, None)
+
+    def put(self, url: str, content: Iterator[bytes], headers: dict[str, str]) -> Any:
+        """A part through the client library (`_put_library`)."""
+        return self._library().put(url, content=content, headers=headers)
+
+    def close(self) -> None:
+        self.connections.close()
+
+    def _call(self, method: str, url: str, headers: dict[str, str], payload: object) -> _Reply:
+        if not self.direct:
+            response = self._library().request(method, url, headers=headers, json=payload)
+            return _Reply(
+                response.status_code, response.headers, response.content, _library_refusal(response)
+            )
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port or 80
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        body = b"" if payload is None else json.dumps(payload).encode()
+        sent = {**headers, "User-Agent": f"weightyard/{__version__}", "Content-Length": str(len(body))}
+        if payload is not None:
+            sent["Content-Type"] = "application/json"
+        connection = self.connections.take(host, port)
+        try:
+            connection.request(method, target, body=body, headers=sent)
+            response = connection.getresponse()
+            answer = response.read(_MAX_ANSWER)
+        except (OSError, http.client.HTTPException) as exc:
+            connection.close()
+            raise _unreachable(url, exc) from exc
+        except BaseException:
+            connection.close()
+            raise
+        if response.isclosed() and not response.will_close:
+            self.connections.give_back(connection)
+        else:
+            connection.close()
+        return _Reply(
+            response.status, response.headers, answer, _refusal(method, parts.path, response, answer)
+        )
+
+
+def _library_refusal(response: Any) -> Callable[[], None]:
+    """How to refuse an answer that came through the client library: its own error, with the hub's reason."""
+    from huggingface_hub import hf_raise_for_status
+
+    return lambda: hf_raise_for_status(response)
+
+
+def _refusal(method: str, path: str, response: http.client.HTTPResponse, body: bytes) -> Callable[[], None]:
+    """How to refuse an answer of the hub: one line naming the request and the hub's reason."""
+
+    def refuse() -> None:
+        raise TransferRefused(
+            f"the hub answered {response.status} to {method} {path}: {_server_message(response, body)}"
+        )
+
+    return refuse
+
+
+def _unreachable(url: str, error: BaseException) -> ConnectionError:
+    parts = urlsplit(url)
+    return ConnectionError(
+        f"cannot talk to the hub at {parts.scheme}://{parts.netloc}: {error or type(error).__name__}"
+    )
 
 
 def _put(
@@ -312,9 +412,7 @@ def _put(
                 if last:
                     if not direct:
                         raise
-                    where = f"{urlsplit(url).scheme}://{urlsplit(url).netloc}"
-                    detail = str(exc) or type(exc).__name__
-                    raise ConnectionError(f"cannot talk to the hub at {where}: {detail}") from exc
+                    raise _unreachable(url, exc) from exc
             else:
                 if last or answer.status not in RETRY_STATUSES:
                     answer.refuse()
@@ -334,16 +432,12 @@ def _put_library(
     stop: threading.Event | None,
     sent: Future[None] | None,
 ) -> _Answer:
-    from huggingface_hub import hf_raise_for_status
-
     response = session.put(
         url,
         content=_read_range(path, start, end, advance, stop, sent),
         headers={"Content-Length": str(end - start), "Content-Type": "application/octet-stream"},
     )
-    return _Answer(
-        response.status_code, response.headers.get("etag", ""), lambda: hf_raise_for_status(response)
-    )
+    return _Answer(response.status_code, response.headers.get("etag", ""), _library_refusal(response))
 
 
 def upload_lfs_object(
@@ -440,15 +534,46 @@ def upload_file(
 
     `cancel` set ends the transfer (`_Stopped`) within a read. When the hub does not know the repo yet, the
     session is asked for again once `repo_checked` is set (the caller creates the repo meanwhile)."""
-    from huggingface_hub import get_session, hf_raise_for_status
-
-    session = get_session()
     before = _file_state(path)
     url = f"{endpoint}/api/{repo_type}/{repo_id}/uploads"
-    opened = session.post(url, headers=headers, json={"size": before[0]})
+    calls = _Calls(url)
+    try:
+        return _upload_file(
+            calls,
+            endpoint,
+            headers,
+            url,
+            repo_type,
+            repo_id,
+            path,
+            before,
+            digest,
+            advance,
+            cancel,
+            repo_checked,
+        )
+    finally:
+        calls.close()
+
+
+def _upload_file(
+    calls: _Calls,
+    endpoint: str,
+    headers: dict[str, str],
+    url: str,
+    repo_type: str,
+    repo_id: str,
+    path: Path,
+    before: tuple[int, int],
+    digest: Future[str],
+    advance: Advance,
+    cancel: threading.Event | None,
+    repo_checked: threading.Event | None,
+) -> Sent:
+    opened = calls.post(url, {"size": before[0]}, headers)
     if opened.headers.get("x-error-code") == "RepoNotFound" and repo_checked is not None:
         repo_checked.wait()
-        opened = session.post(url, headers=headers, json={"size": before[0]})
+        opened = calls.post(url, {"size": before[0]}, headers)
     if opened.status_code in (404, 405) and not opened.headers.get("x-error-code"):
         # a hub without upload sessions (its 404 names no error of ours: the route itself is missing)
         repo_path = repo_id if repo_type == "models" else f"{repo_type}/{repo_id}"
@@ -456,32 +581,32 @@ def upload_file(
         return Sent.LFS
     if opened.status_code == 413:  # the file itself is refused (too large), as the batch API says per object
         raise TransferRefused(f"the hub refused {path.name}: {opened.json().get('error', '')}")
-    hf_raise_for_status(opened)
+    opened.raise_for_status()
     grant = opened.json()
     try:
-        sent = _send_session(session, grant, path, before[0], digest, advance, cancel)
+        sent = _send_session(calls, grant, path, before[0], digest, advance, cancel)
         if sent is Sent.ALREADY_STORED:
             return sent
         sha256 = digest.result()
         if _file_state(path) != before:
             raise TransferRefused(f"{path} changed while it was being pushed; push it again")
-        done = session.post(grant["complete"], json={"oid": sha256})
+        done = calls.post(grant["complete"], {"oid": sha256})
         if done.headers.get("x-error-code") == "ContentMismatch":
             raise TransferRefused(
                 f"{path} changed while it was being pushed (the hub received other bytes than it hashed to "
                 "locally); push it again"
             )
-        hf_raise_for_status(done)
+        done.raise_for_status()
         return Sent.SESSION
     except BaseException:
         # The hub would collect the session in time; giving it back now frees its quota at once.
         with contextlib.suppress(Exception):
-            session.delete(grant["abandon"])
+            calls.delete(grant["abandon"])
         raise
 
 
 def _send_session(
-    session: Any,
+    calls: _Calls,
     grant: dict[str, Any],
     path: Path,
     size: int,
@@ -494,7 +619,6 @@ def _send_session(
     part_size, urls = int(grant["part_size"]), list(grant["parts"])
     stop = threading.Event()
     senders = ThreadPoolExecutor(max_workers=PARTS_IN_FLIGHT, thread_name_prefix="part")
-    connections = _Connections()
     in_flight: set[Future[Any]] = set()
     following, asked = 1, False
     # To a hub on this machine, a part starts only once the one before it is on the wire whole (one is
@@ -508,7 +632,7 @@ def _send_session(
         while following <= len(urls) or in_flight:
             if not asked and digest.done():
                 asked = True
-                probe = session.post(grant["complete"], json={"oid": digest.result(), "if_stored": True})
+                probe = calls.post(grant["complete"], {"oid": digest.result(), "if_stored": True})
                 # only a question: any other answer than "stored" leaves the completion to decide
                 if probe.status_code == 200 and probe.json().get("stored") is True:
                     advance(max(0, size - (following - 1) * part_size))  # what will not be sent
@@ -522,7 +646,9 @@ def _send_session(
                 url = urls[following - 1]
                 previous = Future()
                 in_flight.add(
-                    senders.submit(_put, session, url, path, start, end, advance, stop, previous, connections)
+                    senders.submit(
+                        _put, calls, url, path, start, end, advance, stop, previous, calls.connections
+                    )
                 )
                 following += 1
             waiting = in_flight | ({digest} if not asked else set())
@@ -538,4 +664,3 @@ def _send_session(
     finally:
         stop.set()  # after a failure or an early end, parts still being sent end at their next read
         senders.shutdown(wait=False, cancel_futures=True)
-        connections.close()  # the idle ones; a part still being sent closes its own as it ends
