@@ -2,13 +2,15 @@
 
 The LFS batch API names an object by its sha256, so a client must read the whole file before it sends a
 byte. Weightyard's upload sessions (docs/hub.md) take the parts first and the sha256 at completion, which the
-hub compares with its own hash of what arrived: here the parts are sent (a few in flight, 8 MiB writes; to a
-hub on this machine in order, each once the one before it is on the wire) while an independent reader hashes
-the file (`sha256_of_file`, started by `push` before anything else). Once the
-hash is known, and parts are still to be sent, the hub is asked whether it already holds that content; if it
-does, sending stops. A hub without sessions gets the LFS batch API once the hash is known, parts in parallel
-too. The commit itself stays with the stock client (`create_commit`), which finds these objects stored and
-sends only the commit.
+hub compares with its own hash of what arrived: here the parts are sent (a few in flight, in 8 MiB steps; to
+a hub on this machine in order, each once the one before it is on the wire) while an independent reader
+hashes the file (`sha256_of_file`, started by `push` before anything else). Once the hash is known, and
+parts are still to be sent, the hub is asked whether it already holds that content; if it does, sending
+stops. Over plain HTTP with no proxy, the session's requests and parts go on connections of our own
+(`_Calls`, `_put_direct`: the standard library's `http.client`, the parts by `sendfile`); else through the
+client library's session. A hub without sessions gets the LFS batch API once the hash is known, parts in
+parallel too. The commit itself stays with the stock client (`create_commit`), which finds these objects
+stored and sends only the commit.
 """
 
 from __future__ import annotations

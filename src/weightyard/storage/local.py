@@ -58,8 +58,9 @@ def mapped_pieces(handle: io.FileIO, start: int, end: int, piece_size: int) -> I
             position = window_start + length
 
 
-# Parts are written around the page cache (O_DIRECT) where the file system allows it: in blocks of this size,
-# at offsets of it, from buffers aligned to it (the receive buffers are page-aligned maps).
+# Upload parts and scratch files are written around the page cache (O_DIRECT) where the file system allows
+# it: in blocks of this size, at offsets of it, from buffers aligned to it (the receive buffers are
+# page-aligned maps).
 _DIRECT_ALIGN = 4096
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 
@@ -357,8 +358,8 @@ class _AlignedWrites:
 
 def _open_direct(path: Path) -> int:
     """A second descriptor of the file, for writes around the page cache (O_DIRECT); -1 where it cannot be
-    had (tmpfs refuses it; a system without O_DIRECT). A part writer writes through it only while its locked
-    descriptor is open (see `StagedBlob._open_unsealed`)."""
+    had (a file system that refuses it, a system without O_DIRECT). A part writer writes through it only
+    while its locked descriptor is open (see `StagedBlob._open_unsealed`)."""
     if not _O_DIRECT:
         return -1
     try:
