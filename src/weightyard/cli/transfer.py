@@ -194,12 +194,26 @@ class _Connections:
                 return
         connection.close()
 
+    def settle(self, connection: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
+        """After an answer was read: the connection is kept for the next request, unless the hub closes it or
+        the answer was too long to read whole."""
+        if response.isclosed() and not response.will_close:
+            self.give_back(connection)
+        else:
+            connection.close()
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
+
+
+def _request_target(url: str) -> tuple[str, int, str]:
+    """Host, port and request target (path and query) of a plain-HTTP `url`."""
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.port or 80, parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 def _put_direct(
@@ -215,9 +229,7 @@ def _put_direct(
 ) -> _Answer:
     """PUT bytes [start, end) of `file` on a connection of the transfer's: the headers, then the bytes by
     `sendfile` straight from the page cache, in READ_SIZE steps (progress, `stop`)."""
-    parts = urlsplit(url)
-    host, port = parts.hostname or "", parts.port or 80
-    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    host, port, target = _request_target(url)
     connection = connections.take(host, port)
     try:
         connection.putrequest("PUT", target, skip_accept_encoding=True)
@@ -241,12 +253,9 @@ def _put_direct(
     except BaseException:
         connection.close()  # a request cut off: the connection cannot carry another
         raise
-    if response.isclosed() and not response.will_close:
-        connections.give_back(connection)
-    else:
-        connection.close()  # the hub closes it, or an answer too long to read whole
+    connections.settle(connection, response)
     status = response.status
-    refusal = _refusal("PUT", parts.path, response, body)
+    refusal = _refusal("PUT", urlsplit(url).path, response, body)
     return _Answer(status, response.getheader("etag") or "", refusal if status >= 400 else lambda: None)
 
 
@@ -316,9 +325,7 @@ class _Calls:
             return _Reply(
                 response.status_code, response.headers, response.content, _library_refusal(response)
             )
-        parts = urlsplit(url)
-        host, port = parts.hostname or "", parts.port or 80
-        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        host, port, target = _request_target(url)
         body = b"" if payload is None else json.dumps(payload).encode()
         sent = {**headers, "User-Agent": f"weightyard/{__version__}", "Content-Length": str(len(body))}
         if payload is not None:
@@ -334,12 +341,9 @@ class _Calls:
         except BaseException:
             connection.close()
             raise
-        if response.isclosed() and not response.will_close:
-            self.connections.give_back(connection)
-        else:
-            connection.close()
+        self.connections.settle(connection, response)
         return _Reply(
-            response.status, response.headers, answer, _refusal(method, parts.path, response, answer)
+            response.status, response.headers, answer, _refusal(method, urlsplit(url).path, response, answer)
         )
 
 
