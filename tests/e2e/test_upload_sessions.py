@@ -7,6 +7,7 @@ and that nothing of a refused or abandoned session stays behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -503,14 +504,14 @@ def test_through_a_proxy_the_parts_go_through_the_client_library(
 def test_a_part_the_hub_refuses_is_one_line_naming_the_hubs_reason(
     hub: Server, repo: str, tmp_path: Path
 ) -> None:
-    from weightyard.cli.transfer import _put
+    from weightyard.cli.transfer import _Connections, _put
 
     path = tmp_path / "refused.bin"
     path.write_bytes(os.urandom(DATA_SIZE + 1))
     grant = _session(hub, repo, DATA_SIZE)
     # the session's last part is 7 bytes long: 8 are refused
-    with pytest.raises(TransferRefused) as refused:
-        _put(None, grant["parts"][2], path, 2 * PART, 2 * PART + 8, lambda n: None)
+    with pytest.raises(TransferRefused) as refused, contextlib.closing(_Connections()) as connections:
+        _put(None, connections, grant["parts"][2], path, 2 * PART, 2 * PART + 8, lambda n: None)
     part_path = urlsplit(grant["parts"][2]).path
     message = str(refused.value)
     assert message.startswith(f"the hub answered 422 to PUT {part_path}: "), message
@@ -530,8 +531,11 @@ def test_a_hub_that_cannot_be_reached_for_a_part_is_named_after_the_retries(
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     counted: list[int] = []
-    with pytest.raises(ConnectionError, match=f"cannot talk to the hub at http://127.0.0.1:{port}: "):
-        transfer._put(None, f"http://127.0.0.1:{port}/parts/1", path, 0, 1000, counted.append)
+    with (
+        pytest.raises(ConnectionError, match=f"cannot talk to the hub at http://127.0.0.1:{port}: "),
+        contextlib.closing(transfer._Connections()) as connections,
+    ):
+        transfer._put(None, connections, f"http://127.0.0.1:{port}/parts/1", path, 0, 1000, counted.append)
     assert sum(counted) == 0  # what each failed attempt counted was taken back
 
 
@@ -569,9 +573,9 @@ def test_a_kept_connection_the_hub_closed_is_replaced_before_the_next_part(tmp_p
         counted: list[int] = []
         connections = _Connections()
         try:
-            assert _put(None, f"{url}/1", path, 0, 1000, counted.append, connections=connections) == '"1"'
+            assert _put(None, connections, f"{url}/1", path, 0, 1000, counted.append) == '"1"'
             assert answered.acquire(timeout=10)
-            assert _put(None, f"{url}/2", path, 1000, 3000, counted.append, connections=connections) == '"2"'
+            assert _put(None, connections, f"{url}/2", path, 1000, 3000, counted.append) == '"2"'
         finally:
             connections.close()
     finally:

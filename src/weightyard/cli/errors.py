@@ -46,16 +46,23 @@ def describe(error: BaseException) -> str:
 
     if isinstance(error, HfHubHTTPError):
         response = error.response
-        cause = error.server_message or response.reason_phrase or "no reason given"
-        request = f"{response.request.method} {response.url.path}"
-        return f"the hub answered {response.status_code} to {request}: {cause}"
+        cause = error.server_message or response.reason_phrase
+        return refusal_line(response.status_code, response.request.method, response.url.path, cause)
     if isinstance(error, transport_error()):
-        where = _where(error)
-        detail = str(error) or type(error).__name__
-        return f"cannot talk to the hub{where}: {detail}"
+        return unreachable_line(_where(error), error)
     if isinstance(error, OSError) and error.filename is not None:
         return f"{error.filename}: {error.strerror or error}"
     return str(error) or type(error).__name__
+
+
+def refusal_line(status: int, method: str, path: str, cause: str | None) -> str:
+    """The line for an answer the hub refused a request with."""
+    return f"the hub answered {status} to {method} {path}: {cause or 'no reason given'}"
+
+
+def unreachable_line(where: str, error: BaseException) -> str:
+    """The line for a request that never got its answer; `where` is ` at SCHEME://HOST` or empty."""
+    return f"cannot talk to the hub{where}: {str(error) or type(error).__name__}"
 
 
 def _where(error: BaseException) -> str:

@@ -29,12 +29,12 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from weightyard import __version__
+from weightyard.cli.errors import refusal_line, transport_error, unreachable_line
 
 # Reads for hashing and for sending: large enough that per-call overhead vanishes, small enough that the
 # buffers in flight (two for hashing, one per part in flight) stay a few tens of MB.
@@ -146,15 +146,6 @@ def _direct(url: str) -> bool:
     return not proxy or bool(urllib.request.proxy_bypass(parts.hostname))
 
 
-@dataclass(frozen=True)
-class _Answer:
-    """The hub's answer to a part: its status, the part's ETag, and how to refuse it (raise) when not 2xx."""
-
-    status: int
-    etag: str
-    refuse: Callable[[], None]
-
-
 # A connection's socket timeout: how long a send or a wait for the answer may stall.
 _DIRECT_TIMEOUT_S = 60.0
 # An answer to a part is a few hundred bytes; more is not read.
@@ -194,13 +185,26 @@ class _Connections:
                 return
         connection.close()
 
-    def settle(self, connection: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
-        """After an answer was read: the connection is kept for the next request, unless the hub closes it or
-        the answer was too long to read whole."""
+    def exchange(
+        self, method: str, url: str, send: Callable[[http.client.HTTPConnection, str], None]
+    ) -> _Reply:
+        """One `method` request to `url` on a connection of these: `send(connection, target)` sends it, then
+        the answer is read. The connection is kept for the next request unless the hub closes it, the answer
+        was too long to read whole, or the request failed on the way (it cannot carry another then)."""
+        parts = urlsplit(url)
+        connection = self.take(parts.hostname or "", parts.port or 80)
+        try:
+            send(connection, parts.path + (f"?{parts.query}" if parts.query else ""))
+            response = connection.getresponse()
+            body = response.read(_MAX_ANSWER)
+        except BaseException:
+            connection.close()
+            raise
         if response.isclosed() and not response.will_close:
             self.give_back(connection)
         else:
             connection.close()
+        return _Reply(response.status, response.headers, body, _refusal(response, method, parts.path, body))
 
     def close(self) -> None:
         with self._lock:
@@ -208,12 +212,6 @@ class _Connections:
             idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
-
-
-def _request_target(url: str) -> tuple[str, int, str]:
-    """Host, port and request target (path and query) of a plain-HTTP `url`."""
-    parts = urlsplit(url)
-    return parts.hostname or "", parts.port or 80, parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 def _put_direct(
@@ -226,12 +224,11 @@ def _put_direct(
     advance: Advance,
     stop: threading.Event | None,
     sent: Future[None] | None,
-) -> _Answer:
+) -> _Reply:
     """PUT bytes [start, end) of `file` on a connection of the transfer's: the headers, then the bytes by
     `sendfile` straight from the page cache, in READ_SIZE steps (progress, `stop`)."""
-    host, port, target = _request_target(url)
-    connection = connections.take(host, port)
-    try:
+
+    def send(connection: http.client.HTTPConnection, target: str) -> None:
         connection.putrequest("PUT", target, skip_accept_encoding=True)
         connection.putheader("Content-Length", str(end - start))
         connection.putheader("Content-Type", "application/octet-stream")
@@ -248,18 +245,11 @@ def _put_direct(
             position += count
             advance(count)
         _handed_over(sent)
-        response = connection.getresponse()
-        body = response.read(_MAX_ANSWER)
-    except BaseException:
-        connection.close()  # a request cut off: the connection cannot carry another
-        raise
-    connections.settle(connection, response)
-    status = response.status
-    refusal = _refusal("PUT", urlsplit(url).path, response, body)
-    return _Answer(status, response.getheader("etag") or "", refusal if status >= 400 else lambda: None)
+
+    return connections.exchange("PUT", url, send)
 
 
-def _server_message(response: http.client.HTTPResponse, body: bytes) -> str:
+def _server_message(response: http.client.HTTPResponse, body: bytes) -> str | None:
     """What the hub said about a refusal: its `X-Error-Message`, its JSON `error`, else the reason phrase."""
     said = response.getheader("x-error-message")
     if said:
@@ -268,7 +258,7 @@ def _server_message(response: http.client.HTTPResponse, body: bytes) -> str:
         error = json.loads(body).get("error")
         if isinstance(error, str) and error:
             return error
-    return response.reason or "no reason given"
+    return response.reason
 
 
 class _Reply:
@@ -325,26 +315,18 @@ class _Calls:
             return _Reply(
                 response.status_code, response.headers, response.content, _library_refusal(response)
             )
-        host, port, target = _request_target(url)
         body = b"" if payload is None else json.dumps(payload).encode()
         sent = {**headers, "User-Agent": f"weightyard/{__version__}", "Content-Length": str(len(body))}
         if payload is not None:
             sent["Content-Type"] = "application/json"
-        connection = self.connections.take(host, port)
-        try:
+
+        def send(connection: http.client.HTTPConnection, target: str) -> None:
             connection.request(method, target, body=body, headers=sent)
-            response = connection.getresponse()
-            answer = response.read(_MAX_ANSWER)
+
+        try:
+            return self.connections.exchange(method, url, send)
         except (OSError, http.client.HTTPException) as exc:
-            connection.close()
             raise _unreachable(url, exc) from exc
-        except BaseException:
-            connection.close()
-            raise
-        self.connections.settle(connection, response)
-        return _Reply(
-            response.status, response.headers, answer, _refusal(method, urlsplit(url).path, response, answer)
-        )
 
 
 def _library_refusal(response: Any) -> Callable[[], None]:
@@ -354,26 +336,23 @@ def _library_refusal(response: Any) -> Callable[[], None]:
     return lambda: hf_raise_for_status(response)
 
 
-def _refusal(method: str, path: str, response: http.client.HTTPResponse, body: bytes) -> Callable[[], None]:
+def _refusal(response: http.client.HTTPResponse, method: str, path: str, body: bytes) -> Callable[[], None]:
     """How to refuse an answer of the hub: one line naming the request and the hub's reason."""
 
     def refuse() -> None:
-        raise TransferRefused(
-            f"the hub answered {response.status} to {method} {path}: {_server_message(response, body)}"
-        )
+        raise TransferRefused(refusal_line(response.status, method, path, _server_message(response, body)))
 
     return refuse
 
 
 def _unreachable(url: str, error: BaseException) -> ConnectionError:
     parts = urlsplit(url)
-    return ConnectionError(
-        f"cannot talk to the hub at {parts.scheme}://{parts.netloc}: {error or type(error).__name__}"
-    )
+    return ConnectionError(unreachable_line(f" at {parts.scheme}://{parts.netloc}", error))
 
 
 def _put(
     session: Any,
+    connections: _Connections,
     url: str,
     path: Path,
     start: int,
@@ -381,25 +360,18 @@ def _put(
     advance: Advance,
     stop: threading.Event | None = None,
     sent: Future[None] | None = None,
-    connections: _Connections | None = None,
 ) -> str:
     """PUT bytes [start, end) of the file and return the part's ETag, sent again on a transient failure (the
     progress shown goes back by what the failed attempt had counted); `stop` set ends it (`_Stopped`);
     `sent` is done once the whole body has been handed to the connection. Over plain HTTP with no proxy the
-    bytes go by `sendfile` on a connection of `connections` (its own when None), else through the client
-    library's `session`."""
-    from weightyard.cli.errors import transport_error
-
+    bytes go by `sendfile` on a connection of `connections`, else through the client library's `session`."""
     direct = _direct(url)
     # httpx's or httpx2's transport errors, whichever the client library uses; ours are the socket's and
     # http.client's (a connection closed before the answer)
     failed_on_the_way: tuple[type[BaseException], ...] = (
         (OSError, http.client.HTTPException) if direct else (transport_error(),)
     )
-    with contextlib.ExitStack() as stack:
-        file = stack.enter_context(open(path, "rb")) if direct else None
-        if direct and connections is None:
-            connections = stack.enter_context(contextlib.closing(_Connections()))
+    with open(path, "rb") if direct else contextlib.nullcontext() as file:
         for attempt in range(RETRIES + 1):
             counted = 0
 
@@ -410,7 +382,7 @@ def _put(
 
             last = attempt == RETRIES
             try:
-                if file is not None and connections is not None:
+                if file is not None:
                     answer = _put_direct(connections, url, file, path, start, end, count, stop, sent)
                 else:
                     answer = _put_library(session, url, path, start, end, count, stop, sent)
@@ -420,9 +392,9 @@ def _put(
                         raise
                     raise _unreachable(url, exc) from exc
             else:
-                if last or answer.status not in RETRY_STATUSES:
-                    answer.refuse()
-                    return answer.etag
+                if last or answer.status_code not in RETRY_STATUSES:
+                    answer.raise_for_status()
+                    return str(answer.headers.get("etag") or "")
             advance(-counted)
             time.sleep(FIRST_PAUSE_S * 2**attempt)
     raise AssertionError("unreachable: the last attempt returns or raises")
@@ -437,13 +409,13 @@ def _put_library(
     advance: Advance,
     stop: threading.Event | None,
     sent: Future[None] | None,
-) -> _Answer:
+) -> _Reply:
     response = session.put(
         url,
         content=_read_range(path, start, end, advance, stop, sent),
         headers={"Content-Length": str(end - start), "Content-Type": "application/octet-stream"},
     )
-    return _Answer(response.status_code, response.headers.get("etag", ""), _library_refusal(response))
+    return _Reply(response.status_code, response.headers, b"", _library_refusal(response))
 
 
 def upload_lfs_object(
@@ -479,43 +451,50 @@ def upload_lfs_object(
     if not actions:
         advance(size)
         return  # already stored
-    upload = actions["upload"]
-    header = upload.get("header") or {}
-    if "chunk_size" in header:
-        part_size = int(header["chunk_size"])
-        urls = sorted((int(key), url) for key, url in header.items() if key.isdigit())
-        senders = ThreadPoolExecutor(max_workers=PARTS_IN_FLIGHT, thread_name_prefix="part")
-        connections = _Connections()
-        try:
-            sent = [
-                senders.submit(
-                    _put,
-                    session,
-                    url,
-                    path,
-                    (n - 1) * part_size,
-                    min(n * part_size, size),
-                    advance,
-                    connections=connections,
-                )
-                for n, url in urls
-            ]
-            parts = [
-                {"partNumber": n, "etag": future.result()} for (n, _), future in zip(urls, sent, strict=True)
-            ]
-        finally:
-            # after a failure, the parts not yet started are not sent
-            senders.shutdown(cancel_futures=True)
-            connections.close()
-        done = session.post(upload["href"], headers=lfs_headers, json={"oid": sha256, "parts": parts})
-        hf_raise_for_status(done)
-    else:
-        _put(session, upload["href"], path, 0, size, advance)
+    with contextlib.closing(_Connections()) as connections:
+        _send_lfs_object(session, connections, actions["upload"], lfs_headers, path, sha256, size, advance)
     verify = actions.get("verify")
     if verify:
         hf_raise_for_status(
             session.post(verify["href"], headers=lfs_headers, json={"oid": sha256, "size": size})
         )
+
+
+def _send_lfs_object(
+    session: Any,
+    connections: _Connections,
+    upload: dict[str, Any],
+    lfs_headers: dict[str, str],
+    path: Path,
+    sha256: str,
+    size: int,
+    advance: Advance,
+) -> None:
+    """The LFS batch API's upload action: one PUT, or parts in parallel and their completion."""
+    from huggingface_hub import hf_raise_for_status
+
+    header = upload.get("header") or {}
+    if "chunk_size" not in header:
+        _put(session, connections, upload["href"], path, 0, size, advance)
+        return
+    part_size = int(header["chunk_size"])
+    urls = sorted((int(key), url) for key, url in header.items() if key.isdigit())
+    senders = ThreadPoolExecutor(max_workers=PARTS_IN_FLIGHT, thread_name_prefix="part")
+    try:
+        sent = [
+            senders.submit(
+                _put, session, connections, url, path, (n - 1) * part_size, min(n * part_size, size), advance
+            )
+            for n, url in urls
+        ]
+        parts = [
+            {"partNumber": n, "etag": future.result()} for (n, _), future in zip(urls, sent, strict=True)
+        ]
+    finally:
+        # after a failure, the parts not yet started are not sent
+        senders.shutdown(cancel_futures=True)
+    done = session.post(upload["href"], headers=lfs_headers, json={"oid": sha256, "parts": parts})
+    hf_raise_for_status(done)
 
 
 def _file_state(path: Path) -> tuple[int, int]:
@@ -653,7 +632,7 @@ def _send_session(
                 previous = Future()
                 in_flight.add(
                     senders.submit(
-                        _put, calls, url, path, start, end, advance, stop, previous, calls.connections
+                        _put, calls, calls.connections, url, path, start, end, advance, stop, previous
                     )
                 )
                 following += 1
