@@ -74,9 +74,10 @@ class StagedBlob:
     written where they belong in one staging file (`FOLDER/data`), so completing it copies nothing.
 
     The sha256 is computed once, in order: the part that starts where the hashed prefix ends is hashed while
-    it is written, and parts that arrived ahead of it are read back (from the page cache) as soon as the
-    prefix reaches them, by a thread of their own, so that the request that finished a part is answered at
-    once and the client's next part is not held up behind the hashing (`digest` waits for it). A part sent
+    it is written, and parts that arrived ahead of it are read back (from the disk: parts are written around
+    the page cache, see `_AlignedWrites`) as soon as the prefix reaches them, by a thread of their own, so
+    that the request that finished a part is answered at once and the client's next part is not held up
+    behind the hashing (`digest` waits for it). A part sent
     again after its bytes were hashed makes that hash worthless; `digest` then hashes the file from disk
     instead. Every finished part leaves an empty marker file `FOLDER/<number>`:
     markers, not this object's memory, say which parts are there, so a staged blob survives a restart of
@@ -276,8 +277,8 @@ class StagedPartWriter:
 
     def _take_hash(self) -> None:
         """Take the hash over where the hashed prefix has reached this part's start and no thread extends it
-        (the part before was hashed while this one arrived): the bytes written so far are read back (from the
-        page cache), the rest hashed as they come."""
+        (the part before was hashed while this one arrived): the bytes written so far are read back, the rest
+        hashed as they come."""
         staged = self._staged
         with staged._lock:
             if staged._hashing or staged._stale or staged._hashed != self._offset:
