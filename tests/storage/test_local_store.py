@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import mmap
 import os
@@ -218,7 +219,75 @@ def test_xorb_scratch_files_are_written_around_the_page_cache_and_read_back_from
         assert cached_pages(scratch.path) > 0
         assert scratch.size == len(data)
         ranges = [(0, 10), (len(buffer) - 3, 10), (len(data) - 5, 5)]
-        assert list(scratch.read_back(ranges)) == [data[start : start + size] for start, size in ranges]
+        assert [bytes(v) for v in scratch.read_back(ranges)] == [data[s : s + n] for s, n in ranges]
     finally:
         scratch.discard()
     assert not scratch.path.exists()
+
+
+def _chunk_ranges(total: int, seed: int) -> list[tuple[int, int]]:
+    """Consecutive ranges of chunk-like sizes (8 to 130 kB) over `total` bytes, as a xorb's payloads are."""
+    rng = random.Random(seed)
+    ranges, offset = [], 0
+    while offset < total:
+        size = min(rng.randrange(8000, 130_000), total - offset)
+        ranges.append((offset, size))
+        offset += size + rng.randrange(0, 9)  # a chunk header between payloads, sometimes none
+    return [(start, size) for start, size in ranges if size > 0 and start + size <= total]
+
+
+def test_a_scratch_file_written_around_the_cache_is_read_back_around_it_by_windows(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "blobs")
+    data = random.Random(11).randbytes(9 * 1024 * 1024 + 4321)  # more than two read-back windows
+    aligned = len(data) - len(data) % mmap.PAGESIZE
+    buffer = mmap.mmap(-1, aligned)
+    buffer[:] = data[:aligned]
+    scratch = store.scratch()
+    try:
+        scratch.write(memoryview(buffer))
+        scratch.write(data[aligned:])  # the tail through the cache, not yet written back
+        ranges = _chunk_ranges(len(data), 12)
+        # Each view is checked before the next is taken: the window is reused.
+        pairs = zip(scratch.read_back(ranges), ranges, strict=True)
+        assert all(bytes(view) == data[s : s + n] for view, (s, n) in pairs)
+        assert cached_pages(scratch.path) <= 2  # the tail's page(s): the rest never entered the cache
+    finally:
+        scratch.discard()
+
+
+def test_a_read_back_refused_around_the_cache_goes_through_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalObjectStore(tmp_path / "blobs")
+    data = random.Random(13).randbytes(5 * 1024 * 1024)
+    buffer = mmap.mmap(-1, len(data))
+    buffer[:] = data
+    scratch = store.scratch()
+    refused = []
+
+    def preadv(fd: int, buffers: list[Any], offset: int) -> int:
+        refused.append(offset)
+        raise OSError(errno.EINVAL, "Invalid argument")  # what a file system that takes no O_DIRECT read says
+
+    try:
+        scratch.write(memoryview(buffer))
+        ranges = _chunk_ranges(len(data), 14)
+        monkeypatch.setattr(local.os, "preadv", preadv)
+        assert [bytes(view) for view in scratch.read_back(ranges)] == [data[s : s + n] for s, n in ranges]
+        assert refused == [0]  # asked once, then every range through the cache
+        assert cached_pages(scratch.path) > 0
+    finally:
+        scratch.discard()
+
+
+def test_a_read_back_past_what_was_written_is_an_error(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "blobs")
+    buffer = mmap.mmap(-1, 2 * mmap.PAGESIZE)
+    buffer[:] = bytes(range(256)) * (len(buffer) // 256)
+    scratch = store.scratch()
+    try:
+        scratch.write(memoryview(buffer))
+        with pytest.raises(OSError, match="holds no 100 bytes"):
+            list(scratch.read_back([(0, 10), (len(buffer) - 50, 100)]))
+    finally:
+        scratch.discard()

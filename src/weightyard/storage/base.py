@@ -101,8 +101,9 @@ class ScratchFile(Protocol):
         """Write back what was written so far, so that a later durable put has little left to wait for."""
         ...
 
-    def read_back(self, ranges: Iterable[tuple[int, int]]) -> Iterator[bytes]:
-        """The bytes written so far at each `(offset, size)` of `ranges`, in order."""
+    def read_back(self, ranges: Iterable[tuple[int, int]]) -> Iterator[bytes | memoryview]:
+        """The bytes written so far at each `(offset, size)` of `ranges`, in order; a view is valid only
+        until the next range is taken."""
         ...
 
     def discard(self) -> None:

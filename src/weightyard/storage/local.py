@@ -63,6 +63,8 @@ def mapped_pieces(handle: io.FileIO, start: int, end: int, piece_size: int) -> I
 # page-aligned maps).
 _DIRECT_ALIGN = 4096
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
+# What a scratch file written around the cache reads back at a time, around the cache too, into one map.
+_READ_BACK_WINDOW = 4 * 1024 * 1024
 
 # How long completing an upload waits for the background hash of its last parts (a few parts of 64 MiB, well
 # under a second each) before hashing the whole file from disk itself.
@@ -351,6 +353,11 @@ class _AlignedWrites:
             self.close_direct()  # a buffer not aligned in memory (a body that came as ASGI messages)
             return 0
 
+    @property
+    def direct(self) -> bool:
+        """Whether writes go around the cache (they may stop doing so: see `_write_direct`)."""
+        return self._direct >= 0
+
     def close_direct(self) -> None:
         if self._direct >= 0:
             os.close(self._direct)
@@ -367,6 +374,21 @@ def _open_direct(path: Path) -> int:
         return os.open(path, os.O_WRONLY | _O_DIRECT)
     except OSError:  # refused here, or out of descriptors: the part goes through the page cache
         return -1
+
+
+def _open_read_direct(path: Path) -> int:
+    """A descriptor reading `path` around the page cache, or -1 where it cannot be had."""
+    try:
+        return os.open(path, os.O_RDONLY | _O_DIRECT)
+    except OSError:
+        return -1
+
+
+def _pread_exact(fd: int, offset: int, size: int) -> bytes:
+    data = os.pread(fd, size, offset)
+    if len(data) != size:
+        raise OSError(f"the scratch file holds no {size} bytes at {offset}")
+    return data
 
 
 def _hash_range(path: Path, start: int, end: int, into: hashlib._Hash) -> None:
@@ -679,16 +701,36 @@ class LocalScratchFile:
     def sync(self) -> None:
         os.fdatasync(self._fd)
 
-    def read_back(self, ranges: Iterable[tuple[int, int]]) -> Iterator[bytes]:
-        fd = os.open(self.path, os.O_RDONLY)
+    def read_back(self, ranges: Iterable[tuple[int, int]]) -> Iterator[bytes | memoryview]:
+        """Written around the cache, the bytes come from the disk the same way: windows of a few MiB read
+        with O_DIRECT into one map, each range a view of it (valid until the next is taken), instead of a
+        read into fresh page-cache pages and a copy for every range."""
+        direct = _open_read_direct(self.path) if self._writes.direct else -1
+        cached = os.open(self.path, os.O_RDONLY)
         try:
+            window = memoryview(mmap.mmap(-1, _READ_BACK_WINDOW)) if direct >= 0 else None  # page-aligned
+            held, count = 0, 0  # the window holds the file's bytes [held, held + count)
             for offset, size in ranges:
-                data = os.pread(fd, size, offset)
-                if len(data) != size:
-                    raise OSError(f"the scratch file holds no {size} bytes at {offset}")
-                yield data
+                if window is None or size > _READ_BACK_WINDOW - _DIRECT_ALIGN:
+                    yield _pread_exact(cached, offset, size)
+                    continue
+                if not (held <= offset and offset + size <= held + count):
+                    held = offset - offset % _DIRECT_ALIGN
+                    try:
+                        count = os.preadv(direct, [window], held)
+                    except OSError as exc:
+                        if exc.errno != errno.EINVAL:
+                            raise
+                        window = None  # refused after all: the rest through the cache
+                        yield _pread_exact(cached, offset, size)
+                        continue
+                    if offset + size > held + count:
+                        raise OSError(f"the scratch file holds no {size} bytes at {offset}")
+                yield window[offset - held : offset - held + size]
         finally:
-            os.close(fd)
+            os.close(cached)
+            if direct >= 0:
+                os.close(direct)
 
     def close_synced(self) -> None:
         if self._fd >= 0:
