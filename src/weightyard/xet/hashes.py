@@ -7,7 +7,9 @@ digits, so plain `bytes.hex()` would name a different object.
 
 from __future__ import annotations
 
+import array
 import struct
+import sys
 from collections.abc import Iterable, Sequence
 
 import blake3
@@ -97,19 +99,43 @@ def is_global_dedup_eligible(raw_chunk_hash: bytes) -> bool:
     return last_u64(raw_chunk_hash) % GLOBAL_DEDUP_MODULUS == 0
 
 
-def _internal_node(children: Sequence[ChunkRef]) -> ChunkRef:
-    text = "".join(f"{hash_to_string(h)} : {size}\n" for h, size in children)
-    digest = blake3.blake3(text.encode("ascii"), key=INTERNAL_NODE_KEY).digest()
-    return digest, sum(size for _, size in children)
+def _level_strings(hashes: Sequence[bytes]) -> str:
+    """The protocol string forms of `hashes`, concatenated (64 hex digits each): one byte swap of every
+    u64 for the whole level, instead of a reversal and four slices per hash."""
+    words = array.array("Q", b"".join(hashes))
+    if len(words) != len(hashes) * 4:
+        raise InvalidXetHash(f"a Xet hash is {HASH_LEN} bytes")
+    if sys.byteorder == "little":
+        words.byteswap()  # each u64 printed most significant digit first
+    return words.tobytes().hex()
 
 
-def _group_length(nodes: Sequence[ChunkRef], start: int) -> int:
-    remaining = len(nodes) - start
+def _parents(nodes: Sequence[ChunkRef]) -> list[ChunkRef]:
+    """The next level up of the Merkle tree: each group of nodes hashed into one (see `_group_length`)."""
+    hexes = _level_strings([h for h, _ in nodes])
+    lines = [f"{hexes[64 * i : 64 * i + 64]} : {size}\n" for i, (_, size) in enumerate(nodes)]
+    # The low byte of the last u64 decides the grouping: a multiple of _MERGE_MODULUS closes a group.
+    closes = [h[24] % _MERGE_MODULUS == 0 for h, _ in nodes]
+    parents: list[ChunkRef] = []
+    start = 0
+    while start < len(nodes):
+        length = _group_length(closes, start)
+        text = "".join(lines[start : start + length])
+        digest = blake3.blake3(text.encode("ascii"), key=INTERNAL_NODE_KEY).digest()
+        parents.append((digest, sum(size for _, size in nodes[start : start + length])))
+        start += length
+    return parents
+
+
+def _group_length(closes: Sequence[bool], start: int) -> int:
+    """How many nodes from `start` form one group: up to the first from the third on that closes a group,
+    at most `_MAX_GROUP`; two or fewer remaining go together."""
+    remaining = len(closes) - start
     if remaining <= 2:
         return remaining
     limit = min(_MAX_GROUP, remaining)
     for i in range(_MIN_GROUP - 1, limit):
-        if last_u64(nodes[start + i][0]) % _MERGE_MODULUS == 0:
+        if closes[start + i]:
             return i + 1
     return limit
 
@@ -120,13 +146,7 @@ def merkle_root(chunks: Iterable[ChunkRef]) -> bytes:
     if not nodes:
         return bytes(HASH_LEN)
     while len(nodes) > 1:
-        parents: list[ChunkRef] = []
-        start = 0
-        while start < len(nodes):
-            length = _group_length(nodes, start)
-            parents.append(_internal_node(nodes[start : start + length]))
-            start += length
-        nodes = parents
+        nodes = _parents(nodes)
     return nodes[0][0]
 
 

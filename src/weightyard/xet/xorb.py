@@ -177,30 +177,46 @@ def chunk_header(scheme: CompressionScheme, payload_len: int, length: int) -> by
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Header:
-    payload_len: int
-    scheme: CompressionScheme
-    length: int
+_SCHEMES = {scheme.value: scheme for scheme in CompressionScheme}
+_U64 = struct.Struct("<Q")
 
 
-def _parse_header(raw: bytes | bytearray | memoryview, offset: int) -> _Header:
-    version = raw[0]
-    payload_len = int.from_bytes(raw[1:4], "little")
-    scheme_byte = raw[4]
-    length = int.from_bytes(raw[5:8], "little")
+def _parse_header(
+    raw: bytes | bytearray | memoryview, at: int, offset: int
+) -> tuple[int, CompressionScheme, int]:
+    """`(payload length, scheme, uncompressed length)` of the chunk header at `raw[at:at + 8]`, checked;
+    `offset` is where it lies in the body, for the error. Runs for every chunk: one unpack, a few shifts."""
+    (word,) = _U64.unpack_from(raw, at)
+    payload_len = (word >> 8) & 0xFFFFFF
+    scheme = _SCHEMES.get((word >> 32) & 0xFF)
+    length = word >> 40
+    if (
+        word & 0xFF != CHUNK_FORMAT_VERSION
+        or scheme is None
+        or not 0 < length <= MAX_CHUNK_LEN
+        or not 0 < payload_len <= MAX_COMPRESSED_CHUNK_LEN
+    ):
+        raise _header_error(word, offset)
+    return payload_len, scheme, length
+
+
+def _header_error(word: int, offset: int) -> InvalidXorb:
+    version, payload_len, scheme, length = (
+        word & 0xFF,
+        (word >> 8) & 0xFFFFFF,
+        (word >> 32) & 0xFF,
+        word >> 40,
+    )
     where = f"chunk header at offset {offset}"
     if version != CHUNK_FORMAT_VERSION:
-        raise InvalidXorb(f"{where}: version {version} is not supported (a footer is not allowed in uploads)")
-    try:
-        scheme = CompressionScheme(scheme_byte)
-    except ValueError:
-        raise InvalidXorb(f"{where}: unknown compression scheme {scheme_byte}") from None
+        return InvalidXorb(
+            f"{where}: version {version} is not supported (a footer is not allowed in uploads)"
+        )
+    if scheme not in _SCHEMES:
+        return InvalidXorb(f"{where}: unknown compression scheme {scheme}")
     if not 0 < length <= MAX_CHUNK_LEN:
-        raise InvalidXorb(f"{where}: uncompressed length {length} is outside 1..{MAX_CHUNK_LEN}")
-    if not 0 < payload_len <= MAX_COMPRESSED_CHUNK_LEN:
-        raise InvalidXorb(f"{where}: payload length {payload_len} is outside 1..{MAX_COMPRESSED_CHUNK_LEN}")
-    return _Header(payload_len, scheme, length)
+        return InvalidXorb(f"{where}: uncompressed length {length} is outside 1..{MAX_CHUNK_LEN}")
+    return InvalidXorb(f"{where}: payload length {payload_len} is outside 1..{MAX_COMPRESSED_CHUNK_LEN}")
 
 
 class XorbParser:
@@ -256,7 +272,7 @@ class XorbParser:
             if len(self._pending) < CHUNK_HEADER_LEN:
                 wanted = CHUNK_HEADER_LEN
             else:
-                wanted = CHUNK_HEADER_LEN + _parse_header(self._pending, self._consumed).payload_len
+                wanted = CHUNK_HEADER_LEN + _parse_header(self._pending, 0, self._consumed)[0]
             step = source[taken : taken + wanted - len(self._pending)]
             self._pending += step
             taken += len(step)
@@ -288,22 +304,20 @@ class XorbParser:
             return None
         if len(self._chunks) >= self._max_chunks:
             raise InvalidXorb(f"xorb holds more than {self._max_chunks} chunks")
-        header = _parse_header(source[position : position + CHUNK_HEADER_LEN], self._consumed)
-        end = position + CHUNK_HEADER_LEN + header.payload_len
+        payload_len, scheme, length = _parse_header(source, position, self._consumed)
+        end = position + CHUNK_HEADER_LEN + payload_len
         if len(source) < end:
             return None
         try:
-            data = decode_chunk_payload(
-                header.scheme, source[position + CHUNK_HEADER_LEN : end], header.length
-            )
+            data = decode_chunk_payload(scheme, source[position + CHUNK_HEADER_LEN : end], length)
         except ChunkDecompressionError as exc:
             raise ChunkDecompressionError(f"chunk at offset {self._consumed}: {exc.message}") from None
         start = self._consumed
         self._consumed += end - position
         self._chunks.append(
-            XorbChunk(chunk_hash(data), header.length, self._raw_offset, start, self._consumed, header.scheme)
+            XorbChunk(chunk_hash(data), length, self._raw_offset, start, self._consumed, scheme)
         )
-        self._raw_offset += header.length
+        self._raw_offset += length
         if self._on_chunk is not None:
             self._on_chunk(data)
         return end
@@ -398,12 +412,12 @@ def iter_chunk_data(serialized: bytes | memoryview, first_offset: int = 0) -> It
     while position < len(view):
         if len(view) - position < CHUNK_HEADER_LEN:
             raise InvalidXorb(f"chunk header at offset {first_offset + position} is truncated")
-        header = _parse_header(bytes(view[position : position + CHUNK_HEADER_LEN]), first_offset + position)
+        payload_len, scheme, length = _parse_header(view, position, first_offset + position)
         payload_start = position + CHUNK_HEADER_LEN
-        payload_end = payload_start + header.payload_len
+        payload_end = payload_start + payload_len
         if payload_end > len(view):
             raise InvalidXorb(f"chunk at offset {first_offset + position} is truncated")
-        yield decode_chunk_payload(header.scheme, bytes(view[payload_start:payload_end]), header.length)
+        yield decode_chunk_payload(scheme, bytes(view[payload_start:payload_end]), length)
         position = payload_end
 
 
@@ -513,9 +527,11 @@ def parse_xorb_footer(stored: bytes) -> XorbInfo:
     chunks = []
     start = raw_start = 0
     for hash_value, end, raw_end in zip(hashes, ends, raw_ends, strict=True):
-        header = _parse_header(stored[start : start + CHUNK_HEADER_LEN], start)
-        if end - start != CHUNK_HEADER_LEN + header.payload_len or raw_end - raw_start != header.length:
+        if len(stored) - start < CHUNK_HEADER_LEN:
+            raise InvalidXorb(f"chunk header at offset {start} is truncated")
+        payload_len, scheme, length = _parse_header(stored, start, start)
+        if end - start != CHUNK_HEADER_LEN + payload_len or raw_end - raw_start != length:
             raise InvalidXorb(f"stored xorb footer disagrees with the chunk header at offset {start}")
-        chunks.append(XorbChunk(hash_value, header.length, raw_start, start, end, header.scheme))
+        chunks.append(XorbChunk(hash_value, length, raw_start, start, end, scheme))
         start, raw_start = end, raw_end
     return XorbInfo(hash_, tuple(chunks))
