@@ -291,3 +291,43 @@ def test_a_read_back_past_what_was_written_is_an_error(tmp_path: Path) -> None:
             list(scratch.read_back([(0, 10), (len(buffer) - 50, 100)]))
     finally:
         scratch.discard()
+
+
+def test_a_large_batch_is_written_by_a_disk_thread_while_it_is_hashed_and_a_failed_write_fails_the_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The receiving thread hashes a batch while a disk thread writes it; `write` returns only once both are
+    # done (the buffer is then reused), and a failed write fails the part, which can be sent again.
+    store = LocalObjectStore(tmp_path / "blobs")
+    part = 1024 * 1024
+    data = random.Random(15).randbytes(2 * part)
+    upload = store.open_upload("overlap", hashlib.sha256(data).hexdigest(), len(data), part)
+    real_pwrite = os.pwrite
+    writers: list[str] = []
+    failing = threading.Event()
+
+    def pwrite(fd: int, view: Any, offset: int) -> int:
+        writers.append(threading.current_thread().name)
+        if failing.is_set() and offset == part:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, view, offset)
+
+    monkeypatch.setattr(local.os, "pwrite", pwrite)
+    buffer = mmap.mmap(-1, part)
+    buffer[:] = data[:part]
+    writer = upload.part_writer(1)
+    writer.write(memoryview(buffer))
+    writer.finish()
+    assert writers and all(name.startswith("disk-write") for name in writers)
+    failing.set()
+    writer = upload.part_writer(2)
+    with pytest.raises(OSError, match="No space left"):
+        writer.write(data[part:])
+    writer.abort()
+    failing.clear()
+    writer = upload.part_writer(2)
+    writer.write(data[part:])
+    writer.finish()
+    upload.seal()
+    assert upload.digest() == hashlib.sha256(data).hexdigest()
+    assert upload._staged.path.read_bytes() == data

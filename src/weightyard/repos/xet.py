@@ -203,8 +203,12 @@ class XorbUpload:
         if self._sha256 is None:
             self._claim_sha256()
         self._size += len(data)
-        self._parser.feed(data)
-        self._scratch.write(data)
+        # The disk takes the batch while it is parsed and hashed here; both are done before it returns.
+        written = self._scratch.begin_write(data)
+        try:
+            self._parser.feed(data)
+        finally:
+            written.wait()
         if self._size - self._synced >= XORB_SYNC_STEP:
             # Written back while the rest arrives, so the fsync before the answer waits only for the tail.
             self._scratch.sync()

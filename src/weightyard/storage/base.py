@@ -89,6 +89,14 @@ class ObjectWriter(Protocol):
         ...
 
 
+class PendingWrite(Protocol):
+    """A write that may still be under way in another thread."""
+
+    def wait(self) -> None:
+        """Return once the write is done, or raise its error."""
+        ...
+
+
 class ScratchFile(Protocol):
     """A local temporary file a request spools into before its bytes are verified (see `put_xorb`)."""
 
@@ -96,6 +104,11 @@ class ScratchFile(Protocol):
     def size(self) -> int: ...
 
     def write(self, data: bytes | memoryview) -> None: ...
+
+    def begin_write(self, data: bytes | memoryview) -> PendingWrite:
+        """`write`, possibly still under way in another thread when this returns (the caller checks the
+        bytes meanwhile); `wait` on the result before `data` changes or the next write begins."""
+        ...
 
     def sync(self) -> None:
         """Write back what was written so far, so that a later durable put has little left to wait for."""

@@ -15,11 +15,12 @@ import shutil
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
 from weightyard.errors import BlobNotFound, ContentMismatch, NotFound
-from weightyard.storage.base import BlobInfo, ScratchFile, StoredObject
+from weightyard.storage.base import BlobInfo, PendingWrite, ScratchFile, StoredObject
 
 # Bytes handed to the disk thread at once; a few of these in flight bound the writer's memory.
 _WRITE_QUEUE_DEPTH = 4
@@ -65,6 +66,33 @@ _DIRECT_ALIGN = 4096
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 # What a scratch file written around the cache reads back at a time, around the cache too, into one map.
 _READ_BACK_WINDOW = 4 * 1024 * 1024
+# A batch this large is written by a disk thread while the receiving thread hashes it (see
+# `_AlignedWrites.begin`): the disk and sha256 then take their time side by side, not one after the other.
+_OVERLAP_FROM = 256 * 1024
+_DISK_THREADS = 8
+_disk_pool: ThreadPoolExecutor | None = None
+_disk_pool_lock = threading.Lock()
+
+
+def _disk_threads() -> ThreadPoolExecutor:
+    global _disk_pool
+    with _disk_pool_lock:
+        if _disk_pool is None:
+            _disk_pool = ThreadPoolExecutor(max_workers=_DISK_THREADS, thread_name_prefix="disk-write")
+        return _disk_pool
+
+
+class _PendingWrite:
+    """A write begun by `_AlignedWrites.begin` (a `PendingWrite`): `wait` returns once it is done, or raises
+    its error. The buffer written from must not change before then."""
+
+    def __init__(self, future: Future[None] | None) -> None:
+        self._future = future
+
+    def wait(self) -> None:
+        if self._future is not None:
+            self._future.result()
+
 
 # How long completing an upload waits for the background hash of its last parts (a few parts of 64 MiB, well
 # under a second each) before hashing the whole file from disk itself.
@@ -268,9 +296,12 @@ class StagedPartWriter:
             raise ContentMismatch(f"part {self._number} must have {self.expected} bytes, received more")
         if not self._owns_hash and self.received < self.expected:
             self._take_hash()
-        if self._owns_hash:
-            self._staged._hash.update(data)
-        self._writes.pwrite_all(data, self._offset + self.received)
+        written = self._writes.begin(data, self._offset + self.received)
+        try:
+            if self._owns_hash:
+                self._staged._hash.update(data)
+        finally:
+            written.wait()
         self.received += len(data)
         if self._owns_hash and self.received == self.expected:
             # Every byte hashed: the hash goes on to the next part now, not after this one's fdatasync.
@@ -334,6 +365,14 @@ class _AlignedWrites:
         """`path` is the file's, to open it around the cache; None writes everything through the cache."""
         self._fd = fd
         self._direct = _open_direct(path) if path is not None else -1
+
+    def begin(self, data: bytes | memoryview, position: int) -> PendingWrite:
+        """`pwrite_all`, in a disk thread for a large batch (the caller hashes it meanwhile); `wait` on what
+        is returned before the buffer changes, whatever happens in between."""
+        if len(data) < _OVERLAP_FROM:
+            self.pwrite_all(data, position)
+            return _PendingWrite(None)
+        return _PendingWrite(_disk_threads().submit(self.pwrite_all, data, position))
 
     def pwrite_all(self, data: bytes | memoryview, position: int) -> None:
         view = memoryview(data)
@@ -695,8 +734,12 @@ class LocalScratchFile:
         return self._size
 
     def write(self, data: bytes | memoryview) -> None:
-        self._writes.pwrite_all(data, self._size)
+        self.begin_write(data).wait()
+
+    def begin_write(self, data: bytes | memoryview) -> PendingWrite:
+        pending = self._writes.begin(data, self._size)
         self._size += len(data)
+        return pending
 
     def sync(self) -> None:
         os.fdatasync(self._fd)
