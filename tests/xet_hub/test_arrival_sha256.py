@@ -261,3 +261,66 @@ def test_an_upload_begun_early_takes_the_hash_over_once_the_xorb_ahead_is_hashed
     finally:
         first._scratch.discard()
         second._scratch.discard()
+
+
+def _full_and_tail(store: ContentStore, monkeypatch: pytest.MonkeyPatch) -> tuple[list[XorbInfo], XorbInfo]:
+    """Three xorbs the hub takes for full (as 64 MiB ones are; the bound is lowered) and a short tail."""
+    monkeypatch.setattr(xet_arrivals, "FULL_XORB_RAW_LEN", 5000)
+    full = [_xorb(store, [RNG.randbytes(3000), RNG.randbytes(3000)]) for _ in range(3)]
+    return full, _xorb(store, [RNG.randbytes(1000)])
+
+
+def _gone_from_storage(tmp_path: Path, xorbs: list[XorbInfo]) -> None:
+    for info in xorbs:  # only a digest made before the shard can still be right
+        name = hash_to_string(info.hash)
+        (tmp_path / "xorbs" / name[:2] / name).unlink()
+
+
+def test_a_tail_stored_before_the_full_xorb_ahead_of_it_is_moved_behind_it_and_the_shard_hashes_nothing(
+    store: ContentStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full, tail = _full_and_tail(store, monkeypatch)
+    data = b"".join(b"".join(CHUNKS[x.hash]) for x in [*full, tail])
+    hashes = ArrivalHashes(store)
+    _one_after_another(hashes, ALICE, full[:1])
+    # The short tail begins before the last full xorb, and is stored while that one still arrives.
+    began = [full[1], tail, full[2]]
+    assert _upload(hashes, ALICE, began, began) == 1
+    _hashed_ahead(hashes, ALICE, 4)
+    _gone_from_storage(tmp_path, [*full, tail])
+    assert hashes.take(ALICE, [_whole(x) for x in [*full, tail]]) == hashlib.sha256(data).hexdigest()
+
+
+def test_a_xorb_begun_after_a_stored_tail_goes_ahead_of_it(
+    store: ContentStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full, tail = _full_and_tail(store, monkeypatch)
+    data = b"".join(b"".join(CHUNKS[x.hash]) for x in [*full, tail])
+    hashes = ArrivalHashes(store)
+    _one_after_another(hashes, ALICE, full[:1])
+    feed = hashes.began(ALICE, full[1].hash)
+    assert feed is not None
+    assert hashes.began(ALICE, tail.hash) is None
+    hashes.stored(ALICE, tail.hash, tail)  # stored before the last full xorb begins
+    assert hashes.began(ALICE, full[2].hash) is None
+    for chunk in CHUNKS[full[1].hash]:
+        feed(chunk)
+    hashes.stored(ALICE, full[1].hash, full[1])
+    hashes.stored(ALICE, full[2].hash, full[2])
+    _hashed_ahead(hashes, ALICE, 4)
+    _gone_from_storage(tmp_path, [*full, tail])
+    assert hashes.take(ALICE, [_whole(x) for x in [*full, tail]]) == hashlib.sha256(data).hexdigest()
+
+
+def test_a_tail_that_hashed_itself_stays_where_it_began(
+    store: ContentStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every xorb before it was hashed when it began: it hashed itself as it arrived, so it cannot move; a
+    # full xorb begun after it is then hashed at the shard.
+    full, tail = _full_and_tail(store, monkeypatch)
+    data = b"".join(b"".join(CHUNKS[x.hash]) for x in [*full, tail])
+    hashes = ArrivalHashes(store)
+    _one_after_another(hashes, ALICE, full[:2])
+    assert _upload(hashes, ALICE, [tail, full[2]], [tail, full[2]]) == 1
+    assert [slot.xorb_hash for slot in hashes._sequences[ALICE].slots][-2:] == [tail.hash, full[2].hash]
+    assert hashes.take(ALICE, [_whole(x) for x in [*full, tail]]) == hashlib.sha256(data).hexdigest()

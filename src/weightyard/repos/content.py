@@ -426,11 +426,15 @@ class ContentStore:
         if blob is None:
             return None
         info = unpack_chunk_table(xorb_hash, bytes(blob))
+        self._remember_info(info)
+        return info
+
+    def _remember_info(self, info: XorbInfo) -> None:
         with self._lock:
-            self._infos[xorb_hash] = info
+            self._infos[info.hash] = info
+            self._infos.move_to_end(info.hash)
             if len(self._infos) > _INFO_CACHE_SIZE:
                 self._infos.popitem(last=False)
-        return info
 
     def xorb_size(self, xorb_hash: bytes) -> int | None:
         """The stored length of a xorb's object, None when it is not stored."""
@@ -482,6 +486,7 @@ class ContentStore:
             if created:
                 self._withdraw(XORBS, name, tables.xet_xorbs.c.hash)
             raise
+        self._remember_info(info)  # the shard that follows checks its files against this table
         return not known
 
     def _record_xorb(self, info: XorbInfo, name: str, user_id: int | None, now: datetime.datetime) -> bool:

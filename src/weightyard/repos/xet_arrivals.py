@@ -42,6 +42,7 @@ from typing import Any
 
 from weightyard.repos.content import ContentStore
 from weightyard.xet import READ_WINDOW, FileTerm, XorbInfo, is_global_dedup_eligible
+from weightyard.xet.xorb import MAX_CHUNK_LEN, MAX_XORB_CHUNKS, MAX_XORB_RAW_LEN
 
 # Uploaders followed at once (the least recently active is dropped), and xorbs followed per uploader
 # (64 MiB each: 256 GiB of one upload, past which the shard hashes the file itself).
@@ -50,6 +51,13 @@ MAX_XORBS = 4096
 # How long a shard waits for the background hash to reach the end of its file before hashing it itself:
 # the background is at most a few xorbs behind, each hashed in well under a second.
 CATCH_UP_S = 30.0
+# The client closes a xorb when the next chunk would take it past 64 MiB or 8192 chunks, or at the end of the
+# file: a xorb of fewer bytes and chunks than that is a file's tail.
+FULL_XORB_RAW_LEN = MAX_XORB_RAW_LEN - MAX_CHUNK_LEN
+
+
+def _is_tail(info: XorbInfo) -> bool:
+    return len(info.chunks) < MAX_XORB_CHUNKS and info.raw_len <= FULL_XORB_RAW_LEN
 
 
 @dataclass
@@ -90,8 +98,14 @@ class ArrivalHashes:
             if sequence.broken:
                 return None
             # No later xorb can take the running hash before this one is stored: its states are not all there.
-            slot = _Slot(xorb_hash, inline=len(sequence.states) == len(sequence.slots))
-            sequence.slots.append(slot)
+            place = len(sequence.slots) - 1 if _tail_to_move(sequence, len(sequence.slots) - 1) else None
+            slot = _Slot(
+                xorb_hash, inline=len(sequence.states) == (len(sequence.slots) if place is None else place)
+            )
+            if place is None:
+                sequence.slots.append(slot)
+            else:
+                sequence.slots.insert(place, slot)  # ahead of the file's tail, which began before it
             return sequence.state.update if slot.inline else None
 
     def queried(self, user_id: int, chunk_hash: bytes) -> None:
@@ -142,7 +156,11 @@ class ArrivalHashes:
             for index, slot in enumerate(sequence.slots):
                 if slot.xorb_hash == xorb_hash and slot.info is None:
                     slot.info = info
-                    if slot.inline:
+                    if _tail_to_move(sequence, index):
+                        # The file's tail, stored while xorbs begun after it are still arriving: those come
+                        # before it in the file, so it goes to the end, to be hashed after them.
+                        sequence.slots.append(sequence.slots.pop(index))
+                    elif slot.inline:
                         # Hashed whole as it arrived (`began`), every xorb before it first.
                         if len(sequence.states) != index:
                             sequence.broken = True
@@ -235,6 +253,23 @@ class ArrivalHashes:
             if index < len(sequence.slots) and sequence.slots[index].info is not None:
                 return sequence, sequence.slots[index]
         return None
+
+
+def _tail_to_move(sequence: _Sequence, index: int) -> bool:
+    """Whether the xorb at `index` is a single file's tail that began before xorbs that precede it in the
+    file (the stock client often starts the short last xorb before the full one ahead of it), and can still
+    move behind them: stored, short, not hashed yet, and the only short one of the sequence so far (a
+    single file's xorbs are all full but its last). A wrong guess costs only the hashing at the shard
+    (`take` matches the file's terms against the order); a right one leaves the shard nothing to hash."""
+    if not 0 <= index < len(sequence.slots) or sequence.broken or len(sequence.states) > index:
+        return False
+    if sequence.hashing and len(sequence.states) == index:
+        return False  # the background is hashing it now
+    slot = sequence.slots[index]
+    if slot.info is None or slot.inline or not _is_tail(slot.info):
+        return False
+    others = sequence.slots[:index] + sequence.slots[index + 1 :]
+    return not any(other.info is not None and _is_tail(other.info) for other in others)
 
 
 def _prefix(sequence: _Sequence, terms: Sequence[FileTerm]) -> int:
