@@ -120,7 +120,7 @@ def serve(
     ] = 1,
 ) -> None:
     """Run the hub: the Hugging Face Hub protocol on http://HOST:PORT."""
-    from weightyard.server import HubApp, limit_malloc_arenas, uvicorn_config
+    from weightyard.server import HubApp, freeze_start_up, limit_malloc_arenas, uvicorn_config
 
     limit_malloc_arenas()  # before the hub and the server start their threads
     import uvicorn
@@ -141,6 +141,7 @@ def serve(
     url = f"http://{host}:{port}"
     if workers == 1:
         config = uvicorn_config(create_app(hub), settings, log_level="warning", access_log=False)
+        freeze_start_up()
         server = uvicorn.Server(config)
         threading.Thread(
             target=_announce,
