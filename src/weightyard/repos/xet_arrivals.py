@@ -7,8 +7,9 @@ xorbs, during which the hub had a core to spare. So each uploader's xorbs are ha
 uploads began (the order the client makes them in: it packs a file's chunks into xorbs front to back), by
 one background thread as soon as each is stored, and the hash state after each xorb is kept. A file whose
 terms begin with the first whole xorbs of that sequence, as a single file's upload does, then needs only its
-remaining terms hashed when the shard comes: the client's last, short xorb often begins its upload before
-the full one ahead of it, so that one and the tail are hashed then, the rest is done.
+remaining terms hashed when the shard comes. The client's last, short xorb often begins its upload before
+the full one ahead of it: that tail moves behind the xorbs begun after it while it can (`_tail_to_move`), so
+the sequence keeps the file's order and the shard usually finds the whole file hashed.
 
 A xorb whose upload begins once every xorb before it in the sequence is hashed (the client sends one xorb
 after another: each begins as the last is answered) is hashed as it arrives instead, from the chunks the
