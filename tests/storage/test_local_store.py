@@ -16,6 +16,7 @@ import pytest
 from tests.page_cache import cached_pages
 
 from weightyard.storage import BLOBS, XORBS, LocalObjectStore, local
+from weightyard.storage.local import LocalScratchFile
 
 
 def _put(store: LocalObjectStore, data: bytes) -> str:
@@ -236,16 +237,22 @@ def _chunk_ranges(total: int, seed: int) -> list[tuple[int, int]]:
     return [(start, size) for start, size in ranges if size > 0 and start + size <= total]
 
 
-def test_a_scratch_file_written_around_the_cache_is_read_back_around_it_by_windows(tmp_path: Path) -> None:
-    store = LocalObjectStore(tmp_path / "blobs")
-    data = random.Random(11).randbytes(9 * 1024 * 1024 + 4321)  # more than two read-back windows
+def _scratch_of(tmp_path: Path, data: bytes) -> LocalScratchFile:
+    """A scratch file holding `data`: its whole pages from a page-aligned buffer, as the receive buffers are
+    (around the cache), the rest as bytes (through it, not yet written back)."""
     aligned = len(data) - len(data) % mmap.PAGESIZE
     buffer = mmap.mmap(-1, aligned)
     buffer[:] = data[:aligned]
-    scratch = store.scratch()
+    scratch = LocalObjectStore(tmp_path / "blobs").scratch()
+    scratch.write(memoryview(buffer))
+    scratch.write(data[aligned:])
+    return scratch
+
+
+def test_a_scratch_file_written_around_the_cache_is_read_back_around_it_by_windows(tmp_path: Path) -> None:
+    data = random.Random(11).randbytes(9 * 1024 * 1024 + 4321)  # more than two read-back windows
+    scratch = _scratch_of(tmp_path, data)
     try:
-        scratch.write(memoryview(buffer))
-        scratch.write(data[aligned:])  # the tail through the cache, not yet written back
         ranges = _chunk_ranges(len(data), 12)
         # Each view is checked before the next is taken: the window is reused.
         pairs = zip(scratch.read_back(ranges), ranges, strict=True)
@@ -258,11 +265,8 @@ def test_a_scratch_file_written_around_the_cache_is_read_back_around_it_by_windo
 def test_a_read_back_refused_around_the_cache_goes_through_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = LocalObjectStore(tmp_path / "blobs")
     data = random.Random(13).randbytes(5 * 1024 * 1024)
-    buffer = mmap.mmap(-1, len(data))
-    buffer[:] = data
-    scratch = store.scratch()
+    scratch = _scratch_of(tmp_path, data)
     refused = []
 
     def preadv(fd: int, buffers: list[Any], offset: int) -> int:
@@ -270,7 +274,6 @@ def test_a_read_back_refused_around_the_cache_goes_through_it(
         raise OSError(errno.EINVAL, "Invalid argument")  # what a file system that takes no O_DIRECT read says
 
     try:
-        scratch.write(memoryview(buffer))
         ranges = _chunk_ranges(len(data), 14)
         monkeypatch.setattr(local.os, "preadv", preadv)
         assert [bytes(view) for view in scratch.read_back(ranges)] == [data[s : s + n] for s, n in ranges]
@@ -281,14 +284,11 @@ def test_a_read_back_refused_around_the_cache_goes_through_it(
 
 
 def test_a_read_back_past_what_was_written_is_an_error(tmp_path: Path) -> None:
-    store = LocalObjectStore(tmp_path / "blobs")
-    buffer = mmap.mmap(-1, 2 * mmap.PAGESIZE)
-    buffer[:] = bytes(range(256)) * (len(buffer) // 256)
-    scratch = store.scratch()
+    size = 2 * mmap.PAGESIZE
+    scratch = _scratch_of(tmp_path, bytes(range(256)) * (size // 256))
     try:
-        scratch.write(memoryview(buffer))
         with pytest.raises(OSError, match="holds no 100 bytes"):
-            list(scratch.read_back([(0, 10), (len(buffer) - 50, 100)]))
+            list(scratch.read_back([(0, 10), (size - 50, 100)]))
     finally:
         scratch.discard()
 
