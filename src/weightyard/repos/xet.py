@@ -208,7 +208,7 @@ class XorbUpload:
         try:
             self._parser.feed(data)
         finally:
-            written.wait()
+            written.result()
         if self._size - self._synced >= XORB_SYNC_STEP:
             # Written back while the rest arrives, so the fsync before the answer waits only for the tail.
             self._scratch.sync()

@@ -39,6 +39,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import BinaryIO, Literal, Protocol
 
@@ -89,14 +90,6 @@ class ObjectWriter(Protocol):
         ...
 
 
-class PendingWrite(Protocol):
-    """A write that may still be under way in another thread."""
-
-    def wait(self) -> None:
-        """Return once the write is done, or raise its error."""
-        ...
-
-
 class ScratchFile(Protocol):
     """A local temporary file a request spools into before its bytes are verified (see `put_xorb`)."""
 
@@ -105,9 +98,9 @@ class ScratchFile(Protocol):
 
     def write(self, data: bytes | memoryview) -> None: ...
 
-    def begin_write(self, data: bytes | memoryview) -> PendingWrite:
+    def begin_write(self, data: bytes | memoryview) -> Future[None]:
         """`write`, possibly still under way in another thread when this returns (the caller checks the
-        bytes meanwhile); `wait` on the result before `data` changes or the next write begins."""
+        bytes meanwhile); have the future's `result` before `data` changes or the next write begins."""
         ...
 
     def sync(self) -> None:

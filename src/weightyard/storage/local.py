@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from weightyard.errors import BlobNotFound, ContentMismatch, NotFound
-from weightyard.storage.base import BlobInfo, PendingWrite, ScratchFile, StoredObject
+from weightyard.storage.base import BlobInfo, ScratchFile, StoredObject
 
 # Bytes handed to the disk thread at once; a few of these in flight bound the writer's memory.
 _WRITE_QUEUE_DEPTH = 4
@@ -69,29 +69,14 @@ _READ_BACK_WINDOW = 4 * 1024 * 1024
 # A batch this large is written by a disk thread while the receiving thread hashes it (see
 # `_AlignedWrites.begin`): the disk and sha256 then take their time side by side, not one after the other.
 _OVERLAP_FROM = 256 * 1024
-_DISK_THREADS = 8
-_disk_pool: ThreadPoolExecutor | None = None
-_disk_pool_lock = threading.Lock()
+# The threads that write those batches, shared by every upload (they start as the first writes need them).
+_DISK_WRITES = ThreadPoolExecutor(max_workers=8, thread_name_prefix="disk-write")
 
 
-def _disk_threads() -> ThreadPoolExecutor:
-    global _disk_pool
-    with _disk_pool_lock:
-        if _disk_pool is None:
-            _disk_pool = ThreadPoolExecutor(max_workers=_DISK_THREADS, thread_name_prefix="disk-write")
-        return _disk_pool
-
-
-class _PendingWrite:
-    """A write begun by `_AlignedWrites.begin` (a `PendingWrite`): `wait` returns once it is done, or raises
-    its error. The buffer written from must not change before then."""
-
-    def __init__(self, future: Future[None] | None) -> None:
-        self._future = future
-
-    def wait(self) -> None:
-        if self._future is not None:
-            self._future.result()
+def _done() -> Future[None]:
+    future: Future[None] = Future()
+    future.set_result(None)
+    return future
 
 
 # How long completing an upload waits for the background hash of its last parts (a few parts of 64 MiB, well
@@ -301,7 +286,7 @@ class StagedPartWriter:
             if self._owns_hash:
                 self._staged._hash.update(data)
         finally:
-            written.wait()
+            written.result()
         self.received += len(data)
         if self._owns_hash and self.received == self.expected:
             # Every byte hashed: the hash goes on to the next part now, not after this one's fdatasync.
@@ -366,13 +351,13 @@ class _AlignedWrites:
         self._fd = fd
         self._direct = _open_direct(path) if path is not None else -1
 
-    def begin(self, data: bytes | memoryview, position: int) -> PendingWrite:
-        """`pwrite_all`, in a disk thread for a large batch (the caller hashes it meanwhile); `wait` on what
-        is returned before the buffer changes, whatever happens in between."""
+    def begin(self, data: bytes | memoryview, position: int) -> Future[None]:
+        """`pwrite_all`, in a disk thread for a large batch (the caller hashes it meanwhile); the `result` of
+        what is returned must be had before the buffer changes, whatever happens in between."""
         if len(data) < _OVERLAP_FROM:
             self.pwrite_all(data, position)
-            return _PendingWrite(None)
-        return _PendingWrite(_disk_threads().submit(self.pwrite_all, data, position))
+            return _done()
+        return _DISK_WRITES.submit(self.pwrite_all, data, position)
 
     def pwrite_all(self, data: bytes | memoryview, position: int) -> None:
         view = memoryview(data)
@@ -403,30 +388,26 @@ class _AlignedWrites:
             self._direct = -1
 
 
-def _open_direct(path: Path) -> int:
-    """A second descriptor of the file, for writes around the page cache (O_DIRECT); -1 where it cannot be
-    had (a file system that refuses it, a system without O_DIRECT). A part writer writes through it only
-    while its locked descriptor is open (see `StagedBlob._open_unsealed`)."""
+def _open_direct(path: Path, mode: int = os.O_WRONLY) -> int:
+    """A second descriptor of the file, for writes (or with `os.O_RDONLY`, reads) around the page cache
+    (O_DIRECT); -1 where it cannot be had (a file system that refuses it, a system without O_DIRECT). A part
+    writer writes through it only while its locked descriptor is open (see `StagedBlob._open_unsealed`)."""
     if not _O_DIRECT:
         return -1
     try:
-        return os.open(path, os.O_WRONLY | _O_DIRECT)
-    except OSError:  # refused here, or out of descriptors: the part goes through the page cache
+        return os.open(path, mode | _O_DIRECT)
+    except OSError:  # refused here, or out of descriptors: the bytes go through the page cache
         return -1
 
 
-def _open_read_direct(path: Path) -> int:
-    """A descriptor reading `path` around the page cache, or -1 where it cannot be had."""
-    try:
-        return os.open(path, os.O_RDONLY | _O_DIRECT)
-    except OSError:
-        return -1
+def _missing(offset: int, size: int) -> OSError:
+    return OSError(f"the scratch file holds no {size} bytes at {offset}")
 
 
 def _pread_exact(fd: int, offset: int, size: int) -> bytes:
     data = os.pread(fd, size, offset)
     if len(data) != size:
-        raise OSError(f"the scratch file holds no {size} bytes at {offset}")
+        raise _missing(offset, size)
     return data
 
 
@@ -734,9 +715,9 @@ class LocalScratchFile:
         return self._size
 
     def write(self, data: bytes | memoryview) -> None:
-        self.begin_write(data).wait()
+        self.begin_write(data).result()
 
-    def begin_write(self, data: bytes | memoryview) -> PendingWrite:
+    def begin_write(self, data: bytes | memoryview) -> Future[None]:
         pending = self._writes.begin(data, self._size)
         self._size += len(data)
         return pending
@@ -748,7 +729,7 @@ class LocalScratchFile:
         """Written around the cache, the bytes come from the disk the same way: windows of a few MiB read
         with O_DIRECT into one map, each range a view of it (valid until the next is taken), instead of a
         read into fresh page-cache pages and a copy for every range."""
-        direct = _open_read_direct(self.path) if self._writes.direct else -1
+        direct = _open_direct(self.path, os.O_RDONLY) if self._writes.direct else -1
         cached = os.open(self.path, os.O_RDONLY)
         try:
             window = memoryview(mmap.mmap(-1, _READ_BACK_WINDOW)) if direct >= 0 else None  # page-aligned
@@ -768,7 +749,7 @@ class LocalScratchFile:
                         yield _pread_exact(cached, offset, size)
                         continue
                     if offset + size > held + count:
-                        raise OSError(f"the scratch file holds no {size} bytes at {offset}")
+                        raise _missing(offset, size)
                 yield window[offset - held : offset - held + size]
         finally:
             os.close(cached)
