@@ -187,26 +187,25 @@ def _parse_header(
     """`(payload length, scheme, uncompressed length)` of the chunk header at `raw[at:at + 8]`, checked;
     `offset` is where it lies in the body, for the error. Runs for every chunk: one unpack, a few shifts."""
     (word,) = _U64.unpack_from(raw, at)
-    payload_len = (word >> 8) & 0xFFFFFF
-    scheme = _SCHEMES.get((word >> 32) & 0xFF)
-    length = word >> 40
-    if (
-        word & 0xFF != CHUNK_FORMAT_VERSION
-        or scheme is None
-        or not 0 < length <= MAX_CHUNK_LEN
-        or not 0 < payload_len <= MAX_COMPRESSED_CHUNK_LEN
-    ):
-        raise _header_error(word, offset)
-    return payload_len, scheme, length
-
-
-def _header_error(word: int, offset: int) -> InvalidXorb:
-    version, payload_len, scheme, length = (
+    version, payload_len, scheme_byte, length = (
         word & 0xFF,
         (word >> 8) & 0xFFFFFF,
         (word >> 32) & 0xFF,
         word >> 40,
     )
+    scheme = _SCHEMES.get(scheme_byte)
+    if (
+        version != CHUNK_FORMAT_VERSION
+        or scheme is None
+        or not 0 < length <= MAX_CHUNK_LEN
+        or not 0 < payload_len <= MAX_COMPRESSED_CHUNK_LEN
+    ):
+        raise _header_error(offset, version, scheme_byte, length, payload_len)
+    return payload_len, scheme, length
+
+
+def _header_error(offset: int, version: int, scheme: int, length: int, payload_len: int) -> InvalidXorb:
+    """Which check of `_parse_header` the header at `offset` fails, in words."""
     where = f"chunk header at offset {offset}"
     if version != CHUNK_FORMAT_VERSION:
         return InvalidXorb(
@@ -424,7 +423,6 @@ def iter_chunk_data(serialized: bytes | memoryview, first_offset: int = 0) -> It
 # A compact chunk table for the server's index, 41 bytes a chunk: hash, length, serialized end and scheme;
 # the offsets follow from running sums.
 _TABLE_ENTRY = struct.Struct("<32sIIB")
-_SCHEME_VALUES = frozenset(CompressionScheme)
 
 
 def pack_chunk_table(info: XorbInfo) -> bytes:
@@ -439,10 +437,10 @@ def unpack_chunk_table(xorb: bytes, blob: bytes) -> XorbInfo:
     chunks: list[XorbChunk] = []
     start = raw_offset = 0
     for hash_value, length, end, scheme in _TABLE_ENTRY.iter_unpack(blob):
-        valid = 0 < length <= MAX_CHUNK_LEN and end > start + CHUNK_HEADER_LEN and scheme in _SCHEME_VALUES
+        valid = 0 < length <= MAX_CHUNK_LEN and end > start + CHUNK_HEADER_LEN and scheme in _SCHEMES
         if not valid:
             raise CorruptXorb(f"chunk table entry {len(chunks)} of xorb {hash_to_string(xorb)} is invalid")
-        chunks.append(XorbChunk(hash_value, length, raw_offset, start, end, CompressionScheme(scheme)))
+        chunks.append(XorbChunk(hash_value, length, raw_offset, start, end, _SCHEMES[scheme]))
         start, raw_offset = end, raw_offset + length
     return XorbInfo(xorb, tuple(chunks))
 
