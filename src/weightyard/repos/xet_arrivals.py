@@ -99,14 +99,12 @@ class ArrivalHashes:
             if sequence.broken:
                 return None
             # No later xorb can take the running hash before this one is stored: its states are not all there.
-            place = len(sequence.slots) - 1 if _tail_to_move(sequence, len(sequence.slots) - 1) else None
-            slot = _Slot(
-                xorb_hash, inline=len(sequence.states) == (len(sequence.slots) if place is None else place)
-            )
-            if place is None:
-                sequence.slots.append(slot)
-            else:
-                sequence.slots.insert(place, slot)  # ahead of the file's tail, which began before it
+            # A file's tail that began before this one (and is stored) stays behind it.
+            place = len(sequence.slots)
+            if _tail_to_move(sequence, place - 1):
+                place -= 1
+            slot = _Slot(xorb_hash, inline=len(sequence.states) == place)
+            sequence.slots.insert(place, slot)
             return sequence.state.update if slot.inline else None
 
     def queried(self, user_id: int, chunk_hash: bytes) -> None:
