@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from huggingface_hub import HfApi
-from tests.support import Server, weightyard_cli
+from tests.support import Server, weightyard_cli, weightyard_environment
 
 # What a pull of make_model's push holds: its files and the .gitattributes every new repo starts with.
 PULLED = [".gitattributes", "config.json", "sub", "sub/vocab.txt"]
@@ -255,3 +258,108 @@ def test_pull_force_never_replaces_the_home_folder(server: Server, repo_name: st
     refused = weightyard_cli("pull", repo_name, "--to", str(home), "--force", env=env)
     assert "refusing to replace" in assert_one_line_error(refused, 2)
     assert (home / "documents").is_dir()
+
+
+# Runs the CLI (argv after the first argument), then writes to the file named first what of the client library
+# the process had imported.
+_IMPORTS_AT_EXIT = """
+import atexit, sys
+from pathlib import Path
+
+out = Path(sys.argv[1])
+atexit.register(
+    lambda: out.write_text(
+        repr(sorted(n for n in sys.modules if n.split(".")[0] in ("huggingface_hub", "httpx", "httpx2")))
+    )
+)
+sys.argv = ["weightyard", *sys.argv[2:]]
+from weightyard.cli import main
+main()
+"""
+
+
+def test_a_push_over_plain_http_commits_every_kind_of_file_without_the_client_library(
+    server: Server, repo_name: str, tmp_path: Path
+) -> None:
+    # A new private repo on a new branch: the repo is created, the branch made, the small files' upload modes
+    # asked (text goes inside the commit, a binary file as an object of its own), the large file sent through
+    # a session, and the commit made, all on push's own connections.
+    folder = make_model(tmp_path / "m")
+    files = {
+        "tiny.bin": bytes(range(256)) * 40,
+        "weights.bin": os.urandom(10 * 1024 * 1024 + 3),
+        'naïve "name".txt': b"a quoted name, not in ASCII\n",
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    imported = tmp_path / "imported.txt"
+    options = ["--revision", "dev", "--private"]
+    ran = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_AT_EXIT, str(imported), "push", str(folder), repo_name, *options],
+        env=weightyard_environment({**client_env(server), "COLUMNS": "200"}),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert imported.read_text() == "[]"
+    api = HfApi(endpoint=server.url, token=server.token)
+    assert api.model_info(repo_name).private
+    listed = {entry.path: entry for entry in api.list_repo_tree(repo_name, revision="dev", recursive=True)}
+    assert listed["tiny.bin"].lfs is not None and listed["weights.bin"].lfs is not None
+    assert listed['naïve "name".txt'].lfs is None and listed["config.json"].lfs is None
+    for name, data in {**files, "config.json": b'{"model_type": "bert"}'}.items():
+        fetched = api.hf_hub_download(repo_name, name, revision="dev", cache_dir=tmp_path / "cache")
+        assert Path(fetched).read_bytes() == data, name
+    heads = {branch.name: branch.target_commit for branch in api.list_repo_refs(repo_name).branches}
+    assert ran.stdout.strip() == f"Pushed {folder} to {repo_name}@dev: commit {heads['dev']}"
+
+
+def test_a_small_file_that_changes_size_before_the_commit_is_sent_commits_nothing(
+    server: Server, repo_name: str, tmp_path: Path
+) -> None:
+    from weightyard.cli.commit import HubRepo, Inline
+    from weightyard.cli.transfer import TransferRefused
+
+    path = tmp_path / "notes.txt"
+    path.write_text("announced\n")
+    HfApi(endpoint=server.url, token=server.token).create_repo(repo_name)
+    hub = HubRepo(server.url, {"Authorization": f"Bearer {server.token}"}, repo_name)
+    try:
+        with pytest.raises(TransferRefused, match="changed while it was being pushed"):
+            hub.commit("main", "the file grew", [Inline(path, "notes.txt", path.stat().st_size - 1)], [])
+        commit = hub.commit("main", "the file as it is", [Inline(path, "notes.txt", path.stat().st_size)], [])
+    finally:
+        hub.close()
+    history = HfApi(endpoint=server.url, token=server.token).list_repo_commits(repo_name)
+    assert [entry.title for entry in history][:2] == ["the file as it is", "initial commit"]
+    assert history[0].commit_id == commit
+
+
+def test_an_answer_longer_than_push_reads_is_refused_not_cut(tmp_path: Path) -> None:
+    from weightyard.cli.transfer import Calls, TransferRefused
+
+    class Long(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"padding": "x" * (2 * 1024 * 1024)}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    listener = ThreadingHTTPServer(("127.0.0.1", 0), Long)
+    threading.Thread(target=listener.serve_forever, daemon=True).start()
+    calls = Calls(f"http://127.0.0.1:{listener.server_port}")
+    try:
+        answer = calls.get(f"http://127.0.0.1:{listener.server_port}/api/models/a/b", {})
+        assert answer.status_code == 200
+        with pytest.raises(TransferRefused, match="is over 1048576 bytes"):
+            answer.json()
+    finally:
+        calls.close()
+        listener.shutdown()
+        listener.server_close()

@@ -433,7 +433,7 @@ def test_to_a_hub_on_this_machine_each_part_starts_once_the_one_before_is_sent_w
     oid = hashlib.sha256(data).hexdigest()
     grant = _session(hub, repo, len(data))
     assert transfer._on_this_machine(grant["parts"][0])
-    calls = transfer._Calls(grant["complete"])
+    calls = transfer.Calls(grant["complete"])
     try:
         sent = transfer._send_session(calls, grant, path, len(data), _done(oid), lambda n: None, None)
     finally:

@@ -29,6 +29,8 @@ from weightyard.formatting import human_size
 from weightyard.validation import check_path, check_repo_id
 
 if TYPE_CHECKING:
+    from weightyard.cli.commit import HubRepo
+
     # pull's and `hub trust`'s (they load the provenance code): imported where used, not for every command
     from weightyard.cli.known_hubs import TrustedKey
 
@@ -36,10 +38,6 @@ DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
 # Files this size and larger are sent by `push` itself, through an upload session (the hub's default LFS
 # threshold, `Settings.lfs_threshold`); smaller ones go inline with the commit or through the stock client.
 LFS_THRESHOLD = 10 * 1024 * 1024
-# A commit answered 503 ScanPending is sent again this many times in all, waiting the hub's Retry-After
-# (at most this many seconds) in between.
-_COMMIT_TRIES = 12
-_MAX_RETRY_AFTER_S = 30
 # Files that describe a local download, not the model.
 _SKIPPED_DIRS = {".git", ".cache"}
 
@@ -256,27 +254,6 @@ def _local_files(folder: Path) -> list[tuple[Path, str]]:
     return files
 
 
-def _ensure_repo(api: Any, repo: str, private: bool) -> str | None:
-    """Create `repo` if it is missing; make an existing public repo private when `private` is asked for.
-    Returns a note for the user when an existing repo was changed."""
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
-
-    try:
-        info = api.repo_info(repo)
-    except RepositoryNotFoundError:
-        try:
-            api.create_repo(repo, private=private)
-            return None
-        except HfHubHTTPError as exc:
-            if exc.response.status_code != 409:  # 409: created meanwhile by someone else; check it below
-                raise
-        info = api.repo_info(repo)
-    if private and not info.private:
-        api.update_repo_settings(repo, private=True)
-        return f"{repo} was public and is now private"
-    return None
-
-
 class _PushStopped(Exception):
     """Raised inside the hashing thread once the push it hashes for has failed."""
 
@@ -343,8 +320,11 @@ def _commit_files(
 ) -> str:
     """Commit files being hashed (`pending`: path, path in the repo, progress task, future sha256).
 
-    Large files start on their way at once, in a thread of their own, while this one loads the client
-    library and checks the repo (on a repo the hub does not have yet, they wait for it to be created)."""
+    Large files start on their way at once, in a thread of their own, while this one checks the repo (on a
+    repo the hub does not have yet, they wait for it to be created)."""
+    from weightyard.cli.commit import HubRepo
+    from weightyard.cli.transfer import TransferRefused
+
     url = _client_endpoint(endpoint)
     headers = {"User-Agent": f"weightyard/{__version__}"}
     secret = _token(token)
@@ -352,23 +332,26 @@ def _commit_files(
         headers["Authorization"] = f"Bearer {secret}"
     large = [item for item in pending if item[0].stat().st_size >= LFS_THRESHOLD]
     repo_checked, cancel = threading.Event(), threading.Event()
+    hub = HubRepo(url, headers, repo)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="send") as sender:
         sent = sender.submit(_send_files, url, headers, repo, large, progress, sending, cancel, repo_checked)
         try:
             try:
-                api = _api(endpoint, token)
-                note = _ensure_repo(api, repo, private)
+                note = hub.ensure(private)
                 if note:
                     console.print(note)
                 if revision != "main":
-                    api.create_branch(repo, branch=revision, exist_ok=True)
+                    hub.create_branch(revision)
             finally:
                 repo_checked.set()
             with progress:
                 sent.result()
-                return _commit(api, repo, revision, message, progress, pending)
+                return _commit(hub, url, headers, repo, revision, message, progress, pending, sending, cancel)
+        except TransferRefused as exc:
+            raise fail(str(exc)) from None
         finally:
             cancel.set()  # after a failure: whatever is still being sent stops at its next read
+            hub.close()
 
 
 def _send_files(
@@ -379,9 +362,9 @@ def _send_files(
     progress: Progress,
     sending: set[TaskID],
     cancel: threading.Event,
-    repo_checked: threading.Event,
+    repo_checked: threading.Event | None,
 ) -> None:
-    """Send the files from the LFS threshold up, one after the other (see `transfer.upload_file`)."""
+    """Send files as objects of their own, one after the other (see `transfer.upload_file`)."""
     from weightyard.cli.transfer import TransferRefused, upload_file
 
     for path, path_in_repo, task, digest in large:
@@ -395,45 +378,47 @@ def _send_files(
 
 
 def _commit(
-    api: Any,
+    hub: HubRepo,
+    url: str,
+    headers: dict[str, str],
     repo: str,
     revision: str,
     message: str,
     progress: Progress,
     pending: list[tuple[Path, str, TaskID, Future[str]]],
+    sending: set[TaskID],
+    cancel: threading.Event,
 ) -> str:
-    from huggingface_hub import CommitOperationAdd
+    """Commit every pending file: the large ones are on the hub; of the small ones, those the hub wants as
+    objects of their own (`lfs`: binary) are sent first, the others go inside the commit."""
+    from weightyard.cli.commit import Inline, Stored
 
-    operations = []
-    for path, path_in_repo, task, digest in pending:
-        operation = CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=str(path))
-        operation.upload_info.sha256 = bytes.fromhex(digest.result())  # known: the client need not hash again
-        operations.append(operation)
-        if operation.upload_info.size < LFS_THRESHOLD:
-            progress.reset(task, description=path_in_repo, total=operation.upload_info.size)
+    small = [item for item in pending if item[0].stat().st_size < LFS_THRESHOLD]
+    candidates = {
+        path_in_repo: Inline(path, path_in_repo, path.stat().st_size) for path, path_in_repo, *_ in small
+    }
+    modes = hub.upload_modes(revision, list(candidates.values())) if candidates else {}
+    _send_files(
+        url,
+        headers,
+        repo,
+        [item for item in small if modes[item[1]] == "lfs"],
+        progress,
+        sending,
+        cancel,
+        None,
+    )
+    inline = [candidates[item[1]] for item in small if modes[item[1]] == "regular"]
+    stored = [
+        Stored(path_in_repo, digest.result(), path.stat().st_size)
+        for path, path_in_repo, _, digest in pending
+        if path_in_repo not in candidates or modes[path_in_repo] == "lfs"
+    ]
     try:
-        info = _commit_once_scanned(api, repo, operations, message, revision)
+        return hub.commit(revision, message, inline, stored)
     finally:
         for shown in progress.tasks:
             progress.update(shown.id, completed=shown.total)
-    return str(info.oid)
-
-
-def _commit_once_scanned(api: Any, repo: str, operations: list[Any], message: str, revision: str) -> Any:
-    """`create_commit`, sent again after the hub's `Retry-After` while it answers 503 ScanPending (the scans
-    of files just uploaded are still running; docs/scanning.md), a bounded number of times."""
-    from huggingface_hub.errors import HfHubHTTPError
-
-    for _ in range(_COMMIT_TRIES - 1):
-        try:
-            return api.create_commit(repo, operations=operations, commit_message=message, revision=revision)
-        except HfHubHTTPError as exc:
-            response = exc.response
-            if response is None or response.headers.get("x-error-code") != "ScanPending":
-                raise
-            delay = response.headers.get("retry-after", "")
-            time.sleep(min(int(delay) if delay.isdigit() else 1, _MAX_RETRY_AFTER_S))
-    return api.create_commit(repo, operations=operations, commit_message=message, revision=revision)
 
 
 @app.command()

@@ -7,7 +7,7 @@ a hub on this machine in order, each once the one before it is on the wire) whil
 hashes the file (`sha256_of_file`, started by `push` before anything else). Once the hash is known, and
 parts are still to be sent, the hub is asked whether it already holds that content; if it does, sending
 stops. Over plain HTTP with no proxy, the session's requests and parts go on connections of our own
-(`_Calls`, `_put_direct`: the standard library's `http.client`, the parts by `sendfile`); else through the
+(`Calls`, `_put_direct`: the standard library's `http.client`, the parts by `sendfile`); else through the
 client library's session. A hub without sessions gets the LFS batch API once the hash is known, parts in
 parallel too. The commit itself stays with the stock client (`create_commit`), which finds these objects
 stored and sends only the commit.
@@ -27,8 +27,9 @@ import socket
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
@@ -148,8 +149,9 @@ def _direct(url: str) -> bool:
 
 # A connection's socket timeout: how long a send or a wait for the answer may stall.
 _DIRECT_TIMEOUT_S = 60.0
-# An answer to a part is a few hundred bytes; more is not read.
-_MAX_ANSWER = 64 * 1024
+# An answer is a few hundred bytes (a part, a session), a few tens of KB at most (the upload modes of a batch
+# of small files); more is not read.
+_MAX_ANSWER = 1024 * 1024
 
 
 def _dropped(sock: socket.socket) -> bool:
@@ -157,6 +159,15 @@ def _dropped(sock: socket.socket) -> bool:
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     return bool(poller.poll(0))
+
+
+class _Connection(http.client.HTTPConnection):
+    """A connection whose small writes (a request's headers, then its JSON body) go out at once, not held
+    back until the hub acknowledges the one before (Nagle's algorithm), as other HTTP clients do."""
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class _Connections:
@@ -176,7 +187,7 @@ class _Connections:
                 if (connection.host, connection.port) == (host, port) and sock and not _dropped(sock):
                     return connection
                 connection.close()
-        return http.client.HTTPConnection(host, port, timeout=_DIRECT_TIMEOUT_S)
+        return _Connection(host, port, timeout=_DIRECT_TIMEOUT_S)
 
     def give_back(self, connection: http.client.HTTPConnection) -> None:
         with self._lock:
@@ -200,11 +211,14 @@ class _Connections:
         except BaseException:
             connection.close()
             raise
-        if response.isclosed() and not response.will_close:
+        whole = response.isclosed()
+        if whole and not response.will_close:
             self.give_back(connection)
         else:
             connection.close()
-        return _Reply(response.status, response.headers, body, _refusal(response, method, parts.path, body))
+        refuse = _refusal(response, method, parts.path, body)
+        cut = None if whole else f"the hub's answer to {method} {parts.path} is over {_MAX_ANSWER} bytes"
+        return _Reply(response.status, response.headers, body, refuse, cut)
 
     def close(self) -> None:
         with self._lock:
@@ -262,27 +276,51 @@ def _server_message(response: http.client.HTTPResponse, body: bytes) -> str | No
 
 
 class _Reply:
-    """An answer of the hub to a JSON request, whichever way it went."""
+    """An answer of the hub to a JSON request, whichever way it went; `cut` says why its body was not read
+    whole (too long), None when it was."""
 
-    def __init__(self, status: int, headers: Any, body: bytes, refuse: Callable[[], None]) -> None:
+    def __init__(
+        self, status: int, headers: Any, body: bytes, refuse: Callable[[], None], cut: str | None = None
+    ) -> None:
         self.status_code = status
         self.headers = headers  # `.get(name)`, names in any case
         self._body = body
         self._refuse = refuse
+        self._cut = cut
 
     def json(self) -> Any:
-        return json.loads(self._body)
+        if self._cut is not None:
+            raise TransferRefused(self._cut)
+        try:
+            return json.loads(self._body)
+        except ValueError:
+            raise TransferRefused(f"the hub's answer is not JSON: {self._body[:80]!r}") from None
 
     def raise_for_status(self) -> None:
         if self.status_code >= 400:
             self._refuse()
 
 
-class _Calls:
-    """How one upload talks to the hub. Over plain HTTP with no proxy (`_direct`), on connections of our own
-    through the standard library: the session opens before the client library is even imported (about a
-    quarter of a second of start-up before the first byte, on two cores), and the parts go by `sendfile`.
-    Else through the client library's session (its proxy settings, its certificate checks)."""
+@dataclass(frozen=True)
+class Body:
+    """A request body: its length, its media type, and its bytes (`pieces()`: all of them, or an iterable of
+    pieces that adds up to `length`, made anew for each attempt)."""
+
+    length: int
+    media_type: str
+    pieces: Callable[[], bytes | Iterable[bytes]]
+
+    @classmethod
+    def of_json(cls, payload: object) -> Body:
+        data = json.dumps(payload).encode()
+        return cls(len(data), "application/json", lambda: data)
+
+
+class Calls:
+    """How push talks to the hub besides its parts. Over plain HTTP with no proxy (`_direct`), on connections
+    of our own through the standard library: a push over plain HTTP never imports the client library (about
+    a third of a second of CPU, on two cores taken from the hashing and sending beside it), and the parts go
+    by `sendfile`. Else through the client library's session (its proxy settings, its certificate checks)."""
 
     def __init__(self, url: str) -> None:
         self.direct = _direct(url)
@@ -296,11 +334,14 @@ class _Calls:
             self._session = get_session()
         return self._session
 
+    def get(self, url: str, headers: dict[str, str]) -> _Reply:
+        return self.request("GET", url, headers)
+
     def post(self, url: str, payload: object, headers: dict[str, str] | None = None) -> _Reply:
-        return self._call("POST", url, headers or {}, payload)
+        return self.request("POST", url, headers or {}, Body.of_json(payload))
 
     def delete(self, url: str) -> _Reply:
-        return self._call("DELETE", url, {}, None)
+        return self.request("DELETE", url, {})
 
     def put(self, url: str, content: Iterator[bytes], headers: dict[str, str]) -> Any:
         """A part through the client library (`_put_library`)."""
@@ -309,19 +350,24 @@ class _Calls:
     def close(self) -> None:
         self.connections.close()
 
-    def _call(self, method: str, url: str, headers: dict[str, str], payload: object) -> _Reply:
+    def request(self, method: str, url: str, headers: dict[str, str], body: Body | None = None) -> _Reply:
+        """One request, its answer read (at most _MAX_ANSWER bytes of it)."""
+        sent = dict(headers)
+        if body is not None:
+            sent["Content-Length"], sent["Content-Type"] = str(body.length), body.media_type
+        elif method != "GET":
+            sent["Content-Length"] = "0"
         if not self.direct:
-            response = self._library().request(method, url, headers=headers, json=payload)
+            response = self._library().request(
+                method, url, headers=sent, content=body.pieces() if body else None
+            )
             return _Reply(
                 response.status_code, response.headers, response.content, _library_refusal(response)
             )
-        body = b"" if payload is None else json.dumps(payload).encode()
-        sent = {**headers, "User-Agent": f"weightyard/{__version__}", "Content-Length": str(len(body))}
-        if payload is not None:
-            sent["Content-Type"] = "application/json"
+        sent["User-Agent"] = f"weightyard/{__version__}"
 
         def send(connection: http.client.HTTPConnection, target: str) -> None:
-            connection.request(method, target, body=body, headers=sent)
+            connection.request(method, target, body=body.pieces() if body else b"", headers=sent)
 
         try:
             return self.connections.exchange(method, url, send)
@@ -521,7 +567,7 @@ def upload_file(
     session is asked for again once `repo_checked` is set (the caller creates the repo meanwhile)."""
     before = _file_state(path)
     url = f"{endpoint}/api/{repo_type}/{repo_id}/uploads"
-    calls = _Calls(url)
+    calls = Calls(url)
     try:
         return _upload_file(
             calls,
@@ -542,7 +588,7 @@ def upload_file(
 
 
 def _upload_file(
-    calls: _Calls,
+    calls: Calls,
     endpoint: str,
     headers: dict[str, str],
     url: str,
@@ -591,7 +637,7 @@ def _upload_file(
 
 
 def _send_session(
-    calls: _Calls,
+    calls: Calls,
     grant: dict[str, Any],
     path: Path,
     size: int,
