@@ -9,8 +9,7 @@ parts are still to be sent, the hub is asked whether it already holds that conte
 stops. Over plain HTTP with no proxy, the session's requests and parts go on connections of our own
 (`Calls`, `_put_direct`: the standard library's `http.client`, the parts by `sendfile`); else through the
 client library's session. A hub without sessions gets the LFS batch API once the hash is known, parts in
-parallel too. The commit itself stays with the stock client (`create_commit`), which finds these objects
-stored and sends only the commit.
+parallel too. The commit that names these objects is `cli/commit.py`'s, through `Calls` as well.
 """
 
 from __future__ import annotations
