@@ -8,7 +8,7 @@ load, and reported as best and median, with the ratio to the anchor and the goal
 |---|---|---|
 | `upload_file`, new content, Xet (stock client) | `cp` + `sync FILE` | ≥ 0.30× |
 | `hf_hub_download` of a Xet-uploaded file | nginx → `curl -o FILE` | ≥ 0.60× |
-| `curl -o /dev/null`, Xet-uploaded file, 1st download (rebuilt; once) | nginx → same | ≥ 0.80× |
+| `curl -o /dev/null`, Xet-uploaded file, 1st download (rebuilt; a file each time) | nginx → same | ≥ 0.80× |
 | `curl -o /dev/null`, Xet-uploaded file, later downloads (whole copy) | nginx → same | ≥ 0.80× |
 | `curl -o /dev/null` of an LFS-uploaded file (whole blob) | nginx → `curl -o /dev/null` | ≥ 1.0× |
 | `weightyard push` (LFS multipart) | `cp` + `sync FILE` | ≥ 0.50× |
@@ -36,8 +36,10 @@ chunk re-hashed on a second thread ahead of the sender, payloads sent with sendf
 timed `--repeat` times alternately with nginx → /dev/null, and as often without the re-hash; anchor / bound is
 the best ratio a re-hashing server reached here, first download / bound how close the hub is.
 A plain-HTTP download of a Xet-uploaded file is rebuilt from its xorbs and makes the hub write a whole copy in
-the background (docs/xet.md, "Storage model"): the first `curl` is timed once, the later ones only once the
-copy is on disk (polled, bounded), and the time until it is there is reported as set-up.
+the background (docs/xet.md, "Storage model"): a file's first `curl` happens once, so each repetition times
+the first download of a file of its own (the others uploaded through Xet beforehand, untimed), each copy
+awaited before the next timing (polled, bounded); the later downloads are timed from the first file's copy,
+and the time until that copy was there is reported as set-up.
 Every upload sends content the hub has never seen (the file is regenerated), from a fresh client cache
 (`HF_HOME`), in a subprocess; `upload_file` and `hf_hub_download` are timed around the call (imports
 excluded), `weightyard push` and `curl` as whole commands. Page caches are warm, dirty pages are flushed
@@ -715,6 +717,16 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
             bench, bench.hub, f"admin/{kind}-download", path, **env
         ).seconds
         flush_disk()
+    # A file's first plain download happens once (it queues the whole copy that serves the later ones): each
+    # repetition after the first times the first download of a file of its own, uploaded through Xet here.
+    firsts = ["xet"] + [f"xet-first-{index}" for index in range(1, repeat)]
+    for kind in firsts[1:]:
+        path = bench.work / "upload" / f"{kind}.bin"
+        generate(path, bench.size)
+        hashes[kind] = sha256_of(path)
+        upload_file(bench, bench.hub, f"admin/{kind}-download", path)
+        path.unlink()
+        flush_disk()
     bench.note_memory("after the download set-up uploads")
     target = bench.work / "download.bin"
     hf, curl_xet, curl_lfs = rows["hf_download"], rows["curl_xet"], rows["curl_lfs"]
@@ -747,15 +759,21 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
                 "waiting on the hub)",
                 flush=True,
             )
-    # The first plain download is rebuilt from the xorbs and queues the whole copy: it happens once per file.
-    alternate(
-        0,
-        lambda: curl_xet.anchor.append(curl(f"{bench.nginx_url}/xet.bin", "/dev/null", bench.size)),
-        lambda: curl_xet.subject.append(curl(resolve("xet"), "/dev/null", bench.size)),
-    )
-    bench.once["whole copy of the Xet file on disk, after its first plain download"] = wait_for_copy(
-        bench, hashes["xet"]
-    )
+    # The first plain download is rebuilt from the xorbs and queues the whole copy, awaited before the next.
+    for index, kind in enumerate(firsts):
+        alternate(
+            index,
+            lambda: curl_xet.anchor.append(curl(f"{bench.nginx_url}/xet.bin", "/dev/null", bench.size)),
+            lambda: curl_xet.subject.append(curl(resolve(kind), "/dev/null", bench.size)),  # noqa: B023
+        )
+        copied = wait_for_copy(bench, hashes[kind])
+        if index == 0:
+            bench.once["whole copy of the Xet file on disk, after its first plain download"] = copied
+        print(
+            f"  download {index + 1}/{repeat}: curl Xet file, first download {curl_xet.subject[-1]:.2f} s "
+            f"(nginx {curl_xet.anchor[-1]:.2f} s)",
+            flush=True,
+        )
     measure_rebuild_bound(bench, hashes["xet"], repeat)
     curl_copy = rows["curl_copy"]
     for index in range(repeat):
@@ -971,11 +989,12 @@ def floor_json(row: Row, cores: int) -> dict[str, object] | None:
 
 def rebuild_table(bench: Bench, first: Row) -> list[str]:
     """The report's bound of the first plain download: the rebuild by bench/rebuild_bound.py, with the re-hash
-    and without, against the hub's one first download and nginx timed alternately with them."""
+    and without, against the hub's first downloads (best against best, median against median) and nginx timed
+    alternately with them."""
     bound = bench.rebuild
     if bound is None:
         return []
-    anchor, hub = bound.anchor, first.subject[0]
+    anchor, hub, hub_median = bound.anchor, min(first.subject), median(first.subject)
     lines = [
         "",
         f"bound of {first.label}: the same file rebuilt from the hub's xorbs by bench/rebuild_bound.py "
@@ -1001,7 +1020,7 @@ def rebuild_table(bench: Bench, first: Row) -> list[str]:
         best, mid = min(seconds), median(seconds)
         lines.append(
             f"| {label} | {best:.3f} s ({rate(bench.size, best)}) | {mid:.3f} s | {hub / best:.2f}× "
-            f"({hub / mid:.2f}×) | {min(anchor) / best:.2f}× ({median(anchor) / mid:.2f}×) | "
+            f"({hub_median / mid:.2f}×) | {min(anchor) / best:.2f}× ({median(anchor) / mid:.2f}×) | "
             f"≥ {first.goal:.2f}× | {what} |"
         )
     return lines
@@ -1016,8 +1035,8 @@ def rebuild_json(bench: Bench, first: Row) -> dict[str, object] | None:
         "seconds": bound.verified,
         "seconds_without_rehash": bound.unverified,
         "anchor_seconds": bound.anchor,
-        "first_download_seconds": first.subject[0],
-        "first_download_over_bound": first.subject[0] / min(bound.verified),
+        "first_download_seconds": first.subject,
+        "first_download_over_bound": min(first.subject) / min(bound.verified),
         "best_ratio": best_ratio,
         "best_ratio_without_rehash": min(bound.anchor) / min(bound.unverified),
         "goal_above_bound": first.goal > best_ratio,
@@ -1182,7 +1201,7 @@ def bench_size(size: int, groups: list[str], repeat: int, workdir: str | None) -
     if "download" in groups:
         rows["hf_download"] = Row("hf_hub_download (Xet)", "nginx → curl -o FILE", 0.60)
         rows["curl_xet"] = Row(
-            "curl -o /dev/null, Xet-uploaded, first download (rebuilt from xorbs; once)",
+            "curl -o /dev/null, Xet-uploaded, first download (rebuilt from xorbs; a file per repetition)",
             "nginx → /dev/null",
             0.80,
         )
