@@ -55,51 +55,51 @@ class HubRepo:
 
     def __init__(self, endpoint: str, headers: dict[str, str], repo: str) -> None:
         self.calls = Calls(endpoint)
-        self._endpoint = endpoint
-        self._headers = headers
-        self._repo = repo
+        self.endpoint = endpoint
+        self.headers = headers
+        self.repo = repo
 
     def close(self) -> None:
         self.calls.close()
 
     def _api(self, *parts: str) -> str:
-        return "/".join((f"{self._endpoint}/api/models/{self._repo}", *parts))
+        return "/".join((f"{self.endpoint}/api/models/{self.repo}", *parts))
 
     def ensure(self, private: bool) -> str | None:
         """Create the repo if it is missing; make an existing public repo private when `private` is asked
         for. Returns a note for the user when an existing repo was changed."""
         info = self._private()
         if info is None:
-            namespace, name = self._repo.split("/")
+            namespace, name = self.repo.split("/")
             created = self.calls.post(
-                f"{self._endpoint}/api/repos/create",
+                f"{self.endpoint}/api/repos/create",
                 {"name": name, "organization": namespace, "private": private},
-                self._headers,
+                self.headers,
             )
             if created.status_code != 409:  # 409: created meanwhile by someone else; checked below
                 created.raise_for_status()
                 return None
             info = self._private()
             if info is None:
-                raise TransferRefused(f"the hub says {self._repo} exists, and then that it does not")
+                raise TransferRefused(f"the hub says {self.repo} exists, and then that it does not")
         if private and not info:
             self.calls.request(
-                "PUT", self._api("settings"), self._headers, Body.of_json({"private": True})
+                "PUT", self._api("settings"), self.headers, Body.of_json({"private": True})
             ).raise_for_status()
-            return f"{self._repo} was public and is now private"
+            return f"{self.repo} was public and is now private"
         return None
 
     def _private(self) -> bool | None:
         """Whether the repo is private; None when the hub does not have it."""
-        answer = self.calls.get(self._api() + "?expand=private", self._headers)
+        answer = self.calls.get(self._api() + "?expand=private", self.headers)
         if answer.status_code == 404 and answer.headers.get("x-error-code") == "RepoNotFound":
             return None
         answer.raise_for_status()
-        return bool(answer.json().get("private"))
+        return bool(answer.fields().get("private"))
 
     def create_branch(self, branch: str) -> None:
         """Create `branch` from the default branch, unless it exists."""
-        answer = self.calls.post(self._api("branch", quote(branch, safe="")), {}, self._headers)
+        answer = self.calls.post(self._api("branch", quote(branch, safe="")), {}, self.headers)
         if answer.status_code != 409:
             answer.raise_for_status()
 
@@ -115,9 +115,12 @@ class HubRepo:
                     for item in batch
                 ]
             }
-            answer = self.calls.post(self._api("preupload", quote(revision, safe="")), payload, self._headers)
+            answer = self.calls.post(self._api("preupload", quote(revision, safe="")), payload, self.headers)
             answer.raise_for_status()
-            for item in answer.json().get("files", []):
+            listed = answer.fields().get("files")
+            for item in listed if isinstance(listed, list) else []:
+                if not isinstance(item, dict):
+                    continue
                 mode = "ignore" if item.get("shouldIgnore") else str(item.get("uploadMode"))
                 modes[str(item.get("path"))] = mode
         missing = [item.path_in_repo for item in files if modes.get(item.path_in_repo) not in _MODES]
@@ -144,14 +147,14 @@ class HubRepo:
         body = Body(length, "application/x-ndjson", pieces)
         url = self._api("commit", quote(revision, safe=""))
         for attempt in range(COMMIT_TRIES):
-            answer = self.calls.request("POST", url, self._headers, body)
+            answer = self.calls.request("POST", url, self.headers, body)
             pending = answer.status_code == 503 and answer.headers.get("x-error-code") == "ScanPending"
             if not pending or attempt == COMMIT_TRIES - 1:
                 break
             delay = str(answer.headers.get("retry-after") or "")
             time.sleep(min(int(delay) if delay.isdigit() else 1, MAX_RETRY_AFTER_S))
         answer.raise_for_status()
-        oid = answer.json().get("commitOid")
+        oid = answer.fields().get("commitOid")
         if not isinstance(oid, str):
             raise TransferRefused("the hub's answer to the commit names no commit")
         return oid

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
 # Files this size and larger are sent by `push` itself, through an upload session (the hub's default LFS
-# threshold, `Settings.lfs_threshold`); smaller ones go inline with the commit or through the stock client.
+# threshold, `Settings.lfs_threshold`); smaller ones go inside the commit, or through a session as well when
+# the hub asks for them as objects of their own (binary files).
 LFS_THRESHOLD = 10 * 1024 * 1024
 # Files that describe a local download, not the model.
 _SKIPPED_DIRS = {".git", ".cache"}
@@ -346,7 +347,7 @@ def _commit_files(
                 repo_checked.set()
             with progress:
                 sent.result()
-                return _commit(hub, url, headers, repo, revision, message, progress, pending, sending, cancel)
+                return _commit(hub, revision, message, progress, pending, sending, cancel)
         except TransferRefused as exc:
             raise fail(str(exc)) from None
         finally:
@@ -379,9 +380,6 @@ def _send_files(
 
 def _commit(
     hub: HubRepo,
-    url: str,
-    headers: dict[str, str],
-    repo: str,
     revision: str,
     message: str,
     progress: Progress,
@@ -398,17 +396,14 @@ def _commit(
         path_in_repo: Inline(path, path_in_repo, path.stat().st_size) for path, path_in_repo, *_ in small
     }
     modes = hub.upload_modes(revision, list(candidates.values())) if candidates else {}
-    _send_files(
-        url,
-        headers,
-        repo,
-        [item for item in small if modes[item[1]] == "lfs"],
-        progress,
-        sending,
-        cancel,
-        None,
-    )
-    inline = [candidates[item[1]] for item in small if modes[item[1]] == "regular"]
+    objects = [item for item in small if modes[item[1]] == "lfs"]
+    _send_files(hub.endpoint, hub.headers, hub.repo, objects, progress, sending, cancel, None)
+    inline = []
+    for _, path_in_repo, task, _ in small:
+        if modes[path_in_repo] == "regular":
+            inline.append(candidates[path_in_repo])
+            # the bar stops showing the hashing: the file is sent with the commit
+            progress.reset(task, description=path_in_repo, total=candidates[path_in_repo].size)
     stored = [
         Stored(path_in_repo, digest.result(), path.stat().st_size)
         for path, path_in_repo, _, digest in pending

@@ -295,6 +295,13 @@ class _Reply:
         except ValueError:
             raise TransferRefused(f"the hub's answer is not JSON: {self._body[:80]!r}") from None
 
+    def fields(self) -> dict[str, Any]:
+        """The JSON object the hub answered."""
+        value = self.json()
+        if not isinstance(value, dict):
+            raise TransferRefused(f"the hub's answer is not a JSON object: {self._body[:80]!r}")
+        return value
+
     def raise_for_status(self) -> None:
         if self.status_code >= 400:
             self._refuse()
