@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
+import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -343,3 +346,69 @@ def test_scan_path_without_recursion_stays_in_the_top_folder(tmp_path: Path) -> 
 )
 def test_callables_that_read_files_run_shells_or_evaluate_strings_are_unsafe(module: str, name: str) -> None:
     assert scan_file(evil(glob(module, name), s(CMD)), "x.pkl").verdict is Verdict.UNSAFE
+
+
+# A file of this size whose first opcode declares a string or bytes argument of all but its header: before the
+# bound, the walker read the argument whole (and decoded it), several hundred MB for one file.
+_DECLARED = 200 << 20
+# VmHWM, not getrusage's ru_maxrss, which a child inherits from the process that forked it.
+_PEAK_RSS = """
+import re, sys
+from pathlib import Path
+from weightyard.scan import scan_file
+report = scan_file(sys.argv[1], "file.bin")
+peak = re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text())
+print(report.verdict.value, int(peak[1]) // 1024)
+"""
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"X" + struct.pack("<I", _DECLARED),  # BINUNICODE
+        b"T" + struct.pack("<i", _DECLARED),  # BINSTRING
+        b"B" + struct.pack("<I", _DECLARED),  # BINBYTES
+        b"\x8e" + struct.pack("<Q", _DECLARED),  # BINBYTES8
+        proto(4) + b"\x8d" + struct.pack("<Q", _DECLARED),  # BINUNICODE8
+        b"\x8b" + struct.pack("<i", _DECLARED),  # LONG4
+        b"V",  # UNICODE: a protocol-0 line that never ends
+    ],
+    ids=["BINUNICODE", "BINSTRING", "BINBYTES", "BINBYTES8", "BINUNICODE8", "LONG4", "UNICODE-line"],
+)
+def test_a_length_the_file_declares_is_never_read_into_memory(tmp_path: Path, header: bytes) -> None:
+    path = tmp_path / "file.bin"
+    with path.open("wb") as out:
+        out.write(header)
+        out.truncate(_DECLARED + 64)  # the rest reads as zeros (no newline anywhere)
+    ran = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS, str(path)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert ran.returncode == 0, ran.stderr
+    verdict, peak_mb = ran.stdout.split()
+    assert verdict in {"unscannable", "suspicious", "safe"}
+    assert int(peak_mb) < 100, f"the scan peaked at {peak_mb} MB"
+
+
+def test_a_bytes_constant_past_the_bound_is_still_a_pickle_and_its_length_still_counts() -> None:
+    big = b"\0" * (Limits().constant_bytes + 1)
+    report = scan_file(pickle.dumps({"weights": big}, protocol=4), "state.pkl")
+    assert report.format == "pickle" and report.verdict is Verdict.SAFE, report.findings
+    # list(b) of a constant past the bound still counts as building every element
+    bomb = evil(glob("builtins", "list"), b"\x8e" + struct.pack("<Q", len(big)) + big)
+    assert "pickle.allocation-bomb" in rules(
+        scan_file(bomb, "x.pkl", limits=Limits(allocation_bytes=1 << 20))
+    )
+
+
+@pytest.mark.parametrize("padding", [0, 17 << 20])
+def test_a_nested_pickle_past_the_bound_is_scanned_in_place(padding: int) -> None:
+    payload = OS_SYSTEM + b"\0" * padding
+    nested = evil(
+        glob("torch.storage", "_load_from_bytes"), b"\x8e" + struct.pack("<Q", len(payload)) + payload
+    )
+    report = scan_file(nested, "x.pkl")
+    assert report.verdict is Verdict.UNSAFE
+    assert any(
+        finding.rule == "pickle.dangerous-import" and finding.subject == "os.system"
+        for finding in report.findings
+    ), report.findings

@@ -196,6 +196,15 @@ class RangeView:
 Data = bytes | mmap.mmap | RangeView
 
 
+def window(data: Data, start: int, length: int, before_read: Callable[[], None] | None = None) -> RangeView:
+    """`length` bytes of `data` from `start`, read in place: only what a parser touches is copied."""
+
+    def read_at(offset: int, count: int) -> bytes:
+        return bytes(data[start + offset : start + min(offset + count, length)])
+
+    return RangeView(read_at, length, before_read=before_read)
+
+
 def unpack_at(fmt: str, data: Data, offset: int) -> tuple[Any, ...]:
     """`struct.unpack_from(fmt, data, offset)` for every kind of `Data`, with the same errors."""
     if not isinstance(data, RangeView):

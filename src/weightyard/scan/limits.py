@@ -20,6 +20,11 @@ class Limits:
     header_bytes: int = 100 << 20
     compression_ratio: int = 200
     allocation_bytes: int = 1 << 30
+    # A string or bytes argument inside a pickle, or a protocol-0 line, larger than this is never read into
+    # memory: the walker keeps its place and length (a nested pickle in it is scanned in place), and a line
+    # that long is malformed. Its length is the file's to declare, so reading it would let a few bytes of
+    # header make the scan hold hundreds of MB.
+    constant_bytes: int = 16 << 20
 
 
 DEFAULT_LIMITS = Limits()

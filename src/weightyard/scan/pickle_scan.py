@@ -10,7 +10,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from weightyard.scan.buffer import Data
+from weightyard.scan.buffer import Data, window
 from weightyard.scan.dtypes import Holds, combine, descr_holds
 from weightyard.scan.limits import Budget, FormatError, LimitExceeded
 from weightyard.scan.names import unsafe_relative_path
@@ -53,6 +53,18 @@ class _Value:
 @dataclass(eq=False)
 class Const(_Value):
     value: object
+
+
+@dataclass(frozen=True)
+class Span:
+    """A string or bytes argument longer than `Limits.constant_bytes`, left where it lies in the data."""
+
+    start: int
+    length: int
+    text: bool
+
+    def __len__(self) -> int:
+        return self.length
 
 
 @dataclass(eq=False)
@@ -100,7 +112,7 @@ class Unknown(_Value):
     pass
 
 
-NestedScanner = Callable[[bytes, str], list[Finding]]
+NestedScanner = Callable[[Data, str], list[Finding]]
 
 
 class PickleError(FormatError):
@@ -211,15 +223,28 @@ class PickleWalker:
 
     # -- reading ---------------------------------------------------------------------------------------
     def _take(self, n: int) -> bytes:
+        start = self._skip(n)
+        return bytes(self.data[start : self.pos])
+
+    def _skip(self, n: int) -> int:
+        """Pass over the next `n` bytes, which must be there; returns where they start."""
         if n < 0 or self.pos + n > len(self.data):
             raise PickleError(self.pos, f"truncated: needs {n} bytes, {len(self.data) - self.pos} remain")
-        chunk = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return bytes(chunk)
+        start, self.pos = self.pos, self.pos + n
+        return start
+
+    def _take_constant(self, n: int, *, text: bool) -> bytes | Span:
+        """A string or bytes argument of `n` bytes: read, or left in place past `Limits.constant_bytes`."""
+        if n <= self.budget.limits.constant_bytes:
+            return self._take(n)
+        return Span(self._skip(n), n, text)
 
     def _line(self) -> bytes:
-        end = self.data.find(b"\n", self.pos)
+        limit = self.budget.limits.constant_bytes
+        end = self.data.find(b"\n", self.pos, self.pos + limit + 1)
         if end < 0:
+            if len(self.data) - self.pos > limit:
+                raise PickleError(self.pos, f"a line longer than {limit} bytes")
             raise PickleError(self.pos, "truncated: missing newline")
         line = bytes(self.data[self.pos : end])
         self.pos = end + 1
@@ -425,7 +450,8 @@ class PickleWalker:
 
     def _scan_nested_argument(self, ref: Ref, args: _Value, offset: int) -> None:
         first = args.items[0] if isinstance(args, Seq) and args.items else None
-        if isinstance(first, Const) and isinstance(first.value, bytes | bytearray):
+        held = first.value if isinstance(first, Const) else None
+        if isinstance(held, bytes | bytearray) or (isinstance(held, Span) and not held.text):
             if ref.full != BENIGN_NESTING_LOADER:
                 self._add(
                     "pickle.nested-pickle",
@@ -434,7 +460,12 @@ class PickleWalker:
                     ref.full,
                     "unpickles an embedded byte string, a way to hide a payload from scanners",
                 )
-            nested = self.nested(bytes(first.value), f"{self._loc(offset)}/{ref.qualname}")
+            content = (
+                window(self.data, held.start, held.length, self.budget.check_time)
+                if isinstance(held, Span)
+                else bytes(held)
+            )
+            nested = self.nested(content, f"{self._loc(offset)}/{ref.qualname}")
             self.result.findings.extend(nested)
             return
         self._add(
@@ -592,7 +623,7 @@ def _length_of(value: _Value) -> int | None:
     """How many elements iterating `value` yields, when known without building it."""
     if isinstance(value, Obj):
         return value.length
-    if isinstance(value, Const) and isinstance(value.value, str | bytes | bytearray):
+    if isinstance(value, Const) and isinstance(value.value, str | bytes | bytearray | Span):
         return len(value.value)
     if isinstance(value, Seq):
         return len(value.items)
@@ -820,7 +851,7 @@ def _binint2(w: PickleWalker, offset: int) -> bool:
 
 def _long_n(w: PickleWalker, n: int) -> bool:
     if n > _MAX_DECODED_LONG:
-        w._take(n)
+        w._skip(n)
         return _push_const(w, None)
     return _push_const(w, int.from_bytes(w._take(n), "little", signed=True))
 
@@ -862,7 +893,9 @@ def _string(w: PickleWalker, offset: int) -> bool:
         raise PickleError(offset, "malformed STRING") from exc
 
 
-def _text(w: PickleWalker, offset: int, raw: bytes, encoding: str = "utf-8") -> bool:
+def _text(w: PickleWalker, offset: int, raw: bytes | Span, encoding: str = "utf-8") -> bool:
+    if isinstance(raw, Span):
+        return _push_const(w, raw)
     try:
         return _push_const(w, raw.decode(encoding, "surrogatepass"))
     except UnicodeDecodeError as exc:
@@ -872,7 +905,7 @@ def _text(w: PickleWalker, offset: int, raw: bytes, encoding: str = "utf-8") -> 
 @_op(b"T")
 def _binstring(w: PickleWalker, offset: int) -> bool:
     n = w._u("<i")
-    return _text(w, offset, w._take(n), "latin-1")
+    return _text(w, offset, w._take_constant(n, text=True), "latin-1")
 
 
 @_op(b"U")
@@ -887,7 +920,7 @@ def _unicode(w: PickleWalker, offset: int) -> bool:
 
 @_op(b"X")
 def _binunicode(w: PickleWalker, offset: int) -> bool:
-    return _text(w, offset, w._take(w._u("<I")))
+    return _text(w, offset, w._take_constant(w._u("<I"), text=True))
 
 
 @_op(b"\x8c")
@@ -897,12 +930,12 @@ def _short_binunicode(w: PickleWalker, offset: int) -> bool:
 
 @_op(b"\x8d")
 def _binunicode8(w: PickleWalker, offset: int) -> bool:
-    return _text(w, offset, w._take(w._u("<Q")))
+    return _text(w, offset, w._take_constant(w._u("<Q"), text=True))
 
 
 @_op(b"B")
 def _binbytes(w: PickleWalker, offset: int) -> bool:
-    return _push_const(w, w._take(w._u("<I")))
+    return _push_const(w, w._take_constant(w._u("<I"), text=False))
 
 
 @_op(b"C")
@@ -912,12 +945,12 @@ def _short_binbytes(w: PickleWalker, offset: int) -> bool:
 
 @_op(b"\x8e")
 def _binbytes8(w: PickleWalker, offset: int) -> bool:
-    return _push_const(w, w._take(w._u("<Q")))
+    return _push_const(w, w._take_constant(w._u("<Q"), text=False))
 
 
 @_op(b"\x96")
 def _bytearray8(w: PickleWalker, offset: int) -> bool:
-    return _push_const(w, w._take(w._u("<Q")))
+    return _push_const(w, w._take_constant(w._u("<Q"), text=False))
 
 
 @_op(b"\x97", b"\x98")

@@ -27,7 +27,7 @@ _ELEMENT_SIZES = {
 
 
 def _walk(ctx: Context, data: Data, where: str, start: int, *, tolerant: bool = False) -> WalkResult:
-    def scan(content: bytes, nested_where: str) -> list[Finding]:
+    def scan(content: Data, nested_where: str) -> list[Finding]:
         return ctx.scan_nested(content, "nested.pkl", nested_where)[1]
 
     result = walk(data, where, ctx.budget, scan, start=start, tolerant_imports=tolerant)
