@@ -331,7 +331,9 @@ def _commit_files(
     secret = _token(token)
     if secret:
         headers["Authorization"] = f"Bearer {secret}"
-    large = [item for item in pending if item[0].stat().st_size >= LFS_THRESHOLD]
+    # each file's size, taken once: which way it goes and what the commit says of it follow from the same one
+    sizes = {path_in_repo: path.stat().st_size for path, path_in_repo, *_ in pending}
+    large = [item for item in pending if sizes[item[1]] >= LFS_THRESHOLD]
     repo_checked, cancel = threading.Event(), threading.Event()
     hub = HubRepo(url, headers, repo)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="send") as sender:
@@ -347,7 +349,7 @@ def _commit_files(
                 repo_checked.set()
             with progress:
                 sent.result()
-                return _commit(hub, revision, message, progress, pending, sending, cancel)
+                return _commit(hub, revision, message, progress, pending, sizes, sending, cancel)
         except TransferRefused as exc:
             raise fail(str(exc)) from None
         finally:
@@ -384,16 +386,18 @@ def _commit(
     message: str,
     progress: Progress,
     pending: list[tuple[Path, str, TaskID, Future[str]]],
+    sizes: dict[str, int],
     sending: set[TaskID],
     cancel: threading.Event,
 ) -> str:
-    """Commit every pending file: the large ones are on the hub; of the small ones, those the hub wants as
-    objects of their own (`lfs`: binary) are sent first, the others go inside the commit."""
+    """Commit every pending file (`sizes`: by path in the repo): the large ones are on the hub; of the small
+    ones, those the hub wants as objects of their own (`lfs`: binary) are sent first, the others go inside the
+    commit."""
     from weightyard.cli.commit import Inline, Stored
 
-    small = [item for item in pending if item[0].stat().st_size < LFS_THRESHOLD]
+    small = [item for item in pending if sizes[item[1]] < LFS_THRESHOLD]
     candidates = {
-        path_in_repo: Inline(path, path_in_repo, path.stat().st_size) for path, path_in_repo, *_ in small
+        path_in_repo: Inline(path, path_in_repo, sizes[path_in_repo]) for path, path_in_repo, *_ in small
     }
     modes = hub.upload_modes(revision, list(candidates.values())) if candidates else {}
     objects = [item for item in small if modes[item[1]] == "lfs"]
@@ -405,8 +409,8 @@ def _commit(
             # the bar stops showing the hashing: the file is sent with the commit
             progress.reset(task, description=path_in_repo, total=candidates[path_in_repo].size)
     stored = [
-        Stored(path_in_repo, digest.result(), path.stat().st_size)
-        for path, path_in_repo, _, digest in pending
+        Stored(path_in_repo, digest.result(), sizes[path_in_repo])
+        for _, path_in_repo, _, digest in pending
         if path_in_repo not in candidates or modes[path_in_repo] == "lfs"
     ]
     try:
