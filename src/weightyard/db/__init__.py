@@ -19,6 +19,7 @@ __all__ = [
     "create_engine",
     "insert_ignore",
     "migrate",
+    "retry_when_locked",
     "row_locked_transaction",
     "schema_state",
     "stored_setting",
@@ -155,9 +156,40 @@ def migrate(engine: sa.Engine, revision: str = "head") -> None:
     from alembic import command
 
     config = _alembic_config()
-    with transaction(engine) as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+
+    def upgrade() -> None:
+        with transaction(engine) as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+
+    retry_when_locked(engine, upgrade)
+
+
+# How often `retry_when_locked` tries in all, and how long it waits before the second try (doubled each time).
+LOCKED_TRIES = 5
+_LOCKED_FIRST_WAIT_S = 0.05
+
+
+def retry_when_locked(engine: sa.Engine, work: Callable[[], None]) -> None:
+    """Run `work`, one whole transaction, again when SQLite answers "database is locked" at once.
+
+    The busy timeout makes a writer wait for another, but SQLite gives up without waiting in a few cases: a
+    file's first switch to WAL while another process opens it, a reader that must run the WAL's recovery. A
+    fresh database that several processes migrate at the same moment meets them (rarely: one start in some
+    hundreds). The transaction was rolled back, so the work can simply start over; the last failure is
+    raised. Other databases, and other errors, are not retried.
+    """
+    wait = _LOCKED_FIRST_WAIT_S
+    for attempt in range(1, LOCKED_TRIES + 1):
+        try:
+            work()
+            return
+        except sa.exc.OperationalError as exc:
+            locked = engine.dialect.name == "sqlite" and "database is locked" in str(exc.orig)
+            if not locked or attempt == LOCKED_TRIES:
+                raise
+        time.sleep(wait)
+        wait *= 2
 
 
 def utcnow() -> datetime.datetime:
