@@ -331,3 +331,56 @@ def test_a_large_batch_is_written_by_a_disk_thread_while_it_is_hashed_and_a_fail
     upload.seal()
     assert upload.digest() == hashlib.sha256(data).hexdigest()
     assert upload._staged.path.read_bytes() == data
+
+
+def test_a_blob_writer_holds_at_most_its_write_ahead_bytes_for_a_slow_disk(tmp_path: Path) -> None:
+    # The disk thread writes into a pipe nobody reads yet: it blocks on its first piece, as on a disk that
+    # lags. The caller must then wait instead of queueing copies of every piece it is given (a whole copy
+    # rebuilt from xorbs hands 8 MiB windows; four queued and two beside them held 48 MiB).
+    store = LocalObjectStore(tmp_path / "blobs")
+    writer = store.blob_writer()
+    read_end, write_end = os.pipe()
+    writer._file.close()
+    writer._file = open(write_end, "wb", buffering=0)  # noqa: SIM115 - closed by the writer
+    piece = random.Random(5).randbytes(3 * 1024 * 1024)
+    pieces = 20  # 60 MiB in all, far beyond the bound
+    held: list[int] = []
+    written = threading.Event()
+
+    def write_all() -> None:
+        for _ in range(pieces):
+            writer.write(piece)
+            held.append(writer.held)
+        written.set()
+
+    thread = threading.Thread(target=write_all, daemon=True)
+    thread.start()
+    time.sleep(0.5)
+    assert not written.is_set()  # the writer waits for the disk
+    assert held and max(held) <= local.WRITE_AHEAD_BYTES
+    waiting_at = len(held)
+    received = hashlib.sha256()
+    with open(read_end, "rb", buffering=0) as reader:
+        left = pieces * len(piece)
+        while left:
+            chunk = reader.read(min(left, 1024 * 1024))  # a pipe hands 64 KiB at a time
+            assert chunk, "the writer stopped before its last piece"
+            received.update(chunk)
+            left -= len(chunk)
+        thread.join(timeout=30)
+        thread_done = written.is_set()
+        writer.abort()  # the disk thread has written everything: abort only closes the pipe
+        assert reader.read() == b""
+    assert thread_done and len(held) == pieces > waiting_at
+    assert max(held) <= local.WRITE_AHEAD_BYTES
+    assert received.hexdigest() == hashlib.sha256(piece * pieces).hexdigest()
+
+
+def test_a_blob_writer_lets_one_piece_larger_than_its_bound_through(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "blobs")
+    writer = store.blob_writer()
+    data = random.Random(6).randbytes(local.WRITE_AHEAD_BYTES + 4096)
+    writer.write(data)
+    writer.write(data)
+    assert writer.seal().sha256 == hashlib.sha256(data + data).hexdigest()
+    writer.publish()

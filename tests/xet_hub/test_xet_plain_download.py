@@ -101,3 +101,50 @@ def test_downloads_given_up_mid_way_leave_no_xorb_file_open(xet_hub: XetHub, tmp
         assert time.monotonic() < deadline, f"{open_files(xet_hub.server.pid) - baseline} files left open"
         time.sleep(0.05)
     assert loopback_request("GET", f"{xet_hub.url}/alice/given-up/resolve/main/g.bin").content == data
+
+
+def test_xorb_ranges_the_client_fetches_are_sent_from_the_file_never_mapped_into_the_hub(
+    xet_hub: XetHub, tmp_path: Path
+) -> None:
+    # The stock client's downloads fetch byte ranges of stored xorbs. Mapped into the hub to be sent, each
+    # fetch in flight counted its pages in the hub's memory (50–60 MB more at a 1 GiB download): they go
+    # by sendfile, so while a slow client holds a fetch open the xorb file is open but not mapped.
+    data = payload(12 * MIB, seed=11)
+    before = set(xet_hub.xorb_files())
+    upload(xet_hub, tmp_path, "alice/fetched", "f.bin", data)
+    (xorb,) = set(xet_hub.xorb_files()) - before
+    stored = next((xet_hub.server.data / "xorbs").rglob(xorb)).read_bytes()
+    head = loopback_request("HEAD", f"{xet_hub.url}/alice/fetched/resolve/main/f.bin")
+    file_hash = head.headers["x-xet-hash"]
+    token, cas_url = xet_hub.xet_token("alice", "alice/fetched", "read")
+    plan = loopback_request(
+        "GET", f"{cas_url}/v1/reconstructions/{file_hash}", headers={"Authorization": f"Bearer {token}"}
+    ).json()
+    (fetch,) = plan["fetch_info"][xorb]
+    first, last = fetch["url_range"]["start"], fetch["url_range"]["end"]
+    assert last - first > 8 * MIB
+    target = httpx.URL(fetch["url"])
+    request = (
+        f"GET {target.raw_path.decode()} HTTP/1.1\r\nHost: x\r\nRange: bytes={first}-{last}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    received = bytearray()
+    with socket.create_connection(("127.0.0.1", target.port or 80), timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.sendall(request)
+        received += sock.recv(65536)
+        time.sleep(0.3)  # the hub is now blocked on the socket, part way through the range
+        maps = Path(f"/proc/{xet_hub.server.pid}/maps").read_text()
+        assert xorb not in maps
+        assert any(
+            Path(f"/proc/{xet_hub.server.pid}/fd/{fd}").resolve().name == xorb
+            for fd in os.listdir(f"/proc/{xet_hub.server.pid}/fd")
+            if os.path.exists(f"/proc/{xet_hub.server.pid}/fd/{fd}")
+        )
+        while chunk := sock.recv(1 << 20):
+            received += chunk
+    head_end = received.index(b"\r\n\r\n") + 4
+    status_line = bytes(received[: received.index(b"\r\n")])
+    assert status_line.startswith(b"HTTP/1.1 206")
+    assert f"content-range: bytes {first}-{last}/{len(stored)}".encode() in bytes(received[:head_end]).lower()
+    assert bytes(received[head_end:]) == stored[first : last + 1]

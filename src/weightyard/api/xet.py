@@ -14,8 +14,16 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from weightyard import zero_copy
 from weightyard.api.body_limit import allow_body
-from weightyard.api.common import PLURAL_TYPES, base_url, hub_of, principal_async, pump_body
+from weightyard.api.common import (
+    PLURAL_TYPES,
+    SegmentResponse,
+    base_url,
+    hub_of,
+    principal_async,
+    pump_body,
+)
 from weightyard.auth import Action
 from weightyard.errors import NotFound, PayloadTooLarge
 from weightyard.repos import Commit, FileEntry, Repo
@@ -203,7 +211,8 @@ async def reconstruction(request: Request, version: int, file_hash: str) -> JSON
 def fetch_xorb_range(request: Request, xorb: str, r: str, exp: int, f: str, t: int, sig: str) -> Response:
     """Serialized bytes of a xorb through a signed URL (the client sends no Authorization here)."""
     grant = FetchGrant(xorb, r, exp, f, t)
-    fetched = _xet(request).open_fetch(grant, sig, request.headers.get("range"))
+    sends_itself = zero_copy.EXTENSION in request.scope.get("extensions", {})
+    fetched = _xet(request).open_fetch(grant, sig, request.headers.get("range"), segments=sends_itself)
     if fetched.location is not None:
         # From the object store, after the gate: the client asks it for the same Range.
         return Response(status_code=302, headers={"Location": fetched.location})
@@ -211,6 +220,9 @@ def fetch_xorb_range(request: Request, xorb: str, r: str, exp: int, f: str, t: i
         "Content-Range": f"bytes {fetched.start}-{fetched.end - 1}/{fetched.size}",
         "Content-Length": str(fetched.end - fetched.start),
     }
+    if fetched.segments is not None:
+        headers["Content-Type"] = "application/octet-stream"
+        return SegmentResponse(fetched.segments, 206, headers)
     return StreamingResponse(
         fetched.pieces, status_code=206, headers=headers, media_type="application/octet-stream"
     )

@@ -460,6 +460,19 @@ class ContentStore:
         """Serialized bytes `[start, end)` of a stored xorb as it is kept, in pieces of up to `piece_size`."""
         return self.objects.read(XORBS, hash_to_string(xorb_hash), start, end, piece_size)
 
+    def xorb_segments(self, xorb_hash: bytes, start: int, end: int) -> SegmentStream | None:
+        """Serialized bytes `[start, end)` of a stored xorb as a file range the server sends itself
+        (weightyard.zero_copy, `sendfile`): nothing of it is read or mapped into the process. None where
+        objects are not local files (then `iter_xorb`)."""
+        if not self.sends_files:
+            return None
+        handle = self.objects.open_file(XORBS, hash_to_string(xorb_hash))
+        if handle is None:
+            return None
+        end = min(end, os.fstat(handle.fileno()).st_size)
+        whole = Window([FileRange(handle.fileno(), start, max(0, end - start))])
+        return SegmentStream(iter([whole]), max(0, end - start), handle.close)
+
     def scratch(self) -> ScratchFile:
         """A scratch file for a xorb body that is validated while it arrives (see `add_xorb`)."""
         return self.objects.scratch()

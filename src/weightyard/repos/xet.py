@@ -60,6 +60,7 @@ from weightyard.xet import (
     verify_shard,
 )
 from weightyard.xet.xorb import CHUNK_HEADER_LEN, decode_chunk_payload
+from weightyard.zero_copy import SegmentStream
 
 _log = logging.getLogger("weightyard.storage")
 
@@ -106,6 +107,9 @@ class XorbBytes:
     pieces: Iterator[memoryview]
     # A presigned URL of the xorb object to redirect the client to instead (WEIGHTYARD_BLOB_REDIRECT).
     location: str | None = None
+    # The same bytes as a file range for the server to send itself (asked for with `segments=True`); then
+    # `pieces` is empty.
+    segments: SegmentStream | None = None
 
 
 @dataclass(frozen=True)
@@ -546,8 +550,11 @@ class XetService:
             "xet-fetch", grant.xorb, grant.spans, grant.expires, grant.file, grant.issuer
         )
 
-    def open_fetch(self, grant: FetchGrant, signature: str, range_header: str | None) -> XorbBytes:
-        """Check a signed fetch URL and its Range; the bytes of the xorb object to send.
+    def open_fetch(
+        self, grant: FetchGrant, signature: str, range_header: str | None, segments: bool = False
+    ) -> XorbBytes:
+        """Check a signed fetch URL and its Range; the bytes of the xorb object to send (with `segments`, as
+        a file range for a server that sends files itself, where the xorb is a local file).
 
         The URL carries no Authorization, so it names the hub token it was issued for and the file it serves:
         each fetch looks the principal up again and asks the gate, so a revoked token, a removed member or a
@@ -585,6 +592,10 @@ class XetService:
             location = self._store.presign_xorb(xorb_hash, PRESIGNED_URL_TTL)
             if location is not None:
                 return XorbBytes(start, last + 1, size, iter(()), location)
+        if segments:
+            stream = self._store.xorb_segments(xorb_hash, start, last + 1)
+            if stream is not None:
+                return XorbBytes(start, last + 1, size, iter(()), segments=stream)
         pieces = self._store.iter_xorb(xorb_hash, start, last + 1, _FETCH_PIECE)
         return XorbBytes(start, last + 1, size, pieces)
 

@@ -22,8 +22,10 @@ from typing import BinaryIO
 from weightyard.errors import BlobNotFound, ContentMismatch, NotFound
 from weightyard.storage.base import BlobInfo, ScratchFile, StoredObject
 
-# Bytes handed to the disk thread at once; a few of these in flight bound the writer's memory.
-_WRITE_QUEUE_DEPTH = 4
+# Bytes a `LocalObjectWriter` holds for its disk thread, the piece being written included: a piece waits
+# (uncopied) until the pieces before it leave at most this much. The bound is in bytes, not pieces: four
+# queued 8 MiB windows of a whole copy rebuilt from xorbs, and the two beside them, held 48 MiB.
+WRITE_AHEAD_BYTES = 16 * 1024 * 1024
 _TMP_DIR = ".tmp"
 # Linux maps a window's pages in one call instead of a fault per page; elsewhere the pages fault in as sent.
 _MAP_POPULATE: int = getattr(mmap, "MAP_POPULATE", 0)
@@ -626,7 +628,9 @@ class LocalObjectWriter:
         self._file = open(self._tmp_path, "wb", buffering=0)  # noqa: SIM115 - closed in seal/abort
         self._hash = hashlib.sha256()
         self._size = 0
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_WRITE_QUEUE_DEPTH)
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._held = 0  # bytes queued or being written; under `_room`
+        self._room = threading.Condition()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._drain, name="blob-writer", daemon=True)
         self._thread.start()
@@ -642,15 +646,28 @@ class LocalObjectWriter:
             data = self._queue.get()
             if data is None:
                 return
-            if self._error is not None:
-                continue
+            size = len(data)
             try:
-                view = memoryview(data)
-                while view:
-                    written = self._file.write(view)
-                    view = view[written:]
+                if self._error is None:
+                    self._write_all(data)
             except BaseException as exc:  # re-raised in the caller's thread
                 self._error = exc
+            del data  # freed before its room is given back
+            with self._room:
+                self._held -= size
+                self._room.notify()
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = self._file.write(view)
+            view = view[written:]
+
+    @property
+    def held(self) -> int:
+        """Bytes handed to the disk thread and not yet written."""
+        with self._room:
+            return self._held
 
     def write(self, data: bytes | memoryview) -> None:
         if not data:
@@ -659,6 +676,10 @@ class LocalObjectWriter:
             raise self._error
         self._hash.update(data)
         self._size += len(data)
+        with self._room:
+            # One piece is always let through, however large; the disk thread makes room.
+            self._room.wait_for(lambda: self._held == 0 or self._held + len(data) <= WRITE_AHEAD_BYTES)
+            self._held += len(data)
         self._queue.put(bytes(data) if not isinstance(data, bytes) else data)
 
     def _finish_writes(self) -> None:
