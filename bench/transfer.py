@@ -42,8 +42,9 @@ awaited before the next timing (polled, bounded); the later downloads are timed 
 and the time until that copy was there is reported as set-up.
 Every upload sends content the hub has never seen (the file is regenerated), from a fresh client cache
 (`HF_HOME`), in a subprocess; `upload_file` and `hf_hub_download` are timed around the call (imports
-excluded), `weightyard push` and `curl` as whole commands. Page caches are warm, dirty pages are flushed
-(`sync`, untimed) before each timing.
+excluded), `weightyard push` and `curl` as whole commands. Page caches are warm (the xorbs of a downloaded
+file too: the hub writes them around the cache, so they are read once, untimed, before the file's downloads),
+dirty pages are flushed (`sync`, untimed) before each timing.
 
     python bench/transfer.py                         # both sizes, best and median of 3 (make bench)
     python bench/transfer.py --size 512M --rows push --repeat 5 --json
@@ -709,14 +710,32 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
     assert bench.nginx_url is not None
     served = bench.work / "served"
     hashes = {}
+    # The xorbs each file was stored in. The hub writes xorbs around the page cache, so after an upload they
+    # are on the disk only: each file's are read once, untimed, before its downloads are timed, as every
+    # other file here is warm (until session 12 they were not, and a download that came first read them from
+    # the disk: the first hf_hub_download and every first plain download after the first).
+    xorb_folder = bench.work / "hub-data" / "xorbs"
+    xorbs_of: dict[str, set[Path]] = {}
+
+    def stored_xorbs() -> set[Path]:
+        return {path for path in xorb_folder.rglob("*") if path.is_file()}
+
+    def warm_xorbs(kind: str) -> None:
+        for path in sorted(xorbs_of[kind]):
+            warm_cache(path)
+
     for kind, env in (("xet", {}), ("lfs", {"HF_HUB_DISABLE_XET": "1"})):
         path = served / f"{kind}.bin"
         hashes[kind] = sha256_of(path)
         how = "Xet" if kind == "xet" else "HF_HUB_DISABLE_XET=1, LFS batch"
+        before = stored_xorbs()
         bench.once[f"upload_file of the {kind} download file ({how})"] = upload_file(
             bench, bench.hub, f"admin/{kind}-download", path, **env
         ).seconds
+        xorbs_of[kind] = stored_xorbs() - before
         flush_disk()
+    if not xorbs_of["xet"]:
+        raise BenchError("the Xet upload of the download file left no xorb in the hub's folder")
     # A file's first plain download happens once (it queues the whole copy that serves the later ones): each
     # repetition after the first times the first download of a file of its own, uploaded through Xet here.
     firsts = ["xet"] + [f"xet-first-{index}" for index in range(1, repeat)]
@@ -724,7 +743,9 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
         path = bench.work / "upload" / f"{kind}.bin"
         generate(path, bench.size)
         hashes[kind] = sha256_of(path)
+        before = stored_xorbs()
         upload_file(bench, bench.hub, f"admin/{kind}-download", path)
+        xorbs_of[kind] = stored_xorbs() - before
         path.unlink()
         flush_disk()
     bench.note_memory("after the download set-up uploads")
@@ -743,6 +764,7 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
     expose(bench.work / "hub-data" / "xorbs")
     (served / "xorbs").symlink_to(bench.work / "hub-data" / "xorbs")
     xet_download = partial(hf_download, bench, "admin/xet-download", hashes["xet"])
+    warm_xorbs("xet")
     with BoundProxy(bench.hub.url, f"{bench.nginx_url}/xorbs") as proxy:
         for index in range(repeat):
             steps = [
@@ -761,6 +783,7 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
             )
     # The first plain download is rebuilt from the xorbs and queues the whole copy, awaited before the next.
     for index, kind in enumerate(firsts):
+        warm_xorbs(kind)
         alternate(
             index,
             lambda: curl_xet.anchor.append(curl(f"{bench.nginx_url}/xet.bin", "/dev/null", bench.size)),
@@ -775,6 +798,9 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
             flush=True,
         )
     measure_rebuild_bound(bench, hashes["xet"], repeat)
+    # The LFS upload's blob was written around the page cache too (as its parts arrived).
+    lfs_blob = bench.work / "hub-data" / "blobs" / hashes["lfs"][:2] / hashes["lfs"][2:4] / hashes["lfs"]
+    warm_cache(lfs_blob)
     curl_copy = rows["curl_copy"]
     for index in range(repeat):
         alternate(
@@ -1210,7 +1236,7 @@ def bench_size(size: int, groups: list[str], repeat: int, workdir: str | None) -
         )
         rows["curl_lfs"] = Row("curl -o /dev/null, LFS-uploaded (whole blob)", "nginx → /dev/null", 1.00)
     if "push" in groups:
-        rows["push"] = Row("weightyard push (LFS multipart)", "cp + sync", 0.50)
+        rows["push"] = Row("weightyard push (upload session)", "cp + sync", 0.50)
     with workspace(workdir) as (work, processes):
         env = child_env()
         print(f"\n== {human_size(size)}: generating the files in {work} …", flush=True)

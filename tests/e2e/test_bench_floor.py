@@ -62,7 +62,7 @@ def test_the_floor_is_the_median_sum_of_its_pieces_and_the_report_prints_it(tran
     xet.subject, xet.anchor, xet.anchor_cpu = [4.0, 5.0, 6.0], [0.5, 0.7, 0.6], [0.2, 0.1, 0.3]
     xet.sink_cpu = [Timing(2.0, 1.1, 0.05), Timing(2.1, 1.3, 0.07), Timing(2.2, 1.2, 0.06)]
     xet.verification = [Verification(0.40, 0.10), Verification(0.38, 0.12), Verification(0.42, 0.11)]
-    push = transfer.Row("weightyard push (LFS multipart)", "cp + sync", 0.50)
+    push = transfer.Row("weightyard push (upload session)", "cp + sync", 0.50)
     push.subject, push.anchor, push.anchor_cpu = [1.5, 1.6], [0.6, 0.6], [0.2, 0.2]
     push.sink_cpu = [Timing(1.0, 0.8, 0.1), Timing(1.0, 0.8, 0.1)]
     push.verification = [Verification(0.4), Verification(0.4)]
