@@ -469,9 +469,13 @@ class ContentStore:
         handle = self.objects.open_file(XORBS, hash_to_string(xorb_hash))
         if handle is None:
             return None
-        end = min(end, os.fstat(handle.fileno()).st_size)
-        whole = Window([FileRange(handle.fileno(), start, max(0, end - start))])
-        return SegmentStream(iter([whole]), max(0, end - start), handle.close)
+        try:
+            count = max(0, min(end, os.fstat(handle.fileno()).st_size) - start)
+        except BaseException:
+            handle.close()
+            raise
+        whole = Window([FileRange(handle.fileno(), start, count)])
+        return SegmentStream(iter([whole]), count, handle.close)
 
     def scratch(self) -> ScratchFile:
         """A scratch file for a xorb body that is validated while it arrives (see `add_xorb`)."""
