@@ -761,8 +761,8 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
         return seconds
 
     # The client-side bound (bench/download_bound.py): the same download with the xorb bytes from nginx.
-    expose(bench.work / "hub-data" / "xorbs")
-    (served / "xorbs").symlink_to(bench.work / "hub-data" / "xorbs")
+    expose(xorb_folder)
+    (served / "xorbs").symlink_to(xorb_folder)
     xet_download = partial(hf_download, bench, "admin/xet-download", hashes["xet"])
     warm_xorbs("xet")
     with BoundProxy(bench.hub.url, f"{bench.nginx_url}/xorbs") as proxy:
@@ -799,8 +799,7 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
         )
     measure_rebuild_bound(bench, hashes["xet"], repeat)
     # The LFS upload's blob was written around the page cache too (as its parts arrived).
-    lfs_blob = bench.work / "hub-data" / "blobs" / hashes["lfs"][:2] / hashes["lfs"][2:4] / hashes["lfs"]
-    warm_cache(lfs_blob)
+    warm_cache(hub_blob(bench, hashes["lfs"]))
     curl_copy = rows["curl_copy"]
     for index in range(repeat):
         alternate(
@@ -883,9 +882,14 @@ def served_sha256(url: str) -> str:
     return digest.hexdigest()
 
 
+def hub_blob(bench: Bench, sha256: str) -> Path:
+    """Where the hub keeps the whole blob of `sha256` (its data folder's layout)."""
+    return bench.work / "hub-data" / "blobs" / sha256[:2] / sha256[2:4] / sha256
+
+
 def wait_for_copy(bench: Bench, sha256: str) -> float:
     """Seconds until the hub's whole copy of `sha256` is on disk (bounded: fails past `step_timeout`)."""
-    path = bench.work / "hub-data" / "blobs" / sha256[:2] / sha256[2:4] / sha256
+    path = hub_blob(bench, sha256)
     start = time.perf_counter()
     while not path.is_file():
         if time.perf_counter() - start > step_timeout(bench.size):

@@ -329,9 +329,7 @@ class ContentStore:
             else:
                 if handle is None:
                     return None
-                end = min(end, os.fstat(handle.fileno()).st_size)
-                whole = Window([FileRange(handle.fileno(), start, end - start)])
-                return SegmentStream(iter([whole]), end - start, handle.close)
+                return _file_range(handle, start, end)
         file = self._file_or_missing(sha256)
         plan = plan_reconstruction(file.terms, self.xorb_info, start, min(end, file.size))
         jobs = (
@@ -467,15 +465,7 @@ class ContentStore:
         if not self.sends_files:
             return None
         handle = self.objects.open_file(XORBS, hash_to_string(xorb_hash))
-        if handle is None:
-            return None
-        try:
-            count = max(0, min(end, os.fstat(handle.fileno()).st_size) - start)
-        except BaseException:
-            handle.close()
-            raise
-        whole = Window([FileRange(handle.fileno(), start, count)])
-        return SegmentStream(iter([whole]), count, handle.close)
+        return None if handle is None else _file_range(handle, start, end)
 
     def scratch(self) -> ScratchFile:
         """A scratch file for a xorb body that is validated while it arrives (see `add_xorb`)."""
@@ -792,3 +782,14 @@ class _ReconstructedFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _file_range(handle: io.FileIO, start: int, end: int) -> SegmentStream:
+    """Bytes `[start, end)` of an open stored file (fewer if it is shorter) as one file range the server sends
+    itself; the stream closes the file."""
+    try:
+        count = max(0, min(end, os.fstat(handle.fileno()).st_size) - start)
+    except BaseException:
+        handle.close()
+        raise
+    return SegmentStream(iter([Window([FileRange(handle.fileno(), start, count)])]), count, handle.close)
