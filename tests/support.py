@@ -347,13 +347,21 @@ def worker_of(server: Server, client_port: int) -> int:
     """The worker process holding the server end of the connection from `client_port` (after an answer on
     it): the connection's socket inode from /proc/net/tcp, found among each worker's open files."""
     port = int(server.url.rsplit(":", 1)[1])
-    ours = [
-        row
-        for row in _tcp_rows()
-        if row[1].endswith(f":{port:04X}") and row[2].endswith(f":{client_port:04X}")
-    ]
-    # An earlier connection from the same client port may linger in TIME_WAIT (state 06, no inode).
-    inodes = [row[9] for row in ours if row[3] == "01"]  # ESTABLISHED
+    # /proc/net/tcp is no snapshot: the kernel writes it a page at a time, walking a hash table that other
+    # connections change meanwhile, so one socket may appear more than once (seen in CI: one inode on three
+    # rows) or, rarely, be passed over. Rows are told apart by inode, and a table without the connection is
+    # read again.
+    for _ in range(50):
+        ours = [
+            row
+            for row in _tcp_rows()
+            if row[1].endswith(f":{port:04X}") and row[2].endswith(f":{client_port:04X}")
+        ]
+        # An earlier connection from the same client port may linger in TIME_WAIT (state 06, no inode).
+        inodes = sorted({row[9] for row in ours if row[3] == "01"})  # ESTABLISHED
+        if inodes:
+            break
+        time.sleep(0.01)
     assert len(inodes) == 1, f"connections from port {client_port} to port {port}: {ours}"
     for pid in worker_pids(server):
         for fd in Path(f"/proc/{pid}/fd").iterdir():
