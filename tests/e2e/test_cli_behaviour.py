@@ -261,15 +261,16 @@ def test_pull_force_never_replaces_the_home_folder(server: Server, repo_name: st
 
 
 # Runs the CLI (argv after the first argument), then writes to the file named first what of the client library
-# the process had imported.
+# (and of the signing code's `cryptography`) the process had imported.
 _IMPORTS_AT_EXIT = """
 import atexit, sys
 from pathlib import Path
 
 out = Path(sys.argv[1])
+WATCHED = ("huggingface_hub", "httpx", "httpx2", "cryptography")
 atexit.register(
     lambda: out.write_text(
-        repr(sorted(n for n in sys.modules if n.split(".")[0] in ("huggingface_hub", "httpx", "httpx2")))
+        repr(sorted(n for n in sys.modules if n.split(".")[0] in WATCHED))
     )
 )
 sys.argv = ["weightyard", *sys.argv[2:]]

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import importlib
 import json
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -169,3 +172,25 @@ def test_signing_with_an_ed25519_key_is_an_input_error_naming_the_key_type(
 
     assert result.exit_code == 2
     assert "Ed25519" in result.output
+
+
+def test_the_cli_starts_without_loading_the_signing_code() -> None:
+    # Keys, signing and verification (cryptography) are imported by the commands that use them; every other
+    # command starts without them.
+    probe = "import sys, weightyard.cli;print(sorted(m for m in sys.modules if m.startswith('cryptography')))"
+    ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "[]"
+
+
+def test_every_public_name_of_the_provenance_package_is_the_one_of_its_module() -> None:
+    import weightyard.provenance as provenance
+
+    homes = provenance._HOMES
+    assert sorted(name for names in homes.values() for name in names) == sorted(provenance.__all__)
+    for module, names in homes.items():
+        defined = importlib.import_module(f"weightyard.provenance.{module}")
+        for name in names:
+            assert getattr(provenance, name) is getattr(defined, name), name
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        provenance.nothing_here  # noqa: B018

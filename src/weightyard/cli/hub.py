@@ -276,7 +276,7 @@ def push_folder(
     hash is known on a hub without sessions); the stock client then commits them without sending them
     again, and sends the small files itself.
     """
-    from weightyard.cli.transfer import sha256_of_file
+    from weightyard.cli.hashing import sha256_of_file
 
     files = _local_files(folder)
     if not files:

@@ -11,31 +11,20 @@ import json
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from weightyard.cli.app import app
 from weightyard.cli.errors import client_errors, describe
 from weightyard.cli.hub import EndpointOption, TokenOption, hub_request
-from weightyard.provenance import (
-    DEFAULT_SIGNATURE_NAME,
-    REVOKED_KEY,
-    InvalidKey,
-    InvalidManifest,
-    UnreadableModel,
-    UnsupportedKey,
-    VerificationResult,
-    generate_private_key,
-    load_private_key,
-    load_public_key,
-    manifest_from_folder,
-    public_key_fingerprint,
-    public_key_pem,
-    revoked_key_message,
-    sign_manifest,
-    verify_signature,
-)
+
+# The rest of weightyard.provenance (keys, signing, verification: `cryptography`) is imported by the commands
+# that use it, not at every start of the CLI.
+from weightyard.provenance import DEFAULT_SIGNATURE_NAME
+
+if TYPE_CHECKING:
+    from weightyard.provenance import VerificationResult
 
 EXIT_INVALID = 1
 EXIT_USAGE = 2
@@ -123,6 +112,13 @@ def keygen(
     json_output: JsonFlag = False,
 ) -> None:
     """Create an ECDSA key pair for signing models (PKCS#8 private key, encrypted if a password is set)."""
+    from weightyard.provenance import (
+        generate_private_key,
+        load_private_key,
+        public_key_fingerprint,
+        public_key_pem,
+    )
+
     public_path = out.with_suffix(".pub")
     if public_path == out:
         _fail(f"{out} ends in .pub; name the private key file, e.g. signing.key")
@@ -178,6 +174,17 @@ def sign(
     json_output: JsonFlag = False,
 ) -> None:
     """Sign every file of a model folder (OMS format; `model_signing verify key` accepts it)."""
+    from weightyard.provenance import (
+        InvalidKey,
+        InvalidManifest,
+        UnreadableModel,
+        UnsupportedKey,
+        load_private_key,
+        manifest_from_folder,
+        public_key_fingerprint,
+        sign_manifest,
+    )
+
     folder = _model_folder(model)
     signature_path = signature if signature is not None else folder / DEFAULT_SIGNATURE_NAME
     # As model_signing does: the signature file is left out only when it lies inside the model.
@@ -246,6 +253,15 @@ def verify(
     json_output: JsonFlag = False,
 ) -> None:
     """Check a model folder against its signature and a trusted public key: exit 0 valid, 1 invalid."""
+    from weightyard.provenance import (
+        REVOKED_KEY,
+        InvalidKey,
+        UnsupportedKey,
+        load_public_key,
+        revoked_key_message,
+        verify_signature,
+    )
+
     folder = _model_folder(model)
     if bool(key) == bool(trust):
         _fail("give the signer's public key with --key PUB.pem, or a hub user with --trust NAME")

@@ -4,19 +4,18 @@ The LFS batch API names an object by its sha256, so a client must read the whole
 byte. Weightyard's upload sessions (docs/hub.md) take the parts first and the sha256 at completion, which the
 hub compares with its own hash of what arrived: here the parts are sent (a few in flight, in 8 MiB steps; to
 a hub on this machine in order, each once the one before it is on the wire) while an independent reader
-hashes the file (`sha256_of_file`, started by `push` before anything else). Once the hash is known, and
-parts are still to be sent, the hub is asked whether it already holds that content; if it does, sending
-stops. Over plain HTTP with no proxy, the session's requests and parts go on connections of our own
-(`Calls`, `_put_direct`: the standard library's `http.client`, the parts by `sendfile`); else through the
-client library's session. A hub without sessions gets the LFS batch API once the hash is known, parts in
-parallel too. The commit that names these objects is `cli/commit.py`'s, through `Calls` as well.
+hashes the file (`cli/hashing.py`, started by `push` before anything else). Once the hash is known, and parts
+are still to be sent, the hub is asked whether it already holds that content; if it does, sending stops.
+Over plain HTTP with no proxy, the session's requests and parts go on connections of our own (`Calls`,
+`_put_direct`: the standard library's `http.client`, the parts by `sendfile`); else through the client
+library's session. A hub without sessions gets the LFS batch API once the hash is known, parts in parallel
+too. The commit that names these objects is `cli/commit.py`'s, through `Calls` as well.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
-import hashlib
 import http.client
 import ipaddress
 import json
@@ -35,10 +34,8 @@ from urllib.parse import urlsplit
 
 from weightyard import __version__
 from weightyard.cli.errors import refusal_line, transport_error, unreachable_line
+from weightyard.cli.hashing import READ_SIZE, Advance
 
-# Reads for hashing and for sending: large enough that per-call overhead vanishes, small enough that the
-# buffers in flight (two for hashing, one per part in flight) stay a few tens of MB.
-READ_SIZE = 8 * 1024 * 1024
 # Parts in flight at once: one being written by the hub while the next arrives (and one more to cover the
 # gap of each request's round trip). More would only add memory and contention on a few cores.
 PARTS_IN_FLIGHT = 3
@@ -50,8 +47,6 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 FIRST_PAUSE_S = 0.5
 # How often a session being sent looks whether the push was called off.
 _CANCEL_CHECK_S = 0.1
-
-Advance = Callable[[int], object]
 
 
 class TransferRefused(Exception):
@@ -68,29 +63,6 @@ class Sent(enum.Enum):
 
 class _Stopped(Exception):
     """Raised in a part's body once the transfer it belongs to needs no more bytes."""
-
-
-def sha256_of_file(path: Path, advance: Advance) -> str:
-    """The sha256 of the file at `path`, reading the next 8 MiB while the current 8 MiB are hashed (both
-    release the GIL), and calling `advance` with each count of bytes hashed."""
-    digest = hashlib.sha256()
-    buffers = [bytearray(READ_SIZE), bytearray(READ_SIZE)]
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        with contextlib.suppress(OSError, AttributeError):
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash-read") as reader:
-            current, offset = 0, 0
-            pending = reader.submit(os.preadv, fd, [buffers[current]], offset)
-            while count := pending.result():
-                offset += count
-                pending = reader.submit(os.preadv, fd, [buffers[1 - current]], offset)
-                digest.update(memoryview(buffers[current])[:count])
-                advance(count)
-                current = 1 - current
-    finally:
-        os.close(fd)
-    return digest.hexdigest()
 
 
 def _on_this_machine(url: str) -> bool:
