@@ -7,13 +7,16 @@ body can go wrong (stalls, a client going away, a consumer that refuses)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,8 +42,9 @@ IDLE = 1.0  # the middleware's idle limit, seconds
 
 @dataclass
 class BodyApp:
-    """POST /echo, /big, /drain-fails, /fails and /limited: the body through `pump_body`, answered with its
-    sha256, its size and how the consumer was handed it. Notes each request's outcome."""
+    """POST /echo, /big, /drain-fails, /fails, /limited, /deferred and /deferred-fails: the body through
+    `pump_body`, answered with its sha256, its size and how the consumer was handed it. Notes each request's
+    outcome."""
 
     outcomes: list[str] = field(default_factory=list)
     reading: int = 0  # requests that began reading their body
@@ -53,11 +57,32 @@ class BodyApp:
         digest = hashlib.sha256()
         batches: list[tuple[str, int]] = []
 
-        def consume(data: bytes | memoryview) -> None:
+        changed: list[int] = []  # /deferred*: batches whose buffer changed before their write was done
+        writes: list[Future[None]] = []
+
+        def consume(data: bytes | memoryview) -> Future[None] | None:
             batches.append((type(data).__name__, len(data)))
             if route in ("fails", "drain-fails") and len(batches) == 2:
                 raise ContentMismatch("the consumer refuses this body")
             digest.update(data)
+            if not route.startswith("deferred"):
+                return None
+            # A write that goes on after `consume` returns, as a disk thread's does: the buffer must stay
+            # as it is until the future is done.
+            number, seen, written = len(batches), hashlib.sha256(data).digest(), Future[None]()
+
+            def write() -> None:
+                time.sleep(0.02)
+                if hashlib.sha256(data).digest() != seen:
+                    changed.append(number)
+                if route == "deferred-fails" and number == 2:
+                    written.set_exception(ContentMismatch("the write failed"))
+                else:
+                    written.set_result(None)
+
+            threading.Thread(target=write).start()
+            writes.append(written)
+            return written
 
         self.reading += 1
         try:
@@ -76,6 +101,8 @@ class BodyApp:
             self.outcomes.append(f"{route}: disconnect")
             return
         else:
+            for written in writes:  # `changed` complete, even where `pump_body` did not wait for them
+                await asyncio.wrap_future(written)
             self.outcomes.append(f"{route}: {size}")
             kinds = sorted({kind for kind, _ in batches})
             body = {
@@ -83,6 +110,7 @@ class BodyApp:
                 "size": size,
                 "kinds": kinds,
                 "sizes": [n for _, n in batches],
+                "changed": changed,
             }
             response = JSONResponse(body)
         await response(scope, receive, send)
@@ -172,6 +200,29 @@ def test_a_body_sent_in_pieces_comes_in_full_batches_of_reused_buffers_and_the_c
         sock.sendall(_post("/echo", small))
         _expect(_read_response(sock, pending), small, ["memoryview"])
         assert not pending
+
+
+def test_a_buffer_is_reused_only_once_the_write_its_consumer_left_running_is_done(
+    served: tuple[int, BodyApp],
+) -> None:
+    # The consumer returns a write that goes on for 20 ms in another thread; meanwhile the socket is read
+    # into the other buffers, never into that one.
+    port, _ = served
+    data = os.urandom(4 * MIB + 3)
+    with _connect(port) as sock:
+        sock.sendall(_post("/deferred", data))
+        got = _expect(_read_response(sock, bytearray()), data, ["memoryview"])
+    assert got["changed"] == []
+    assert len(got["sizes"]) == 17
+
+
+def test_a_write_left_running_that_fails_fails_the_body(served: tuple[int, BodyApp]) -> None:
+    port, app = served
+    with _connect(port) as sock:
+        sock.sendall(_post("/deferred-fails", os.urandom(2 * MIB)))
+        status, _, body = _read_response(sock, bytearray())
+    assert (status, json.loads(body)["code"]) == (422, "ContentMismatch")
+    assert app.outcomes[-1] == "deferred-fails: ContentMismatch"
 
 
 def test_pipelined_requests_after_a_body_read_from_the_socket_are_answered_in_order(

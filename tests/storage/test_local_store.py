@@ -156,6 +156,43 @@ def test_a_part_arriving_while_the_one_before_is_written_takes_the_hash_over_aft
     assert reads == [(size, size + 5000)]
 
 
+def test_a_part_taking_the_hash_over_reads_back_only_once_its_own_writes_are_on_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `write` may return while its disk write still runs. Part 2's first batch is held in its disk thread;
+    # once part 1 hands the hash on, part 2's next write must wait for that batch before reading it back to
+    # hash it: read sooner, the file would still have a hole there, and the hash would be of zeros.
+    reads = _hash_reads(monkeypatch)
+    size = 1024 * 1024
+    half = size // 2  # large enough for a disk thread (local._OVERLAP_FROM)
+    data, upload, first, second = _two_parts(tmp_path, size, 8)
+    real_pwrite = os.pwrite
+    disk = threading.Event()
+
+    def pwrite(fd: int, view: Any, offset: int) -> int:
+        if offset >= size:
+            assert disk.wait(30), "the test never let part 2's writes through"
+        return real_pwrite(fd, view, offset)
+
+    monkeypatch.setattr(local.os, "pwrite", pwrite)
+    held = second.write(data[size : size + half])  # the hash is part 1's: only written, and held
+    assert not held.done()
+    first.write(data[:size]).result()  # part 1's last byte: the hash is free for part 2
+    taking_over = threading.Thread(target=lambda: second.write(data[size + half :]).result())
+    taking_over.start()
+    time.sleep(0.2)  # the take-over waits for the held write (were it not to, it would read a hole now)
+    assert reads == [], "read back before the bytes were written"
+    disk.set()
+    taking_over.join(30)
+    assert not taking_over.is_alive()
+    assert reads == [(size, size + half)]
+    first.finish()
+    second.finish()
+    upload.seal()
+    assert upload.digest() == hashlib.sha256(data).hexdigest()
+    assert upload._staged.path.read_bytes() == data
+
+
 def test_a_part_that_fails_after_taking_the_hash_over_gives_it_back_where_the_part_before_left_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -296,8 +333,9 @@ def test_a_read_back_past_what_was_written_is_an_error(tmp_path: Path) -> None:
 def test_a_large_batch_is_written_by_a_disk_thread_while_it_is_hashed_and_a_failed_write_fails_the_part(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The receiving thread hashes a batch while a disk thread writes it; `write` returns only once both are
-    # done (the buffer is then reused), and a failed write fails the part, which can be sent again.
+    # The receiving thread hashes a batch while a disk thread writes it; `write` returns the write, which may
+    # still run (the buffer is reused once it is done), and a failed write fails the part (its future and
+    # `finish` raise it), which can be sent again.
     store = LocalObjectStore(tmp_path / "blobs")
     part = 1024 * 1024
     data = random.Random(15).randbytes(2 * part)
@@ -321,8 +359,11 @@ def test_a_large_batch_is_written_by_a_disk_thread_while_it_is_hashed_and_a_fail
     assert writers and all(name.startswith("disk-write") for name in writers)
     failing.set()
     writer = upload.part_writer(2)
+    written = writer.write(data[part:])
     with pytest.raises(OSError, match="No space left"):
-        writer.write(data[part:])
+        written.result()
+    with pytest.raises(OSError, match="No space left"):
+        writer.finish()
     writer.abort()
     failing.clear()
     writer = upload.part_writer(2)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime
+import functools
 import mmap
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 from urllib.parse import unquote
 
@@ -38,6 +42,11 @@ TYPE_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 PLURAL_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 # Where a request's principal is kept once found.
 _PRINCIPAL_KEY = "weightyard.principal"
+# Buffers of a body read straight from the socket (`_pump_direct`): the socket is read up to this many batches
+# ahead of the worker that consumes them, and a consumer may leave a batch's disk write running while it takes
+# the next. With two, the worker waited for each write and the loop for the worker: 512 MiB of upload parts
+# took 0.87 s on their own against 0.63 s with four (docs/benchmarks.md, session 13).
+DIRECT_BUFFERS = 4
 
 
 def error_response(exc: WeightyardError, base: str = "", as_text: bool = False) -> Response:
@@ -169,9 +178,10 @@ async def pump_body(
     raised only once the whole body has been read, so the client reads the error instead of a reset.
 
     `in_place`, when given, is `consume` for a batch handed as a view of a buffer that is reused once it
-    returns (it must keep nothing of it): where the server offers it (`zero_copy.RECEIVE`), the body is then
-    received from the socket straight into two alternating buffers of `batch_size`, with no message per
-    socket read and no joining.
+    returns, or, when it returns a `concurrent.futures.Future` (a write still reading the buffer), once that
+    is done; it must keep nothing of the buffer beyond that. Where the server offers it
+    (`zero_copy.RECEIVE`), the body is then received from the socket straight into a few buffers of
+    `batch_size` taken in turn (`_pump_direct`), with no message per socket read and no joining.
     """
     if in_place is not None:
         direct = _take_direct(request, limit)
@@ -255,35 +265,114 @@ async def _pump_direct(
     batch_size: int,
     drain_on_error: bool,
 ) -> int:
-    """`pump_body` for a body read from the socket: each batch is received into one of two buffers while a
-    worker thread consumes the other. The buffers are anonymous maps, whose pages exist only once bytes
-    are written into them: a body announced but not sent costs no memory."""
+    """`pump_body` for a body read from the socket, into up to `DIRECT_BUFFERS` buffers of `batch_size` taken
+    in turn: each full batch joins `_InOrder`'s queue, consumed in order by a worker thread, while the loop
+    reads the next batches into free buffers. The buffers are anonymous maps, whose pages exist only once
+    bytes are written into them: a body announced but not sent costs no memory."""
     received = 0
     size = max(1, min(batch_size, body.left))
-    maps = (mmap.mmap(-1, size), mmap.mmap(-1, size))
-    buffers = (memoryview(maps[0]), memoryview(maps[1]))
-    which = 0
-    batches = _Batches(drain_on_error)
+    count = max(1, min(DIRECT_BUFFERS, -(-body.left // size)))  # no more buffers than the body has batches
+    maps = [mmap.mmap(-1, size) for _ in range(count)]
+    views = [memoryview(mapped) for mapped in maps]
+    batches = _InOrder(consume, views)
     try:
         while body.left:
-            buffer = buffers[which]
-            count = await body.read_into(buffer)
-            received += count
+            index = await batches.free.get()
+            try:
+                filled = await body.read_into(views[index])
+            except BaseException:
+                batches.free.put_nowait(index)
+                raise
+            received += filled
             if batches.failure is not None:
+                batches.free.put_nowait(index)
+                if not drain_on_error:
+                    break
                 continue  # read to its end, for the client to read the error
-            await batches.settle()  # the other buffer's batch: consumed before that buffer is filled again
-            batches.start(consume, buffer[:count])
-            which ^= 1
-        await batches.settle()
+            batches.submit(index, filled)
     finally:
-        await batches.close()
+        await batches.close()  # never leave a write running behind the caller's abort
         body.close()
-        for buffer, mapped in zip(buffers, maps, strict=True):
-            buffer.release()
+        for view, mapped in zip(views, maps, strict=True):
+            view.release()
             with contextlib.suppress(BufferError):  # a view a consumer kept: the map goes with it
                 mapped.close()
-    batches.raise_failure()
+    if batches.failure is not None:
+        raise batches.failure
     return received
+
+
+class _InOrder:
+    """The batches of one `_pump_direct` body, consumed in the order they arrived by one worker thread at a
+    time. A worker starts when a batch is queued and none runs, and ends once the queue is empty: a slow body
+    holds no thread between its batches. A buffer goes back to `free` once its batch is consumed and, when
+    `consume` returned a `Future`, once that is done. The first failure (of `consume` or of such a future) is
+    kept in `failure`; the batches after it are not consumed."""
+
+    def __init__(self, consume: Callable[[memoryview], object], views: list[memoryview]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._consume = consume
+        self._views = views
+        self._lock = threading.Lock()
+        self._queued: collections.deque[tuple[int, int]] = collections.deque()
+        self._running = False
+        self._workers: list[asyncio.Future[None]] = []
+        self.free: asyncio.Queue[int] = asyncio.Queue()
+        for index in range(len(views)):
+            self.free.put_nowait(index)
+        self.failure: BaseException | None = None
+
+    def submit(self, index: int, count: int) -> None:
+        """Queue the batch in buffer `index` (its first `count` bytes); start a worker if none runs."""
+        with self._lock:
+            self._queued.append((index, count))
+            if self._running:
+                return
+            self._running = True
+        self._workers = [worker for worker in self._workers if not worker.done()]
+        self._workers.append(asyncio.ensure_future(run_in_threadpool(self._drain)))
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queued:
+                    self._running = False
+                    return
+                index, count = self._queued.popleft()
+            if self.failure is not None:
+                self._release(index)
+                continue
+            try:
+                pending = self._consume(self._views[index][:count])
+            except BaseException as exc:  # kept, and raised by the pump once its buffers are back
+                self._fail(exc)
+                self._release(index)
+                continue
+            if isinstance(pending, Future):
+                pending.add_done_callback(functools.partial(self._settled, index))
+            else:
+                self._release(index)
+
+    def _settled(self, index: int, done: Future[Any]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            self._fail(done.exception() or asyncio.CancelledError())
+        self._release(index)
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._lock:
+            if self.failure is None:
+                self.failure = exc
+
+    def _release(self, index: int) -> None:
+        self._loop.call_soon_threadsafe(self.free.put_nowait, index)
+
+    async def close(self) -> None:
+        """Wait for the workers, then for every buffer to come back (its batch consumed, its write done)."""
+        for worker in self._workers:
+            with contextlib.suppress(BaseException):
+                await worker
+        for _ in self._views:
+            await self.free.get()
 
 
 class SegmentResponse(Response):

@@ -125,8 +125,10 @@ class PartWriter(Protocol):
         """The part's size: `finish` refuses any other count."""
         ...
 
-    def write(self, data: bytes | memoryview) -> None:
-        """Raises `ContentMismatch` when the part would exceed its size."""
+    def write(self, data: bytes | memoryview) -> Future[None] | None:
+        """Raises `ContentMismatch` when the part would exceed its size. A writer may return a future while a
+        disk write still reads `data`: the caller keeps `data` as it is until that is done (its `result`
+        raises what the write raised); `finish` and `abort` wait for every write."""
         ...
 
     def finish(self) -> None:

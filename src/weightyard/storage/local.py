@@ -277,23 +277,44 @@ class StagedPartWriter:
         # the hash as it was before this part, restored if the part fails half way
         self._restore = staged._hash.copy() if owns_hash else None
         self.received = 0
+        self._in_flight: list[Future[None]] = []  # disk writes begun and maybe not done
 
-    def write(self, data: bytes | memoryview) -> None:
+    def write(self, data: bytes | memoryview) -> Future[None]:
+        """Write the next bytes at their place in the part, hashing them if the part holds the hash. The disk
+        write may still run once this returns (the caller takes the next batch meanwhile): `data` must stay
+        as it is until the returned future is done, which raises what the write raised. `finish` and `abort`
+        wait for every write."""
         if self.received + len(data) > self.expected:
             raise ContentMismatch(f"part {self._number} must have {self.expected} bytes, received more")
         if not self._owns_hash and self.received < self.expected:
             self._take_hash()
         written = self._writes.begin(data, self._offset + self.received)
+        self._in_flight = [*(pending for pending in self._in_flight if not pending.done()), written]
         try:
             if self._owns_hash:
                 self._staged._hash.update(data)
-        finally:
-            written.result()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                written.result()  # the buffer is the caller's again once this returns
+            raise
         self.received += len(data)
         if self._owns_hash and self.received == self.expected:
             # Every byte hashed: the hash goes on to the next part now, not after this one's fdatasync.
             self._owns_hash, self._restore = False, None
             self._staged._hash_passed(self._end)
+        return written
+
+    def _written(self) -> None:
+        """Wait for every disk write begun; raises the first that failed."""
+        in_flight, self._in_flight = self._in_flight, []
+        failure: BaseException | None = None
+        for pending in in_flight:
+            try:
+                pending.result()
+            except BaseException as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def _take_hash(self) -> None:
         """Take the hash over where the hashed prefix has reached this part's start and no thread extends it
@@ -306,6 +327,7 @@ class StagedPartWriter:
             staged._hashing = True
         self._restore = staged._hash.copy()
         try:
+            self._written()  # the bytes read back must be on the disk
             if self.received:
                 _hash_range(staged.path, self._offset, self._offset + self.received, staged._hash)
         except BaseException:
@@ -315,7 +337,9 @@ class StagedPartWriter:
         self._owns_hash = True
 
     def finish(self) -> None:
-        """Count the part: it must have exactly its size. Raises `ContentMismatch` (and aborts) otherwise."""
+        """Count the part: it must have exactly its size, every write done. Raises `ContentMismatch` (and
+        aborts) otherwise, or what a write raised (the caller aborts)."""
+        self._written()
         if self.received != self.expected:
             self.abort()
             raise ContentMismatch(
@@ -331,6 +355,8 @@ class StagedPartWriter:
     def abort(self) -> None:
         if self._fd < 0:
             return
+        with contextlib.suppress(BaseException):
+            self._written()  # no write may still use the descriptors closed here
         self._writes.close_direct()
         os.close(self._fd)
         self._fd = -1
