@@ -13,11 +13,13 @@ import hashlib
 import json
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 import httpx
@@ -48,6 +50,7 @@ class BodyApp:
 
     outcomes: list[str] = field(default_factory=list)
     reading: int = 0  # requests that began reading their body
+    consumed: int = 0  # batches handed to a consumer, all requests
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if await answered_lifespan(scope, receive, send):
@@ -62,6 +65,7 @@ class BodyApp:
 
         def consume(data: bytes | memoryview) -> Future[None] | None:
             batches.append((type(data).__name__, len(data)))
+            self.consumed += 1
             if route in ("fails", "drain-fails") and len(batches) == 2:
                 raise ContentMismatch("the consumer refuses this body")
             digest.update(data)
@@ -223,6 +227,34 @@ def test_a_write_left_running_that_fails_fails_the_body(served: tuple[int, BodyA
         status, _, body = _read_response(sock, bytearray())
     assert (status, json.loads(body)["code"]) == (422, "ContentMismatch")
     assert app.outcomes[-1] == "deferred-fails: ContentMismatch"
+
+
+def test_a_body_waiting_for_its_client_holds_no_thread(served: tuple[int, BodyApp]) -> None:
+    # A batch and a half sent, then a pause: the first batch is consumed, and no worker waits for the next.
+    port, app = served
+    data = os.urandom(3 * BATCH)
+    consumed = app.consumed
+    with _connect(port) as sock:
+        sock.sendall(_head("/echo", {"Content-Length": str(len(data))}) + data[: BATCH + BATCH // 2])
+        deadline = time.monotonic() + 30
+        while app.consumed == consumed:
+            assert time.monotonic() < deadline, "the first batch was not consumed"
+            time.sleep(0.01)
+        time.sleep(0.1)
+        assert not [
+            frame
+            for top in sys._current_frames().values()
+            for frame in _stack(top)
+            if frame.f_code.co_name == "_drain" and frame.f_code.co_filename.endswith("common.py")
+        ], "a worker thread waits for the body"
+        sock.sendall(data[BATCH + BATCH // 2 :])
+        _expect(_read_response(sock, bytearray()), data, ["memoryview"])
+
+
+def _stack(frame: FrameType | None) -> Iterator[FrameType]:
+    while frame is not None:
+        yield frame
+        frame = frame.f_back
 
 
 def test_pipelined_requests_after_a_body_read_from_the_socket_are_answered_in_order(

@@ -37,7 +37,7 @@ CAS_PREFIX = "/xet-cas"
 # Every refusal on the CAS routes is logged with its reason: a client's failed upload is explained in the log.
 _log = logging.getLogger("weightyard.cas")
 # A xorb body goes to the worker thread in batches this large: 4 MiB took about a tenth less server CPU
-# than 1 MiB (fewer thread hand-offs); at most two batches per upload are held.
+# than 1 MiB (fewer thread hand-offs); at most `common.DIRECT_BUFFERS` batches per upload are held.
 _BODY_BATCH = 4 * 1024 * 1024
 _TYPE_PLURAL = {singular: plural for plural, singular in PLURAL_TYPES.items()}
 
