@@ -44,9 +44,9 @@ IDLE = 1.0  # the middleware's idle limit, seconds
 
 @dataclass
 class BodyApp:
-    """POST /echo, /big, /drain-fails, /fails, /limited, /deferred and /deferred-fails: the body through
-    `pump_body`, answered with its sha256, its size and how the consumer was handed it. Notes each request's
-    outcome."""
+    """POST /echo, /big, /drain-fails, /fails, /limited, /deferred, /deferred-fails and /deferred-cancelled:
+    the body through `pump_body`, answered with its sha256, its size and how the consumer was handed it. Notes
+    each request's outcome."""
 
     outcomes: list[str] = field(default_factory=list)
     reading: int = 0  # requests that began reading their body
@@ -81,6 +81,8 @@ class BodyApp:
                     changed.append(number)
                 if route == "deferred-fails" and number == 2:
                     written.set_exception(ContentMismatch("the write failed"))
+                elif route == "deferred-cancelled" and number == 2:
+                    written.cancel()
                 else:
                     written.set_result(None)
 
@@ -218,6 +220,15 @@ def test_a_buffer_is_reused_only_once_the_write_its_consumer_left_running_is_don
         got = _expect(_read_response(sock, bytearray()), data, ["memoryview"])
     assert got["changed"] == []
     assert len(got["sizes"]) == 17
+
+
+def test_a_write_left_running_that_is_cancelled_fails_the_body(served: tuple[int, BodyApp]) -> None:
+    port, app = served
+    with _connect(port) as sock:
+        sock.sendall(_post("/deferred-cancelled", os.urandom(2 * MIB)))
+        status, _, _ = _read_response(sock, bytearray())
+    assert status == 500  # the pump raised the cancellation; the app lets it through
+    assert not app.outcomes or not app.outcomes[-1].startswith("deferred-cancelled")
 
 
 def test_a_write_left_running_that_fails_fails_the_body(served: tuple[int, BodyApp]) -> None:

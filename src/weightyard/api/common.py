@@ -10,7 +10,7 @@ import functools
 import mmap
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from typing import Any
 from urllib.parse import unquote
 
@@ -354,8 +354,10 @@ class _InOrder:
                 self._release(index)
 
     def _settled(self, index: int, done: Future[Any]) -> None:
-        if done.cancelled() or done.exception() is not None:
-            self._fail(done.exception() or asyncio.CancelledError())
+        if done.cancelled():
+            self._fail(CancelledError("a write of the body was cancelled"))
+        elif (exc := done.exception()) is not None:
+            self._fail(exc)
         self._release(index)
 
     def _fail(self, exc: BaseException) -> None:
