@@ -243,6 +243,10 @@ def test_a_server_killed_between_publishing_a_copy_and_recording_it_leaves_a_job
         stop_server(crashing.server)
     assert sha256(content) in crashing.blob_files(), "published before the kill"
     assert not copy_of(crashing, sha256(content)) and job_state(crashing, sha256(content)) == "running"
+    # Caught between publishing and recording, the copy is not counted as an uploaded whole blob.
+    stats = cli_json(crashing, "stats")
+    assert stats["copy_bytes"] == 0
+    assert stats["blob_bytes"] < len(content), "the copy was counted as an uploaded whole blob"  # type: ignore[operator]
 
     restarted = XetHub(start_server(data, env=quick), crashing.tokens)
     try:

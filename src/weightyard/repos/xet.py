@@ -684,10 +684,16 @@ class XetService:
                 row.sha256: int(row.size)
                 for row in conn.execute(sa.select(tables.blobs.c.sha256, tables.blobs.c.size))
             }
+        # A copy is published on disk before its `whole_copies` row is written (with its job's removal, in
+        # one transaction): the disk is looked at first, the copies and the copy jobs read after it, so that
+        # a copy caught between the two is not counted as an uploaded whole blob.
+        on_disk = {sha for sha in blob_sizes if self._store.has_whole_blob(sha)}
+        with self._engine.connect() as conn:
             copies = {
                 row.sha256: int(row.size)
                 for row in conn.execute(sa.select(tables.whole_copies.c.sha256, tables.whole_copies.c.size))
             }
+            being_copied = set(conn.execute(sa.select(tables.copy_jobs.c.sha256)).scalars())
         per_repo: dict[int, tuple[Repo, int, set[str]]] = {}
         for repo, commit in self._all_commits():
             _, logical, shas = per_repo.get(repo.id, (repo, 0, set()))
@@ -697,7 +703,7 @@ class XetService:
                 logical + sum(e.size for e in files.values()),
                 shas | {e.sha256 for e in files.values()},
             )
-        whole = {sha for sha in blob_sizes if sha not in copies and self._store.has_whole_blob(sha)}
+        whole = on_disk - copies.keys() - being_copied
 
         def stored(shas: set[str]) -> int:
             xorbs = set().union(*(file_xorbs.get(sha, set()) for sha in shas if sha not in whole))
