@@ -30,7 +30,8 @@ from tests.asgi_thread import answered_lifespan, serving
 from tests.support import free_port
 
 from weightyard.api.body_limit import BodyLimitMiddleware
-from weightyard.api.common import pump_body
+from weightyard.api import common
+from weightyard.api.common import _BufferPool, pump_body
 from weightyard.config import Settings
 from weightyard.errors import ContentMismatch, WeightyardError
 
@@ -44,13 +45,15 @@ IDLE = 1.0  # the middleware's idle limit, seconds
 
 @dataclass
 class BodyApp:
-    """POST /echo, /big, /drain-fails, /fails, /limited, /deferred, /deferred-fails and /deferred-cancelled:
-    the body through `pump_body`, answered with its sha256, its size and how the consumer was handed it. Notes
-    each request's outcome."""
+    """POST /echo, /big, /drain-fails, /fails, /limited, /deferred, /deferred-fails, /deferred-cancelled and
+    /keeps: the body through `pump_body`, answered with its sha256, its size, how the consumer was handed it
+    and the bytes the buffer pool kept when its first batch came. Notes each request's outcome; /keeps keeps a
+    view of its first batch (against the rule of `in_place`), with the batch's sha256, in `kept`."""
 
     outcomes: list[str] = field(default_factory=list)
     reading: int = 0  # requests that began reading their body
     consumed: int = 0  # batches handed to a consumer, all requests
+    kept: list[tuple[memoryview, str]] = field(default_factory=list)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if await answered_lifespan(scope, receive, send):
@@ -61,11 +64,16 @@ class BodyApp:
         batches: list[tuple[str, int]] = []
 
         changed: list[int] = []  # /deferred*: batches whose buffer changed before their write was done
+        pool_held: list[int] = []  # the pool's kept bytes when the first batch came
         writes: list[Future[None]] = []
 
         def consume(data: bytes | memoryview) -> Future[None] | None:
             batches.append((type(data).__name__, len(data)))
             self.consumed += 1
+            if len(batches) == 1:
+                pool_held.append(common._BUFFERS.held)
+                if route == "keeps" and isinstance(data, memoryview):
+                    self.kept.append((data, hashlib.sha256(data).hexdigest()))
             if route in ("fails", "drain-fails") and len(batches) == 2:
                 raise ContentMismatch("the consumer refuses this body")
             digest.update(data)
@@ -117,6 +125,7 @@ class BodyApp:
                 "kinds": kinds,
                 "sizes": [n for _, n in batches],
                 "changed": changed,
+                "pool_held": pool_held[0] if pool_held else None,
             }
             response = JSONResponse(body)
         await response(scope, receive, send)
@@ -428,3 +437,74 @@ def test_bodies_announced_but_not_sent_take_no_memory(served: tuple[int, BodyApp
     with _connect(port) as sock:
         sock.sendall(_post("/big", data))
         _expect(_read_response(sock, bytearray()), data, ["memoryview"])
+
+
+def _settled_pool(held: int | None = None) -> int:
+    """The pool's kept bytes once the last body's buffers came back (they do after its answer is sent)."""
+    deadline = time.monotonic() + 30
+    while held is not None and common._BUFFERS.held < held:
+        assert time.monotonic() < deadline, "the buffers did not come back"
+        time.sleep(0.01)
+    return common._BUFFERS.held
+
+
+def test_the_buffers_of_a_body_are_kept_for_the_next_bodies_and_released_when_idle(
+    served: tuple[int, BodyApp],
+) -> None:
+    # A fresh buffer costs a page fault and a zeroed page per 4 KiB; a body takes the buffers of the one
+    # before it instead, and an idle hub holds none after BODY_BUFFERS_LINGER_S.
+    port, _ = served
+    first, second = os.urandom(3 * BATCH + 11), os.urandom(2 * MIB)
+    with _connect(port) as sock:
+        sock.sendall(_post("/echo", first))
+        _expect(_read_response(sock, bytearray()), first, ["memoryview"])
+        held = _settled_pool(common.DIRECT_BUFFERS * BATCH)
+        sock.sendall(_post("/echo", second))
+        got = _expect(_read_response(sock, bytearray()), second, ["memoryview"])
+    # the second body took the four kept buffers of its size before its first batch was consumed
+    assert got["pool_held"] == held - common.DIRECT_BUFFERS * BATCH
+    assert _settled_pool(held) >= common.DIRECT_BUFFERS * BATCH
+    deadline = time.monotonic() + 30
+    while common._BUFFERS.held:
+        assert time.monotonic() < deadline, "the kept buffers were not released"
+        time.sleep(0.05)
+
+
+def test_a_buffer_a_consumer_kept_a_view_of_is_never_handed_to_another_body(
+    served: tuple[int, BodyApp],
+) -> None:
+    port, app = served
+    data = os.urandom(4 * BATCH)
+    with _connect(port) as sock:
+        sock.sendall(_post("/keeps", data))
+        _expect(_read_response(sock, bytearray()), data, ["memoryview"])
+        for _ in range(3):  # bodies that take every buffer the pool kept, and write into them
+            other = os.urandom(4 * BATCH)
+            sock.sendall(_post("/echo", other))
+            _expect(_read_response(sock, bytearray()), other, ["memoryview"])
+    view, digest = app.kept.pop()
+    assert hashlib.sha256(view).hexdigest() == digest == hashlib.sha256(data[:BATCH]).hexdigest()
+    view.release()
+
+
+def test_the_pool_keeps_no_more_than_its_limit_and_releases_what_it_kept_once_idle() -> None:
+    size = 64 * KIB
+
+    async def scenario() -> None:
+        pool = _BufferPool(limit=2 * size, linger=0.2)
+        maps = [pool.take(size) for _ in range(3)]
+        for mapped in maps:
+            mapped[:5] = b"bytes"
+            pool.give(mapped)
+        assert pool.held == 2 * size
+        assert [mapped.closed for mapped in maps] == [False, False, True]  # beyond the limit: unmapped
+        await asyncio.sleep(0.1)
+        again = pool.take(size)  # a take within the linger keeps the rest another linger
+        assert again is maps[1] and pool.held == size
+        await asyncio.sleep(0.15)
+        assert pool.held == size and not maps[0].closed
+        pool.give(again)
+        await asyncio.sleep(0.5)
+        assert pool.held == 0 and maps[0].closed and maps[1].closed
+
+    asyncio.run(scenario())

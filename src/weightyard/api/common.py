@@ -9,6 +9,7 @@ import datetime
 import functools
 import mmap
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from typing import Any
@@ -267,12 +268,12 @@ async def _pump_direct(
 ) -> int:
     """`pump_body` for a body read from the socket, into up to `DIRECT_BUFFERS` buffers of `batch_size` taken
     in turn: each full batch joins `_InOrder`'s queue, consumed in order by a worker thread, while the loop
-    reads the next batches into free buffers. The buffers are anonymous maps, whose pages exist only once
-    bytes are written into them: a body announced but not sent costs no memory."""
+    reads the next batches into free buffers. The buffers come from `_BUFFERS`: kept from the bodies before,
+    else fresh anonymous maps, whose pages exist only once bytes are written into them."""
     received = 0
-    size = max(1, min(batch_size, body.left))
+    size = max(1, batch_size)  # one size for every body: its buffers can serve the next ones
     count = max(1, min(DIRECT_BUFFERS, -(-body.left // size)))  # no more buffers than the body has batches
-    maps = [mmap.mmap(-1, size) for _ in range(count)]
+    maps = [_BUFFERS.take(size) for _ in range(count)]
     views = [memoryview(mapped) for mapped in maps]
     batches = _InOrder(consume, views)
     try:
@@ -295,11 +296,85 @@ async def _pump_direct(
         body.close()
         for view, mapped in zip(views, maps, strict=True):
             view.release()
-            with contextlib.suppress(BufferError):  # a view a consumer kept: the map goes with it
-                mapped.close()
+            _BUFFERS.give(mapped)
     if batches.failure is not None:
         raise batches.failure
     return received
+
+
+class _BufferPool:
+    """The buffers of `_pump_direct`, kept between bodies.
+
+    A fresh map costs a page fault and a zeroed page per 4 KiB the first time the socket writes into it: a
+    third of the event loop's CPU in an upload on this project's machine (docs/benchmarks.md, session 14). A
+    body takes kept buffers of its size first and fresh private maps beyond them; when it ends, its buffers
+    are kept, up to `limit` bytes in all, unless a view of one is still alive (a consumer that kept one, a
+    traceback): that map is dropped with its last view, never handed to another body. What is kept is
+    released once no body has taken a buffer for `linger` seconds, so an idle hub holds none. A kept buffer
+    still holds bytes of the body before; a body reads only what it received into it.
+    """
+
+    def __init__(self, limit: int, linger: float) -> None:
+        self._limit = limit
+        self._linger = linger
+        self._lock = threading.Lock()
+        self._kept: dict[int, list[mmap.mmap]] = {}
+        self._held = 0
+        self._last_take = 0.0
+        self._release: asyncio.TimerHandle | None = None
+
+    @property
+    def held(self) -> int:
+        """Bytes kept now."""
+        return self._held
+
+    def take(self, size: int) -> mmap.mmap:
+        with self._lock:
+            self._last_take = time.monotonic()
+            kept = self._kept.get(size)
+            if kept:
+                self._held -= size
+                return kept.pop()
+        return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+
+    def give(self, mapped: mmap.mmap) -> None:
+        """Keep `mapped` for the next body, or close it; on the event loop (it may start the idle timer)."""
+        size = len(mapped)
+        try:
+            mapped.resize(size)  # BufferError while a view of it is alive; a no-op otherwise
+        except BufferError:
+            return  # the map is unmapped with its last view
+        with self._lock:
+            keep = self._held + size <= self._limit
+            if keep:
+                self._kept.setdefault(size, []).append(mapped)
+                self._held += size
+        if not keep:
+            mapped.close()
+        elif self._release is None:
+            self._release = asyncio.get_running_loop().call_later(self._linger, self._release_if_idle)
+
+    def _release_if_idle(self) -> None:
+        self._release = None
+        with self._lock:
+            idle = time.monotonic() - self._last_take
+            dropped: list[mmap.mmap] = []
+            if idle >= self._linger:
+                dropped = [mapped for kept in self._kept.values() for mapped in kept]
+                self._kept.clear()
+                self._held = 0
+            held = self._held
+        for mapped in dropped:
+            mapped.close()
+        if held:
+            self._release = asyncio.get_running_loop().call_later(self._linger - idle, self._release_if_idle)
+
+
+# Body buffers kept between uploads: two bodies' worth (an in-order push sends the next part while the hub
+# finishes the one before), released after a second without a body.
+BODY_BUFFERS_KEPT = 2 * DIRECT_BUFFERS * 4 * 1024 * 1024
+BODY_BUFFERS_LINGER_S = 1.0
+_BUFFERS = _BufferPool(BODY_BUFFERS_KEPT, BODY_BUFFERS_LINGER_S)
 
 
 class _InOrder:
