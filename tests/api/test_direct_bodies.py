@@ -29,8 +29,8 @@ from starlette.responses import JSONResponse
 from tests.asgi_thread import answered_lifespan, serving
 from tests.support import free_port
 
-from weightyard.api.body_limit import BodyLimitMiddleware
 from weightyard.api import common
+from weightyard.api.body_limit import BodyLimitMiddleware
 from weightyard.api.common import _BufferPool, pump_body
 from weightyard.config import Settings
 from weightyard.errors import ContentMismatch, WeightyardError
@@ -440,7 +440,7 @@ def test_bodies_announced_but_not_sent_take_no_memory(served: tuple[int, BodyApp
 
 
 def _settled_pool(held: int | None = None) -> int:
-    """The pool's kept bytes once the last body's buffers came back (they do after its answer is sent)."""
+    """The pool's kept bytes, once at least `held` (a body gives its buffers back before it is answered)."""
     deadline = time.monotonic() + 30
     while held is not None and common._BUFFERS.held < held:
         assert time.monotonic() < deadline, "the buffers did not come back"
@@ -464,6 +464,7 @@ def test_the_buffers_of_a_body_are_kept_for_the_next_bodies_and_released_when_id
     # the second body took the four kept buffers of its size before its first batch was consumed
     assert got["pool_held"] == held - common.DIRECT_BUFFERS * BATCH
     assert _settled_pool(held) >= common.DIRECT_BUFFERS * BATCH
+    assert common.BODY_BUFFERS_LINGER_S == 1.0  # as docs/security.md and docs/hub.md say
     deadline = time.monotonic() + 30
     while common._BUFFERS.held:
         assert time.monotonic() < deadline, "the kept buffers were not released"
@@ -508,3 +509,23 @@ def test_the_pool_keeps_no_more_than_its_limit_and_releases_what_it_kept_once_id
         assert pool.held == 0 and maps[0].closed and maps[1].closed
 
     asyncio.run(scenario())
+
+
+def test_bodies_at_once_leave_no_more_kept_than_the_limit(served: tuple[int, BodyApp]) -> None:
+    # Three bodies of three 8 MiB batches at once take 72 MiB of buffers; the pool keeps 32 MiB of them.
+    assert common.BODY_BUFFERS_KEPT == 32 * MIB  # as docs/security.md and docs/hub.md say
+    port, _ = served
+    bodies = [os.urandom(3 * BIG_BATCH) for _ in range(3)]
+    sockets = [_connect(port) for _ in bodies]
+    try:
+        for sock, data in zip(sockets, bodies, strict=True):
+            sock.sendall(_head("/big", {"Content-Length": str(len(data))}) + data[:BIG_BATCH])
+        for sock, data in zip(sockets, bodies, strict=True):
+            sock.sendall(data[BIG_BATCH:])
+        for sock, data in zip(sockets, bodies, strict=True):
+            _expect(_read_response(sock, bytearray()), data, ["memoryview"])
+    finally:
+        for sock in sockets:
+            sock.close()
+    # every body gave its buffers back before its answer
+    assert 0 < common._BUFFERS.held <= common.BODY_BUFFERS_KEPT
