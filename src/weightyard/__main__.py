@@ -1,3 +1,3 @@
-from weightyard.cli import main
+from weightyard.launch import main
 
 main()

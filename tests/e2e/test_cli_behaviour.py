@@ -274,7 +274,7 @@ atexit.register(
     )
 )
 sys.argv = ["weightyard", *sys.argv[2:]]
-from weightyard.cli import main
+from weightyard.launch import main
 main()
 """
 

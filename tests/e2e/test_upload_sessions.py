@@ -628,3 +628,32 @@ print(sorted(name for name in sys.modules if name.split(".")[0] in ("huggingface
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip() == "[]", ran.stdout
     assert _stored(hub, oid) == data
+
+
+def test_a_push_takes_over_the_hash_its_command_began_before_the_cli_loaded(
+    hub: Server, repo: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `weightyard push DIR` begins hashing DIR's files before the CLI loads (weightyard/file_hash.py); push
+    # then hashes none of them again, and the content arrives as it is.
+    from weightyard import file_hash
+    from weightyard.cli.hub import push_folder
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    large, small = os.urandom(10 * PART + 7), b"a small file, sent inside the commit\n"
+    (folder / "weights.bin").write_bytes(large)
+    (folder / "notes.txt").write_bytes(small)
+    hashed_by: list[str] = []
+    real = file_hash.sha256_of_file
+
+    def recorded(path: Path, advance: file_hash.Advance) -> str:
+        hashed_by.append(f"{path.name} in {threading.current_thread().name}")
+        return real(path, advance)
+
+    monkeypatch.setattr(file_hash, "sha256_of_file", recorded)
+    file_hash.start_early(["weightyard", "push", str(folder), repo])
+    push_folder(hub.url, hub.token, folder, repo, "main", "pushed with its hashes begun early", private=False)
+    assert hashed_by == ["notes.txt in early-hash", "weights.bin in early-hash"]
+    assert _stored(hub, hashlib.sha256(large).hexdigest()) == large
+    api = HfApi(endpoint=hub.url, token=hub.token)
+    assert Path(api.hf_hub_download(repo, "notes.txt", cache_dir=tmp_path / "cache")).read_bytes() == small

@@ -25,6 +25,7 @@ from weightyard.cli.errors import print_error
 from weightyard.cli.progress import RichBar, console, out, transfer_progress
 from weightyard.demo import DEMO_REPO, demo_model_path
 from weightyard.errors import WeightyardError
+from weightyard.file_hash import SKIPPED_DIRS, folder_files
 from weightyard.formatting import human_size
 from weightyard.validation import check_path, check_repo_id
 
@@ -39,8 +40,6 @@ DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
 # threshold, `Settings.lfs_threshold`); smaller ones go inside the commit, or through a session as well when
 # the hub asks for them as objects of their own (binary files).
 LFS_THRESHOLD = 10 * 1024 * 1024
-# Files that describe a local download, not the model.
-_SKIPPED_DIRS = {".git", ".cache"}
 
 EndpointOption = Annotated[
     str | None,
@@ -246,13 +245,7 @@ def _publish_demo(url: str, token: str) -> None:
 
 
 def _local_files(folder: Path) -> list[tuple[Path, str]]:
-    files = []
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder)
-        if relative.parts[0] in _SKIPPED_DIRS or not path.is_file():
-            continue
-        files.append((path, check_path(relative.as_posix())))
-    return files
+    return [(path, check_path(path.relative_to(folder).as_posix())) for path in folder_files(folder)]
 
 
 class _PushStopped(Exception):
@@ -276,7 +269,7 @@ def push_folder(
     hash is known on a hub without sessions); the stock client then commits them without sending them
     again, and sends the small files itself.
     """
-    from weightyard.cli.hashing import sha256_of_file
+    from weightyard.file_hash import sha256_of_file, stop_early, take_early
 
     files = _local_files(folder)
     if not files:
@@ -298,13 +291,16 @@ def push_folder(
             pending = []
             for path, path_in_repo in files:
                 task = progress.add_task(f"hashing {path_in_repo}", total=path.stat().st_size)
-                digest = hasher.submit(sha256_of_file, path, functools.partial(hashed, task))
+                advance = functools.partial(hashed, task)
+                # begun by the command's entry point before the CLI loaded, where it could (file_hash.py)
+                digest = take_early(path, advance) or hasher.submit(sha256_of_file, path, advance)
                 pending.append((path, path_in_repo, task, digest))
             return _commit_files(
                 endpoint, token, repo, revision, message, private, progress, pending, sending
             )
         finally:
             stop.set()
+            stop_early()
             hasher.shutdown(cancel_futures=True)
 
 
@@ -565,7 +561,7 @@ def _pulled_paths(api: Any, repo: str, sha: str) -> list[str]:
             raise PullVerificationError(
                 f"the hub lists an unsafe path {entry.path!r}: {exc.message}"
             ) from None
-        if path.split("/")[0] in _SKIPPED_DIRS:
+        if path.split("/")[0] in SKIPPED_DIRS:
             raise PullVerificationError(f"the hub lists {path!r}, inside a folder pull keeps for itself")
         paths.append(path)
     return paths
@@ -577,7 +573,7 @@ def _keep_only(staging: Path, paths: list[str]) -> None:
     wanted = set(paths)
     for entry in sorted(staging.rglob("*"), reverse=True):
         relative = entry.relative_to(staging)
-        if relative.parts[0] in _SKIPPED_DIRS or relative.as_posix() in wanted:
+        if relative.parts[0] in SKIPPED_DIRS or relative.as_posix() in wanted:
             continue
         if entry.is_dir() and not entry.is_symlink():
             if not any(entry.iterdir()):

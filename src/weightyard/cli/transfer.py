@@ -4,8 +4,10 @@ The LFS batch API names an object by its sha256, so a client must read the whole
 byte. Weightyard's upload sessions (docs/hub.md) take the parts first and the sha256 at completion, which the
 hub compares with its own hash of what arrived: here the parts are sent (a few in flight, in 8 MiB steps; to
 a hub on this machine in order, each once the one before it is on the wire) while an independent reader
-hashes the file (`cli/hashing.py`, started by `push` before anything else). Once the hash is known, and parts
-are still to be sent, the hub is asked whether it already holds that content; if it does, sending stops.
+hashes the file (`weightyard/file_hash.py`, begun by the command before the CLI loads). Once the hash is
+known, and parts are still to be sent, the hub is asked whether it already holds that content; if it does,
+sending stops.
+
 Over plain HTTP with no proxy, the session's requests and parts go on connections of our own (`Calls`,
 `_put_direct`: the standard library's `http.client`, the parts by `sendfile`); else through the client
 library's session. A hub without sessions gets the LFS batch API once the hash is known, parts in parallel
@@ -34,7 +36,7 @@ from urllib.parse import urlsplit
 
 from weightyard import __version__
 from weightyard.cli.errors import refusal_line, transport_error, unreachable_line
-from weightyard.cli.hashing import READ_SIZE, Advance
+from weightyard.file_hash import READ_SIZE, Advance
 
 # Parts in flight at once: one being written by the hub while the next arrives (and one more to cover the
 # gap of each request's round trip). More would only add memory and contention on a few cores.
