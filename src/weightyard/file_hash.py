@@ -127,8 +127,8 @@ def start_early(argv: Sequence[str]) -> None:
         if not folder.is_dir():
             return
         entries = {path: _Early(_state(path)) for path in folder_files(folder)}
-    except (OSError, ValueError):
-        return  # push reports what is wrong with the folder
+    except Exception:  # push lists the folder again, and reports what is wrong with it
+        return
     if not entries:
         return
     stop_early()

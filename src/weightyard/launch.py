@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import sys
 
-from weightyard.file_hash import start_early
+from weightyard.file_hash import start_early, stop_early
 
 
 def main() -> None:
     start_early(sys.argv)
-    from weightyard.cli import main as cli_main
+    try:
+        from weightyard.cli import main as cli_main
 
-    cli_main()
+        cli_main()
+    finally:
+        stop_early()  # a command that ended before push took its hashes (a bad argument, say)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import mmap
 import os
 import socket
 import sys
@@ -529,3 +530,26 @@ def test_bodies_at_once_leave_no_more_kept_than_the_limit(served: tuple[int, Bod
             sock.close()
     # every body gave its buffers back before its answer
     assert 0 < common._BUFFERS.held <= common.BODY_BUFFERS_KEPT
+
+
+def test_a_pool_whose_release_timer_went_with_its_loop_is_released_from_the_next_loop() -> None:
+    # One loop per process in the hub; tests run one after another, and a timer on a closed loop never fires.
+    size = 64 * KIB
+    pool = _BufferPool(limit=size, linger=0.05)
+
+    async def give_one() -> mmap.mmap:
+        mapped = pool.take(size)
+        pool.give(mapped)
+        return mapped
+
+    first = asyncio.run(give_one())  # the loop closes before its timer fires
+    assert pool.held == size and not first.closed
+
+    async def later() -> None:
+        again = pool.take(size)
+        assert again is first
+        pool.give(again)
+        await asyncio.sleep(0.5)
+        assert pool.held == 0 and first.closed
+
+    asyncio.run(later())

@@ -118,3 +118,23 @@ launch.main()
     ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert ran.returncode != 0  # nothing listens on port 9: the push fails, after the hash began
     assert ran.stdout.strip().splitlines()[-1] == "[[], True]", ran.stdout + ran.stderr
+
+
+def test_a_command_that_ends_before_push_takes_its_hashes_stops_them(tmp_path: Path) -> None:
+    _folder(tmp_path / "m", {"model.bin": 1000})
+    probe = f"""
+import atexit, sys
+import weightyard.launch as launch
+import weightyard.file_hash as launch_hash
+runs = []
+def start(argv, begin=launch.start_early):
+    begin(argv)
+    runs.append(launch_hash._current)
+launch.start_early = start
+atexit.register(lambda: print(runs[0] is not None and runs[0].stop.is_set(), launch_hash._current is None))
+sys.argv = ["weightyard", "push", {str(tmp_path / "m")!r}, "not a repo name"]
+launch.main()
+"""
+    ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 2, ran.stderr  # a usage error, before push_folder
+    assert ran.stdout.strip().splitlines()[-1] == "True True", ran.stdout + ran.stderr

@@ -321,7 +321,9 @@ class _BufferPool:
         self._kept: dict[int, list[mmap.mmap]] = {}
         self._held = 0
         self._last_take = 0.0
-        self._release: asyncio.TimerHandle | None = None
+        # The loop whose timer will release what is kept (a process runs one; tests run several, one after
+        # another, and a timer on a loop that closed never fires).
+        self._release_loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def held(self) -> int:
@@ -351,11 +353,15 @@ class _BufferPool:
                 self._held += size
         if not keep:
             mapped.close()
-        elif self._release is None:
-            self._release = asyncio.get_running_loop().call_later(self._linger, self._release_if_idle)
+        elif self._release_loop is None or self._release_loop.is_closed():
+            self._release_later(self._linger)
+
+    def _release_later(self, delay: float) -> None:
+        self._release_loop = asyncio.get_running_loop()
+        self._release_loop.call_later(delay, self._release_if_idle)
 
     def _release_if_idle(self) -> None:
-        self._release = None
+        self._release_loop = None
         with self._lock:
             idle = time.monotonic() - self._last_take
             dropped: list[mmap.mmap] = []
@@ -367,7 +373,7 @@ class _BufferPool:
         for mapped in dropped:
             mapped.close()
         if held:
-            self._release = asyncio.get_running_loop().call_later(self._linger - idle, self._release_if_idle)
+            self._release_later(self._linger - idle)
 
 
 # Body buffers kept between uploads: two bodies' worth (an in-order push sends the next part while the hub
