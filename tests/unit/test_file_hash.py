@@ -96,45 +96,40 @@ def test_stopping_ends_the_hashes_taken_and_not_taken(
     assert file_hash._current is None
 
 
-def test_the_command_begins_the_hash_before_it_loads_the_cli(tmp_path: Path) -> None:
-    # `python -m weightyard push DIR …` (the `weightyard` script runs the same `launch.main`): when the hash
-    # begins, typer, rich and the command modules are not loaded yet.
-    _folder(tmp_path / "m", {"model.bin": 1000})
-    probe = f"""
+# Runs `weightyard.launch.main` with the command line after the first argument, its `start_early` wrapped;
+# prints at exit what was loaded when the hash began, whether one began, whether it was stopped by then, and
+# whether the module still holds it.
+_LAUNCH = """
 import atexit, sys
 import weightyard.launch as launch
 import weightyard.file_hash as launch_hash
 seen = []
 def start(argv, begin=launch.start_early):
     begin(argv)
-    loaded = [m for m in ("typer", "rich", "weightyard.cli") if m in sys.modules]
-    seen.append(sorted(loaded))
-    seen.append(launch_hash._current is not None)
+    seen.extend([[m for m in ("typer", "rich", "weightyard.cli") if m in sys.modules], launch_hash._current])
 launch.start_early = start
-atexit.register(lambda: print(seen))
-sys.argv = ["weightyard", "push", {str(tmp_path / "m")!r}, "me/model", "--endpoint", "http://127.0.0.1:9"]
+atexit.register(lambda: print((seen[0], seen[1] is not None, seen[1].stop.is_set(), launch_hash._current)))
+sys.argv = ["weightyard", *sys.argv[1:]]
 launch.main()
 """
-    ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert ran.returncode != 0  # nothing listens on port 9: the push fails, after the hash began
-    assert ran.stdout.strip().splitlines()[-1] == "[[], True]", ran.stdout + ran.stderr
+
+
+def _launch(*args: str) -> tuple[int, str]:
+    ran = subprocess.run([sys.executable, "-c", _LAUNCH, *args], capture_output=True, text=True, timeout=120)
+    return ran.returncode, (ran.stdout.strip().splitlines() or [ran.stderr])[-1]
+
+
+def test_the_command_begins_the_hash_before_it_loads_the_cli(tmp_path: Path) -> None:
+    # `python -m weightyard push DIR …` (the `weightyard` script runs the same `launch.main`): when the hash
+    # begins, typer, rich and the command modules are not loaded yet.
+    _folder(tmp_path / "m", {"model.bin": 1000})
+    code, line = _launch("push", str(tmp_path / "m"), "me/model", "--endpoint", "http://127.0.0.1:9")
+    assert code != 0  # nothing listens on port 9: the push fails, after the hash began
+    assert line == "([], True, True, None)"
 
 
 def test_a_command_that_ends_before_push_takes_its_hashes_stops_them(tmp_path: Path) -> None:
     _folder(tmp_path / "m", {"model.bin": 1000})
-    probe = f"""
-import atexit, sys
-import weightyard.launch as launch
-import weightyard.file_hash as launch_hash
-runs = []
-def start(argv, begin=launch.start_early):
-    begin(argv)
-    runs.append(launch_hash._current)
-launch.start_early = start
-atexit.register(lambda: print(runs[0] is not None and runs[0].stop.is_set(), launch_hash._current is None))
-sys.argv = ["weightyard", "push", {str(tmp_path / "m")!r}, "not a repo name"]
-launch.main()
-"""
-    ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert ran.returncode == 2, ran.stderr  # a usage error, before push_folder
-    assert ran.stdout.strip().splitlines()[-1] == "True True", ran.stdout + ran.stderr
+    code, line = _launch("push", str(tmp_path / "m"), "not a repo name")
+    assert code == 2  # a usage error, before push_folder
+    assert line == "([], True, True, None)"  # begun, then stopped by the launcher
