@@ -187,7 +187,7 @@ def _entries(folder: Path) -> set[str]:
 
 
 def test_a_huge_xet_file_of_repeated_chunks_is_scanned_without_spooling_or_reading_it_whole(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store, scans = _xet_store(tmp_path, pack=False)
     chunk = b"\x00" * CHUNK
@@ -201,7 +201,12 @@ def test_a_huge_xet_file_of_repeated_chunks_is_scanned_without_spooling_or_readi
     with store.connect() as conn:
         store.register_file(conn, entry, digest.hexdigest())
     size = REPEATS * CHUNK
-    temporary = Path(tempfile.gettempdir())
+    # A temporary folder of this test's own: the system one changes under the other test workers.
+    temporary = tmp_path / "temporary"
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    assert Path(tempfile.gettempdir()) == temporary
     before = _entries(temporary), list(store.objects.list_scratch())
     written = _written_bytes()
     tracemalloc.start()
