@@ -340,15 +340,17 @@ def test_the_blob_url_opens_an_s3_store(s3_url: str, tmp_path: Path) -> None:
         open_object_store("gs://bucket/prefix", tmp_path / "xorbs")
 
 
-def test_scratch_files_stay_in_the_page_cache_to_be_sent_on(store: S3ObjectStore) -> None:
-    # Read again whole as soon as they are complete (sent to the bucket): the page cache keeps them, even
-    # when written from page-aligned buffers that a local store would write around it.
+def test_scratch_files_are_written_through_the_page_cache_to_be_sent_on(store: S3ObjectStore) -> None:
+    # Read again whole as soon as they are complete (sent to the bucket): written through the page cache, which
+    # keeps them, even from page-aligned buffers that a local store would write around it.
     buffer = mmap.mmap(-1, 64 * mmap.PAGESIZE)
     buffer[:] = os.urandom(len(buffer))
     scratch = store.scratch()
     try:
         scratch.write(memoryview(buffer))
-        scratch.sync()
+        # Counted while dirty: clean pages may be reclaimed at any moment (this machine's kernel pages out
+        # cold-looking page cache on its own), dirty ones are not.
         assert cached_pages(scratch.path) == 64
+        scratch.sync()
     finally:
         scratch.discard()
