@@ -69,7 +69,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -293,6 +293,14 @@ def warm_cache(path: Path) -> None:
     with open(path, "rb", buffering=0) as handle:
         while handle.readinto(buffer):
             pass
+
+
+def warm_all(paths: Iterable[Path]) -> None:
+    """Read every file a timing is about to read, untimed: this machine's kernel reclaims the page cache of
+    files left untouched for a few seconds on its own (about 10 % of a 512 MiB file in a minute, measured), so
+    a file read once before a phase is partly on the disk only by its last timing."""
+    for path in paths:
+        warm_cache(path)
 
 
 # ---------------------------------------------------------------------------------------------- servers
@@ -542,9 +550,13 @@ class Bench:
         return BenchError(f"{what}: {exc}\nlog of {server.url}:\n{read_tail(server.log)}")
 
 
-def alternate(index: int, first: Callable[[], None], second: Callable[[], None]) -> None:
+def alternate(
+    index: int, first: Callable[[], None], second: Callable[[], None], warm: Sequence[Path] = ()
+) -> None:
+    """Time `first` and `second`, each after reading the files in `warm` again (untimed, see `warm_all`)."""
     # The order flips every repetition, so that neither side always runs right after the other's writes.
     for step in (first, second) if index % 2 == 0 else (second, first):
+        warm_all(warm)
         step()
         flush_disk()
 
@@ -654,6 +666,7 @@ def measure_upload(
         steps = [anchor, at_sink, at_hub]
         # The order turns every repetition, so that no side always runs right after another's writes.
         for step in steps[index % 3 :] + steps[: index % 3]:
+            warm_cache(source)
             step()
             flush_disk()
         row.verification.append(verification(source, bench.size, xet))
@@ -773,6 +786,7 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
                 lambda: hf.bound.append(proxy.checked(partial(xet_download, proxy.url))),
             ]
             for step in steps[index % 3 :] + steps[: index % 3]:
+                warm_all([served / "xet.bin", *sorted(xorbs_of["xet"])])
                 step()
                 flush_disk()
             print(
@@ -788,6 +802,7 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
             index,
             lambda: curl_xet.anchor.append(curl(f"{bench.nginx_url}/xet.bin", "/dev/null", bench.size)),
             lambda: curl_xet.subject.append(curl(resolve(kind), "/dev/null", bench.size)),  # noqa: B023
+            warm=[served / "xet.bin", *sorted(xorbs_of[kind])],
         )
         copied = wait_for_copy(bench, hashes[kind])
         if index == 0:
@@ -797,7 +812,7 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
             f"(nginx {curl_xet.anchor[-1]:.2f} s)",
             flush=True,
         )
-    measure_rebuild_bound(bench, hashes["xet"], repeat)
+    measure_rebuild_bound(bench, hashes["xet"], repeat, [served / "xet.bin", *sorted(xorbs_of["xet"])])
     # The LFS upload's blob was written around the page cache too (as its parts arrived).
     warm_cache(hub_blob(bench, hashes["lfs"]))
     curl_copy = rows["curl_copy"]
@@ -806,11 +821,13 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
             index,
             lambda: curl_copy.anchor.append(curl(f"{bench.nginx_url}/xet.bin", "/dev/null", bench.size)),
             lambda: curl_copy.subject.append(curl(resolve("xet"), "/dev/null", bench.size)),
+            warm=[served / "xet.bin", hub_blob(bench, hashes["xet"])],
         )
         alternate(
             index,
             lambda: curl_lfs.anchor.append(curl(f"{bench.nginx_url}/lfs.bin", "/dev/null", bench.size)),
             lambda: curl_lfs.subject.append(curl(resolve("lfs"), "/dev/null", bench.size)),
+            warm=[served / "lfs.bin", hub_blob(bench, hashes["lfs"])],
         )
         print(
             f"  download {index + 1}/{repeat}: curl Xet file (whole copy) {curl_copy.subject[-1]:.2f} s "
@@ -820,9 +837,10 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
         )
 
 
-def measure_rebuild_bound(bench: Bench, sha256: str, repeat: int) -> None:
+def measure_rebuild_bound(bench: Bench, sha256: str, repeat: int, warm: Sequence[Path]) -> None:
     """The bound of the first plain download: the Xet file rebuilt from the hub's xorbs by
-    bench/rebuild_bound.py, with the re-hash and without, each `repeat` times alternately with nginx."""
+    bench/rebuild_bound.py, with the re-hash and without, each `repeat` times alternately with nginx (the
+    files in `warm` read again before each timing)."""
     assert bench.nginx_url is not None
     bound = bench.rebuild = RebuildTimings()
     nginx = f"{bench.nginx_url}/xet.bin"
@@ -834,11 +852,13 @@ def measure_rebuild_bound(bench: Bench, sha256: str, repeat: int) -> None:
                 index,
                 lambda: bound.anchor.append(curl(nginx, "/dev/null", bench.size)),
                 lambda: bound.verified.append(curl(verified, "/dev/null", bench.size)),
+                warm,
             )
             alternate(
                 index,
                 lambda: bound.anchor.append(curl(nginx, "/dev/null", bench.size)),
                 lambda: bound.unverified.append(curl(plain, "/dev/null", bench.size)),
+                warm,
             )
             print(
                 f"  rebuild bound {index + 1}/{repeat}: re-hashing {bound.verified[-1]:.3f} s, without the "

@@ -1,5 +1,6 @@
 """The verifying-hub floor of bench/transfer.py: the CPU that any hub which verifies every byte and fsyncs
-every blob must spend on an upload, measured piece by piece on the uploaded file, and the ratio it allows."""
+every blob must spend on an upload, measured piece by piece on the uploaded file, and the ratio it allows; and
+how the benchmark's timings alternate."""
 
 from __future__ import annotations
 
@@ -97,3 +98,19 @@ def test_the_floor_is_the_median_sum_of_its_pieces_and_the_report_prints_it(tran
     )
     assert transfer.floor_json(push, 2)["goal_out_of_reach"] is True
     assert transfer.floor_json(xet, 2)["total_cpu"] == pytest.approx(floor.total)
+
+
+def test_every_timing_reads_the_files_it_will_read_again_first(
+    transfer: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This machine's kernel reclaims the page cache of files left untouched for seconds: a file read once
+    # before a phase would be partly on the disk by its last timing, so each timing reads its files first.
+    files = [tmp_path / "served.bin", tmp_path / "stored.bin"]
+    for path in files:
+        path.write_bytes(b"x")
+    events: list[str] = []
+    monkeypatch.setattr(transfer, "warm_cache", lambda path: events.append(f"read {path.name}"))
+    for index in (0, 1):
+        transfer.alternate(index, lambda: events.append("row"), lambda: events.append("anchor"), files)
+    read = ["read served.bin", "read stored.bin"]
+    assert events == [*read, "row", *read, "anchor", *read, "anchor", *read, "row"]
