@@ -341,8 +341,8 @@ def test_the_blob_url_opens_an_s3_store(s3_url: str, tmp_path: Path) -> None:
 
 
 def test_scratch_files_are_written_through_the_page_cache_to_be_sent_on(store: S3ObjectStore) -> None:
-    # Read again whole as soon as they are complete (sent to the bucket): written through the page cache, which
-    # keeps them, even from page-aligned buffers that a local store would write around it.
+    # Read again whole as soon as they are complete (sent to the bucket): written through the page cache,
+    # which keeps them, even from page-aligned buffers that a local store would write around it.
     buffer = mmap.mmap(-1, 64 * mmap.PAGESIZE)
     buffer[:] = os.urandom(len(buffer))
     scratch = store.scratch()
