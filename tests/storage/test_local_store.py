@@ -227,9 +227,11 @@ def test_parts_in_aligned_buffers_are_written_around_the_page_cache_and_the_rest
     buffer = mmap.mmap(-1, part)  # page-aligned, like the receive buffers
     writer = upload.part_writer(1)
     buffer[:] = data[:part]
-    writer.write(memoryview(buffer))
-    writer.finish()
+    writer.write(memoryview(buffer)).result()
+    # Before `finish` writes the file back: written through the cache, the pages would still be dirty, which
+    # reclaim leaves in place, so none cached means none went through it.
     assert cached_pages(staged.path) == 0, "part 1 went around the page cache"
+    writer.finish()
     writer = upload.part_writer(2)
     writer.write(data[part : 2 * part]).result()  # bytes: not aligned in memory, so through the cache
     # Counted while dirty, before `finish` writes them back: clean pages may be reclaimed at any moment (this
@@ -313,7 +315,7 @@ def test_a_read_back_refused_around_the_cache_goes_through_it(
         refused.append(offset)
         raise OSError(errno.EINVAL, "Invalid argument")  # what a file system that takes no O_DIRECT read says
 
-    through = []  # the reads through the page cache: a descriptor without O_DIRECT
+    through: list[bool] = []  # the reads through the page cache: a descriptor without O_DIRECT
     pread_exact = local._pread_exact
 
     def pread_through_cache(fd: int, offset: int, size: int) -> bytes:
