@@ -550,15 +550,22 @@ class Bench:
         return BenchError(f"{what}: {exc}\nlog of {server.url}:\n{read_tail(server.log)}")
 
 
-def alternate(
-    index: int, first: Callable[[], None], second: Callable[[], None], warm: Sequence[Path] = ()
-) -> None:
-    """Time `first` and `second`, each after reading the files in `warm` again (untimed, see `warm_all`)."""
-    # The order flips every repetition, so that neither side always runs right after the other's writes.
-    for step in (first, second) if index % 2 == 0 else (second, first):
+def in_turn(index: int, steps: Sequence[Callable[[], None]], warm: Sequence[Path] = ()) -> None:
+    """Run `steps`, beginning with the one repetition `index` turns to (so that no side always runs right
+    after another's writes), each after reading the files in `warm` again (untimed, see `warm_all`) and
+    followed by a write-back of the dirty pages."""
+    first = index % len(steps)
+    for step in [*steps[first:], *steps[:first]]:
         warm_all(warm)
         step()
         flush_disk()
+
+
+def alternate(
+    index: int, first: Callable[[], None], second: Callable[[], None], warm: Sequence[Path] = ()
+) -> None:
+    """`in_turn` for a row and its anchor: the order flips every repetition."""
+    in_turn(index, [first, second], warm)
 
 
 def cp_sync(source: Path, copy: Path, timeout: float) -> Timing:
@@ -663,12 +670,7 @@ def measure_upload(
             row.anchor.append(timing.seconds)
             row.anchor_cpu.append(timing.client_cpu)
 
-        steps = [anchor, at_sink, at_hub]
-        # The order turns every repetition, so that no side always runs right after another's writes.
-        for step in steps[index % 3 :] + steps[: index % 3]:
-            warm_cache(source)
-            step()
-            flush_disk()
+        in_turn(index, [anchor, at_sink, at_hub], [source])
         row.verification.append(verification(source, bench.size, xet))
         hashed = row.verification[-1]
         blake3 = f", BLAKE3 {hashed.blake3:.2f} s" if hashed.blake3 is not None else ""
@@ -724,18 +726,14 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
     served = bench.work / "served"
     hashes = {}
     # The xorbs each file was stored in. The hub writes xorbs around the page cache, so after an upload they
-    # are on the disk only: each file's are read once, untimed, before its downloads are timed, as every
-    # other file here is warm (until session 12 they were not, and a download that came first read them from
-    # the disk: the first hf_hub_download and every first plain download after the first).
+    # are on the disk only: each file's are read, untimed, before each of its downloads is timed, as every
+    # other file here is (until session 12 they were not, and a download that came first read them from the
+    # disk: the first hf_hub_download and every first plain download after the first).
     xorb_folder = bench.work / "hub-data" / "xorbs"
     xorbs_of: dict[str, set[Path]] = {}
 
     def stored_xorbs() -> set[Path]:
         return {path for path in xorb_folder.rglob("*") if path.is_file()}
-
-    def warm_xorbs(kind: str) -> None:
-        for path in sorted(xorbs_of[kind]):
-            warm_cache(path)
 
     for kind, env in (("xet", {}), ("lfs", {"HF_HUB_DISABLE_XET": "1"})):
         path = served / f"{kind}.bin"
@@ -777,7 +775,6 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
     expose(xorb_folder)
     (served / "xorbs").symlink_to(xorb_folder)
     xet_download = partial(hf_download, bench, "admin/xet-download", hashes["xet"])
-    warm_xorbs("xet")
     with BoundProxy(bench.hub.url, f"{bench.nginx_url}/xorbs") as proxy:
         for index in range(repeat):
             steps = [
@@ -785,10 +782,7 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
                 lambda: hf.subject.append(xet_download()),
                 lambda: hf.bound.append(proxy.checked(partial(xet_download, proxy.url))),
             ]
-            for step in steps[index % 3 :] + steps[: index % 3]:
-                warm_all([served / "xet.bin", *sorted(xorbs_of["xet"])])
-                step()
-                flush_disk()
+            in_turn(index, steps, [served / "xet.bin", *sorted(xorbs_of["xet"])])
             print(
                 f"  download {index + 1}/{repeat}: hf_hub_download {hf.subject[-1]:.2f} s (nginx → FILE "
                 f"{hf.anchor[-1]:.2f} s, bound {hf.bound[-1]:.2f} s, {proxy.last_hub_seconds:.3f} s of it "
@@ -797,7 +791,6 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
             )
     # The first plain download is rebuilt from the xorbs and queues the whole copy, awaited before the next.
     for index, kind in enumerate(firsts):
-        warm_xorbs(kind)
         alternate(
             index,
             lambda: curl_xet.anchor.append(curl(f"{bench.nginx_url}/xet.bin", "/dev/null", bench.size)),
@@ -813,8 +806,8 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
             flush=True,
         )
     measure_rebuild_bound(bench, hashes["xet"], repeat, [served / "xet.bin", *sorted(xorbs_of["xet"])])
-    # The LFS upload's blob was written around the page cache too (as its parts arrived).
-    warm_cache(hub_blob(bench, hashes["lfs"]))
+    # The LFS upload's blob was written around the page cache too (as its parts arrived): read before each
+    # timing like the rest.
     curl_copy = rows["curl_copy"]
     for index in range(repeat):
         alternate(

@@ -4,6 +4,7 @@ how the benchmark's timings alternate."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import os
@@ -114,3 +115,7 @@ def test_every_timing_reads_the_files_it_will_read_again_first(
         transfer.alternate(index, lambda: events.append("row"), lambda: events.append("anchor"), files)
     read = ["read served.bin", "read stored.bin"]
     assert events == [*read, "row", *read, "anchor", *read, "anchor", *read, "row"]
+    events.clear()  # three sides (anchor, sink, hub): repetition 4 begins with the second
+    sides = [functools.partial(events.append, side) for side in ("anchor", "sink", "hub")]
+    transfer.in_turn(4, sides, files[:1])
+    assert events == ["read served.bin", "sink", "read served.bin", "hub", "read served.bin", "anchor"]
