@@ -14,26 +14,34 @@ from tests.support import Server
 
 from weightyard.server import MALLOC_ARENAS
 
-# glibc reserves each arena but the main one as a 64 MiB-aligned anonymous mapping of 64 MiB: the part in use
-# readable and writable, the rest reserved without access.
+# glibc reserves each arena but the main one as a 64 MiB-aligned anonymous mapping of 64 MiB (a heap): the
+# part in use readable and writable, the rest reserved without access. An arena that outgrows its heap takes
+# another one, so heaps are not arenas: each heap opens with its arena's address (`heap_info.ar_ptr`,
+# malloc/arena.c), and only an arena's first heap holds the arena itself, right after that header.
 _HEAP = 64 * 1024 * 1024
 
 
-def _arena_heaps(pid: int) -> int:
+def _arenas(pid: int) -> int:
+    """The number of malloc arenas in process `pid` besides the main one."""
     rows = []
     for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
         fields = line.split()
         start, end = (int(bound, 16) for bound in fields[0].split("-"))
         rows.append((start, end, fields[1], len(fields) > 5))
-    heaps = 0
-    for index, (start, end, perms, named) in enumerate(rows):
-        if named or perms != "rw-p" or start % _HEAP:
-            continue
-        following = rows[index + 1] if index + 1 < len(rows) else None
-        if following is not None and following[0] == end and following[2] == "---p" and not following[3]:
-            end = following[1]
-        heaps += end - start == _HEAP
-    return heaps
+    arenas = 0
+    with open(f"/proc/{pid}/mem", "rb", buffering=0) as memory:
+        for index, (start, end, perms, named) in enumerate(rows):
+            if named or perms != "rw-p" or start % _HEAP:
+                continue
+            following = rows[index + 1] if index + 1 < len(rows) else None
+            if following is not None and following[0] == end and following[2] == "---p" and not following[3]:
+                end = following[1]
+            if end - start != _HEAP:
+                continue
+            memory.seek(start)
+            arena = int.from_bytes(memory.read(8), sys.byteorder)
+            arenas += start < arena < start + _HEAP
+    return arenas
 
 
 def test_request_threads_share_at_most_two_malloc_arenas(server: Server) -> None:
@@ -48,7 +56,7 @@ def test_request_threads_share_at_most_two_malloc_arenas(server: Server) -> None
         thread.start()
     for thread in threads:
         thread.join()
-    assert _arena_heaps(server.pid) <= MALLOC_ARENAS - 1  # the main arena is not one of these
+    assert _arenas(server.pid) <= MALLOC_ARENAS - 1  # the main arena is not one of these
 
 
 _FROZEN = """
