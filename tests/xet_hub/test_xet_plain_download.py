@@ -133,14 +133,19 @@ def test_xorb_ranges_the_client_fetches_are_sent_from_the_file_never_mapped_into
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         sock.sendall(request)
         received += sock.recv(65536)
-        time.sleep(0.3)  # the hub is now blocked on the socket, part way through the range
-        maps = Path(f"/proc/{xet_hub.server.pid}/maps").read_text()
-        assert xorb not in maps
-        assert any(
+        # The hub opens the xorb once the head is out, then blocks on the full socket, part way through the
+        # range: its descriptor is awaited (a busy machine may take a while), then the maps are read.
+        deadline = time.monotonic() + 30
+        while not any(
             Path(f"/proc/{xet_hub.server.pid}/fd/{fd}").resolve().name == xorb
             for fd in os.listdir(f"/proc/{xet_hub.server.pid}/fd")
             if os.path.exists(f"/proc/{xet_hub.server.pid}/fd/{fd}")
-        )
+        ):
+            assert time.monotonic() < deadline, "the hub never opened the xorb"
+            time.sleep(0.05)
+        time.sleep(0.1)  # what a hub that maps it would map with it
+        maps = Path(f"/proc/{xet_hub.server.pid}/maps").read_text()
+        assert xorb not in maps
         while chunk := sock.recv(1 << 20):
             received += chunk
     head_end = received.index(b"\r\n\r\n") + 4
