@@ -411,7 +411,11 @@ def test_a_blob_writer_holds_at_most_its_write_ahead_bytes_for_a_slow_disk(tmp_p
 
     thread = threading.Thread(target=write_all, daemon=True)
     thread.start()
-    time.sleep(0.5)
+    deadline = time.monotonic() + 30
+    while not held:  # bounded: on a busy machine the thread may not have run yet
+        assert time.monotonic() < deadline, "the writer took no piece"
+        time.sleep(0.01)
+    time.sleep(0.5)  # time for a writer without its bound to run past it
     assert not written.is_set()  # the writer waits for the disk
     assert held and max(held) <= local.WRITE_AHEAD_BYTES
     waiting_at = len(held)
