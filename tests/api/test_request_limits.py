@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from tests.api.conftest import SMALL_LIMITS
 from tests.support import Server
 
 JUNK = b"{},"  # an array of empty objects, never closed: the most objects per byte
@@ -63,11 +64,13 @@ def _closed_by_server(sock: socket.socket) -> bool:
     return True
 
 
-def _send_until_answered(sock: socket.socket, chunks: Iterator[bytes]) -> int:
-    """Send chunks until the server answers; the number of body bytes sent by then."""
+def _send_until_answered(sock: socket.socket, chunks: Iterator[bytes], limit: int) -> int:
+    """Send chunks until the server answers; the number of body bytes sent by then. Past `limit` bytes, each
+    chunk waits up to 0.1 s for the answer first: on a busy machine the server can take a while to answer,
+    and the count must not run ahead of it (a chunk each 0.1 s stays well within the 1 s idle limit)."""
     sent = 0
     for chunk in chunks:
-        if select.select([sock], [], [], 0.01)[0]:
+        if select.select([sock], [], [], 0.01 if sent <= limit else 0.1)[0]:
             return sent
         try:
             sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
@@ -110,7 +113,7 @@ def test_a_json_body_streamed_past_the_limit_is_refused_midway_without_growing_s
                 {"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
             )
         )
-        sent = _send_until_answered(sock, _chunks(planned))
+        sent = _send_until_answered(sock, _chunks(planned), int(SMALL_LIMITS["WEIGHTYARD_MAX_JSON_BODY"]))
         status, headers, _ = _read_response(sock)
     assert (status, headers.get("x-error-code")) == (413, "PayloadTooLarge")
     assert sent < planned // 16, f"the 413 came only after {sent} bytes"
