@@ -76,9 +76,8 @@ def test_an_object_is_stored_before_the_write_lock_is_taken(tmp_path: Path) -> N
     with transaction(engine):
         thread = threading.Thread(target=commit)
         thread.start()
-        for _ in range(500):
-            if store.objects.size(BLOBS, sha) is not None:
-                break
+        deadline = time.monotonic() + 30  # bounded; a busy disk can take seconds to store the bytes
+        while store.objects.size(BLOBS, sha) is None and time.monotonic() < deadline:
             time.sleep(0.01)
         assert store.objects.size(BLOBS, sha) == len(data), "the bytes were stored while the lock was held"
         assert thread.is_alive(), "the row waits for the lock"
