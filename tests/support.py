@@ -123,8 +123,26 @@ def weightyard_environment(extra: dict[str, str] | None = None) -> dict[str, str
     return environment
 
 
+# Tries of `start_server` when its port was taken between `free_port` and the server's bind: another test
+# process, or a connection's ephemeral port, can take it meanwhile.
+_PORT_TRIES = 3
+
+
 def start_server(data: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> Server:
     """`weightyard serve` on a free loopback port, with `args` added to its command line (`--workers 2`)."""
+    for _ in range(_PORT_TRIES - 1):
+        try:
+            return _start_server(data, env, args)
+        except _PortTaken:
+            continue
+    return _start_server(data, env, args)
+
+
+class _PortTaken(RuntimeError):
+    pass
+
+
+def _start_server(data: Path, env: dict[str, str] | None, args: tuple[str, ...]) -> Server:
     port = free_port()
     log = open(data.parent / f"{data.name}-server.log", "wb")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(
@@ -150,6 +168,9 @@ def start_server(data: Path, env: dict[str, str] | None = None, args: tuple[str,
     with loopback_client(url, timeout=1) as probe:
         while time.monotonic() < deadline:
             if process.poll() is not None:
+                log.close()
+                if b"address already in use" in Path(log.name).read_bytes():
+                    raise _PortTaken(f"port {port} was taken before the server bound it; see {log.name}")
                 raise RuntimeError(f"server exited early; see {log.name}")
             try:
                 if probe.get("/api/agent-harnesses").status_code == 200:
