@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 import ssl
 import subprocess
@@ -51,7 +52,23 @@ def loopback_request(method: str, url: str, **kwargs: Any) -> httpx.Response:
         return client.request(method, url, **kwargs)
 
 
+# Ports handed out for servers the tests start: below the kernel's ephemeral range (32768 and up here, see
+# /proc/sys/net/ipv4/ip_local_port_range), so that no outgoing connection of any test process can take one
+# between the probe below and the server's bind, as a port the kernel picked from that range could be; and
+# below tests/s3.py's SeaweedFS ports (20000 and up).
+_PORTS = range(10000, 20000)
+
+
 def free_port() -> int:
+    """A loopback port nothing is bound to now, picked at random from `_PORTS` (the kernel's choice when all
+    the tries find theirs taken)."""
+    for port in random.sample(_PORTS, 50):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

@@ -4,13 +4,14 @@ and the headless Chromium that the browser tests and the screenshot script drive
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.support import free_port
 
 # The stock client must never reach a real hub from a test.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -71,15 +72,9 @@ class LiveHub:
     process: subprocess.Popen[bytes]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start(data: Path) -> LiveHub:
     """Start the hub with the demo model published (as `make run` does) and wait until it is ready."""
-    port = _free_port()
+    port = free_port()
     log_path = data.parent / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
