@@ -85,7 +85,10 @@ def test_four_servers_started_at_once_on_a_fresh_folder_all_serve_with_one_admin
     tmp_path: Path,
 ) -> None:
     data = tmp_path / "data"
-    ports = [free_port() for _ in range(4)]
+    ports: list[int] = []
+    while len(ports) < 4:  # four different ports (each is free when probed, and not held after)
+        if (port := free_port()) not in ports:
+            ports.append(port)
     logs = [open(tmp_path / f"server-{i}.log", "wb") for i in range(4)]  # noqa: SIM115
     processes = [
         subprocess.Popen(
