@@ -4,11 +4,13 @@ made of one chunk repeated costs the server no copy of it (it used to be spooled
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from tests.auth.gate_support import commit_lfs_pointer
-from tests.support import loopback_client, loopback_request
-from tests.xet_hub.conftest import XetHub
+from tests.support import loopback_client, loopback_request, stop_server
+from tests.xet_hub.conftest import XetHub, start_xet_hub
 
 from weightyard.xet import FileTerm, Shard, file_entry, hash_to_string, serialize_shard, serialize_xorb
 
@@ -23,6 +25,15 @@ def _written_bytes(pid: int) -> int:
         if line.startswith("wchar:"):
             return int(line.split()[1])
     raise AssertionError(f"no wchar in /proc/{pid}/io")
+
+
+@pytest.fixture
+def xet_hub(tmp_path: Path) -> Iterator[XetHub]:
+    """A hub of this test's own: what it writes while the commit is scanned is counted, and on the session's
+    hub a whole copy queued by an earlier test's plain download could be written meanwhile."""
+    hub = start_xet_hub(tmp_path / "data")
+    yield hub
+    stop_server(hub.server)
 
 
 def test_committing_a_huge_xet_file_of_one_repeated_chunk_scans_it_without_copying_it(
