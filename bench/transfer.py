@@ -922,6 +922,12 @@ def verdict(met: bool) -> str:
     return "met" if met else "NOT MET"
 
 
+def ratio_text(ratio: float, goal: float) -> str:
+    """`ratio` as the report prints it: two decimals, or three where two would print the goal itself (0.297×
+    is printed 0.297×, not 0.30× beside "NOT MET" for a goal of 0.30×)."""
+    return f"{ratio:.3f}×" if f"{ratio:.2f}" == f"{goal:.2f}" and ratio != goal else f"{ratio:.2f}×"
+
+
 @dataclass(frozen=True)
 class Floor:
     """The CPU seconds (medians of the repetitions) that any hub which verifies every byte and fsyncs every
@@ -1093,10 +1099,11 @@ def report(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
     print("|---|---:|---:|---|---:|---:|---|")
     for row in rows.values():
         best, mid = min(row.subject), median(row.subject)
+        ratio = f"{ratio_text(row.ratio(min), row.goal)} ({ratio_text(row.ratio(median), row.goal)})"
         print(
             f"| {row.label} | {best:.3f} s ({rate(size, best)}) | {mid:.3f} s | {row.anchor_label}: "
-            f"{min(row.anchor):.3f} s, {median(row.anchor):.3f} s | {row.ratio(min):.2f}× "
-            f"({row.ratio(median):.2f}×) | ≥ {row.goal:.2f}× | {verdict(row.ratio(min) >= row.goal)} |"
+            f"{min(row.anchor):.3f} s, {median(row.anchor):.3f} s | {ratio} | ≥ {row.goal:.2f}× | "
+            f"{verdict(row.ratio(min) >= row.goal)} |"
         )
     peak = max(bench.memory.values())
     print(

@@ -119,3 +119,13 @@ def test_every_timing_reads_the_files_it_will_read_again_first(
     sides = [functools.partial(events.append, side) for side in ("anchor", "sink", "hub")]
     transfer.in_turn(4, sides, files[:1])
     assert events == ["read served.bin", "sink", "read served.bin", "hub", "read served.bin", "anchor"]
+
+
+def test_a_ratio_that_would_print_as_its_goal_is_printed_with_three_decimals(transfer: ModuleType) -> None:
+    # Run 34 printed "0.30×" beside "NOT MET" for 0.2970 against a goal of 0.30×.
+    assert transfer.ratio_text(0.29695, 0.3) == "0.297×"
+    assert transfer.ratio_text(0.59932, 0.6) == "0.599×"
+    assert transfer.ratio_text(1.004, 1.0) == "1.004×"
+    assert transfer.ratio_text(0.3, 0.3) == "0.30×"
+    assert transfer.ratio_text(0.3127, 0.3) == "0.31×"
+    assert transfer.ratio_text(0.5, 0.8) == "0.50×"
