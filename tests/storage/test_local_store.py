@@ -233,7 +233,12 @@ def test_parts_in_aligned_buffers_are_written_around_the_page_cache_and_the_rest
     assert cached_pages(staged.path) == 0, "part 1 went around the page cache"
     writer.finish()
     writer = upload.part_writer(2)
-    writer.write(data[part : 2 * part]).result()  # bytes: not aligned in memory, so through the cache
+    # Bytes one past a page boundary: never aligned for O_DIRECT, so through the cache. (A `bytes` object's
+    # data sits wherever malloc put it, on a 512-byte boundary, all the disk asks, once in 32 or so.)
+    shifted = mmap.mmap(-1, part + 1)
+    shifted[1:] = data[part : 2 * part]
+    with memoryview(shifted) as whole, whole[1:] as unaligned:
+        writer.write(unaligned).result()
     # Counted while dirty, before `finish` writes them back: clean pages may be reclaimed at any moment (this
     # machine's kernel pages out cold-looking page cache on its own), dirty ones are not.
     assert cached_pages(staged.path) >= part // mmap.PAGESIZE
