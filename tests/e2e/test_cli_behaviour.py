@@ -142,7 +142,14 @@ def test_an_unreachable_hub_is_one_line_and_exit_1(tmp_path: Path) -> None:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{closed.getsockname()[1]}"
-    for args in (["push", str(folder), "admin/x"], ["pull", "admin/x", "--to", str(tmp_path / "c")], ["ls"]):
+    commands = (
+        ["push", str(folder), "admin/x"],
+        ["pull", "admin/x", "--to", str(tmp_path / "c")],
+        ["ls"],
+        ["ls", "admin/x"],
+        ["log", "admin/x"],
+    )
+    for args in commands:
         result = weightyard_cli(*args, "--endpoint", url, "--token", "wy_x")
         line = assert_one_line_error(result)
         assert f"cannot talk to the hub at {url}" in line

@@ -90,6 +90,19 @@ def _api(endpoint: str | None, token: str | None) -> Any:
     )
 
 
+def _listing_api(endpoint: str | None, token: str | None) -> Any:
+    """`_api` for a command that lists through the client's paginated calls, which retry a connection that
+    fails (five times, with backoff: about 24 s). One plain request first reports a hub that cannot be reached
+    at once; whatever it answers, the hub is there."""
+    from huggingface_hub import get_session
+
+    from weightyard.cli.known_hubs import HUB_KEY_PATH
+
+    api = _api(endpoint, token)
+    get_session().request("GET", f"{_endpoint(endpoint)}{HUB_KEY_PATH}").close()
+    return api
+
+
 def _check_repo(repo: str) -> None:
     try:
         check_repo_id(repo)
@@ -748,7 +761,9 @@ def ls(
     token: TokenOption = None,
 ) -> None:
     """List repos, or the files of a repo."""
-    api = _api(endpoint, token)
+    if repo is not None:
+        _check_repo(repo)
+    api = _listing_api(endpoint, token)
     if repo is None:
         rows: list[dict[str, Any]] = [
             {
@@ -761,7 +776,6 @@ def ls(
         ]
         columns = ["id", "private", "downloads", "lastModified"]
     else:
-        _check_repo(repo)
         rows = [
             {
                 "path": f.path,
@@ -798,7 +812,7 @@ def log(
 ) -> None:
     """Show the commit history of a revision, newest first."""
     _check_repo(repo)
-    api = _api(endpoint, token)
+    api = _listing_api(endpoint, token)
     commits = [
         {
             "id": c.commit_id,
