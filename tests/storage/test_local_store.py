@@ -252,6 +252,31 @@ def test_parts_in_aligned_buffers_are_written_around_the_page_cache_and_the_rest
     assert staged.path.read_bytes() == data
 
 
+def test_a_buffer_the_disk_refuses_sends_the_rest_through_the_cache_and_leaves_the_descriptor_to_other_writes(
+    tmp_path: Path,
+) -> None:
+    # Several writes of one file may be under way at once (a part or a xorb is checked while the disk takes
+    # the batches before it): the one the disk refuses must not close the descriptor another is writing with.
+    path = tmp_path / "file"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    writes = local._AlignedWrites(fd, path)
+    try:
+        if not writes.direct:
+            pytest.fail("this file system refuses O_DIRECT: the test needs one that takes it")
+        data = random.Random(12).randbytes(2 * mmap.PAGESIZE)
+        shifted = mmap.mmap(-1, len(data) + 1)
+        shifted[1:] = data
+        with memoryview(shifted) as whole, whole[1:] as unaligned:
+            writes.pwrite_all(unaligned, 0)  # refused around the cache: written through it
+        assert not writes.direct, "the rest goes through the cache"
+        os.fstat(writes._direct)  # still open for the writes that may be using it
+        writes.close_direct()
+        assert writes._direct == -1
+        assert path.read_bytes() == data
+    finally:
+        os.close(fd)
+
+
 def test_xorb_scratch_files_are_written_around_the_page_cache_and_read_back_from_the_disk(
     tmp_path: Path,
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from weightyard.repos import xet_arrivals
 from weightyard.repos.content import ContentStore
 from weightyard.repos.xet import XorbUpload
 from weightyard.repos.xet_arrivals import ArrivalHashes
+from weightyard.storage import local
 from weightyard.xet import FileTerm, XorbInfo, hash_to_string, serialize_xorb
 
 RNG = random.Random(11)
@@ -323,3 +325,69 @@ def test_a_tail_that_hashed_itself_stays_where_it_began(
     assert _upload(hashes, ALICE, [tail, full[2]], [tail, full[2]]) == 1
     assert [slot.xorb_hash for slot in hashes._sequences[ALICE].slots][-2:] == [tail.hash, full[2].hash]
     assert hashes.take(ALICE, [_whole(x) for x in [*full, tail]]) == hashlib.sha256(data).hexdigest()
+
+
+def _held_writes(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Disk writes of large batches wait (bounded) until the returned event is set."""
+    gate = threading.Event()
+    write = local._AlignedWrites.pwrite_all
+
+    def held(self: local._AlignedWrites, data: bytes | memoryview, position: int) -> None:
+        if len(data) >= local._OVERLAP_FROM:  # a small one is written by the caller's own thread
+            gate.wait(30)
+        write(self, data, position)
+
+    monkeypatch.setattr(local._AlignedWrites, "pwrite_all", held)
+    return gate
+
+
+def test_a_xorb_batch_is_checked_and_hashed_while_the_disk_still_writes_the_ones_before(
+    store: ContentStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = _held_writes(monkeypatch)
+    chunks = [RNG.randbytes(60_000) for _ in range(12)]
+    body, info = serialize_xorb(chunks)
+    hashes = ArrivalHashes(store)
+    upload = XorbUpload(store, info.hash, None, None, None, hashes, ALICE)  # type: ignore[arg-type]
+    try:
+        half = len(body) // 2
+        first = upload.feed(body[:half])
+        second = upload.feed(body[half:])  # not held up by the first batch's write
+        assert not first.done() and not second.done(), "each batch returns while its write is under way"
+        assert len(upload._parser.chunks) == len(chunks), "every chunk checked meanwhile"
+        gate.set()
+        first.result()
+        second.result()
+        assert b"".join(bytes(v) for v in upload._scratch.read_back([(0, len(body))])) == body
+    finally:
+        gate.set()
+        upload.abort()
+
+
+def test_an_upload_taking_the_hash_over_waits_for_its_writes_before_reading_them_back(
+    store: ContentStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ahead_chunks = [RNG.randbytes(5000)]
+    late_chunks = [RNG.randbytes(60_000) for _ in range(10)]
+    ahead_body, ahead = serialize_xorb(ahead_chunks)
+    late_body, late = serialize_xorb(late_chunks)
+    hashes = ArrivalHashes(store)
+    first = XorbUpload(store, ahead.hash, None, None, None, hashes, ALICE)  # type: ignore[arg-type]
+    second = XorbUpload(store, late.hash, None, None, None, hashes, ALICE)  # type: ignore[arg-type]
+    gate = _held_writes(monkeypatch)
+    try:
+        half = len(late_body) // 2
+        written = second.feed(late_body[:half])  # its write held: the bytes are not on the disk yet
+        first.feed(ahead_body)  # small: written at once, and hashed as it arrives
+        hashes.stored(ALICE, ahead.hash, ahead)
+        assert not written.done()
+        threading.Timer(0.2, gate.set).start()
+        # Takes the hash over: what it reads back must be what was written, so it waits for the write.
+        second.feed(late_body[half:])
+        hashes.stored(ALICE, late.hash, late)
+        data = b"".join(ahead_chunks + late_chunks)
+        assert hashes.take(ALICE, [_whole(ahead), _whole(late)]) == hashlib.sha256(data).hexdigest()
+    finally:
+        gate.set()
+        first.abort()
+        second.abort()

@@ -9,12 +9,14 @@ to what the token's user may read. The routes in `api/xet.py` only translate HTT
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import json
 import logging
 import os
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,7 +81,8 @@ DEDUP_ANSWER_CHUNKS = 1 << 16
 GC_GRACE = datetime.timedelta(days=28)
 # Hashing one chunk reference into a file's Merkle tree costs about as much as rebuilding and hashing 8 KiB.
 CHUNK_REF_COST = 8 * 1024
-# A xorb being received is flushed to disk every this many bytes (the answer waits for the last fsync only).
+# A xorb being received is flushed to disk every this many bytes, in the background (the answer waits for the
+# last fsync only).
 XORB_SYNC_STEP = 16 * 1024 * 1024
 READ, WRITE = "read", "write"
 
@@ -192,6 +195,10 @@ class XorbUpload:
         self._budget = budget
         self._size = 0
         self._synced = 0
+        # Disk writes (and the latest background flush) still under way: the batches are checked and hashed
+        # while the disk takes the ones before them.
+        self._in_flight: list[Future[None]] = []
+        self._syncing: Future[None] | None = None
         # Hashed for the shard's sha256 as it arrives, once next in its uploader's sequence (xet_arrivals)
         self._sha256 = arrivals.began(user_id, xorb_hash)
         self._parser = XorbParser(on_chunk=self._hash_chunk)
@@ -201,22 +208,54 @@ class XorbUpload:
         if self._sha256 is not None:
             self._sha256(data)
 
-    def feed(self, data: bytes | memoryview) -> None:
+    def feed(self, data: bytes | memoryview) -> Future[None]:
+        """Check, hash and write the next batch of the body. The disk takes it while it is parsed and hashed
+        here, and may still be writing it when this returns: the caller keeps `data` as it is until the
+        returned future is done (whose `result` raises what the write raised); `finish` and `abort` wait for
+        every write."""
         if self._budget is not None:
             self._budget.take(len(data))
         if self._sha256 is None:
             self._claim_sha256()
         self._size += len(data)
-        # The disk takes the batch while it is parsed and hashed here; both are done before it returns.
         written = self._scratch.begin_write(data)
+        self._in_flight.append(written)
         try:
+            self._in_flight = self._settled_writes()  # raises what an earlier write raised
             self._parser.feed(data)
-        finally:
-            written.result()
-        if self._size - self._synced >= XORB_SYNC_STEP:
-            # Written back while the rest arrives, so the fsync before the answer waits only for the tail.
-            self._scratch.sync()
-            self._synced = self._size
+            flushing = self._syncing is not None and not self._syncing.done()
+            if self._size - self._synced >= XORB_SYNC_STEP and not flushing:
+                # Written back while the rest arrives, so the fsync before the answer waits only for the tail;
+                # one flush at a time, beside the writes and the hashing.
+                if self._syncing is not None:
+                    self._syncing.result()
+                self._syncing = self._scratch.begin_sync()
+                self._synced = self._size
+        except BaseException:
+            with contextlib.suppress(BaseException):
+                written.result()  # the buffer is the caller's again once this raises
+            raise
+        return written
+
+    def _settled_writes(self) -> list[Future[None]]:
+        """The writes still under way; raises what a finished one raised."""
+        for pending in self._in_flight:
+            if pending.done():
+                pending.result()
+        return [pending for pending in self._in_flight if not pending.done()]
+
+    def _written(self) -> None:
+        """Wait for every write and flush begun; raises the first that failed."""
+        pending = [*self._in_flight, *([self._syncing] if self._syncing is not None else [])]
+        self._in_flight, self._syncing = [], None
+        failure: BaseException | None = None
+        for future in pending:
+            try:
+                future.result()
+            except BaseException as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def _claim_sha256(self) -> None:
         """Once every xorb before this one is hashed (it began while one was not), take the running hash over:
@@ -224,6 +263,7 @@ class XorbUpload:
         update = self._arrivals.claim(self._user_id, self._hash)
         if update is None:
             return
+        self._written()  # the bytes read back must be on the disk
         chunks = self._parser.chunks
         payloads = ((c.start + CHUNK_HEADER_LEN, c.end - c.start - CHUNK_HEADER_LEN) for c in chunks)
         for chunk, payload in zip(chunks, self._scratch.read_back(payloads), strict=True):
@@ -231,6 +271,7 @@ class XorbUpload:
         self._sha256 = update
 
     def finish(self, token: XetToken) -> bool:
+        self._written()
         info = self._parser.finish(self._hash)
         user = token.principal.user_id if token.principal is not None else None
         # Counted (atomically, against uploads that raced this one) before the xorb becomes usable.
@@ -242,6 +283,8 @@ class XorbUpload:
         return new
 
     def abort(self) -> None:
+        with contextlib.suppress(BaseException):
+            self._written()  # no write or flush may still use the file removed here
         self._scratch.discard()
         self._arrivals.failed(self._user_id, self._hash)
 

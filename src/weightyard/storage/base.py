@@ -107,6 +107,11 @@ class ScratchFile(Protocol):
         """Write back what was written so far, so that a later durable put has little left to wait for."""
         ...
 
+    def begin_sync(self) -> Future[None]:
+        """`sync`, possibly still under way in another thread when this returns: it covers the writes done
+        when it begins. Have its `result` before the file is handed to the store or discarded."""
+        ...
+
     def read_back(self, ranges: Iterable[tuple[int, int]]) -> Iterator[bytes | memoryview]:
         """The bytes written so far at each `(offset, size)` of `ranges`, in order; a view is valid only
         until the next range is taken."""

@@ -378,6 +378,9 @@ class _AlignedWrites:
         """`path` is the file's, to open it around the cache; None writes everything through the cache."""
         self._fd = fd
         self._direct = _open_direct(path) if path is not None else -1
+        # Cleared once the disk refuses a buffer (not aligned in memory): the rest goes through the cache. The
+        # descriptor stays open until `close_direct`, since other writes may be using it.
+        self._use_direct = self._direct >= 0
 
     def begin(self, data: bytes | memoryview, position: int) -> Future[None]:
         """`pwrite_all`, in a disk thread for a large batch (the caller hashes it meanwhile); the `result` of
@@ -395,22 +398,24 @@ class _AlignedWrites:
 
     def _write_direct(self, view: memoryview, position: int) -> int:
         blocks = len(view) - len(view) % _DIRECT_ALIGN
-        if self._direct < 0 or position % _DIRECT_ALIGN or not blocks:
+        if not self._use_direct or position % _DIRECT_ALIGN or not blocks:
             return 0
         try:
             return os.pwrite(self._direct, view[:blocks], position)
         except OSError as exc:
             if exc.errno != errno.EINVAL:
                 raise
-            self.close_direct()  # a buffer not aligned in memory (a body that came as ASGI messages)
+            self._use_direct = False  # a buffer not aligned in memory (a body that came as ASGI messages)
             return 0
 
     @property
     def direct(self) -> bool:
         """Whether writes go around the cache (they may stop doing so: see `_write_direct`)."""
-        return self._direct >= 0
+        return self._use_direct
 
     def close_direct(self) -> None:
+        """Once no write is under way."""
+        self._use_direct = False
         if self._direct >= 0:
             os.close(self._direct)
             self._direct = -1
@@ -771,6 +776,9 @@ class LocalScratchFile:
 
     def sync(self) -> None:
         os.fdatasync(self._fd)
+
+    def begin_sync(self) -> Future[None]:
+        return _DISK_WRITES.submit(os.fdatasync, self._fd)
 
     def read_back(self, ranges: Iterable[tuple[int, int]]) -> Iterator[bytes | memoryview]:
         """Written around the cache, the bytes come from the disk the same way: windows of a few MiB read
