@@ -44,7 +44,7 @@ from weightyard.repos.service import (
     _repo_from_row,
 )
 from weightyard.repos.xet_arrivals import ArrivalHashes
-from weightyard.storage import BlobInfo, ScratchFile
+from weightyard.storage import BlobInfo, ScratchFile, wait_all
 from weightyard.xet import (
     FetchRange,
     Shard,
@@ -248,14 +248,7 @@ class XorbUpload:
         """Wait for every write and flush begun; raises the first that failed."""
         pending = [*self._in_flight, *([self._syncing] if self._syncing is not None else [])]
         self._in_flight, self._syncing = [], None
-        failure: BaseException | None = None
-        for future in pending:
-            try:
-                future.result()
-            except BaseException as exc:
-                failure = failure or exc
-        if failure is not None:
-            raise failure
+        wait_all(pending)
 
     def _claim_sha256(self) -> None:
         """Once every xorb before this one is hashed (it began while one was not), take the running hash over:

@@ -19,6 +19,7 @@ from weightyard.storage.base import (
     StagedUpload,
     StoredObject,
     check_sha256,
+    wait_all,
 )
 from weightyard.storage.local import LocalObjectStore
 
@@ -37,6 +38,7 @@ __all__ = [
     "StoredObject",
     "check_sha256",
     "open_object_store",
+    "wait_all",
 ]
 
 

@@ -261,3 +261,16 @@ def check_sha256(sha256: str) -> str:
     if not SHA256_RE.match(sha256):
         raise BadRequest(f"not a sha256 hex digest: {sha256[:80]!r}")
     return sha256
+
+
+def wait_all(pending: Iterable[Future[None]]) -> None:
+    """Wait for every one of `pending` (disk writes and flushes under way); then raise the first that failed,
+    if any: a caller about to reuse a buffer or close a file must not leave one running."""
+    failure: BaseException | None = None
+    for future in pending:
+        try:
+            future.result()
+        except BaseException as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from weightyard.errors import BlobNotFound, ContentMismatch, NotFound
-from weightyard.storage.base import BlobInfo, ScratchFile, StoredObject
+from weightyard.storage.base import BlobInfo, ScratchFile, StoredObject, wait_all
 
 # Bytes a `LocalObjectWriter` holds for its disk thread, the piece being written included: a piece waits
 # (uncopied) until the pieces before it leave at most this much. The bound is in bytes, not pieces: four
@@ -307,14 +307,7 @@ class StagedPartWriter:
     def _written(self) -> None:
         """Wait for every disk write begun; raises the first that failed."""
         in_flight, self._in_flight = self._in_flight, []
-        failure: BaseException | None = None
-        for pending in in_flight:
-            try:
-                pending.result()
-            except BaseException as exc:
-                failure = failure or exc
-        if failure is not None:
-            raise failure
+        wait_all(in_flight)
 
     def _take_hash(self) -> None:
         """Take the hash over where the hashed prefix has reached this part's start and no thread extends it
