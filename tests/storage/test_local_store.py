@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import fcntl
 import hashlib
@@ -373,6 +374,34 @@ def test_a_read_back_past_what_was_written_is_an_error(tmp_path: Path) -> None:
             list(scratch.read_back([(0, 10), (size - 50, 100)]))
     finally:
         scratch.discard()
+
+
+def test_a_failed_write_nobody_waited_for_fails_the_part_at_the_next_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A body that comes as ASGI messages hands the part's writes to worker threads that drop the futures
+    # `write` returns: a write that failed and finished before the next one began must still fail the part,
+    # not be forgotten with the finished writes.
+    store = LocalObjectStore(tmp_path / "blobs")
+    part = 1024 * 1024
+    data = random.Random(16).randbytes(part)
+    upload = store.open_upload("forgotten", hashlib.sha256(data).hexdigest(), len(data), part)
+    real_pwrite = os.pwrite
+
+    def pwrite(fd: int, view: Any, offset: int) -> int:
+        if offset == 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, view, offset)
+
+    monkeypatch.setattr(local.os, "pwrite", pwrite)
+    writer = upload.part_writer(1)
+    half = part // 2
+    failed = writer.write(data[:half])
+    concurrent.futures.wait([failed])  # done, its error unread
+    with pytest.raises(OSError, match="No space left"):
+        writer.write(data[half:])
+    writer.abort()
+    assert upload.missing_parts() == [1]
 
 
 def test_a_large_batch_is_written_by_a_disk_thread_while_it_is_hashed_and_a_failed_write_fails_the_part(

@@ -44,7 +44,7 @@ from weightyard.repos.service import (
     _repo_from_row,
 )
 from weightyard.repos.xet_arrivals import ArrivalHashes
-from weightyard.storage import BlobInfo, ScratchFile, wait_all
+from weightyard.storage import BlobInfo, ScratchFile, unfinished, wait_all
 from weightyard.xet import (
     FetchRange,
     Shard,
@@ -219,9 +219,9 @@ class XorbUpload:
             self._claim_sha256()
         self._size += len(data)
         written = self._scratch.begin_write(data)
-        self._in_flight.append(written)
         try:
-            self._in_flight = self._settled_writes()  # raises what an earlier write raised
+            # Raises what an earlier write raised; this one is waited for below, should anything raise.
+            self._in_flight = [*unfinished(self._in_flight), written]
             self._parser.feed(data)
             flushing = self._syncing is not None and not self._syncing.done()
             if self._size - self._synced >= XORB_SYNC_STEP and not flushing:
@@ -236,13 +236,6 @@ class XorbUpload:
                 written.result()  # the buffer is the caller's again once this raises
             raise
         return written
-
-    def _settled_writes(self) -> list[Future[None]]:
-        """The writes still under way; raises what a finished one raised."""
-        for pending in self._in_flight:
-            if pending.done():
-                pending.result()
-        return [pending for pending in self._in_flight if not pending.done()]
 
     def _written(self) -> None:
         """Wait for every write and flush begun; raises the first that failed."""

@@ -19,6 +19,7 @@ from weightyard.storage.base import (
     StagedUpload,
     StoredObject,
     check_sha256,
+    unfinished,
     wait_all,
 )
 from weightyard.storage.local import LocalObjectStore
@@ -38,6 +39,7 @@ __all__ = [
     "StoredObject",
     "check_sha256",
     "open_object_store",
+    "unfinished",
     "wait_all",
 ]
 

@@ -263,6 +263,18 @@ def check_sha256(sha256: str) -> str:
     return sha256
 
 
+def unfinished(pending: Iterable[Future[None]]) -> list[Future[None]]:
+    """The futures of `pending` still running (disk writes under way); raises what a finished one raised, so
+    that a failed write no caller waited for is not forgotten."""
+    running = []
+    for future in pending:
+        if not future.done():
+            running.append(future)
+        else:
+            future.result()
+    return running
+
+
 def wait_all(pending: Iterable[Future[None]]) -> None:
     """Wait for every one of `pending` (disk writes and flushes under way); then raise the first that failed,
     if any: a caller about to reuse a buffer or close a file must not leave one running."""

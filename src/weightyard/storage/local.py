@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from weightyard.errors import BlobNotFound, ContentMismatch, NotFound
-from weightyard.storage.base import BlobInfo, ScratchFile, StoredObject, wait_all
+from weightyard.storage.base import BlobInfo, ScratchFile, StoredObject, unfinished, wait_all
 
 # Bytes a `LocalObjectWriter` holds for its disk thread, the piece being written included: a piece waits
 # (uncopied) until the pieces before it leave at most this much. The bound is in bytes, not pieces: four
@@ -289,8 +289,9 @@ class StagedPartWriter:
         if not self._owns_hash and self.received < self.expected:
             self._take_hash()
         written = self._writes.begin(data, self._offset + self.received)
-        self._in_flight = [*(pending for pending in self._in_flight if not pending.done()), written]
         try:
+            # Raises what an earlier write raised; this one is waited for below, should anything raise.
+            self._in_flight = [*unfinished(self._in_flight), written]
             if self._owns_hash:
                 self._staged._hash.update(data)
         except BaseException:
