@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     # Seconds a process holds a scan job without renewing its claim (renewed while the scan runs): the job of
     # a process that died is taken over by another after at most this long.
     scan_lease: int = 30
+    # Seconds between sweeps for stored reports made by older scanner rules, which are queued to be redone
+    # (the first sweep runs as the process starts); 0 turns the sweep off, leaving the stale reports that
+    # reads come across to be redone as they are met.
+    scan_sweep: float = 60.0
     # Requests per clock minute per token (per client address for anonymous requests and invalid tokens),
     # counted in the database so the limit holds across every server process on it.
     rate_limit_per_minute: int = 0

@@ -1,8 +1,9 @@
 """Reads never scan: a report made by older scanner rules is shown flagged stale (and content without any
 report as pending) while a background thread of the server redoes it.
 
-These tests use a hub of their own: the order "the read sees the old report, then the background redoes
-it" is only certain when no other test's reads wake the background thread in between."""
+These tests use a hub of their own, with the periodic sweep for older rules' reports turned off: the order
+"the read sees the old report, then the background redoes it" is only certain when neither another test's
+reads nor a sweep wake the background thread in between. The sweep is tested on a hub of its own."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +20,8 @@ import sqlalchemy as sa
 from huggingface_hub import HfApi
 from tests.support import Server, start_server, stop_server
 
+from weightyard.config import Settings
+from weightyard.hub import Hub
 from weightyard.scan import SCANNER_VERSION
 
 UNSAFE_PICKLE = b"cos\nsystem\n(S'echo WEIGHTYARD_MARKER'\ntR."
@@ -28,7 +32,8 @@ POLLS = 300
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    instance = start_server(tmp_path_factory.mktemp("rescan-hub") / "data")
+    data = tmp_path_factory.mktemp("rescan-hub") / "data"
+    instance = start_server(data, env={"WEIGHTYARD_SCAN_SWEEP": "0"})
     yield instance
     stop_server(instance)
 
@@ -136,3 +141,30 @@ def test_content_without_a_report_is_pending_quarantined_and_scanned_in_the_back
     pending = _security(hub, repo, "notes.txt")
     assert (pending["status"], pending["scanState"]) == ("pending", "pending")
     assert _await_current(hub, repo, "notes.txt")["status"] == "safe"
+
+
+def test_the_sweep_redoes_reports_of_older_rules_that_no_read_came_across(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "data", env={"WEIGHTYARD_SCAN_SWEEP": "1"})
+    try:
+        repo = "admin/swept"
+        api = _new_repo(server, repo, "warn")
+        api.upload_file(path_or_fileobj=UNSAFE_PICKLE, path_in_repo="model.pkl", repo_id=repo)
+        sha = hashlib.sha256(UNSAFE_PICKLE).hexdigest()
+        _make_stale(server, sha)
+        # Nothing reads the repo: only the database is watched.
+        for _ in range(POLLS):
+            if _rows(server, sha) == [(SCANNER_VERSION, "unsafe")]:
+                break
+            time.sleep(0.1)
+        assert _rows(server, sha) == [(SCANNER_VERSION, "unsafe")]
+    finally:
+        stop_server(server)
+
+
+def test_upkeep_with_the_sweep_off_still_prunes_the_queue(tmp_path: Path) -> None:
+    hub = Hub.open(Settings(data=tmp_path / "data", scan_sweep=0))
+    try:
+        scans = hub.repos.scans
+        scans._upkeep()  # renews leases and prunes the queue; it raised when no sweep had run before it
+    finally:
+        hub.close()

@@ -112,13 +112,20 @@ class ScanService:
     claimed through the queue, so no content is ever scanned twice at once."""
 
     def __init__(
-        self, engine: sa.Engine, store: ContentStore, *, workers: int = 1, lease_s: int = 30
+        self,
+        engine: sa.Engine,
+        store: ContentStore,
+        *,
+        workers: int = 1,
+        lease_s: int = 30,
+        sweep_s: float = _SWEEP_INTERVAL_S,
     ) -> None:
         self._engine = engine
         self._store = store
         self._queue = ScanQueue(engine, lease_s)
         self._workers = max(1, workers)
         self._lease_s = lease_s
+        self._sweep_s = sweep_s  # 0: no sweep
         self._me = worker_id()
         self._hints: dict[Key, str] = {}
         self._lock = threading.Lock()
@@ -394,15 +401,15 @@ class ScanService:
         if hints:
             self._queue.enqueue(hints)
             self._wake.set()
-        if now >= self._next_sweep:
+        if self._sweep_s > 0 and now >= self._next_sweep:
             stale = self.stale_pairs(_SWEEP_BATCH)
             self._queue.enqueue({pair: name_for_key(pair[1]) for pair in stale})
-            self._next_sweep = now + (0 if len(stale) == _SWEEP_BATCH else _SWEEP_INTERVAL_S)
+            self._next_sweep = now + (0 if len(stale) == _SWEEP_BATCH else self._sweep_s)
+            if stale:
+                self._wake.set()
         if now >= self._next_prune:
             self._queue.prune()
             self._next_prune = now + _SWEEP_INTERVAL_S
-            if stale:
-                self._wake.set()
 
 
 def _save(conn: sa.Connection, sha256: str, key: str, report: Report) -> None:

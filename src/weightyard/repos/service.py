@@ -366,7 +366,13 @@ class RepoService:
         self._settings = settings
         # Parsed tree objects by oid: tree objects never change.
         self._trees: ContentCache[str, dict[str, FileEntry | DirEntry]] = ContentCache(_TREE_CACHE_SIZE)
-        self.scans = ScanService(engine, store, workers=settings.scan_workers, lease_s=settings.scan_lease)
+        self.scans = ScanService(
+            engine,
+            store,
+            workers=settings.scan_workers,
+            lease_s=settings.scan_lease,
+            sweep_s=settings.scan_sweep,
+        )
         self.quota = RepoQuota(engine, settings.max_repo_size, settings.upload_url_ttl)
         # Called with the files a commit adds before it lands: what is derived from content (a rendered card)
         # is stored before any reader can see the commit. An error raised here refuses the commit.
