@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import hashlib
 import json
 import mmap
@@ -20,6 +21,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -584,3 +586,48 @@ def test_a_pool_whose_release_timer_went_with_its_loop_is_released_from_the_next
         assert pool.held == 0 and first.closed
 
     asyncio.run(later())
+
+
+def _vm_flags(mapped: mmap.mmap) -> set[str]:
+    """The kernel's flags for the map (`/proc/self/smaps`, VmFlags): `hg` is the advice for huge pages."""
+    pointer = ctypes.c_char.from_buffer(mapped)
+    address = ctypes.addressof(pointer)
+    del pointer
+    current: tuple[int, int] | None = None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split(" ", 1)[0]
+        if "-" in head and ":" not in head:
+            start, end = (int(part, 16) for part in head.split("-"))
+            current = (start, end)
+        elif line.startswith("VmFlags:") and current and current[0] <= address < current[1]:
+            return set(line.split()[1:])
+    raise AssertionError("the map is not in /proc/self/smaps")
+
+
+def test_a_body_writes_from_huge_pages_once_it_has_sent_a_whole_batch() -> None:
+    # From huge pages a 4 MiB write around the page cache is one request to the disk, not five
+    # (common._HUGE_PAGES says why). A huge page is resident whole once a byte is in it: the buffer a body
+    # writes first is never a fresh huge one, so a body announced and not sent holds one small page.
+    async def scenario() -> None:
+        pool = _BufferPool(limit=2 * 4 * MIB, linger=3600)
+        first, later = pool.take(4 * MIB), pool.take(4 * MIB, huge=True)
+        assert "hg" not in _vm_flags(first)
+        assert "hg" in _vm_flags(later)
+        pool.give(first)
+        pool.give(later)
+        # Kept huge buffers go first, to a body's first buffer too (already resident); a kept small one only
+        # to a first buffer, a later one being a fresh huge one rather than a kept small one.
+        again = [pool.take(4 * MIB), pool.take(4 * MIB, huge=True), pool.take(4 * MIB)]
+        assert [mapped is later for mapped in again] == [True, False, False]
+        assert again[2] is first
+        assert "hg" in _vm_flags(again[1])
+        # A full pool keeps a huge buffer given back rather than a small one.
+        pool.give(again[2])
+        pool.give(again[0])
+        assert pool.held == 2 * 4 * MIB
+        pool.give(again[1])
+        assert (pool.held, first.closed, again[1].closed) == (2 * 4 * MIB, True, False)
+        for mapped in again:
+            mapped.close()
+
+    asyncio.run(scenario())
