@@ -309,8 +309,8 @@ async def _pump_direct(
 # An upload's bytes go from them to the disk around the page cache (storage/local.py, `_AlignedWrites`), and
 # the disk takes a write in requests of at most `max_segments` pieces of memory (254 on this project's
 # machine): from small pages a 4 MiB write became five requests of under 1 MiB, from huge pages it is one.
-# 512 MiB written that way took 0.77-1.17 s against 1.53-1.82 s from small pages, three writes in flight,
-# and `cp` + `sync` 1.21-2.35 s in the same rounds (docs/benchmarks.md, session 18). A huge page is zeroed
+# 512 MiB written that way took 0.87-1.04 s against 0.94-1.56 s from small pages, and `cp` + `sync` 1.10-1.31
+# s in the same rounds (bench/disk_pages.py; docs/benchmarks.md, session 18). A huge page is zeroed
 # and resident whole once a byte is written into it, so a body's first buffer is never a fresh huge one: a
 # body announced and not sent holds a small page, and a huge one only once it has sent a whole batch.
 _HUGE_PAGES: int | None = getattr(mmap, "MADV_HUGEPAGE", None)
