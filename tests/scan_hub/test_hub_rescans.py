@@ -21,7 +21,9 @@ from huggingface_hub import HfApi
 from tests.support import Server, start_server, stop_server
 
 from weightyard.config import Settings
+from weightyard.db import tables, transaction
 from weightyard.hub import Hub
+from weightyard.repos.scan_jobs import ScanQueue
 from weightyard.scan import SCANNER_VERSION
 
 UNSAFE_PICKLE = b"cos\nsystem\n(S'echo WEIGHTYARD_MARKER'\ntR."
@@ -164,7 +166,14 @@ def test_the_sweep_redoes_reports_of_older_rules_that_no_read_came_across(tmp_pa
 def test_upkeep_with_the_sweep_off_still_prunes_the_queue(tmp_path: Path) -> None:
     hub = Hub.open(Settings(data=tmp_path / "data", scan_sweep=0))
     try:
-        scans = hub.repos.scans
-        scans._upkeep()  # renews leases and prunes the queue; it raised when no sweep had run before it
+        queue = ScanQueue(hub.engine, lease_s=30)
+        queue.enqueue({(hashlib.sha256(b"old").hexdigest(), ""): "old.bin"})
+        with transaction(hub.engine) as conn:
+            conn.execute(sa.update(tables.scan_jobs).values(scanner_version=OLD_VERSION))
+        # Upkeep renews leases and prunes the queue of other versions' jobs; with no sweep before it, it
+        # raised (it read the sweep's result) instead of pruning.
+        hub.repos.scans._upkeep()
+        with hub.engine.connect() as conn:
+            assert conn.execute(sa.select(tables.scan_jobs.c.id)).all() == []
     finally:
         hub.close()
