@@ -28,6 +28,10 @@ hub can reach here, every core busy all the time, unless the client alone (ancho
 allows less: the lower of the two is the best a verifying hub can reach. The report prints the sum, both
 ratios, whether the goal is above the lower (out of reach of any verifying hub) and the hub's median ratio as
 a share of it.
+The whole-blob row is also timed from a second nginx (the same configuration, the same file), in turn with the
+hub and the first nginx: what a server identical to the anchor scores against it in the same run, the reach of
+any server that sends the file as nginx does (the same `sendfile` calls into the same loopback TCP), and how
+far apart two such servers come out on this machine.
 The `hf_hub_download` row is also timed through `bench/download_bound.py`, a proxy that hands the client
 nginx URLs for the xorb bytes: the same client-side limit for the download.
 The first plain download of the Xet file gets a bound too: `bench/rebuild_bound.py` rebuilds the same file
@@ -347,12 +351,12 @@ def ensure_nginx() -> None:
         raise BenchError(f"apt-get installed nginx but {NGINX} is still missing")
 
 
-def start_nginx(processes: Processes, root: Path, work: Path, probe: str) -> str:
-    """Serve `root` (which holds the file `probe`) on a free loopback port with a private configuration;
-    returns the base URL."""
+def start_nginx(processes: Processes, root: Path, work: Path, probe: str, name: str = "nginx") -> str:
+    """Serve `root` (which holds the file `probe`) on a free loopback port with a private configuration kept
+    in `work / name`; returns the base URL."""
     ensure_nginx()
     port = free_port()
-    prefix = work / "nginx"
+    prefix = work / name
     prefix.mkdir()
     # The workers drop to an unprivileged user when started as root: they must be able to read the file.
     root.chmod(0o755)
@@ -496,6 +500,7 @@ class Row:
     anchor: list[float] = field(default_factory=list)
     sink: list[float] = field(default_factory=list)
     bound: list[float] = field(default_factory=list)
+    twin: list[float] = field(default_factory=list)  # the whole-blob row: the same file from a second nginx
     subject_cpu: list[Timing] = field(default_factory=list)  # uploads: CPU of the client and the hub
     sink_cpu: list[Timing] = field(default_factory=list)  # and of the client and the sink
     anchor_cpu: list[float] = field(default_factory=list)  # and of `cp` + `sync`: writing and fsyncing
@@ -530,6 +535,7 @@ class Bench:
     hub: Hub
     sink: Hub | None
     nginx_url: str | None
+    twin_url: str | None = None  # a second nginx serving the same folder (the whole-blob row's control)
     clients: int = 0
     memory: dict[str, int] = field(default_factory=dict)
     once: dict[str, float] = field(default_factory=dict)
@@ -723,6 +729,7 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
     """Upload one file through Xet and another through LFS (distinct content: the hub would otherwise keep
     one copy), serve both from nginx too, and time each download path against nginx alternately."""
     assert bench.nginx_url is not None
+    assert bench.twin_url is not None
     served = bench.work / "served"
     hashes = {}
     # The xorbs each file was stored in. The hub writes xorbs around the page cache, so after an upload they
@@ -816,16 +823,19 @@ def measure_downloads(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
             lambda: curl_copy.subject.append(curl(resolve("xet"), "/dev/null", bench.size)),
             warm=[served / "xet.bin", hub_blob(bench, hashes["xet"])],
         )
-        alternate(
+        in_turn(
             index,
-            lambda: curl_lfs.anchor.append(curl(f"{bench.nginx_url}/lfs.bin", "/dev/null", bench.size)),
-            lambda: curl_lfs.subject.append(curl(resolve("lfs"), "/dev/null", bench.size)),
+            [
+                lambda: curl_lfs.anchor.append(curl(f"{bench.nginx_url}/lfs.bin", "/dev/null", bench.size)),
+                lambda: curl_lfs.subject.append(curl(resolve("lfs"), "/dev/null", bench.size)),
+                lambda: curl_lfs.twin.append(curl(f"{bench.twin_url}/lfs.bin", "/dev/null", bench.size)),
+            ],
             warm=[served / "lfs.bin", hub_blob(bench, hashes["lfs"])],
         )
         print(
             f"  download {index + 1}/{repeat}: curl Xet file (whole copy) {curl_copy.subject[-1]:.2f} s "
             f"(nginx {curl_copy.anchor[-1]:.2f} s), curl LFS file {curl_lfs.subject[-1]:.2f} s "
-            f"(nginx {curl_lfs.anchor[-1]:.2f} s)",
+            f"(nginx {curl_lfs.anchor[-1]:.2f} s, second nginx {curl_lfs.twin[-1]:.2f} s)",
             flush=True,
         )
 
@@ -1036,6 +1046,31 @@ def floor_json(row: Row, cores: int) -> dict[str, object] | None:
     }
 
 
+def twin_table(rows: list[Row]) -> list[str]:
+    """The report's control of the rows timed from a second nginx too: the second nginx's ratio to the first
+    (what a server identical to the anchor scores) and the hub's ratio to the second, both as the goal's
+    ratio is (the other's seconds / these seconds)."""
+    twinned = [row for row in rows if row.twin]
+    if not twinned:
+        return []
+    lines = [
+        "\ncontrol: the same file from a second nginx (same configuration), timed in turn with the hub and "
+        "the first nginx",
+        "| transfer | second nginx best | median | its ratio to the first nginx, best (median): what a "
+        "server identical to the anchor scores | goal | the hub's ratio to the second nginx, best (median) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in twinned:
+        best, mid = min(row.twin), median(row.twin)
+        ratio = min(row.anchor) / best, median(row.anchor) / mid
+        lines.append(
+            f"| {row.label} | {best:.3f} s | {mid:.3f} s | {ratio_text(ratio[0], row.goal)} "
+            f"({ratio_text(ratio[1], row.goal)}) | ≥ {row.goal:.2f}× | "
+            f"{best / min(row.subject):.3f}× ({mid / median(row.subject):.3f}×) |"
+        )
+    return lines
+
+
 def rebuild_table(bench: Bench, first: Row) -> list[str]:
     """The report's bound of the first plain download: the rebuild by bench/rebuild_bound.py, with the re-hash
     and without, against the hub's first downloads (best against best, median against median) and nginx timed
@@ -1160,6 +1195,8 @@ def report(bench: Bench, rows: dict[str, Row], repeat: int) -> None:
                 f"{min(row.subject) / min(row.bound):.2f}× ({median(row.subject) / median(row.bound):.2f}×) "
                 f"| {min(row.anchor) / min(row.bound):.2f}× |"
             )
+    for line in twin_table(list(rows.values())):
+        print(line)
     if "curl_xet" in rows:
         for line in rebuild_table(bench, rows["curl_xet"]):
             print(line)
@@ -1183,6 +1220,7 @@ def as_json(bench: Bench, rows: dict[str, Row]) -> dict[str, object]:
                 "anchor_seconds": row.anchor,
                 "sink_seconds": row.sink,
                 "bound_seconds": row.bound,
+                "second_nginx_seconds": row.twin,
                 "cpu_seconds": [{"client": t.client_cpu, "server": t.server_cpu} for t in row.subject_cpu],
                 "sink_cpu_seconds": [{"client": t.client_cpu, "server": t.server_cpu} for t in row.sink_cpu],
                 "anchor_cpu_seconds": row.anchor_cpu,
@@ -1273,11 +1311,16 @@ def bench_size(size: int, groups: list[str], repeat: int, workdir: str | None) -
         flush_disk()
         hub = start_hub(processes, work, env)
         sink = start_sink(processes, work, env) if {"xet-upload", "push"} & set(groups) else None
-        nginx_url = start_nginx(processes, served, work, "xet.bin") if "download" in groups else None
-        bench = Bench(size, work, env, hub, sink, nginx_url)
+        nginx_url = twin_url = None
+        if "download" in groups:
+            nginx_url = start_nginx(processes, served, work, "xet.bin")
+            twin_url = start_nginx(processes, served, work, "xet.bin", name="nginx-twin")
+        bench = Bench(size, work, env, hub, sink, nginx_url, twin_url)
         bench.note_memory("after start")
         print(
-            f"hub {hub.url} (pid {hub.process.pid}), sink {sink and sink.url}, nginx {nginx_url}", flush=True
+            f"hub {hub.url} (pid {hub.process.pid}), sink {sink and sink.url}, nginx {nginx_url} and "
+            f"{twin_url}",
+            flush=True,
         )
         if "xet-upload" in groups:
             measure_upload(

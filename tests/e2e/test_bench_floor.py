@@ -129,3 +129,22 @@ def test_a_ratio_that_would_print_as_its_goal_is_printed_with_three_decimals(tra
     assert transfer.ratio_text(0.3, 0.3) == "0.30×"
     assert transfer.ratio_text(0.3127, 0.3) == "0.31×"
     assert transfer.ratio_text(0.5, 0.8) == "0.50×"
+
+
+def test_the_whole_blob_control_prints_a_second_nginx_against_the_first_and_the_hub(
+    transfer: ModuleType,
+) -> None:
+    whole = transfer.Row("curl -o /dev/null, LFS-uploaded (whole blob)", "nginx → /dev/null", 1.00)
+    whole.subject, whole.anchor, whole.twin = [0.25, 0.30, 0.27], [0.24, 0.29, 0.31], [0.26, 0.28, 0.30]
+    download = transfer.Row("hf_hub_download (Xet)", "nginx → curl -o FILE", 0.60)
+    download.subject, download.anchor = [1.0], [0.5]
+    assert transfer.twin_table([download]) == []  # no row timed from the second nginx: no table
+
+    lines = transfer.twin_table([download, whole])
+    assert len(lines) == 4  # the title, the header, its rule and the one row timed from the second nginx
+    # the second nginx against the first: 0.24 / 0.26 by best, 0.29 / 0.28 by median; the hub against the
+    # second: 0.26 / 0.25 and 0.28 / 0.27
+    assert lines[3] == (
+        "| curl -o /dev/null, LFS-uploaded (whole blob) | 0.260 s | 0.280 s | 0.92× (1.04×) | ≥ 1.00× | "
+        "1.040× (1.037×) |"
+    )
