@@ -34,7 +34,7 @@ def temporary_files(server: Server) -> set[Path]:
 def wait_for_no_new_temporary_files(server: Server, before: set[Path]) -> None:
     """Wait until no temporary file but those in `before` is left. The session's hub is shared: an upload
     session another test left open keeps its staging folder until it is completed, abandoned or expires
-    (test_cli_behaviour.py's push cut off midway leaves one when the hub had begun to stage its part)."""
+    (a push cut off midway, as in test_cli_behaviour.py, leaves one when its abandon does not get through)."""
     deadline = time.monotonic() + 20
     while temporary_files(server) - before and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -256,7 +256,18 @@ class LfsService:
         staged = self._staged(upload_id, row)
         if not 1 <= number <= staged.parts:
             raise BadRequest(f"part {number} is out of range 1..{staged.parts}")
-        return staged.part_writer(number)
+        writer = staged.part_writer(number)
+        # An abandon (or `gc`) deletes the upload's row, then its folder. One that ran since the row was read
+        # above left this writer to make the folder again, and nothing would remove it but a later `gc`: the
+        # row is read once more, and the folder removed if it is gone. One that deletes the row after this
+        # read removes the folder itself.
+        try:
+            self._upload_row(upload_id)
+        except BaseException:
+            writer.abort()
+            self._store.objects.delete_upload(upload_id)
+            raise
+        return writer
 
     def complete(self, upload_id: str, expires: int, signature: str, sha256: str) -> None:
         """Check that every part is there and that the whole hashes to the upload's sha256, then make the
